@@ -1,0 +1,129 @@
+//! Struct field offsets from the running kernel's BTF.
+//!
+//! rustc emits no CO-RE relocations, so the eBPF programs get every layout
+//! they depend on from here, as read-only globals set before load.
+
+use std::path::{Path, PathBuf};
+
+use btfparse::{Offset, Readable, TypeInformation};
+use serde::Serialize;
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read kernel BTF at {path}: {source} (is CONFIG_DEBUG_INFO_BTF enabled?)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse kernel BTF: {0}")]
+    Parse(String),
+    #[error("kernel BTF has no type `struct {0}`")]
+    MissingType(&'static str),
+    #[error("kernel BTF has no field `{field}` in `struct {ty}`: {reason}")]
+    MissingField {
+        ty: &'static str,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("`struct {ty}.{field}` is a bitfield; ward needs a byte offset")]
+    Bitfield {
+        ty: &'static str,
+        field: &'static str,
+    },
+}
+
+/// The offsets ward's programs need, on the kernel they will run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KernelOffsets {
+    /// `offsetof(struct file, f_path)`.
+    pub file_f_path: u64,
+}
+
+impl KernelOffsets {
+    /// Reads the offsets from `/sys/kernel/btf/vmlinux`.
+    pub fn from_running_kernel() -> Result<Self, BtfError> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
+        let types = TypeInformation::new(&BtfBytes(bytes))
+            .map_err(|e| BtfError::Parse(format!("{e:?}")))?;
+        Ok(KernelOffsets {
+            file_f_path: byte_offset(&types, "file", "f_path")?,
+        })
+    }
+}
+
+fn byte_offset(
+    types: &TypeInformation,
+    ty: &'static str,
+    field: &'static str,
+) -> Result<u64, BtfError> {
+    let id = types.id_of(ty).ok_or(BtfError::MissingType(ty))?;
+    match types.offset_of(id, field) {
+        Ok((_, Offset::ByteOffset(off))) => Ok(u64::from(off)),
+        Ok((_, Offset::BitOffsetAndSize(..))) => Err(BtfError::Bitfield { ty, field }),
+        Err(e) => Err(BtfError::MissingField {
+            ty,
+            field,
+            reason: format!("{e:?}"),
+        }),
+    }
+}
+
+/// btfparse reads through this trait; the whole file is small (a few MiB).
+struct BtfBytes<'a>(&'a [u8]);
+
+impl Readable for BtfBytes<'_> {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).ok();
+        let range = start.and_then(|s| Some(s..s.checked_add(buffer.len())?));
+        match range.and_then(|r| self.0.get(r)) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read past the end of the BTF data",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_kernel_has_file_f_path() {
+        // Every kernel ward supports has BTF; this also runs in the test VMs.
+        let offsets = KernelOffsets::from_running_kernel().expect("kernel BTF");
+        // f_path sits after f_lock/f_mode/f_op etc.; never at 0, never huge.
+        assert!(offsets.file_f_path > 0 && offsets.file_f_path < 512, "{offsets:?}");
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_not_a_panic() {
+        let err = KernelOffsets::from_bytes(b"definitely not BTF").unwrap_err();
+        assert!(matches!(err, BtfError::Parse(_)), "{err}");
+    }
+
+    #[test]
+    fn truncated_btf_is_an_error() {
+        let bytes = std::fs::read(VMLINUX_BTF).expect("kernel BTF");
+        let err = KernelOffsets::from_bytes(&bytes[..bytes.len() / 3]);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! `ward doctor`: what the running kernel lets ward enforce.
+//!
+//! Every finding comes from trying the real thing (reading the LSM list,
+//! loading an LSM program, attaching a cgroup program), never from guessing
+//! by version, so ward never reports protection it cannot give.
+
+mod probes;
+mod render;
+
+use serde::Serialize;
+
+pub use render::render_text;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Works.
+    Ok,
+    /// The kernel does not offer it; ward degrades and says so.
+    Unavailable,
+    /// The check itself could not run (missing privileges, I/O error).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable identifier, for scripts: `kernel`, `bpf_lsm`, `lsm_program`, ...
+    pub id: &'static str,
+    pub title: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// Which kinds of enforcement this kernel supports, derived from the checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    /// File read/write and exec decisions (BPF LSM).
+    pub file_and_exec: bool,
+    /// Connect decisions, through BPF LSM or the cgroup connect hooks.
+    pub network: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub checks: Vec<Check>,
+    pub capabilities: Capabilities,
+}
+
+impl Report {
+    pub fn check(&self, id: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
+    }
+
+    fn ok(&self, id: &str) -> bool {
+        self.check(id).is_some_and(|c| c.status == Status::Ok)
+    }
+
+    /// 0 when everything works, 2 when ward can only enforce part of its
+    /// model here, 1 when a check could not run at all.
+    pub fn exit_code(&self) -> i32 {
+        if self.checks.iter().any(|c| c.status == Status::Error) {
+            1
+        } else if self.checks.iter().any(|c| c.status == Status::Unavailable) {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// Runs every check against the running kernel.
+pub fn run() -> Report {
+    let checks = vec![
+        probes::kernel_version(),
+        probes::btf(),
+        probes::bpf_lsm_active(),
+        probes::lsm_program(),
+        probes::cgroup_v2(),
+        probes::cgroup_sock_addr(),
+    ];
+    let mut report = Report {
+        kernel: crate::kernel::release(),
+        checks,
+        capabilities: Capabilities {
+            file_and_exec: false,
+            network: false,
+        },
+    };
+    let lsm = report.ok("bpf_lsm") && report.ok("lsm_program") && report.ok("btf");
+    report.capabilities = Capabilities {
+        file_and_exec: lsm,
+        network: lsm || report.ok("cgroup_sock_addr"),
+    };
+    report
+}

@@ -1,0 +1,38 @@
+//! Human-readable rendering of a doctor report.
+
+use std::fmt::Write;
+
+use super::{Report, Status};
+
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let width = report.checks.iter().map(|c| c.title.len()).max().unwrap_or(0);
+    for c in &report.checks {
+        let mark = match c.status {
+            Status::Ok => "ok",
+            Status::Unavailable => "NO",
+            Status::Error => "ERROR",
+        };
+        let _ = writeln!(out, "{mark:>5}  {:<width$}  {}", c.title, c.detail);
+    }
+    let caps = &report.capabilities;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "file and exec enforcement: {}",
+        if caps.file_and_exec {
+            "available (BPF LSM)"
+        } else {
+            "UNAVAILABLE on this kernel: ward cannot protect files or executables here"
+        }
+    );
+    let net = if caps.file_and_exec {
+        "available (BPF LSM)"
+    } else if caps.network {
+        "available (cgroup connect4/connect6 hooks only)"
+    } else {
+        "UNAVAILABLE on this kernel"
+    };
+    let _ = writeln!(out, "network enforcement:        {net}");
+    out
+}

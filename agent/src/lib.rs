@@ -1,0 +1,14 @@
+//! ward's host agent library: what `wardd` and `ward` share.
+//!
+//! - [`btf`]: struct offsets read from the running kernel's BTF;
+//! - [`cgroup`]: cgroup v2 discovery and cgroup ids;
+//! - [`ebpf`]: the embedded kernel object and how to load it portably;
+//! - [`enforcer`]: the kernel enforcement engine;
+//! - [`doctor`]: what the running kernel can and cannot enforce.
+
+pub mod btf;
+pub mod cgroup;
+pub mod doctor;
+pub mod ebpf;
+pub mod enforcer;
+pub mod kernel;
