@@ -111,7 +111,10 @@ mod tests {
         // Every kernel ward supports has BTF; this also runs in the test VMs.
         let offsets = KernelOffsets::from_running_kernel().expect("kernel BTF");
         // f_path sits after f_lock/f_mode/f_op etc.; never at 0, never huge.
-        assert!(offsets.file_f_path > 0 && offsets.file_f_path < 512, "{offsets:?}");
+        assert!(
+            offsets.file_f_path > 0 && offsets.file_f_path < 512,
+            "{offsets:?}"
+        );
     }
 
     #[test]

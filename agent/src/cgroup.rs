@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn no_cgroup2_is_none() {
-        assert_eq!(cgroup2_mount_in("25 30 0:22 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_in("25 30 0:22 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
         assert_eq!(cgroup2_mount_in("garbage\n\n"), None);
     }
 

@@ -31,7 +31,11 @@ pub fn btf() -> Check {
             "btf",
             title,
             Status::Ok,
-            format!("{}: struct file.f_path at byte {}", crate::btf::VMLINUX_BTF, o.file_f_path),
+            format!(
+                "{}: struct file.f_path at byte {}",
+                crate::btf::VMLINUX_BTF,
+                o.file_f_path
+            ),
         ),
         Err(e) => check("btf", title, Status::Unavailable, e.to_string()),
     }
@@ -136,7 +140,8 @@ fn try_cgroup_sock_addr() -> Result<String, ProbeError> {
     program
         .load()
         .map_err(|source| EnforcerError::Program { name, source })?;
-    let scratch = cgroup::OwnedCgroup::create(&root, &format!("ward-doctor-{}", std::process::id()))?;
+    let scratch =
+        cgroup::OwnedCgroup::create(&root, &format!("ward-doctor-{}", std::process::id()))?;
     let fd = scratch.open()?;
     // Links (kernel >= 5.7) take no flags and always coexist with other
     // programs; `Single` is how aya asks for flags = 0.
@@ -151,7 +156,12 @@ fn try_cgroup_sock_addr() -> Result<String, ProbeError> {
 pub fn cgroup_v2() -> Check {
     let title = "cgroup v2";
     match cgroup::cgroup2_mount() {
-        Ok(at) => check("cgroup_v2", title, Status::Ok, format!("mounted at {}", at.display())),
+        Ok(at) => check(
+            "cgroup_v2",
+            title,
+            Status::Ok,
+            format!("mounted at {}", at.display()),
+        ),
         Err(e) => check("cgroup_v2", title, Status::Unavailable, e.to_string()),
     }
 }
@@ -167,15 +177,19 @@ enum ProbeError {
 /// Kernel-internal "not supported" that BPF syscalls can leak to user space.
 const ENOTSUPP: i32 = 524;
 
-/// The OS error behind a failed probe, if the kernel answered with one.
-fn os_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+/// The syscall and OS error behind a failed probe, if the kernel answered.
+fn os_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<(&'a str, &'a io::Error)> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io);
+        match err.downcast_ref::<ProgramError>() {
+            Some(ProgramError::LoadError { io_error, .. }) => {
+                return Some(("BPF_PROG_LOAD", io_error));
+            }
+            Some(ProgramError::SyscallError(s)) => return Some((s.call, &s.io_error)),
+            _ => {}
         }
-        if let Some(ProgramError::LoadError { io_error, .. }) = err.downcast_ref::<ProgramError>() {
-            return Some(io_error);
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(("", io));
         }
         cur = err.source();
     }
@@ -186,35 +200,40 @@ fn os_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Erro
 /// says no. Anything else means the probe itself went wrong.
 fn refused_by_kernel(e: &(dyn std::error::Error + 'static)) -> bool {
     os_error(e)
-        .and_then(io::Error::raw_os_error)
+        .and_then(|(_, io)| io.raw_os_error())
         .is_some_and(|errno| {
-            [libc::EPERM, libc::EINVAL, libc::EOPNOTSUPP, ENOTSUPP, libc::EACCES]
-                .contains(&errno)
+            [
+                libc::EPERM,
+                libc::EINVAL,
+                libc::EOPNOTSUPP,
+                ENOTSUPP,
+                libc::EACCES,
+            ]
+            .contains(&errno)
         })
 }
 
 fn describe_refusal(e: &(dyn std::error::Error + 'static)) -> String {
-    let Some(io) = os_error(e) else {
+    let Some((call, io)) = os_error(e) else {
         return e.to_string();
     };
-    let name = match io.raw_os_error() {
+    let errno = io.raw_os_error();
+    let name = match errno {
         Some(libc::EPERM) => "EPERM",
         Some(libc::EACCES) => "EACCES",
         Some(libc::EINVAL) => "EINVAL",
         Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
         Some(ENOTSUPP) => "ENOTSUPP",
+        _ => return e.to_string(),
+    };
+    let call = if call.is_empty() { "the kernel" } else { call };
+    let hint = match (errno, nix::unistd::geteuid().is_root()) {
+        (Some(libc::EPERM), true) => {
+            ": the kernel refuses this program type even for root \
+             (lockdown, a BPF LSM restriction, or the hypervisor's sandbox)"
+        }
+        (Some(libc::EPERM), false) => ": run as root (needs CAP_BPF and CAP_SYS_ADMIN)",
         _ => "",
     };
-    let root = nix::unistd::geteuid().is_root();
-    let hint = if name == "EPERM" && root {
-        ": the kernel refuses this program type even for root \
-         (BPF LSM or lockdown policy, or a hypervisor/sandbox restriction)"
-    } else if name == "EPERM" {
-        ": run as root (needs CAP_BPF and CAP_SYS_ADMIN)"
-    } else {
-        ""
-    };
-    let short = e.to_string();
-    let short = short.split(". Verifier output").next().unwrap_or(&short);
-    format!("kernel refused it with {name} ({io}){hint} [{short}]")
+    format!("{call} refused with {name}{hint}")
 }

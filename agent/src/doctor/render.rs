@@ -6,7 +6,12 @@ use super::{Report, Status};
 
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
-    let width = report.checks.iter().map(|c| c.title.len()).max().unwrap_or(0);
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.title.len())
+        .max()
+        .unwrap_or(0);
     for c in &report.checks {
         let mark = match c.status {
             Status::Ok => "ok",

@@ -41,7 +41,9 @@ impl PathPattern {
         let inner = s.trim_start_matches('/').trim_end_matches('/');
         if s.len() > 1
             && (s.starts_with("//")
-                || inner.split('/').any(|c| c.is_empty() || c == "." || c == ".."))
+                || inner
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == ".."))
         {
             return Err(PathPatternError::NotNormalized(s.to_owned()));
         }
@@ -120,7 +122,10 @@ mod tests {
     #[test]
     fn bad_paths_are_refused_with_the_reason() {
         use PathPatternError::*;
-        assert!(matches!(PathPattern::parse("etc/shadow"), Err(NotAbsolute(_))));
+        assert!(matches!(
+            PathPattern::parse("etc/shadow"),
+            Err(NotAbsolute(_))
+        ));
         for bad in ["/a/../b", "/a/./b", "/a//b", "//a", "/a/.."] {
             assert!(
                 matches!(PathPattern::parse(bad), Err(NotNormalized(_))),

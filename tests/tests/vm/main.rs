@@ -1,0 +1,6 @@
+//! Kernel suites that need BPF LSM. They run inside the test VMs (6.1 and
+//! 6.12), booted by `cargo xtask test`; the host kernel here refuses LSM
+//! programs.
+
+mod doctor;
+mod file_open;

@@ -1,0 +1,34 @@
+//! `ward doctor` inside a VM whose kernel has a working BPF LSM.
+
+use ward_tests::ward;
+
+#[test]
+fn doctor_reports_working_bpf_lsm() {
+    let (code, stdout, stderr) = ward(&["doctor", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    for id in [
+        "bpf_lsm",
+        "lsm_program",
+        "btf",
+        "cgroup_v2",
+        "cgroup_sock_addr",
+    ] {
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}"));
+        assert_eq!(check["status"], "ok", "{id}: {check}");
+    }
+    assert_eq!(report["capabilities"]["file_and_exec"], true);
+    assert_eq!(code, 0, "all checks pass, so exit 0");
+
+    let (code, text, _) = ward(&["doctor"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("file and exec enforcement: available (BPF LSM)"),
+        "{text}"
+    );
+}

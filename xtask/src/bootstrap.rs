@@ -1,0 +1,154 @@
+//! Installs what the build and the VM tests need, once, and caches it.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    Workspace,
+    process::{output, run, step},
+};
+
+/// The nightly that builds eBPF (`-Z build-std=core`).
+pub const NIGHTLY: &str = "nightly";
+
+pub fn all(ws: &Workspace) -> Result<()> {
+    ebpf_toolchain(ws)?;
+    vm_packages()
+}
+
+/// rust-src for nightly, and bpf-linker built against nightly's own LLVM.
+pub fn ebpf_toolchain(ws: &Workspace) -> Result<()> {
+    rust_src()?;
+    bpf_linker(ws)
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+    .context("listing nightly components (is the nightly toolchain installed?)")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    step("installing rust-src for nightly (eBPF builds core from source)");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// bpf-linker must link with the same LLVM as the nightly rustc; build it
+/// against the libLLVM shipped inside that toolchain (see DESIGN.md).
+fn bpf_linker(ws: &Workspace) -> Result<()> {
+    let bin = ws.tools_bin().join("bpf-linker");
+    if bin.exists() {
+        return Ok(());
+    }
+    step("building bpf-linker against nightly's libLLVM (once; about 2 minutes)");
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    let libdir = Path::new(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&libdir)
+        .with_context(|| format!("reading {}", libdir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
+    let major = libllvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libLLVM.so."))
+        .and_then(|v| v.split(['.', '-']).next())
+        .context("cannot read LLVM major version from libLLVM file name")?
+        .to_owned();
+    let prefix = ws.target().join("llvm-prefix");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for name in ["libLLVM.so".to_owned(), file_name(&libllvm)] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{major}"))
+        .arg("--root")
+        .arg(ws.target().join("tools"))
+        .env("LLVM_PREFIX", &prefix))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Debian packages the VM runner needs, and the file that proves each.
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/usr/bin/cpio"),
+];
+
+pub fn vm_packages() -> Result<()> {
+    let missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .filter(|(pkg, file)| !Path::new(file).exists() || !dpkg_installed(pkg))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(format!("installing from Debian: {}", missing.join(" ")));
+    let root = nix_is_root();
+    let apt = |args: &[&str]| -> Command {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    // Package lists on a fresh machine may be stale; refresh once.
+    run(&mut apt(&["-q", "update"])).context("apt-get update")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install).with_context(|| {
+        format!(
+            "installing {} (run `apt-get install {}` as root)",
+            missing.join(" "),
+            missing.join(" ")
+        )
+    })?;
+    for (pkg, file) in VM_PACKAGES {
+        if !Path::new(file).exists() {
+            bail!("{pkg} is installed but {file} is missing");
+        }
+    }
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_ok_and(|s| s.contains("install ok installed"))
+}
+
+pub fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

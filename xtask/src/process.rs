@@ -1,0 +1,88 @@
+//! Running commands with visible progress.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// One progress line, prefixed so it stands out among cargo's output.
+pub fn step(msg: impl AsRef<str>) {
+    println!("==> {}", msg.as_ref());
+    let _ = std::io::stdout().flush();
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command with inherited stdio; fails if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let what = describe(cmd);
+    let started = Instant::now();
+    let status = cmd.status().with_context(|| format!("starting `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    tracing_elapsed(&what, started);
+    Ok(())
+}
+
+/// Runs a command and returns whether it succeeded.
+pub fn succeeds(cmd: &mut Command) -> Result<bool> {
+    let what = describe(cmd);
+    Ok(cmd
+        .status()
+        .with_context(|| format!("starting `{what}`"))?
+        .success())
+}
+
+/// Runs a command, captures its stdout (stderr inherited).
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let what = describe(cmd);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting `{what}`"))?;
+    if !out.status.success() {
+        bail!("`{what}` failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command, echoing its stdout live and returning it with the status.
+pub fn tee(cmd: &mut Command) -> Result<(bool, String)> {
+    let what = describe(cmd);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{what}`"))?;
+    let mut captured = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            println!("{line}");
+            captured.push_str(&line);
+            captured.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{what}`"))?;
+    Ok((status.success(), captured))
+}
+
+fn tracing_elapsed(what: &str, started: Instant) {
+    let secs = started.elapsed().as_secs_f32();
+    if secs > 5.0 {
+        let short: String = what.chars().take(60).collect();
+        println!("    ({short}... took {secs:.0}s)");
+    }
+}

@@ -1,0 +1,86 @@
+//! Counts results across every kind of check into one `N passed, M failed`.
+
+#[derive(Default)]
+pub struct Tally {
+    passed: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    pub fn pass(&mut self) {
+        self.passed += 1;
+    }
+
+    pub fn fail(&mut self, what: impl Into<String>) {
+        self.failures.push(what.into());
+    }
+
+    pub fn record(&mut self, ok: bool, what: &str) {
+        if ok { self.pass() } else { self.fail(what) }
+    }
+
+    /// Adds each `test NAME ... ok|FAILED` line of libtest output; returns
+    /// how many `test result:` summaries it saw (one per test binary that
+    /// ran to the end).
+    pub fn add_libtest(&mut self, suite: &str, output: &str) -> usize {
+        let mut summaries = 0;
+        for line in output.lines() {
+            let line = line.trim_end();
+            if line.starts_with("test result:") {
+                summaries += 1;
+                continue;
+            }
+            let Some(rest) = line.strip_prefix("test ") else {
+                continue;
+            };
+            if let Some(name) = rest.strip_suffix(" ... ok") {
+                let _ = name;
+                self.passed += 1;
+            } else if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                self.failures.push(format!("{suite}: {name}"));
+            }
+        }
+        summaries
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// The failures, then the one closing line.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        if !self.failures.is_empty() {
+            out.push_str("\nfailures:\n");
+            for f in &self.failures {
+                out.push_str(&format!("    {f}\n"));
+            }
+        }
+        out.push_str(&format!("{} passed, {} failed", self.passed, self.failed()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_lines_and_summaries() {
+        let out = "\
+running 3 tests
+test a::one ... ok
+test a::two ... FAILED
+test b ... ok
+test c ... ignored
+
+test result: FAILED. 2 passed; 1 failed; 1 ignored
+";
+        let mut t = Tally::default();
+        assert_eq!(t.add_libtest("unit", out), 1);
+        t.fail("vm 6.1: timed out");
+        assert_eq!(t.failed(), 2);
+        assert!(t.report().ends_with("2 passed, 2 failed"));
+        assert!(t.report().contains("unit: a::two"));
+    }
+}
