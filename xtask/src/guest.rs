@@ -67,10 +67,7 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
                 "--message-format=json-render-diagnostics",
             ])
             .current_dir(&ws.root)
-            .env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                "-Ctarget-feature=+crt-static\x1f-Cdebuginfo=0",
-            );
+            .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
         c
     };
     let ward = executables(&output(&mut cargo(&[

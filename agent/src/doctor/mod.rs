@@ -9,6 +9,8 @@ mod render;
 
 use serde::Serialize;
 
+use crate::btf::KernelOffsets;
+
 pub use render::render_text;
 
 /// The outcome of one check.
@@ -72,13 +74,20 @@ impl Report {
 
 /// Runs every check against the running kernel.
 pub fn run() -> Report {
+    let offsets = KernelOffsets::from_running_kernel();
+    // The probe programs read no struct fields, but the object's globals
+    // must be set: zero stands in when BTF is unreadable (reported above).
+    let probe_offsets = offsets
+        .as_ref()
+        .copied()
+        .unwrap_or(KernelOffsets { file_f_path: 0 });
     let checks = vec![
         probes::kernel_version(),
-        probes::btf(),
+        probes::btf(&offsets),
         probes::bpf_lsm_active(),
-        probes::lsm_program(),
+        probes::lsm_program(&probe_offsets),
         probes::cgroup_v2(),
-        probes::cgroup_sock_addr(),
+        probes::cgroup_sock_addr(&probe_offsets),
     ];
     let mut report = Report {
         kernel: crate::kernel::release(),

@@ -9,7 +9,12 @@ use aya::{
 use ward_abi::programs;
 
 use super::{Check, Status};
-use crate::{btf::KernelOffsets, cgroup, enforcer::EnforcerError, kernel};
+use crate::{
+    btf::{BtfError, KernelOffsets},
+    cgroup,
+    enforcer::EnforcerError,
+    kernel,
+};
 
 fn check(id: &'static str, title: &'static str, status: Status, detail: String) -> Check {
     Check {
@@ -24,9 +29,9 @@ pub fn kernel_version() -> Check {
     check("kernel", "Kernel version", Status::Ok, kernel::release())
 }
 
-pub fn btf() -> Check {
+pub fn btf(offsets: &Result<KernelOffsets, BtfError>) -> Check {
     let title = "Kernel BTF (struct layouts)";
-    match KernelOffsets::from_running_kernel() {
+    match offsets {
         Ok(o) => check(
             "btf",
             title,
@@ -75,9 +80,9 @@ pub fn bpf_lsm_active() -> Check {
 }
 
 /// Loads (and attaches, then detaches) an LSM program that allows everything.
-pub fn lsm_program() -> Check {
+pub fn lsm_program(offsets: &KernelOffsets) -> Check {
     let title = "BPF LSM program load and attach";
-    match try_lsm_program() {
+    match try_lsm_program(offsets) {
         Ok(()) => check(
             "lsm_program",
             title,
@@ -95,11 +100,8 @@ pub fn lsm_program() -> Check {
     }
 }
 
-fn try_lsm_program() -> Result<(), EnforcerError> {
-    // The probe does not read struct fields, but the object's globals must
-    // be set: fall back to zero when BTF is unreadable.
-    let offsets = KernelOffsets::from_running_kernel().unwrap_or(KernelOffsets { file_f_path: 0 });
-    let mut ebpf = crate::ebpf::load(&offsets)?;
+fn try_lsm_program(offsets: &KernelOffsets) -> Result<(), EnforcerError> {
+    let mut ebpf = crate::ebpf::load(offsets)?;
     let btf = Btf::from_sys_fs()?;
     // Attaching is part of the probe; `ebpf` is dropped right after, which
     // detaches it. The probe passes on every earlier decision unchanged.
@@ -107,9 +109,9 @@ fn try_lsm_program() -> Result<(), EnforcerError> {
 }
 
 /// Loads a cgroup connect4 program and attaches it to a throwaway cgroup.
-pub fn cgroup_sock_addr() -> Check {
+pub fn cgroup_sock_addr(offsets: &KernelOffsets) -> Check {
     let title = "cgroup connect hooks (sock_addr)";
-    match try_cgroup_sock_addr() {
+    match try_cgroup_sock_addr(offsets) {
         Ok(at) => check(
             "cgroup_sock_addr",
             title,
@@ -127,10 +129,9 @@ pub fn cgroup_sock_addr() -> Check {
     }
 }
 
-fn try_cgroup_sock_addr() -> Result<String, ProbeError> {
+fn try_cgroup_sock_addr(offsets: &KernelOffsets) -> Result<String, ProbeError> {
     let root = cgroup::cgroup2_mount()?;
-    let offsets = KernelOffsets::from_running_kernel().unwrap_or(KernelOffsets { file_f_path: 0 });
-    let mut ebpf = crate::ebpf::load(&offsets).map_err(EnforcerError::from)?;
+    let mut ebpf = crate::ebpf::load(offsets).map_err(EnforcerError::from)?;
     let name = programs::PROBE_CONNECT4;
     let program: &mut CgroupSockAddr = ebpf
         .program_mut(name)
