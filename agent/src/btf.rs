@@ -40,9 +40,20 @@ pub enum BtfError {
 pub struct KernelOffsets {
     /// `offsetof(struct file, f_path)`.
     pub file_f_path: u64,
+    /// `offsetof(struct file, f_mode)`.
+    pub file_f_mode: u64,
+    /// `offsetof(struct linux_binprm, file)`.
+    pub bprm_file: u64,
 }
 
 impl KernelOffsets {
+    /// Offsets for loading programs that read no struct fields (probes).
+    pub const UNUSED: KernelOffsets = KernelOffsets {
+        file_f_path: 0,
+        file_f_mode: 0,
+        bprm_file: 0,
+    };
+
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`.
     pub fn from_running_kernel() -> Result<Self, BtfError> {
         Self::from_file(Path::new(VMLINUX_BTF))
@@ -61,6 +72,8 @@ impl KernelOffsets {
             .map_err(|e| BtfError::Parse(format!("{e:?}")))?;
         Ok(KernelOffsets {
             file_f_path: byte_offset(&types, "file", "f_path")?,
+            file_f_mode: byte_offset(&types, "file", "f_mode")?,
+            bprm_file: byte_offset(&types, "linux_binprm", "file")?,
         })
     }
 }

@@ -8,10 +8,18 @@ use crate::btf::KernelOffsets;
 /// ward's eBPF object (`agent-ebpf/programs`), built by `cargo xtask build-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("WARD_EBPF_OBJ"));
 
-/// Parses the object and creates its maps, with the layout globals of the
-/// running kernel filled in. Programs are loaded one by one by the caller.
-pub fn load(offsets: &KernelOffsets) -> Result<Ebpf, EbpfError> {
-    EbpfLoader::new()
+/// A loader with the layout globals of the running kernel filled in.
+pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(globals::F_PATH_OFF, &offsets.file_f_path, true)
-        .load(OBJECT)
+        .override_global(globals::F_MODE_OFF, &offsets.file_f_mode, true)
+        .override_global(globals::BPRM_FILE_OFF, &offsets.bprm_file, true);
+    loader
+}
+
+/// Parses the object and creates its maps, unpinned. Programs are loaded
+/// one by one by the caller.
+pub fn load(offsets: &KernelOffsets) -> Result<Ebpf, EbpfError> {
+    loader(offsets).load(OBJECT)
 }

@@ -7,6 +7,8 @@ use std::{
     process::Command,
 };
 
+pub mod lifecycle;
+
 use ward_agent::cgroup::OwnedCgroup;
 
 /// The `ward` CLI binary: `$WARD_BIN` (set in the test VM), else the one
@@ -56,19 +58,22 @@ pub fn run(bin: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// How an open attempt by a child process ended.
-#[derive(Debug, PartialEq, Eq)]
+/// How an attempt by a child process ended.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum OpenOutcome {
     Opened,
     /// The errno the kernel returned.
     Refused(i32),
 }
 
-/// Forks a child that (optionally) moves itself into `cgroup`, then tries to
-/// open `path` with `flags`. The child does nothing that is unsafe after
-/// fork in a threaded parent: raw open/write/_exit only.
-pub fn open_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, flags: i32) -> OpenOutcome {
-    let target = CString::new(path.as_os_str().as_bytes()).expect("path has NUL");
+/// Forks a child that (optionally) moves itself into `cgroup` and runs
+/// `attempt`, which returns 0 or an errno. `attempt` must only make raw
+/// syscalls: the parent is multi-threaded.
+///
+/// # Safety
+/// `attempt` runs in a forked child of a threaded process: no allocation,
+/// no locks.
+pub unsafe fn in_child(cgroup: Option<&OwnedCgroup>, attempt: impl FnOnce() -> i32) -> OpenOutcome {
     let procs = cgroup.map(|cg| {
         CString::new(cg.path().join("cgroup.procs").as_os_str().as_bytes()).expect("NUL")
     });
@@ -85,12 +90,7 @@ pub fn open_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, flags: i32) -> O
                 }
                 libc::close(fd);
             }
-            let fd = libc::open(target.as_ptr(), flags | libc::O_CLOEXEC);
-            if fd >= 0 {
-                libc::_exit(0);
-            }
-            let errno = *libc::__errno_location();
-            libc::_exit(errno.clamp(1, 199));
+            libc::_exit(attempt().clamp(0, 199));
         }
         let mut status = 0;
         assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
@@ -100,6 +100,103 @@ pub fn open_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, flags: i32) -> O
             200 => panic!("child could not join cgroup {:?}", cgroup.map(|c| c.path())),
             errno => OpenOutcome::Refused(errno),
         }
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: reading this thread's errno.
+    unsafe { (*libc::__errno_location()).max(1) }
+}
+
+/// Executes `path` with argv[0] = `argv0` in a child; 0 if the exec
+/// happened and the program exited 0.
+pub fn exec_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, argv0: &str) -> OpenOutcome {
+    let target = CString::new(path.as_os_str().as_bytes()).expect("NUL");
+    let arg0 = CString::new(argv0).expect("NUL");
+    let argv = [arg0.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: execve and _exit only.
+    unsafe {
+        in_child(cgroup, || {
+            libc::execve(target.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            errno()
+        })
+    }
+}
+
+/// Connects a TCP socket to `addr` in a child.
+pub fn connect_as_child(cgroup: Option<&OwnedCgroup>, addr: std::net::SocketAddr) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(addr);
+    // SAFETY: socket, connect, close only.
+    unsafe {
+        in_child(cgroup, || {
+            let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return errno();
+            }
+            let r = libc::connect(fd, (&raw const storage).cast(), len);
+            let e = if r == 0 { 0 } else { errno() };
+            libc::close(fd);
+            e
+        })
+    }
+}
+
+fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            )
+        }
+    }
+}
+
+/// Opens `path` with `flags` in a child (see [`in_child`]).
+pub fn open_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, flags: i32) -> OpenOutcome {
+    let target = CString::new(path.as_os_str().as_bytes()).expect("path has NUL");
+    // SAFETY: open, close only.
+    unsafe {
+        in_child(cgroup, || {
+            let fd = libc::open(target.as_ptr(), flags | libc::O_CLOEXEC);
+            if fd < 0 {
+                return errno();
+            }
+            libc::close(fd);
+            0
+        })
     }
 }
 

@@ -35,6 +35,7 @@ mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
+ip link set lo up
 # Everything from here goes to the results port; the console keeps the kernel log.
 exec >/dev/ttyS1 2>&1
 finish() { echo "WARD-VM-EXIT $1"; sync; poweroff -f; }

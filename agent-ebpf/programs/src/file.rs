@@ -1,33 +1,42 @@
-//! File access: the LSM `file_open` hook.
+//! Files and executables: LSM `file_open` and `bprm_check_security`.
 
 use core::ffi::c_char;
 
 use aya_ebpf::{
-    bindings::path,
-    helpers::{bpf_d_path, bpf_get_current_cgroup_id},
-    macros::{lsm, map},
-    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::LsmContext,
+    bindings::path, helpers::bpf_d_path, macros::lsm, maps::lpm_trie::Key, programs::LsmContext,
 };
-use ward_abi::{EACCES, Effect, ManagedCgroup, PATH_MAX_LEN, PathKey, PathRule};
+use ward_abi::{EACCES, KEY_HEADER_BITS, Op, PATH_MAX_LEN, PathKey};
 
-/// `offsetof(struct file, f_path)`, set by user space from the kernel's BTF.
+use crate::{
+    decide::decide,
+    events::{Object, report},
+    maps::{WARD_PATH_RULES_0, WARD_PATH_RULES_1, WARD_PATH_SCRATCH, config},
+    subject,
+};
+
+/// `offsetof(struct file, f_path)`, from the kernel's BTF.
 #[unsafe(no_mangle)]
 static F_PATH_OFF: u64 = 0;
+/// `offsetof(struct file, f_mode)`.
+#[unsafe(no_mangle)]
+static F_MODE_OFF: u64 = 0;
+/// `offsetof(struct linux_binprm, file)`.
+#[unsafe(no_mangle)]
+static BPRM_FILE_OFF: u64 = 0;
 
-#[map]
-static WARD_MANAGED_CGROUPS: HashMap<u64, ManagedCgroup> = HashMap::with_max_entries(4096, 0);
-
-#[map]
-static WARD_PROTECTED_PATHS: LpmTrie<PathKey, PathRule> = LpmTrie::with_max_entries(65536, 0);
-
-/// One path buffer per CPU: 260 bytes do not fit beside the rest on the
-/// 512-byte BPF stack.
-#[map]
-static WARD_PATH_SCRATCH: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
+// include/linux/fs.h; part of the kernel ABI that BPF LSM programs see.
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_EXEC: u32 = 0x20;
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EACCES;
+
+#[inline(always)]
+fn rodata(v: &u64) -> usize {
+    // SAFETY: a read-only global; the verifier sees the loaded constant.
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
 
 #[lsm(hook = "file_open")]
 pub fn ward_file_open(ctx: LsmContext) -> i32 {
@@ -36,43 +45,77 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
         return earlier;
     }
     let file: *const u8 = ctx.arg(0);
-    decide_open(file)
+    // SAFETY: `file` is the hook's trusted BTF pointer; the offset is the
+    // kernel's own, so this reads the u32 f_mode field.
+    let mode = unsafe { *(file.add(rodata(&F_MODE_OFF)) as *const u32) };
+    // Opening an executable for exec is decided as exec, here and in
+    // bprm_check_security, so exec-only access works.
+    if mode & FMODE_EXEC != 0 {
+        return check_file(file, Op::Exec);
+    }
+    if mode & FMODE_WRITE != 0 {
+        let verdict = check_file(file, Op::Write);
+        if verdict != ALLOW {
+            return verdict;
+        }
+    }
+    if mode & FMODE_READ != 0 {
+        return check_file(file, Op::Read);
+    }
+    ALLOW
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn ward_bprm_check(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return earlier;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: reads the `file` pointer field of the trusted linux_binprm.
+    let file = unsafe { *(bprm.add(rodata(&BPRM_FILE_OFF)) as *const *const u8) };
+    if file.is_null() {
+        return ALLOW;
+    }
+    check_file(file, Op::Exec)
 }
 
 #[inline(always)]
-fn decide_open(file: *const u8) -> i32 {
-    // SAFETY: a BPF helper without arguments.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: lookups in a map that only this object and user space write.
-    if unsafe { WARD_MANAGED_CGROUPS.get(&cgroup) }.is_none() {
+fn check_file(file: *const u8, op: Op) -> i32 {
+    let Some(config) = config() else {
+        return ALLOW; // not configured yet: nothing is managed
+    };
+    let Some(who) = subject::current(config) else {
         return ALLOW;
-    }
+    };
     // From here the caller is managed: anything we cannot resolve is denied,
     // never waved through.
     let Some(key) = WARD_PATH_SCRATCH.get_ptr_mut(0) else {
         return DENY;
     };
-    // SAFETY: F_PATH_OFF is a constant to the verifier; `file` is the BTF
-    // pointer the hook received, and bpf_d_path checks what it dereferences.
+    // SAFETY: `key` is this CPU's scratch slot; `file` a BTF pointer whose
+    // f_path the kernel's offset names; bpf_d_path checks what it reads.
+    let key: &mut Key<PathKey> = unsafe { &mut *key };
     let len = unsafe {
-        let off = core::ptr::read_volatile(&F_PATH_OFF) as usize;
-        let f_path = file.add(off) as *mut path;
-        let buf = core::ptr::addr_of_mut!((*key).data.path) as *mut c_char;
+        let f_path = file.add(rodata(&F_PATH_OFF)) as *mut path;
+        let buf = core::ptr::addr_of_mut!(key.data.path) as *mut c_char;
         bpf_d_path(f_path, buf, PATH_MAX_LEN as u32)
     };
     if len <= 0 || len > PATH_MAX_LEN as i64 {
         return DENY;
     }
+    key.data.op = op as u32;
     // The length counts the NUL, so exact-file rules (stored with their NUL)
     // match only the file itself.
-    // SAFETY: `key` points into the per-CPU scratch value.
-    unsafe { (*key).prefix_len = (len as u32) * 8 };
-    // SAFETY: as above.
-    match unsafe { WARD_PROTECTED_PATHS.get(&*key) } {
-        None => ALLOW,
-        Some(rule) => match Effect::from_raw(rule.effect) {
-            Some(Effect::Allow) => ALLOW,
-            _ => DENY,
-        },
-    }
+    key.prefix_len = KEY_HEADER_BITS + (len as u32) * 8;
+    let verdict = if config.active == 0 {
+        decide(&WARD_PATH_RULES_0, key, &who, 0)
+    } else {
+        decide(&WARD_PATH_RULES_1, key, &who, 0)
+    };
+    let Some(verdict) = verdict else {
+        return ALLOW;
+    };
+    report(&verdict, &who, op as u32, Object::Path(&key.data.path));
+    if verdict.allow { ALLOW } else { DENY }
 }

@@ -1,13 +1,23 @@
 //! ward's kernel programs.
 //!
+//! Every hook follows the same shape: is the caller managed (one cached
+//! lookup for everyone else)? is the object protected? is there an
+//! unexpired allow for this subject? Deny otherwise, and report it.
+//!
 //! Layout-dependent reads never use offsets baked in at build time: rustc
 //! emits no BTF relocations, so user space reads them from the running
-//! kernel's BTF and writes them into the read-only globals below before load.
+//! kernel's BTF and writes them into the read-only globals in [`file`]
+//! before load.
 #![no_std]
 #![no_main]
 
+mod decide;
+mod events;
 mod file;
+mod maps;
+mod net;
 mod probe;
+mod subject;
 
 /// LSM programs must carry a GPL-compatible licence or the kernel refuses them.
 #[unsafe(link_section = "license")]

@@ -77,10 +77,7 @@ pub fn run() -> Report {
     let offsets = KernelOffsets::from_running_kernel();
     // The probe programs read no struct fields, but the object's globals
     // must be set: zero stands in when BTF is unreadable (reported above).
-    let probe_offsets = offsets
-        .as_ref()
-        .copied()
-        .unwrap_or(KernelOffsets { file_f_path: 0 });
+    let probe_offsets = offsets.as_ref().copied().unwrap_or(KernelOffsets::UNUSED);
     let checks = vec![
         probes::kernel_version(),
         probes::btf(&offsets),

@@ -1,124 +1,274 @@
-//! The kernel enforcement engine: loads ward's programs, attaches them, and
-//! fills the maps they decide from.
+//! The kernel enforcement engine.
+//!
+//! It loads ward's programs, attaches them (or adopts the ones a previous
+//! agent pinned), and keeps the kernel's decision maps equal to the table
+//! user space wants: policy entries from [`Enforcer::apply`] plus grants
+//! from [`Enforcer::grant`].
+//!
+//! Rule maps come in two generations. `apply` fills the idle one and flips
+//! [`ward_abi::Config::active`] in one store, so no lookup ever sees a
+//! half-built table; grants and revocations edit the live generation entry
+//! by entry, each edit atomic on its own.
 
+mod attach;
+mod clock;
+mod error;
+mod events;
+mod kmaps;
+mod net;
 mod path;
+mod table;
 
-use aya::{
-    Btf, Ebpf,
-    maps::{HashMap, LpmTrie, MapError, lpm_trie::Key},
-    programs::{Lsm, ProgramError},
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
 };
-use ward_abi::{Effect, ManagedCgroup, PathKey, PathRule, maps, programs};
 
+use aya::Ebpf;
+use ward_abi::{Config, MAX_UID_RANGES, UidRange, maps};
+
+pub use clock::boot_ns;
+pub use error::EnforcerError;
+pub use events::{EventKind, EventStream, KernelEvent};
+pub use net::{NetPattern, NetPatternError};
 pub use path::{PathPattern, PathPatternError};
+pub use table::{Entry, Expiry, Object, Subject, TableError};
 
-use crate::btf::{BtfError, KernelOffsets};
+use crate::btf::KernelOffsets;
+use table::{Index, Slot};
 
-#[derive(Debug, thiserror::Error)]
-pub enum EnforcerError {
-    #[error("reading kernel layout: {0}")]
-    Btf(#[from] BtfError),
-    #[error("loading ward's eBPF object: {0}")]
-    Object(#[from] aya::EbpfError),
-    #[error("kernel BTF for program load: {0}")]
-    KernelBtf(#[from] aya::BtfError),
-    #[error("program `{name}`: {source}")]
-    Program {
-        name: &'static str,
-        source: ProgramError,
-    },
-    #[error("program `{0}` is missing from the eBPF object")]
-    MissingProgram(&'static str),
-    #[error("map `{0}` is missing from the eBPF object")]
-    MissingMap(&'static str),
-    #[error("map `{name}`: {source}")]
-    Map {
-        name: &'static str,
-        source: MapError,
-    },
+/// Which hooks to attach.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// LSM `file_open`, `bprm_check_security`, `socket_connect`.
+    pub lsm: bool,
+    /// Attach cgroup `connect4`/`connect6` to this cgroup (v2 directory):
+    /// network enforcement on kernels without BPF LSM.
+    pub cgroup_connect: Option<PathBuf>,
 }
 
-/// What a protected-path entry decides, and which rule or grant produced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub effect: Effect,
-    pub rule_id: u64,
+/// Sizes and places; in `wardd` these come from its config file.
+#[derive(Debug, Clone)]
+pub struct EnforcerConfig {
+    /// Where maps and links are pinned, e.g. `/sys/fs/bpf/ward`. With
+    /// `None` nothing outlives the `Enforcer`.
+    pub pin_dir: Option<PathBuf>,
+    pub max_path_rules: u32,
+    pub max_net_rules: u32,
+    pub max_cgroups: u32,
+    /// Managed uid ranges, inclusive; at most [`MAX_UID_RANGES`].
+    pub uid_ranges: Vec<(u32, u32)>,
+    pub hooks: Hooks,
 }
 
-/// ward's programs, loaded and attached. Dropping it detaches them.
+impl Default for EnforcerConfig {
+    fn default() -> Self {
+        EnforcerConfig {
+            pin_dir: None,
+            max_path_rules: 65536,
+            max_net_rules: 16384,
+            max_cgroups: 4096,
+            uid_ranges: Vec::new(),
+            hooks: Hooks {
+                lsm: true,
+                cgroup_connect: None,
+            },
+        }
+    }
+}
+
+/// Counters for `ward status` and the benchmarks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// Entries in the live generation of each rule family.
+    pub path_rules: usize,
+    pub net_rules: usize,
+    pub managed_cgroups: usize,
+    /// Events dropped because the ring buffer was full.
+    pub events_lost: u64,
+    /// Per program, from the kernel (`kernel.bpf_stats_enabled=1` for times).
+    pub programs: Vec<ProgramStats>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// ward's programs, attached, and the maps they decide from.
 pub struct Enforcer {
     ebpf: Ebpf,
+    config: EnforcerConfig,
+    /// Whether the programs were already attached by an earlier agent.
+    adopted: bool,
+    policy: Index,
+    grants: BTreeMap<u64, Vec<Entry>>,
 }
 
 impl Enforcer {
-    /// Loads the object for the running kernel and attaches the LSM
-    /// `file_open` program. Nothing is enforced until a cgroup is managed.
-    pub fn load() -> Result<Self, EnforcerError> {
+    /// Loads the object for the running kernel and attaches the hooks; with
+    /// a pin directory holding an earlier agent's pins, adopts them
+    /// instead, without a moment of enforcement lost.
+    pub fn load(config: EnforcerConfig) -> Result<Self, EnforcerError> {
+        if config.uid_ranges.len() > MAX_UID_RANGES {
+            return Err(EnforcerError::TooManyUidRanges {
+                given: config.uid_ranges.len(),
+                max: MAX_UID_RANGES,
+            });
+        }
         let offsets = KernelOffsets::from_running_kernel()?;
-        let mut ebpf = crate::ebpf::load(&offsets)?;
-        let btf = Btf::from_sys_fs()?;
-        attach_lsm(&mut ebpf, programs::FILE_OPEN, "file_open", &btf)?;
-        Ok(Enforcer { ebpf })
-    }
-
-    /// Enforces on processes whose cgroup has this id.
-    pub fn manage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
-        let mut managed: HashMap<_, u64, ManagedCgroup> = self.map(maps::MANAGED_CGROUPS)?;
-        managed
-            .insert(cgroup_id, ManagedCgroup::default(), 0)
-            .map_err(map_err(maps::MANAGED_CGROUPS))
-    }
-
-    /// Protects a path (a file, or a subtree ending in `/`) with a decision.
-    pub fn protect_path(
-        &mut self,
-        pattern: &PathPattern,
-        decision: Decision,
-    ) -> Result<(), EnforcerError> {
-        let mut trie: LpmTrie<_, PathKey, PathRule> = self.map(maps::PROTECTED_PATHS)?;
-        let (bits, data) = pattern.lpm_key();
-        let rule = PathRule {
-            effect: decision.effect as u32,
-            _pad: 0,
-            rule_id: decision.rule_id,
+        let (mut ebpf, adopted) = kmaps::load(&offsets, &config)?;
+        let mut kconfig = if adopted {
+            kmaps::read_config(&mut ebpf)?
+        } else {
+            Config::default()
         };
-        trie.insert(&Key::new(bits, data), rule, 0)
-            .map_err(map_err(maps::PROTECTED_PATHS))
+        kconfig.uid_ranges = [UidRange::default(); MAX_UID_RANGES];
+        for (slot, (first, last)) in kconfig.uid_ranges.iter_mut().zip(&config.uid_ranges) {
+            *slot = UidRange {
+                first: *first,
+                last: *last,
+            };
+        }
+        kconfig.uid_ranges_len = config.uid_ranges.len() as u32;
+        kmaps::write_config(&mut ebpf, &kconfig)?;
+        attach::all(&mut ebpf, &config)?;
+        Ok(Enforcer {
+            ebpf,
+            config,
+            adopted,
+            policy: Index::new(),
+            grants: BTreeMap::new(),
+        })
     }
 
-    fn map<'a, T>(&'a mut self, name: &'static str) -> Result<T, EnforcerError>
-    where
-        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
-    {
+    /// True when this agent took over programs an earlier one pinned.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Enforces on processes in this cgroup and its descendants.
+    pub fn manage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
+        kmaps::set_managed(&mut self.ebpf, cgroup_id, true, self.config.max_cgroups)
+    }
+
+    /// Stops enforcing on this cgroup (its descendants too, unless listed).
+    pub fn unmanage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
+        kmaps::set_managed(&mut self.ebpf, cgroup_id, false, self.config.max_cgroups)
+    }
+
+    /// Replaces the policy part of the table in one step. On any error the
+    /// previous table stays in force, untouched.
+    pub fn apply(&mut self, policy: &[Entry]) -> Result<(), EnforcerError> {
+        let policy = table::index(policy)?;
+        let mut merged = policy.clone();
+        for entries in self.grants.values() {
+            for e in entries {
+                merged.entry(e.slot()?).or_default().push(e.clone());
+            }
+        }
+        let mut values = Vec::with_capacity(merged.len());
+        for (slot, entries) in &merged {
+            if let Some(rule) = table::combine(entries)? {
+                values.push((slot.clone(), rule));
+            }
+        }
+        let mut kconfig = kmaps::read_config(&mut self.ebpf)?;
+        let idle = 1 - kconfig.active.min(1);
+        kmaps::fill_generation(&mut self.ebpf, idle, &values, &self.config)?;
+        kconfig.active = idle;
+        kmaps::write_config(&mut self.ebpf, &kconfig)?;
+        // The old generation is no longer read; empty it for the next swap.
+        kmaps::clear_generation(&mut self.ebpf, 1 - idle)?;
+        self.policy = policy;
+        tracing::info!(
+            entries = values.len(),
+            generation = idle,
+            "applied decision table"
+        );
+        Ok(())
+    }
+
+    /// Adds (or replaces) a grant's entries in the live table. Refused whole
+    /// if any entry is invalid or the table is full.
+    pub fn grant(&mut self, grant_id: u64, entries: Vec<Entry>) -> Result<(), EnforcerError> {
+        let mut touched = BTreeSet::new();
+        for e in &entries {
+            touched.insert(e.slot()?);
+        }
+        if let Some(old) = self.grants.get(&grant_id) {
+            for e in old {
+                touched.insert(e.slot()?);
+            }
+        }
+        let previous = self.grants.insert(grant_id, entries);
+        if let Err(e) = self.sync(&touched) {
+            // Put the model back and re-sync so the kernel matches it again.
+            match previous {
+                Some(p) => self.grants.insert(grant_id, p),
+                None => self.grants.remove(&grant_id),
+            };
+            let _ = self.sync(&touched);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a grant: its access ends at once.
+    pub fn revoke(&mut self, grant_id: u64) -> Result<bool, EnforcerError> {
+        let Some(entries) = self.grants.remove(&grant_id) else {
+            // An adopted table may hold grants this process never saw.
+            let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
+            return Ok(removed > 0);
+        };
+        let touched = entries
+            .iter()
+            .map(Entry::slot)
+            .collect::<Result<BTreeSet<Slot>, _>>()?;
+        self.sync(&touched)?;
+        Ok(true)
+    }
+
+    /// Writes the combined value of each slot into the live generation.
+    fn sync(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
+        let active = kmaps::read_config(&mut self.ebpf)?.active;
+        for slot in slots {
+            let mut entries: Vec<&Entry> = self.policy.get(slot).into_iter().flatten().collect();
+            for g in self.grants.values() {
+                for e in g {
+                    if e.slot().as_ref() == Ok(slot) {
+                        entries.push(e);
+                    }
+                }
+            }
+            let rule = table::combine(entries)?;
+            kmaps::put(&mut self.ebpf, active, slot, rule, &self.config)?;
+        }
+        Ok(())
+    }
+
+    /// Decisions as they happen. Only one stream exists per enforcer.
+    pub fn events(&mut self) -> Result<EventStream, EnforcerError> {
         let map = self
             .ebpf
-            .map_mut(name)
-            .ok_or(EnforcerError::MissingMap(name))?;
-        T::try_from(map).map_err(map_err(name))
+            .take_map(maps::EVENTS)
+            .ok_or(EnforcerError::EventsTaken)?;
+        EventStream::new(map)
+    }
+
+    pub fn stats(&mut self) -> Result<Stats, EnforcerError> {
+        kmaps::stats(&mut self.ebpf)
     }
 }
 
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
-    move |source| EnforcerError::Map { name, source }
-}
-
-/// Loads and attaches one LSM program of the object.
+/// Loads and attaches one LSM program of an object (for `ward doctor`).
 pub(crate) fn attach_lsm(
     ebpf: &mut Ebpf,
     name: &'static str,
     hook: &str,
-    btf: &Btf,
+    btf: &aya::Btf,
 ) -> Result<(), EnforcerError> {
-    let program: &mut Lsm = ebpf
-        .program_mut(name)
-        .ok_or(EnforcerError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| EnforcerError::Program { name, source })?;
-    program
-        .load(hook, btf)
-        .map_err(|source| EnforcerError::Program { name, source })?;
-    program
-        .attach()
-        .map_err(|source| EnforcerError::Program { name, source })?;
-    Ok(())
+    attach::lsm(ebpf, name, hook, btf, None).map(|_| ())
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use ward_abi::{PATH_MAX_LEN, PathKey};
 
 /// A protected path: one file, or a subtree (written with a trailing `/`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathPattern {
     /// Exactly this file.
     File(String),
@@ -69,7 +69,8 @@ impl PathPattern {
         }
     }
 
-    /// The prefix length in bits and the key data for the LPM trie.
+    /// The path's prefix length in bits and a key with the path filled in
+    /// (the caller sets subject and operation).
     ///
     /// A file includes its terminating NUL in the prefix, so `/etc/shadow`
     /// cannot match `/etc/shadow-`; a subtree ends at its `/`, so `/srv/prod/`
@@ -133,9 +134,9 @@ mod tests {
             );
         }
         assert!(matches!(PathPattern::parse("/a\0b"), Err(Nul(_))));
-        let long = format!("/{}", "x".repeat(255));
+        let long = format!("/{}", "x".repeat(PATH_MAX_LEN - 1));
         assert!(matches!(PathPattern::parse(&long), Err(TooLong { .. })));
-        let fits = format!("/{}", "x".repeat(253));
+        let fits = format!("/{}", "x".repeat(PATH_MAX_LEN - 2));
         assert!(PathPattern::parse(&fits).is_ok());
     }
 

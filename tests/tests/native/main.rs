@@ -1,3 +1,5 @@
 //! Native integration tests: run on the host kernel, as real processes.
+//! Enforcement here is confined to cgroups the tests create.
 
+mod connect;
 mod doctor;

@@ -1,59 +1,58 @@
-//! The LSM `file_open` program denies managed cgroups and nobody else.
+//! Path matching in `file_open`: exact files, subtrees, and their neighbours.
 
-use ward_abi::Effect;
-use ward_agent::{
-    cgroup::{OwnedCgroup, cgroup2_mount},
-    enforcer::{Decision, Enforcer, PathPattern},
-};
-use ward_tests::{OpenOutcome, TempDir, open_as_child};
+use ward_abi::Op;
+use ward_agent::enforcer::{Object, PathPattern};
+use ward_tests::{OpenOutcome, TempDir, lifecycle::protection, open_as_child};
 
-const DENY: Decision = Decision {
-    effect: Effect::Deny,
-    rule_id: 7,
-};
+use crate::support::{cgroups, enforcer};
 
-fn managed_cgroup(enforcer: &mut Enforcer, name: &str) -> OwnedCgroup {
-    let root = cgroup2_mount().expect("cgroup2 mounted");
-    let cg = OwnedCgroup::create(&root, name).expect("create test cgroup");
-    enforcer.manage_cgroup(cg.id()).expect("manage cgroup");
-    cg
+fn path(p: &str) -> Object {
+    Object::Path(PathPattern::parse(p).unwrap())
 }
 
 #[test]
-fn protected_file_is_denied_in_the_managed_cgroup_only() {
-    let dir = TempDir::new("file-open");
+fn exact_file_rule_covers_the_file_only() {
+    let dir = TempDir::new("exact");
     let secret = dir.file("secret.txt");
+    let longer = dir.file("secret.txt-old");
     let public = dir.file("public.txt");
-    let mut enforcer = Enforcer::load().expect("load enforcer");
-    let managed = managed_cgroup(&mut enforcer, "ward-test-managed");
-    let pattern = PathPattern::parse(secret.to_str().unwrap()).unwrap();
-    enforcer.protect_path(&pattern, DENY).expect("protect");
+    let (managed, unmanaged) = cgroups("exact");
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).unwrap();
+    let object = path(secret.to_str().unwrap());
+    enforcer
+        .apply(&[
+            protection(Op::Read, &object),
+            protection(Op::Write, &object),
+        ])
+        .unwrap();
 
+    let denied = OpenOutcome::Refused(libc::EACCES);
     assert_eq!(
         open_as_child(Some(&managed), &secret, libc::O_RDONLY),
-        OpenOutcome::Refused(libc::EACCES),
-        "a managed process must not open the protected file"
+        denied
     );
     assert_eq!(
         open_as_child(Some(&managed), &secret, libc::O_WRONLY),
-        OpenOutcome::Refused(libc::EACCES),
-        "nor open it for writing"
+        denied
+    );
+    assert_eq!(open_as_child(Some(&managed), &secret, libc::O_RDWR), denied);
+    assert_eq!(
+        open_as_child(Some(&unmanaged), &secret, libc::O_RDONLY),
+        OpenOutcome::Opened
     );
     assert_eq!(
         open_as_child(None, &secret, libc::O_RDONLY),
-        OpenOutcome::Opened,
-        "a process outside the managed cgroup opens the same file"
+        OpenOutcome::Opened
     );
-    let other = OwnedCgroup::create(&cgroup2_mount().unwrap(), "ward-test-unmanaged").unwrap();
     assert_eq!(
-        open_as_child(Some(&other), &secret, libc::O_RDONLY),
+        open_as_child(Some(&managed), &longer, libc::O_RDONLY),
         OpenOutcome::Opened,
-        "a process in another, unmanaged cgroup opens it too"
+        "a file rule does not cover a longer name"
     );
     assert_eq!(
         open_as_child(Some(&managed), &public, libc::O_RDONLY),
-        OpenOutcome::Opened,
-        "a managed process still opens files that are not protected"
+        OpenOutcome::Opened
     );
 }
 
@@ -63,12 +62,13 @@ fn subtree_rule_covers_its_subtree_and_not_its_siblings() {
     let inside = dir.file("prod/app.log");
     let nested = dir.file("prod/deep/er.log");
     let sibling = dir.file("production/app.log");
-    let mut enforcer = Enforcer::load().expect("load enforcer");
-    let managed = managed_cgroup(&mut enforcer, "ward-test-subtree");
+    let (managed, _unmanaged) = cgroups("subtree");
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).unwrap();
     let prefix = format!("{}/prod/", dir.path().display());
     enforcer
-        .protect_path(&PathPattern::parse(&prefix).unwrap(), DENY)
-        .expect("protect");
+        .apply(&[protection(Op::Read, &path(&prefix))])
+        .unwrap();
 
     for denied in [&inside, &nested] {
         assert_eq!(
@@ -84,30 +84,32 @@ fn subtree_rule_covers_its_subtree_and_not_its_siblings() {
         "{prefix} must not cover {}",
         sibling.display()
     );
+    assert_eq!(
+        open_as_child(Some(&managed), &inside, libc::O_WRONLY),
+        OpenOutcome::Opened,
+        "only reads are protected here"
+    );
 }
 
 #[test]
-fn symlink_and_relative_paths_reach_the_same_decision() {
-    let dir = TempDir::new("bypass");
+fn descendants_of_a_managed_cgroup_are_managed() {
+    let dir = TempDir::new("nested-cg");
     let secret = dir.file("secret.txt");
-    let link = dir.path().join("innocent-link");
-    std::os::unix::fs::symlink(&secret, &link).unwrap();
-    let mut enforcer = Enforcer::load().expect("load enforcer");
-    let managed = managed_cgroup(&mut enforcer, "ward-test-bypass");
+    let (managed, _unmanaged) = cgroups("nested-cg");
+    let child = ward_agent::cgroup::OwnedCgroup::create(managed.path(), "child").unwrap();
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).unwrap();
     enforcer
-        .protect_path(&PathPattern::parse(secret.to_str().unwrap()).unwrap(), DENY)
-        .expect("protect");
-
+        .apply(&[protection(Op::Read, &path(secret.to_str().unwrap()))])
+        .unwrap();
     assert_eq!(
-        open_as_child(Some(&managed), &link, libc::O_RDONLY),
-        OpenOutcome::Refused(libc::EACCES),
-        "a symlink resolves to the protected file"
+        open_as_child(Some(&child), &secret, libc::O_RDONLY),
+        OpenOutcome::Refused(libc::EACCES)
     );
-    let dotted = dir.path().join("./x/../secret.txt");
-    std::fs::create_dir_all(dir.path().join("x")).unwrap();
+    enforcer.unmanage_cgroup(managed.id()).unwrap();
     assert_eq!(
-        open_as_child(Some(&managed), &dotted, libc::O_RDONLY),
-        OpenOutcome::Refused(libc::EACCES),
-        "a path with . and .. resolves to the protected file"
+        open_as_child(Some(&child), &secret, libc::O_RDONLY),
+        OpenOutcome::Opened,
+        "unmanaging takes effect at once, despite the cached ancestor walk"
     );
 }

@@ -2,5 +2,10 @@
 //! 6.12), booted by `cargo xtask test`; the host kernel here refuses LSM
 //! programs.
 
+mod bypass;
 mod doctor;
+mod events;
 mod file_open;
+mod lifecycle;
+mod pinning;
+mod support;

@@ -1,0 +1,46 @@
+//! Every map of the object. Sizes here are defaults; user space sets the
+//! real ones from its config before load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use ward_abi::{Config, ManagedCgroup, NetKey, PathKey, Rule, SubjectCacheEntry};
+
+#[map]
+pub static WARD_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static WARD_MANAGED_CGROUPS: HashMap<u64, ManagedCgroup> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static WARD_SUBJECT_CACHE: LruHashMap<u64, SubjectCacheEntry> =
+    LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static WARD_PATH_RULES_0: LpmTrie<PathKey, Rule> = LpmTrie::with_max_entries(65536, 0);
+#[map]
+pub static WARD_PATH_RULES_1: LpmTrie<PathKey, Rule> = LpmTrie::with_max_entries(65536, 0);
+
+#[map]
+pub static WARD_NET_RULES_0: LpmTrie<NetKey, Rule> = LpmTrie::with_max_entries(16384, 0);
+#[map]
+pub static WARD_NET_RULES_1: LpmTrie<NetKey, Rule> = LpmTrie::with_max_entries(16384, 0);
+
+#[map]
+pub static WARD_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[map]
+pub static WARD_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// One path key per CPU: 270 bytes do not fit beside the rest on the
+/// 512-byte BPF stack.
+#[map]
+pub static WARD_PATH_SCRATCH: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// The live config; `None` only if user space never wrote it, which the
+/// agent does before attaching anything.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    WARD_CONFIG.get(0)
+}

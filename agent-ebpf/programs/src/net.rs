@@ -1,0 +1,150 @@
+//! Network: LSM `socket_connect`, and cgroup `connect4`/`connect6` for
+//! kernels without BPF LSM.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{cgroup_sock_addr, lsm},
+    maps::lpm_trie::Key,
+    programs::{LsmContext, SockAddrContext},
+};
+use ward_abi::{EPERM, KEY_HEADER_BITS, NetKey, Op};
+
+use crate::{
+    decide::decide,
+    events::{Object, report},
+    maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, config},
+    subject,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The destination of a connect, IPv4 mapped into IPv6.
+struct Dest {
+    addr: [u8; 16],
+    /// Host byte order.
+    port: u16,
+    family: u16,
+}
+
+fn v4_mapped(ip_be: [u8; 4]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    a[12..].copy_from_slice(&ip_be);
+    a
+}
+
+/// true = allow.
+#[inline(always)]
+fn check_connect(dest: &Dest) -> bool {
+    let Some(config) = config() else {
+        return true;
+    };
+    let Some(who) = subject::current(config) else {
+        return true;
+    };
+    let mut key = Key::new(
+        KEY_HEADER_BITS + 128,
+        NetKey {
+            subject: 0,
+            op: Op::Connect as u32,
+            addr: dest.addr,
+        },
+    );
+    let verdict = if config.active == 0 {
+        decide(&WARD_NET_RULES_0, &mut key, &who, dest.port)
+    } else {
+        decide(&WARD_NET_RULES_1, &mut key, &who, dest.port)
+    };
+    let Some(verdict) = verdict else {
+        return true;
+    };
+    let object = Object::Addr {
+        addr: &dest.addr,
+        port: dest.port,
+        family: dest.family,
+    };
+    report(&verdict, &who, Op::Connect as u32, object);
+    verdict.allow
+}
+
+/// Kernel `struct sockaddr_in6` prefix; `sockaddr_in` shares family+port.
+#[repr(C)]
+struct SockaddrIn6 {
+    family: u16,
+    port_be: u16,
+    flowinfo: u32,
+    addr: [u8; 16],
+}
+
+#[lsm(hook = "socket_connect")]
+pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return earlier;
+    }
+    let address: *const u8 = ctx.arg(1);
+    let addrlen: i32 = ctx.arg(2);
+    // SAFETY: reads of kernel memory through the probe-read helper, which
+    // fails cleanly rather than faulting.
+    let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
+        return 0;
+    };
+    let dest = match family {
+        AF_INET if addrlen >= 8 => {
+            let Ok(head) = (unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }) else {
+                return 0;
+            };
+            Dest {
+                addr: v4_mapped([head[4], head[5], head[6], head[7]]),
+                port: u16::from_be_bytes([head[2], head[3]]),
+                family: 4,
+            }
+        }
+        AF_INET6 if addrlen >= 24 => {
+            let Ok(sa) = (unsafe { bpf_probe_read_kernel(address as *const SockaddrIn6) }) else {
+                return 0;
+            };
+            Dest {
+                addr: sa.addr,
+                port: u16::from_be(sa.port_be),
+                family: 6,
+            }
+        }
+        // Unix sockets, AF_UNSPEC disconnects, short addresses: not ours.
+        _ => return 0,
+    };
+    if check_connect(&dest) { 0 } else { -EPERM }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn ward_connect4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the context is the kernel's bpf_sock_addr for this connect.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let dest = Dest {
+        addr: v4_mapped(ip.to_ne_bytes()),
+        port: u16::from_be(port as u16),
+        family: 4,
+    };
+    if check_connect(&dest) { 1 } else { 0 }
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn ward_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: as above.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = ip[i].to_ne_bytes();
+        addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    let dest = Dest {
+        addr,
+        port: u16::from_be(port as u16),
+        family: 6,
+    };
+    if check_connect(&dest) { 1 } else { 0 }
+}

@@ -1,0 +1,257 @@
+//! The decision table: what user space wants the kernel to decide, and how
+//! entries for the same key combine.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use ward_abi::{Effect, NEVER, Op, RULE_FROM_GRANT, Rule, subject};
+
+use super::{clock, net::NetPattern, path::PathPattern};
+
+/// Whom an entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// Marks the object protected for every managed subject.
+    Protected,
+    Uid(u32),
+    /// A managed workload cgroup, by id.
+    Cgroup(u64),
+}
+
+impl Subject {
+    pub fn raw(self) -> u64 {
+        match self {
+            Subject::Protected => subject::PROTECTED,
+            Subject::Uid(uid) => subject::uid(uid),
+            Subject::Cgroup(id) => subject::cgroup(id),
+        }
+    }
+}
+
+/// What an entry is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Object {
+    Path(PathPattern),
+    Net(NetPattern),
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Path(p) => p.fmt(f),
+            Object::Net(n) => n.fmt(f),
+        }
+    }
+}
+
+/// When an allow stops applying, on the kernel's boot clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Expiry {
+    /// Boot-clock nanoseconds (`CLOCK_BOOTTIME`).
+    AtBootNs(u64),
+    Never,
+}
+
+impl Expiry {
+    /// `d` from now.
+    pub fn after(d: Duration) -> Expiry {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1);
+        Expiry::AtBootNs(clock::boot_ns().saturating_add(ns).min(NEVER - 1))
+    }
+
+    fn ns(self) -> u64 {
+        match self {
+            Expiry::AtBootNs(ns) => ns.min(NEVER - 1),
+            Expiry::Never => NEVER,
+        }
+    }
+}
+
+/// One decision for one (subject, operation, object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub subject: Subject,
+    pub op: Op,
+    pub object: Object,
+    pub effect: Effect,
+    pub expires: Expiry,
+    /// The rule or grant that produced it, for audit and explain.
+    pub rule_id: u64,
+    pub from_grant: bool,
+}
+
+/// Where an entry lands in the kernel: its map family and key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub subject: Subject,
+    pub op: Op,
+    pub object: ObjectKey,
+}
+
+/// The object part of a key; port ranges live in the value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKey {
+    Path(PathPattern),
+    Net { addr: [u8; 16], prefix_bits: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error(
+        "{object}: rules {a} and {b} give different port ranges for the same subject, \
+         operation and network; the kernel holds one range per network"
+    )]
+    PortConflict { object: String, a: u64, b: u64 },
+    #[error("operation {op:?} does not apply to {object}")]
+    OpMismatch { op: Op, object: String },
+}
+
+impl Entry {
+    pub fn slot(&self) -> Result<Slot, TableError> {
+        let object = match (&self.object, self.op) {
+            (Object::Path(p), Op::Read | Op::Write | Op::Exec) => ObjectKey::Path(p.clone()),
+            (Object::Net(n), Op::Connect) => ObjectKey::Net {
+                addr: n.mapped_addr(),
+                prefix_bits: n.mapped_prefix_bits(),
+            },
+            _ => {
+                return Err(TableError::OpMismatch {
+                    op: self.op,
+                    object: self.object.to_string(),
+                });
+            }
+        };
+        Ok(Slot {
+            subject: self.subject,
+            op: self.op,
+            object,
+        })
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        match &self.object {
+            Object::Net(n) => n.ports,
+            Object::Path(_) => (0, u16::MAX),
+        }
+    }
+}
+
+/// Combines the entries that share a slot into the one kernel value:
+/// a deny beats any allow (a forbid is a guardrail); among allows, the one
+/// that lasts longest wins.
+pub fn combine<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<Option<Rule>, TableError> {
+    let mut best: Option<&Entry> = None;
+    let mut ports: Option<((u16, u16), u64)> = None;
+    for e in entries {
+        match ports {
+            Some((p, id)) if p != e.ports() => {
+                return Err(TableError::PortConflict {
+                    object: e.object.to_string(),
+                    a: id,
+                    b: e.rule_id,
+                });
+            }
+            _ => ports = Some((e.ports(), e.rule_id)),
+        }
+        best = Some(match best {
+            None => e,
+            Some(b) => match (b.effect, e.effect) {
+                (Effect::Deny, _) => b,
+                (_, Effect::Deny) => e,
+                _ if e.expires > b.expires => e,
+                _ => b,
+            },
+        });
+    }
+    Ok(best.map(|e| {
+        let (port_first, port_last) = e.ports();
+        Rule {
+            effect: e.effect as u32,
+            flags: if e.from_grant { RULE_FROM_GRANT } else { 0 },
+            expires_ns: e.expires.ns(),
+            rule_id: e.rule_id,
+            port_first,
+            port_last,
+            _pad: 0,
+        }
+    }))
+}
+
+/// Entries grouped by slot.
+pub type Index = BTreeMap<Slot, Vec<Entry>>;
+
+pub fn index<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<Index, TableError> {
+    let mut idx = Index::new();
+    for e in entries {
+        idx.entry(e.slot()?).or_default().push(e.clone());
+    }
+    Ok(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(effect: Effect, expires: Expiry, id: u64) -> Entry {
+        Entry {
+            subject: Subject::Uid(1000),
+            op: Op::Read,
+            object: Object::Path(PathPattern::parse("/srv/prod/").unwrap()),
+            effect,
+            expires,
+            rule_id: id,
+            from_grant: id > 100,
+        }
+    }
+
+    #[test]
+    fn deny_beats_every_allow() {
+        let es = [
+            entry(Effect::Allow, Expiry::Never, 1),
+            entry(Effect::Deny, Expiry::Never, 2),
+            entry(Effect::Allow, Expiry::AtBootNs(5), 101),
+        ];
+        let rule = combine(&es).unwrap().unwrap();
+        assert_eq!(rule.effect, Effect::Deny as u32);
+        assert_eq!(rule.rule_id, 2);
+    }
+
+    #[test]
+    fn longest_allow_wins_and_keeps_its_origin() {
+        let es = [
+            entry(Effect::Allow, Expiry::AtBootNs(5), 101),
+            entry(Effect::Allow, Expiry::AtBootNs(9), 102),
+        ];
+        let rule = combine(&es).unwrap().unwrap();
+        assert_eq!((rule.rule_id, rule.expires_ns), (102, 9));
+        assert_eq!(rule.flags, RULE_FROM_GRANT);
+        assert_eq!(combine(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn different_port_ranges_on_one_network_are_refused() {
+        let net = |ports: &str, id| Entry {
+            subject: Subject::Protected,
+            op: Op::Connect,
+            object: Object::Net(NetPattern::parse(&format!("10.0.0.0/8:{ports}")).unwrap()),
+            effect: Effect::Deny,
+            expires: Expiry::Never,
+            rule_id: id,
+            from_grant: false,
+        };
+        let err = combine(&[net("443", 1), net("80", 2)]).unwrap_err();
+        assert!(
+            matches!(err, TableError::PortConflict { a: 1, b: 2, .. }),
+            "{err}"
+        );
+        assert!(combine(&[net("443", 1), net("443", 2)]).is_ok());
+    }
+
+    #[test]
+    fn op_must_fit_the_object() {
+        let mut e = entry(Effect::Allow, Expiry::Never, 1);
+        e.op = Op::Connect;
+        assert!(matches!(e.slot(), Err(TableError::OpMismatch { .. })));
+    }
+}

@@ -1,0 +1,132 @@
+//! Network enforcement through the cgroup connect4/connect6 hooks, on the
+//! host kernel (which refuses BPF LSM). Programs attach only to a cgroup
+//! the test creates, so nothing else on the host is affected.
+
+use std::{net::TcpListener, time::Instant};
+
+use ward_abi::Op;
+use ward_agent::{
+    cgroup::{OwnedCgroup, cgroup2_mount},
+    enforcer::{Enforcer, EnforcerConfig, Expiry, Hooks, NetPattern, Object},
+};
+use ward_tests::{
+    OpenOutcome, connect_as_child,
+    lifecycle::{self, GRANT_ID, Scenario, grant_for, protection},
+};
+
+struct Sandbox {
+    // Field order: children are removed before their parent.
+    managed: OwnedCgroup,
+    unmanaged: OwnedCgroup,
+    root: OwnedCgroup,
+}
+
+fn sandbox(tag: &str) -> Sandbox {
+    let top = cgroup2_mount().expect("cgroup2 mounted");
+    let root = OwnedCgroup::create(&top, &format!("ward-native-{tag}-{}", std::process::id()))
+        .expect("create test cgroup");
+    let managed = OwnedCgroup::create(root.path(), "managed").unwrap();
+    let unmanaged = OwnedCgroup::create(root.path(), "unmanaged").unwrap();
+    Sandbox {
+        managed,
+        unmanaged,
+        root,
+    }
+}
+
+fn cgroup_enforcer(sb: &Sandbox, max_net_rules: u32) -> Enforcer {
+    Enforcer::load(EnforcerConfig {
+        max_net_rules,
+        hooks: Hooks {
+            lsm: false,
+            cgroup_connect: Some(sb.root.path().to_owned()),
+        },
+        ..Default::default()
+    })
+    .expect("load enforcer with cgroup connect hooks")
+}
+
+#[test]
+fn connect_lifecycle_through_cgroup_hooks() {
+    let sb = sandbox("life");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap());
+    let mut enforcer = cgroup_enforcer(&sb, 1024);
+    let attempt = |cg: Option<&_>| connect_as_child(cg, addr);
+    let lag = lifecycle::run(
+        &mut enforcer,
+        &Scenario {
+            op: Op::Connect,
+            object,
+            managed: &sb.managed,
+            unmanaged: &sb.unmanaged,
+            attempt: &attempt,
+            denied_errno: libc::EPERM,
+        },
+    );
+    println!("connect: first attempt {lag:?} after the deadline was denied");
+}
+
+#[test]
+fn ipv6_and_mapped_destinations_meet_the_same_rules() {
+    let sb = sandbox("v6");
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let mut enforcer = cgroup_enforcer(&sb, 1024);
+    enforcer.manage_cgroup(sb.managed.id()).unwrap();
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.0/8:{port}")).unwrap());
+    enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+    let denied = OpenOutcome::Refused(libc::EPERM);
+    let mapped = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+    assert_eq!(
+        connect_as_child(Some(&sb.managed), mapped),
+        denied,
+        "v4-mapped via connect6"
+    );
+    assert_eq!(
+        connect_as_child(Some(&sb.unmanaged), mapped),
+        OpenOutcome::Opened
+    );
+
+    let other_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = other_port.local_addr().unwrap();
+    assert_eq!(
+        connect_as_child(Some(&sb.managed), free),
+        OpenOutcome::Opened,
+        "ports outside the protected range are not decided"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_entries_load_and_lookups_still_work() {
+    let sb = sandbox("100k");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut enforcer = cgroup_enforcer(&sb, 131_072);
+    enforcer.manage_cgroup(sb.managed.id()).unwrap();
+    let target = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap());
+    let mut table: Vec<_> = (0..100_000u32)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | i);
+            let o = Object::Net(NetPattern::parse(&format!("{ip}/32:443")).unwrap());
+            protection(Op::Connect, &o)
+        })
+        .collect();
+    table.push(protection(Op::Connect, &target));
+    let started = Instant::now();
+    enforcer.apply(&table).expect("apply 100k entries");
+    println!("applied {} entries in {:?}", table.len(), started.elapsed());
+    assert_eq!(enforcer.stats().unwrap().net_rules, 100_001);
+
+    assert_eq!(
+        connect_as_child(Some(&sb.managed), addr),
+        OpenOutcome::Refused(libc::EPERM)
+    );
+    let grant = grant_for(&sb.managed, Op::Connect, &target, GRANT_ID, Expiry::Never);
+    enforcer.grant(GRANT_ID, vec![grant]).unwrap();
+    assert_eq!(
+        connect_as_child(Some(&sb.managed), addr),
+        OpenOutcome::Opened
+    );
+}
