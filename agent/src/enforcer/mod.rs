@@ -249,8 +249,14 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Decisions as they happen. Only one stream exists per enforcer.
+    /// Decisions as they happen. Only one stream exists per enforcer; call
+    /// it inside a tokio runtime.
     pub fn events(&mut self) -> Result<EventStream, EnforcerError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EnforcerError::Events(std::io::Error::other(
+                "the event stream needs a tokio runtime: call events() inside one",
+            )));
+        }
         let map = self
             .ebpf
             .take_map(maps::EVENTS)

@@ -19,6 +19,15 @@ fn denies_and_grant_uses_are_reported_with_their_rule() {
     let object = Object::Path(PathPattern::parse(secret.to_str().unwrap()).unwrap());
     let (managed, _) = cgroups("events");
     let mut enforcer = enforcer();
+    assert!(
+        enforcer.events().is_err(),
+        "outside a runtime: an error, not a panic"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
     let mut stream = enforcer.events().expect("event stream");
     assert!(enforcer.events().is_err(), "only one stream per enforcer");
     enforcer.manage_cgroup(managed.id()).unwrap();
@@ -46,10 +55,6 @@ fn denies_and_grant_uses_are_reported_with_their_rule() {
         OpenOutcome::Opened
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let next = |stream: &mut ward_agent::enforcer::EventStream| -> KernelEvent {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), stream.next()).await })
             .expect("an event within 10 s")

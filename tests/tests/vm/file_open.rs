@@ -113,3 +113,70 @@ fn descendants_of_a_managed_cgroup_are_managed() {
         "unmanaging takes effect at once, despite the cached ancestor walk"
     );
 }
+
+/// Opens `path` read-only in a child running as `uid` (no cgroup move).
+fn open_as_uid(uid: u32, path: &std::path::Path) -> OpenOutcome {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: setuid, open, close only.
+    unsafe {
+        ward_tests::in_child(None, || {
+            if libc::setuid(uid) != 0 {
+                return 199;
+            }
+            let fd = libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return *libc::__errno_location();
+            }
+            libc::close(fd);
+            0
+        })
+    }
+}
+
+#[test]
+fn managed_uid_ranges_are_subjects_too() {
+    let dir = TempDir::new("uid");
+    let secret = dir.file("secret.txt");
+    let mut enforcer = ward_agent::enforcer::Enforcer::load(ward_agent::enforcer::EnforcerConfig {
+        uid_ranges: vec![(1000, 1999)],
+        ..Default::default()
+    })
+    .unwrap();
+    let object = path(secret.to_str().unwrap());
+    enforcer.apply(&[protection(Op::Read, &object)]).unwrap();
+    assert_eq!(
+        open_as_uid(1500, &secret),
+        OpenOutcome::Refused(libc::EACCES)
+    );
+    assert_eq!(
+        open_as_uid(2000, &secret),
+        OpenOutcome::Opened,
+        "outside the range"
+    );
+    assert_eq!(
+        open_as_uid(0, &secret),
+        OpenOutcome::Opened,
+        "root is not in the range"
+    );
+    let grant = ward_agent::enforcer::Entry {
+        subject: ward_agent::enforcer::Subject::Uid(1500),
+        op: Op::Read,
+        object,
+        effect: ward_abi::Effect::Allow,
+        expires: ward_agent::enforcer::Expiry::Never,
+        rule_id: 300,
+        from_grant: true,
+    };
+    enforcer.grant(300, vec![grant]).unwrap();
+    assert_eq!(
+        open_as_uid(1500, &secret),
+        OpenOutcome::Opened,
+        "granted to uid 1500"
+    );
+    assert_eq!(
+        open_as_uid(1501, &secret),
+        OpenOutcome::Refused(libc::EACCES),
+        "and to nobody else"
+    );
+}

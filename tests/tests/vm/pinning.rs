@@ -9,10 +9,7 @@ use std::{
 };
 
 use ward_abi::Op;
-use ward_agent::{
-    cgroup::OwnedCgroup,
-    enforcer::{Enforcer, EnforcerConfig, Expiry, Object, PathPattern, boot_ns},
-};
+use ward_agent::enforcer::{Enforcer, EnforcerConfig, Expiry, Object, PathPattern, boot_ns};
 use ward_tests::{
     OpenOutcome, TempDir,
     lifecycle::{grant_for, protection},
@@ -48,24 +45,17 @@ fn pin_helper() {
     let deadline = boot_ns() + Duration::from_secs(3).as_nanos() as u64;
     let grant = ward_agent::enforcer::Entry {
         subject: ward_agent::enforcer::Subject::Cgroup(cgroup),
-        ..grant_for_id(&object, deadline)
+        op: Op::Read,
+        object,
+        effect: ward_abi::Effect::Allow,
+        expires: Expiry::AtBootNs(deadline),
+        rule_id: 200,
+        from_grant: true,
     };
     enforcer.grant(200, vec![grant]).unwrap();
     println!("READY {deadline}");
     loop {
         std::thread::sleep(Duration::from_secs(60));
-    }
-}
-
-fn grant_for_id(object: &Object, deadline: u64) -> ward_agent::enforcer::Entry {
-    ward_agent::enforcer::Entry {
-        subject: ward_agent::enforcer::Subject::Protected,
-        op: Op::Read,
-        object: object.clone(),
-        effect: ward_abi::Effect::Allow,
-        expires: Expiry::AtBootNs(deadline),
-        rule_id: 200,
-        from_grant: true,
     }
 }
 
@@ -91,7 +81,8 @@ fn survives_sigkill_and_is_adopted() {
     let mut deadline = 0u64;
     for line in BufReader::new(helper.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(d) = line.strip_prefix("READY ") {
+        // libtest may print its "test ... " prefix on the same line.
+        if let Some(d) = line.split("READY ").nth(1) {
             deadline = d.trim().parse().unwrap();
             break;
         }
@@ -138,5 +129,4 @@ fn survives_sigkill_and_is_adopted() {
     );
     // Unpinning is how an operator removes ward for good.
     std::fs::remove_dir_all(PIN_DIR).unwrap();
-    let _: &OwnedCgroup = &managed;
 }
