@@ -60,13 +60,7 @@ mod ward_agent_cli {
     use ward_agent::doctor;
 
     pub fn doctor(json: bool) -> Result<ExitCode> {
-        let report = doctor::run();
-        if json {
-            let text = serde_json::to_string_pretty(&report).context("encoding report")?;
-            println!("{text}");
-        } else {
-            print!("{}", doctor::render_text(&report));
-        }
-        Ok(ExitCode::from(report.exit_code() as u8))
+        let code = doctor::print(&doctor::run(), json).context("encoding report")?;
+        Ok(ExitCode::from(code as u8))
     }
 }

@@ -30,17 +30,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(64);
     }
-    let report = doctor::run();
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("wardd: error: encoding report: {e}");
-                return ExitCode::FAILURE;
-            }
+    match doctor::print(&doctor::run(), args.json) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("wardd: error: encoding report: {e}");
+            ExitCode::FAILURE
         }
-    } else {
-        print!("{}", doctor::render_text(&report));
     }
-    ExitCode::from(report.exit_code() as u8)
 }

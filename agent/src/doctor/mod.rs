@@ -101,3 +101,13 @@ pub fn run() -> Report {
     };
     report
 }
+
+/// Prints a report as text or JSON; returns the exit status it implies.
+pub fn print(report: &Report, json: bool) -> Result<i32, serde_json::Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render_text(report));
+    }
+    Ok(report.exit_code())
+}

@@ -89,14 +89,7 @@ pub fn lsm_program(offsets: &KernelOffsets) -> Check {
             Status::Ok,
             "an LSM file_open program loaded and attached".into(),
         ),
-        Err(e) => {
-            let status = if refused_by_kernel(&e) {
-                Status::Unavailable
-            } else {
-                Status::Error
-            };
-            check("lsm_program", title, status, describe_refusal(&e))
-        }
+        Err(e) => refusal("lsm_program", title, &e),
     }
 }
 
@@ -118,14 +111,7 @@ pub fn cgroup_sock_addr(offsets: &KernelOffsets) -> Check {
             Status::Ok,
             format!("a connect4 program loaded and attached to {at}"),
         ),
-        Err(e) => {
-            let status = if refused_by_kernel(&e) {
-                Status::Unavailable
-            } else {
-                Status::Error
-            };
-            check("cgroup_sock_addr", title, status, describe_refusal(&e))
-        }
+        Err(e) => refusal("cgroup_sock_addr", title, &e),
     }
 }
 
@@ -173,6 +159,16 @@ enum ProbeError {
     Enforcer(#[from] EnforcerError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+}
+
+/// A failed probe: unavailable when the kernel said no, an error otherwise.
+fn refusal(id: &'static str, title: &'static str, e: &(dyn std::error::Error + 'static)) -> Check {
+    let status = if refused_by_kernel(e) {
+        Status::Unavailable
+    } else {
+        Status::Error
+    };
+    check(id, title, status, describe_refusal(e))
 }
 
 /// Kernel-internal "not supported" that BPF syscalls can leak to user space.
