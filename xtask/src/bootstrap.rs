@@ -79,6 +79,9 @@ fn bpf_linker(ws: &Workspace) -> Result<()> {
         .args([
             "install",
             "bpf-linker",
+            // The release verified with nightly 1.97's LLVM 22 here.
+            "--version",
+            "=0.13.0",
             "--locked",
             "--no-default-features",
             "--features",
