@@ -3,7 +3,10 @@
 //! rustc emits no CO-RE relocations, so the eBPF programs get every layout
 //! they depend on from here, as read-only globals set before load.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use btfparse::{Offset, Readable, TypeInformation};
 use serde::Serialize;
@@ -44,6 +47,9 @@ pub struct KernelOffsets {
     pub file_f_mode: u64,
     /// `offsetof(struct linux_binprm, file)`.
     pub bprm_file: u64,
+    /// `offsetof(struct task_struct, loginuid)`, or [`ward_abi::NO_OFFSET`]
+    /// on kernels built without audit syscall support (no login uid there).
+    pub task_loginuid: u64,
 }
 
 impl KernelOffsets {
@@ -52,11 +58,19 @@ impl KernelOffsets {
         file_f_path: 0,
         file_f_mode: 0,
         bprm_file: 0,
+        task_loginuid: ward_abi::NO_OFFSET,
     };
 
-    /// Reads the offsets from `/sys/kernel/btf/vmlinux`.
+    /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
+    /// the running kernel does not change, and parsing all of its BTF is the
+    /// slowest part of loading.
     pub fn from_running_kernel() -> Result<Self, BtfError> {
-        Self::from_file(Path::new(VMLINUX_BTF))
+        static CACHE: OnceLock<KernelOffsets> = OnceLock::new();
+        if let Some(o) = CACHE.get() {
+            return Ok(*o);
+        }
+        let o = Self::from_file(Path::new(VMLINUX_BTF))?;
+        Ok(*CACHE.get_or_init(|| o))
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
@@ -74,6 +88,8 @@ impl KernelOffsets {
             file_f_path: byte_offset(&types, "file", "f_path")?,
             file_f_mode: byte_offset(&types, "file", "f_mode")?,
             bprm_file: byte_offset(&types, "linux_binprm", "file")?,
+            task_loginuid: byte_offset(&types, "task_struct", "loginuid")
+                .unwrap_or(ward_abi::NO_OFFSET),
         })
     }
 }
@@ -93,6 +109,17 @@ fn byte_offset(
             reason: format!("{e:?}"),
         }),
     }
+}
+
+/// aya's parsed copy of the kernel's BTF, which it needs to load LSM
+/// programs; parsed once per process.
+pub fn aya_btf() -> Result<aya::Btf, aya::BtfError> {
+    static CACHE: OnceLock<aya::Btf> = OnceLock::new();
+    if let Some(b) = CACHE.get() {
+        return Ok(b.clone());
+    }
+    let b = aya::Btf::from_sys_fs()?;
+    Ok(CACHE.get_or_init(|| b).clone())
 }
 
 /// btfparse reads through this trait; the whole file is small (a few MiB).

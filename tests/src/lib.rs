@@ -58,6 +58,35 @@ pub fn run(bin: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Starts the `#[ignore]`d test `name` of this test binary as a separate
+/// process (a stand-in agent), and waits for its `READY <payload>` line.
+pub fn spawn_helper(name: &str, envs: &[(&str, String)]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn helper");
+    let stdout = child.stdout.take().expect("helper stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("helper output");
+        // libtest may print its "test ... " prefix on the same line.
+        if let Some(payload) = line.split("READY ").nth(1) {
+            return (child, payload.trim().to_owned());
+        }
+    }
+    let status = child.wait();
+    panic!("helper {name} exited before it was ready: {status:?}");
+}
+
 /// How an attempt by a child process ended.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum OpenOutcome {

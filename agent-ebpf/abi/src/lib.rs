@@ -31,6 +31,12 @@ pub const EACCES: i32 = 13;
 /// errno returned to a denied connect.
 pub const EPERM: i32 = 1;
 
+/// A layout global for a field this kernel does not have.
+pub const NO_OFFSET: u64 = u64::MAX;
+
+/// The audit login uid of a task that never logged in.
+pub const LOGIN_UID_UNSET: u32 = u32::MAX;
+
 /// Expiry meaning "never" (a standing rule).
 pub const NEVER: u64 = u64::MAX;
 
@@ -60,6 +66,9 @@ pub mod globals {
     pub const F_MODE_OFF: &str = "F_MODE_OFF";
     /// `offsetof(struct linux_binprm, file)`.
     pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
+    /// `offsetof(struct task_struct, loginuid)`, or [`super::NO_OFFSET`]
+    /// on kernels built without audit.
+    pub const LOGINUID_OFF: &str = "LOGINUID_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -274,7 +283,8 @@ pub struct Event {
     /// Network events: port, and 4 or 6 for the family (0 for files).
     pub port: u16,
     pub family: u16,
-    pub _pad: u32,
+    /// Audit login uid (`u32::MAX` when unset or unknown).
+    pub login_uid: u32,
     /// Files: the NUL-terminated path. Network: the 16-byte address.
     pub object: [u8; PATH_MAX_LEN],
 }

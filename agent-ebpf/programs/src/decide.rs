@@ -60,7 +60,7 @@ pub fn decide<K: RuleKey>(
     let mut allowed = false;
     let mut allow_id = 0u64;
     let mut allow_by_grant = false;
-    for subject in [who.by_uid, who.by_cgroup] {
+    for subject in [who.by_uid, who.by_login, who.by_cgroup] {
         if subject == 0 {
             continue;
         }

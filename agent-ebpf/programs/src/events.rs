@@ -48,7 +48,7 @@ pub fn report(verdict: &Verdict, who: &Subjects, op: u32, object: Object<'_>) {
         (*event).uid = who.uid;
         (*event).kind = kind;
         (*event).op = op;
-        (*event)._pad = 0;
+        (*event).login_uid = who.login_uid;
         match object {
             Object::Path(path) => {
                 (*event).port = 0;

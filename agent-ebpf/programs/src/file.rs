@@ -85,7 +85,7 @@ fn check_file(file: *const u8, op: Op) -> i32 {
     let Some(config) = config() else {
         return ALLOW; // not configured yet: nothing is managed
     };
-    let Some(who) = subject::current(config) else {
+    let Some(who) = subject::current::<true>(config) else {
         return ALLOW;
     };
     // From here the caller is managed: anything we cannot resolve is denied,

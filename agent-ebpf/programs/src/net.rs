@@ -35,13 +35,13 @@ fn v4_mapped(ip_be: [u8; 4]) -> [u8; 16] {
     a
 }
 
-/// true = allow.
+/// true = allow. `LOGIN`: see [`subject::current`].
 #[inline(always)]
-fn check_connect(dest: &Dest) -> bool {
+fn check_connect<const LOGIN: bool>(dest: &Dest) -> bool {
     let Some(config) = config() else {
         return true;
     };
-    let Some(who) = subject::current(config) else {
+    let Some(who) = subject::current::<LOGIN>(config) else {
         return true;
     };
     let mut key = Key::new(
@@ -115,7 +115,11 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
         // Unix sockets, AF_UNSPEC disconnects, short addresses: not ours.
         _ => return 0,
     };
-    if check_connect(&dest) { 0 } else { -EPERM }
+    if check_connect::<true>(&dest) {
+        0
+    } else {
+        -EPERM
+    }
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -127,7 +131,7 @@ pub fn ward_connect4(ctx: SockAddrContext) -> i32 {
         port: u16::from_be(port as u16),
         family: 4,
     };
-    if check_connect(&dest) { 1 } else { 0 }
+    if check_connect::<false>(&dest) { 1 } else { 0 }
 }
 
 #[cgroup_sock_addr(connect6)]
@@ -146,5 +150,5 @@ pub fn ward_connect6(ctx: SockAddrContext) -> i32 {
         port: u16::from_be(port as u16),
         family: 6,
     };
-    if check_connect(&dest) { 1 } else { 0 }
+    if check_connect::<false>(&dest) { 1 } else { 0 }
 }

@@ -3,20 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{CgroupSockAddr, Lsm, links::FdLink},
 };
 use ward_abi::programs;
 
-use super::{EnforcerConfig, error::EnforcerError};
+use super::{EnforcerConfig, cgroup_link, error::EnforcerError};
 
 fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EnforcerError {
     move |source| EnforcerError::Program { name, source }
 }
 
 /// Attaches every configured hook that is not already attached by a pin.
-pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<(), EnforcerError> {
+/// Returns the links nobody pinned: they live as long as the caller keeps
+/// them.
+pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<Vec<OwnedFd>, EnforcerError> {
     let links: Option<PathBuf> = config.pin_dir.as_ref().map(|d| d.join("links"));
     if let Some(dir) = &links {
         std::fs::create_dir_all(dir).map_err(|source| EnforcerError::Pin {
@@ -24,8 +28,9 @@ pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<(), EnforcerError
             source,
         })?;
     }
+    let mut unpinned = Vec::new();
     if config.hooks.lsm {
-        let btf = Btf::from_sys_fs()?;
+        let btf = crate::btf::aya_btf()?;
         for (name, hook) in [
             (programs::FILE_OPEN, "file_open"),
             (programs::EXEC, "bprm_check_security"),
@@ -35,24 +40,42 @@ pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<(), EnforcerError
         }
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
-        let fd = std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {
+        let cg = std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {
             path: cgroup.clone(),
             source,
         })?;
-        for name in [programs::CONNECT4, programs::CONNECT6] {
+        for (name, attach_type) in [
+            (programs::CONNECT4, cgroup_link::BPF_CGROUP_INET4_CONNECT),
+            (programs::CONNECT6, cgroup_link::BPF_CGROUP_INET6_CONNECT),
+        ] {
+            let pin = links.as_ref().map(|d| d.join(name));
+            if pin.as_ref().is_some_and(|p| p.exists()) {
+                tracing::debug!(program = name, "adopting pinned cgroup link");
+                continue;
+            }
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(EnforcerError::MissingProgram(name))?
                 .try_into()
                 .map_err(program_err(name))?;
             program.load().map_err(program_err(name))?;
-            // Links take no flags and always coexist with other programs.
-            program
-                .attach(&fd, CgroupAttachMode::Single)
-                .map_err(program_err(name))?;
+            let prog_fd = program.fd().map_err(program_err(name))?;
+            let link =
+                cgroup_link::attach(prog_fd.as_fd(), cg.as_fd(), attach_type).map_err(|e| {
+                    EnforcerError::Attach {
+                        name,
+                        target: cgroup.clone(),
+                        source: e,
+                    }
+                })?;
+            match pin {
+                Some(pin) => cgroup_link::pin(link.as_fd(), &pin)
+                    .map_err(|source| EnforcerError::Pin { path: pin, source })?,
+                None => unpinned.push(link),
+            }
         }
     }
-    Ok(())
+    Ok(unpinned)
 }
 
 /// Loads and attaches one LSM program; with `links`, pins its link there,

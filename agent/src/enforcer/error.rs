@@ -32,6 +32,12 @@ pub enum EnforcerError {
          Nothing was half-applied: the previous table is still in force"
     )]
     Full { name: &'static str, max: u32 },
+    #[error("attaching `{name}` to {target}: {source}")]
+    Attach {
+        name: &'static str,
+        target: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("pinning under {path}: {source}")]
     Pin {
         path: std::path::PathBuf,

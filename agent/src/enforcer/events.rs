@@ -25,6 +25,8 @@ pub struct KernelEvent {
     pub time_boot_ns: u64,
     pub pid: u32,
     pub uid: u32,
+    /// Audit login uid, if the process has one (LSM hooks only).
+    pub login_uid: Option<u32>,
     pub cgroup: u64,
     /// `read`, `write`, `exec` or `connect`.
     pub op: &'static str,
@@ -65,6 +67,7 @@ impl KernelEvent {
             time_boot_ns: e.time_ns,
             pid: e.pid,
             uid: e.uid,
+            login_uid: (e.login_uid != ward_abi::LOGIN_UID_UNSET).then_some(e.login_uid),
             cgroup: e.cgroup,
             op: op_name(e.op),
             kind: if e.kind == event_kind::ALLOW_BY_GRANT {

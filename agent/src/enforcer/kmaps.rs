@@ -44,6 +44,7 @@ pub fn load(
     loader.map_max_entries(maps::MANAGED_CGROUPS, config.max_cgroups);
     let mut adopted = false;
     if let Some(dir) = &config.pin_dir {
+        super::bpffs::ensure(dir)?;
         let dir = dir.join("maps");
         fs::create_dir_all(&dir).map_err(|source| EnforcerError::Pin {
             path: dir.clone(),

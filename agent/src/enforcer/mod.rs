@@ -11,6 +11,8 @@
 //! by entry, each edit atomic on its own.
 
 mod attach;
+mod bpffs;
+mod cgroup_link;
 mod clock;
 mod error;
 mod events;
@@ -21,6 +23,7 @@ mod table;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::fd::OwnedFd,
     path::PathBuf,
 };
 
@@ -105,6 +108,8 @@ pub struct Enforcer {
     adopted: bool,
     policy: Index,
     grants: BTreeMap<u64, Vec<Entry>>,
+    /// Links that are not pinned: closing them detaches their programs.
+    _links: Vec<OwnedFd>,
 }
 
 impl Enforcer {
@@ -134,13 +139,14 @@ impl Enforcer {
         }
         kconfig.uid_ranges_len = config.uid_ranges.len() as u32;
         kmaps::write_config(&mut ebpf, &kconfig)?;
-        attach::all(&mut ebpf, &config)?;
+        let links = attach::all(&mut ebpf, &config)?;
         Ok(Enforcer {
             ebpf,
             config,
             adopted,
             policy: Index::new(),
             grants: BTreeMap::new(),
+            _links: links,
         })
     }
 

@@ -14,14 +14,14 @@ use ward_tests::{
     lifecycle::{self, GRANT_ID, Scenario, grant_for, protection},
 };
 
-struct Sandbox {
+pub struct Sandbox {
     // Field order: children are removed before their parent.
-    managed: OwnedCgroup,
-    unmanaged: OwnedCgroup,
-    root: OwnedCgroup,
+    pub managed: OwnedCgroup,
+    pub unmanaged: OwnedCgroup,
+    pub root: OwnedCgroup,
 }
 
-fn sandbox(tag: &str) -> Sandbox {
+pub fn sandbox(tag: &str) -> Sandbox {
     let top = cgroup2_mount().expect("cgroup2 mounted");
     let root = OwnedCgroup::create(&top, &format!("ward-native-{tag}-{}", std::process::id()))
         .expect("create test cgroup");

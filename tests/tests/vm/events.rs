@@ -113,3 +113,31 @@ fn a_full_table_is_a_clear_error_and_the_old_table_stays() {
         "the previous table still enforces"
     );
 }
+
+#[test]
+fn stats_carry_the_kernels_per_program_counters() {
+    let dir = TempDir::new("stats");
+    let secret = dir.file("secret.txt");
+    let object = Object::Path(PathPattern::parse(secret.to_str().unwrap()).unwrap());
+    let (managed, _) = cgroups("stats");
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).unwrap();
+    enforcer.apply(&[protection(Op::Read, &object)]).unwrap();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            open_as_child(Some(&managed), &secret, libc::O_RDONLY),
+            OpenOutcome::Refused(libc::EACCES)
+        );
+    }
+    let stats = enforcer.stats().unwrap();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").unwrap();
+    let file_open = stats
+        .programs
+        .iter()
+        .filter(|p| p.name == "ward_file_open")
+        .max_by_key(|p| p.run_count)
+        .expect("ward_file_open in stats");
+    assert!(file_open.run_count >= 5, "{file_open:?}");
+    assert!(file_open.run_time_ns > 0, "{file_open:?}");
+}

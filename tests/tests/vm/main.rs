@@ -8,4 +8,5 @@ mod events;
 mod file_open;
 mod lifecycle;
 mod pinning;
+mod subjects;
 mod support;

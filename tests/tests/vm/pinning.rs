@@ -1,19 +1,14 @@
 //! Enforcement outlives the agent: SIGKILL it, and the kernel goes on
 //! denying and expiring; a new agent adopts the pins.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use ward_abi::Op;
 use ward_agent::enforcer::{Enforcer, EnforcerConfig, Expiry, Object, PathPattern, boot_ns};
 use ward_tests::{
     OpenOutcome, TempDir,
     lifecycle::{grant_for, protection},
-    open_as_child,
+    open_as_child, spawn_helper,
 };
 
 use crate::support::cgroups;
@@ -65,29 +60,14 @@ fn survives_sigkill_and_is_adopted() {
     let dir = TempDir::new("pins");
     let secret = dir.file("secret.txt");
     let (managed, _) = cgroups("pins");
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "pinning::pin_helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WARD_HELPER_FILE", &secret)
-        .env("WARD_HELPER_CGROUP", managed.id().to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut deadline = 0u64;
-    for line in BufReader::new(helper.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        // libtest may print its "test ... " prefix on the same line.
-        if let Some(d) = line.split("READY ").nth(1) {
-            deadline = d.trim().parse().unwrap();
-            break;
-        }
-    }
-    assert!(deadline > 0, "helper never became ready");
+    let (mut helper, ready) = spawn_helper(
+        "pinning::pin_helper",
+        &[
+            ("WARD_HELPER_FILE", secret.display().to_string()),
+            ("WARD_HELPER_CGROUP", managed.id().to_string()),
+        ],
+    );
+    let deadline: u64 = ready.parse().unwrap();
     helper.kill().unwrap(); // SIGKILL
     helper.wait().unwrap();
 
