@@ -2,12 +2,15 @@
 //!
 //! - [`btf`]: struct offsets read from the running kernel's BTF;
 //! - [`cgroup`]: cgroup v2 discovery and cgroup ids;
+//! - [`daemon`]: `wardd`: config, store, audit, the gRPC service;
 //! - [`ebpf`]: the embedded kernel object and how to load it portably;
 //! - [`enforcer`]: the kernel enforcement engine;
 //! - [`doctor`]: what the running kernel can and cannot enforce.
 
 pub mod btf;
 pub mod cgroup;
+pub mod client;
+pub mod daemon;
 pub mod doctor;
 pub mod ebpf;
 pub mod enforcer;

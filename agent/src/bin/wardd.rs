@@ -1,18 +1,30 @@
 //! `wardd`: the ward agent daemon.
-//!
-//! Today it offers `--check`, the same kernel report as `ward doctor`; the
-//! serving daemon (gRPC control channel, durable grants) is tracked in the
-//! agent issue and not built yet.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::{Context, Result};
 use clap::Parser;
-use ward_agent::doctor;
+use ward_agent::{
+    daemon::{config, server},
+    doctor,
+};
 
 /// wardd: the ward host agent.
+///
+/// Enforces ward's decision table in the kernel (BPF LSM, or the cgroup
+/// connect hooks where BPF LSM is unavailable), keeps grants durably, and
+/// serves the ward.v1.Agent gRPC API on a unix socket and, if configured,
+/// over mutual TLS. Enforcement is pinned under agent.pin_dir and outlives
+/// the daemon: stopping or restarting it never opens anything.
 #[derive(Parser)]
 #[command(name = "wardd", version)]
 struct Args {
+    /// Configuration file.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Check the configuration file and exit (0 valid, 1 invalid).
+    #[arg(long)]
+    check_config: bool,
     /// Report what the running kernel lets ward enforce, then exit
     /// (0 all available, 2 degraded, 1 a check could not run).
     #[arg(long)]
@@ -24,17 +36,53 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !args.check {
-        eprintln!(
-            "wardd: error: the serving daemon is not built yet; only `wardd --check` is available"
-        );
-        return ExitCode::from(64);
+    if args.check {
+        return match doctor::print(&doctor::run(), args.json) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("wardd: error: encoding report: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
-    match doctor::print(&doctor::run(), args.json) {
-        Ok(code) => ExitCode::from(code as u8),
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wardd: error: encoding report: {e}");
+            eprintln!("wardd: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = config::Config::load(&args.config)?;
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        server::run(config, shutdown).await.context("wardd")
+    })
 }

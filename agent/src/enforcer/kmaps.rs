@@ -275,3 +275,62 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
         programs,
     })
 }
+
+/// What the kernel's own lookup returns for one subject key: the same key
+/// the hooks build (a path with its NUL, or a full IPv4-mapped address).
+pub fn lookup(
+    ebpf: &mut Ebpf,
+    subject: u64,
+    op: ward_abi::Op,
+    object: &super::Probe,
+) -> Result<Option<Rule>, EnforcerError> {
+    let g = read_config(ebpf)?.active as usize & 1;
+    match object {
+        super::Probe::Path(path) => {
+            let name = maps::PATH_RULES[g];
+            let trie: LpmTrie<&MapData, PathKey, Rule> =
+                LpmTrie::try_from(ebpf.map(name).ok_or(EnforcerError::MissingMap(name))?)
+                    .map_err(map_err(name))?;
+            let bytes = path.as_bytes();
+            let mut key = PathKey::zeroed();
+            let len = bytes.len().min(ward_abi::PATH_MAX_LEN - 1);
+            key.path[..len].copy_from_slice(&bytes[..len]);
+            key.subject = subject;
+            key.op = op as u32;
+            let key = Key::new(KEY_HEADER_BITS + (len as u32 + 1) * 8, key);
+            not_found_is_none(trie.get(&key, 0), name)
+        }
+        super::Probe::Addr(addr) => {
+            let name = maps::NET_RULES[g];
+            let trie: LpmTrie<&MapData, NetKey, Rule> =
+                LpmTrie::try_from(ebpf.map(name).ok_or(EnforcerError::MissingMap(name))?)
+                    .map_err(map_err(name))?;
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            };
+            let key = Key::new(
+                KEY_HEADER_BITS + 128,
+                NetKey {
+                    subject,
+                    op: op as u32,
+                    addr: ip,
+                },
+            );
+            let rule = not_found_is_none(trie.get(&key, 0), name)?;
+            Ok(rule.filter(|r| (r.port_first..=r.port_last).contains(&addr.port())))
+        }
+    }
+}
+
+fn not_found_is_none(
+    r: Result<Rule, MapError>,
+    name: &'static str,
+) -> Result<Option<Rule>, EnforcerError> {
+    match r {
+        Ok(rule) => Ok(Some(rule)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}

@@ -275,6 +275,68 @@ impl Enforcer {
     }
 }
 
+/// What `explain` asks about: a path as the kernel would resolve it, or a
+/// destination.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Path(String),
+    Addr(std::net::SocketAddr),
+}
+
+/// The kernel's answer for one (subjects, operation, object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The protection entry that covers the object, if any.
+    pub protected_by: Option<u64>,
+    /// The rule that decided for one of the subjects, if any.
+    pub decided_by: Option<(Subject, ward_abi::Rule)>,
+    pub allowed: bool,
+}
+
+impl Enforcer {
+    /// Decides exactly as the hooks do, with the kernel's own maps and
+    /// clock, for a caller that has `subjects` (managed ones only).
+    pub fn explain(
+        &mut self,
+        subjects: &[Subject],
+        op: ward_abi::Op,
+        object: &Probe,
+    ) -> Result<Explanation, EnforcerError> {
+        let Some(protection) =
+            kmaps::lookup(&mut self.ebpf, ward_abi::subject::PROTECTED, op, object)?
+        else {
+            return Ok(Explanation {
+                protected_by: None,
+                decided_by: None,
+                allowed: true,
+            });
+        };
+        let now = boot_ns();
+        let mut allow: Option<(Subject, ward_abi::Rule)> = None;
+        for s in subjects {
+            let Some(rule) = kmaps::lookup(&mut self.ebpf, s.raw(), op, object)? else {
+                continue;
+            };
+            if rule.effect != ward_abi::Effect::Allow as u32 {
+                return Ok(Explanation {
+                    protected_by: Some(protection.rule_id),
+                    decided_by: Some((*s, rule)),
+                    allowed: false,
+                });
+            }
+            if allow.is_none() && now < rule.expires_ns {
+                allow = Some((*s, rule));
+            }
+        }
+        let allowed = allow.is_some();
+        Ok(Explanation {
+            protected_by: Some(protection.rule_id),
+            decided_by: allow,
+            allowed,
+        })
+    }
+}
+
 /// Loads and attaches one LSM program of an object (for `ward doctor`).
 pub(crate) fn attach_lsm(
     ebpf: &mut Ebpf,

@@ -1,0 +1,175 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ward: attribute-based, just-in-time access control enforced in the kernel.
+///
+/// ward protects files, executables and network destinations on this host.
+/// Policies decide who may touch them; everyone else gets time-boxed grants
+/// that expire in the kernel at their deadline.
+///
+/// Exit status: 0 success; 1 error; 2 usage error; 3 wardd is not running;
+/// 4 not allowed; 5 invalid argument (the message names the field); 6 no
+/// such grant; 10 `explain` answered deny.
+#[derive(Parser)]
+#[command(name = "ward", version, propagate_version = true)]
+pub struct Cli {
+    /// wardd's local socket.
+    #[arg(
+        long,
+        global = true,
+        env = "WARD_SOCKET",
+        default_value = "/run/ward/agent.sock"
+    )]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the agent's state: enforcement hooks, grants, table sizes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List grants: yours, or all for root and the admin group.
+    Grants {
+        /// Include expired and revoked grants.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant time-boxed access (root or the admin group).
+    ///
+    /// Paths ending in `/` grant the whole tree. Example:
+    /// ward grant --user alice --read /var/log/prod/ --for 15m --reason "INC-123"
+    Grant(GrantArgs),
+    /// End a grant at once.
+    Revoke {
+        /// The grant id.
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "revoked with ward revoke")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show kernel decisions and grant lifecycle events.
+    Events {
+        /// Keep watching for new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent events to show first.
+        #[arg(long, default_value_t = 50)]
+        recent: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Would a subject be allowed an operation on an object, and why?
+    ///
+    /// Answers from the kernel's own tables and clock. Exit status 0 when
+    /// allowed, 10 when denied.
+    Explain(ExplainArgs),
+    /// Report what the running kernel lets ward enforce (needs root).
+    ///
+    /// Exit status: 0 everything works; 2 ward can enforce only part of its
+    /// model here (each missing piece is named); 1 a check could not run.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+#[group(required = true, multiple = false)]
+pub struct SubjectArgs {
+    /// A user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A numeric uid.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// A workload: cgroup path relative to the cgroup root.
+    #[arg(long)]
+    pub workload: Option<String>,
+}
+
+#[derive(Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Read access to a file, or a tree ending in `/` (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<String>,
+    /// Write access (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<String>,
+    /// Exec of an executable (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub exec: Vec<String>,
+    /// Connect to ADDR[/PREFIX]:PORTS, e.g. 10.0.0.5:5432 (repeatable).
+    #[arg(long, value_name = "NET")]
+    pub connect: Vec<String>,
+    /// How long, e.g. 15m or 2h.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Why (required): a ticket or an incident.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Grant id; generated when absent.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub subject: ExplainSubject,
+    #[command(flatten)]
+    pub target: ExplainTarget,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Default)]
+#[group(required = false, multiple = false)]
+pub struct ExplainSubject {
+    /// A user name (default: yourself).
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub uid: Option<u32>,
+    #[arg(long)]
+    pub workload: Option<String>,
+}
+
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct ExplainTarget {
+    #[arg(long, value_name = "PATH")]
+    pub read: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub exec: Option<String>,
+    /// ADDR:PORT
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub connect: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 15m or 2h: {e}"))?;
+    if d.is_zero() {
+        return Err("a grant must last longer than 0s".into());
+    }
+    Ok(d)
+}

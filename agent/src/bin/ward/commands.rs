@@ -1,0 +1,235 @@
+//! What each subcommand does.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tonic::Code;
+use ward_agent::{client, doctor};
+use ward_proto::v1::{self as pb, object, subject};
+
+use crate::{
+    args::{Cli, Command, ExplainArgs, GrantArgs, SubjectArgs},
+    exit, render,
+};
+
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        let code = match s.code() {
+            Code::PermissionDenied | Code::Unauthenticated => exit::NOT_ALLOWED,
+            Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => exit::INVALID,
+            Code::NotFound => exit::NOT_FOUND,
+            Code::Unavailable => exit::DAEMON_DOWN,
+            _ => exit::ERROR,
+        };
+        let message = match s.code() {
+            Code::PermissionDenied => format!("not allowed: {}", s.message()),
+            Code::InvalidArgument => format!("invalid: {}", s.message()),
+            _ => s.message().to_owned(),
+        };
+        CliError { code, message }
+    }
+}
+
+impl From<client::ConnectError> for CliError {
+    fn from(e: client::ConnectError) -> Self {
+        CliError {
+            code: exit::DAEMON_DOWN,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> CliError {
+    CliError {
+        code: exit::INVALID,
+        message: message.into(),
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Doctor { json } = cli.command {
+        let code = doctor::print(&doctor::run(), json).map_err(|e| usage(e.to_string()))?;
+        return Ok(code as u8);
+    }
+    let mut agent = client::connect(&cli.socket).await?;
+    match cli.command {
+        Command::Doctor { .. } => unreachable!("handled above"),
+        Command::Status { json } => {
+            let s = agent
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner();
+            render::status(&s, json);
+        }
+        Command::Grants { all, json } => {
+            let g = agent
+                .list_grants(pb::ListGrantsRequest { all })
+                .await?
+                .into_inner();
+            render::grants(&g.grants, json);
+        }
+        Command::Grant(args) => {
+            let json = args.json;
+            let grant = build_grant(args)?;
+            let r = agent
+                .push_grant(pb::PushGrantRequest { grant: Some(grant) })
+                .await?
+                .into_inner();
+            render::pushed(&r, json);
+        }
+        Command::Revoke { id, reason, json } => {
+            let r = agent
+                .revoke_grant(pb::RevokeGrantRequest { id, reason })
+                .await?
+                .into_inner();
+            if let Some(rec) = r.record {
+                render::revoked(&rec, json);
+            }
+        }
+        Command::Events {
+            follow,
+            recent,
+            json,
+        } => {
+            let mut stream = agent
+                .watch_events(pb::WatchEventsRequest { recent, follow })
+                .await?
+                .into_inner();
+            while let Some(e) = stream.message().await? {
+                render::event(&e, json);
+            }
+        }
+        Command::Explain(args) => return explain(&mut agent, args).await,
+    }
+    Ok(exit::OK)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn pb_subject(s: &SubjectArgs) -> pb::Subject {
+    let kind = if let Some(u) = &s.user {
+        subject::Kind::User(u.clone())
+    } else if let Some(uid) = s.uid {
+        subject::Kind::Uid(uid)
+    } else {
+        subject::Kind::Workload(s.workload.clone().unwrap_or_default())
+    };
+    pb::Subject { kind: Some(kind) }
+}
+
+fn path_object(p: &str) -> pb::Object {
+    let kind = if p.ends_with('/') {
+        object::Kind::PathPrefix(p.to_owned())
+    } else {
+        object::Kind::Path(p.to_owned())
+    };
+    pb::Object { kind: Some(kind) }
+}
+
+fn build_grant(a: GrantArgs) -> Result<pb::Grant, CliError> {
+    let mut ops = Vec::new();
+    let mut objects: Vec<pb::Object> = Vec::new();
+    let mut add = |op: pb::Operation, objs: Vec<pb::Object>| {
+        if !objs.is_empty() {
+            ops.push(op as i32);
+            for o in objs {
+                if !objects.contains(&o) {
+                    objects.push(o);
+                }
+            }
+        }
+    };
+    add(
+        pb::Operation::Read,
+        a.read.iter().map(|p| path_object(p)).collect(),
+    );
+    add(
+        pb::Operation::Write,
+        a.write.iter().map(|p| path_object(p)).collect(),
+    );
+    add(
+        pb::Operation::Exec,
+        a.exec
+            .iter()
+            .map(|p| pb::Object {
+                kind: Some(object::Kind::Executable(p.clone())),
+            })
+            .collect(),
+    );
+    add(
+        pb::Operation::Connect,
+        a.connect
+            .iter()
+            .map(|n| pb::Object {
+                kind: Some(object::Kind::Network(n.clone())),
+            })
+            .collect(),
+    );
+    if ops.is_empty() {
+        return Err(usage(
+            "name what to grant: --read, --write, --exec or --connect",
+        ));
+    }
+    let now = now_ms();
+    let id =
+        a.id.unwrap_or_else(|| format!("g-{:x}-{:x}", now, std::process::id()));
+    Ok(pb::Grant {
+        id,
+        subject: Some(pb_subject(&a.subject)),
+        operations: ops,
+        objects,
+        not_before_unix_ms: 0,
+        expires_at_unix_ms: now + a.duration.as_millis() as i64,
+        reason: a.reason,
+        ticket: a.ticket.unwrap_or_default(),
+        approvers: Vec::new(),
+        issuer: format!("ward-cli:uid:{}", nix::unistd::getuid()),
+    })
+}
+
+async fn explain(
+    agent: &mut ward_proto::v1::agent_client::AgentClient<tonic::transport::Channel>,
+    a: ExplainArgs,
+) -> Result<u8, CliError> {
+    let s = &a.subject;
+    let subject = if s.user.is_some() || s.uid.is_some() || s.workload.is_some() {
+        Some(pb_subject(&SubjectArgs {
+            user: s.user.clone(),
+            uid: s.uid,
+            workload: s.workload.clone(),
+        }))
+    } else {
+        None
+    };
+    let t = &a.target;
+    let (op, object) = if let Some(p) = &t.read {
+        (pb::Operation::Read, p)
+    } else if let Some(p) = &t.write {
+        (pb::Operation::Write, p)
+    } else if let Some(p) = &t.exec {
+        (pb::Operation::Exec, p)
+    } else if let Some(n) = &t.connect {
+        (pb::Operation::Connect, n)
+    } else {
+        return Err(usage("name one of --read, --write, --exec, --connect"));
+    };
+    let r = agent
+        .explain(pb::ExplainRequest {
+            subject,
+            operation: op as i32,
+            object: object.clone(),
+        })
+        .await?
+        .into_inner();
+    render::explanation(&r, a.json);
+    Ok(if r.allowed { exit::OK } else { exit::DENIED })
+}

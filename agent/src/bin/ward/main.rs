@@ -1,0 +1,43 @@
+//! `ward`: inspect and operate the ward agent on this host.
+
+mod args;
+mod commands;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit statuses, documented in `ward --help`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    /// Usage errors (clap's own).
+    pub const DAEMON_DOWN: u8 = 3;
+    pub const NOT_ALLOWED: u8 = 4;
+    pub const INVALID: u8 = 5;
+    pub const NOT_FOUND: u8 = 6;
+    /// `ward explain`: the answer is deny.
+    pub const DENIED: u8 = 10;
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ward: error: starting the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ward: error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Human tables and `--json` for every listing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use ward_proto::v1::{self as pb, object, subject};
+
+fn when(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn left(ms: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    if ms <= now {
+        return "ended".into();
+    }
+    humantime::format_duration(Duration::from_secs(((ms - now) / 1000) as u64)).to_string()
+}
+
+fn state(s: i32) -> &'static str {
+    match pb::GrantState::try_from(s) {
+        Ok(pb::GrantState::Scheduled) => "scheduled",
+        Ok(pb::GrantState::Active) => "active",
+        Ok(pb::GrantState::Expired) => "expired",
+        Ok(pb::GrantState::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn who(s: Option<&pb::Subject>) -> String {
+    match s.and_then(|s| s.kind.as_ref()) {
+        Some(subject::Kind::User(u)) => u.clone(),
+        Some(subject::Kind::Uid(u)) => format!("uid {u}"),
+        Some(subject::Kind::Workload(w)) => format!("workload {w}"),
+        None => "-".into(),
+    }
+}
+
+fn op_name(raw: i32) -> &'static str {
+    match pb::Operation::try_from(raw) {
+        Ok(pb::Operation::Read) => "read",
+        Ok(pb::Operation::Write) => "write",
+        Ok(pb::Operation::Exec) => "exec",
+        Ok(pb::Operation::Connect) => "connect",
+        _ => "?",
+    }
+}
+
+fn object_text(o: &pb::Object) -> String {
+    match &o.kind {
+        Some(
+            object::Kind::Path(p)
+            | object::Kind::PathPrefix(p)
+            | object::Kind::Executable(p)
+            | object::Kind::Network(p),
+        ) => p.clone(),
+        None => "-".into(),
+    }
+}
+
+fn grant_json(r: &pb::GrantRecord) -> Value {
+    let g = r.grant.clone().unwrap_or_default();
+    json!({
+        "id": g.id,
+        "subject": who(g.subject.as_ref()),
+        "operations": g.operations.iter().map(|o| op_name(*o)).collect::<Vec<_>>(),
+        "objects": g.objects.iter().map(object_text).collect::<Vec<_>>(),
+        "state": state(r.state),
+        "not_before_unix_ms": g.not_before_unix_ms,
+        "expires_at_unix_ms": g.expires_at_unix_ms,
+        "received_unix_ms": r.received_unix_ms,
+        "ended_unix_ms": r.ended_unix_ms,
+        "reason": g.reason,
+        "ticket": g.ticket,
+        "approvers": g.approvers,
+        "issuer": g.issuer,
+    })
+}
+
+pub fn grants(list: &[pb::GrantRecord], json: bool) {
+    if json {
+        println!("{}", Value::Array(list.iter().map(grant_json).collect()));
+        return;
+    }
+    if list.is_empty() {
+        println!("no grants");
+        return;
+    }
+    println!(
+        "{:<24} {:<10} {:<10} {:<14} {:<28} {:<10} REASON",
+        "ID", "STATE", "SUBJECT", "OPERATIONS", "OBJECTS", "LEFT"
+    );
+    for r in list {
+        let g = r.grant.clone().unwrap_or_default();
+        let ops: Vec<_> = g.operations.iter().map(|o| op_name(*o)).collect();
+        let objs: Vec<_> = g.objects.iter().map(object_text).collect();
+        let remaining = if r.state == pb::GrantState::Active as i32
+            || r.state == pb::GrantState::Scheduled as i32
+        {
+            left(g.expires_at_unix_ms)
+        } else {
+            format!("({})", state(r.state))
+        };
+        println!(
+            "{:<24} {:<10} {:<10} {:<14} {:<28} {:<10} {}",
+            g.id,
+            state(r.state),
+            who(g.subject.as_ref()),
+            ops.join(","),
+            objs.join(","),
+            remaining,
+            g.reason
+        );
+    }
+}
+
+pub fn pushed(r: &pb::PushGrantResponse, json: bool) {
+    let Some(rec) = &r.record else { return };
+    if json {
+        let mut v = grant_json(rec);
+        v["created"] = json!(r.created);
+        println!("{v}");
+        return;
+    }
+    let g = rec.grant.clone().unwrap_or_default();
+    let verb = if r.created {
+        "granted"
+    } else {
+        "already granted"
+    };
+    println!(
+        "{verb}: {} for {} until {} ({} left)",
+        g.id,
+        who(g.subject.as_ref()),
+        when(g.expires_at_unix_ms),
+        left(g.expires_at_unix_ms)
+    );
+}
+
+pub fn revoked(r: &pb::GrantRecord, json: bool) {
+    if json {
+        println!("{}", grant_json(r));
+    } else {
+        let id = r.grant.as_ref().map(|g| g.id.as_str()).unwrap_or("-");
+        println!("revoked: {id}");
+    }
+}
+
+pub fn status(s: &pb::AgentStatus, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "version": s.version, "kernel": s.kernel,
+                "file_and_exec_enforced": s.file_and_exec_enforced,
+                "network_enforced": s.network_enforced, "network_hook": s.network_hook,
+                "active_grants": s.active_grants, "path_rules": s.path_rules, "net_rules": s.net_rules,
+                "events_lost": s.events_lost, "started_unix_ms": s.started_unix_ms, "adopted_pins": s.adopted_pins,
+            })
+        );
+        return;
+    }
+    let yes = |b: bool| {
+        if b {
+            "enforced"
+        } else {
+            "NOT ENFORCED on this kernel"
+        }
+    };
+    println!("wardd {} on {}", s.version, s.kernel);
+    println!("  files and exec:  {}", yes(s.file_and_exec_enforced));
+    println!(
+        "  network:         {} ({})",
+        yes(s.network_enforced),
+        s.network_hook
+    );
+    println!("  active grants:   {}", s.active_grants);
+    println!(
+        "  kernel entries:  {} path, {} network",
+        s.path_rules, s.net_rules
+    );
+    println!("  events lost:     {}", s.events_lost);
+    println!(
+        "  started:         {}{}",
+        when(s.started_unix_ms),
+        if s.adopted_pins {
+            " (adopted pinned enforcement)"
+        } else {
+            ""
+        }
+    );
+}
+
+pub fn event(e: &pb::Event, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "time_unix_ms": e.time_unix_ms, "kind": e.kind, "pid": e.pid, "uid": e.uid,
+                "operation": e.operation, "object": e.object, "grant_id": e.grant_id, "detail": e.detail,
+            })
+        );
+        return;
+    }
+    let t = when(e.time_unix_ms);
+    match e.kind.as_str() {
+        "deny" | "allow_by_grant" => println!(
+            "{t}  {:<15} uid {:<6} pid {:<7} {:<8} {}  [{}]",
+            e.kind,
+            e.uid,
+            e.pid,
+            e.operation,
+            e.object,
+            if e.grant_id.is_empty() {
+                &e.detail
+            } else {
+                &e.grant_id
+            }
+        ),
+        _ => println!("{t}  {:<15} {}  {}", e.kind, e.grant_id, e.detail),
+    }
+}
+
+pub fn explanation(r: &pb::ExplainResponse, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "allowed": r.allowed, "decided_by": r.decided_by, "rule_id": r.rule_id,
+                "detail": r.detail, "expires_at_unix_ms": r.expires_at_unix_ms,
+            })
+        );
+        return;
+    }
+    let verdict = if r.allowed { "ALLOW" } else { "DENY" };
+    print!("{verdict}: {}", r.detail);
+    if !r.rule_id.is_empty() {
+        print!(" [{}: {}]", r.decided_by, r.rule_id);
+    }
+    if r.expires_at_unix_ms > 0 {
+        print!(" until {}", when(r.expires_at_unix_ms));
+    }
+    println!();
+}

@@ -1,0 +1,54 @@
+//! Talking to a running `wardd` over its local socket.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+use ward_proto::v1::agent_client::AgentClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("wardd is not running: no socket at {0} (start it with `systemctl start wardd`)")]
+    NoSocket(PathBuf),
+    #[error("wardd is not accepting connections on {path}: {source}")]
+    Refused {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connecting to {path}: {source}")]
+    Transport {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A client on the unix socket at `path`.
+pub async fn connect(path: &Path) -> Result<AgentClient<Channel>, ConnectError> {
+    if !path.exists() {
+        return Err(ConnectError::NoSocket(path.to_owned()));
+    }
+    // Probe once so a dead socket gives a clear error, not a gRPC one.
+    tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| ConnectError::Refused {
+            path: path.to_owned(),
+            source,
+        })?;
+    let socket = path.to_owned();
+    // The URI is required by the API and unused: the connector dials the socket.
+    let channel = Endpoint::from_static("http://wardd.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|source| ConnectError::Transport {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(AgentClient::new(channel))
+}

@@ -1,0 +1,107 @@
+//! Who is calling, and what they may do.
+//!
+//! Local callers are identified by the kernel (`SO_PEERCRED` on the unix
+//! socket): root and members of the admin group administer; any other
+//! local user may see their own grants and ask about themselves. Remote
+//! callers are identified by their client certificate (mutual TLS) and must
+//! be listed in the config.
+
+use tonic::{Request, Status};
+
+use super::users;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Local {
+        uid: u32,
+        pid: Option<i32>,
+        admin: bool,
+    },
+    Remote {
+        identity: String,
+    },
+}
+
+impl Caller {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Local { uid, .. } => format!("uid:{uid}"),
+            Caller::Remote { identity } => format!("tls:{identity}"),
+        }
+    }
+
+    /// May push and revoke any grant, list all, explain anyone.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Local { admin, .. } => *admin,
+            // Only allowed identities get this far (see `remote`).
+            Caller::Remote { .. } => true,
+        }
+    }
+
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Caller::Local { uid, .. } => Some(*uid),
+            Caller::Remote { .. } => None,
+        }
+    }
+}
+
+/// The local caller of a request on the unix socket.
+pub fn local<T>(req: &Request<T>, admin_group: &str) -> Result<Caller, Status> {
+    let info = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
+    let cred = info
+        .peer_cred
+        .ok_or_else(|| Status::unauthenticated("the kernel gave no peer credentials"))?;
+    let uid = cred.uid();
+    let pid = cred.pid();
+    let admin = uid == 0
+        || users::group_gid(admin_group).is_some_and(|gid| {
+            cred.gid() == gid || pid.is_some_and(|p| users::process_groups(p).contains(&gid))
+        });
+    Ok(Caller::Local { uid, pid, admin })
+}
+
+/// The remote caller of a request over mutual TLS, if its certificate
+/// names an allowed identity.
+pub fn remote<T>(req: &Request<T>, allowed: &[String]) -> Result<Caller, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let names = certificate_names(leaf.as_ref());
+    match names.iter().find(|n| allowed.contains(n)) {
+        Some(identity) => Ok(Caller::Remote {
+            identity: identity.clone(),
+        }),
+        None => Err(Status::permission_denied(format!(
+            "client certificate identity {names:?} is not in tls.allowed_clients"
+        ))),
+    }
+}
+
+/// DNS names and common name of a DER certificate.
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push((*d).to_owned());
+            }
+        }
+    }
+    names
+}

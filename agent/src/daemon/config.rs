@@ -1,0 +1,275 @@
+//! `/etc/ward/agent.toml`: the agent's configuration.
+//!
+//! Unknown keys are errors, and every error names the key and the line, so
+//! a typo never silently turns protection off.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Where `wardd` looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/ward/agent.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub enforce: EnforceSection,
+    #[serde(default)]
+    pub protect: ProtectSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// The local control socket.
+    pub socket: PathBuf,
+    /// Durable state: the grant database.
+    pub state_dir: PathBuf,
+    /// Append-only JSON-lines audit log.
+    pub audit_log: PathBuf,
+    /// Rotate the audit log beyond this size.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files to keep.
+    pub audit_keep: u32,
+    /// Where maps and links are pinned; enforcement outlives the agent.
+    pub pin_dir: PathBuf,
+    /// Members may push and revoke grants on the local socket.
+    pub admin_group: String,
+    /// Longest grant accepted, e.g. "8h".
+    #[serde(with = "humantime_serde_compat")]
+    pub max_grant_duration: Duration,
+    /// Host labels, e.g. env = "prod".
+    pub host_labels: BTreeMap<String, String>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            socket: PathBuf::from("/run/ward/agent.sock"),
+            state_dir: PathBuf::from("/var/lib/ward"),
+            audit_log: PathBuf::from("/var/log/ward/audit.jsonl"),
+            audit_max_bytes: 10 * 1024 * 1024,
+            audit_keep: 5,
+            pin_dir: PathBuf::from("/sys/fs/bpf/ward"),
+            admin_group: "ward-admin".to_owned(),
+            max_grant_duration: Duration::from_secs(8 * 3600),
+            host_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which hooks enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HookMode {
+    /// BPF LSM where the kernel allows it, else the cgroup connect hooks
+    /// (and file/exec protection is reported as unavailable).
+    #[default]
+    Auto,
+    Lsm,
+    Cgroup,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforceSection {
+    pub hooks: HookMode,
+    /// cgroup v2 paths, relative to the cgroup2 mount, whose subtrees are
+    /// managed, e.g. "user.slice".
+    pub managed_cgroups: Vec<String>,
+    /// Inclusive uid ranges that are managed, e.g. [[1000, 59999]].
+    pub managed_uids: Vec<[u32; 2]>,
+    /// cgroup (relative to the cgroup2 mount) the connect hooks attach to
+    /// when BPF LSM is unavailable; "" means the whole hierarchy.
+    pub connect_cgroup: String,
+}
+
+impl Default for EnforceSection {
+    fn default() -> Self {
+        EnforceSection {
+            hooks: HookMode::Auto,
+            managed_cgroups: Vec::new(),
+            managed_uids: Vec::new(),
+            connect_cgroup: String::new(),
+        }
+    }
+}
+
+/// Objects protected for every managed subject. Until Cedar policies
+/// arrive, access to them comes only from grants.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectSection {
+    /// Files, or trees ending in "/": protected for read and write.
+    pub paths: Vec<String>,
+    /// Protected for exec.
+    pub executables: Vec<String>,
+    /// ADDR[/PREFIX]:PORTS, protected for connect.
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_path_rules: u32,
+    pub max_net_rules: u32,
+    pub max_cgroups: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_path_rules: 65536,
+            max_net_rules: 16384,
+            max_cgroups: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// e.g. "0.0.0.0:7443".
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs client (coordinator) certificates.
+    pub client_ca: PathBuf,
+    /// Accepted client identities: a DNS name or common name in the
+    /// client certificate.
+    pub allowed_clients: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and checks a config; the error names the key and line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        use crate::enforcer::{NetPattern, PathPattern};
+        for (i, p) in self.protect.paths.iter().enumerate() {
+            PathPattern::parse(p).map_err(|e| format!("protect.paths[{i}]: {e}"))?;
+        }
+        for (i, p) in self.protect.executables.iter().enumerate() {
+            match PathPattern::parse(p) {
+                Ok(PathPattern::File(_)) => {}
+                Ok(PathPattern::Subtree(_)) => {
+                    return Err(format!(
+                        "protect.executables[{i}]: `{p}` is a directory; name the executable file"
+                    ));
+                }
+                Err(e) => return Err(format!("protect.executables[{i}]: {e}")),
+            }
+        }
+        for (i, n) in self.protect.networks.iter().enumerate() {
+            NetPattern::parse(n).map_err(|e| format!("protect.networks[{i}]: {e}"))?;
+        }
+        for (i, [a, b]) in self.enforce.managed_uids.iter().enumerate() {
+            if a > b {
+                return Err(format!(
+                    "enforce.managed_uids[{i}]: first uid {a} is above last uid {b}"
+                ));
+            }
+        }
+        if self.enforce.managed_uids.len() > ward_abi::MAX_UID_RANGES {
+            return Err(format!(
+                "enforce.managed_uids: {} ranges; at most {} are supported",
+                self.enforce.managed_uids.len(),
+                ward_abi::MAX_UID_RANGES
+            ));
+        }
+        if self.agent.max_grant_duration.is_zero() {
+            return Err("agent.max_grant_duration: must be longer than 0s".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Durations written like "15m", "8h" (humantime).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration like 15m or 8h: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_what_is_missing() {
+        let c = Config::parse("[protect]\npaths = [\"/srv/prod/\"]\n").unwrap();
+        assert_eq!(c.agent.socket, PathBuf::from("/run/ward/agent.sock"));
+        assert_eq!(c.agent.max_grant_duration, Duration::from_secs(8 * 3600));
+        assert_eq!(c.protect.paths, ["/srv/prod/"]);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn a_typo_names_the_key_and_line() {
+        let err =
+            Config::parse("[agent]\nsocket = \"/x\"\nmax_grant_duraton = \"1h\"\n").unwrap_err();
+        assert!(err.contains("max_grant_duraton"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = Config::parse("[protect]\npaths = [\"relative/path\"]\n").unwrap_err();
+        assert!(
+            err.contains("protect.paths[0]") && err.contains("not absolute"),
+            "{err}"
+        );
+        let err = Config::parse("[protect]\nnetworks = [\"10.0.0.1/8:80\"]\n").unwrap_err();
+        assert!(err.contains("protect.networks[0]"), "{err}");
+        let err = Config::parse("[agent]\nmax_grant_duration = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains("not a duration") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = Config::parse("[enforce]\nmanaged_uids = [[2000, 1000]]\n").unwrap_err();
+        assert!(err.contains("enforce.managed_uids[0]"), "{err}");
+    }
+}

@@ -1,0 +1,689 @@
+//! The agent's core: grants from the store, compiled into the kernel.
+//!
+//! Every change is written to the store first and to the kernel second.
+//! On start the kernel table is rebuilt from the store in one atomic swap,
+//! so a crash between the two writes heals on restart: the kernel and the
+//! store agree, and a grant that expired meanwhile is never re-armed.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::broadcast;
+use ward_abi::{Effect, Op};
+use ward_proto::v1::{self as pb, GrantRecord, GrantState};
+
+use super::{
+    audit::{Audit, AuditError, Record},
+    config::{Config, HookMode},
+    grant::{self, InvalidGrant, ValidGrant, unix_ms},
+    store::{Store, StoreError, Stored},
+};
+use crate::{
+    cgroup,
+    enforcer::{
+        Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream, Expiry, Hooks,
+        KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
+    },
+};
+
+/// Kernel rule ids at and above this are protections from the config
+/// (index added); grants use the store's ids, far below.
+const PROTECTION_BASE: u64 = 1 << 62;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidGrant),
+    #[error("no grant `{0}`")]
+    NotFound(String),
+    #[error("grant `{0}` already exists with different contents; grant ids are never reused")]
+    Conflict(String),
+    #[error("grant `{0}` has already ended")]
+    Ended(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("kernel: {0}")]
+    Enforcer(#[from] EnforcerError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Facts fixed at start.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub kernel: String,
+    pub file_and_exec: bool,
+    pub network_hook: &'static str,
+    pub adopted: bool,
+    pub started: SystemTime,
+}
+
+pub struct Engine {
+    enforcer: Enforcer,
+    store: Store,
+    audit: Audit,
+    config: Config,
+    protection: Vec<(String, Entry)>,
+    cgroup_root: Option<PathBuf>,
+    events: broadcast::Sender<pb::Event>,
+    /// The last events, for watchers that ask for history.
+    recent: std::collections::VecDeque<pb::Event>,
+    pub startup: Startup,
+}
+
+/// How many past events the agent keeps in memory.
+const RECENT_EVENTS: usize = 1000;
+
+impl Engine {
+    /// Loads (or adopts) the enforcer, opens the store and the audit log,
+    /// and makes the kernel match the store.
+    pub fn start(config: Config) -> Result<(Engine, EventStream), EngineError> {
+        let cgroup_root = cgroup::cgroup2_mount().ok();
+        let (mut enforcer, file_and_exec, network_hook) =
+            load_enforcer(&config, cgroup_root.as_deref())?;
+        let adopted = enforcer.adopted();
+        let stream = enforcer.events()?;
+        let store = Store::open(&config.agent.state_dir)?;
+        let audit = Audit::open(
+            &config.agent.audit_log,
+            config.agent.audit_max_bytes,
+            config.agent.audit_keep,
+        )?;
+        for (i, path) in config.enforce.managed_cgroups.iter().enumerate() {
+            let root = cgroup_root
+                .as_ref()
+                .ok_or_else(|| EngineError::Config("no cgroup v2 hierarchy".into()))?;
+            let id = cgroup::cgroup_id(&root.join(path))
+                .map_err(|e| EngineError::Config(format!("enforce.managed_cgroups[{i}]: {e}")))?;
+            enforcer.manage_cgroup(id)?;
+        }
+        let protection = protection_entries(&config);
+        let (events, _) = broadcast::channel(4096);
+        let mut engine = Engine {
+            enforcer,
+            store,
+            audit,
+            config,
+            protection,
+            cgroup_root,
+            events,
+            recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
+            startup: Startup {
+                kernel: crate::kernel::release(),
+                file_and_exec,
+                network_hook,
+                adopted,
+                started: SystemTime::now(),
+            },
+        };
+        engine.reconcile()?;
+        Ok((engine, stream))
+    }
+
+    /// The last `n` events and a receiver for the ones after them.
+    pub fn subscribe(&self, n: usize) -> (Vec<pb::Event>, broadcast::Receiver<pb::Event>) {
+        let skip = self.recent.len().saturating_sub(n);
+        (
+            self.recent.iter().skip(skip).cloned().collect(),
+            self.events.subscribe(),
+        )
+    }
+
+    fn emit(&mut self, e: pb::Event) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e.clone());
+        let _ = self.events.send(e);
+    }
+
+    /// Rebuilds the kernel table from the store: grants that ended while
+    /// the agent was down are marked expired, the rest re-armed, and the
+    /// whole table swapped in at once.
+    fn reconcile(&mut self) -> Result<(), EngineError> {
+        let now = SystemTime::now();
+        for s in self
+            .store
+            .list(&[GrantState::Active, GrantState::Scheduled])?
+        {
+            let g = s.record.grant.clone().unwrap_or_default();
+            let expired = grant::from_unix_ms(g.expires_at_unix_ms) <= now;
+            if expired {
+                self.end(
+                    &s,
+                    GrantState::Expired,
+                    "agent",
+                    "expired while the agent was down",
+                )?;
+                continue;
+            }
+            match self.validate_stored(&g) {
+                Ok(v) if v.not_before <= now => {
+                    if s.record.state != GrantState::Active as i32 {
+                        self.store.set_state(&g.id, GrantState::Active, 0)?;
+                    }
+                    self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(grant = %g.id, error = %e, "stored grant no longer valid on this host; revoking");
+                    self.end(
+                        &s,
+                        GrantState::Revoked,
+                        "agent",
+                        &format!("no longer valid: {e}"),
+                    )?;
+                }
+            }
+        }
+        let policy: Vec<Entry> = self.protection.iter().map(|(_, e)| e.clone()).collect();
+        self.enforcer.apply(&policy)?;
+        tracing::info!(
+            protections = policy.len(),
+            "kernel table rebuilt from the store"
+        );
+        Ok(())
+    }
+
+    fn validate_stored(&self, g: &pb::Grant) -> Result<ValidGrant, InvalidGrant> {
+        // A stored grant was valid when pushed; only its subject can have
+        // gone away since, so the duration limit is not applied again.
+        grant::validate(
+            g,
+            SystemTime::now(),
+            Duration::from_secs(u64::MAX / 4),
+            self.cgroup_root.as_deref(),
+        )
+    }
+
+    pub fn push(
+        &mut self,
+        g: pb::Grant,
+        actor: &str,
+    ) -> Result<pb::PushGrantResponse, EngineError> {
+        let now = SystemTime::now();
+        if let Some(existing) = self.store.get(&g.id)? {
+            if existing.record.grant.as_ref() == Some(&g) {
+                return Ok(pb::PushGrantResponse {
+                    record: Some(existing.record),
+                    created: false,
+                });
+            }
+            return Err(EngineError::Conflict(g.id));
+        }
+        let valid = grant::validate(
+            &g,
+            now,
+            self.config.agent.max_grant_duration,
+            self.cgroup_root.as_deref(),
+        )?;
+        let state = if valid.not_before <= now {
+            GrantState::Active
+        } else {
+            GrantState::Scheduled
+        };
+        // Durable first: a crash after this line is healed by reconcile().
+        let stored = self.store.insert(&g, state, unix_ms(now))?;
+        if state == GrantState::Active
+            && let Err(e) = self
+                .enforcer
+                .grant(stored.kernel_id, valid.entries(stored.kernel_id))
+        {
+            self.store.delete(&g.id)?;
+            return Err(e.into());
+        }
+        self.record(
+            "grant_pushed",
+            Some(&g.id),
+            actor,
+            grant_detail(&g, state),
+            true,
+        )?;
+        Ok(pb::PushGrantResponse {
+            record: Some(stored.record),
+            created: true,
+        })
+    }
+
+    pub fn revoke(
+        &mut self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<GrantRecord, EngineError> {
+        let stored = self
+            .store
+            .get(id)?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let state = stored.record.state;
+        if state != GrantState::Active as i32 && state != GrantState::Scheduled as i32 {
+            return Err(EngineError::Ended(id.to_owned()));
+        }
+        self.end(&stored, GrantState::Revoked, actor, reason)?;
+        Ok(self
+            .store
+            .get(id)?
+            .map(|s| s.record)
+            .unwrap_or(stored.record))
+    }
+
+    /// Marks a grant ended (store first), then removes it from the kernel.
+    fn end(
+        &mut self,
+        s: &Stored,
+        state: GrantState,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let id = s
+            .record
+            .grant
+            .as_ref()
+            .map(|g| g.id.clone())
+            .unwrap_or_default();
+        self.store
+            .set_state(&id, state, unix_ms(SystemTime::now()))?;
+        self.enforcer.revoke(s.kernel_id)?;
+        let kind = if state == GrantState::Expired {
+            "grant_expired"
+        } else {
+            "grant_revoked"
+        };
+        self.record(
+            kind,
+            Some(&id),
+            actor,
+            serde_json::json!({ "reason": reason }),
+            true,
+        )
+    }
+
+    /// Ends grants past their deadline (the kernel already denies them) and
+    /// starts scheduled ones whose time has come.
+    pub fn tick(&mut self) -> Result<(), EngineError> {
+        let now = SystemTime::now();
+        for s in self
+            .store
+            .list(&[GrantState::Active, GrantState::Scheduled])?
+        {
+            let g = s.record.grant.clone().unwrap_or_default();
+            if grant::from_unix_ms(g.expires_at_unix_ms) <= now {
+                self.end(&s, GrantState::Expired, "agent", "reached expires_at")?;
+            } else if s.record.state == GrantState::Scheduled as i32
+                && grant::from_unix_ms(g.not_before_unix_ms) <= now
+            {
+                let v = self.validate_stored(&g)?;
+                self.store.set_state(&g.id, GrantState::Active, 0)?;
+                self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
+                self.record(
+                    "grant_activated",
+                    Some(&g.id),
+                    "agent",
+                    serde_json::Value::Null,
+                    true,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Grants, newest last; `uid` limits them to one user's.
+    pub fn list(&self, all: bool, uid: Option<u32>) -> Result<Vec<GrantRecord>, EngineError> {
+        let states: &[GrantState] = if all {
+            &[
+                GrantState::Scheduled,
+                GrantState::Active,
+                GrantState::Expired,
+                GrantState::Revoked,
+            ]
+        } else {
+            &[GrantState::Scheduled, GrantState::Active]
+        };
+        Ok(self
+            .store
+            .list(states)?
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|r| uid.is_none() || subject_uid(r) == uid)
+            .collect())
+    }
+
+    /// The uid a stored grant is for, if it is for a user.
+    pub fn grant_uid(&self, id: &str) -> Result<Option<u32>, EngineError> {
+        Ok(self.store.get(id)?.and_then(|s| subject_uid(&s.record)))
+    }
+
+    pub fn status(&mut self) -> Result<pb::AgentStatus, EngineError> {
+        let stats = self.enforcer.stats()?;
+        Ok(pb::AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernel: self.startup.kernel.clone(),
+            file_and_exec_enforced: self.startup.file_and_exec,
+            network_enforced: self.startup.network_hook != "none",
+            network_hook: self.startup.network_hook.to_owned(),
+            active_grants: self.store.list(&[GrantState::Active])?.len() as u64,
+            path_rules: stats.path_rules as u64,
+            net_rules: stats.net_rules as u64,
+            events_lost: stats.events_lost,
+            started_unix_ms: unix_ms(self.startup.started),
+            adopted_pins: self.startup.adopted,
+        })
+    }
+
+    /// Answers from the kernel's own maps, as the hooks would decide now.
+    pub fn explain(
+        &mut self,
+        uid: Option<u32>,
+        cgroup_id: Option<u64>,
+        op: Op,
+        object: &str,
+    ) -> Result<pb::ExplainResponse, EngineError> {
+        let probe = if op == Op::Connect {
+            Probe::Addr(object.parse().map_err(|_| InvalidGrant {
+                field: "object".into(),
+                reason: format!("`{object}` is not ADDR:PORT"),
+            })?)
+        } else {
+            if !object.starts_with('/') {
+                return Err(InvalidGrant {
+                    field: "object".into(),
+                    reason: format!("`{object}` is not an absolute path"),
+                }
+                .into());
+            }
+            Probe::Path(object.to_owned())
+        };
+        let mut subjects = Vec::new();
+        if let Some(uid) = uid
+            && self
+                .config
+                .enforce
+                .managed_uids
+                .iter()
+                .any(|[a, b]| (*a..=*b).contains(&uid))
+        {
+            subjects.push(Subject::Uid(uid));
+        }
+        if let Some(id) = cgroup_id {
+            subjects.push(Subject::Cgroup(id));
+        }
+        if subjects.is_empty() {
+            return Ok(pb::ExplainResponse {
+                allowed: true,
+                decided_by: "unmanaged".into(),
+                detail: "ward does not manage this subject: its uid is in no managed range".into(),
+                ..Default::default()
+            });
+        }
+        let x = self.enforcer.explain(&subjects, op, &probe)?;
+        let Some(protected_by) = x.protected_by else {
+            return Ok(pb::ExplainResponse {
+                allowed: true,
+                decided_by: "unprotected".into(),
+                detail: format!("no protection covers {object}"),
+                ..Default::default()
+            });
+        };
+        let protection = self.rule_name(protected_by)?;
+        Ok(match x.decided_by {
+            Some((_, rule)) if x.allowed => pb::ExplainResponse {
+                allowed: true,
+                decided_by: "grant".into(),
+                rule_id: self.rule_name(rule.rule_id)?,
+                detail: format!("{object} is protected by {protection}; a grant allows it"),
+                expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
+            },
+            Some((_, rule)) => pb::ExplainResponse {
+                allowed: false,
+                decided_by: "deny".into(),
+                rule_id: self.rule_name(rule.rule_id)?,
+                detail: "an explicit deny covers it".into(),
+                ..Default::default()
+            },
+            None => pb::ExplainResponse {
+                allowed: false,
+                decided_by: "protection".into(),
+                rule_id: protection.clone(),
+                detail: format!(
+                    "{object} is protected by {protection} and no active grant allows it"
+                ),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// A kernel rule id as people know it: a grant id or a config entry.
+    fn rule_name(&self, id: u64) -> Result<String, EngineError> {
+        if id >= PROTECTION_BASE {
+            let i = (id - PROTECTION_BASE) as usize;
+            return Ok(self
+                .protection
+                .get(i)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_else(|| format!("protection #{i}")));
+        }
+        let all = self.store.list(&[
+            GrantState::Active,
+            GrantState::Scheduled,
+            GrantState::Expired,
+            GrantState::Revoked,
+        ])?;
+        Ok(all
+            .into_iter()
+            .find(|s| s.kernel_id == id)
+            .and_then(|s| s.record.grant.map(|g| g.id))
+            .unwrap_or_else(|| format!("rule #{id}")))
+    }
+
+    /// Audits a kernel decision and passes it to watchers.
+    pub fn kernel_event(&mut self, e: KernelEvent) -> Result<(), EngineError> {
+        let grant_id = if e.kind == EventKind::AllowByGrant {
+            Some(self.rule_name(e.rule_id)?)
+        } else {
+            None
+        };
+        let rule = self.rule_name(e.rule_id)?;
+        let kind = match e.kind {
+            EventKind::Deny => "deny",
+            EventKind::AllowByGrant => "allow_by_grant",
+        };
+        let detail = serde_json::json!({
+            "pid": e.pid, "uid": e.uid, "login_uid": e.login_uid, "cgroup": e.cgroup,
+            "operation": e.op, "object": e.object, "rule": rule,
+        });
+        let audit_kind = if kind == "deny" { "deny" } else { "grant_used" };
+        self.audit.write(
+            &Record {
+                time_unix_ms: boot_to_unix_ms(e.time_boot_ns),
+                kind: audit_kind,
+                grant_id: grant_id.as_deref(),
+                actor: "kernel",
+                detail,
+            },
+            false,
+        )?;
+        self.emit(pb::Event {
+            time_unix_ms: boot_to_unix_ms(e.time_boot_ns),
+            kind: kind.into(),
+            pid: e.pid,
+            uid: e.uid,
+            operation: e.op.into(),
+            object: e.object,
+            grant_id: grant_id.unwrap_or_default(),
+            detail: rule,
+        });
+        Ok(())
+    }
+
+    /// Audits a refused call.
+    pub fn refused(&mut self, actor: &str, call: &str, why: &str) {
+        let detail = serde_json::json!({ "call": call, "why": why });
+        if let Err(e) = self.record("call_refused", None, actor, detail, false) {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+    }
+
+    fn record(
+        &mut self,
+        kind: &str,
+        grant_id: Option<&str>,
+        actor: &str,
+        detail: serde_json::Value,
+        durable: bool,
+    ) -> Result<(), EngineError> {
+        let now = unix_ms(SystemTime::now());
+        self.audit.write(
+            &Record {
+                time_unix_ms: now,
+                kind,
+                grant_id,
+                actor,
+                detail: detail.clone(),
+            },
+            durable,
+        )?;
+        self.emit(pb::Event {
+            time_unix_ms: now,
+            kind: kind.into(),
+            grant_id: grant_id.unwrap_or_default().into(),
+            detail: detail.to_string(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+}
+
+fn grant_detail(g: &pb::Grant, state: GrantState) -> serde_json::Value {
+    serde_json::json!({
+        "state": state.as_str_name(),
+        "reason": g.reason, "ticket": g.ticket, "approvers": g.approvers, "issuer": g.issuer,
+        "expires_at_unix_ms": g.expires_at_unix_ms,
+    })
+}
+
+fn subject_uid(r: &GrantRecord) -> Option<u32> {
+    let s = r.grant.as_ref()?.subject.as_ref()?.kind.as_ref()?;
+    match s {
+        pb::subject::Kind::Uid(u) => Some(*u),
+        pb::subject::Kind::User(name) => super::users::by_name(name).map(|u| u.uid),
+        pb::subject::Kind::Workload(_) => None,
+    }
+}
+
+/// Boot-clock ns to Unix ms, by the offset between the clocks now.
+fn boot_to_unix_ms(boot: u64) -> i64 {
+    if boot == ward_abi::NEVER {
+        return 0;
+    }
+    let now_boot = crate::enforcer::boot_ns() as i128;
+    let now_ms = unix_ms(SystemTime::now()) as i128;
+    (now_ms + (boot as i128 - now_boot) / 1_000_000) as i64
+}
+
+/// The configured protections, as kernel entries with stable rule ids.
+fn protection_entries(config: &Config) -> Vec<(String, Entry)> {
+    let mut out = Vec::new();
+    let mut push = |name: String, op: Op, object: Object| {
+        let rule_id = PROTECTION_BASE + out.len() as u64;
+        out.push((
+            name,
+            Entry {
+                subject: Subject::Protected,
+                op,
+                object,
+                effect: Effect::Deny,
+                expires: Expiry::Never,
+                rule_id,
+                from_grant: false,
+            },
+        ));
+    };
+    // Config::parse already checked every pattern.
+    for (i, p) in config.protect.paths.iter().enumerate() {
+        if let Ok(pp) = PathPattern::parse(p) {
+            push(
+                format!("protect.paths[{i}] {p}"),
+                Op::Read,
+                Object::Path(pp.clone()),
+            );
+            push(
+                format!("protect.paths[{i}] {p}"),
+                Op::Write,
+                Object::Path(pp),
+            );
+        }
+    }
+    for (i, p) in config.protect.executables.iter().enumerate() {
+        if let Ok(pp) = PathPattern::parse(p) {
+            push(
+                format!("protect.executables[{i}] {p}"),
+                Op::Exec,
+                Object::Path(pp),
+            );
+        }
+    }
+    for (i, n) in config.protect.networks.iter().enumerate() {
+        if let Ok(np) = NetPattern::parse(n) {
+            push(
+                format!("protect.networks[{i}] {n}"),
+                Op::Connect,
+                Object::Net(np),
+            );
+        }
+    }
+    out
+}
+
+/// BPF LSM where possible; else the cgroup connect hooks, said loudly.
+fn load_enforcer(
+    config: &Config,
+    cgroup_root: Option<&std::path::Path>,
+) -> Result<(Enforcer, bool, &'static str), EngineError> {
+    let connect_cgroup = cgroup_root.map(|r| r.join(&config.enforce.connect_cgroup));
+    let base = EnforcerConfig {
+        pin_dir: Some(config.agent.pin_dir.clone()),
+        max_path_rules: config.limits.max_path_rules,
+        max_net_rules: config.limits.max_net_rules,
+        max_cgroups: config.limits.max_cgroups,
+        uid_ranges: config
+            .enforce
+            .managed_uids
+            .iter()
+            .map(|[a, b]| (*a, *b))
+            .collect(),
+        hooks: Hooks {
+            lsm: true,
+            cgroup_connect: None,
+        },
+    };
+    let cgroup_mode =
+        |base: EnforcerConfig| -> Result<(Enforcer, bool, &'static str), EngineError> {
+            let e = Enforcer::load(EnforcerConfig {
+                hooks: Hooks {
+                    lsm: false,
+                    cgroup_connect: connect_cgroup.clone(),
+                },
+                ..base
+            })?;
+            Ok((e, false, "cgroup-connect"))
+        };
+    match config.enforce.hooks {
+        HookMode::Lsm => Ok((Enforcer::load(base)?, true, "bpf-lsm")),
+        HookMode::Cgroup => cgroup_mode(base),
+        HookMode::Auto => match Enforcer::load(base.clone()) {
+            Ok(e) => Ok((e, true, "bpf-lsm")),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "BPF LSM is unavailable: files and executables are NOT protected on this host; \
+                     network enforcement falls back to the cgroup connect hooks"
+                );
+                cgroup_mode(base)
+            }
+        },
+    }
+}

@@ -1,0 +1,12 @@
+//! `wardd`: the agent daemon. Config, durable grants, audit, and the
+//! `ward.v1.Agent` gRPC service on a unix socket and over mutual TLS.
+
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod engine;
+pub mod grant;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod users;

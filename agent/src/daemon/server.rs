@@ -1,0 +1,169 @@
+//! Runs the agent: the engine, its background tasks, and both transports.
+
+use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
+
+use tokio::{net::UnixListener, sync::Mutex};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use ward_proto::v1::agent_server::AgentServer;
+
+use super::{
+    config::{Config, TlsSection},
+    engine::{Engine, EngineError},
+    service::{AgentService, Transport},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tls.{field} {path}: {source}")]
+    TlsFile {
+        field: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tls.listen `{0}` is not ADDR:PORT")]
+    TlsListen(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves until `shutdown` completes. Enforcement stays pinned after.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (engine, mut events) = Engine::start(config.clone())?;
+    let startup = engine.startup.clone();
+    tracing::info!(
+        kernel = %startup.kernel,
+        file_and_exec = startup.file_and_exec,
+        network = startup.network_hook,
+        adopted = startup.adopted,
+        "wardd started"
+    );
+    let engine = Arc::new(Mutex::new(engine));
+
+    let pump = engine.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.next().await {
+                Ok(e) => {
+                    if let Err(err) = pump.lock().await.kernel_event(e) {
+                        tracing::error!(error = %err, "could not record a kernel event");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "kernel event stream failed");
+                    break;
+                }
+            }
+        }
+    });
+    let ticker = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            every.tick().await;
+            if let Err(err) = ticker.lock().await.tick() {
+                tracing::error!(error = %err, "grant lifecycle tick failed");
+            }
+        }
+    });
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let local = local_listener(&config.agent.socket)?;
+    let svc = AgentService::new(
+        engine.clone(),
+        Transport::Local {
+            admin_group: config.agent.admin_group.clone(),
+        },
+    );
+    let mut stop = stop_tx.subscribe();
+    let local_server = Server::builder()
+        .add_service(AgentServer::new(svc))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(local), async move {
+            let _ = stop.recv().await;
+        });
+
+    let tls_server = match &config.tls {
+        Some(tls) => Some(tls_server(tls, engine.clone(), stop_tx.subscribe())?),
+        None => None,
+    };
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(());
+    });
+    tracing::info!(socket = %config.agent.socket.display(), "serving on the local socket");
+    match tls_server {
+        Some(tls) => {
+            let (a, b) = tokio::join!(local_server, tls);
+            a?;
+            b?;
+        }
+        None => local_server.await?,
+    }
+    signal.abort();
+    let _ = std::fs::remove_file(&config.agent.socket);
+    tracing::info!("wardd stopped; enforcement stays pinned");
+    Ok(())
+}
+
+/// Binds the local socket: any local user may connect; each call is
+/// authorized from the caller's kernel credentials.
+fn local_listener(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(listener)
+}
+
+fn tls_server(
+    tls: &TlsSection,
+    engine: Arc<Mutex<Engine>>,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServeError> {
+    let read = |field: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            field,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
+    let ca = Certificate::from_pem(read("client_ca", &tls.client_ca)?);
+    let addr = tls
+        .listen
+        .parse()
+        .map_err(|_| ServeError::TlsListen(tls.listen.clone()))?;
+    let svc = AgentService::new(
+        engine,
+        Transport::Tls {
+            allowed: tls.allowed_clients.clone(),
+        },
+    );
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
+        .add_service(AgentServer::new(svc));
+    tracing::info!(listen = %tls.listen, "serving mutual TLS");
+    Ok(server.serve_with_shutdown(addr, async move {
+        let _ = stop.recv().await;
+    }))
+}

@@ -1,0 +1,232 @@
+//! The `ward.v1.Agent` service: authorization, then the engine.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio::sync::Mutex;
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tonic::{Request, Response, Status};
+use ward_abi::Op;
+use ward_proto::v1::{self as pb, agent_server::Agent};
+
+use super::{
+    authz::{self, Caller},
+    engine::{Engine, EngineError},
+};
+
+/// Which transport a service instance answers on.
+#[derive(Clone)]
+pub enum Transport {
+    Local { admin_group: String },
+    Tls { allowed: Vec<String> },
+}
+
+#[derive(Clone)]
+pub struct AgentService {
+    engine: Arc<Mutex<Engine>>,
+    transport: Transport,
+}
+
+impl AgentService {
+    pub fn new(engine: Arc<Mutex<Engine>>, transport: Transport) -> Self {
+        AgentService { engine, transport }
+    }
+
+    /// Authenticates the caller; a failure is audited and refused.
+    async fn caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
+        let result = match &self.transport {
+            Transport::Local { admin_group } => authz::local(req, admin_group),
+            Transport::Tls { allowed } => authz::remote(req, allowed),
+        };
+        if let Err(status) = &result {
+            let who = req
+                .remote_addr()
+                .map(|a| format!("tcp:{a}"))
+                .unwrap_or_else(|| "unknown".into());
+            self.engine
+                .lock()
+                .await
+                .refused(&who, call, status.message());
+        }
+        result
+    }
+
+    async fn require_admin(&self, caller: &Caller, call: &str) -> Result<(), Status> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let why = "only root and the admin group may do this";
+        self.engine.lock().await.refused(&caller.actor(), call, why);
+        Err(Status::permission_denied(format!("{call}: {why}")))
+    }
+}
+
+fn status(e: EngineError) -> Status {
+    match e {
+        EngineError::Invalid(i) => Status::invalid_argument(i.to_string()),
+        EngineError::NotFound(_) => Status::not_found(e.to_string()),
+        EngineError::Conflict(_) => Status::already_exists(e.to_string()),
+        EngineError::Ended(_) => Status::failed_precondition(e.to_string()),
+        EngineError::Enforcer(crate::enforcer::EnforcerError::Full { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Status::internal(other.to_string())
+        }
+    }
+}
+
+fn op(raw: i32) -> Result<Op, Status> {
+    match pb::Operation::try_from(raw) {
+        Ok(pb::Operation::Read) => Ok(Op::Read),
+        Ok(pb::Operation::Write) => Ok(Op::Write),
+        Ok(pb::Operation::Exec) => Ok(Op::Exec),
+        Ok(pb::Operation::Connect) => Ok(Op::Connect),
+        _ => Err(Status::invalid_argument("operation: missing or unknown")),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn push_grant(
+        &self,
+        req: Request<pb::PushGrantRequest>,
+    ) -> Result<Response<pb::PushGrantResponse>, Status> {
+        let caller = self.caller(&req, "PushGrant").await?;
+        self.require_admin(&caller, "PushGrant").await?;
+        let grant = req
+            .into_inner()
+            .grant
+            .ok_or_else(|| Status::invalid_argument("grant: is missing"))?;
+        let id = grant.id.clone();
+        let result = self.engine.lock().await.push(grant, &caller.actor());
+        match result {
+            Ok(r) => {
+                tracing::info!(grant = %id, actor = %caller.actor(), created = r.created, "grant pushed");
+                Ok(Response::new(r))
+            }
+            Err(e) => {
+                tracing::warn!(grant = %id, actor = %caller.actor(), error = %e, "grant refused");
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn revoke_grant(
+        &self,
+        req: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        let caller = self.caller(&req, "RevokeGrant").await?;
+        self.require_admin(&caller, "RevokeGrant").await?;
+        let r = req.into_inner();
+        let reason = if r.reason.is_empty() {
+            "revoked"
+        } else {
+            &r.reason
+        };
+        let record = self
+            .engine
+            .lock()
+            .await
+            .revoke(&r.id, reason, &caller.actor())
+            .map_err(status)?;
+        tracing::info!(grant = %r.id, actor = %caller.actor(), "grant revoked");
+        Ok(Response::new(pb::RevokeGrantResponse {
+            record: Some(record),
+        }))
+    }
+
+    async fn list_grants(
+        &self,
+        req: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let caller = self.caller(&req, "ListGrants").await?;
+        let only = if caller.is_admin() {
+            None
+        } else {
+            caller.uid()
+        };
+        let grants = self
+            .engine
+            .lock()
+            .await
+            .list(req.get_ref().all, only)
+            .map_err(status)?;
+        Ok(Response::new(pb::ListGrantsResponse { grants }))
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::AgentStatus>, Status> {
+        self.caller(&req, "GetStatus").await?;
+        let s = self.engine.lock().await.status().map_err(status)?;
+        Ok(Response::new(s))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let caller = self.caller(&req, "Explain").await?;
+        let r = req.into_inner();
+        let op = op(r.operation)?;
+        let (uid, cgroup) = match r.subject.and_then(|s| s.kind) {
+            None => (caller.uid(), None),
+            Some(pb::subject::Kind::Uid(u)) => (Some(u), None),
+            Some(pb::subject::Kind::User(name)) => {
+                let u = super::users::by_name(&name).ok_or_else(|| {
+                    Status::invalid_argument(format!("subject.user: unknown user `{name}`"))
+                })?;
+                (Some(u.uid), None)
+            }
+            Some(pb::subject::Kind::Workload(path)) => {
+                let root = crate::cgroup::cgroup2_mount()
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let id = crate::cgroup::cgroup_id(&root.join(&path)).map_err(|_| {
+                    Status::invalid_argument(format!("subject.workload: no cgroup `{path}`"))
+                })?;
+                (None, Some(id))
+            }
+        };
+        if !caller.is_admin() && (uid != caller.uid() || cgroup.is_some()) {
+            let why = "you may only ask about yourself";
+            self.engine
+                .lock()
+                .await
+                .refused(&caller.actor(), "Explain", why);
+            return Err(Status::permission_denied(format!("Explain: {why}")));
+        }
+        let answer = self
+            .engine
+            .lock()
+            .await
+            .explain(uid, cgroup, op, &r.object)
+            .map_err(status)?;
+        Ok(Response::new(answer))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = self.caller(&req, "WatchEvents").await?;
+        self.require_admin(&caller, "WatchEvents").await?;
+        let r = req.into_inner();
+        let (past, rx) = self.engine.lock().await.subscribe(r.recent as usize);
+        let past = tokio_stream::iter(past.into_iter().map(Ok));
+        if !r.follow {
+            return Ok(Response::new(Box::pin(past)));
+        }
+        let live = BroadcastStream::new(rx).filter_map(|item| match item {
+            Ok(e) => Some(Ok(e)),
+            // A slow watcher skips what it missed rather than stalling the agent.
+            Err(_) => None,
+        });
+        Ok(Response::new(Box::pin(past.chain(live))))
+    }
+}

@@ -1,0 +1,96 @@
+//! The system's user database.
+//!
+//! NSS (`getpwnam`) first, so LDAP and sssd users resolve; then the files
+//! themselves, because a statically linked agent (the VM image) cannot load
+//! NSS modules.
+
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+}
+
+pub fn by_name(name: &str) -> Option<User> {
+    if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
+        return Some(User {
+            name: u.name,
+            uid: u.uid.as_raw(),
+        });
+    }
+    passwd_entries(Path::new("/etc/passwd")).find(|u| u.name == name)
+}
+
+pub fn by_uid(uid: u32) -> Option<User> {
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        return Some(User {
+            name: u.name,
+            uid: u.uid.as_raw(),
+        });
+    }
+    passwd_entries(Path::new("/etc/passwd")).find(|u| u.uid == uid)
+}
+
+/// The gid of a group, by name.
+pub fn group_gid(name: &str) -> Option<u32> {
+    if let Ok(Some(g)) = nix::unistd::Group::from_name(name) {
+        return Some(g.gid.as_raw());
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+fn passwd_entries(path: &Path) -> impl Iterator<Item = User> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?.to_owned();
+            let uid = f.nth(1)?.parse().ok()?;
+            Some(User { name, uid })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// The groups (real, effective, supplementary) of a live process.
+pub fn process_groups(pid: i32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mut gids = Vec::new();
+    for line in status.lines() {
+        if let Some(rest) = line
+            .strip_prefix("Gid:")
+            .or_else(|| line.strip_prefix("Groups:"))
+        {
+            gids.extend(
+                rest.split_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        }
+    }
+    gids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_resolves_both_ways() {
+        assert_eq!(by_name("root").map(|u| u.uid), Some(0));
+        assert_eq!(by_uid(0).map(|u| u.name), Some("root".to_owned()));
+        assert_eq!(by_name("no-such-user-ward"), None);
+    }
+
+    #[test]
+    fn this_process_has_its_groups() {
+        let gid = nix::unistd::getgid().as_raw();
+        assert!(process_groups(std::process::id() as i32).contains(&gid));
+    }
+}
