@@ -8,6 +8,7 @@ use std::{
 };
 
 pub mod lifecycle;
+pub mod wardd;
 
 use ward_agent::cgroup::OwnedCgroup;
 

@@ -161,7 +161,7 @@ impl Engine {
                 )?;
                 continue;
             }
-            match self.validate_stored(&g) {
+            match self.validate_stored(&g, now) {
                 Ok(v) if v.not_before <= now => {
                     if s.record.state != GrantState::Active as i32 {
                         self.store.set_state(&g.id, GrantState::Active, 0)?;
@@ -189,12 +189,12 @@ impl Engine {
         Ok(())
     }
 
-    fn validate_stored(&self, g: &pb::Grant) -> Result<ValidGrant, InvalidGrant> {
+    fn validate_stored(&self, g: &pb::Grant, now: SystemTime) -> Result<ValidGrant, InvalidGrant> {
         // A stored grant was valid when pushed; only its subject can have
         // gone away since, so the duration limit is not applied again.
         grant::validate(
             g,
-            SystemTime::now(),
+            now,
             Duration::from_secs(u64::MAX / 4),
             self.cgroup_root.as_deref(),
         )
@@ -228,6 +228,7 @@ impl Engine {
         };
         // Durable first: a crash after this line is healed by reconcile().
         let stored = self.store.insert(&g, state, unix_ms(now))?;
+        failpoint("after-store-insert");
         if state == GrantState::Active
             && let Err(e) = self
                 .enforcer
@@ -287,6 +288,7 @@ impl Engine {
             .unwrap_or_default();
         self.store
             .set_state(&id, state, unix_ms(SystemTime::now()))?;
+        failpoint("after-store-end");
         self.enforcer.revoke(s.kernel_id)?;
         let kind = if state == GrantState::Expired {
             "grant_expired"
@@ -316,7 +318,7 @@ impl Engine {
             } else if s.record.state == GrantState::Scheduled as i32
                 && grant::from_unix_ms(g.not_before_unix_ms) <= now
             {
-                let v = self.validate_stored(&g)?;
+                let v = self.validate_stored(&g, now)?;
                 self.store.set_state(&g.id, GrantState::Active, 0)?;
                 self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
                 self.record(
@@ -554,6 +556,16 @@ impl Engine {
             ..Default::default()
         });
         Ok(())
+    }
+}
+
+/// Crash tests: `WARD_TEST_FAILPOINT=NAME` makes the agent SIGKILL itself
+/// at the named point, between a store write and the kernel update.
+fn failpoint(name: &str) {
+    if std::env::var("WARD_TEST_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "test failpoint: killing wardd");
+        // SAFETY: raising a signal at ourselves has no preconditions.
+        unsafe { libc::raise(libc::SIGKILL) };
     }
 }
 

@@ -2,5 +2,6 @@
 //! Enforcement here is confined to cgroups the tests create.
 
 mod connect;
+mod daemon;
 mod doctor;
 mod pinning;

@@ -1,0 +1,97 @@
+//! `wardd` as a real process, for tests.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::wardd_bin;
+
+pub struct Wardd {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Wardd {
+    /// Starts `wardd --config CONFIG` and waits until its socket answers.
+    pub fn start(config: &Path, socket: &Path, envs: &[(&str, &str)]) -> Wardd {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("wardd log");
+        let mut cmd = Command::new(wardd_bin());
+        cmd.arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(out);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn wardd");
+        let started = Instant::now();
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "wardd exited ({status}) before serving:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "wardd did not start in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Wardd {
+            child: Some(child),
+            socket: socket.to_owned(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for wardd to die on its own (a failpoint); returns its status.
+    pub fn wait_dead(&mut self) -> std::process::ExitStatus {
+        self.child
+            .take()
+            .expect("running")
+            .wait()
+            .expect("wait wardd")
+    }
+
+    /// SIGTERM, then wait: a clean shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("wait wardd")
+    }
+}
+
+impl Drop for Wardd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `ward ARGS` against a socket, optionally as another uid/gid.
+pub fn ward_as(socket: &Path, ids: Option<(u32, u32)>, args: &[&str]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(crate::ward_bin());
+    cmd.args(args).env("WARD_SOCKET", socket);
+    if let Some((uid, gid)) = ids {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd.output().expect("run ward");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

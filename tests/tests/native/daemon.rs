@@ -1,0 +1,512 @@
+//! `wardd` and `ward` as real processes on the host: the cgroup connect
+//! enforcer, the unix socket with peer credentials, mutual TLS, validation,
+//! and crash consistency. Enforcement is confined to test cgroups.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+use ward_tests::{
+    OpenOutcome, TempDir, connect_as_child,
+    wardd::{Wardd, ward_as},
+};
+
+use crate::connect::{Sandbox, sandbox};
+
+const NOBODY: (u32, u32) = (65534, 65534);
+
+pub struct Host {
+    pub dir: TempDir,
+    pub sb: Sandbox,
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pins: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+fn rel(cg: &Path) -> String {
+    let root = ward_agent::cgroup::cgroup2_mount().unwrap();
+    cg.strip_prefix(&root).unwrap().display().to_string()
+}
+
+/// A host config protecting one loopback port for one managed cgroup.
+pub fn host(tag: &str, extra: &str) -> Host {
+    let dir = TempDir::new(&format!("wardd-{tag}"));
+    let sb = sandbox(&format!("d-{tag}"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let pins = format!("/sys/fs/bpf/ward-test-{tag}-{}", std::process::id());
+    let d = dir.path().display();
+    let text = format!(
+        r#"[agent]
+socket = "{d}/agent.sock"
+state_dir = "{d}/state"
+audit_log = "{d}/audit.jsonl"
+pin_dir = "{pins}"
+max_grant_duration = "1h"
+admin_group = "nogroup"
+
+[enforce]
+hooks = "cgroup"
+connect_cgroup = "{root}"
+managed_cgroups = ["{managed}"]
+
+[protect]
+networks = ["127.0.0.1/32:{port}"]
+{extra}
+"#,
+        root = rel(sb.root.path()),
+        managed = rel(sb.managed.path()),
+        port = addr.port(),
+    );
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    // Unprivileged callers must reach the socket.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    Host {
+        dir,
+        sb,
+        listener,
+        addr,
+        config,
+        socket,
+        pins,
+    }
+}
+
+impl Host {
+    pub fn start(&self) -> Wardd {
+        Wardd::start(&self.config, &self.socket, &[])
+    }
+
+    pub fn ward(&self, args: &[&str]) -> (i32, String, String) {
+        ward_as(&self.socket, None, args)
+    }
+
+    pub fn managed_workload(&self) -> String {
+        rel(self.sb.managed.path())
+    }
+
+    pub fn connect(&self) -> OpenOutcome {
+        connect_as_child(Some(&self.sb.managed), self.addr)
+    }
+
+    pub fn grant(&self, id: &str, duration: &str) -> (i32, String, String) {
+        let target = format!("127.0.0.1:{}", self.addr.port());
+        self.ward(&[
+            "grant",
+            "--workload",
+            &self.managed_workload(),
+            "--connect",
+            &target,
+            "--for",
+            duration,
+            "--reason",
+            "INC-42",
+            "--id",
+            id,
+        ])
+    }
+
+    pub fn grants(&self) -> Vec<Value> {
+        let (code, out, err) = self.ward(&["grants", "--all", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
+
+#[test]
+fn cli_grant_opens_connect_and_revoke_and_expiry_close_it() {
+    let h = host("life", "");
+    let _wardd = h.start();
+    assert_eq!(h.connect(), DENIED, "protected before any grant");
+
+    let (code, out, err) = h.grant("g1", "1h");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("granted: g1"), "{out}");
+    assert_eq!(h.connect(), OpenOutcome::Opened);
+    assert_eq!(
+        connect_as_child(Some(&h.sb.unmanaged), h.addr),
+        OpenOutcome::Opened,
+        "unmanaged processes are never affected"
+    );
+    let (code, _, err) = h.ward(&["revoke", "g1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(h.connect(), DENIED, "denied at once after revoke");
+
+    let (code, _, err) = h.grant("g2", "2s");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(h.connect(), OpenOutcome::Opened);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(h.connect(), DENIED, "denied after the deadline");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let states: Vec<(String, String)> = h
+        .grants()
+        .iter()
+        .map(|g| {
+            (
+                g["id"].as_str().unwrap().into(),
+                g["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("g1".into(), "revoked".into()),
+            ("g2".into(), "expired".into())
+        ]
+    );
+    let kinds: Vec<String> = h
+        .audit()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().into())
+        .collect();
+    for k in [
+        "grant_pushed",
+        "grant_used",
+        "grant_revoked",
+        "deny",
+        "grant_expired",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "audit lacks {k}: {kinds:?}");
+    }
+    let (code, text, _) = h.ward(&[
+        "explain",
+        "--workload",
+        &h.managed_workload(),
+        "--connect",
+        &h.addr.to_string(),
+    ]);
+    assert_eq!(code, 10, "explain exits 10 on deny: {text}");
+    assert!(
+        text.contains("DENY") && text.contains("protect.networks[0]"),
+        "{text}"
+    );
+    let (code, events, _) = h.ward(&["events", "--recent", "100", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"allow_by_grant\"") && l.contains("g2")),
+        "{events}"
+    );
+}
+
+#[test]
+fn peer_credentials_decide_what_a_local_caller_may_do() {
+    let h = host("peer", "");
+    let _wardd = h.start();
+    let (code, _, err) = h.grant("root-grant", "10m");
+    assert_eq!(code, 0, "{err}");
+
+    // nobody (uid 65534, not in the admin group) may look, not change.
+    let nobody_nogroup = Some((65534, 65533));
+    let target = format!("127.0.0.1:{}", h.addr.port());
+    let (code, _, err) = ward_as(
+        &h.socket,
+        nobody_nogroup,
+        &[
+            "grant",
+            "--uid",
+            "65534",
+            "--connect",
+            &target,
+            "--for",
+            "5m",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not allowed"), "{err}");
+    let (code, _, _) = ward_as(&h.socket, nobody_nogroup, &["revoke", "root-grant"]);
+    assert_eq!(code, 4);
+    let (code, out, _) = ward_as(&h.socket, nobody_nogroup, &["grants", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"), "only their own grants");
+    let (code, _, err) = ward_as(
+        &h.socket,
+        nobody_nogroup,
+        &["explain", "--uid", "0", "--connect", &target],
+    );
+    assert_eq!(code, 4, "only about themselves: {err}");
+    let (code, _, _) = ward_as(&h.socket, nobody_nogroup, &["status"]);
+    assert_eq!(code, 0);
+
+    // A member of the admin group ("nogroup" here) may push.
+    let (code, out, err) = ward_as(
+        &h.socket,
+        Some(NOBODY),
+        &[
+            "grant",
+            "--uid",
+            "65534",
+            "--connect",
+            &target,
+            "--for",
+            "5m",
+            "--reason",
+            "x",
+            "--id",
+            "by-admin-group",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = ward_as(&h.socket, nobody_nogroup, &["grants", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("by-admin-group") && !out.contains("root-grant"),
+        "{out}"
+    );
+    assert_eq!(h.grants().len(), 2, "root sees all");
+
+    let refused: Vec<Value> = h
+        .audit()
+        .into_iter()
+        .filter(|r| r["kind"] == "call_refused")
+        .collect();
+    assert!(
+        refused.iter().any(|r| r["actor"] == "uid:65534"),
+        "refusals are audited: {refused:?}"
+    );
+}
+
+#[test]
+fn every_bad_grant_is_refused_whole_with_its_field_named() {
+    let h = host("valid", "");
+    let _wardd = h.start();
+    let net = format!("127.0.0.1:{}", h.addr.port());
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "grant",
+                "--user",
+                "no-such-user-ward",
+                "--connect",
+                &net,
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+            "subject.user",
+        ),
+        (
+            &[
+                "grant",
+                "--user",
+                "root",
+                "--read",
+                "srv/prod/",
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+            "objects[0].path_prefix",
+        ),
+        (
+            &[
+                "grant",
+                "--user",
+                "root",
+                "--read",
+                "/srv/../etc/shadow",
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+            "objects[0].path",
+        ),
+        (
+            &[
+                "grant",
+                "--user",
+                "root",
+                "--connect",
+                "10.0.0.1/33:80",
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+            "objects[0].network",
+        ),
+        (
+            &[
+                "grant",
+                "--user",
+                "root",
+                "--connect",
+                &net,
+                "--for",
+                "2h",
+                "--reason",
+                "x",
+            ],
+            "expires_at_unix_ms",
+        ),
+        (
+            &[
+                "grant",
+                "--user",
+                "root",
+                "--connect",
+                &net,
+                "--for",
+                "5m",
+                "--reason",
+                " ",
+            ],
+            "reason",
+        ),
+    ];
+    for (args, field) in cases {
+        let (code, _, err) = h.ward(args);
+        assert_eq!(code, 5, "{args:?}: {err}");
+        assert!(err.contains(field), "{args:?} must name {field}: {err}");
+    }
+    assert!(h.grants().is_empty(), "nothing was stored");
+    assert_eq!(h.connect(), DENIED, "and nothing was enforced");
+}
+
+#[test]
+fn a_crash_between_store_and_kernel_heals_on_restart() {
+    let h = host("crash", "");
+    // Push: killed after the grant is stored, before the kernel is updated.
+    let mut wardd = Wardd::start(
+        &h.config,
+        &h.socket,
+        &[("WARD_TEST_FAILPOINT", "after-store-insert")],
+    );
+    let (code, _, _) = h.grant("g-crash", "10m");
+    assert_ne!(code, 0, "the call dies with the agent");
+    let status = wardd.wait_dead();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(
+        h.connect(),
+        DENIED,
+        "the kernel never saw the grant; nothing opened"
+    );
+    let mut wardd = h.start();
+    assert_eq!(h.grants()[0]["state"], "active", "the store kept it");
+    assert_eq!(
+        h.connect(),
+        OpenOutcome::Opened,
+        "restart re-armed it: kernel and store agree"
+    );
+    wardd.stop();
+
+    // Revoke: killed after the store says revoked, before the kernel knows.
+    let mut wardd = Wardd::start(
+        &h.config,
+        &h.socket,
+        &[("WARD_TEST_FAILPOINT", "after-store-end")],
+    );
+    let (code, out, err) = h.ward(&["revoke", "g-crash"]);
+    assert_ne!(code, 0, "{out}{err}\n{}", wardd.log());
+    wardd.wait_dead();
+    let _wardd = h.start();
+    assert_eq!(h.grants()[0]["state"], "revoked");
+    assert_eq!(
+        h.connect(),
+        DENIED,
+        "restart closed it: kernel and store agree"
+    );
+}
+
+#[test]
+fn enforcement_stays_when_wardd_stops_and_expired_grants_are_not_rearmed() {
+    let h = host("restart", "");
+    let mut wardd = h.start();
+    assert_eq!(h.grant("short", "2s").0, 0);
+    assert_eq!(h.grant("long", "10m").0, 0);
+    let status = wardd.stop();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean shutdown:\n{}",
+        wardd.log()
+    );
+    assert_eq!(
+        h.connect(),
+        OpenOutcome::Opened,
+        "grants hold with no agent running"
+    );
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(
+        h.ward(&["revoke", "long"]).0,
+        3,
+        "exit 3: wardd is not running"
+    );
+    let _wardd = h.start();
+    let states: Vec<(String, String)> = h
+        .grants()
+        .iter()
+        .map(|g| {
+            (
+                g["id"].as_str().unwrap().into(),
+                g["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("short".into(), "expired".into())),
+        "{states:?}"
+    );
+    assert_eq!(h.ward(&["revoke", "long"]).0, 0);
+    assert_eq!(h.connect(), DENIED);
+    let (code, _, _) = h.ward(&["revoke", "long"]);
+    assert_eq!(code, 5, "revoking an ended grant is refused");
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_line_and_wardd_refuses_to_start() {
+    let dir = TempDir::new("badconf");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[agent]\nsocket = \"/tmp/x.sock\"\n\n[protect]\npaths = [\"/srv/prod/\"]\nnetwork = [\"10.0.0.0/8:80\"]\n").unwrap();
+    let (code, _, err) = ward_tests::run(
+        &ward_tests::wardd_bin(),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("network") && err.contains("line 6"), "{err}");
+    let (code, out, _) = ward_tests::run(
+        &ward_tests::wardd_bin(),
+        &["--config", "/nonexistent.toml", "--check-config"],
+    );
+    assert_eq!(code, 1, "{out}");
+}
