@@ -21,7 +21,8 @@ const NOBODY: (u32, u32) = (65534, 65534);
 pub struct Host {
     pub dir: TempDir,
     pub sb: Sandbox,
-    pub listener: TcpListener,
+    /// Held open: the protected destination must accept connections.
+    _listener: TcpListener,
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub socket: PathBuf,
@@ -81,7 +82,7 @@ networks = ["127.0.0.1/32:{port}"]
     Host {
         dir,
         sb,
-        listener,
+        _listener: listener,
         addr,
         config,
         socket,
