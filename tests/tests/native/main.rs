@@ -5,3 +5,4 @@ mod connect;
 mod daemon;
 mod doctor;
 mod pinning;
+mod tls;
