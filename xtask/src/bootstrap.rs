@@ -103,6 +103,8 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
+    // systemd-analyze verifies the unit file in the tests.
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 pub fn vm_packages() -> Result<()> {

@@ -6,6 +6,7 @@
 mod bootstrap;
 mod ebpf;
 mod guest;
+mod install;
 mod kernels;
 mod process;
 mod tally;
@@ -58,6 +59,13 @@ enum Command {
     },
     /// Boot a VM with the agent enforcing a sample policy and a JIT grant.
     Demo,
+    /// Install wardd, ward, the systemd unit, the tmpfiles entry and a
+    /// sample config (never overwriting an existing one).
+    Install {
+        /// Install under this root instead of `/`.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +98,10 @@ fn run() -> Result<ExitCode> {
             cmd,
         } => vm::run_command(&ws, &kernel, timeout, &cmd),
         Command::Test { vm_timeout } => test::run(&ws, vm_timeout),
+        Command::Install { root } => {
+            install::install(&ws, &root)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => {
             eprintln!(
                 "xtask: the demo (agent enforcing a sample policy and a JIT grant in a VM) \

@@ -3,6 +3,7 @@
 
 mod connect;
 mod daemon;
+mod dist;
 mod doctor;
 mod pinning;
 mod tls;
