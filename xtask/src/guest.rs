@@ -53,6 +53,7 @@ finish $?
 /// Binaries for the guest, built statically.
 pub struct GuestBinaries {
     pub ward: PathBuf,
+    pub wardd: PathBuf,
     /// Test executables: (name in the guest, path on the host).
     pub tests: Vec<(String, PathBuf)>,
 }
@@ -62,26 +63,25 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
     let cargo = |args: &[&str]| -> Command {
         let mut c = Command::new("cargo");
         c.args(args)
-            .args([
-                "--target",
-                GUEST_TARGET,
-                "--message-format=json-render-diagnostics",
-            ])
+            .args(["--target", GUEST_TARGET, "--profile", "vm"])
+            .arg("--message-format=json-render-diagnostics")
             .current_dir(&ws.root)
             .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
         c
     };
-    let ward = executables(&output(&mut cargo(&[
+    let bins = executables(&output(&mut cargo(&[
         "build",
         "-p",
         "ward-agent",
-        "--bin",
-        "ward",
-    ]))?)
-    .into_iter()
-    .find(|(name, _)| name == "ward")
-    .map(|(_, p)| p)
-    .context("cargo built no `ward` binary")?;
+        "--bins",
+    ]))?);
+    let bin = |want: &str| {
+        bins.iter()
+            .find(|(name, _)| name == want)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("cargo built no `{want}` binary"))
+    };
+    let (ward, wardd) = (bin("ward")?, bin("wardd")?);
     let mut tests = Vec::new();
     for (suite, args) in [
         (
@@ -99,7 +99,7 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
         };
         tests.push((suite.to_owned(), path));
     }
-    Ok(GuestBinaries { ward, tests })
+    Ok(GuestBinaries { ward, wardd, tests })
 }
 
 /// (target name, executable) from cargo's JSON messages.
@@ -135,14 +135,21 @@ pub fn pack(ws: &Workspace, bins: &GuestBinaries, script: &str) -> Result<PathBu
     }
     install(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
     install(&bins.ward, &root.join("ward/bin/ward"))?;
+    install(&bins.wardd, &root.join("ward/bin/wardd"))?;
     for (name, path) in &bins.tests {
         install(path, &root.join("ward/tests").join(name))?;
     }
     write_exec(&root.join("init"), INIT)?;
     write_exec(&root.join("ward/run.sh"), script)?;
     // Tests look users up by name; give root a passwd entry.
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/tmp:/bin/sh\nbob:x:1001:1001:Bob:/tmp:/bin/sh\n",
+    )?;
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nalice:x:1000:\nbob:x:1001:\nward-admin:x:990:\n",
+    )?;
 
     // Uncompressed: the guest runs under software emulation, where
     // decompressing tens of MiB costs more than reading them.
@@ -177,6 +184,10 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
+
+/// Environment every guest script starts with.
+pub const GUEST_ENV: &str =
+    "export WARD_BIN=/ward/bin/ward WARDD_BIN=/ward/bin/wardd RUST_BACKTRACE=1\n";
 
 /// Quotes an argument for the guest's sh.
 pub fn sh_quote(arg: &str) -> String {

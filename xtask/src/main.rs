@@ -3,6 +3,7 @@
 //! Everything expensive is cached under `target/`: bpf-linker in
 //! `target/tools`, kernel images in `target/kernels`, VM logs in `target/vm`.
 
+mod bench;
 mod bootstrap;
 mod ebpf;
 mod guest;
@@ -57,8 +58,16 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         vm_timeout: u64,
     },
-    /// Boot a VM with the agent enforcing a sample policy and a JIT grant.
-    Demo,
+    /// Boot a VM with wardd enforcing a sample config, and walk a JIT grant
+    /// for alice from deny to allow to expiry, narrated on the console.
+    Demo {
+        /// Kernel line to boot: 6.12 or 6.1.
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+    /// Measure: push-to-enforced latency (more figures arrive with the
+    /// benchmarks issue). Writes target/bench/report.md.
+    Bench,
     /// Install wardd, ward, the systemd unit, the tmpfiles entry and a
     /// sample config (never overwriting an existing one).
     Install {
@@ -98,17 +107,26 @@ fn run() -> Result<ExitCode> {
             cmd,
         } => vm::run_command(&ws, &kernel, timeout, &cmd),
         Command::Test { vm_timeout } => test::run(&ws, vm_timeout),
+        Command::Bench => {
+            bench::run_all(&ws)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Install { root } => {
             install::install(&ws, &root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
-            eprintln!(
-                "xtask: the demo (agent enforcing a sample policy and a JIT grant in a VM) \
-                 arrives with the agent; it is not built yet"
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        Command::Demo { kernel } => vm::run_command(
+            &ws,
+            &kernel,
+            600,
+            &[
+                "/ward/tests/kernel".into(),
+                "--exact".into(),
+                "demo::jit_access_from_deny_to_allow_to_expiry".into(),
+                "--nocapture".into(),
+                "--test-threads=1".into(),
+            ],
+        ),
     }
 }
 

@@ -15,8 +15,7 @@ use crate::{
 };
 
 /// The guest runs every test binary; each must end with a libtest summary.
-const SUITE_SCRIPT: &str = r#"export WARD_BIN=/ward/bin/ward RUST_BACKTRACE=1
-rc=0
+const SUITE_SCRIPT: &str = r#"rc=0
 for t in /ward/tests/*; do
   echo "WARD-SUITE $(basename "$t")"
   "$t" --test-threads=1 || rc=1
@@ -90,7 +89,11 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
 
     step("kernel suites in test VMs");
     let binaries = guest::build(ws)?;
-    let image = guest::pack(ws, &binaries, SUITE_SCRIPT)?;
+    let image = guest::pack(
+        ws,
+        &binaries,
+        &format!("{}{SUITE_SCRIPT}", guest::GUEST_ENV),
+    )?;
     let expected = binaries.tests.len();
     for kernel in &kernels {
         let outcome = vm::boot(ws, kernel, &image, Duration::from_secs(vm_timeout))?;

@@ -182,7 +182,11 @@ pub fn prepare(ws: &Workspace, which: &str) -> Result<Prepared> {
 pub fn run_command(ws: &Workspace, which: &str, timeout: u64, cmd: &[String]) -> Result<ExitCode> {
     let prepared = prepare(ws, which)?;
     let script: Vec<String> = cmd.iter().map(|a| guest::sh_quote(a)).collect();
-    let image = guest::pack(ws, &prepared.binaries, &script.join(" "))?;
+    let image = guest::pack(
+        ws,
+        &prepared.binaries,
+        &format!("{}{}", guest::GUEST_ENV, script.join(" ")),
+    )?;
     let mut ok = true;
     for kernel in &prepared.kernels {
         let outcome = boot(ws, kernel, &image, Duration::from_secs(timeout))?;

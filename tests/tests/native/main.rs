@@ -1,6 +1,7 @@
 //! Native integration tests: run on the host kernel, as real processes.
 //! Enforcement here is confined to cgroups the tests create.
 
+mod bench;
 mod connect;
 mod daemon;
 mod dist;

@@ -3,6 +3,7 @@
 //! programs.
 
 mod bypass;
+mod demo;
 mod doctor;
 mod events;
 mod file_open;
