@@ -24,7 +24,15 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
     step("push to enforced: gRPC PushGrant until the grantee's connect succeeds (1000 pushes)");
     let json = out.join("push_to_enforced.json");
     run(Command::new("cargo")
-        .args(["test", "--release", "-p", "ward-tests", "--test", "native", "bench::"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "ward-tests",
+            "--test",
+            "native",
+            "bench::",
+        ])
         .args(["--", "--ignored", "--nocapture", "--test-threads=1"])
         .env("WARD_BENCH_OUT", &json)
         .current_dir(&ws.root))?;
@@ -33,7 +41,11 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
     let md = format!(
         "# ward benchmarks\n\n| figure | median | p99 | max | target |\n| --- | --- | --- | --- | --- |\n\
          | push to enforced ({} pushes, native, cgroup connect) | {} µs | {} µs | {} µs | p99 < {} µs |\n",
-        report["iterations"], report["median_us"], report["p99_us"], report["max_us"], report["target_p99_us"]
+        report["iterations"],
+        report["median_us"],
+        report["p99_us"],
+        report["max_us"],
+        report["target_p99_us"]
     );
     fs::write(out.join("report.md"), &md)?;
     println!("\n{md}\nwritten to {}", out.join("report.md").display());

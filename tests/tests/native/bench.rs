@@ -23,14 +23,23 @@ fn push_to_enforced_latency() {
     // This thread is the grantee: it joins the managed cgroup (wardd, started
     // before, stays outside).
     std::fs::write(h.sb.managed.path().join("cgroup.procs"), "0").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
     let workload = h.managed_workload();
-    assert!(TcpStream::connect(h.addr).is_err(), "protected before the first grant");
+    assert!(
+        TcpStream::connect(h.addr).is_err(),
+        "protected before the first grant"
+    );
 
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
         let grant = pb::Grant {
             id: format!("bench-{i}"),
             subject: Some(pb::Subject {
@@ -38,26 +47,37 @@ fn push_to_enforced_latency() {
             }),
             operations: vec![pb::Operation::Connect as i32],
             objects: vec![pb::Object {
-                kind: Some(object::Kind::Network(format!("127.0.0.1/32:{}", h.addr.port()))),
+                kind: Some(object::Kind::Network(format!(
+                    "127.0.0.1/32:{}",
+                    h.addr.port()
+                ))),
             }],
             expires_at_unix_ms: now + 600_000,
             reason: "bench".into(),
             ..Default::default()
         };
         let started = Instant::now();
-        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) })).unwrap();
+        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
+            .unwrap();
         let stream = TcpStream::connect(h.addr).expect("allowed right after the push returns");
         samples.push(started.elapsed());
         drop(stream);
+        // Keep the backlog empty: accept what the grant let through.
+        drop(h.listener.accept().expect("accept"));
         rt.block_on(client.revoke_grant(pb::RevokeGrantRequest {
             id: format!("bench-{i}"),
             reason: "bench".into(),
         }))
         .unwrap();
-        assert!(TcpStream::connect(h.addr).is_err(), "denied again after revoke");
+        assert!(
+            TcpStream::connect(h.addr).is_err(),
+            "denied again after revoke"
+        );
     }
     std::fs::write(
-        ward_agent::cgroup::cgroup2_mount().unwrap().join("cgroup.procs"),
+        ward_agent::cgroup::cgroup2_mount()
+            .unwrap()
+            .join("cgroup.procs"),
         "0",
     )
     .unwrap();
@@ -66,10 +86,7 @@ fn push_to_enforced_latency() {
     let (median, p99, max) = (pct(0.5), pct(0.99), *samples.last().unwrap());
     println!(
         "push-to-enforced over {iterations} pushes: median {:?}, p99 {:?}, max {:?}, min {:?}",
-        median,
-        p99,
-        max,
-        samples[0]
+        median, p99, max, samples[0]
     );
     let report = serde_json::json!({
         "figure": "push_to_enforced",

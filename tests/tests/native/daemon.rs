@@ -21,8 +21,8 @@ const NOBODY: (u32, u32) = (65534, 65534);
 pub struct Host {
     pub dir: TempDir,
     pub sb: Sandbox,
-    /// Held open: the protected destination must accept connections.
-    _listener: TcpListener,
+    /// The protected destination.
+    pub listener: TcpListener,
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub socket: PathBuf,
@@ -82,7 +82,7 @@ networks = ["127.0.0.1/32:{port}"]
     Host {
         dir,
         sb,
-        _listener: listener,
+        listener,
         addr,
         config,
         socket,
