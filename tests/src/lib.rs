@@ -172,7 +172,8 @@ pub fn connect_as_child(cgroup: Option<&OwnedCgroup>, addr: std::net::SocketAddr
     }
 }
 
-fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+/// A socket address as the kernel takes it: (family, storage, length).
+pub fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match addr {
@@ -211,6 +212,83 @@ fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::s
                 std::mem::size_of::<libc::sockaddr_in6>() as u32,
             )
         }
+    }
+}
+
+/// Who a child becomes before it acts: an audit login uid to set first
+/// (as a login would), then gid and uid.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    pub login_uid: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// In a forked child: set the identity; 0 or an errno-like failure code.
+///
+/// # Safety
+/// Async-signal-safe calls only; `login` is preformatted by the caller.
+unsafe fn become_identity(id: Identity, login: &[u8]) -> i32 {
+    // SAFETY: raw syscalls in a forked child.
+    unsafe {
+        if id.login_uid.is_some() {
+            let fd = libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, login.as_ptr().cast(), login.len()) < 0 {
+                return 198;
+            }
+            libc::close(fd);
+        }
+        if libc::setgid(id.gid) != 0 || libc::setuid(id.uid) != 0 {
+            return 199;
+        }
+    }
+    0
+}
+
+/// Opens `path` read-only in a child that first takes on `id`.
+pub fn open_as(id: Identity, path: &Path) -> OpenOutcome {
+    let target = CString::new(path.as_os_str().as_bytes()).expect("NUL");
+    let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
+    // SAFETY: become_identity, open, close only.
+    unsafe {
+        in_child(None, || {
+            let r = become_identity(id, login.as_bytes());
+            if r != 0 {
+                return r;
+            }
+            let fd = libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return errno();
+            }
+            libc::close(fd);
+            0
+        })
+    }
+}
+
+/// Connects to `addr` in a child that first takes on `id`.
+pub fn connect_as(id: Identity, addr: std::net::SocketAddr) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(addr);
+    let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
+    // SAFETY: become_identity, socket, connect, close only.
+    unsafe {
+        in_child(None, || {
+            let r = become_identity(id, login.as_bytes());
+            if r != 0 {
+                return r;
+            }
+            let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return errno();
+            }
+            let e = if libc::connect(fd, (&raw const storage).cast(), len) == 0 {
+                0
+            } else {
+                errno()
+            };
+            libc::close(fd);
+            e
+        })
     }
 }
 

@@ -134,6 +134,19 @@ impl Host {
             .clone()
     }
 
+    /// (grant id, state) of every grant, oldest first.
+    pub fn states(&self) -> Vec<(String, String)> {
+        self.grants()
+            .iter()
+            .map(|g| {
+                (
+                    g["id"].as_str().unwrap().into(),
+                    g["state"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+
     pub fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
             .unwrap_or_default()
@@ -171,16 +184,7 @@ fn cli_grant_opens_connect_and_revoke_and_expiry_close_it() {
     assert_eq!(h.connect(), DENIED, "denied after the deadline");
     std::thread::sleep(Duration::from_millis(500));
 
-    let states: Vec<(String, String)> = h
-        .grants()
-        .iter()
-        .map(|g| {
-            (
-                g["id"].as_str().unwrap().into(),
-                g["state"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let states = h.states();
     assert_eq!(
         states,
         [
@@ -474,16 +478,7 @@ fn enforcement_stays_when_wardd_stops_and_expired_grants_are_not_rearmed() {
         "exit 3: wardd is not running"
     );
     let _wardd = h.start();
-    let states: Vec<(String, String)> = h
-        .grants()
-        .iter()
-        .map(|g| {
-            (
-                g["id"].as_str().unwrap().into(),
-                g["state"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let states = h.states();
     assert!(
         states.contains(&("short".into(), "expired".into())),
         "{states:?}"

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ward_tests::{OpenOutcome, in_child, wardd::Wardd};
+use ward_tests::{Identity, OpenOutcome, wardd::Wardd};
 
 const ALICE: u32 = 1000;
 
@@ -24,23 +24,15 @@ fn ward(socket: &Path, args: &[&str]) -> (i32, String) {
     (code, out)
 }
 
+const ALICE_ID: Identity = Identity {
+    login_uid: None,
+    uid: ALICE,
+    gid: ALICE,
+};
+
 /// alice opens a file; the outcome as `cat` would report it.
 fn alice_reads(path: &str) -> OpenOutcome {
-    let c = std::ffi::CString::new(path).unwrap();
-    // SAFETY: setuid, open, close only.
-    let outcome = unsafe {
-        in_child(None, || {
-            if libc::setgid(ALICE) != 0 || libc::setuid(ALICE) != 0 {
-                return 199;
-            }
-            let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return *libc::__errno_location();
-            }
-            libc::close(fd);
-            0
-        })
-    };
+    let outcome = ward_tests::open_as(ALICE_ID, Path::new(path));
     match outcome {
         OpenOutcome::Opened => println!("alice$ cat {path}\nprod secrets"),
         OpenOutcome::Refused(e) => println!(
@@ -52,22 +44,7 @@ fn alice_reads(path: &str) -> OpenOutcome {
 }
 
 fn alice_connects(addr: std::net::SocketAddr) -> OpenOutcome {
-    let outcome = {
-        // SAFETY: a child that only drops privileges, then connects.
-        let (family, storage, len) = sockaddr_v4(addr);
-        unsafe {
-            in_child(None, || {
-                if libc::setgid(ALICE) != 0 || libc::setuid(ALICE) != 0 {
-                    return 199;
-                }
-                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-                let r = libc::connect(fd, (&raw const storage).cast(), len);
-                let e = if r == 0 { 0 } else { *libc::__errno_location() };
-                libc::close(fd);
-                e
-            })
-        }
-    };
+    let outcome = ward_tests::connect_as(ALICE_ID, addr);
     match outcome {
         OpenOutcome::Opened => println!("alice$ connect {addr}: connected"),
         OpenOutcome::Refused(e) => println!(
@@ -76,25 +53,6 @@ fn alice_connects(addr: std::net::SocketAddr) -> OpenOutcome {
         ),
     }
     outcome
-}
-
-fn sockaddr_v4(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_in, libc::socklen_t) {
-    let std::net::SocketAddr::V4(a) = addr else {
-        panic!("v4 only")
-    };
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    (
-        libc::AF_INET,
-        sin,
-        std::mem::size_of::<libc::sockaddr_in>() as u32,
-    )
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use ward_abi::{Effect, Op};
 use ward_agent::enforcer::{Enforcer, EnforcerConfig, Entry, Expiry, Object, PathPattern, Subject};
-use ward_tests::{OpenOutcome, TempDir, lifecycle::protection};
+use ward_tests::{Identity, OpenOutcome, TempDir, lifecycle::protection};
 
 fn path(p: &str) -> Object {
     Object::Path(PathPattern::parse(p).unwrap())
@@ -29,34 +29,15 @@ fn grant_to_uid(uid: u32, object: &Object, id: u64) -> Entry {
     }
 }
 
-/// Opens `path` read-only in a child that first sets its audit login uid
-/// (if given) and then its uid.
 fn open_as(login_uid: Option<u32>, uid: u32, path: &std::path::Path) -> OpenOutcome {
-    use std::os::unix::ffi::OsStrExt;
-    let target = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let loginuid_file = c"/proc/self/loginuid";
-    let login = login_uid.map(|l| l.to_string()).unwrap_or_default();
-    // SAFETY: open, write, setuid, close only.
-    unsafe {
-        ward_tests::in_child(None, || {
-            if !login.is_empty() {
-                let fd = libc::open(loginuid_file.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, login.as_ptr().cast(), login.len()) < 0 {
-                    return 198;
-                }
-                libc::close(fd);
-            }
-            if libc::setuid(uid) != 0 {
-                return 199;
-            }
-            let fd = libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return *libc::__errno_location();
-            }
-            libc::close(fd);
-            0
-        })
-    }
+    ward_tests::open_as(
+        Identity {
+            login_uid,
+            uid,
+            gid: uid,
+        },
+        path,
+    )
 }
 
 #[test]
