@@ -8,8 +8,9 @@ use std::{fs, process::Command};
 use anyhow::{Context, Result};
 
 use crate::{
-    Workspace, bootstrap, ebpf,
+    Workspace, bootstrap, ebpf, guest,
     process::{run, step},
+    vm,
 };
 
 pub fn run_all(ws: &Workspace) -> Result<()> {
@@ -38,8 +39,8 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
         .current_dir(&ws.root))?;
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&json).context("reading the bench result")?)?;
-    let md = format!(
-        "# ward benchmarks\n\n| figure | median | p99 | max | target |\n| --- | --- | --- | --- | --- |\n\
+    let mut md = format!(
+        "# ward benchmarks\n\n## Push to enforced\n\n| figure | median | p99 | max | target |\n| --- | --- | --- | --- | --- |\n\
          | push to enforced ({} pushes, native, cgroup connect) | {} µs | {} µs | {} µs | p99 < {} µs |\n",
         report["iterations"],
         report["median_us"],
@@ -47,7 +48,73 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
         report["max_us"],
         report["target_p99_us"]
     );
+    md.push_str(&file_open_overhead(ws)?);
     fs::write(out.join("report.md"), &md)?;
     println!("\n{md}\nwritten to {}", out.join("report.md").display());
     Ok(())
+}
+
+/// open+close cost under each condition, in the 6.12 VM under icount.
+fn file_open_overhead(ws: &Workspace) -> Result<String> {
+    step("file_open overhead: 6.12 VM, one vCPU, -icount shift=0 (time = instructions)");
+    let prepared = vm::prepare(ws, "6.12")?;
+    let script = format!(
+        "{}/ward/tests/kernel --exact bench::file_open_overhead --ignored --nocapture --test-threads=1",
+        guest::GUEST_ENV
+    );
+    let image = guest::pack(ws, &prepared.binaries, &script)?;
+    let kernel = prepared.kernels.first().context("no kernel")?;
+    let outcome = vm::boot_on(
+        ws,
+        kernel,
+        &image,
+        std::time::Duration::from_secs(3600),
+        vm::Machine::Icount,
+    )?;
+    anyhow::ensure!(
+        outcome.succeeded(),
+        "the benchmark VM failed: {:?}",
+        outcome.failure
+    );
+    let rows: Vec<serde_json::Value> = outcome
+        .results
+        .lines()
+        .filter_map(|l| l.split("BENCH ").nth(1))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    fs::write(
+        ws.target().join("bench/file_open.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    let ns = |cond: &str| {
+        rows.iter()
+            .find(|r| r["condition"] == cond)
+            .and_then(|r| r["ns"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let (base, floor) = (ns("baseline"), ns("floor"));
+    let floor_cost = floor - base;
+    let mut md = format!(
+        "\n## open+close overhead (6.12, icount: ns = instructions)\n\n\
+         baseline (no ward): {base:.0} ns/op; empty LSM program (the floor): {floor:.0} ns/op, +{:.1}%\n\n\
+         | condition | entries | ns/op | overhead | × floor | target |\n| --- | --- | --- | --- | --- | --- |\n",
+        100.0 * floor_cost / base
+    );
+    for r in rows.iter().filter(|r| r.get("entries").is_some()) {
+        let v = r["ns"].as_f64().unwrap_or(f64::NAN);
+        let cond = r["condition"].as_str().unwrap_or("?");
+        let target = match cond {
+            "unmanaged" => "≤ 1.2× floor",
+            "managed_unprotected" => "≤ 2× floor",
+            _ => "≤ 4× floor",
+        };
+        md.push_str(&format!(
+            "| {cond} | {} | {v:.0} | +{:.1}% | {:.2}× | {target} |\n",
+            r["entries"],
+            100.0 * (v - base) / base,
+            (v - base) / floor_cost
+        ));
+    }
+    println!("{md}");
+    Ok(md)
 }

@@ -34,12 +34,33 @@ impl Outcome {
     }
 }
 
+/// How the VM runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// Two vCPUs, as fast as emulation goes: the test suites.
+    Test,
+    /// One vCPU with `-icount shift=0`: each guest instruction advances the
+    /// guest clock by 1 ns, so timings are instruction counts and repeat
+    /// exactly (DESIGN.md). For benchmarks.
+    Icount,
+}
+
 /// Boots `kernel` with `initramfs`; kills it after `timeout`.
 pub fn boot(
     ws: &Workspace,
     kernel: &Kernel,
     initramfs: &Path,
     timeout: Duration,
+) -> Result<Outcome> {
+    boot_on(ws, kernel, initramfs, timeout, Machine::Test)
+}
+
+pub fn boot_on(
+    ws: &Workspace,
+    kernel: &Kernel,
+    initramfs: &Path,
+    timeout: Duration,
+    machine: Machine,
 ) -> Result<Outcome> {
     let logs = ws.target().join("vm/logs");
     fs::create_dir_all(&logs)?;
@@ -52,8 +73,13 @@ pub fn boot(
         timeout.as_secs()
     ));
     let started = Instant::now();
+    let cpus: &[&str] = match machine {
+        Machine::Test => &["-smp", "2"],
+        Machine::Icount => &["-smp", "1", "-icount", "shift=0"],
+    };
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-machine", "q35", "-cpu", "max", "-m", "1024"])
+        .args(cpus)
         .args([
             "-display",
             "none",

@@ -2,6 +2,7 @@
 //! 6.12), booted by `cargo xtask test`; the host kernel here refuses LSM
 //! programs.
 
+mod bench;
 mod bypass;
 mod demo;
 mod doctor;
