@@ -50,19 +50,17 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
     let mode = unsafe { *(file.add(rodata(&F_MODE_OFF)) as *const u32) };
     // Opening an executable for exec is decided as exec, here and in
     // bprm_check_security, so exec-only access works.
-    if mode & FMODE_EXEC != 0 {
-        return check_file(file, Op::Exec);
-    }
-    if mode & FMODE_WRITE != 0 {
-        let verdict = check_file(file, Op::Write);
-        if verdict != ALLOW {
-            return verdict;
+    let (op, also) = if mode & FMODE_EXEC != 0 {
+        (Op::Exec, None)
+    } else {
+        match (mode & FMODE_WRITE != 0, mode & FMODE_READ != 0) {
+            (true, true) => (Op::Write, Some(Op::Read)),
+            (true, false) => (Op::Write, None),
+            (false, true) => (Op::Read, None),
+            (false, false) => return ALLOW,
         }
-    }
-    if mode & FMODE_READ != 0 {
-        return check_file(file, Op::Read);
-    }
-    ALLOW
+    };
+    check_file(file, op, also)
 }
 
 #[lsm(hook = "bprm_check_security")]
@@ -77,11 +75,13 @@ pub fn ward_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return ALLOW;
     }
-    check_file(file, Op::Exec)
+    check_file(file, Op::Exec, None)
 }
 
+/// Decides `op` (and then `also`, if given) on `file`: the caller and the
+/// path are resolved once for both.
 #[inline(always)]
-fn check_file(file: *const u8, op: Op) -> i32 {
+fn check_file(file: *const u8, op: Op, also: Option<Op>) -> i32 {
     let Some(config) = config() else {
         return ALLOW; // not configured yet: nothing is managed
     };
@@ -104,18 +104,32 @@ fn check_file(file: *const u8, op: Op) -> i32 {
     if len <= 0 || len > PATH_MAX_LEN as i64 {
         return DENY;
     }
-    key.data.op = op as u32;
     // The length counts the NUL, so exact-file rules (stored with their NUL)
     // match only the file itself.
     key.prefix_len = KEY_HEADER_BITS + (len as u32) * 8;
+    let first = decide_op(key, &who, config, op);
+    match also {
+        Some(second) if first == ALLOW => decide_op(key, &who, config, second),
+        _ => first,
+    }
+}
+
+#[inline(always)]
+fn decide_op(
+    key: &mut Key<PathKey>,
+    who: &subject::Subjects,
+    config: &ward_abi::Config,
+    op: Op,
+) -> i32 {
+    key.data.op = op as u32;
     let verdict = if config.active == 0 {
-        decide(&WARD_PATH_RULES_0, key, &who, 0)
+        decide(&WARD_PATH_RULES_0, key, who, 0)
     } else {
-        decide(&WARD_PATH_RULES_1, key, &who, 0)
+        decide(&WARD_PATH_RULES_1, key, who, 0)
     };
     let Some(verdict) = verdict else {
         return ALLOW;
     };
-    report(&verdict, &who, op as u32, Object::Path(&key.data.path));
+    report(&verdict, who, op as u32, Object::Path(&key.data.path));
     if verdict.allow { ALLOW } else { DENY }
 }

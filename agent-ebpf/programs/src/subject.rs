@@ -36,7 +36,13 @@ pub struct Subjects {
 #[inline(always)]
 pub fn current<const LOGIN: bool>(config: &Config) -> Option<Subjects> {
     let uid = bpf_get_current_uid_gid() as u32;
-    let login_uid = if LOGIN { login_uid() } else { LOGIN_UID_UNSET };
+    // The login uid only matters when uid ranges are managed; skip its two
+    // helper calls on every other open.
+    let login_uid = if LOGIN && config.uid_ranges_len > 0 {
+        login_uid()
+    } else {
+        LOGIN_UID_UNSET
+    };
     let by_login =
         if login_uid != LOGIN_UID_UNSET && login_uid != uid && uid_managed(config, login_uid) {
             subject::uid(login_uid)
