@@ -402,6 +402,54 @@ fn every_bad_grant_is_refused_whole_with_its_field_named() {
         assert_eq!(code, 5, "{args:?}: {err}");
         assert!(err.contains(field), "{args:?} must name {field}: {err}");
     }
+    // Cases the CLI cannot even express, sent as raw gRPC.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = ward_proto::v1::Grant {
+        id: "raw".into(),
+        subject: Some(ward_proto::v1::Subject {
+            kind: Some(ward_proto::v1::subject::Kind::User("root".into())),
+        }),
+        operations: vec![ward_proto::v1::Operation::Connect as i32],
+        objects: vec![ward_proto::v1::Object {
+            kind: Some(ward_proto::v1::object::Kind::Network(format!(
+                "127.0.0.1/32:{}",
+                h.addr.port()
+            ))),
+        }],
+        expires_at_unix_ms: now + 60_000,
+        reason: "x".into(),
+        ..Default::default()
+    };
+    let empty_objects = ward_proto::v1::Grant {
+        objects: vec![],
+        ..base.clone()
+    };
+    let in_the_past = ward_proto::v1::Grant {
+        expires_at_unix_ms: now - 1_000,
+        ..base.clone()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
+    for (grant, field) in [
+        (empty_objects, "objects"),
+        (in_the_past, "expires_at_unix_ms"),
+    ] {
+        let err = rt
+            .block_on(client.push_grant(ward_proto::v1::PushGrantRequest { grant: Some(grant) }))
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{}",
+            err.message()
+        );
+    }
     assert!(h.grants().is_empty(), "nothing was stored");
     assert_eq!(h.connect(), DENIED, "and nothing was enforced");
 }
