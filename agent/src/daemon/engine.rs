@@ -468,27 +468,16 @@ impl Engine {
                 .map(|(name, _)| name.clone())
                 .unwrap_or_else(|| format!("protection #{i}")));
         }
-        let all = self.store.list(&[
-            GrantState::Active,
-            GrantState::Scheduled,
-            GrantState::Expired,
-            GrantState::Revoked,
-        ])?;
-        Ok(all
-            .into_iter()
-            .find(|s| s.kernel_id == id)
-            .and_then(|s| s.record.grant.map(|g| g.id))
+        Ok(self
+            .store
+            .id_of(id)?
             .unwrap_or_else(|| format!("rule #{id}")))
     }
 
     /// Audits a kernel decision and passes it to watchers.
     pub fn kernel_event(&mut self, e: KernelEvent) -> Result<(), EngineError> {
-        let grant_id = if e.kind == EventKind::AllowByGrant {
-            Some(self.rule_name(e.rule_id)?)
-        } else {
-            None
-        };
         let rule = self.rule_name(e.rule_id)?;
+        let grant_id = (e.kind == EventKind::AllowByGrant).then(|| rule.clone());
         let kind = match e.kind {
             EventKind::Deny => "deny",
             EventKind::AllowByGrant => "allow_by_grant",

@@ -73,6 +73,19 @@ impl Store {
             .transpose()
     }
 
+    /// The id of the grant the kernel knows by `kernel_id` (the primary key:
+    /// one indexed lookup, nothing decoded).
+    pub fn id_of(&self, kernel_id: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT id FROM grants WHERE kernel_id = ?1",
+                params![kernel_id as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Stores a new grant; returns it with its kernel id.
     pub fn insert(
         &self,
@@ -183,7 +196,9 @@ mod tests {
             );
         }
         let s = Store::open(&dir).unwrap();
-        assert_eq!(s.get("a").unwrap(), Some(a));
+        assert_eq!(s.get("a").unwrap(), Some(a.clone()));
+        assert_eq!(s.id_of(a.kernel_id).unwrap().as_deref(), Some("a"));
+        assert_eq!(s.id_of(u64::from(u32::MAX)).unwrap(), None);
         let b = s.get("b").unwrap().unwrap();
         assert_eq!(
             (b.record.state, b.record.ended_unix_ms),
