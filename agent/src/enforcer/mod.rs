@@ -183,11 +183,12 @@ impl Enforcer {
         }
         let mut kconfig = kmaps::read_config(&mut self.ebpf)?;
         let idle = 1 - kconfig.active.min(1);
+        // Filling empties the idle generation first. The generation this
+        // flip retires is left as it is until the next apply: a program that
+        // read `active` just before the flip may still be looking in it.
         kmaps::fill_generation(&mut self.ebpf, idle, &values, &self.config)?;
         kconfig.active = idle;
         kmaps::write_config(&mut self.ebpf, &kconfig)?;
-        // The old generation is no longer read; empty it for the next swap.
-        kmaps::clear_generation(&mut self.ebpf, 1 - idle)?;
         self.policy = policy;
         tracing::info!(
             entries = values.len(),
