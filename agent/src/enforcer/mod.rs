@@ -241,15 +241,17 @@ impl Enforcer {
     /// Writes the combined value of each slot into the live generation.
     fn sync(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let active = kmaps::read_config(&mut self.ebpf)?.active;
-        for slot in slots {
-            let mut entries: Vec<&Entry> = self.policy.get(slot).into_iter().flatten().collect();
-            for g in self.grants.values() {
-                for e in g {
-                    if e.slot().as_ref() == Ok(slot) {
-                        entries.push(e);
-                    }
-                }
+        // One pass over the grants, not one per slot.
+        let mut by_slot: BTreeMap<&Slot, Vec<&Entry>> = slots
+            .iter()
+            .map(|slot| (slot, self.policy.get(slot).into_iter().flatten().collect()))
+            .collect();
+        for e in self.grants.values().flatten() {
+            if let Some(entries) = by_slot.get_mut(&e.slot()?) {
+                entries.push(e);
             }
+        }
+        for (slot, entries) in by_slot {
             let rule = table::combine(entries)?;
             kmaps::put(&mut self.ebpf, active, slot, rule, &self.config)?;
         }
