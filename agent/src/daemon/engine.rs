@@ -146,6 +146,7 @@ impl Engine {
     /// whole table swapped in at once.
     fn reconcile(&mut self) -> Result<(), EngineError> {
         let now = SystemTime::now();
+        let mut live = std::collections::BTreeMap::new();
         for s in self
             .store
             .list(&[GrantState::Active, GrantState::Scheduled])?
@@ -166,7 +167,7 @@ impl Engine {
                     if s.record.state != GrantState::Active as i32 {
                         self.store.set_state(&g.id, GrantState::Active, 0)?;
                     }
-                    self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
+                    live.insert(s.kernel_id, v.entries(s.kernel_id));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -181,7 +182,8 @@ impl Engine {
             }
         }
         let policy: Vec<Entry> = self.protection.iter().map(|(_, e)| e.clone()).collect();
-        self.enforcer.apply(&policy)?;
+        // Policy and grants go in together, in one generation swap.
+        self.enforcer.replace(&policy, live)?;
         tracing::info!(
             protections = policy.len(),
             "kernel table rebuilt from the store"

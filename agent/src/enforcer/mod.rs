@@ -198,6 +198,22 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Replaces policy and grants together, in one step: how an agent
+    /// rebuilds the table from its store on start. On any error the previous
+    /// table stays in force, and so does the previous set of grants.
+    pub fn replace(
+        &mut self,
+        policy: &[Entry],
+        grants: BTreeMap<u64, Vec<Entry>>,
+    ) -> Result<(), EnforcerError> {
+        let previous = std::mem::replace(&mut self.grants, grants);
+        let result = self.apply(policy);
+        if result.is_err() {
+            self.grants = previous;
+        }
+        result
+    }
+
     /// Adds (or replaces) a grant's entries in the live table. Refused whole
     /// if any entry is invalid or the table is full.
     pub fn grant(&mut self, grant_id: u64, entries: Vec<Entry>) -> Result<(), EnforcerError> {
