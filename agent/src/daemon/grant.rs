@@ -215,7 +215,9 @@ pub fn validate(
     })
 }
 
-fn grantee(s: Option<&PbSubject>, cgroup_root: Option<&Path>) -> Result<Grantee, InvalidGrant> {
+/// Resolves a subject on this host: a user through the user database, a
+/// workload to its cgroup id.
+pub fn grantee(s: Option<&PbSubject>, cgroup_root: Option<&Path>) -> Result<Grantee, InvalidGrant> {
     match s.and_then(|s| s.kind.as_ref()) {
         None => Err(invalid("subject", "is missing")),
         Some(subject::Kind::User(name)) => users::by_name(name)

@@ -11,6 +11,7 @@ use ward_proto::v1::{self as pb, agent_server::Agent};
 use super::{
     authz::{self, Caller},
     engine::{Engine, EngineError},
+    grant::{self, Grantee},
 };
 
 /// Which transport a service instance answers on.
@@ -173,22 +174,17 @@ impl Agent for AgentService {
         let caller = self.caller(&req, "Explain").await?;
         let r = req.into_inner();
         let op = op(r.operation)?;
-        let (uid, cgroup) = match r.subject.and_then(|s| s.kind) {
+        // Resolved exactly as a grant's subject is.
+        let (uid, cgroup) = match r.subject.as_ref().filter(|s| s.kind.is_some()) {
             None => (caller.uid(), None),
-            Some(pb::subject::Kind::Uid(u)) => (Some(u), None),
-            Some(pb::subject::Kind::User(name)) => {
-                let u = super::users::by_name(&name).ok_or_else(|| {
-                    Status::invalid_argument(format!("subject.user: unknown user `{name}`"))
-                })?;
-                (Some(u.uid), None)
-            }
-            Some(pb::subject::Kind::Workload(path)) => {
-                let root = crate::cgroup::cgroup2_mount()
-                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                let id = crate::cgroup::cgroup_id(&root.join(&path)).map_err(|_| {
-                    Status::invalid_argument(format!("subject.workload: no cgroup `{path}`"))
-                })?;
-                (None, Some(id))
+            Some(subject) => {
+                let root = crate::cgroup::cgroup2_mount().ok();
+                match grant::grantee(Some(subject), root.as_deref())
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                {
+                    Grantee::User { uid, .. } => (Some(uid), None),
+                    Grantee::Workload { cgroup_id, .. } => (None, Some(cgroup_id)),
+                }
             }
         };
         if !caller.is_admin() && (uid != caller.uid() || cgroup.is_some()) {
