@@ -4,7 +4,7 @@ use std::{fs, io};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
 };
 use ward_abi::{Config, KEY_HEADER_BITS, ManagedCgroup, NetKey, PathKey, Rule, maps};
 
@@ -228,9 +228,7 @@ fn remove_by_id<K: aya::Pod>(
 }
 
 fn count<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<usize, EnforcerError> {
-    let trie: LpmTrie<&MapData, K, Rule> =
-        LpmTrie::try_from(ebpf.map(name).ok_or(EnforcerError::MissingMap(name))?)
-            .map_err(map_err(name))?;
+    let trie: LpmTrie<_, K, Rule> = map(ebpf, name)?;
     Ok(trie.keys().filter(Result::is_ok).count())
 }
 
@@ -239,19 +237,11 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
     let path_rules = count::<PathKey>(ebpf, maps::PATH_RULES[g])?;
     let net_rules = count::<NetKey>(ebpf, maps::NET_RULES[g])?;
     let managed_cgroups = {
-        let m: HashMap<&MapData, u64, ManagedCgroup> = HashMap::try_from(
-            ebpf.map(maps::MANAGED_CGROUPS)
-                .ok_or(EnforcerError::MissingMap(maps::MANAGED_CGROUPS))?,
-        )
-        .map_err(map_err(maps::MANAGED_CGROUPS))?;
+        let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
         m.keys().filter(Result::is_ok).count()
     };
     let events_lost = {
-        let lost: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            ebpf.map(maps::EVENTS_LOST)
-                .ok_or(EnforcerError::MissingMap(maps::EVENTS_LOST))?,
-        )
-        .map_err(map_err(maps::EVENTS_LOST))?;
+        let lost: PerCpuArray<_, u64> = map(ebpf, maps::EVENTS_LOST)?;
         lost.get(&0, 0)
             .map(|v| v.iter().sum())
             .map_err(map_err(maps::EVENTS_LOST))?
@@ -288,9 +278,7 @@ pub fn lookup(
     match object {
         super::Probe::Path(path) => {
             let name = maps::PATH_RULES[g];
-            let trie: LpmTrie<&MapData, PathKey, Rule> =
-                LpmTrie::try_from(ebpf.map(name).ok_or(EnforcerError::MissingMap(name))?)
-                    .map_err(map_err(name))?;
+            let trie: LpmTrie<_, PathKey, Rule> = map(ebpf, name)?;
             let bytes = path.as_bytes();
             let mut key = PathKey::zeroed();
             let len = bytes.len().min(ward_abi::PATH_MAX_LEN - 1);
@@ -302,9 +290,7 @@ pub fn lookup(
         }
         super::Probe::Addr(addr) => {
             let name = maps::NET_RULES[g];
-            let trie: LpmTrie<&MapData, NetKey, Rule> =
-                LpmTrie::try_from(ebpf.map(name).ok_or(EnforcerError::MissingMap(name))?)
-                    .map_err(map_err(name))?;
+            let trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
             let ip = match addr.ip() {
                 std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                 std::net::IpAddr::V6(v6) => v6.octets(),
