@@ -158,17 +158,27 @@ pub fn exec_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, argv0: &str) -> 
 pub fn connect_as_child(cgroup: Option<&OwnedCgroup>, addr: std::net::SocketAddr) -> OpenOutcome {
     let (family, storage, len) = sockaddr(addr);
     // SAFETY: socket, connect, close only.
+    unsafe { in_child(cgroup, || try_connect(family, &storage, len)) }
+}
+
+/// A TCP connect: 0 or the errno.
+///
+/// # Safety
+/// Raw syscalls only, for use in a forked child.
+unsafe fn try_connect(family: i32, storage: &libc::sockaddr_storage, len: libc::socklen_t) -> i32 {
+    // SAFETY: socket, connect, close with a valid address of `len` bytes.
     unsafe {
-        in_child(cgroup, || {
-            let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return errno();
-            }
-            let r = libc::connect(fd, (&raw const storage).cast(), len);
-            let e = if r == 0 { 0 } else { errno() };
-            libc::close(fd);
-            e
-        })
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let e = if libc::connect(fd, (storage as *const libc::sockaddr_storage).cast(), len) == 0 {
+            0
+        } else {
+            errno()
+        };
+        libc::close(fd);
+        e
     }
 }
 
@@ -245,67 +255,60 @@ unsafe fn become_identity(id: Identity, login: &[u8]) -> i32 {
     0
 }
 
-/// Opens `path` read-only in a child that first takes on `id`.
-pub fn open_as(id: Identity, path: &Path) -> OpenOutcome {
-    let target = CString::new(path.as_os_str().as_bytes()).expect("NUL");
+/// Runs `attempt` in a child that first takes on `id`.
+///
+/// # Safety
+/// As for [`in_child`].
+unsafe fn as_identity(id: Identity, attempt: impl FnOnce() -> i32) -> OpenOutcome {
     let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
-    // SAFETY: become_identity, open, close only.
+    // SAFETY: become_identity makes raw syscalls only; the caller vouches
+    // for `attempt`.
     unsafe {
         in_child(None, || {
             let r = become_identity(id, login.as_bytes());
             if r != 0 {
                 return r;
             }
-            let fd = libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return errno();
-            }
-            libc::close(fd);
-            0
+            attempt()
         })
     }
+}
+
+/// Opens `path` read-only in a child that first takes on `id`.
+pub fn open_as(id: Identity, path: &Path) -> OpenOutcome {
+    let target = CString::new(path.as_os_str().as_bytes()).expect("NUL");
+    // SAFETY: open, close only.
+    unsafe { as_identity(id, || try_open(&target, libc::O_RDONLY)) }
 }
 
 /// Connects to `addr` in a child that first takes on `id`.
 pub fn connect_as(id: Identity, addr: std::net::SocketAddr) -> OpenOutcome {
     let (family, storage, len) = sockaddr(addr);
-    let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
-    // SAFETY: become_identity, socket, connect, close only.
-    unsafe {
-        in_child(None, || {
-            let r = become_identity(id, login.as_bytes());
-            if r != 0 {
-                return r;
-            }
-            let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return errno();
-            }
-            let e = if libc::connect(fd, (&raw const storage).cast(), len) == 0 {
-                0
-            } else {
-                errno()
-            };
-            libc::close(fd);
-            e
-        })
-    }
+    // SAFETY: socket, connect, close only.
+    unsafe { as_identity(id, || try_connect(family, &storage, len)) }
 }
 
 /// Opens `path` with `flags` in a child (see [`in_child`]).
 pub fn open_as_child(cgroup: Option<&OwnedCgroup>, path: &Path, flags: i32) -> OpenOutcome {
     let target = CString::new(path.as_os_str().as_bytes()).expect("path has NUL");
     // SAFETY: open, close only.
+    unsafe { in_child(cgroup, || try_open(&target, flags)) }
+}
+
+/// An open (then close): 0 or the errno.
+///
+/// # Safety
+/// Raw syscalls only, for use in a forked child.
+unsafe fn try_open(target: &std::ffi::CStr, flags: i32) -> i32 {
+    // SAFETY: open and close of a NUL-terminated path.
     unsafe {
-        in_child(cgroup, || {
-            let fd = libc::open(target.as_ptr(), flags | libc::O_CLOEXEC);
-            if fd < 0 {
-                return errno();
-            }
-            libc::close(fd);
-            0
-        })
+        let fd = libc::open(target.as_ptr(), flags | libc::O_CLOEXEC);
+        if fd < 0 {
+            return errno();
+        }
+        libc::close(fd);
     }
+    0
 }
 
 /// A fresh directory under /tmp, removed on drop.
