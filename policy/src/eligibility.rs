@@ -1,0 +1,151 @@
+//! JIT eligibility: the Cedar `request` action decides who may be granted
+//! what, and for how long at most; a `forbid` on the operation itself is a
+//! guardrail no grant gets past.
+
+use std::time::Duration;
+
+use cedar_policy::Decision;
+
+use crate::{
+    Action,
+    clock::Clock,
+    compile::Compiler,
+    directory::{DirectoryError, Key, Kind, Record, uid},
+};
+
+/// One grant target to check: who, which operation, on what.
+#[derive(Debug, Clone)]
+pub struct GrantCheck {
+    pub principal: Key,
+    pub action: Action,
+    /// A path, a tree ending in "/", or "ADDR[/PREFIX]:PORTS".
+    pub object: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eligibility {
+    /// Eligible; a grant may last at most `max` (None: the agent's own cap).
+    Eligible {
+        max: Option<Duration>,
+        policies: Vec<String>,
+    },
+    /// No `request` permit applies (or a `request` forbid does).
+    NotEligible { reason: String },
+    /// A forbid on the operation itself: no grant may override it.
+    Forbidden { policies: Vec<String> },
+}
+
+fn resource_kind(action: Action) -> Kind {
+    match action {
+        Action::Read | Action::Write => Kind::Path,
+        Action::Exec => Kind::Executable,
+        Action::Connect => Kind::Network,
+    }
+}
+
+impl Compiler {
+    /// The principal a grant names: its directory entry, or a bare entity
+    /// (no attributes, no groups) when the directory does not list it.
+    pub fn principal_record(&self, key: &Key) -> Result<Record, DirectoryError> {
+        if let Some(r) = self.directory().get(key) {
+            return Ok(r.clone());
+        }
+        if key.0 == Kind::Workload
+            && let Some(r) = self
+                .directory()
+                .of_kind(Kind::Workload)
+                .find(|r| r.def.attrs.get("cgroup").and_then(|v| v.as_str()) == Some(&key.1))
+        {
+            return Ok(r.clone());
+        }
+        let mut attrs = serde_json::Map::new();
+        if key.0 == Kind::Workload {
+            attrs.insert("cgroup".into(), key.1.clone().into());
+        }
+        let def = crate::EntityDef {
+            kind: key.0,
+            id: key.1.clone(),
+            parents: Vec::new(),
+            attrs,
+        };
+        let cedar = cedar_policy::Entity::new_no_attrs(uid(key), Default::default());
+        let cedar = if key.0 == Kind::Workload {
+            cedar_policy::Entity::new(
+                uid(key),
+                [(
+                    "cgroup".to_owned(),
+                    cedar_policy::RestrictedExpression::new_string(key.1.clone()),
+                )]
+                .into(),
+                Default::default(),
+            )
+            .unwrap_or(cedar)
+        } else {
+            cedar
+        };
+        Ok(Record {
+            def,
+            ancestors: Default::default(),
+            cedar,
+        })
+    }
+
+    /// Whether `check` may be granted now, and for how long at most.
+    pub fn eligibility(
+        &self,
+        check: &GrantCheck,
+        clock: &Clock,
+    ) -> Result<Eligibility, DirectoryError> {
+        let principal = self.principal_record(&check.principal)?;
+        let resource = self
+            .directory()
+            .resource_for(resource_kind(check.action), &check.object)?;
+        let guard = self.authorize(&principal, check.action.name(), &resource, None, clock);
+        if guard.decision() == Decision::Deny {
+            let policies: Vec<String> = guard
+                .diagnostics()
+                .reason()
+                .map(|p| p.to_string())
+                .collect();
+            if !policies.is_empty() {
+                return Ok(Eligibility::Forbidden { policies });
+            }
+        }
+        let resp = self.authorize(
+            &principal,
+            "request",
+            &resource,
+            Some(check.action.name()),
+            clock,
+        );
+        let mut policies: Vec<String> =
+            resp.diagnostics().reason().map(|p| p.to_string()).collect();
+        policies.sort();
+        let who = format!("{}::{:?}", check.principal.0, check.principal.1);
+        let what = format!("{} on {}", check.action.name(), check.object);
+        if resp.decision() == Decision::Deny {
+            let reason = if policies.is_empty() {
+                format!("{who} is not eligible for {what}: no `request` policy permits it")
+            } else {
+                format!(
+                    "{who} is not eligible for {what}: forbidden by {}",
+                    policies.join(", ")
+                )
+            };
+            return Ok(Eligibility::NotEligible { reason });
+        }
+        // The longest cap among the permits that apply; one without a cap
+        // leaves only the agent's.
+        let info = &self.policies().info;
+        let caps: Vec<Option<Duration>> = policies
+            .iter()
+            .map(|id| info.get(id).and_then(|i| i.max_duration))
+            .collect();
+        let max = if caps.iter().any(Option::is_none) {
+            None
+        } else {
+            caps.into_iter().flatten().max()
+        };
+        Ok(Eligibility::Eligible { max, policies })
+    }
+}
