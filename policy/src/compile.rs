@@ -242,16 +242,27 @@ impl Compiler {
     /// added or removed recompiles everything.
     pub fn set_directory(&mut self, directory: Directory, clock: &Clock) -> Update {
         let changed = self.directory.changed(&directory);
+        self.apply_directory(directory, &changed, clock).0
+    }
+
+    /// [`Compiler::set_directory`] with the changed keys already known;
+    /// returns the previous directory so the caller decides when to free it.
+    pub fn apply_directory(
+        &mut self,
+        directory: Directory,
+        changed: &BTreeSet<Key>,
+        clock: &Clock,
+    ) -> (Update, Directory) {
         let resources_moved = changed.iter().any(|k| {
             k.0.is_resource() && (self.directory.get(k).is_none() || directory.get(k).is_none())
         });
-        self.directory = directory;
+        let previous = std::mem::replace(&mut self.directory, directory);
         if resources_moved {
             self.recompile(clock);
-            return Update::Full;
+            return (Update::Full, previous);
         }
         let mut changes = Vec::new();
-        for key in &changed {
+        for key in changed {
             if key.0.is_principal() {
                 changes.extend(self.principal_changed(key));
             } else if key.0.is_resource() {
@@ -259,7 +270,7 @@ impl Compiler {
             }
         }
         self.refresh_stats();
-        Update::Delta(changes)
+        (Update::Delta(changes), previous)
     }
 
     /// The compiled entries.

@@ -220,10 +220,10 @@ fn walk(e: &Value, fp: &mut Footprint) {
                     "is" => {
                         let left = &node["left"];
                         if matches!(var(left), Some("principal" | "resource")) {
-                            if let Some(inner) = node.get("in") {
-                                if identity(left, inner, "in", fp) != Some(true) {
-                                    walk(inner, fp);
-                                }
+                            if let Some(inner) = node.get("in")
+                                && identity(left, inner, "in", fp) != Some(true)
+                            {
+                                walk(inner, fp);
                             }
                         } else {
                             walk(node, fp);

@@ -140,7 +140,8 @@ fn decided(c: &Compiler, p: (Kind, String), action: Action, resource: (Kind, &st
 fn decisions_follow_attributes_groups_guardrails_and_labels() {
     let c = compile_at(monday(10, 0), &[("env", "prod")]);
     let wl = (Kind::Workload, "backup".to_owned());
-    let cases: &[((Kind, String), Action, (Kind, &str), &str)] = &[
+    type Case<'a> = ((Kind, String), Action, (Kind, &'a str), &'a str);
+    let cases: &[Case] = &[
         // department rule
         (
             user("alice"),

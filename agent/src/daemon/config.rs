@@ -25,7 +25,28 @@ pub struct Config {
     pub protect: ProtectSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Cedar policy and the attribute directory.
+    pub policy: Option<PolicySection>,
     pub tls: Option<TlsSection>,
+}
+
+/// Where the Cedar policy and its attributes come from. Edits to any of
+/// these files (and to the user database) are picked up while running.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Cedar policy files, e.g. ["/etc/ward/policy.cedar"].
+    pub files: Vec<PathBuf>,
+    /// Users, groups, workloads and protected resources: TOML, or Cedar
+    /// entities JSON for a `.json` file.
+    pub directory: Option<PathBuf>,
+    /// How often the files are checked for changes, e.g. "1s".
+    #[serde(default = "default_reload", with = "humantime_serde_compat")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,10 +188,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        // Policy sources may be named relative to the config file.
+        if let (Some(p), Some(dir)) = (config.policy.as_mut(), path.parent()) {
+            for f in p.files.iter_mut().chain(p.directory.iter_mut()) {
+                if f.is_relative() {
+                    *f = dir.join(&*f);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and checks a config; the error names the key and line.
@@ -212,6 +242,14 @@ impl Config {
                 self.enforce.managed_uids.len(),
                 ward_abi::MAX_UID_RANGES
             ));
+        }
+        if let Some(p) = &self.policy {
+            if p.files.is_empty() {
+                return Err("policy.files: name at least one Cedar policy file".to_owned());
+            }
+            if p.reload_interval.is_zero() {
+                return Err("policy.reload_interval: must be longer than 0s".to_owned());
+            }
         }
         if self.agent.max_grant_duration.is_zero() {
             return Err("agent.max_grant_duration: must be longer than 0s".to_owned());

@@ -18,6 +18,7 @@ use super::{
     audit::{Audit, AuditError, Record},
     config::{Config, HookMode},
     grant::{self, InvalidGrant, ValidGrant, unix_ms},
+    policy::{POLICY_BASE, PolicyEngine, Reload, host_env},
     store::{Store, StoreError, Stored},
 };
 use crate::{
@@ -50,6 +51,14 @@ pub enum EngineError {
     Audit(#[from] AuditError),
     #[error("config: {0}")]
     Config(String),
+    #[error("not eligible: {0}")]
+    NotEligible(String),
+    #[error("policy refused; the previous policy keeps enforcing:\n{0}")]
+    Policy(String),
+    #[error(
+        "no [policy] section in the agent's config: this agent enforces only [protect] and grants"
+    )]
+    NoPolicy,
 }
 
 /// Facts fixed at start.
@@ -68,6 +77,9 @@ pub struct Engine {
     audit: Audit,
     config: Config,
     protection: Vec<(String, Entry)>,
+    policy: Option<PolicyEngine>,
+    /// When the policy sources were last checked for edits.
+    policy_checked: std::time::Instant,
     cgroup_root: Option<PathBuf>,
     events: broadcast::Sender<pb::Event>,
     /// The last events, for watchers that ask for history.
@@ -102,6 +114,21 @@ impl Engine {
             enforcer.manage_cgroup(id)?;
         }
         let protection = protection_entries(&config);
+        let policy = match &config.policy {
+            None => None,
+            Some(section) => {
+                let env = host_env(&config.agent.host_labels, file_and_exec);
+                let p = PolicyEngine::load(section, env, cgroup_root.clone())
+                    .map_err(EngineError::Policy)?;
+                for u in &p.unresolved {
+                    tracing::warn!(principal = %u, "policy principal not enforced");
+                }
+                for id in &p.workload_cgroups {
+                    enforcer.manage_cgroup(*id)?;
+                }
+                Some(p)
+            }
+        };
         let (events, _) = broadcast::channel(4096);
         let mut engine = Engine {
             enforcer,
@@ -109,6 +136,8 @@ impl Engine {
             audit,
             config,
             protection,
+            policy,
+            policy_checked: std::time::Instant::now(),
             cgroup_root,
             events,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
@@ -181,7 +210,7 @@ impl Engine {
                 }
             }
         }
-        let policy: Vec<Entry> = self.protection.iter().map(|(_, e)| e.clone()).collect();
+        let policy = self.policy_entries(None)?;
         // Policy and grants go in together, in one generation swap.
         self.enforcer.replace(&policy, live)?;
         tracing::info!(
@@ -223,6 +252,20 @@ impl Engine {
             self.config.agent.max_grant_duration,
             self.cgroup_root.as_deref(),
         )?;
+        if let Some(p) = &self.policy {
+            let start = valid.not_before.max(now);
+            let duration = valid.expires_at.duration_since(start).unwrap_or_default();
+            if let Err(why) = p.check_grant(&valid.grantee, &valid.targets, duration) {
+                self.record(
+                    "grant_refused",
+                    Some(&g.id),
+                    actor,
+                    serde_json::json!({ "why": why }),
+                    true,
+                )?;
+                return Err(EngineError::NotEligible(why));
+            }
+        }
         let state = if valid.not_before <= now {
             GrantState::Active
         } else {
@@ -434,20 +477,35 @@ impl Engine {
         };
         let protection = self.rule_name(protected_by)?;
         Ok(match x.decided_by {
-            Some((_, rule)) if x.allowed => pb::ExplainResponse {
-                allowed: true,
-                decided_by: "grant".into(),
-                rule_id: self.rule_name(rule.rule_id)?,
-                detail: format!("{object} is protected by {protection}; a grant allows it"),
-                expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
-            },
-            Some((_, rule)) => pb::ExplainResponse {
-                allowed: false,
-                decided_by: "deny".into(),
-                rule_id: self.rule_name(rule.rule_id)?,
-                detail: "an explicit deny covers it".into(),
-                ..Default::default()
-            },
+            Some((_, rule)) if x.allowed && rule.flags & ward_abi::RULE_FROM_GRANT != 0 => {
+                pb::ExplainResponse {
+                    allowed: true,
+                    decided_by: "grant".into(),
+                    rule_id: self.rule_name(rule.rule_id)?,
+                    detail: format!("{object} is protected by {protection}; a grant allows it"),
+                    expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
+                }
+            }
+            Some((_, rule)) if x.allowed => {
+                let by = self.rule_name(rule.rule_id)?;
+                pb::ExplainResponse {
+                    allowed: true,
+                    decided_by: "policy".into(),
+                    detail: format!("{object} is protected by {protection}; {by}"),
+                    rule_id: by,
+                    expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
+                }
+            }
+            Some((_, rule)) => {
+                let by = self.rule_name(rule.rule_id)?;
+                pb::ExplainResponse {
+                    allowed: false,
+                    decided_by: "deny".into(),
+                    detail: format!("an explicit deny covers it: {by}"),
+                    rule_id: by,
+                    ..Default::default()
+                }
+            }
             None => pb::ExplainResponse {
                 allowed: false,
                 decided_by: "protection".into(),
@@ -462,6 +520,16 @@ impl Engine {
 
     /// A kernel rule id as people know it: a grant id or a config entry.
     fn rule_name(&self, id: u64) -> Result<String, EngineError> {
+        if (POLICY_BASE..PROTECTION_BASE).contains(&id) {
+            return Ok(self
+                .policy
+                .as_ref()
+                .and_then(|p| p.rule_name(id))
+                .map_or_else(
+                    || format!("policy rule #{}", id - POLICY_BASE),
+                    str::to_owned,
+                ));
+        }
         if id >= PROTECTION_BASE {
             let i = (id - PROTECTION_BASE) as usize;
             return Ok(self
@@ -474,6 +542,199 @@ impl Engine {
             .store
             .id_of(id)?
             .unwrap_or_else(|| format!("rule #{id}")))
+    }
+
+    /// The policy part of the table: `[protect]` entries, then the
+    /// compiled Cedar entries (`fresh` if the caller just computed them).
+    fn policy_entries(&mut self, fresh: Option<Vec<Entry>>) -> Result<Vec<Entry>, EngineError> {
+        let mut out: Vec<Entry> = self.protection.iter().map(|(_, e)| e.clone()).collect();
+        match (fresh, self.policy.as_mut()) {
+            (Some(f), _) => out.extend(f),
+            (None, Some(p)) => out.extend(p.entries().map_err(EngineError::Policy)?),
+            (None, None) => {}
+        }
+        Ok(out)
+    }
+
+    /// Called often: recompiles at a time boundary, and picks up edited
+    /// policy sources every `policy.reload_interval`.
+    pub fn policy_tick(&mut self) -> Result<(), EngineError> {
+        let Some(p) = self.policy.as_mut() else {
+            return Ok(());
+        };
+        if p.next_boundary().is_some_and(|b| b <= SystemTime::now()) {
+            let entries = p.recompile_now().map_err(EngineError::Policy)?;
+            return self.apply_policy_entries(Reload::Full(entries), "agent", "time boundary");
+        }
+        let interval = self
+            .config
+            .policy
+            .as_ref()
+            .map_or(Duration::from_secs(1), |s| s.reload_interval);
+        if self.policy_checked.elapsed() < interval {
+            return Ok(());
+        }
+        self.policy_checked = std::time::Instant::now();
+        let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
+        match p.reload_if_changed(&env) {
+            Ok(Reload::Unchanged) => Ok(()),
+            Ok(r) => self.apply_policy_entries(r, "agent", "source changed"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload refused; the previous policy keeps enforcing");
+                self.record(
+                    "policy_rejected",
+                    None,
+                    "agent",
+                    serde_json::json!({ "error": e }),
+                    true,
+                )
+            }
+        }
+    }
+
+    /// `ward policy apply`: re-read every source now.
+    pub fn apply_policy(&mut self, actor: &str) -> Result<pb::PolicyStatus, EngineError> {
+        let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
+        let p = self.policy.as_mut().ok_or(EngineError::NoPolicy)?;
+        match p.reload_now(&env) {
+            Ok(r) => self.apply_policy_entries(r, actor, "ward policy apply")?,
+            Err(e) => {
+                self.record(
+                    "policy_rejected",
+                    None,
+                    actor,
+                    serde_json::json!({ "error": e }),
+                    true,
+                )?;
+                return Err(EngineError::Policy(e));
+            }
+        }
+        self.policy_status()
+    }
+
+    fn apply_policy_entries(
+        &mut self,
+        r: Reload,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let (mode, changed) = match r {
+            Reload::Unchanged => return Ok(()),
+            Reload::Full(entries) => {
+                let n = entries.len();
+                if let Some(p) = &self.policy {
+                    for id in p.workload_cgroups.clone() {
+                        self.enforcer.manage_cgroup(id)?;
+                    }
+                }
+                let all = self.policy_entries(Some(entries))?;
+                self.enforcer.apply(&all)?;
+                ("full", n)
+            }
+            Reload::Delta { remove, add } => {
+                if let Some(p) = &self.policy {
+                    for id in p.workload_cgroups.clone() {
+                        self.enforcer.manage_cgroup(id)?;
+                    }
+                }
+                let n = remove.len() + add.len();
+                if let Err(e) = self.enforcer.update_policy(&remove, &add) {
+                    tracing::warn!(error = %e, "incremental policy update failed; rebuilding the table");
+                    let all = self.policy_entries(None)?;
+                    self.enforcer.apply(&all)?;
+                }
+                ("incremental", n)
+            }
+        };
+        tracing::info!(mode, entries = changed, why, "policy applied");
+        self.record(
+            "policy_applied",
+            None,
+            actor,
+            serde_json::json!({ "mode": mode, "entries": changed, "why": why }),
+            true,
+        )?;
+        self.enforce_guardrails()
+    }
+
+    /// A forbid is a guardrail: grants that fall under one now end.
+    fn enforce_guardrails(&mut self) -> Result<(), EngineError> {
+        let Some(p) = &self.policy else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let mut doomed = Vec::new();
+        for s in self
+            .store
+            .list(&[GrantState::Active, GrantState::Scheduled])?
+        {
+            let g = s.record.grant.clone().unwrap_or_default();
+            if let Ok(v) = self.validate_stored(&g, now)
+                && let Some(by) = p.forbidding(&v.grantee, &v.targets)
+            {
+                doomed.push((s, by));
+            }
+        }
+        for (s, by) in doomed {
+            self.end(
+                &s,
+                GrantState::Revoked,
+                "agent",
+                &format!("forbidden by {by}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `ward policy show`.
+    pub fn policy_status(&self) -> Result<pb::PolicyStatus, EngineError> {
+        let Some(p) = &self.policy else {
+            return Ok(pb::PolicyStatus::default());
+        };
+        let c = p.compiler();
+        let mut per_policy: std::collections::HashMap<&str, u64> = Default::default();
+        for d in c.decisions() {
+            for id in &d.outcome.reason {
+                *per_policy.entry(id.as_str()).or_default() += 1;
+            }
+        }
+        let stats = c.stats();
+        Ok(pb::PolicyStatus {
+            configured: true,
+            files: p.files().iter().map(|f| f.display().to_string()).collect(),
+            directory: p
+                .directory_path()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            policies: c
+                .policies()
+                .info
+                .values()
+                .map(|i| pb::PolicySummary {
+                    id: i.id.clone(),
+                    effect: if i.permit { "permit" } else { "forbid" }.into(),
+                    file: i.file.clone(),
+                    line: i.position.line as u32,
+                    entries: per_policy.get(i.id.as_str()).copied().unwrap_or(0),
+                    text: i.text.clone(),
+                })
+                .collect(),
+            principals: stats.principals as u64,
+            resources: stats.resources as u64,
+            principal_classes: stats.principal_classes as u64,
+            resource_classes: stats.resource_classes as u64,
+            decisions: stats.decisions as u64,
+            applied_unix_ms: unix_ms(p.applied_at),
+            next_boundary_unix_ms: p.next_boundary().map_or(0, unix_ms),
+            last_error: p.last_error.clone().unwrap_or_default(),
+            unresolved: p.unresolved.clone(),
+            host_labels: c
+                .env()
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        })
     }
 
     /// Audits a kernel decision and passes it to watchers.

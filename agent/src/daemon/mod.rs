@@ -6,6 +6,7 @@ pub mod authz;
 pub mod config;
 pub mod engine;
 pub mod grant;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -71,8 +71,12 @@ pub async fn run(
         let mut every = tokio::time::interval(Duration::from_millis(200));
         loop {
             every.tick().await;
-            if let Err(err) = ticker.lock().await.tick() {
+            let mut engine = ticker.lock().await;
+            if let Err(err) = engine.tick() {
                 tracing::error!(error = %err, "grant lifecycle tick failed");
+            }
+            if let Err(err) = engine.policy_tick() {
+                tracing::error!(error = %err, "policy tick failed");
             }
         }
     });

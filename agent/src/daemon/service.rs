@@ -67,6 +67,9 @@ fn status(e: EngineError) -> Status {
         EngineError::NotFound(_) => Status::not_found(e.to_string()),
         EngineError::Conflict(_) => Status::already_exists(e.to_string()),
         EngineError::Ended(_) => Status::failed_precondition(e.to_string()),
+        EngineError::NotEligible(_) => Status::permission_denied(e.to_string()),
+        EngineError::Policy(_) => Status::invalid_argument(e.to_string()),
+        EngineError::NoPolicy => Status::failed_precondition(e.to_string()),
         EngineError::Enforcer(crate::enforcer::EnforcerError::Full { .. }) => {
             Status::resource_exhausted(e.to_string())
         }
@@ -202,6 +205,35 @@ impl Agent for AgentService {
             .explain(uid, cgroup, op, &r.object)
             .map_err(status)?;
         Ok(Response::new(answer))
+    }
+
+    async fn apply_policy(
+        &self,
+        req: Request<pb::ApplyPolicyRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        let caller = self.caller(&req, "ApplyPolicy").await?;
+        self.require_admin(&caller, "ApplyPolicy").await?;
+        let result = self.engine.lock().await.apply_policy(&caller.actor());
+        match result {
+            Ok(s) => {
+                tracing::info!(actor = %caller.actor(), "policy applied on request");
+                Ok(Response::new(s))
+            }
+            Err(e) => {
+                tracing::warn!(actor = %caller.actor(), error = %e, "policy apply refused");
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        let caller = self.caller(&req, "GetPolicy").await?;
+        self.require_admin(&caller, "GetPolicy").await?;
+        let s = self.engine.lock().await.policy_status().map_err(status)?;
+        Ok(Response::new(s))
     }
 
     type WatchEventsStream = EventStream;

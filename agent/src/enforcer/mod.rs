@@ -214,6 +214,69 @@ impl Enforcer {
         result
     }
 
+    /// Edits the policy part of the live table entry by entry: what an
+    /// incremental recompile changed. Each touched slot is rewritten once;
+    /// on any error the model is put back and the touched slots re-synced.
+    pub fn update_policy(&mut self, remove: &[Entry], add: &[Entry]) -> Result<(), EnforcerError> {
+        let mut touched = BTreeSet::new();
+        let mut removed = Vec::new();
+        for e in remove {
+            let slot = e.slot()?;
+            if let Some(entries) = self.policy.get_mut(&slot)
+                && let Some(i) = entries.iter().position(|x| x == e)
+            {
+                removed.push(entries.remove(i));
+                if entries.is_empty() {
+                    self.policy.remove(&slot);
+                }
+            }
+            touched.insert(slot);
+        }
+        let mut added = Vec::new();
+        for e in add {
+            let slot = match e.slot() {
+                Ok(s) => s,
+                Err(err) => {
+                    self.undo_policy_edit(&removed, &added);
+                    return Err(err.into());
+                }
+            };
+            self.policy.entry(slot.clone()).or_default().push(e.clone());
+            added.push(e.clone());
+            touched.insert(slot);
+        }
+        if let Err(err) = self.sync(&touched) {
+            self.undo_policy_edit(&removed, &added);
+            let _ = self.sync(&touched);
+            return Err(err);
+        }
+        tracing::debug!(
+            removed = removed.len(),
+            added = added.len(),
+            "updated policy entries"
+        );
+        Ok(())
+    }
+
+    fn undo_policy_edit(&mut self, removed: &[Entry], added: &[Entry]) {
+        for e in added {
+            if let Ok(slot) = e.slot()
+                && let Some(entries) = self.policy.get_mut(&slot)
+                && let Some(i) = entries.iter().position(|x| x == e)
+            {
+                entries.remove(i);
+                if entries.is_empty() {
+                    self.policy.remove(&slot);
+                }
+            }
+        }
+        for e in removed {
+            if let Ok(slot) = e.slot() {
+                self.policy.entry(slot).or_default().push(e.clone());
+            }
+        }
+    }
+
     /// Adds (or replaces) a grant's entries in the live table. Refused whole
     /// if any entry is invalid or the table is full.
     pub fn grant(&mut self, grant_id: u64, entries: Vec<Entry>) -> Result<(), EnforcerError> {

@@ -35,13 +35,18 @@ impl Drop for Host {
     }
 }
 
-fn rel(cg: &Path) -> String {
+pub fn rel(cg: &Path) -> String {
     let root = ward_agent::cgroup::cgroup2_mount().unwrap();
     cg.strip_prefix(&root).unwrap().display().to_string()
 }
 
 /// A host config protecting one loopback port for one managed cgroup.
 pub fn host(tag: &str, extra: &str) -> Host {
+    host_protecting(tag, true, extra)
+}
+
+/// A host config; with `protect`, `[protect]` names the loopback port.
+pub fn host_protecting(tag: &str, protect: bool, extra: &str) -> Host {
     let dir = TempDir::new(&format!("wardd-{tag}"));
     let sb = sandbox(&format!("d-{tag}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -63,13 +68,16 @@ hooks = "cgroup"
 connect_cgroup = "{root}"
 managed_cgroups = ["{managed}"]
 
-[protect]
-networks = ["127.0.0.1/32:{port}"]
+{protect}
 {extra}
 "#,
+        protect = if protect {
+            format!("[protect]\nnetworks = [\"127.0.0.1/32:{}\"]", addr.port())
+        } else {
+            String::new()
+        },
         root = rel(sb.root.path()),
         managed = rel(sb.managed.path()),
-        port = addr.port(),
     );
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();

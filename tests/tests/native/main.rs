@@ -7,4 +7,5 @@ mod daemon;
 mod dist;
 mod doctor;
 mod pinning;
+mod policy;
 mod tls;

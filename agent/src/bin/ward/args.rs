@@ -74,11 +74,57 @@ pub enum Command {
     /// Answers from the kernel's own tables and clock. Exit status 0 when
     /// allowed, 10 when denied.
     Explain(ExplainArgs),
+    /// Check, apply and show the Cedar policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Report what the running kernel lets ward enforce (needs root).
     ///
     /// Exit status: 0 everything works; 2 ward can enforce only part of its
     /// model here (each missing piece is named); 1 a check could not run.
     Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Check Cedar policy files without the agent: syntax, ward's schema,
+    /// and what the kernel table can express.
+    ///
+    /// Every error names the file, line, column and policy id. With
+    /// --directory, the policies are also compiled over that directory and
+    /// the size of the result is reported. Exit status 0 valid, 5 invalid.
+    Check {
+        /// Cedar policy files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// An attribute directory (TOML, or Cedar entities JSON) to compile
+        /// against.
+        #[arg(long, value_name = "FILE")]
+        directory: Option<PathBuf>,
+        /// Host labels the policies may test, e.g. --label env=prod.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the agent re-read its policy files and directory now and apply
+    /// them (root or the admin group).
+    ///
+    /// The new table is swapped in at once. If anything is wrong, nothing
+    /// changes: the previous policy keeps enforcing, and every error is
+    /// printed. Exit status 0 applied, 5 refused.
+    Apply {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the policy in force: each policy, how many kernel entries it
+    /// decided, the next time-window boundary, and any refused reload.
+    Show {
+        /// Print each policy's text too.
+        #[arg(long)]
+        full: bool,
         #[arg(long)]
         json: bool,
     },

@@ -7,7 +7,7 @@ use ward_agent::{client, doctor};
 use ward_proto::v1::{self as pb, object, subject};
 
 use crate::{
-    args::{Cli, Command, ExplainArgs, GrantArgs, SubjectArgs},
+    args::{Cli, Command, ExplainArgs, GrantArgs, PolicyCommand, SubjectArgs},
     exit, render,
 };
 
@@ -54,6 +54,15 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     if let Command::Doctor { json } = cli.command {
         let code = doctor::print(&doctor::run(), json).map_err(|e| usage(e.to_string()))?;
         return Ok(code as u8);
+    }
+    if let Command::Policy(PolicyCommand::Check {
+        files,
+        directory,
+        labels,
+        json,
+    }) = &cli.command
+    {
+        return check_policy(files, directory.as_deref(), labels, *json);
     }
     let mut agent = client::connect(&cli.socket).await?;
     match cli.command {
@@ -104,6 +113,21 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             }
         }
         Command::Explain(args) => return explain(&mut agent, args).await,
+        Command::Policy(PolicyCommand::Check { .. }) => unreachable!("handled above"),
+        Command::Policy(PolicyCommand::Apply { json }) => {
+            let s = agent
+                .apply_policy(pb::ApplyPolicyRequest {})
+                .await?
+                .into_inner();
+            render::policy_applied(&s, json);
+        }
+        Command::Policy(PolicyCommand::Show { full, json }) => {
+            let s = agent
+                .get_policy(pb::GetPolicyRequest {})
+                .await?
+                .into_inner();
+            render::policy(&s, full, json);
+        }
     }
     Ok(exit::OK)
 }
@@ -232,4 +256,45 @@ async fn explain(
         .into_inner();
     render::explanation(&r, a.json);
     Ok(if r.allowed { exit::OK } else { exit::DENIED })
+}
+
+/// `ward policy check`: everything the agent would refuse, without it.
+fn check_policy(
+    files: &[std::path::PathBuf],
+    directory: Option<&std::path::Path>,
+    labels: &[String],
+    json: bool,
+) -> Result<u8, CliError> {
+    use ward_policy::{Clock, Compiler, Directory, Policies};
+    let mut env_labels = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--label `{l}`: expected KEY=VALUE")))?;
+        env_labels.insert(k.to_owned(), v.to_owned());
+    }
+    let policies = match Policies::load(files) {
+        Ok(p) => p,
+        Err(errors) => {
+            render::policy_errors(&errors, json);
+            return Ok(exit::INVALID);
+        }
+    };
+    let compiled = match directory {
+        None => None,
+        Some(d) => {
+            let dir = Directory::load(d).map_err(|e| CliError {
+                code: exit::INVALID,
+                message: e.to_string(),
+            })?;
+            ward_agent::daemon::policy::check_resources(&dir).map_err(|e| CliError {
+                code: exit::INVALID,
+                message: e,
+            })?;
+            let env = ward_agent::daemon::policy::host_env(&env_labels, true);
+            Some(Compiler::new(policies.clone(), dir, env, &Clock::system()))
+        }
+    };
+    render::policy_checked(&policies, compiled.as_ref(), json);
+    Ok(exit::OK)
 }

@@ -249,3 +249,164 @@ pub fn explanation(r: &pb::ExplainResponse, json: bool) {
     }
     println!();
 }
+
+pub fn policy_errors(errors: &[ward_policy::PolicyError], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "valid": false, "errors": errors })
+        );
+        return;
+    }
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!(
+        "{} error{}; nothing applied",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+}
+
+pub fn policy_checked(
+    p: &ward_policy::Policies,
+    compiled: Option<&ward_policy::Compiler>,
+    json: bool,
+) {
+    let stats = compiled.map(|c| c.stats().clone());
+    if json {
+        let ids: Vec<&String> = p.info.keys().collect();
+        println!(
+            "{}",
+            serde_json::json!({ "valid": true, "policies": ids, "compiled": stats })
+        );
+        return;
+    }
+    println!("ok: {} policies valid against ward's schema", p.len());
+    for i in p.info.values() {
+        println!(
+            "  {:<24} {:<6} {}:{}",
+            i.id,
+            if i.permit { "permit" } else { "forbid" },
+            i.file,
+            i.position.line
+        );
+    }
+    if let Some(s) = stats {
+        println!(
+            "compiled: {} principals ({} classes) x {} resources ({} classes): {} decisions, {} Cedar evaluations",
+            s.principals,
+            s.principal_classes,
+            s.resources,
+            s.resource_classes,
+            s.decisions,
+            s.evaluations
+        );
+    }
+}
+
+fn policy_json(s: &pb::PolicyStatus, full: bool) -> Value {
+    serde_json::json!({
+        "configured": s.configured,
+        "files": s.files,
+        "directory": s.directory,
+        "policies": s.policies.iter().map(|p| {
+            let mut v = serde_json::json!({
+                "id": p.id, "effect": p.effect, "file": p.file, "line": p.line, "entries": p.entries,
+            });
+            if full {
+                v["text"] = p.text.clone().into();
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "principals": s.principals,
+        "resources": s.resources,
+        "principal_classes": s.principal_classes,
+        "resource_classes": s.resource_classes,
+        "decisions": s.decisions,
+        "applied_at_unix_ms": s.applied_unix_ms,
+        "next_boundary_unix_ms": s.next_boundary_unix_ms,
+        "last_error": s.last_error,
+        "unresolved": s.unresolved,
+        "host_labels": s.host_labels,
+    })
+}
+
+pub fn policy(s: &pb::PolicyStatus, full: bool, json: bool) {
+    if json {
+        println!("{}", policy_json(s, full));
+        return;
+    }
+    if !s.configured {
+        println!("no Cedar policy: the agent's config has no [policy] section");
+        return;
+    }
+    println!("files:       {}", s.files.join(", "));
+    println!(
+        "directory:   {}",
+        if s.directory.is_empty() {
+            "-"
+        } else {
+            &s.directory
+        }
+    );
+    println!(
+        "host labels: {}",
+        if s.host_labels.is_empty() {
+            "-".to_owned()
+        } else {
+            s.host_labels.join(", ")
+        }
+    );
+    println!("applied:     {}", when(s.applied_unix_ms));
+    println!(
+        "compiled:    {} principals ({} classes) x {} resources ({} classes): {} decisions",
+        s.principals, s.principal_classes, s.resources, s.resource_classes, s.decisions
+    );
+    if s.next_boundary_unix_ms > 0 {
+        println!(
+            "next window boundary: {} ({})",
+            when(s.next_boundary_unix_ms),
+            left(s.next_boundary_unix_ms)
+        );
+    }
+    println!();
+    println!("{:<24} {:<7} {:>8}  SOURCE", "POLICY", "EFFECT", "ENTRIES");
+    for p in &s.policies {
+        println!(
+            "{:<24} {:<7} {:>8}  {}:{}",
+            p.id, p.effect, p.entries, p.file, p.line
+        );
+        if full {
+            for line in p.text.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    for u in &s.unresolved {
+        println!("warning: not enforced: {u}");
+    }
+    if !s.last_error.is_empty() {
+        println!(
+            "\nlast reload REFUSED (the policy above still enforces):\n{}",
+            s.last_error
+        );
+    }
+}
+
+pub fn policy_applied(s: &pb::PolicyStatus, json: bool) {
+    if json {
+        println!("{}", policy_json(s, false));
+        return;
+    }
+    println!(
+        "applied: {} policies, {} decisions over {} principals and {} resources",
+        s.policies.len(),
+        s.decisions,
+        s.principals,
+        s.resources
+    );
+    for u in &s.unresolved {
+        println!("warning: not enforced: {u}");
+    }
+}

@@ -1,0 +1,539 @@
+//! Cedar policy in the agent: sources watched for changes, compiled by
+//! `ward_policy`, and turned into kernel entries.
+//!
+//! A source that fails to load or compile is refused whole: the previous
+//! table keeps enforcing, and the error is logged, audited, and shown by
+//! `ward policy show`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use ward_abi::{Effect, Op};
+use ward_policy::{
+    Action, Change, Clock, Compiler, Directory, Eligibility, Env, GrantCheck, Kind, Policies,
+    Update, directory::Key,
+};
+
+use super::{config::PolicySection, grant, users};
+use crate::{
+    cgroup,
+    enforcer::{Entry, Expiry, NetPattern, Object, PathPattern, Subject},
+};
+
+/// Kernel rule ids from policy: this plus an index into [`Names`].
+pub const POLICY_BASE: u64 = 1 << 61;
+
+/// Every source file's modification time, to notice edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamps(Vec<Option<SystemTime>>);
+
+impl Stamps {
+    fn of(paths: &[PathBuf]) -> Stamps {
+        Stamps(
+            paths
+                .iter()
+                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .collect(),
+        )
+    }
+}
+
+/// Names for the kernel rule ids policy entries carry.
+#[derive(Debug, Default)]
+struct Names {
+    ids: HashMap<String, u64>,
+    list: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: String) -> u64 {
+        let next = POLICY_BASE + self.list.len() as u64;
+        *self.ids.entry(name.clone()).or_insert_with(|| {
+            self.list.push(name);
+            next
+        })
+    }
+
+    fn name(&self, id: u64) -> Option<&str> {
+        let i = id.checked_sub(POLICY_BASE)? as usize;
+        self.list.get(i).map(String::as_str)
+    }
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    /// Swap the whole policy table for these entries.
+    Full(Vec<Entry>),
+    /// Remove these entries, then add those.
+    Delta {
+        remove: Vec<Entry>,
+        add: Vec<Entry>,
+    },
+}
+
+pub struct PolicyEngine {
+    files: Vec<PathBuf>,
+    directory_path: Option<PathBuf>,
+    watched: Vec<PathBuf>,
+    stamps: Stamps,
+    compiler: Compiler,
+    names: Names,
+    subjects: HashMap<Key, Option<Subject>>,
+    cgroup_root: Option<PathBuf>,
+    /// Principals the kernel cannot be told about, and why.
+    pub unresolved: Vec<String>,
+    pub last_error: Option<String>,
+    pub applied_at: SystemTime,
+    /// Cgroups of the directory's workloads, to be managed.
+    pub workload_cgroups: Vec<u64>,
+}
+
+/// Loads policies and directory; every error is in the message.
+fn load_sources(
+    files: &[PathBuf],
+    directory: Option<&Path>,
+) -> Result<(Policies, Directory), String> {
+    let policies = Policies::load(files).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let directory = match directory {
+        Some(d) => Directory::load(d).map_err(|e| e.to_string())?,
+        None => Directory::default(),
+    };
+    Ok((policies, directory))
+}
+
+/// The host, as policies see it.
+pub fn host_env(
+    labels: &std::collections::BTreeMap<String, String>,
+    file_enforcement: bool,
+) -> Env {
+    Env {
+        host: hostname(),
+        labels: labels.clone(),
+        file_enforcement,
+        kernel: crate::kernel::release(),
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+impl PolicyEngine {
+    pub fn load(
+        section: &PolicySection,
+        env: Env,
+        cgroup_root: Option<PathBuf>,
+    ) -> Result<PolicyEngine, String> {
+        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+        let mut watched = section.files.clone();
+        watched.extend(section.directory.clone());
+        // Users map to uids through the user database; notice its edits.
+        watched.push(PathBuf::from("/etc/passwd"));
+        watched.push(PathBuf::from("/etc/group"));
+        let stamps = Stamps::of(&watched);
+        let compiler = Compiler::new(policies, directory, env, &Clock::system());
+        let mut engine = PolicyEngine {
+            files: section.files.clone(),
+            directory_path: section.directory.clone(),
+            watched,
+            stamps,
+            compiler,
+            names: Names::default(),
+            subjects: HashMap::new(),
+            cgroup_root,
+            unresolved: Vec::new(),
+            last_error: None,
+            applied_at: SystemTime::now(),
+            workload_cgroups: Vec::new(),
+        };
+        engine.resolve_subjects();
+        Ok(engine)
+    }
+
+    pub fn compiler(&self) -> &Compiler {
+        &self.compiler
+    }
+
+    /// All policy entries: protection for every directory resource, and
+    /// each compiled decision.
+    pub fn entries(&mut self) -> Result<Vec<Entry>, String> {
+        let mut out = Vec::new();
+        for key in self.compiler.resources().to_vec() {
+            let object = object_of(&key)?;
+            let rule_id = self.names.id(format!(
+                "directory resource {}",
+                ward_policy::directory::display_key(&key)
+            ));
+            for action in Action::for_kind(key.0) {
+                out.push(Entry {
+                    subject: Subject::Protected,
+                    op: op_of(*action),
+                    object: object.clone(),
+                    effect: Effect::Deny,
+                    expires: Expiry::Never,
+                    rule_id,
+                    from_grant: false,
+                });
+            }
+        }
+        let decisions: Vec<(Key, Action, Key, ward_policy::Outcome)> = self
+            .compiler
+            .decisions()
+            .map(|d| {
+                (
+                    d.principal.clone(),
+                    d.action,
+                    d.resource.clone(),
+                    d.outcome.clone(),
+                )
+            })
+            .collect();
+        for (p, action, r, outcome) in decisions {
+            if let Some(e) = self.entry(&p, action, &r, &outcome)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn entry(
+        &mut self,
+        principal: &Key,
+        action: Action,
+        resource: &Key,
+        outcome: &ward_policy::Outcome,
+    ) -> Result<Option<Entry>, String> {
+        let Some(subject) = self.subjects.get(principal).copied().flatten() else {
+            return Ok(None);
+        };
+        let (effect, verb) = match outcome.effect {
+            ward_policy::Effect::Allow => (Effect::Allow, "permitted by"),
+            ward_policy::Effect::Forbid => (Effect::Deny, "forbidden by"),
+        };
+        let ids = outcome
+            .reason
+            .iter()
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>();
+        let plural = if ids.len() > 1 { "policies" } else { "policy" };
+        let rule_id = self
+            .names
+            .id(format!("{verb} Cedar {plural} {}", ids.join(", ")));
+        Ok(Some(Entry {
+            subject,
+            op: op_of(action),
+            object: object_of(resource)?,
+            effect,
+            expires: outcome
+                .until
+                .map_or(Expiry::Never, |t| Expiry::AtBootNs(grant::to_boot_ns(t))),
+            rule_id,
+            from_grant: false,
+        }))
+    }
+
+    fn change_entries(&mut self, changes: &[Change]) -> Result<(Vec<Entry>, Vec<Entry>), String> {
+        let (mut remove, mut add) = (Vec::new(), Vec::new());
+        for c in changes {
+            if let Some(o) = &c.old
+                && let Some(e) = self.entry(&c.principal, c.action, &c.resource, o)?
+            {
+                remove.push(e);
+            }
+            if let Some(n) = &c.new
+                && let Some(e) = self.entry(&c.principal, c.action, &c.resource, n)?
+            {
+                add.push(e);
+            }
+        }
+        Ok((remove, add))
+    }
+
+    /// The kernel subject of every principal the directory lists.
+    fn resolve_subjects(&mut self) {
+        self.subjects.clear();
+        self.unresolved.clear();
+        self.workload_cgroups.clear();
+        let keys: Vec<Key> = self.compiler.principals().cloned().collect();
+        for key in keys {
+            let subject = self.resolve(&key);
+            self.subjects.insert(key, subject);
+        }
+    }
+
+    fn resolve(&mut self, key: &Key) -> Option<Subject> {
+        match key.0 {
+            Kind::User => match users::by_name(&key.1) {
+                Some(u) => Some(Subject::Uid(u.uid)),
+                None => {
+                    self.unresolved.push(format!(
+                        "users.{}: no such user in the user database",
+                        key.1
+                    ));
+                    None
+                }
+            },
+            Kind::Workload => {
+                let path = self
+                    .compiler
+                    .directory()
+                    .get(key)
+                    .and_then(|r| r.def.attrs.get("cgroup"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let id = self
+                    .cgroup_root
+                    .as_ref()
+                    .and_then(|root| cgroup::cgroup_id(&root.join(&path)).ok());
+                match id {
+                    Some(id) => {
+                        self.workload_cgroups.push(id);
+                        Some(Subject::Cgroup(id))
+                    }
+                    None => {
+                        self.unresolved.push(format!(
+                            "workloads.{}: no cgroup `{path}` on this host",
+                            key.1
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Re-reads sources that changed since the last look. On an error the
+    /// compiler is untouched, so the previous table keeps enforcing.
+    pub fn reload_if_changed(&mut self, env: &Env) -> Result<Reload, String> {
+        let stamps = Stamps::of(&self.watched);
+        let env_changed = env != self.compiler.env();
+        if stamps == self.stamps && !env_changed {
+            return Ok(Reload::Unchanged);
+        }
+        let result = self.reload(env, &stamps);
+        self.stamps = stamps;
+        result
+    }
+
+    /// Re-reads every source now (`ward policy apply`).
+    pub fn reload_now(&mut self, env: &Env) -> Result<Reload, String> {
+        let stamps = Stamps::of(&self.watched);
+        let result = self.reload(env, &stamps);
+        self.stamps = stamps;
+        result
+    }
+
+    fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, String> {
+        let (policies, directory) = load_sources(&self.files, self.directory_path.as_deref())
+            .inspect_err(|e| {
+                self.last_error = Some(e.clone());
+            })?;
+        let clock = Clock::system();
+        let policies_same = policies_equal(&policies, self.compiler.policies());
+        let users_changed =
+            stamps.0[stamps.0.len() - 2..] != self.stamps.0[self.stamps.0.len() - 2..];
+        let result = if policies_same && *env == *self.compiler.env() && !users_changed {
+            match self.compiler.set_directory(directory, &clock) {
+                Update::Full => {
+                    self.resolve_subjects();
+                    Reload::Full(self.entries()?)
+                }
+                Update::Delta(changes) => {
+                    // New principals need subjects.
+                    for c in &changes {
+                        if !self.subjects.contains_key(&c.principal) {
+                            let s = self.resolve(&c.principal);
+                            self.subjects.insert(c.principal.clone(), s);
+                        }
+                    }
+                    let (remove, add) = self.change_entries(&changes)?;
+                    Reload::Delta { remove, add }
+                }
+            }
+        } else {
+            let previous = std::mem::replace(
+                &mut self.compiler,
+                Compiler::new(policies, directory, env.clone(), &clock),
+            );
+            self.resolve_subjects();
+            match self.entries() {
+                Ok(e) => Reload::Full(e),
+                Err(e) => {
+                    self.compiler = previous;
+                    self.resolve_subjects();
+                    self.last_error = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        };
+        self.last_error = None;
+        self.applied_at = SystemTime::now();
+        Ok(result)
+    }
+
+    /// At a time boundary: recompile everything for the new time.
+    pub fn recompile_now(&mut self) -> Result<Vec<Entry>, String> {
+        self.compiler.recompile(&Clock::system());
+        self.applied_at = SystemTime::now();
+        self.entries()
+    }
+
+    pub fn next_boundary(&self) -> Option<SystemTime> {
+        self.compiler.next_boundary()
+    }
+
+    pub fn rule_name(&self, id: u64) -> Option<&str> {
+        self.names.name(id)
+    }
+
+    /// Whether a grant may be compiled: each target must be eligible by the
+    /// `request` action, within its cap, and not under a forbid.
+    pub fn check_grant(
+        &self,
+        grantee: &grant::Grantee,
+        targets: &[(Op, Object)],
+        duration: Duration,
+    ) -> Result<(), String> {
+        let clock = Clock::system();
+        let principal = principal_key(grantee);
+        for (op, object) in targets {
+            let check = GrantCheck {
+                principal: principal.clone(),
+                action: action_of(*op),
+                object: object.to_string(),
+            };
+            match self
+                .compiler
+                .eligibility(&check, &clock)
+                .map_err(|e| e.to_string())?
+            {
+                Eligibility::Eligible {
+                    max: Some(max),
+                    policies,
+                } if duration > max => {
+                    // Clients compute deadlines a little before we see them.
+                    let asked = Duration::from_secs((duration.as_millis() as u64 + 500) / 1000);
+                    return Err(format!(
+                        "{} for {} on {object} is over the maximum of {} set by {}",
+                        humantime::format_duration(asked),
+                        op_name(*op),
+                        humantime::format_duration(max),
+                        policies.join(", ")
+                    ));
+                }
+                Eligibility::Eligible { .. } => {}
+                Eligibility::NotEligible { reason } => return Err(reason),
+                Eligibility::Forbidden { policies } => {
+                    return Err(format!(
+                        "{} on {object} is forbidden by {}; no grant overrides a forbid",
+                        op_name(*op),
+                        policies.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The forbid policies a grant's target falls under now, if any.
+    pub fn forbidding(&self, grantee: &grant::Grantee, targets: &[(Op, Object)]) -> Option<String> {
+        let clock = Clock::system();
+        let principal = principal_key(grantee);
+        targets.iter().find_map(|(op, object)| {
+            let check = GrantCheck {
+                principal: principal.clone(),
+                action: action_of(*op),
+                object: object.to_string(),
+            };
+            match self.compiler.eligibility(&check, &clock) {
+                Ok(Eligibility::Forbidden { policies }) => Some(policies.join(", ")),
+                _ => None,
+            }
+        })
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    pub fn directory_path(&self) -> Option<&Path> {
+        self.directory_path.as_deref()
+    }
+}
+
+fn policies_equal(a: &Policies, b: &Policies) -> bool {
+    a.info.len() == b.info.len()
+        && a.info
+            .iter()
+            .zip(&b.info)
+            .all(|((ia, pa), (ib, pb))| ia == ib && pa.text == pb.text && pa.file == pb.file)
+}
+
+fn principal_key(g: &grant::Grantee) -> Key {
+    match g {
+        grant::Grantee::User { name: Some(n), .. } => (Kind::User, n.clone()),
+        grant::Grantee::User { uid, name: None } => (Kind::User, format!("#{uid}")),
+        grant::Grantee::Workload { path, .. } => (Kind::Workload, path.clone()),
+    }
+}
+
+fn op_of(a: Action) -> Op {
+    match a {
+        Action::Read => Op::Read,
+        Action::Write => Op::Write,
+        Action::Exec => Op::Exec,
+        Action::Connect => Op::Connect,
+    }
+}
+
+fn action_of(op: Op) -> Action {
+    match op {
+        Op::Read => Action::Read,
+        Op::Write => Action::Write,
+        Op::Exec => Action::Exec,
+        Op::Connect => Action::Connect,
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    action_of(op).name()
+}
+
+/// A directory resource as a kernel object.
+fn object_of(key: &Key) -> Result<Object, String> {
+    let name = ward_policy::directory::display_key(key);
+    match key.0 {
+        Kind::Path | Kind::Executable => PathPattern::parse(&key.1)
+            .map(Object::Path)
+            .map_err(|e| format!("{name}: {e}")),
+        Kind::Network => NetPattern::parse(&key.1)
+            .map(Object::Net)
+            .map_err(|e| format!("{name}: {e}")),
+        _ => Err(format!("{name}: not a resource")),
+    }
+}
+
+/// Checks that every directory resource is something the kernel can
+/// match: `ward policy check --directory`.
+pub fn check_resources(d: &Directory) -> Result<(), String> {
+    for r in d.resources() {
+        object_of(&r.def.key())?;
+    }
+    Ok(())
+}
