@@ -47,15 +47,18 @@ pub fn install(ws: &Workspace, root: &Path) -> Result<()> {
         "/usr/lib/tmpfiles.d/ward.conf",
         0o644,
     )?;
-    let config = root.join("etc/ward/agent.toml");
-    if config.exists() {
-        println!("    {} exists; left unchanged", config.display());
-    } else {
-        place(dist.join("agent.toml"), "/etc/ward/agent.toml", 0o640)?;
+    // Operators' own files are never overwritten.
+    for name in ["agent.toml", "policy.cedar", "directory.toml"] {
+        let target = root.join("etc/ward").join(name);
+        if target.exists() {
+            println!("    {} exists; left unchanged", target.display());
+        } else {
+            place(dist.join(name), &format!("/etc/ward/{name}"), 0o640)?;
+        }
     }
     if root == Path::new("/") {
         println!(
-            "next: edit /etc/ward/agent.toml, then `systemctl daemon-reload && systemctl enable --now wardd`"
+            "next: edit /etc/ward/agent.toml, policy.cedar and directory.toml (check with `ward policy check`), then `systemctl daemon-reload && systemctl enable --now wardd`"
         );
     }
     Ok(())

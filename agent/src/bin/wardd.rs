@@ -22,7 +22,8 @@ struct Args {
     /// Configuration file.
     #[arg(long, short, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
-    /// Check the configuration file and exit (0 valid, 1 invalid).
+    /// Check the configuration file, and the Cedar policy and directory it
+    /// names, then exit (0 valid, 1 invalid).
     #[arg(long)]
     check_config: bool,
     /// Report what the running kernel lets ward enforce, then exit
@@ -64,6 +65,12 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     let config = config::Config::load(&args.config)?;
     if args.check_config {
+        if let Some(section) = &config.policy {
+            let summary =
+                ward_agent::daemon::policy::check_sources(section, &config.agent.host_labels)
+                    .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
+            println!("policy: {summary}");
+        }
         println!("{}: ok", args.config.display());
         return Ok(());
     }

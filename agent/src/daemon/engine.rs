@@ -556,6 +556,11 @@ impl Engine {
         Ok(out)
     }
 
+    /// When the compiled policy next changes with the clock.
+    pub fn policy_boundary(&self) -> Option<SystemTime> {
+        self.policy.as_ref().and_then(PolicyEngine::next_boundary)
+    }
+
     /// Called often: recompiles at a time boundary, and picks up edited
     /// policy sources every `policy.reload_interval`.
     pub fn policy_tick(&mut self) -> Result<(), EngineError> {

@@ -537,3 +537,25 @@ pub fn check_resources(d: &Directory) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `wardd --check-config`: loads and compiles the policy sources exactly as
+/// the agent would, without touching the kernel.
+pub fn check_sources(
+    section: &PolicySection,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+    check_resources(&directory)?;
+    let n = policies.len();
+    let c = Compiler::new(
+        policies,
+        directory,
+        host_env(labels, true),
+        &Clock::system(),
+    );
+    let s = c.stats();
+    Ok(format!(
+        "{n} policies; {} principals x {} resources: {} decisions",
+        s.principals, s.resources, s.decisions
+    ))
+}

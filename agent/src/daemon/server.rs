@@ -66,11 +66,19 @@ pub async fn run(
             }
         }
     });
+    const TICK: Duration = Duration::from_millis(200);
     let ticker = engine.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_millis(200));
         loop {
-            every.tick().await;
+            // Every 200 ms, and exactly at a time-window boundary, so a
+            // window that opens does so when the clock says it does.
+            let wait = ticker
+                .lock()
+                .await
+                .policy_boundary()
+                .and_then(|b| b.duration_since(std::time::SystemTime::now()).ok())
+                .map_or(TICK, |d| d.min(TICK));
+            tokio::time::sleep(wait).await;
             let mut engine = ticker.lock().await;
             if let Err(err) = engine.tick() {
                 tracing::error!(error = %err, "grant lifecycle tick failed");

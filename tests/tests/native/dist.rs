@@ -25,6 +25,28 @@ fn the_sample_config_is_valid() {
 }
 
 #[test]
+fn the_sample_policy_checks_and_compiles() {
+    let (code, out, err) = run(
+        &ward_tests::ward_bin(),
+        &[
+            "policy",
+            "check",
+            dist("policy.cedar").to_str().unwrap(),
+            "--directory",
+            dist("directory.toml").to_str().unwrap(),
+            "--label",
+            "env=prod",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("ok: 4 policies valid against ward's schema"),
+        "{out}"
+    );
+    assert!(out.contains("compiled: 3 principals"), "{out}");
+}
+
+#[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     // verify insists that ExecStart exists: point it at the built binary.
     let unit = std::fs::read_to_string(dist("wardd.service")).unwrap();

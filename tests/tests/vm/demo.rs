@@ -55,42 +55,64 @@ fn alice_connects(addr: std::net::SocketAddr) -> OpenOutcome {
     outcome
 }
 
+const BOB_ID: Identity = Identity {
+    login_uid: None,
+    uid: 1001,
+    gid: 1001,
+};
+
+const SAMPLE_CONFIG: &str = include_str!("../../../dist/agent.toml");
+const SAMPLE_POLICY: &str = include_str!("../../../dist/policy.cedar");
+const SAMPLE_DIRECTORY: &str = include_str!("../../../dist/directory.toml");
+
 #[test]
 fn jit_access_from_deny_to_allow_to_expiry() {
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/ward");
-    std::fs::create_dir_all("/srv/prod").unwrap();
+    std::fs::create_dir_all("/srv/prod/keys").unwrap();
     std::fs::write("/srv/prod/app.log", "prod secrets\n").unwrap();
+    std::fs::create_dir_all("/srv/finance").unwrap();
+    std::fs::write("/srv/finance/q3.csv", "revenue\n").unwrap();
     std::fs::create_dir_all("/etc/ward").unwrap();
+    // The sample's backup workload, so every principal resolves.
+    let cg = ward_agent::cgroup::cgroup2_mount().unwrap();
+    std::fs::create_dir_all(cg.join("system.slice/backup.service")).unwrap();
     let db = TcpListener::bind("127.0.0.1:5432").unwrap();
     let db_addr = db.local_addr().unwrap();
     let config = Path::new("/etc/ward/agent.toml");
+    // The shipped samples, as `cargo xtask install` places them; the
+    // demo only shortens the longest grant.
     std::fs::write(
         config,
-        r#"[agent]
-socket = "/run/ward/agent.sock"
-state_dir = "/var/lib/ward"
-audit_log = "/var/log/ward/audit.jsonl"
-pin_dir = "/sys/fs/bpf/ward"
-max_grant_duration = "1h"
-
-[enforce]
-managed_uids = [[1000, 1999]]
-
-[protect]
-paths = ["/srv/prod/"]
-networks = ["127.0.0.1/32:5432"]
-"#,
+        SAMPLE_CONFIG.replace("max_grant_duration = \"8h\"", "max_grant_duration = \"1h\""),
     )
     .unwrap();
-    say(
-        "wardd starts with a sample config: /srv/prod/ and 127.0.0.1:5432 are protected; uids 1000-1999 are managed",
-    );
-    println!("{}", std::fs::read_to_string(config).unwrap());
+    std::fs::write("/etc/ward/policy.cedar", SAMPLE_POLICY).unwrap();
+    std::fs::write("/etc/ward/directory.toml", SAMPLE_DIRECTORY).unwrap();
+    say("the sample policy (dist/policy.cedar): standing access is the exception");
+    print!("{SAMPLE_POLICY}");
+    say("the sample directory (dist/directory.toml): every resource listed is protected");
+    print!("{SAMPLE_DIRECTORY}");
     let socket = Path::new("/run/ward/agent.sock");
     let mut wardd = Wardd::start(config, socket, &[]);
+    say("wardd compiles the policy into the kernel (host label env=prod; uids 1000-59999 managed)");
     ward(socket, &["status"]);
+    let (code, _) = ward(socket, &["policy", "show"]);
+    assert_eq!(code, 0);
 
-    say("1. alice (uid 1000) has no standing access: denied");
+    say("1. bob (finance) reads finance data: standing access, by policy");
+    assert_eq!(
+        ward_tests::open_as(BOB_ID, Path::new("/srv/finance/q3.csv")),
+        OpenOutcome::Opened
+    );
+    println!("bob$ cat /srv/finance/q3.csv\nrevenue");
+    let (code, out) = ward(
+        socket,
+        &["explain", "--user", "bob", "--read", "/srv/finance/q3.csv"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("dept-read"), "{out}");
+
+    say("2. alice (platform, on call) has no standing access to production: denied");
     assert_eq!(
         alice_reads("/srv/prod/app.log"),
         OpenOutcome::Refused(libc::EACCES)
@@ -102,7 +124,24 @@ networks = ["127.0.0.1/32:5432"]
     );
     assert_eq!(code, 10);
 
-    say("2. an operator grants alice read access to /srv/prod/ and the database for 20 s");
+    say("3. bob is not on call: policy makes him ineligible for a grant");
+    let (code, _) = ward(
+        socket,
+        &[
+            "grant",
+            "--user",
+            "bob",
+            "--read",
+            "/srv/prod/",
+            "--for",
+            "20s",
+            "--reason",
+            "curious",
+        ],
+    );
+    assert_eq!(code, 4);
+
+    say("4. an operator grants alice read access to /srv/prod/ and the database for 20 s");
     let (code, _) = ward(
         socket,
         &[
@@ -124,7 +163,7 @@ networks = ["127.0.0.1/32:5432"]
     assert_eq!(code, 0);
     let granted_at = Instant::now();
 
-    say("3. alice reads, and connects");
+    say("5. alice reads, and connects");
     assert_eq!(alice_reads("/srv/prod/app.log"), OpenOutcome::Opened);
     assert_eq!(alice_connects(db_addr), OpenOutcome::Opened);
     let (code, _) = ward(
@@ -133,7 +172,24 @@ networks = ["127.0.0.1/32:5432"]
     );
     assert_eq!(code, 0);
 
-    say("4. ward events shows each use of the grant, and the denies before it");
+    say("6. the secrets stay closed: a forbid is a guardrail no grant overrides");
+    let (code, _) = ward(
+        socket,
+        &[
+            "grant",
+            "--user",
+            "alice",
+            "--read",
+            "/srv/prod/keys/",
+            "--for",
+            "20s",
+            "--reason",
+            "INC-42",
+        ],
+    );
+    assert_eq!(code, 4);
+
+    say("7. ward events shows each use of the grant, and the denies before it");
     std::thread::sleep(Duration::from_millis(500));
     let (_, events) = ward(socket, &["events", "--recent", "20"]);
     assert!(
@@ -142,20 +198,20 @@ networks = ["127.0.0.1/32:5432"]
     );
     assert!(events.contains("deny"), "{events}");
 
-    say("5. the grant expires in the kernel at its deadline");
+    say("8. the grant expires in the kernel at its deadline");
     let deadline = granted_at + Duration::from_secs(20);
     while Instant::now() < deadline + Duration::from_millis(300) {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    say("6. alice is denied again");
+    say("9. alice is denied again");
     assert_eq!(
         alice_reads("/srv/prod/app.log"),
         OpenOutcome::Refused(libc::EACCES)
     );
     assert_eq!(alice_connects(db_addr), OpenOutcome::Refused(libc::EPERM));
 
-    say("7. ward grants and the audit log show the lifecycle");
+    say("10. ward grants and the audit log show the lifecycle");
     std::thread::sleep(Duration::from_millis(500));
     let (_, grants) = ward(socket, &["grants", "--all"]);
     assert!(
@@ -165,13 +221,21 @@ networks = ["127.0.0.1/32:5432"]
     println!("$ cat /var/log/ward/audit.jsonl");
     let audit = std::fs::read_to_string("/var/log/ward/audit.jsonl").unwrap();
     print!("{audit}");
-    for kind in ["grant_pushed", "grant_used", "grant_expired", "deny"] {
+    for kind in [
+        "grant_pushed",
+        "grant_refused",
+        "grant_used",
+        "grant_expired",
+        "deny",
+    ] {
         assert!(
             audit.contains(&format!("\"kind\":\"{kind}\"")),
             "audit lacks {kind}"
         );
     }
-    say("done: deny -> grant -> allow -> expiry -> deny, all enforced in the kernel");
+    say(
+        "done: policy -> deny -> eligible grant -> allow -> expiry -> deny, all enforced in the kernel",
+    );
     assert!(wardd.stop().success());
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/ward");
 }

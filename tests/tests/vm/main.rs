@@ -10,5 +10,6 @@ mod events;
 mod file_open;
 mod lifecycle;
 mod pinning;
+mod policy;
 mod subjects;
 mod support;
