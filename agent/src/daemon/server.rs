@@ -76,8 +76,12 @@ pub async fn run(
                 .lock()
                 .await
                 .policy_boundary()
-                .and_then(|b| b.duration_since(std::time::SystemTime::now()).ok())
-                .map_or(TICK, |d| d.min(TICK));
+                .map_or(TICK, |b| {
+                    // Already past: recompile at once.
+                    b.duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default()
+                        .min(TICK)
+                });
             tokio::time::sleep(wait).await;
             let mut engine = ticker.lock().await;
             if let Err(err) = engine.tick() {
