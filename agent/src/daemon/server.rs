@@ -72,16 +72,12 @@ pub async fn run(
         loop {
             // Every 200 ms, and exactly at a time-window boundary, so a
             // window that opens does so when the clock says it does.
-            let wait = ticker
-                .lock()
-                .await
-                .policy_boundary()
-                .map_or(TICK, |b| {
-                    // Already past: recompile at once.
-                    b.duration_since(std::time::SystemTime::now())
-                        .unwrap_or_default()
-                        .min(TICK)
-                });
+            let wait = ticker.lock().await.policy_boundary().map_or(TICK, |b| {
+                // Already past: recompile at once.
+                b.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .min(TICK)
+            });
             tokio::time::sleep(wait).await;
             let mut engine = ticker.lock().await;
             if let Err(err) = engine.tick() {
