@@ -384,18 +384,23 @@ impl Compiler {
             class_key(&record, &self.policies.footprint.principal),
             &record,
         );
-        if let Some(old) = self.principal_class.insert(key.clone(), pc)
-            && let Some(m) = self.members.get_mut(&old)
-        {
-            m.remove(key);
-            if m.is_empty() {
-                self.members.remove(&old);
-            }
+        if let Some(old) = self.principal_class.insert(key.clone(), pc) {
+            self.leave_class(key, old);
         }
         self.members.entry(pc).or_default().insert(key.clone());
         if !self.rows.contains_key(&pc) {
             let row = self.row(pc);
             self.rows.insert(pc, Arc::new(row));
+        }
+    }
+
+    /// Drops a principal from a class's members; an empty class goes.
+    fn leave_class(&mut self, key: &Key, pc: u32) {
+        if let Some(m) = self.members.get_mut(&pc) {
+            m.remove(key);
+            if m.is_empty() {
+                self.members.remove(&pc);
+            }
         }
     }
 
@@ -488,13 +493,8 @@ impl Compiler {
             .cloned()
             .unwrap_or_default();
         if self.directory.get(key).is_none() {
-            if let Some(pc) = self.principal_class.remove(key)
-                && let Some(m) = self.members.get_mut(&pc)
-            {
-                m.remove(key);
-                if m.is_empty() {
-                    self.members.remove(&pc);
-                }
+            if let Some(pc) = self.principal_class.remove(key) {
+                self.leave_class(key, pc);
             }
         } else {
             self.place_principal(key);

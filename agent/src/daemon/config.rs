@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// Where `wardd` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/ward/agent.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -28,11 +28,14 @@ pub struct Config {
     /// Cedar policy and the attribute directory.
     pub policy: Option<PolicySection>,
     pub tls: Option<TlsSection>,
+    /// The file this was read from, if any: watched for host label edits.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Where the Cedar policy and its attributes come from. Edits to any of
 /// these files (and to the user database) are picked up while running.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
     /// Cedar policy files, e.g. ["/etc/ward/policy.cedar"].
@@ -49,7 +52,7 @@ fn default_reload() -> Duration {
     Duration::from_secs(1)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentSection {
     /// The local control socket.
@@ -101,7 +104,7 @@ pub enum HookMode {
     Cgroup,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnforceSection {
     pub hooks: HookMode,
@@ -128,7 +131,7 @@ impl Default for EnforceSection {
 
 /// Objects protected for every managed subject. Until Cedar policies
 /// arrive, access to them comes only from grants.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectSection {
     /// Files, or trees ending in "/": protected for read and write.
@@ -139,7 +142,7 @@ pub struct ProtectSection {
     pub networks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     pub max_path_rules: u32,
@@ -157,7 +160,7 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// e.g. "0.0.0.0:7443".
@@ -192,6 +195,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config.source = Some(path.to_owned());
         // Policy sources may be named relative to the config file.
         if let (Some(p), Some(dir)) = (config.policy.as_mut(), path.parent()) {
             for f in p.files.iter_mut().chain(p.directory.iter_mut()) {

@@ -80,6 +80,8 @@ pub struct Engine {
     policy: Option<PolicyEngine>,
     /// When the policy sources were last checked for edits.
     policy_checked: std::time::Instant,
+    /// The config file's modification time: host labels are reloaded.
+    config_stamp: Option<SystemTime>,
     cgroup_root: Option<PathBuf>,
     events: broadcast::Sender<pb::Event>,
     /// The last events, for watchers that ask for history.
@@ -130,6 +132,7 @@ impl Engine {
             }
         };
         let (events, _) = broadcast::channel(4096);
+        let config_stamp = config_mtime(&config);
         let mut engine = Engine {
             enforcer,
             store,
@@ -138,6 +141,7 @@ impl Engine {
             protection,
             policy,
             policy_checked: std::time::Instant::now(),
+            config_stamp,
             cgroup_root,
             events,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
@@ -580,7 +584,11 @@ impl Engine {
             return Ok(());
         }
         self.policy_checked = std::time::Instant::now();
+        self.reload_host_labels();
         let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
+        let Some(p) = self.policy.as_mut() else {
+            return Ok(());
+        };
         match p.reload_if_changed(&env) {
             Ok(Reload::Unchanged) => Ok(()),
             Ok(r) => self.apply_policy_entries(r, "agent", "source changed"),
@@ -597,8 +605,41 @@ impl Engine {
         }
     }
 
+    /// Host labels live in the agent's config: an edit to them is picked
+    /// up like any policy source. Other settings need a restart, said so.
+    fn reload_host_labels(&mut self) {
+        let stamp = config_mtime(&self.config);
+        if stamp == self.config_stamp {
+            return;
+        }
+        self.config_stamp = stamp;
+        let Some(path) = self.config.source.clone() else {
+            return;
+        };
+        match Config::load(&path) {
+            Ok(new) => {
+                if new.agent.host_labels != self.config.agent.host_labels {
+                    tracing::info!(labels = ?new.agent.host_labels, "host labels changed");
+                    self.config.agent.host_labels = new.agent.host_labels.clone();
+                }
+                let mut rest = new;
+                rest.agent.host_labels = self.config.agent.host_labels.clone();
+                if rest != self.config {
+                    tracing::warn!(
+                        config = %path.display(),
+                        "the config changed beyond agent.host_labels; restart wardd to apply the rest"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config edit refused; host labels unchanged");
+            }
+        }
+    }
+
     /// `ward policy apply`: re-read every source now.
     pub fn apply_policy(&mut self, actor: &str) -> Result<pb::PolicyStatus, EngineError> {
+        self.reload_host_labels();
         let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
         let p = self.policy.as_mut().ok_or(EngineError::NoPolicy)?;
         match p.reload_now(&env) {
@@ -623,25 +664,24 @@ impl Engine {
         actor: &str,
         why: &str,
     ) -> Result<(), EngineError> {
+        if matches!(r, Reload::Unchanged) {
+            return Ok(());
+        }
+        // Workloads the policy names are managed before their entries land.
+        if let Some(p) = &self.policy {
+            for id in p.workload_cgroups.clone() {
+                self.enforcer.manage_cgroup(id)?;
+            }
+        }
         let (mode, changed) = match r {
             Reload::Unchanged => return Ok(()),
             Reload::Full(entries) => {
                 let n = entries.len();
-                if let Some(p) = &self.policy {
-                    for id in p.workload_cgroups.clone() {
-                        self.enforcer.manage_cgroup(id)?;
-                    }
-                }
                 let all = self.policy_entries(Some(entries))?;
                 self.enforcer.apply(&all)?;
                 ("full", n)
             }
             Reload::Delta { remove, add } => {
-                if let Some(p) = &self.policy {
-                    for id in p.workload_cgroups.clone() {
-                        self.enforcer.manage_cgroup(id)?;
-                    }
-                }
                 let n = remove.len() + add.len();
                 if let Err(e) = self.enforcer.update_policy(&remove, &add) {
                     tracing::warn!(error = %e, "incremental policy update failed; rebuilding the table");
@@ -955,4 +995,9 @@ fn load_enforcer(
             }
         },
     }
+}
+
+fn config_mtime(c: &Config) -> Option<SystemTime> {
+    let path = c.source.as_ref()?;
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

@@ -313,3 +313,42 @@ fn policy_check_reports_errors_with_file_line_and_column() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("networks.\"10.0.0.1/8:5432\""), "{err}");
 }
+
+#[test]
+fn host_labels_come_from_the_config_and_are_picked_up_while_running() {
+    let h = cedar_host("cedar-labels", "payments");
+    std::fs::write(
+        h.dir.path().join("policy.cedar"),
+        POLICY.replace(
+            "principal.team == \"payments\" }",
+            "principal.team == \"payments\" && context.host.labels.contains(\"env=prod\") }",
+        ),
+    )
+    .unwrap();
+    let _wardd = h.start();
+    // No labels yet: the policy does not apply here.
+    assert_eq!(h.connect(), DENIED);
+    let config = std::fs::read_to_string(&h.config).unwrap();
+    let labelled = config.replacen(
+        "[agent]\n",
+        "[agent]\nhost_labels = { env = \"prod\" }\n",
+        1,
+    );
+    std::fs::write(&h.config, &labelled).unwrap();
+    wait_for("the label to apply", || h.connect() == OpenOutcome::Opened);
+    let (_, out, _) = h.ward(&["policy", "show", "--json"]);
+    let show: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        show["host_labels"],
+        serde_json::json!(["env=prod"]),
+        "{show}"
+    );
+    // A broken config edit changes nothing.
+    std::fs::write(
+        &h.config,
+        labelled.replace("[agent]\n", "[agent]\nbogus = 1\n"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(h.connect(), OpenOutcome::Opened);
+}
