@@ -2,7 +2,7 @@
 //! needs no protoc on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["ward/v1/agent.proto"];
+    let protos = ["ward/v1/agent.proto", "ward/v1/coordinator.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

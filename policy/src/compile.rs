@@ -340,13 +340,14 @@ impl Compiler {
     /// checks on objects that are not in the table.
     pub fn authorize(
         &self,
+        env: &Env,
         principal: &Record,
         action: &str,
         resource: &Record,
         operation: Option<&str>,
         clock: &Clock,
     ) -> cedar_policy::Response {
-        let context = self.env.context(clock.zone.local(clock.now), operation);
+        let context = env.context(clock.zone.local(clock.now), operation);
         let entities =
             Entities::from_entities([principal.cedar.clone(), resource.cedar.clone()], None)
                 .unwrap_or_else(|_| Entities::empty());

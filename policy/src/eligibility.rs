@@ -8,10 +8,31 @@ use cedar_policy::Decision;
 
 use crate::{
     Action,
-    clock::Clock,
+    clock::{Clock, Env},
     compile::Compiler,
     directory::{DirectoryError, Key, Kind, Record, uid},
 };
+
+/// Reviewers needed when a `request` permit does not say.
+pub const DEFAULT_APPROVALS: u32 = 1;
+
+/// What one `request` permit allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    pub policy: String,
+    pub max: Option<Duration>,
+    pub approvals: u32,
+}
+
+/// The fewest approvals any applying permit needs for `duration`, or None
+/// when every permit caps below it.
+pub fn approvals_for(terms: &[Terms], duration: Duration) -> Option<u32> {
+    terms
+        .iter()
+        .filter(|t| t.max.is_none_or(|m| duration <= m))
+        .map(|t| t.approvals)
+        .min()
+}
 
 /// One grant target to check: who, which operation, on what.
 #[derive(Debug, Clone)]
@@ -28,6 +49,8 @@ pub enum Eligibility {
     Eligible {
         max: Option<Duration>,
         policies: Vec<String>,
+        /// Per permit that applies: its cap and the approvals it needs.
+        terms: Vec<Terms>,
     },
     /// No `request` permit applies (or a `request` forbid does).
     NotEligible { reason: String },
@@ -96,11 +119,22 @@ impl Compiler {
         check: &GrantCheck,
         clock: &Clock,
     ) -> Result<Eligibility, DirectoryError> {
+        self.eligibility_in(self.env(), check, clock)
+    }
+
+    /// [`Compiler::eligibility`] on another host: the coordinator asks once
+    /// per target host, with that host's labels.
+    pub fn eligibility_in(
+        &self,
+        env: &Env,
+        check: &GrantCheck,
+        clock: &Clock,
+    ) -> Result<Eligibility, DirectoryError> {
         let principal = self.principal_record(&check.principal)?;
         let resource = self
             .directory()
             .resource_for(resource_kind(check.action), &check.object)?;
-        let guard = self.authorize(&principal, check.action.name(), &resource, None, clock);
+        let guard = self.authorize(env, &principal, check.action.name(), &resource, None, clock);
         if guard.decision() == Decision::Deny {
             let policies: Vec<String> = guard
                 .diagnostics()
@@ -112,6 +146,7 @@ impl Compiler {
             }
         }
         let resp = self.authorize(
+            env,
             &principal,
             "request",
             &resource,
@@ -146,6 +181,45 @@ impl Compiler {
         } else {
             caps.into_iter().flatten().max()
         };
-        Ok(Eligibility::Eligible { max, policies })
+        let terms = policies
+            .iter()
+            .map(|id| Terms {
+                policy: id.clone(),
+                max: info.get(id).and_then(|i| i.max_duration),
+                approvals: info
+                    .get(id)
+                    .and_then(|i| i.approvals)
+                    .unwrap_or(DEFAULT_APPROVALS),
+            })
+            .collect();
+        Ok(Eligibility::Eligible {
+            max,
+            policies,
+            terms,
+        })
+    }
+
+    /// Whether `reviewer` may approve or deny `check` (the Cedar `review`
+    /// action). Nobody reviews their own request; the caller checks that.
+    pub fn may_review(
+        &self,
+        env: &Env,
+        reviewer: &Key,
+        check: &GrantCheck,
+        clock: &Clock,
+    ) -> Result<bool, DirectoryError> {
+        let principal = self.principal_record(reviewer)?;
+        let resource = self
+            .directory()
+            .resource_for(resource_kind(check.action), &check.object)?;
+        let resp = self.authorize(
+            env,
+            &principal,
+            "review",
+            &resource,
+            Some(check.action.name()),
+            clock,
+        );
+        Ok(resp.decision() == Decision::Allow)
     }
 }

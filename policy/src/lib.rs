@@ -24,7 +24,7 @@ pub mod schema;
 pub use clock::{Clock, Env, LocalTime};
 pub use compile::{Change, Compiler, Decision, Effect, Outcome, Stats, Update};
 pub use directory::{Directory, DirectoryError, EntityDef, Kind};
-pub use eligibility::{Eligibility, GrantCheck};
+pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
 pub use policies::{Policies, PolicyError, Position};
 
 /// The operations the kernel decides, as Cedar actions.

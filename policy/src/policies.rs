@@ -65,6 +65,8 @@ pub struct PolicyInfo {
     pub footprint: Footprint,
     /// `@max_duration`, for `request` permits.
     pub max_duration: Option<Duration>,
+    /// `@approvals`, for `request` permits: reviewers needed (default 1).
+    pub approvals: Option<u32>,
     /// The policy's text, as written.
     pub text: String,
 }
@@ -234,6 +236,19 @@ impl Policies {
                         }
                     },
                 };
+                let approvals = match p.annotation("approvals") {
+                    None => None,
+                    Some(s) => match s.parse::<u32>() {
+                        Ok(n) if n <= 10 => Some(n),
+                        _ => {
+                            errors.push(err(
+                                ptext.find("@approvals"),
+                                format!("@approvals(\"{s}\") is not a number from 0 to 10"),
+                            ));
+                            None
+                        }
+                    },
+                };
                 let policy = p.new_id(PolicyId::new(&id));
                 if let Err(e) = set.add(policy) {
                     errors.push(err(None, e.to_string()));
@@ -248,6 +263,7 @@ impl Policies {
                         permit: p.effect() == cedar_policy::Effect::Permit,
                         footprint: fp,
                         max_duration,
+                        approvals,
                         text: ptext,
                     },
                 );
@@ -279,12 +295,14 @@ impl Policies {
             });
         }
         for i in info.values() {
-            if i.max_duration.is_some() && !i.permit {
+            if (i.max_duration.is_some() || i.approvals.is_some()) && !i.permit {
                 errors.push(PolicyError {
                     file: i.file.clone(),
                     position: Some(i.position),
                     policy: Some(i.id.clone()),
-                    message: "@max_duration belongs on a permit for the request action".into(),
+                    message:
+                        "@max_duration and @approvals belong on a permit for the request action"
+                            .into(),
                 });
             }
         }

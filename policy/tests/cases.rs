@@ -349,7 +349,12 @@ fn jit_eligibility_comes_from_the_request_action() {
         check("alice", Action::Write, "/srv/backups/"),
         Eligibility::Eligible {
             max: Some(Duration::from_secs(3600)),
-            policies: vec!["jit-oncall".into()]
+            policies: vec!["jit-oncall".into()],
+            terms: vec![ward_policy::Terms {
+                policy: "jit-oncall".into(),
+                max: Some(Duration::from_secs(3600)),
+                approvals: 1,
+            }],
         }
     );
     // Inside a listed tree, the stand-in carries the tree's attributes.

@@ -426,6 +426,7 @@ impl PolicyEngine {
                 Eligibility::Eligible {
                     max: Some(max),
                     policies,
+                    ..
                 } if duration > max => {
                     // Clients compute deadlines a little before we see them.
                     let asked = Duration::from_secs((duration.as_millis() as u64 + 500) / 1000);

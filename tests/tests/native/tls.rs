@@ -77,6 +77,7 @@ fn grant(id: &str, workload: &str, addr: &std::net::SocketAddr) -> pb::PushGrant
             expires_at_unix_ms: now + 600_000,
             reason: "CHG-7".into(),
             issuer: "coordinator.test".into(),
+            hosts: Vec::new(),
             approvers: vec!["bob".into()],
             ..Default::default()
         }),
