@@ -75,7 +75,7 @@ pub fn remote<T>(req: &Request<T>, allowed: &[String]) -> Result<Caller, Status>
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let names = certificate_names(leaf.as_ref());
+    let names = ward_proto::identity::certificate_names(leaf.as_ref());
     match names.iter().find(|n| allowed.contains(n)) {
         Some(identity) => Ok(Caller::Remote {
             identity: identity.clone(),
@@ -86,22 +86,3 @@ pub fn remote<T>(req: &Request<T>, allowed: &[String]) -> Result<Caller, Status>
     }
 }
 
-/// DNS names and common name of a DER certificate.
-fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                names.push((*d).to_owned());
-            }
-        }
-    }
-    names
-}

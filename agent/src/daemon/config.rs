@@ -27,6 +27,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// Cedar policy and the attribute directory.
     pub policy: Option<PolicySection>,
+    /// The coordinator this agent takes signed grants from.
+    pub coordinator: Option<CoordinatorSection>,
     pub tls: Option<TlsSection>,
     /// The file this was read from, if any: watched for host label edits.
     #[serde(skip)]
@@ -46,6 +48,26 @@ pub struct PolicySection {
     /// How often the files are checked for changes, e.g. "1s".
     #[serde(default = "default_reload", with = "humantime_serde_compat")]
     pub reload_interval: Duration,
+}
+
+/// The fleet channel: the agent dials the coordinator over mutual TLS and
+/// keeps a stream open; grants on it must carry a valid signature.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorSection {
+    /// e.g. "https://coordinator.example:7444".
+    pub url: String,
+    /// The name in the coordinator's certificate, if not the URL's host.
+    pub domain: Option<String>,
+    /// CA that signed the coordinator's certificate.
+    pub ca: PathBuf,
+    /// This agent's client certificate ("HOST.agent") and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// This host's name at the coordinator; default: the hostname.
+    pub host: Option<String>,
+    /// ed25519 public keys (hex) whose signatures are accepted.
+    pub public_keys: Vec<String>,
 }
 
 fn default_reload() -> Duration {
@@ -196,9 +218,18 @@ impl Config {
             message,
         })?;
         config.source = Some(path.to_owned());
-        // Policy sources may be named relative to the config file.
-        if let (Some(p), Some(dir)) = (config.policy.as_mut(), path.parent()) {
-            for f in p.files.iter_mut().chain(p.directory.iter_mut()) {
+        // Policy sources and coordinator files may be named relative to
+        // the config file.
+        if let Some(dir) = path.parent() {
+            let policy = config
+                .policy
+                .iter_mut()
+                .flat_map(|p| p.files.iter_mut().chain(p.directory.iter_mut()));
+            let coordinator = config
+                .coordinator
+                .iter_mut()
+                .flat_map(|c| [&mut c.ca, &mut c.cert, &mut c.key]);
+            for f in policy.chain(coordinator) {
                 if f.is_relative() {
                     *f = dir.join(&*f);
                 }
@@ -253,6 +284,24 @@ impl Config {
             }
             if p.reload_interval.is_zero() {
                 return Err("policy.reload_interval: must be longer than 0s".to_owned());
+            }
+        }
+        if let Some(c) = &self.coordinator {
+            if c.public_keys.is_empty() {
+                return Err(
+                    "coordinator.public_keys: list the coordinator's signing keys; unsigned grants are refused"
+                        .to_owned(),
+                );
+            }
+            for (i, k) in c.public_keys.iter().enumerate() {
+                if ward_proto::signing::parse_public_hex(k).is_none() {
+                    return Err(format!(
+                        "coordinator.public_keys[{i}]: not a 64-hex-digit ed25519 public key"
+                    ));
+                }
+            }
+            if !c.url.starts_with("https://") {
+                return Err(format!("coordinator.url `{}`: must be https://", c.url));
             }
         }
         if self.agent.max_grant_duration.is_zero() {

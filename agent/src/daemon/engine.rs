@@ -818,6 +818,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Audits a grant that arrived but was refused (bad signature, wrong
+    /// host, expired, ...).
+    pub fn refuse_grant(&mut self, id: &str, actor: &str, why: &str) {
+        tracing::warn!(grant = %id, actor, why, "grant refused");
+        let grant = (!id.is_empty()).then_some(id);
+        if let Err(e) = self.record("grant_refused", grant, actor, serde_json::json!({ "why": why }), true) {
+            tracing::error!(error = %e, "could not audit a refused grant");
+        }
+    }
+
+    /// After a coordinator snapshot: grants from `issuer` that it no longer
+    /// lists end now.
+    pub fn resync_issuer(&mut self, issuer: &str, keep: &std::collections::BTreeSet<String>) {
+        let stale: Vec<Stored> = match self.store.list(&[GrantState::Active, GrantState::Scheduled]) {
+            Ok(l) => l
+                .into_iter()
+                .filter(|s| {
+                    s.record
+                        .grant
+                        .as_ref()
+                        .is_some_and(|g| g.issuer == issuer && !keep.contains(&g.id))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "resync: cannot list grants");
+                return;
+            }
+        };
+        for s in stale {
+            if let Err(e) = self.end(&s, GrantState::Revoked, "coordinator", "not in the coordinator's snapshot") {
+                tracing::error!(error = %e, "resync: cannot end a stale grant");
+            }
+        }
+    }
+
     /// Audits a refused call.
     pub fn refused(&mut self, actor: &str, call: &str, why: &str) {
         let detail = serde_json::json!({ "call": call, "why": why });

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod grant;
 pub mod policy;
 pub mod server;

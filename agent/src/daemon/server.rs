@@ -66,6 +66,15 @@ pub async fn run(
             }
         }
     });
+    if let Some(section) = config.coordinator.clone() {
+        let labels = config
+            .agent
+            .host_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        tokio::spawn(super::fleet::run(engine.clone(), section, labels));
+    }
     const TICK: Duration = Duration::from_millis(200);
     let ticker = engine.clone();
     tokio::spawn(async move {

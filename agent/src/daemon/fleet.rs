@@ -1,0 +1,127 @@
+//! The agent's side of the fleet channel: it dials the coordinator over
+//! mutual TLS, keeps the stream open, verifies every grant's signature
+//! before the engine sees it, and resynchronises on every (re)connect.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use tokio::sync::Mutex;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use ward_proto::{
+    signing,
+    v1::{self as pb, coordinator_client::CoordinatorClient, fleet_message},
+};
+
+use super::{config::CoordinatorSection, engine::Engine};
+
+/// Who issues the grants this channel manages.
+pub const ISSUER: &str = "ward-coordinator";
+
+/// Runs forever: connect, subscribe, apply; on any failure wait and retry.
+pub async fn run(engine: Arc<Mutex<Engine>>, section: CoordinatorSection, labels: Vec<String>) {
+    let host = section.host.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default()
+    });
+    let keys: Vec<Vec<u8>> = section
+        .public_keys
+        .iter()
+        .filter_map(|k| signing::parse_public_hex(k))
+        .collect();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(&engine, &section, &host, &labels, &keys).await {
+            Ok(()) => tracing::warn!(host = %host, "coordinator closed the stream; reconnecting"),
+            Err(e) => tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect(section: &CoordinatorSection) -> Result<Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let ca = std::fs::read(&section.ca)?;
+    let cert = std::fs::read(&section.cert)?;
+    let key = std::fs::read(&section.key)?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key));
+    if let Some(d) = &section.domain {
+        tls = tls.domain_name(d.clone());
+    }
+    Ok(Channel::from_shared(section.url.clone())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
+}
+
+async fn session(
+    engine: &Arc<Mutex<Engine>>,
+    section: &CoordinatorSection,
+    host: &str,
+    labels: &[String],
+    keys: &[Vec<u8>],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = connect(section).await?;
+    let mut client = CoordinatorClient::new(channel);
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            host: host.to_owned(),
+            labels: labels.to_vec(),
+        })
+        .await?
+        .into_inner();
+    tracing::info!(host = %host, url = %section.url, "subscribed to the coordinator");
+    while let Some(msg) = stream.message().await? {
+        let mut engine = engine.lock().await;
+        match msg.kind {
+            Some(fleet_message::Kind::Snapshot(s)) => {
+                let mut ids = BTreeSet::new();
+                for g in &s.grants {
+                    if let Some(id) = apply(&mut engine, g, host, keys) {
+                        ids.insert(id);
+                    }
+                }
+                engine.resync_issuer(ISSUER, &ids);
+                tracing::info!(grants = ids.len(), "resynchronised with the coordinator");
+            }
+            Some(fleet_message::Kind::Grant(g)) => {
+                apply(&mut engine, &g, host, keys);
+            }
+            Some(fleet_message::Kind::Revocation(r)) => {
+                match engine.revoke(&r.grant_id, &r.reason, "coordinator") {
+                    Ok(_) => tracing::info!(grant = %r.grant_id, "revoked by the coordinator"),
+                    Err(e) => tracing::info!(grant = %r.grant_id, error = %e, "revocation had nothing to end"),
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Verifies and pushes one signed grant; returns its id if it stands.
+fn apply(engine: &mut Engine, signed: &pb::SignedGrant, host: &str, keys: &[Vec<u8>]) -> Option<String> {
+    let grant = match signing::verify(signed, keys) {
+        Ok(g) => g,
+        Err(e) => {
+            engine.refuse_grant("", "coordinator", &format!("{e} (key {})", signed.key_id));
+            return None;
+        }
+    };
+    if !grant.hosts.iter().any(|h| h == host) {
+        let why = format!("signed for {:?}, not for this host `{host}`", grant.hosts);
+        engine.refuse_grant(&grant.id, "coordinator", &why);
+        return None;
+    }
+    let id = grant.id.clone();
+    match engine.push(grant, "coordinator") {
+        Ok(_) => Some(id),
+        Err(e) => {
+            engine.refuse_grant(&id, "coordinator", &e.to_string());
+            None
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `coordinator.toml`. Unknown keys are errors naming the key and line.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// e.g. "0.0.0.0:7444". Mutual TLS only.
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs agents' and people's client certificates.
+    pub client_ca: PathBuf,
+    /// The SQLite database lives here.
+    pub state_dir: PathBuf,
+    /// ed25519 PKCS#8 key (`ward-coordinator keygen`).
+    pub signing_key: PathBuf,
+    /// People who may revoke any request.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Pending requests expire after this long.
+    #[serde(default = "default_ttl", with = "duration")]
+    pub pending_ttl: Duration,
+    pub policy: PolicySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub files: Vec<PathBuf>,
+    pub directory: Option<PathBuf>,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration like 15m or 8h: {e}"))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads the config; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent() {
+            for p in [
+                &mut c.cert,
+                &mut c.key,
+                &mut c.client_ca,
+                &mut c.state_dir,
+                &mut c.signing_key,
+            ]
+            .into_iter()
+            .chain(c.policy.files.iter_mut())
+            .chain(c.policy.directory.iter_mut())
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,61 @@
+//! The agents connected right now, and delivery to exactly the ones a
+//! grant or revocation targets.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use tokio::sync::mpsc;
+use ward_proto::v1::FleetMessage;
+
+/// One open agent stream.
+pub type Outbox = mpsc::Sender<FleetMessage>;
+
+#[derive(Default)]
+pub struct Fleet {
+    streams: Mutex<HashMap<String, Vec<Outbox>>>,
+}
+
+impl Fleet {
+    pub fn attach(&self, host: &str, tx: Outbox) {
+        if let Ok(mut s) = self.streams.lock() {
+            s.entry(host.to_owned()).or_default().push(tx);
+        }
+    }
+
+    /// Sends to every open stream of each host; closed streams are dropped.
+    /// Returns how many streams took it.
+    pub fn deliver(&self, hosts: &[String], msg: &FleetMessage) -> usize {
+        let Ok(mut s) = self.streams.lock() else {
+            return 0;
+        };
+        let mut sent = 0;
+        for h in hosts {
+            if let Some(list) = s.get_mut(h) {
+                list.retain(|tx| match tx.try_send(msg.clone()) {
+                    Ok(()) => {
+                        sent += 1;
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // A stuck agent resyncs from the snapshot on reconnect.
+                        tracing::warn!(host = %h, "agent stream full; it will resync on reconnect");
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+            }
+        }
+        sent
+    }
+
+    pub fn connected(&self) -> Vec<String> {
+        self.streams
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, v)| v.iter().any(|t| !t.is_closed()))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,30 @@
+//! ward's coordinator: the JIT half of ward.
+//!
+//! A person asks for access with a reason; Cedar policy decides whether
+//! they are eligible, how long they may have, and how many reviewers must
+//! approve (or approves at once). Approved access becomes a grant signed
+//! with ed25519 and delivered, over each agent's open mutual-TLS stream,
+//! to exactly the hosts it targets. Every state change is audited.
+//!
+//! - [`config`]: `coordinator.toml`;
+//! - [`signer`]: ed25519 keys and grant signatures;
+//! - [`store`]: SQLite: requests, grants, hosts, audit;
+//! - [`fleet`]: the connected agents and delivery to them;
+//! - [`workflow`]: requests, reviews and their rules;
+//! - [`service`]: the `ward.v1.Coordinator` gRPC service;
+//! - [`server`]: TLS, background sweeps, serving.
+
+pub mod config;
+pub mod fleet;
+pub mod server;
+pub mod service;
+pub mod signer;
+pub mod store;
+pub mod workflow;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,79 @@
+//! Runs the coordinator: the store, policy, signer, sweeper and the TLS
+//! server.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::Mutex;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use ward_policy::{Clock, Compiler, Directory, Env, Policies};
+use ward_proto::v1::coordinator_server::CoordinatorServer;
+
+use crate::{
+    config::Config,
+    fleet::Fleet,
+    service::CoordinatorService,
+    signer::Signer,
+    store::Store,
+    workflow::{Rules, Workflow},
+};
+
+/// Loads everything the coordinator decides with; every error is named.
+pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
+    use anyhow::Context;
+    let policies = Policies::load(&config.policy.files).map_err(|errors| {
+        anyhow::anyhow!(
+            "policy:\n{}",
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let directory = match &config.policy.directory {
+        Some(d) => Directory::load(d)?,
+        None => Directory::default(),
+    };
+    let policy = Compiler::new(policies, directory, Env::default(), &Clock::system());
+    let signer = Signer::from_pkcs8(&config.signing_key)?;
+    let store = Store::open(&config.state_dir).context("opening the coordinator database")?;
+    Ok(Workflow {
+        store,
+        rules: Rules {
+            policy,
+            signer,
+            admins: config.admins.clone(),
+        },
+        pending_ttl: config.pending_ttl,
+    })
+}
+
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let wf = workflow(&config)?;
+    tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");
+    let workflow = Arc::new(Mutex::new(wf));
+    let fleet = Arc::new(Fleet::default());
+    let sweeper = workflow.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = sweeper.lock().await.sweep() {
+                tracing::error!(error = %e, "sweep failed");
+            }
+        }
+    });
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{what} {}", p.display()))
+    };
+    let identity = Identity::from_pem(read("cert", &config.cert)?, read("key", &config.key)?);
+    let ca = Certificate::from_pem(read("client_ca", &config.client_ca)?);
+    let addr: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen `{}` is not ADDR:PORT", config.listen))?;
+    let service = CoordinatorService::new(workflow, fleet);
+    tracing::info!(listen = %addr, "serving mutual TLS");
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
+        .add_service(CoordinatorServer::new(service))
+        .serve_with_shutdown(addr, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,520 @@
+//! The rules of the JIT workflow: who may ask for what, who may approve,
+//! when access starts and ends. Every state change is one transaction and
+//! one audit entry.
+
+use std::time::Duration;
+
+use ward_policy::{
+    Action, Clock, Compiler, Eligibility, Env, GrantCheck, Kind, approvals_for,
+};
+use ward_proto::v1::{
+    self as pb, AccessRequest, AuditEntry, CreateRequestRequest, Grant, Operation, RequestState,
+    Review, SignedGrant, object, subject,
+};
+
+use crate::{
+    now_ms,
+    signer::Signer,
+    store::{Store, StoreError, Tx},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("not eligible: {0}")]
+    NotEligible(String),
+    #[error("over the maximum duration: {0}")]
+    OverMax(String),
+    #[error("unknown host: {0}")]
+    UnknownHost(String),
+    #[error("self-approval: nobody may approve or deny their own request")]
+    SelfApproval,
+    #[error("not a reviewer: {0}")]
+    NotReviewer(String),
+    #[error("not yours: {0}")]
+    NotYours(String),
+    #[error("no request `{0}`")]
+    NotFound(String),
+    #[error("request `{id}` is {state}")]
+    WrongState { id: String, state: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> WorkflowError {
+    WorkflowError::Invalid {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn audit(tx: &Tx<'_>, id: &str, actor: &str, kind: &str, detail: impl Into<String>) -> Result<(), StoreError> {
+    tx.audit(&AuditEntry {
+        time_unix_ms: now_ms(),
+        request_id: id.to_owned(),
+        actor: actor.to_owned(),
+        kind: kind.to_owned(),
+        detail: detail.into(),
+    })
+}
+
+/// The outcome of a change that agents must hear about.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub hosts: Vec<String>,
+    pub grant: Option<SignedGrant>,
+    pub revoke: Option<String>,
+}
+
+pub struct Workflow {
+    pub store: Store,
+    pub rules: Rules,
+    pub pending_ttl: Duration,
+}
+
+/// Everything a decision consults besides the store.
+pub struct Rules {
+    pub policy: Compiler,
+    pub signer: Signer,
+    pub admins: Vec<String>,
+}
+
+fn state_name(s: i32) -> String {
+    RequestState::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("REQUEST_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Each (operation, object) pair a request asks for, checked for fit.
+fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowError> {
+    if r.operations.is_empty() {
+        return Err(invalid("operations", "name at least one: read, write, exec or connect"));
+    }
+    if r.objects.is_empty() {
+        return Err(invalid("objects", "name at least one path, executable or network"));
+    }
+    let mut out = Vec::new();
+    for (i, raw) in r.operations.iter().enumerate() {
+        let action = match Operation::try_from(*raw) {
+            Ok(Operation::Read) => Action::Read,
+            Ok(Operation::Write) => Action::Write,
+            Ok(Operation::Exec) => Action::Exec,
+            Ok(Operation::Connect) => Action::Connect,
+            _ => return Err(invalid(&format!("operations[{i}]"), format!("unknown operation {raw}"))),
+        };
+        for o in &r.objects {
+            let fits = match (&o.kind, action) {
+                (Some(object::Kind::Path(p) | object::Kind::PathPrefix(p)), Action::Read | Action::Write) => Some(p),
+                (Some(object::Kind::Executable(p)), Action::Exec) => Some(p),
+                (Some(object::Kind::Network(n)), Action::Connect) => Some(n),
+                _ => None,
+            };
+            if let Some(obj) = fits {
+                out.push((action, obj.clone()));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid("objects", "no object fits the operations asked for"));
+    }
+    Ok(out)
+}
+
+fn labels_of(labels: &[String]) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn host_env(name: &str, labels: &[String]) -> Env {
+    Env {
+        host: name.to_owned(),
+        labels: labels_of(labels),
+        file_enforcement: true,
+        kernel: String::new(),
+    }
+}
+
+impl Rules {
+    /// Checks a target list for `who` on each host, returning the approvals
+    /// policy requires (the most any host needs) and the policies.
+    fn eligibility(
+        &self,
+        who: &str,
+        targets: &[(Action, String)],
+        hosts: &[(String, Vec<String>)],
+        duration: Duration,
+    ) -> Result<(u32, Vec<String>), WorkflowError> {
+        let clock = Clock::system();
+        let mut required = 0;
+        let mut policies = Vec::new();
+        for (name, labels) in hosts {
+            let env = host_env(name, labels);
+            for (action, object) in targets {
+                let check = GrantCheck {
+                    principal: (Kind::User, who.to_owned()),
+                    action: *action,
+                    object: object.clone(),
+                };
+                let e = self
+                    .policy
+                    .eligibility_in(&env, &check, &clock)
+                    .map_err(|e| invalid("objects", e.to_string()))?;
+                match e {
+                    Eligibility::Eligible { max, policies: p, terms } => {
+                        let Some(n) = approvals_for(&terms, duration) else {
+                            return Err(WorkflowError::OverMax(format!(
+                                "{} asked for {} on {object} on {name}; policy allows at most {}",
+                                humantime::format_duration(duration),
+                                action.name(),
+                                max.map_or("-".into(), |m| humantime::format_duration(m).to_string())
+                            )));
+                        };
+                        required = required.max(n);
+                        policies.extend(p);
+                    }
+                    Eligibility::NotEligible { reason } => {
+                        return Err(WorkflowError::NotEligible(format!("{reason} (host {name})")));
+                    }
+                    Eligibility::Forbidden { policies } => {
+                        return Err(WorkflowError::NotEligible(format!(
+                            "{} on {object} is forbidden by {} on {name}",
+                            action.name(),
+                            policies.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        policies.sort();
+        policies.dedup();
+        Ok((required, policies))
+    }
+
+    /// Approves: the grant starts counting now, not at the request.
+    fn issue(&self, tx: &Tx<'_>, req: &mut AccessRequest, actor: &str) -> Result<Delivery, WorkflowError> {
+        let now = now_ms();
+        let start = req.not_before_unix_ms.max(now);
+        req.state = RequestState::Approved as i32;
+        req.approved_unix_ms = now;
+        req.expires_at_unix_ms = start + req.duration_ms;
+        let subject = if req.workload.is_empty() {
+            subject::Kind::User(req.requester.clone())
+        } else {
+            subject::Kind::Workload(req.workload.clone())
+        };
+        let grant = Grant {
+            id: req.id.clone(),
+            subject: Some(pb::Subject { kind: Some(subject) }),
+            operations: req.operations.clone(),
+            objects: req.objects.clone(),
+            not_before_unix_ms: if start > now { start } else { 0 },
+            expires_at_unix_ms: req.expires_at_unix_ms,
+            reason: req.reason.clone(),
+            ticket: req.ticket.clone(),
+            approvers: req
+                .reviews
+                .iter()
+                .filter(|r| r.approve)
+                .map(|r| r.reviewer.clone())
+                .collect(),
+            issuer: "ward-coordinator".into(),
+            hosts: req.hosts.clone(),
+        };
+        let signed = self.signer.sign(&grant);
+        tx.insert_grant(&req.id, &req.hosts, &signed, req.expires_at_unix_ms)?;
+        audit(
+            tx,
+            &req.id,
+            actor,
+            "approved",
+            format!("until {} on {}", req.expires_at_unix_ms, req.hosts.join(",")),
+        )?;
+        Ok(Delivery {
+            hosts: req.hosts.clone(),
+            grant: Some(signed),
+            revoke: None,
+        })
+    }
+
+    fn may_review(&self, reviewer: &str, req: &AccessRequest) -> Result<bool, WorkflowError> {
+        let clock = Clock::system();
+        let create = CreateRequestRequest {
+            operations: req.operations.clone(),
+            objects: req.objects.clone(),
+            ..Default::default()
+        };
+        for (action, object) in targets(&create)? {
+            for host in &req.hosts {
+                let env = host_env(host, &[]);
+                let check = GrantCheck {
+                    principal: (Kind::User, req.requester.clone()),
+                    action,
+                    object: object.clone(),
+                };
+                let ok = self
+                    .policy
+                    .may_review(&env, &(Kind::User, reviewer.to_owned()), &check, &clock)
+                    .map_err(|e| invalid("objects", e.to_string()))?;
+                if !ok {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Workflow {
+
+    /// Which known hosts a request names; an unknown one is an error.
+    fn resolve_hosts(tx: &Tx<'_>, r: &CreateRequestRequest) -> Result<Vec<(String, Vec<String>)>, WorkflowError> {
+        let known = tx.hosts()?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for h in &r.hosts {
+            match known.iter().find(|(n, _)| n == h) {
+                Some(k) => out.push(k.clone()),
+                None => return Err(WorkflowError::UnknownHost(format!("`{h}`: no agent by that name has connected"))),
+            }
+        }
+        if !r.host_labels.is_empty() {
+            let matching: Vec<_> = known
+                .iter()
+                .filter(|(_, labels)| r.host_labels.iter().all(|l| labels.contains(l)))
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                return Err(WorkflowError::UnknownHost(format!(
+                    "no host has labels {}",
+                    r.host_labels.join(",")
+                )));
+            }
+            out.extend(matching);
+        }
+        if out.is_empty() {
+            return Err(invalid("hosts", "name hosts (host=NAME) or labels (KEY=VALUE)"));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+
+    pub fn create(&mut self, requester: &str, r: CreateRequestRequest) -> Result<(AccessRequest, Delivery), WorkflowError> {
+        let targets = targets(&r)?;
+        if r.duration_ms <= 0 {
+            return Err(invalid("duration", "must be longer than 0s"));
+        }
+        if r.reason.trim().is_empty() {
+            return Err(invalid("reason", "is required: say why, e.g. an incident or ticket"));
+        }
+        let duration = Duration::from_millis(r.duration_ms as u64);
+        let rules = &self.rules;
+        self.store.write(|tx| {
+            let hosts = Self::resolve_hosts(tx, &r)?;
+            let (required, policies) = rules.eligibility(requester, &targets, &hosts, duration)?;
+            let mut req = AccessRequest {
+                id: tx.next_id()?,
+                requester: requester.to_owned(),
+                operations: r.operations.clone(),
+                objects: r.objects.clone(),
+                hosts: hosts.iter().map(|(n, _)| n.clone()).collect(),
+                duration_ms: r.duration_ms,
+                reason: r.reason.clone(),
+                ticket: r.ticket.clone(),
+                not_before_unix_ms: r.not_before_unix_ms,
+                state: RequestState::Pending as i32,
+                approvals_required: required,
+                reviews: Vec::new(),
+                created_unix_ms: now_ms(),
+                policies,
+                workload: r.workload.clone(),
+                ..Default::default()
+            };
+            tx.insert(&req)?;
+            audit(tx, &req.id, requester, "created", format!("reason: {}", req.reason))?;
+            let mut delivery = Delivery::default();
+            if required == 0 {
+                delivery = rules.issue(tx, &mut req, "policy")?;
+                tx.put(&req)?;
+            }
+            Ok((req, delivery))
+        })
+    }
+
+
+
+    fn load(tx: &Tx<'_>, id: &str) -> Result<AccessRequest, WorkflowError> {
+        tx.get(id)?.ok_or_else(|| WorkflowError::NotFound(id.to_owned()))
+    }
+
+    fn expect(req: &AccessRequest, states: &[RequestState]) -> Result<(), WorkflowError> {
+        if states.iter().any(|s| *s as i32 == req.state) {
+            Ok(())
+        } else {
+            Err(WorkflowError::WrongState {
+                id: req.id.clone(),
+                state: state_name(req.state),
+            })
+        }
+    }
+
+    /// One review. `approve` false denies: one denial denies.
+    pub fn review(
+        &mut self,
+        reviewer: &str,
+        id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
+        let rules = &self.rules;
+        self.store.write(|tx| {
+            let mut req = Self::load(tx, id)?;
+            Self::expect(&req, &[RequestState::Pending])?;
+            if req.requester == reviewer {
+                audit(tx, id, reviewer, "refused", "self-approval")?;
+                return Err(WorkflowError::SelfApproval);
+            }
+            if !rules.may_review(reviewer, &req)? {
+                return Err(WorkflowError::NotReviewer(format!(
+                    "no `review` policy lets {reviewer} review {id}"
+                )));
+            }
+            if req.reviews.iter().any(|r| r.reviewer == reviewer) {
+                return Err(invalid("id", format!("{reviewer} has already reviewed {id}")));
+            }
+            req.reviews.push(Review {
+                reviewer: reviewer.to_owned(),
+                approve,
+                reason: reason.to_owned(),
+                time_unix_ms: now_ms(),
+            });
+            let mut delivery = Delivery::default();
+            if !approve {
+                req.state = RequestState::Denied as i32;
+                req.ended_unix_ms = now_ms();
+                audit(tx, id, reviewer, "denied", reason)?;
+            } else {
+                let approvals = req.reviews.iter().filter(|r| r.approve).count() as u32;
+                audit(
+                    tx,
+                    id,
+                    reviewer,
+                    "approval",
+                    format!("{approvals} of {}", req.approvals_required),
+                )?;
+                if approvals >= req.approvals_required {
+                    delivery = rules.issue(tx, &mut req, reviewer)?;
+                }
+            }
+            tx.put(&req)?;
+            Ok((req, delivery))
+        })
+    }
+
+    /// Ends access early: `release` by the requester, `revoke` by a
+    /// reviewer or an admin.
+    pub fn end(
+        &mut self,
+        caller: &str,
+        id: &str,
+        release: bool,
+        reason: &str,
+    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
+        let rules = &self.rules;
+        self.store.write(|tx| {
+            let mut req = Self::load(tx, id)?;
+            Self::expect(&req, &[RequestState::Pending, RequestState::Approved])?;
+            if release && req.requester != caller {
+                return Err(WorkflowError::NotYours(format!(
+                    "{id} is {}'s; only the requester releases it",
+                    req.requester
+                )));
+            }
+            if !release && !rules.admins.iter().any(|a| a == caller) && !rules.may_review(caller, &req)? {
+                return Err(WorkflowError::NotReviewer(format!(
+                    "only an admin or a reviewer of {id} may revoke it"
+                )));
+            }
+            let was_approved = req.state == RequestState::Approved as i32;
+            req.state = if release {
+                RequestState::Released
+            } else {
+                RequestState::Revoked
+            } as i32;
+            req.ended_unix_ms = now_ms();
+            tx.put(&req)?;
+            tx.end_grant(id)?;
+            audit(tx, id, caller, if release { "released" } else { "revoked" }, reason)?;
+            let delivery = if was_approved {
+                Delivery {
+                    hosts: req.hosts.clone(),
+                    grant: None,
+                    revoke: Some(id.to_owned()),
+                }
+            } else {
+                Delivery::default()
+            };
+            Ok((req, delivery))
+        })
+    }
+
+    /// Pending requests past their TTL, and access past its deadline,
+    /// become expired.
+    pub fn sweep(&mut self) -> Result<usize, WorkflowError> {
+        let ttl = self.pending_ttl.as_millis() as i64;
+        self.store.write(|tx| {
+            let now = now_ms();
+            let mut n = 0;
+            for mut req in tx.list(&[RequestState::Pending, RequestState::Approved])? {
+                let pending = req.state == RequestState::Pending as i32;
+                let due = if pending {
+                    req.created_unix_ms + ttl <= now
+                } else {
+                    req.expires_at_unix_ms <= now
+                };
+                if !due {
+                    continue;
+                }
+                req.state = RequestState::Expired as i32;
+                req.ended_unix_ms = now;
+                tx.put(&req)?;
+                tx.end_grant(&req.id)?;
+                let why = if pending { "pending past its TTL" } else { "reached its deadline" };
+                audit(tx, &req.id, "coordinator", "expired", why)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    pub fn list(&mut self, caller: &str, mine: bool, pending: bool) -> Result<Vec<AccessRequest>, WorkflowError> {
+        let states: &[RequestState] = if pending { &[RequestState::Pending] } else { &[] };
+        self.store.write(|tx| {
+            Ok(tx
+                .list(states)?
+                .into_iter()
+                .filter(|r| !mine || r.requester == caller)
+                .collect())
+        })
+    }
+
+    pub fn audit_since(&mut self, since_ms: i64) -> Result<Vec<AuditEntry>, WorkflowError> {
+        self.store.write(|tx| Ok(tx.audit_since(since_ms)?))
+    }
+
+    /// An agent connects: remember its labels; hand back its active grants.
+    pub fn subscribe(&mut self, host: &str, labels: &[String]) -> Result<Vec<SignedGrant>, WorkflowError> {
+        self.store.write(|tx| {
+            tx.upsert_host(host, labels, now_ms())?;
+            Ok(tx.active_grants(host, now_ms())?)
+        })
+    }
+}
