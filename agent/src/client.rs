@@ -1,4 +1,5 @@
-//! Talking to a running `wardd` over its local socket.
+//! Talking to a running `wardd` over its local socket, and to the
+//! coordinator over mutual TLS.
 
 use std::path::{Path, PathBuf};
 
@@ -51,4 +52,58 @@ pub async fn connect(path: &Path) -> Result<AgentClient<Channel>, ConnectError> 
             source,
         })?;
     Ok(AgentClient::new(channel))
+}
+
+/// Where and as whom to reach the coordinator.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub url: String,
+    /// The name in the server's certificate, if not the URL's host.
+    pub domain: Option<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connecting to {url}: {source}")]
+    Transport {
+        url: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A mutual-TLS channel to `t.url`.
+pub async fn connect_tls(t: &TlsTarget) -> Result<Channel, TlsConnectError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsConnectError::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&t.ca)?))
+        .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+    if let Some(d) = &t.domain {
+        tls = tls.domain_name(d.clone());
+    }
+    let transport = |source| TlsConnectError::Transport {
+        url: t.url.clone(),
+        source,
+    };
+    Endpoint::from_shared(t.url.clone())
+        .map_err(transport)?
+        .tls_config(tls)
+        .map_err(transport)?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(transport)
 }

@@ -6,13 +6,13 @@
 //! with ed25519 and delivered, over each agent's open mutual-TLS stream,
 //! to exactly the hosts it targets. Every state change is audited.
 //!
-//! - [`config`]: `coordinator.toml`;
-//! - [`signer`]: ed25519 keys and grant signatures;
-//! - [`store`]: SQLite: requests, grants, hosts, audit;
-//! - [`fleet`]: the connected agents and delivery to them;
-//! - [`workflow`]: requests, reviews and their rules;
-//! - [`service`]: the `ward.v1.Coordinator` gRPC service;
-//! - [`server`]: TLS, background sweeps, serving.
+//! - `config`: `coordinator.toml`;
+//! - `signer`: ed25519 keys and grant signatures;
+//! - `store`: SQLite: requests, grants, hosts, audit;
+//! - `fleet`: the connected agents and delivery to them;
+//! - `workflow`: requests, reviews and their rules;
+//! - `service`: the `ward.v1.Coordinator` gRPC service;
+//! - `server`: TLS, background sweeps, serving.
 
 pub mod config;
 pub mod fleet;

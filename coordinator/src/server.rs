@@ -23,7 +23,11 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     let policies = Policies::load(&config.policy.files).map_err(|errors| {
         anyhow::anyhow!(
             "policy:\n{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
     let directory = match &config.policy.directory {
@@ -44,7 +48,10 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     })
 }
 
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let wf = workflow(&config)?;
     tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");

@@ -28,7 +28,9 @@ pub struct CoordinatorService {
 fn status(e: WorkflowError) -> Status {
     let msg = e.to_string();
     match e {
-        WorkflowError::Invalid { .. } | WorkflowError::UnknownHost(_) => Status::invalid_argument(msg),
+        WorkflowError::Invalid { .. } | WorkflowError::UnknownHost(_) => {
+            Status::invalid_argument(msg)
+        }
         WorkflowError::NotEligible(_)
         | WorkflowError::OverMax(_)
         | WorkflowError::SelfApproval
@@ -48,7 +50,9 @@ fn person<T>(req: &Request<T>) -> Result<String, Status> {
     peer_names(req)
         .into_iter()
         .find(|n| !n.ends_with(AGENT_SUFFIX))
-        .ok_or_else(|| Status::permission_denied("this call is for people; agents may only subscribe"))
+        .ok_or_else(|| {
+            Status::permission_denied("this call is for people; agents may only subscribe")
+        })
 }
 
 impl CoordinatorService {
@@ -70,7 +74,9 @@ impl CoordinatorService {
         } else {
             return;
         };
-        let sent = self.fleet.deliver(&d.hosts, &pb::FleetMessage { kind: Some(kind) });
+        let sent = self
+            .fleet
+            .deliver(&d.hosts, &pb::FleetMessage { kind: Some(kind) });
         tracing::info!(hosts = ?d.hosts, streams = sent, "delivered to agents");
     }
 
@@ -128,37 +134,67 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
-        let out = self.workflow.lock().await.review(&who, &r.id, true, &r.reason);
+        let out = self
+            .workflow
+            .lock()
+            .await
+            .review(&who, &r.id, true, &r.reason);
         self.answer(out, &who, "Approve")
     }
 
-    async fn deny(&self, req: Request<pb::ReviewRequest>) -> Result<Response<pb::AccessRequest>, Status> {
+    async fn deny(
+        &self,
+        req: Request<pb::ReviewRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
         if r.reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: say why the request is denied"));
+            return Err(Status::invalid_argument(
+                "reason: say why the request is denied",
+            ));
         }
-        let out = self.workflow.lock().await.review(&who, &r.id, false, &r.reason);
+        let out = self
+            .workflow
+            .lock()
+            .await
+            .review(&who, &r.id, false, &r.reason);
         self.answer(out, &who, "Deny")
     }
 
-    async fn release(&self, req: Request<pb::EndRequest>) -> Result<Response<pb::AccessRequest>, Status> {
+    async fn release(
+        &self,
+        req: Request<pb::EndRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
-        let reason = if r.reason.is_empty() { "released" } else { &r.reason };
+        let reason = if r.reason.is_empty() {
+            "released"
+        } else {
+            &r.reason
+        };
         let out = self.workflow.lock().await.end(&who, &r.id, true, reason);
         self.answer(out, &who, "Release")
     }
 
-    async fn revoke(&self, req: Request<pb::EndRequest>) -> Result<Response<pb::AccessRequest>, Status> {
+    async fn revoke(
+        &self,
+        req: Request<pb::EndRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
-        let reason = if r.reason.is_empty() { "revoked" } else { &r.reason };
+        let reason = if r.reason.is_empty() {
+            "revoked"
+        } else {
+            &r.reason
+        };
         let out = self.workflow.lock().await.end(&who, &r.id, false, reason);
         self.answer(out, &who, "Revoke")
     }
 
-    async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::AuditResponse>, Status> {
+    async fn audit(
+        &self,
+        req: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
         person(&req)?;
         let entries = self
             .workflow
@@ -201,6 +237,8 @@ impl Coordinator for CoordinatorService {
         }
         tracing::info!(host = %r.host, labels = ?r.labels, "agent subscribed");
         let stream = ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(stream, Ok))))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            stream, Ok,
+        ))))
     }
 }

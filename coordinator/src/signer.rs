@@ -83,7 +83,10 @@ mod tests {
         let mut tampered = signed.clone();
         let last = tampered.grant.len() - 1;
         tampered.grant[last] ^= 1;
-        assert_eq!(verify(&tampered, &[key.clone()]), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&tampered, std::slice::from_ref(&key)),
+            Err(VerifyError::BadSignature)
+        );
         let unsigned = SignedGrant {
             signature: Vec::new(),
             ..signed

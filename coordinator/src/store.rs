@@ -96,11 +96,11 @@ fn hosts_text(hosts: &[String]) -> String {
 impl Tx<'_> {
     /// The next request id: r-1, r-2, ...
     pub fn next_id(&self) -> Result<String, StoreError> {
-        let n: i64 = self
-            .0
-            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM requests", [], |r| {
-                r.get(0)
-            })?;
+        let n: i64 =
+            self.0
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM requests", [], |r| {
+                    r.get(0)
+                })?;
         Ok(format!("r-{n}"))
     }
 
@@ -123,7 +123,9 @@ impl Tx<'_> {
     pub fn get(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
         let body: Option<Vec<u8>> = self
             .0
-            .query_row("SELECT body FROM requests WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT body FROM requests WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(body
             .map(|b| AccessRequest::decode(b.as_slice()))
@@ -132,7 +134,9 @@ impl Tx<'_> {
 
     /// Requests in `states` (all when empty), oldest first.
     pub fn list(&self, states: &[RequestState]) -> Result<Vec<AccessRequest>, StoreError> {
-        let mut stmt = self.0.prepare("SELECT state, body FROM requests ORDER BY seq")?;
+        let mut stmt = self
+            .0
+            .prepare("SELECT state, body FROM requests ORDER BY seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -178,7 +182,12 @@ impl Tx<'_> {
         Ok(out)
     }
 
-    pub fn upsert_host(&self, name: &str, labels: &[String], now_ms: i64) -> Result<(), StoreError> {
+    pub fn upsert_host(
+        &self,
+        name: &str,
+        labels: &[String],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.0.execute(
             "INSERT INTO hosts (name, labels, seen_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET labels = excluded.labels, seen_ms = excluded.seen_ms",
@@ -189,7 +198,9 @@ impl Tx<'_> {
 
     /// Every host that ever subscribed, with its labels.
     pub fn hosts(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let mut stmt = self.0.prepare("SELECT name, labels FROM hosts ORDER BY name")?;
+        let mut stmt = self
+            .0
+            .prepare("SELECT name, labels FROM hosts ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use ward_policy::{
-    Action, Clock, Compiler, Eligibility, Env, GrantCheck, Kind, approvals_for,
-};
+use ward_policy::{Action, Clock, Compiler, Eligibility, Env, GrantCheck, Kind, approvals_for};
 use ward_proto::v1::{
     self as pb, AccessRequest, AuditEntry, CreateRequestRequest, Grant, Operation, RequestState,
     Review, SignedGrant, object, subject,
@@ -49,7 +47,13 @@ fn invalid(field: &str, reason: impl Into<String>) -> WorkflowError {
     }
 }
 
-fn audit(tx: &Tx<'_>, id: &str, actor: &str, kind: &str, detail: impl Into<String>) -> Result<(), StoreError> {
+fn audit(
+    tx: &Tx<'_>,
+    id: &str,
+    actor: &str,
+    kind: &str,
+    detail: impl Into<String>,
+) -> Result<(), StoreError> {
     tx.audit(&AuditEntry {
         time_unix_ms: now_ms(),
         request_id: id.to_owned(),
@@ -93,10 +97,16 @@ fn state_name(s: i32) -> String {
 /// Each (operation, object) pair a request asks for, checked for fit.
 fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowError> {
     if r.operations.is_empty() {
-        return Err(invalid("operations", "name at least one: read, write, exec or connect"));
+        return Err(invalid(
+            "operations",
+            "name at least one: read, write, exec or connect",
+        ));
     }
     if r.objects.is_empty() {
-        return Err(invalid("objects", "name at least one path, executable or network"));
+        return Err(invalid(
+            "objects",
+            "name at least one path, executable or network",
+        ));
     }
     let mut out = Vec::new();
     for (i, raw) in r.operations.iter().enumerate() {
@@ -105,11 +115,19 @@ fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowEr
             Ok(Operation::Write) => Action::Write,
             Ok(Operation::Exec) => Action::Exec,
             Ok(Operation::Connect) => Action::Connect,
-            _ => return Err(invalid(&format!("operations[{i}]"), format!("unknown operation {raw}"))),
+            _ => {
+                return Err(invalid(
+                    &format!("operations[{i}]"),
+                    format!("unknown operation {raw}"),
+                ));
+            }
         };
         for o in &r.objects {
             let fits = match (&o.kind, action) {
-                (Some(object::Kind::Path(p) | object::Kind::PathPrefix(p)), Action::Read | Action::Write) => Some(p),
+                (
+                    Some(object::Kind::Path(p) | object::Kind::PathPrefix(p)),
+                    Action::Read | Action::Write,
+                ) => Some(p),
                 (Some(object::Kind::Executable(p)), Action::Exec) => Some(p),
                 (Some(object::Kind::Network(n)), Action::Connect) => Some(n),
                 _ => None,
@@ -120,7 +138,10 @@ fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowEr
         }
     }
     if out.is_empty() {
-        return Err(invalid("objects", "no object fits the operations asked for"));
+        return Err(invalid(
+            "objects",
+            "no object fits the operations asked for",
+        ));
     }
     Ok(out)
 }
@@ -168,20 +189,27 @@ impl Rules {
                     .eligibility_in(&env, &check, &clock)
                     .map_err(|e| invalid("objects", e.to_string()))?;
                 match e {
-                    Eligibility::Eligible { max, policies: p, terms } => {
+                    Eligibility::Eligible {
+                        max,
+                        policies: p,
+                        terms,
+                    } => {
                         let Some(n) = approvals_for(&terms, duration) else {
                             return Err(WorkflowError::OverMax(format!(
                                 "{} asked for {} on {object} on {name}; policy allows at most {}",
                                 humantime::format_duration(duration),
                                 action.name(),
-                                max.map_or("-".into(), |m| humantime::format_duration(m).to_string())
+                                max.map_or("-".into(), |m| humantime::format_duration(m)
+                                    .to_string())
                             )));
                         };
                         required = required.max(n);
                         policies.extend(p);
                     }
                     Eligibility::NotEligible { reason } => {
-                        return Err(WorkflowError::NotEligible(format!("{reason} (host {name})")));
+                        return Err(WorkflowError::NotEligible(format!(
+                            "{reason} (host {name})"
+                        )));
                     }
                     Eligibility::Forbidden { policies } => {
                         return Err(WorkflowError::NotEligible(format!(
@@ -199,7 +227,12 @@ impl Rules {
     }
 
     /// Approves: the grant starts counting now, not at the request.
-    fn issue(&self, tx: &Tx<'_>, req: &mut AccessRequest, actor: &str) -> Result<Delivery, WorkflowError> {
+    fn issue(
+        &self,
+        tx: &Tx<'_>,
+        req: &mut AccessRequest,
+        actor: &str,
+    ) -> Result<Delivery, WorkflowError> {
         let now = now_ms();
         let start = req.not_before_unix_ms.max(now);
         req.state = RequestState::Approved as i32;
@@ -212,7 +245,9 @@ impl Rules {
         };
         let grant = Grant {
             id: req.id.clone(),
-            subject: Some(pb::Subject { kind: Some(subject) }),
+            subject: Some(pb::Subject {
+                kind: Some(subject),
+            }),
             operations: req.operations.clone(),
             objects: req.objects.clone(),
             not_before_unix_ms: if start > now { start } else { 0 },
@@ -235,7 +270,11 @@ impl Rules {
             &req.id,
             actor,
             "approved",
-            format!("until {} on {}", req.expires_at_unix_ms, req.hosts.join(",")),
+            format!(
+                "until {} on {}",
+                req.expires_at_unix_ms,
+                req.hosts.join(",")
+            ),
         )?;
         Ok(Delivery {
             hosts: req.hosts.clone(),
@@ -273,15 +312,21 @@ impl Rules {
 }
 
 impl Workflow {
-
     /// Which known hosts a request names; an unknown one is an error.
-    fn resolve_hosts(tx: &Tx<'_>, r: &CreateRequestRequest) -> Result<Vec<(String, Vec<String>)>, WorkflowError> {
+    fn resolve_hosts(
+        tx: &Tx<'_>,
+        r: &CreateRequestRequest,
+    ) -> Result<Vec<(String, Vec<String>)>, WorkflowError> {
         let known = tx.hosts()?;
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
         for h in &r.hosts {
             match known.iter().find(|(n, _)| n == h) {
                 Some(k) => out.push(k.clone()),
-                None => return Err(WorkflowError::UnknownHost(format!("`{h}`: no agent by that name has connected"))),
+                None => {
+                    return Err(WorkflowError::UnknownHost(format!(
+                        "`{h}`: no agent by that name has connected"
+                    )));
+                }
             }
         }
         if !r.host_labels.is_empty() {
@@ -299,21 +344,30 @@ impl Workflow {
             out.extend(matching);
         }
         if out.is_empty() {
-            return Err(invalid("hosts", "name hosts (host=NAME) or labels (KEY=VALUE)"));
+            return Err(invalid(
+                "hosts",
+                "name hosts (host=NAME) or labels (KEY=VALUE)",
+            ));
         }
         out.sort();
         out.dedup();
         Ok(out)
     }
 
-
-    pub fn create(&mut self, requester: &str, r: CreateRequestRequest) -> Result<(AccessRequest, Delivery), WorkflowError> {
+    pub fn create(
+        &mut self,
+        requester: &str,
+        r: CreateRequestRequest,
+    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
         let targets = targets(&r)?;
         if r.duration_ms <= 0 {
             return Err(invalid("duration", "must be longer than 0s"));
         }
         if r.reason.trim().is_empty() {
-            return Err(invalid("reason", "is required: say why, e.g. an incident or ticket"));
+            return Err(invalid(
+                "reason",
+                "is required: say why, e.g. an incident or ticket",
+            ));
         }
         let duration = Duration::from_millis(r.duration_ms as u64);
         let rules = &self.rules;
@@ -339,7 +393,13 @@ impl Workflow {
                 ..Default::default()
             };
             tx.insert(&req)?;
-            audit(tx, &req.id, requester, "created", format!("reason: {}", req.reason))?;
+            audit(
+                tx,
+                &req.id,
+                requester,
+                "created",
+                format!("reason: {}", req.reason),
+            )?;
             let mut delivery = Delivery::default();
             if required == 0 {
                 delivery = rules.issue(tx, &mut req, "policy")?;
@@ -349,10 +409,9 @@ impl Workflow {
         })
     }
 
-
-
     fn load(tx: &Tx<'_>, id: &str) -> Result<AccessRequest, WorkflowError> {
-        tx.get(id)?.ok_or_else(|| WorkflowError::NotFound(id.to_owned()))
+        tx.get(id)?
+            .ok_or_else(|| WorkflowError::NotFound(id.to_owned()))
     }
 
     fn expect(req: &AccessRequest, states: &[RequestState]) -> Result<(), WorkflowError> {
@@ -375,11 +434,10 @@ impl Workflow {
         reason: &str,
     ) -> Result<(AccessRequest, Delivery), WorkflowError> {
         let rules = &self.rules;
-        self.store.write(|tx| {
+        let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
             Self::expect(&req, &[RequestState::Pending])?;
             if req.requester == reviewer {
-                audit(tx, id, reviewer, "refused", "self-approval")?;
                 return Err(WorkflowError::SelfApproval);
             }
             if !rules.may_review(reviewer, &req)? {
@@ -388,7 +446,10 @@ impl Workflow {
                 )));
             }
             if req.reviews.iter().any(|r| r.reviewer == reviewer) {
-                return Err(invalid("id", format!("{reviewer} has already reviewed {id}")));
+                return Err(invalid(
+                    "id",
+                    format!("{reviewer} has already reviewed {id}"),
+                ));
             }
             req.reviews.push(Review {
                 reviewer: reviewer.to_owned(),
@@ -416,7 +477,29 @@ impl Workflow {
             }
             tx.put(&req)?;
             Ok((req, delivery))
-        })
+        });
+        self.audit_refusal(id, reviewer, &result);
+        result
+    }
+
+    /// A refused review or end is audited in its own transaction: the
+    /// refused one rolled back.
+    fn audit_refusal<T>(&mut self, id: &str, actor: &str, result: &Result<T, WorkflowError>) {
+        let Err(
+            e @ (WorkflowError::SelfApproval
+            | WorkflowError::NotReviewer(_)
+            | WorkflowError::NotYours(_)),
+        ) = result
+        else {
+            return;
+        };
+        let why = e.to_string();
+        if let Err(err) = self
+            .store
+            .write(|tx| audit(tx, id, actor, "refused", why).map_err(WorkflowError::from))
+        {
+            tracing::error!(error = %err, "could not audit a refusal");
+        }
     }
 
     /// Ends access early: `release` by the requester, `revoke` by a
@@ -429,7 +512,7 @@ impl Workflow {
         reason: &str,
     ) -> Result<(AccessRequest, Delivery), WorkflowError> {
         let rules = &self.rules;
-        self.store.write(|tx| {
+        let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
             Self::expect(&req, &[RequestState::Pending, RequestState::Approved])?;
             if release && req.requester != caller {
@@ -438,7 +521,10 @@ impl Workflow {
                     req.requester
                 )));
             }
-            if !release && !rules.admins.iter().any(|a| a == caller) && !rules.may_review(caller, &req)? {
+            if !release
+                && !rules.admins.iter().any(|a| a == caller)
+                && !rules.may_review(caller, &req)?
+            {
                 return Err(WorkflowError::NotReviewer(format!(
                     "only an admin or a reviewer of {id} may revoke it"
                 )));
@@ -452,7 +538,13 @@ impl Workflow {
             req.ended_unix_ms = now_ms();
             tx.put(&req)?;
             tx.end_grant(id)?;
-            audit(tx, id, caller, if release { "released" } else { "revoked" }, reason)?;
+            audit(
+                tx,
+                id,
+                caller,
+                if release { "released" } else { "revoked" },
+                reason,
+            )?;
             let delivery = if was_approved {
                 Delivery {
                     hosts: req.hosts.clone(),
@@ -463,7 +555,9 @@ impl Workflow {
                 Delivery::default()
             };
             Ok((req, delivery))
-        })
+        });
+        self.audit_refusal(id, caller, &result);
+        result
     }
 
     /// Pending requests past their TTL, and access past its deadline,
@@ -487,7 +581,11 @@ impl Workflow {
                 req.ended_unix_ms = now;
                 tx.put(&req)?;
                 tx.end_grant(&req.id)?;
-                let why = if pending { "pending past its TTL" } else { "reached its deadline" };
+                let why = if pending {
+                    "pending past its TTL"
+                } else {
+                    "reached its deadline"
+                };
                 audit(tx, &req.id, "coordinator", "expired", why)?;
                 n += 1;
             }
@@ -495,8 +593,17 @@ impl Workflow {
         })
     }
 
-    pub fn list(&mut self, caller: &str, mine: bool, pending: bool) -> Result<Vec<AccessRequest>, WorkflowError> {
-        let states: &[RequestState] = if pending { &[RequestState::Pending] } else { &[] };
+    pub fn list(
+        &mut self,
+        caller: &str,
+        mine: bool,
+        pending: bool,
+    ) -> Result<Vec<AccessRequest>, WorkflowError> {
+        let states: &[RequestState] = if pending {
+            &[RequestState::Pending]
+        } else {
+            &[]
+        };
         self.store.write(|tx| {
             Ok(tx
                 .list(states)?
@@ -511,7 +618,11 @@ impl Workflow {
     }
 
     /// An agent connects: remember its labels; hand back its active grants.
-    pub fn subscribe(&mut self, host: &str, labels: &[String]) -> Result<Vec<SignedGrant>, WorkflowError> {
+    pub fn subscribe(
+        &mut self,
+        host: &str,
+        labels: &[String],
+    ) -> Result<Vec<SignedGrant>, WorkflowError> {
         self.store.write(|tx| {
             tx.upsert_host(host, labels, now_ms())?;
             Ok(tx.active_grants(host, now_ms())?)

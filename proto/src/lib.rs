@@ -49,43 +49,42 @@ pub mod signing {
         public.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
-/// Why a signed grant was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("no signature")]
-    Unsigned,
-    #[error("signature does not verify against any configured coordinator key")]
-    BadSignature,
-    #[error("signed bytes are not a grant: {0}")]
-    Decode(String),
-}
-
-/// Verifies against any of `keys` (raw 32-byte ed25519 public keys) and
-/// decodes the grant that was signed.
-pub fn verify(signed: &SignedGrant, keys: &[Vec<u8>]) -> Result<Grant, VerifyError> {
-    if signed.signature.is_empty() {
-        return Err(VerifyError::Unsigned);
+    /// Why a signed grant was refused.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum VerifyError {
+        #[error("no signature")]
+        Unsigned,
+        #[error("signature does not verify against any configured coordinator key")]
+        BadSignature,
+        #[error("signed bytes are not a grant: {0}")]
+        Decode(String),
     }
-    let ok = keys.iter().any(|k| {
-        UnparsedPublicKey::new(&ED25519, k)
-            .verify(&signed.grant, &signed.signature)
-            .is_ok()
-    });
-    if !ok {
-        return Err(VerifyError::BadSignature);
-    }
-    Grant::decode(signed.grant.as_slice()).map_err(|e| VerifyError::Decode(e.to_string()))
-}
 
-/// Parses a hex public key from a config file.
-pub fn parse_public_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
+    /// Verifies against any of `keys` (raw 32-byte ed25519 public keys) and
+    /// decodes the grant that was signed.
+    pub fn verify(signed: &SignedGrant, keys: &[Vec<u8>]) -> Result<Grant, VerifyError> {
+        if signed.signature.is_empty() {
+            return Err(VerifyError::Unsigned);
+        }
+        let ok = keys.iter().any(|k| {
+            UnparsedPublicKey::new(&ED25519, k)
+                .verify(&signed.grant, &signed.signature)
+                .is_ok()
+        });
+        if !ok {
+            return Err(VerifyError::BadSignature);
+        }
+        Grant::decode(signed.grant.as_slice()).map_err(|e| VerifyError::Decode(e.to_string()))
     }
-    (0..32)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
-}
 
+    /// Parses a hex public key from a config file.
+    pub fn parse_public_hex(s: &str) -> Option<Vec<u8>> {
+        let s = s.trim();
+        if s.len() != 64 {
+            return None;
+        }
+        (0..32)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    }
 }

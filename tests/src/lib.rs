@@ -8,6 +8,7 @@ use std::{
 };
 
 pub mod lifecycle;
+pub mod pki;
 pub mod wardd;
 
 use ward_agent::cgroup::OwnedCgroup;
@@ -21,6 +22,10 @@ pub fn ward_bin() -> PathBuf {
 /// The `wardd` binary, found like [`ward_bin`].
 pub fn wardd_bin() -> PathBuf {
     binary("WARDD_BIN", "wardd")
+}
+
+pub fn coordinator_bin() -> PathBuf {
+    binary("WARD_COORDINATOR_BIN", "ward-coordinator")
 }
 
 fn binary(var: &str, name: &str) -> PathBuf {

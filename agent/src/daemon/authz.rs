@@ -85,4 +85,3 @@ pub fn remote<T>(req: &Request<T>, allowed: &[String]) -> Result<Caller, Status>
         ))),
     }
 }
-

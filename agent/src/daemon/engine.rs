@@ -823,7 +823,13 @@ impl Engine {
     pub fn refuse_grant(&mut self, id: &str, actor: &str, why: &str) {
         tracing::warn!(grant = %id, actor, why, "grant refused");
         let grant = (!id.is_empty()).then_some(id);
-        if let Err(e) = self.record("grant_refused", grant, actor, serde_json::json!({ "why": why }), true) {
+        if let Err(e) = self.record(
+            "grant_refused",
+            grant,
+            actor,
+            serde_json::json!({ "why": why }),
+            true,
+        ) {
             tracing::error!(error = %e, "could not audit a refused grant");
         }
     }
@@ -831,7 +837,10 @@ impl Engine {
     /// After a coordinator snapshot: grants from `issuer` that it no longer
     /// lists end now.
     pub fn resync_issuer(&mut self, issuer: &str, keep: &std::collections::BTreeSet<String>) {
-        let stale: Vec<Stored> = match self.store.list(&[GrantState::Active, GrantState::Scheduled]) {
+        let stale: Vec<Stored> = match self
+            .store
+            .list(&[GrantState::Active, GrantState::Scheduled])
+        {
             Ok(l) => l
                 .into_iter()
                 .filter(|s| {
@@ -847,7 +856,12 @@ impl Engine {
             }
         };
         for s in stale {
-            if let Err(e) = self.end(&s, GrantState::Revoked, "coordinator", "not in the coordinator's snapshot") {
+            if let Err(e) = self.end(
+                &s,
+                GrantState::Revoked,
+                "coordinator",
+                "not in the coordinator's snapshot",
+            ) {
                 tracing::error!(error = %e, "resync: cannot end a stale grant");
             }
         }

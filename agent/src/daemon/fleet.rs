@@ -5,7 +5,6 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use tokio::sync::Mutex;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use ward_proto::{
     signing,
     v1::{self as pb, coordinator_client::CoordinatorClient, fleet_message},
@@ -40,23 +39,6 @@ pub async fn run(engine: Arc<Mutex<Engine>>, section: CoordinatorSection, labels
     }
 }
 
-async fn connect(section: &CoordinatorSection) -> Result<Channel, Box<dyn std::error::Error + Send + Sync>> {
-    let ca = std::fs::read(&section.ca)?;
-    let cert = std::fs::read(&section.cert)?;
-    let key = std::fs::read(&section.key)?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key));
-    if let Some(d) = &section.domain {
-        tls = tls.domain_name(d.clone());
-    }
-    Ok(Channel::from_shared(section.url.clone())?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?)
-}
-
 async fn session(
     engine: &Arc<Mutex<Engine>>,
     section: &CoordinatorSection,
@@ -64,7 +46,14 @@ async fn session(
     labels: &[String],
     keys: &[Vec<u8>],
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channel = connect(section).await?;
+    let channel = crate::client::connect_tls(&crate::client::TlsTarget {
+        url: section.url.clone(),
+        domain: section.domain.clone(),
+        ca: section.ca.clone(),
+        cert: section.cert.clone(),
+        key: section.key.clone(),
+    })
+    .await?;
     let mut client = CoordinatorClient::new(channel);
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
@@ -93,7 +82,9 @@ async fn session(
             Some(fleet_message::Kind::Revocation(r)) => {
                 match engine.revoke(&r.grant_id, &r.reason, "coordinator") {
                     Ok(_) => tracing::info!(grant = %r.grant_id, "revoked by the coordinator"),
-                    Err(e) => tracing::info!(grant = %r.grant_id, error = %e, "revocation had nothing to end"),
+                    Err(e) => {
+                        tracing::info!(grant = %r.grant_id, error = %e, "revocation had nothing to end")
+                    }
                 }
             }
             None => {}
@@ -103,7 +94,12 @@ async fn session(
 }
 
 /// Verifies and pushes one signed grant; returns its id if it stands.
-fn apply(engine: &mut Engine, signed: &pb::SignedGrant, host: &str, keys: &[Vec<u8>]) -> Option<String> {
+fn apply(
+    engine: &mut Engine,
+    signed: &pb::SignedGrant,
+    host: &str,
+    keys: &[Vec<u8>],
+) -> Option<String> {
     let grant = match signing::verify(signed, keys) {
         Ok(g) => g,
         Err(e) => {

@@ -61,7 +61,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Cmd::Keygen { out } => {
-            anyhow::ensure!(!out.exists(), "{} exists; refusing to overwrite a key", out.display());
+            anyhow::ensure!(
+                !out.exists(),
+                "{} exists; refusing to overwrite a key",
+                out.display()
+            );
             let der = signer::generate().map_err(|_| anyhow::anyhow!("generating a key failed"))?;
             std::fs::write(&out, &der).with_context(|| format!("writing {}", out.display()))?;
             std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
@@ -72,7 +76,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Check { config } => {
             let c = Config::load(&config)?;
             let wf = server::workflow(&c)?;
-            println!("{}: ok; signing key {}", config.display(), wf.rules.signer.public_hex());
+            println!(
+                "{}: ok; signing key {}",
+                config.display(),
+                wf.rules.signer.public_hex()
+            );
             Ok(())
         }
         Cmd::Serve { config } => {
@@ -82,7 +90,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 let shutdown = async move {
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod connect;
+mod coordinator;
 mod daemon;
 mod dist;
 mod doctor;

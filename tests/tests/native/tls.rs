@@ -1,38 +1,14 @@
 //! The coordinator's channel: gRPC over mutual TLS, with client identities
 //! checked against the config.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use ward_proto::v1::{self as pb, agent_client::AgentClient, object, subject};
-use ward_tests::OpenOutcome;
+use ward_tests::{
+    OpenOutcome,
+    pki::{ca, leaf},
+};
 
 use crate::daemon::host;
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// (certificate PEM, key PEM) signed by `issuer`.
-fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, name: &str, client: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    (
-        p.signed_by(&key, issuer).unwrap().pem(),
-        key.serialize_pem(),
-    )
-}
 
 async fn client(
     port: u16,

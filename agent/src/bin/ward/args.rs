@@ -24,8 +24,30 @@ pub struct Cli {
         default_value = "/run/ward/agent.sock"
     )]
     pub socket: PathBuf,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to reach the coordinator (request, requests, approve, deny,
+/// release, audit; and revoke when given).
+#[derive(Args, Clone, Default)]
+pub struct CoordinatorArgs {
+    /// The coordinator, e.g. https://coordinator.example:7444.
+    #[arg(long, global = true, env = "WARD_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// The name in the coordinator's certificate, if not the URL's host.
+    #[arg(long, global = true, env = "WARD_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// CA that signed the coordinator's certificate.
+    #[arg(long, global = true, env = "WARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Your client certificate (its name is who you are) and key.
+    #[arg(long, global = true, env = "WARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "WARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -48,7 +70,55 @@ pub enum Command {
     /// Paths ending in `/` grant the whole tree. Example:
     /// ward grant --user alice --read /var/log/prod/ --for 15m --reason "INC-123"
     Grant(GrantArgs),
-    /// End a grant at once.
+    /// Ask the coordinator for access (JIT).
+    ///
+    /// Example: ward request --read /srv/prod/ --on host=db1 --for 30m --reason "INC-42".
+    /// Refused (exit 4) if policy does not make you eligible or you ask for
+    /// longer than it allows; an unknown host is exit 5.
+    Request(RequestArgs),
+    /// List requests at the coordinator.
+    Requests {
+        /// Only yours.
+        #[arg(long)]
+        mine: bool,
+        /// Only those waiting for review.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve someone else's request (reviewers whom policy allows).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny a request: one denial denies.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End your own access early.
+    Release {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The coordinator's audit trail.
+    Audit {
+        /// How far back, e.g. 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        since: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a grant at once: at the coordinator when --coordinator is set
+    /// (the request id), else on this host's agent (the grant id).
     Revoke {
         /// The grant id.
         id: String,
@@ -171,6 +241,35 @@ pub struct GrantArgs {
     /// Grant id; generated when absent.
     #[arg(long)]
     pub id: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RequestArgs {
+    /// Read a file, or a tree ending in `/` (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub read: Vec<String>,
+    #[arg(long, value_name = "PATH")]
+    pub write: Vec<String>,
+    #[arg(long, value_name = "PATH")]
+    pub exec: Vec<String>,
+    /// ADDR[/PREFIX]:PORTS.
+    #[arg(long, value_name = "NET")]
+    pub connect: Vec<String>,
+    /// Where: host=NAME, or KEY=VALUE host labels (repeatable).
+    #[arg(long = "on", value_name = "host=NAME|KEY=VALUE", required = true)]
+    pub on: Vec<String>,
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Why (required).
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// For a workload you run (cgroup path) instead of yourself.
+    #[arg(long)]
+    pub workload: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

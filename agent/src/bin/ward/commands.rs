@@ -7,7 +7,10 @@ use ward_agent::{client, doctor};
 use ward_proto::v1::{self as pb, object, subject};
 
 use crate::{
-    args::{Cli, Command, ExplainArgs, GrantArgs, PolicyCommand, SubjectArgs},
+    args::{
+        Cli, Command, CoordinatorArgs, ExplainArgs, GrantArgs, PolicyCommand, RequestArgs,
+        SubjectArgs,
+    },
     exit, render,
 };
 
@@ -64,6 +67,9 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     {
         return check_policy(files, directory.as_deref(), labels, *json);
     }
+    if let Some(code) = coordinator_command(&cli).await? {
+        return Ok(code);
+    }
     let mut agent = client::connect(&cli.socket).await?;
     match cli.command {
         Command::Doctor { .. } => unreachable!("handled above"),
@@ -114,6 +120,12 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Explain(args) => return explain(&mut agent, args).await,
         Command::Policy(PolicyCommand::Check { .. }) => unreachable!("handled above"),
+        Command::Request(_)
+        | Command::Requests { .. }
+        | Command::Approve { .. }
+        | Command::Deny { .. }
+        | Command::Release { .. }
+        | Command::Audit { .. } => unreachable!("handled by coordinator_command"),
         Command::Policy(PolicyCommand::Apply { json }) => {
             let s = agent
                 .apply_policy(pb::ApplyPolicyRequest {})
@@ -298,4 +310,162 @@ fn check_policy(
     };
     render::policy_checked(&policies, compiled.as_ref(), json);
     Ok(exit::OK)
+}
+
+type Coord = ward_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>;
+
+async fn coordinator(a: &CoordinatorArgs) -> Result<Coord, CliError> {
+    let missing = |what: &str| {
+        usage(format!(
+            "{what} is required to reach the coordinator (or set WARD_{})",
+            what.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        ))
+    };
+    let target = client::TlsTarget {
+        url: a
+            .coordinator
+            .clone()
+            .ok_or_else(|| missing("--coordinator"))?,
+        domain: a.tls_domain.clone(),
+        ca: a.tls_ca.clone().ok_or_else(|| missing("--tls-ca"))?,
+        cert: a.tls_cert.clone().ok_or_else(|| missing("--tls-cert"))?,
+        key: a.tls_key.clone().ok_or_else(|| missing("--tls-key"))?,
+    };
+    let channel = client::connect_tls(&target).await.map_err(|e| CliError {
+        code: exit::DAEMON_DOWN,
+        message: e.to_string(),
+    })?;
+    Ok(ward_proto::v1::coordinator_client::CoordinatorClient::new(
+        channel,
+    ))
+}
+
+/// The verbs the coordinator answers; `None` when this is not one.
+async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
+    let c = &cli.coordinator;
+    match &cli.command {
+        Command::Request(a) => {
+            let r = coordinator(c)
+                .await?
+                .create_request(request(a)?)
+                .await?
+                .into_inner();
+            render::access_request(&r, a.json);
+        }
+        Command::Requests {
+            mine,
+            pending,
+            json,
+        } => {
+            let r = coordinator(c)
+                .await?
+                .list_requests(pb::ListRequestsRequest {
+                    mine: *mine,
+                    pending: *pending,
+                })
+                .await?
+                .into_inner();
+            render::access_requests(&r.requests, *json);
+        }
+        Command::Approve { id, reason, json } => {
+            let r = coordinator(c)
+                .await?
+                .approve(pb::ReviewRequest {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            render::access_request(&r, *json);
+        }
+        Command::Deny { id, reason, json } => {
+            let r = coordinator(c)
+                .await?
+                .deny(pb::ReviewRequest {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            render::access_request(&r, *json);
+        }
+        Command::Release { id, json } => {
+            let r = coordinator(c)
+                .await?
+                .release(pb::EndRequest {
+                    id: id.clone(),
+                    reason: "released with ward release".into(),
+                })
+                .await?
+                .into_inner();
+            render::access_request(&r, *json);
+        }
+        Command::Revoke { id, reason, json } if c.coordinator.is_some() => {
+            let r = coordinator(c)
+                .await?
+                .revoke(pb::EndRequest {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            render::access_request(&r, *json);
+        }
+        Command::Audit { since, json } => {
+            let since_ms = now_ms() - since.as_millis() as i64;
+            let r = coordinator(c)
+                .await?
+                .audit(pb::AuditRequest {
+                    since_unix_ms: since_ms,
+                })
+                .await?
+                .into_inner();
+            render::audit(&r.entries, *json);
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(exit::OK))
+}
+
+fn request(a: &RequestArgs) -> Result<pb::CreateRequestRequest, CliError> {
+    let grant = build_grant(GrantArgs {
+        subject: SubjectArgs {
+            uid: Some(0),
+            ..Default::default()
+        },
+        read: a.read.clone(),
+        write: a.write.clone(),
+        exec: a.exec.clone(),
+        connect: a.connect.clone(),
+        duration: a.duration,
+        reason: a.reason.clone(),
+        ticket: a.ticket.clone(),
+        id: Some("request".into()),
+        json: false,
+    })?;
+    let (mut hosts, mut host_labels) = (Vec::new(), Vec::new());
+    for on in &a.on {
+        match on.split_once('=') {
+            Some(("host", name)) => hosts.push(name.to_owned()),
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => host_labels.push(on.clone()),
+            _ => {
+                return Err(usage(format!(
+                    "--on `{on}`: expected host=NAME or KEY=VALUE"
+                )));
+            }
+        }
+    }
+    Ok(pb::CreateRequestRequest {
+        operations: grant.operations,
+        objects: grant.objects,
+        hosts,
+        host_labels,
+        duration_ms: a.duration.as_millis() as i64,
+        reason: a.reason.clone(),
+        ticket: a.ticket.clone().unwrap_or_default(),
+        not_before_unix_ms: 0,
+        workload: a.workload.clone().unwrap_or_default(),
+    })
 }

@@ -410,3 +410,119 @@ pub fn policy_applied(s: &pb::PolicyStatus, json: bool) {
         println!("warning: not enforced: {u}");
     }
 }
+
+fn request_state(s: i32) -> String {
+    pb::RequestState::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("REQUEST_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn request_json(r: &pb::AccessRequest) -> Value {
+    serde_json::json!({
+        "id": r.id,
+        "requester": r.requester,
+        "state": request_state(r.state),
+        "operations": r.operations.iter().map(|o| op_name(*o)).collect::<Vec<_>>(),
+        "objects": r.objects.iter().map(object_text).collect::<Vec<_>>(),
+        "hosts": r.hosts,
+        "workload": r.workload,
+        "duration_ms": r.duration_ms,
+        "reason": r.reason,
+        "ticket": r.ticket,
+        "approvals_required": r.approvals_required,
+        "reviews": r.reviews.iter().map(|v| serde_json::json!({
+            "reviewer": v.reviewer, "approve": v.approve, "reason": v.reason, "time_unix_ms": v.time_unix_ms,
+        })).collect::<Vec<_>>(),
+        "policies": r.policies,
+        "created_unix_ms": r.created_unix_ms,
+        "approved_unix_ms": r.approved_unix_ms,
+        "expires_at_unix_ms": r.expires_at_unix_ms,
+        "ended_unix_ms": r.ended_unix_ms,
+    })
+}
+
+pub fn access_request(r: &pb::AccessRequest, json: bool) {
+    if json {
+        println!("{}", request_json(r));
+        return;
+    }
+    let approvals = r.reviews.iter().filter(|v| v.approve).count();
+    println!(
+        "{} {} for {} on {}: {} approval(s) of {} needed{}",
+        r.id,
+        request_state(r.state),
+        r.requester,
+        r.hosts.join(","),
+        approvals,
+        r.approvals_required,
+        if r.expires_at_unix_ms > 0 {
+            format!(
+                "; access until {} ({})",
+                when(r.expires_at_unix_ms),
+                left(r.expires_at_unix_ms)
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+pub fn access_requests(list: &[pb::AccessRequest], json: bool) {
+    if json {
+        println!("{}", Value::Array(list.iter().map(request_json).collect()));
+        return;
+    }
+    println!(
+        "{:<8} {:<9} {:<10} {:<14} {:<28} {:<12} {:<9} REASON",
+        "ID", "STATE", "REQUESTER", "OPERATIONS", "OBJECTS", "HOSTS", "APPROVALS"
+    );
+    for r in list {
+        let ops: Vec<&str> = r.operations.iter().map(|o| op_name(*o)).collect();
+        let objects: Vec<String> = r.objects.iter().map(object_text).collect();
+        println!(
+            "{:<8} {:<9} {:<10} {:<14} {:<28} {:<12} {:<9} {}",
+            r.id,
+            request_state(r.state),
+            r.requester,
+            ops.join(","),
+            objects.join(","),
+            r.hosts.join(","),
+            format!(
+                "{}/{}",
+                r.reviews.iter().filter(|v| v.approve).count(),
+                r.approvals_required
+            ),
+            r.reason
+        );
+    }
+}
+
+pub fn audit(entries: &[pb::AuditEntry], json: bool) {
+    if json {
+        let v: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "time_unix_ms": e.time_unix_ms, "request_id": e.request_id, "actor": e.actor,
+                    "kind": e.kind, "detail": e.detail,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    for e in entries {
+        println!(
+            "{}  {:<9} {:<8} {:<10} {}",
+            when(e.time_unix_ms),
+            e.kind,
+            e.request_id,
+            e.actor,
+            e.detail
+        );
+    }
+}

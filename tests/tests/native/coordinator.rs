@@ -1,0 +1,457 @@
+//! The JIT workflow end to end, natively, as real processes on loopback:
+//! one `ward-coordinator` and two `wardd` agents (h1, h2) on their own
+//! test cgroups with the cgroup connect enforcer, and `ward` as the people.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use ward_tests::{
+    OpenOutcome, TempDir, coordinator_bin,
+    pki::{Ca, ca, write_leaf},
+    wardd::Wardd,
+};
+
+use crate::daemon::{Host, host};
+
+const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
+
+const POLICY: &str = r#"
+@id("staff-connect") @max_duration("1h") @approvals("2")
+permit(principal in Group::"staff", action == Action::"request", resource is Network);
+
+@id("oncall-auto") @max_duration("30m") @approvals("0")
+permit(principal in Group::"oncall", action == Action::"request", resource is Network)
+when { context.operation == "connect" && context.host.labels.contains("env=test") };
+
+@id("leads-review")
+permit(principal in Group::"leads", action == Action::"review", resource);
+"#;
+
+const DIRECTORY: &str = r#"
+[groups.staff]
+[groups.oncall]
+[groups.leads]
+[users.alice]
+groups = ["staff"]
+[users.dave]
+groups = ["staff", "oncall"]
+[users.bob]
+groups = ["leads"]
+[users.carol]
+groups = ["leads"]
+[networks."127.0.0.1/32:1-65535"]
+"#;
+
+struct Coordinator {
+    dir: TempDir,
+    pki: Ca,
+    port: u16,
+    public_key: String,
+    child: Option<Child>,
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+impl Coordinator {
+    fn new(tag: &str) -> Coordinator {
+        let dir = TempDir::new(tag);
+        let pki = ca("ward test CA");
+        std::fs::write(dir.path().join("ca.pem"), pki.pem()).unwrap();
+        write_leaf(&pki, dir.path(), "localhost", false);
+        let key = dir.path().join("signing.pk8");
+        let out = Command::new(coordinator_bin())
+            .args(["keygen", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        std::fs::write(dir.path().join("policy.cedar"), POLICY).unwrap();
+        std::fs::write(dir.path().join("directory.toml"), DIRECTORY).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.path().join("coordinator.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
+                 client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
+                 admins = [\"root-admin\"]\npending_ttl = \"1h\"\n\
+                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n"
+            ),
+        )
+        .unwrap();
+        let mut c = Coordinator {
+            dir,
+            pki,
+            port,
+            public_key,
+            child: None,
+        };
+        c.start();
+        c
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("coordinator.log")).unwrap();
+        let child = Command::new(coordinator_bin())
+            .args(["serve", "--config"])
+            .arg(self.dir.path().join("coordinator.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("the coordinator to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Client certificate files for a person or an agent.
+    fn identity(&self, name: &str) -> (PathBuf, PathBuf) {
+        write_leaf(&self.pki, self.dir.path(), name, true)
+    }
+
+    /// `ward ARGS` as the person `who`.
+    fn ward(&self, who: &str, args: &[&str]) -> (i32, String, String) {
+        let (cert, key) = self.identity(who);
+        let out = Command::new(ward_tests::ward_bin())
+            .args(args)
+            .env(
+                "WARD_COORDINATOR",
+                format!("https://127.0.0.1:{}", self.port),
+            )
+            .env("WARD_TLS_DOMAIN", "localhost")
+            .env("WARD_TLS_CA", self.dir.path().join("ca.pem"))
+            .env("WARD_TLS_CERT", cert)
+            .env("WARD_TLS_KEY", key)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn request(&self, who: &str, agent: &Host, host: &str, duration: &str) -> (i32, Value, String) {
+        let target = format!("127.0.0.1/32:{}", agent.addr.port());
+        let (code, out, err) = self.ward(
+            who,
+            &[
+                "request",
+                "--connect",
+                &target,
+                "--on",
+                &format!("host={host}"),
+                "--for",
+                duration,
+                "--reason",
+                "INC-42",
+                "--workload",
+                &agent.managed_workload(),
+                "--json",
+            ],
+        );
+        (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+    }
+
+    /// An agent config section for host `name`, trusting `key`.
+    fn agent_section(&self, name: &str, key: &str) -> String {
+        let (cert, k) = self.identity(&format!("{name}.agent"));
+        format!(
+            "[coordinator]\nurl = \"https://127.0.0.1:{}\"\ndomain = \"localhost\"\nca = \"{}\"\n\
+             cert = \"{}\"\nkey = \"{}\"\nhost = \"{name}\"\npublic_keys = [\"{key}\"]\n",
+            self.port,
+            self.dir.path().join("ca.pem").display(),
+            cert.display(),
+            k.display()
+        )
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An agent for host `name`, labelled env=test, subscribed to `c`.
+fn agent(c: &Coordinator, tag: &str, name: &str, key: &str) -> (Host, Wardd) {
+    let h = host(tag, &c.agent_section(name, key));
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        text.replacen(
+            "[agent]\n",
+            "[agent]\nhost_labels = { env = \"test\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let w = h.start();
+    (h, w)
+}
+
+fn subscribed(c: &Coordinator, hosts: usize) {
+    let log = c.dir.path().join("coordinator.log");
+    wait_until("agents to subscribe", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("agent subscribed")
+            .count()
+            >= hosts
+    });
+}
+
+#[test]
+fn two_approvals_deliver_a_signed_grant_to_the_targeted_agent_only() {
+    let c = Coordinator::new("coord-flow");
+    let (h1, _w1) = agent(&c, "co-h1", "h1", &c.public_key);
+    let (h2, _w2) = agent(&c, "co-h2", "h2", &c.public_key);
+    subscribed(&c, 2);
+    assert_eq!(h1.connect(), DENIED);
+
+    let (code, r, err) = c.request("alice", &h1, "h1", "10m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["approvals_required"], 2);
+    assert_eq!(r["hosts"], serde_json::json!(["h1"]));
+    let id = r["id"].as_str().unwrap().to_owned();
+
+    // Nobody approves their own request.
+    let (code, _, err) = c.ward("alice", &["approve", &id]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("self-approval"), "{err}");
+    // Someone policy does not name as a reviewer cannot either.
+    let (code, _, err) = c.ward("dave", &["approve", &id]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not a reviewer"), "{err}");
+
+    let (code, out, err) = c.ward("bob", &["approve", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"state\":\"pending\""), "{out}");
+    assert_eq!(h1.connect(), DENIED, "one approval of two grants nothing");
+    let (code, out, err) = c.ward("carol", &["approve", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let approved: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(approved["state"], "approved");
+    // Access time counts from approval.
+    let window = approved["expires_at_unix_ms"].as_i64().unwrap()
+        - approved["approved_unix_ms"].as_i64().unwrap();
+    assert_eq!(window, 600_000);
+
+    wait_until("the grant to reach h1", Duration::from_secs(10), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+    assert_eq!(h2.connect(), DENIED, "h2 was not targeted");
+    assert!(
+        h2.grants().is_empty(),
+        "h2 holds no grant: {:?}",
+        h2.grants()
+    );
+    let g = &h1.grants()[0];
+    assert_eq!(g["id"], id.as_str());
+    assert_eq!(g["issuer"], "ward-coordinator");
+
+    // Revoke by a reviewer closes access at once.
+    let (code, _, err) = c.ward("bob", &["revoke", &id, "--reason", "done"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("the revocation to reach h1", Duration::from_secs(5), || {
+        h1.connect() == DENIED
+    });
+
+    // Release by the requester does too.
+    let (_, r, _) = c.request("alice", &h1, "h1", "10m");
+    let id2 = r["id"].as_str().unwrap().to_owned();
+    c.ward("bob", &["approve", &id2]);
+    c.ward("carol", &["approve", &id2]);
+    wait_until("the second grant", Duration::from_secs(10), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+    let (code, _, err) = c.ward("bob", &["release", &id2]);
+    assert_eq!(code, 4, "only the requester releases: {err}");
+    let (code, _, err) = c.ward("alice", &["release", &id2]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("the release to reach h1", Duration::from_secs(5), || {
+        h1.connect() == DENIED
+    });
+
+    // One denial denies.
+    let (_, r, _) = c.request("alice", &h1, "h1", "10m");
+    let id3 = r["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = c.ward("bob", &["deny", &id3, "--reason", "not now", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"state\":\"denied\""), "{out}");
+    let (code, _, err) = c.ward("carol", &["approve", &id3]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is denied"), "{err}");
+
+    // Clear errors: over the maximum, unknown host, not eligible.
+    let (code, _, err) = c.request("alice", &h1, "h1", "2h");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("policy allows at most 1h"), "{err}");
+    let (code, _, err) = c.request("alice", &h1, "h9", "10m");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("unknown host: `h9`"), "{err}");
+    let (code, _, err) = c.request("bob", &h1, "h1", "10m");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not eligible"), "{err}");
+
+    // Every state change is audited with its actor.
+    let (code, out, err) = c.ward("bob", &["audit", "--since", "1h", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let audit: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let kinds = |id: &str| -> Vec<(String, String)> {
+        audit
+            .iter()
+            .filter(|e| e["request_id"] == id)
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().into(),
+                    e["actor"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let k = kinds(&id);
+    for (kind, actor) in [
+        ("created", "alice"),
+        ("refused", "alice"),
+        ("approval", "bob"),
+        ("approved", "carol"),
+        ("revoked", "bob"),
+    ] {
+        assert!(
+            k.contains(&(kind.into(), actor.into())),
+            "{kind} by {actor} in {k:?}"
+        );
+    }
+}
+
+#[test]
+fn auto_approval_by_policy_and_expiry_at_the_deadline() {
+    let c = Coordinator::new("coord-auto");
+    let (h1, _w1) = agent(&c, "co-auto", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let t = Instant::now();
+    let (code, r, err) = c.request("dave", &h1, "h1", "3s");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["state"], "approved", "{r}");
+    assert_eq!(r["approvals_required"], 0);
+    assert_eq!(
+        r["policies"],
+        serde_json::json!(["oncall-auto", "staff-connect"])
+    );
+    wait_until("the auto-approved grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+    println!("auto-approved request to enforced: {:?}", t.elapsed());
+    let deadline = r["expires_at_unix_ms"].as_i64().unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    while now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        h1.connect(),
+        DENIED,
+        "expired at the deadline, in the kernel"
+    );
+}
+
+#[test]
+fn a_grant_signed_by_an_unknown_key_is_refused_and_audited() {
+    let c = Coordinator::new("coord-rogue");
+    // h1 trusts some other key, not this coordinator's.
+    let other = "11".repeat(32);
+    let (h1, _w1) = agent(&c, "co-rogue", "h1", &other);
+    subscribed(&c, 1);
+    let (code, r, err) = c.request("dave", &h1, "h1", "10m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["state"], "approved");
+    wait_until("the refusal to be audited", Duration::from_secs(10), || {
+        h1.audit().iter().any(|e| {
+            e["kind"] == "grant_refused"
+                && e["detail"]["why"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("signature does not verify"))
+        })
+    });
+    assert_eq!(h1.connect(), DENIED);
+    assert!(h1.grants().is_empty());
+}
+
+#[test]
+fn agents_resync_across_coordinator_and_agent_restarts() {
+    let mut c = Coordinator::new("coord-restart");
+    let (h1, mut w1) = agent(&c, "co-restart", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let (_, r, _) = c.request("dave", &h1, "h1", "10m");
+    let id = r["id"].as_str().unwrap().to_owned();
+    wait_until("the grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+
+    // The coordinator dies mid-stream: enforcement on h1 is unaffected.
+    c.kill();
+    assert_eq!(h1.connect(), OpenOutcome::Opened);
+    c.start();
+    subscribed(&c, 1);
+    // After reconnecting, new grants flow again.
+    let (_, r2, _) = c.request("dave", &h1, "h1", "10m");
+    let id2 = r2["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the agent to reconnect and take the new grant",
+        Duration::from_secs(15),
+        || h1.grants().iter().any(|g| g["id"] == id2.as_str()),
+    );
+
+    // The agent is down while a grant is revoked: on restart the snapshot
+    // no longer lists it, and the agent ends it.
+    assert!(w1.stop().success());
+    let (code, _, err) = c.ward(
+        "root-admin",
+        &["revoke", &id, "--reason", "while h1 was down"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let _w1 = h1.start();
+    wait_until(
+        "the resync to end the revoked grant",
+        Duration::from_secs(15),
+        || h1.states().iter().any(|(g, s)| *g == id && s == "revoked"),
+    );
+    assert!(
+        h1.states().iter().any(|(g, s)| *g == id2 && s == "active"),
+        "{:?}",
+        h1.states()
+    );
+}
