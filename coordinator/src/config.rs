@@ -18,6 +18,9 @@ pub struct Config {
     pub client_ca: PathBuf,
     /// The SQLite database lives here.
     pub state_dir: PathBuf,
+    /// PostgreSQL instead of SQLite, e.g. "postgres://ward@db:5432/ward":
+    /// replicas given the same URL share one state.
+    pub database: Option<String>,
     /// ed25519 PKCS#8 key (`ward-coordinator keygen`).
     pub signing_key: PathBuf,
     /// People who may revoke any request.

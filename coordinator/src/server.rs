@@ -3,7 +3,9 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::sync::Mutex;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use ward_policy::{Clock, Compiler, Directory, Env, Policies};
 use ward_proto::v1::coordinator_server::CoordinatorServer;
@@ -11,7 +13,7 @@ use ward_proto::v1::coordinator_server::CoordinatorServer;
 use crate::{
     config::Config,
     fleet::Fleet,
-    service::CoordinatorService,
+    service::{CoordinatorService, pump},
     signer::Signer,
     store::Store,
     workflow::{Rules, Workflow},
@@ -36,7 +38,10 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     };
     let policy = Compiler::new(policies, directory, Env::default(), &Clock::system());
     let signer = Signer::from_pkcs8(&config.signing_key)?;
-    let store = Store::open(&config.state_dir).context("opening the coordinator database")?;
+    let store = match &config.database {
+        Some(url) => Store::open_postgres(url).context("connecting to PostgreSQL")?,
+        None => Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?,
+    };
     Ok(Workflow {
         store,
         rules: Rules {
@@ -57,15 +62,22 @@ pub async fn run(
     tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");
     let workflow = Arc::new(Mutex::new(wf));
     let fleet = Arc::new(Fleet::default());
+    let changed = Arc::new(Notify::new());
     let sweeper = workflow.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Err(e) = sweeper.lock().await.sweep() {
+            let wf = sweeper.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                wf.lock().unwrap_or_else(|p| p.into_inner()).sweep()
+            })
+            .await;
+            if let Ok(Err(e)) = swept {
                 tracing::error!(error = %e, "sweep failed");
             }
         }
     });
+    tokio::spawn(pump(workflow.clone(), fleet.clone(), changed.clone()));
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("{what} {}", p.display()))
     };
@@ -75,7 +87,7 @@ pub async fn run(
         .listen
         .parse()
         .with_context(|| format!("listen `{}` is not ADDR:PORT", config.listen))?;
-    let service = CoordinatorService::new(workflow, fleet);
+    let service = CoordinatorService::new(workflow, fleet, changed);
     tracing::info!(listen = %addr, "serving mutual TLS");
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?

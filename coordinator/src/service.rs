@@ -1,9 +1,12 @@
 //! `ward.v1.Coordinator`: who is calling (the client certificate), what
 //! they may do, then the workflow; and the agents' fleet stream.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use ward_proto::{
@@ -13,7 +16,7 @@ use ward_proto::{
 
 use crate::{
     fleet::Fleet,
-    workflow::{Delivery, Workflow, WorkflowError},
+    workflow::{Workflow, WorkflowError},
 };
 
 /// Agents present "NAME.agent"; anyone else is a person.
@@ -23,6 +26,8 @@ pub const AGENT_SUFFIX: &str = ".agent";
 pub struct CoordinatorService {
     workflow: Arc<Mutex<Workflow>>,
     fleet: Arc<Fleet>,
+    /// Wakes the outbox pump after a local change.
+    changed: Arc<Notify>,
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -56,46 +61,82 @@ fn person<T>(req: &Request<T>) -> Result<String, Status> {
 }
 
 impl CoordinatorService {
-    pub fn new(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>) -> Self {
-        CoordinatorService { workflow, fleet }
+    pub fn new(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) -> Self {
+        CoordinatorService {
+            workflow,
+            fleet,
+            changed,
+        }
     }
 
-    fn deliver(&self, d: Delivery) {
-        if d.hosts.is_empty() {
-            return;
-        }
-        let kind = if let Some(g) = d.grant {
-            fleet_message::Kind::Grant(g)
-        } else if let Some(id) = d.revoke {
-            fleet_message::Kind::Revocation(pb::Revocation {
-                grant_id: id,
-                reason: "ended at the coordinator".into(),
-            })
-        } else {
-            return;
-        };
-        let sent = self
-            .fleet
-            .deliver(&d.hosts, &pb::FleetMessage { kind: Some(kind) });
-        tracing::info!(hosts = ?d.hosts, streams = sent, "delivered to agents");
+    /// Runs `f` on the workflow in a blocking thread: the stores are
+    /// synchronous clients.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Workflow) -> Result<T, WorkflowError> + Send + 'static,
+    ) -> Result<T, WorkflowError> {
+        let wf = self.workflow.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = wf.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| Err(WorkflowError::Invalid {
+            field: "internal".into(),
+            reason: format!("worker failed: {e}"),
+        }))
     }
 
     fn answer(
         &self,
-        r: Result<(pb::AccessRequest, Delivery), WorkflowError>,
+        r: Result<pb::AccessRequest, WorkflowError>,
         who: &str,
         call: &str,
     ) -> Result<Response<pb::AccessRequest>, Status> {
         match r {
-            Ok((req, d)) => {
+            Ok(req) => {
                 tracing::info!(actor = %who, call, request = %req.id, "ok");
-                self.deliver(d);
+                self.changed.notify_one();
                 Ok(Response::new(req))
             }
             Err(e) => {
                 tracing::warn!(actor = %who, call, error = %e, "refused");
                 Err(status(e))
             }
+        }
+    }
+}
+
+/// Delivers what the outbox gains, from this replica or any other sharing
+/// the store, to the agents connected here.
+pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) {
+    let head = {
+        let wf = workflow.clone();
+        tokio::task::spawn_blocking(move || wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_head())
+            .await
+    };
+    let mut last = match head {
+        Ok(Ok(h)) => h,
+        _ => 0,
+    };
+    loop {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), changed.notified()).await;
+        let wf = workflow.clone();
+        let after = last;
+        let batch = tokio::task::spawn_blocking(move || {
+            wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_after(after)
+        })
+        .await;
+        match batch {
+            Ok(Ok(rows)) => {
+                for (seq, hosts, msg) in rows {
+                    let sent = fleet.deliver(&hosts, &msg);
+                    tracing::info!(seq, hosts = ?hosts, streams = sent, "delivered to agents");
+                    last = seq;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "reading the outbox"),
+            Err(e) => tracing::error!(error = %e, "outbox worker failed"),
         }
     }
 }
@@ -109,7 +150,8 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::CreateRequestRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
-        let r = self.workflow.lock().await.create(&who, req.into_inner());
+        let (w, body) = (who.clone(), req.into_inner());
+        let r = self.with(move |wf| wf.create(&w, body)).await;
         self.answer(r, &who, "CreateRequest")
     }
 
@@ -120,10 +162,8 @@ impl Coordinator for CoordinatorService {
         let who = person(&req)?;
         let r = req.into_inner();
         let requests = self
-            .workflow
-            .lock()
+            .with(move |wf| wf.list(&who, r.mine, r.pending))
             .await
-            .list(&who, r.mine, r.pending)
             .map_err(status)?;
         Ok(Response::new(pb::ListRequestsResponse { requests }))
     }
@@ -134,11 +174,10 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
+        let w = who.clone();
         let out = self
-            .workflow
-            .lock()
-            .await
-            .review(&who, &r.id, true, &r.reason);
+            .with(move |wf| wf.review(&w, &r.id, true, &r.reason))
+            .await;
         self.answer(out, &who, "Approve")
     }
 
@@ -153,11 +192,10 @@ impl Coordinator for CoordinatorService {
                 "reason: say why the request is denied",
             ));
         }
+        let w = who.clone();
         let out = self
-            .workflow
-            .lock()
-            .await
-            .review(&who, &r.id, false, &r.reason);
+            .with(move |wf| wf.review(&w, &r.id, false, &r.reason))
+            .await;
         self.answer(out, &who, "Deny")
     }
 
@@ -168,11 +206,12 @@ impl Coordinator for CoordinatorService {
         let who = person(&req)?;
         let r = req.into_inner();
         let reason = if r.reason.is_empty() {
-            "released"
+            "released".to_owned()
         } else {
-            &r.reason
+            r.reason
         };
-        let out = self.workflow.lock().await.end(&who, &r.id, true, reason);
+        let w = who.clone();
+        let out = self.with(move |wf| wf.end(&w, &r.id, true, &reason)).await;
         self.answer(out, &who, "Release")
     }
 
@@ -183,11 +222,12 @@ impl Coordinator for CoordinatorService {
         let who = person(&req)?;
         let r = req.into_inner();
         let reason = if r.reason.is_empty() {
-            "revoked"
+            "revoked".to_owned()
         } else {
-            &r.reason
+            r.reason
         };
-        let out = self.workflow.lock().await.end(&who, &r.id, false, reason);
+        let w = who.clone();
+        let out = self.with(move |wf| wf.end(&w, &r.id, false, &reason)).await;
         self.answer(out, &who, "Revoke")
     }
 
@@ -196,11 +236,10 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         person(&req)?;
+        let since = req.get_ref().since_unix_ms;
         let entries = self
-            .workflow
-            .lock()
+            .with(move |wf| wf.audit_since(since))
             .await
-            .audit_since(req.get_ref().since_unix_ms)
             .map_err(status)?;
         Ok(Response::new(pb::AuditResponse { entries }))
     }
@@ -222,19 +261,20 @@ impl Coordinator for CoordinatorService {
             )));
         }
         let (tx, rx) = mpsc::channel(1024);
-        // Snapshot first, attached before the lock is released, so nothing
-        // issued in between is missed.
-        {
-            let mut wf = self.workflow.lock().await;
-            let grants = wf.subscribe(&r.host, &r.labels).map_err(status)?;
-            let snapshot = pb::FleetMessage {
-                kind: Some(fleet_message::Kind::Snapshot(pb::GrantSnapshot { grants })),
-            };
-            tx.send(snapshot)
-                .await
-                .map_err(|_| Status::unavailable("agent went away"))?;
-            self.fleet.attach(&r.host, tx);
-        }
+        // Attach first, then snapshot: anything issued in between arrives
+        // twice at worst, and grants are idempotent by id.
+        self.fleet.attach(&r.host, tx.clone());
+        let (host, labels) = (r.host.clone(), r.labels.clone());
+        let grants = self
+            .with(move |wf| wf.subscribe(&host, &labels))
+            .await
+            .map_err(status)?;
+        let snapshot = pb::FleetMessage {
+            kind: Some(fleet_message::Kind::Snapshot(pb::GrantSnapshot { grants })),
+        };
+        tx.send(snapshot)
+            .await
+            .map_err(|_| Status::unavailable("agent went away"))?;
         tracing::info!(host = %r.host, labels = ?r.labels, "agent subscribed");
         let stream = ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(

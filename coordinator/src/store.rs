@@ -1,20 +1,27 @@
-//! The coordinator's state in SQLite: requests (each kept as its protobuf
-//! encoding), issued grants, known hosts, and the audit trail.
+//! The coordinator's state: requests (each kept as its protobuf encoding),
+//! issued grants, known hosts, the audit trail, and an outbox of what
+//! agents must hear.
 //!
-//! Every decision runs in one `BEGIN IMMEDIATE` transaction, which takes
-//! the database's write lock first: two coordinator processes sharing the
-//! database can never both count an approval past a request's threshold.
+//! SQLite is the embedded default. PostgreSQL, given by URL, lets several
+//! coordinator replicas share one state. Every decision runs in one
+//! transaction that first takes the store's write lock (`BEGIN IMMEDIATE`
+//! on SQLite, a transaction-scoped advisory lock on PostgreSQL), so two
+//! replicas can never both count an approval past a request's threshold.
+//! Each replica delivers what the outbox gains to the agents connected to
+//! it, so an approval on one replica reaches agents streaming from another.
 
-use std::path::Path;
+use std::{cell::RefCell, path::Path};
 
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use ward_proto::v1::{AccessRequest, AuditEntry, RequestState, SignedGrant};
+use rusqlite::{Connection, TransactionBehavior};
+use ward_proto::v1::{AccessRequest, AuditEntry, FleetMessage, RequestState, SignedGrant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("coordinator database: {0}")]
+    #[error("coordinator database (SQLite): {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("coordinator database (PostgreSQL): {0}")]
+    Pg(#[from] postgres::Error),
     #[error("coordinator database holds an undecodable record: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("cannot create {path}: {source}")]
@@ -24,15 +31,91 @@ pub enum StoreError {
     },
 }
 
-pub struct Store {
-    db: Connection,
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    requester TEXT NOT NULL, state INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY, hosts TEXT NOT NULL, signed BLOB NOT NULL,
+    expires_ms INTEGER NOT NULL, ended INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, labels TEXT NOT NULL, seen_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, request_id TEXT NOT NULL,
+    actor TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, hosts TEXT NOT NULL, message BLOB NOT NULL);
+";
+
+const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    requester TEXT NOT NULL, state BIGINT NOT NULL, body BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY, hosts TEXT NOT NULL, signed BYTEA NOT NULL,
+    expires_ms BIGINT NOT NULL, ended BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, labels TEXT NOT NULL, seen_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY, time_ms BIGINT NOT NULL, request_id TEXT NOT NULL,
+    actor TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq BIGSERIAL PRIMARY KEY, hosts TEXT NOT NULL, message BYTEA NOT NULL);
+";
+
+/// Serialises writers across PostgreSQL replicas (any fixed number).
+const PG_WRITE_LOCK: i64 = 0x7761_7264;
+
+pub enum Store {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
 }
 
 /// One transaction's view of the store.
-pub struct Tx<'a>(rusqlite::Transaction<'a>);
+pub enum Tx<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(RefCell<postgres::Transaction<'a>>),
+}
+
+/// A parameter, bound the same way on both databases.
+#[derive(Debug, Clone, Copy)]
+pub enum P<'a> {
+    I(i64),
+    T(&'a str),
+    B(&'a [u8]),
+}
+
+/// A column value as read back.
+#[derive(Debug, Clone)]
+pub enum Col {
+    I(i64),
+    T(String),
+    B(Vec<u8>),
+}
+
+impl Col {
+    fn i(&self) -> i64 {
+        match self {
+            Col::I(v) => *v,
+            _ => 0,
+        }
+    }
+    fn t(self) -> String {
+        match self {
+            Col::T(v) => v,
+            _ => String::new(),
+        }
+    }
+    fn b(self) -> Vec<u8> {
+        match self {
+            Col::B(v) => v,
+            _ => Vec::new(),
+        }
+    }
+}
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open_sqlite(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -41,36 +124,17 @@ impl Store {
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS requests (
-                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-                id         TEXT NOT NULL UNIQUE,
-                requester  TEXT NOT NULL,
-                state      INTEGER NOT NULL,
-                body       BLOB NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS grants (
-                id          TEXT PRIMARY KEY,
-                hosts       TEXT NOT NULL,
-                signed      BLOB NOT NULL,
-                expires_ms  INTEGER NOT NULL,
-                ended       INTEGER NOT NULL DEFAULT 0
-            );
-            CREATE TABLE IF NOT EXISTS hosts (
-                name       TEXT PRIMARY KEY,
-                labels     TEXT NOT NULL,
-                seen_ms    INTEGER NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS audit (
-                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-                time_ms    INTEGER NOT NULL,
-                request_id TEXT NOT NULL,
-                actor      TEXT NOT NULL,
-                kind       TEXT NOT NULL,
-                detail     TEXT NOT NULL
-            );",
-        )?;
-        Ok(Store { db })
+        db.execute_batch(SQLITE_SCHEMA)?;
+        Ok(Store::Sqlite(db))
+    }
+
+    /// e.g. "postgres://ward@127.0.0.1:5432/ward".
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(&format!(
+            "SELECT pg_advisory_lock({PG_WRITE_LOCK}); {PG_SCHEMA} SELECT pg_advisory_unlock({PG_WRITE_LOCK});"
+        ))?;
+        Ok(Store::Postgres(Box::new(client)))
     }
 
     /// Runs `f` in one write transaction; it commits only if `f` succeeds.
@@ -78,14 +142,28 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let tx = Tx(tx);
-        let out = f(&tx)?;
-        tx.0.commit().map_err(StoreError::from)?;
-        Ok(out)
+        match self {
+            Store::Sqlite(db) => {
+                let tx = db
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(StoreError::from)?;
+                let tx = Tx::Sqlite(tx);
+                let out = f(&tx)?;
+                let Tx::Sqlite(tx) = tx else { unreachable!() };
+                tx.commit().map_err(StoreError::from)?;
+                Ok(out)
+            }
+            Store::Postgres(client) => {
+                let mut tx = client.transaction().map_err(StoreError::from)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK])
+                    .map_err(StoreError::from)?;
+                let tx = Tx::Postgres(RefCell::new(tx));
+                let out = f(&tx)?;
+                let Tx::Postgres(tx) = tx else { unreachable!() };
+                tx.into_inner().commit().map_err(StoreError::from)?;
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -93,56 +171,115 @@ fn hosts_text(hosts: &[String]) -> String {
     format!(",{},", hosts.join(","))
 }
 
+fn hosts_of(text: &str) -> Vec<String> {
+    text.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect()
+}
+
 impl Tx<'_> {
+    /// Runs a statement written with `?1`-style placeholders.
+    fn exec(&self, sql: &str, params: &[P<'_>]) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let values: Vec<rusqlite::types::Value> = params.iter().map(sqlite_value).collect();
+                tx.execute(sql, rusqlite::params_from_iter(values))?;
+            }
+            Tx::Postgres(tx) => {
+                let sql = pg_sql(sql);
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
+                tx.borrow_mut().execute(sql.as_str(), &refs)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn query(&self, sql: &str, params: &[P<'_>]) -> Result<Vec<Vec<Col>>, StoreError> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let values: Vec<rusqlite::types::Value> = params.iter().map(sqlite_value).collect();
+                let mut stmt = tx.prepare(sql)?;
+                let n = stmt.column_count();
+                let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                rusqlite::types::ValueRef::Integer(v) => Col::I(v),
+                                rusqlite::types::ValueRef::Text(t) => Col::T(String::from_utf8_lossy(t).into_owned()),
+                                rusqlite::types::ValueRef::Blob(b) => Col::B(b.to_vec()),
+                                _ => Col::I(0),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, rusqlite::Error>>()
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            Tx::Postgres(tx) => {
+                let sql = pg_sql(sql);
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
+                let rows = tx.borrow_mut().query(sql.as_str(), &refs)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let mut cols = Vec::new();
+                    for (i, c) in row.columns().iter().enumerate() {
+                        let ty = c.type_();
+                        cols.push(if *ty == postgres::types::Type::BYTEA {
+                            Col::B(row.try_get(i)?)
+                        } else if *ty == postgres::types::Type::TEXT {
+                            Col::T(row.try_get(i)?)
+                        } else {
+                            Col::I(row.try_get(i)?)
+                        });
+                    }
+                    out.push(cols);
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// The next request id: r-1, r-2, ...
     pub fn next_id(&self) -> Result<String, StoreError> {
-        let n: i64 =
-            self.0
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM requests", [], |r| {
-                    r.get(0)
-                })?;
+        let rows = self.query("SELECT COALESCE(MAX(seq), 0) + 1 FROM requests", &[])?;
+        let n = rows.first().and_then(|r| r.first()).map_or(1, Col::i);
         Ok(format!("r-{n}"))
     }
 
     pub fn insert(&self, r: &AccessRequest) -> Result<(), StoreError> {
-        self.0.execute(
+        let body = r.encode_to_vec();
+        self.exec(
             "INSERT INTO requests (id, requester, state, body) VALUES (?1, ?2, ?3, ?4)",
-            params![r.id, r.requester, r.state, r.encode_to_vec()],
-        )?;
-        Ok(())
+            &[P::T(&r.id), P::T(&r.requester), P::I(r.state as i64), P::B(&body)],
+        )
     }
 
     pub fn put(&self, r: &AccessRequest) -> Result<(), StoreError> {
-        self.0.execute(
+        let body = r.encode_to_vec();
+        self.exec(
             "UPDATE requests SET state = ?2, body = ?3 WHERE id = ?1",
-            params![r.id, r.state, r.encode_to_vec()],
-        )?;
-        Ok(())
+            &[P::T(&r.id), P::I(r.state as i64), P::B(&body)],
+        )
     }
 
     pub fn get(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
-        let body: Option<Vec<u8>> = self
-            .0
-            .query_row("SELECT body FROM requests WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        Ok(body
-            .map(|b| AccessRequest::decode(b.as_slice()))
-            .transpose()?)
+        let rows = self.query("SELECT body FROM requests WHERE id = ?1", &[P::T(id)])?;
+        match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+            Some(b) => Ok(Some(AccessRequest::decode(b.b().as_slice())?)),
+            None => Ok(None),
+        }
     }
 
     /// Requests in `states` (all when empty), oldest first.
     pub fn list(&self, states: &[RequestState]) -> Result<Vec<AccessRequest>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare("SELECT state, body FROM requests ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let rows = self.query("SELECT state, body FROM requests ORDER BY seq", &[])?;
         let mut out = Vec::new();
         for row in rows {
-            let (state, body) = row?;
-            if states.is_empty() || states.iter().any(|s| *s as i32 == state) {
-                out.push(AccessRequest::decode(body.as_slice())?);
+            let mut it = row.into_iter();
+            let (Some(state), Some(body)) = (it.next(), it.next()) else {
+                continue;
+            };
+            if states.is_empty() || states.iter().any(|s| *s as i64 == state.i()) {
+                out.push(AccessRequest::decode(body.b().as_slice())?);
             }
         }
         Ok(out)
@@ -155,87 +292,143 @@ impl Tx<'_> {
         signed: &SignedGrant,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.0.execute(
-            "INSERT OR REPLACE INTO grants (id, hosts, signed, expires_ms, ended) VALUES (?1, ?2, ?3, ?4, 0)",
-            params![id, hosts_text(hosts), signed.encode_to_vec(), expires_ms],
-        )?;
-        Ok(())
+        let body = signed.encode_to_vec();
+        self.exec(
+            "INSERT INTO grants (id, hosts, signed, expires_ms, ended) VALUES (?1, ?2, ?3, ?4, 0)
+             ON CONFLICT (id) DO UPDATE SET hosts = excluded.hosts, signed = excluded.signed,
+               expires_ms = excluded.expires_ms, ended = 0",
+            &[P::T(id), P::T(&hosts_text(hosts)), P::B(&body), P::I(expires_ms)],
+        )
     }
 
     pub fn end_grant(&self, id: &str) -> Result<(), StoreError> {
-        self.0
-            .execute("UPDATE grants SET ended = 1 WHERE id = ?1", [id])?;
-        Ok(())
+        self.exec("UPDATE grants SET ended = 1 WHERE id = ?1", &[P::T(id)])
     }
 
     /// Grants still running for `host`: what a reconnecting agent resyncs to.
     pub fn active_grants(&self, host: &str, now_ms: i64) -> Result<Vec<SignedGrant>, StoreError> {
-        let mut stmt = self.0.prepare(
-            "SELECT signed FROM grants WHERE ended = 0 AND expires_ms > ?1 AND hosts LIKE ?2 ORDER BY id",
-        )?;
         let pattern = format!("%,{host},%");
-        let rows = stmt.query_map(params![now_ms, pattern], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = Vec::new();
-        for b in rows {
-            out.push(SignedGrant::decode(b?.as_slice())?);
-        }
-        Ok(out)
+        let rows = self.query(
+            "SELECT signed FROM grants WHERE ended = 0 AND expires_ms > ?1 AND hosts LIKE ?2 ORDER BY id",
+            &[P::I(now_ms), P::T(&pattern)],
+        )?;
+        rows.into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .map(|b| Ok(SignedGrant::decode(b.b().as_slice())?))
+            .collect()
     }
 
-    pub fn upsert_host(
-        &self,
-        name: &str,
-        labels: &[String],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.0.execute(
+    pub fn upsert_host(&self, name: &str, labels: &[String], now_ms: i64) -> Result<(), StoreError> {
+        self.exec(
             "INSERT INTO hosts (name, labels, seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET labels = excluded.labels, seen_ms = excluded.seen_ms",
-            params![name, labels.join(","), now_ms],
-        )?;
-        Ok(())
+             ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, seen_ms = excluded.seen_ms",
+            &[P::T(name), P::T(&labels.join(",")), P::I(now_ms)],
+        )
     }
 
     /// Every host that ever subscribed, with its labels.
     pub fn hosts(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare("SELECT name, labels FROM hosts ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, labels) = row?;
-            let labels = labels
-                .split(',')
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect();
-            out.push((name, labels));
-        }
-        Ok(out)
+        let rows = self.query("SELECT name, labels FROM hosts ORDER BY name", &[])?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let name = it.next().map(Col::t).unwrap_or_default();
+                let labels = it.next().map(Col::t).unwrap_or_default();
+                (name, hosts_of(&labels))
+            })
+            .collect())
     }
 
     pub fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO audit (time_ms, request_id, actor, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.time_unix_ms, e.request_id, e.actor, e.kind, e.detail],
-        )?;
-        Ok(())
+            &[
+                P::I(e.time_unix_ms),
+                P::T(&e.request_id),
+                P::T(&e.actor),
+                P::T(&e.kind),
+                P::T(&e.detail),
+            ],
+        )
     }
 
     pub fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self.0.prepare(
+        let rows = self.query(
             "SELECT time_ms, request_id, actor, kind, detail FROM audit WHERE time_ms >= ?1 ORDER BY seq",
+            &[P::I(since_ms)],
         )?;
-        let rows = stmt.query_map([since_ms], |r| {
-            Ok(AuditEntry {
-                time_unix_ms: r.get(0)?,
-                request_id: r.get(1)?,
-                actor: r.get(2)?,
-                kind: r.get(3)?,
-                detail: r.get(4)?,
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                AuditEntry {
+                    time_unix_ms: it.next().map_or(0, |c| c.i()),
+                    request_id: it.next().map(Col::t).unwrap_or_default(),
+                    actor: it.next().map(Col::t).unwrap_or_default(),
+                    kind: it.next().map(Col::t).unwrap_or_default(),
+                    detail: it.next().map(Col::t).unwrap_or_default(),
+                }
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect())
     }
+
+    /// Queues a message for the agents of `hosts`.
+    pub fn send(&self, hosts: &[String], msg: &FleetMessage) -> Result<(), StoreError> {
+        let body = msg.encode_to_vec();
+        self.exec(
+            "INSERT INTO outbox (hosts, message) VALUES (?1, ?2)",
+            &[P::T(&hosts_text(hosts)), P::B(&body)],
+        )
+    }
+
+    /// Messages queued after `seq`: (seq, hosts, message).
+    pub fn outbox_after(&self, seq: i64) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, StoreError> {
+        let rows = self.query(
+            "SELECT seq, hosts, message FROM outbox WHERE seq > ?1 ORDER BY seq",
+            &[P::I(seq)],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let seq = it.next().map_or(0, |c| c.i());
+                let hosts = hosts_of(&it.next().map(Col::t).unwrap_or_default());
+                let msg = FleetMessage::decode(it.next().map(Col::b).unwrap_or_default().as_slice())?;
+                Ok((seq, hosts, msg))
+            })
+            .collect()
+    }
+
+    /// The newest outbox position: a starting replica delivers from here
+    /// (agents get everything older in their snapshot).
+    pub fn outbox_head(&self) -> Result<i64, StoreError> {
+        let rows = self.query("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[])?;
+        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+    }
+}
+
+fn sqlite_value(p: &P<'_>) -> rusqlite::types::Value {
+    match *p {
+        P::I(v) => rusqlite::types::Value::Integer(v),
+        P::T(t) => rusqlite::types::Value::Text(t.to_owned()),
+        P::B(b) => rusqlite::types::Value::Blob(b.to_vec()),
+    }
+}
+
+fn pg_params(params: &[P<'_>]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+            match *p {
+                P::I(v) => Box::new(v),
+                P::T(t) => Box::new(t.to_owned()),
+                P::B(b) => Box::new(b.to_vec()),
+            }
+        })
+        .collect()
+}
+
+/// `?1` placeholders to PostgreSQL's `$1`.
+fn pg_sql(sql: &str) -> String {
+    sql.replace('?', "$")
 }

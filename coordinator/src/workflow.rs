@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ward_policy::{Action, Clock, Compiler, Eligibility, Env, GrantCheck, Kind, approvals_for};
 use ward_proto::v1::{
-    self as pb, AccessRequest, AuditEntry, CreateRequestRequest, Grant, Operation, RequestState,
-    Review, SignedGrant, object, subject,
+    self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, Operation,
+    RequestState, Review, SignedGrant, fleet_message, object, subject,
 };
 
 use crate::{
@@ -63,13 +63,6 @@ fn audit(
     })
 }
 
-/// The outcome of a change that agents must hear about.
-#[derive(Debug, Default)]
-pub struct Delivery {
-    pub hosts: Vec<String>,
-    pub grant: Option<SignedGrant>,
-    pub revoke: Option<String>,
-}
 
 pub struct Workflow {
     pub store: Store,
@@ -232,7 +225,7 @@ impl Rules {
         tx: &Tx<'_>,
         req: &mut AccessRequest,
         actor: &str,
-    ) -> Result<Delivery, WorkflowError> {
+    ) -> Result<(), WorkflowError> {
         let now = now_ms();
         let start = req.not_before_unix_ms.max(now);
         req.state = RequestState::Approved as i32;
@@ -265,6 +258,12 @@ impl Rules {
         };
         let signed = self.signer.sign(&grant);
         tx.insert_grant(&req.id, &req.hosts, &signed, req.expires_at_unix_ms)?;
+        tx.send(
+            &req.hosts,
+            &FleetMessage {
+                kind: Some(fleet_message::Kind::Grant(signed)),
+            },
+        )?;
         audit(
             tx,
             &req.id,
@@ -276,11 +275,7 @@ impl Rules {
                 req.hosts.join(",")
             ),
         )?;
-        Ok(Delivery {
-            hosts: req.hosts.clone(),
-            grant: Some(signed),
-            revoke: None,
-        })
+        Ok(())
     }
 
     fn may_review(&self, reviewer: &str, req: &AccessRequest) -> Result<bool, WorkflowError> {
@@ -358,7 +353,7 @@ impl Workflow {
         &mut self,
         requester: &str,
         r: CreateRequestRequest,
-    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
+    ) -> Result<AccessRequest, WorkflowError> {
         let targets = targets(&r)?;
         if r.duration_ms <= 0 {
             return Err(invalid("duration", "must be longer than 0s"));
@@ -400,12 +395,11 @@ impl Workflow {
                 "created",
                 format!("reason: {}", req.reason),
             )?;
-            let mut delivery = Delivery::default();
             if required == 0 {
-                delivery = rules.issue(tx, &mut req, "policy")?;
+                rules.issue(tx, &mut req, "policy")?;
                 tx.put(&req)?;
             }
-            Ok((req, delivery))
+            Ok(req)
         })
     }
 
@@ -432,7 +426,7 @@ impl Workflow {
         id: &str,
         approve: bool,
         reason: &str,
-    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
+    ) -> Result<AccessRequest, WorkflowError> {
         let rules = &self.rules;
         let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
@@ -457,7 +451,6 @@ impl Workflow {
                 reason: reason.to_owned(),
                 time_unix_ms: now_ms(),
             });
-            let mut delivery = Delivery::default();
             if !approve {
                 req.state = RequestState::Denied as i32;
                 req.ended_unix_ms = now_ms();
@@ -472,11 +465,11 @@ impl Workflow {
                     format!("{approvals} of {}", req.approvals_required),
                 )?;
                 if approvals >= req.approvals_required {
-                    delivery = rules.issue(tx, &mut req, reviewer)?;
+                    rules.issue(tx, &mut req, reviewer)?;
                 }
             }
             tx.put(&req)?;
-            Ok((req, delivery))
+            Ok(req)
         });
         self.audit_refusal(id, reviewer, &result);
         result
@@ -510,7 +503,7 @@ impl Workflow {
         id: &str,
         release: bool,
         reason: &str,
-    ) -> Result<(AccessRequest, Delivery), WorkflowError> {
+    ) -> Result<AccessRequest, WorkflowError> {
         let rules = &self.rules;
         let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
@@ -545,16 +538,19 @@ impl Workflow {
                 if release { "released" } else { "revoked" },
                 reason,
             )?;
-            let delivery = if was_approved {
-                Delivery {
-                    hosts: req.hosts.clone(),
-                    grant: None,
-                    revoke: Some(id.to_owned()),
-                }
-            } else {
-                Delivery::default()
-            };
-            Ok((req, delivery))
+            if was_approved {
+                let revocation = pb::Revocation {
+                    grant_id: id.to_owned(),
+                    reason: reason.to_owned(),
+                };
+                tx.send(
+                    &req.hosts,
+                    &FleetMessage {
+                        kind: Some(fleet_message::Kind::Revocation(revocation)),
+                    },
+                )?;
+            }
+            Ok(req)
         });
         self.audit_refusal(id, caller, &result);
         result
@@ -627,5 +623,16 @@ impl Workflow {
             tx.upsert_host(host, labels, now_ms())?;
             Ok(tx.active_grants(host, now_ms())?)
         })
+    }
+}
+
+impl Workflow {
+    /// What the outbox gained after `seq`.
+    pub fn outbox_after(&mut self, seq: i64) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, WorkflowError> {
+        self.store.write(|tx| Ok(tx.outbox_after(seq)?))
+    }
+
+    pub fn outbox_head(&mut self) -> Result<i64, WorkflowError> {
+        self.store.write(|tx| Ok(tx.outbox_head()?))
     }
 }
