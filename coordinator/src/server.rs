@@ -40,7 +40,9 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = match &config.database {
         Some(url) => Store::open_postgres(url).context("connecting to PostgreSQL")?,
-        None => Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?,
+        None => {
+            Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?
+        }
     };
     Ok(Workflow {
         store,
@@ -58,7 +60,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let wf = workflow(&config)?;
+    // The PostgreSQL client is synchronous: open it off the async runtime.
+    let cfg = config.clone();
+    let wf = tokio::task::spawn_blocking(move || workflow(&cfg)).await??;
     tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");
     let workflow = Arc::new(Mutex::new(wf));
     let fleet = Arc::new(Fleet::default());

@@ -81,10 +81,12 @@ impl CoordinatorService {
             f(&mut guard)
         })
         .await
-        .unwrap_or_else(|e| Err(WorkflowError::Invalid {
-            field: "internal".into(),
-            reason: format!("worker failed: {e}"),
-        }))
+        .unwrap_or_else(|e| {
+            Err(WorkflowError::Invalid {
+                field: "internal".into(),
+                reason: format!("worker failed: {e}"),
+            })
+        })
     }
 
     fn answer(
@@ -112,19 +114,24 @@ impl CoordinatorService {
 pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) {
     let head = {
         let wf = workflow.clone();
-        tokio::task::spawn_blocking(move || wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_head())
-            .await
+        tokio::task::spawn_blocking(move || {
+            wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_head()
+        })
+        .await
     };
     let mut last = match head {
         Ok(Ok(h)) => h,
         _ => 0,
     };
     loop {
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), changed.notified()).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(100), changed.notified()).await;
         let wf = workflow.clone();
         let after = last;
         let batch = tokio::task::spawn_blocking(move || {
-            wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_after(after)
+            wf.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .outbox_after(after)
         })
         .await;
         match batch {

@@ -172,7 +172,10 @@ fn hosts_text(hosts: &[String]) -> String {
 }
 
 fn hosts_of(text: &str) -> Vec<String> {
-    text.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect()
+    text.split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Tx<'_> {
@@ -186,7 +189,8 @@ impl Tx<'_> {
             Tx::Postgres(tx) => {
                 let sql = pg_sql(sql);
                 let owned = pg_params(params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
                 tx.borrow_mut().execute(sql.as_str(), &refs)?;
             }
         }
@@ -204,7 +208,9 @@ impl Tx<'_> {
                         .map(|i| {
                             Ok(match r.get_ref(i)? {
                                 rusqlite::types::ValueRef::Integer(v) => Col::I(v),
-                                rusqlite::types::ValueRef::Text(t) => Col::T(String::from_utf8_lossy(t).into_owned()),
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    Col::T(String::from_utf8_lossy(t).into_owned())
+                                }
                                 rusqlite::types::ValueRef::Blob(b) => Col::B(b.to_vec()),
                                 _ => Col::I(0),
                             })
@@ -216,7 +222,8 @@ impl Tx<'_> {
             Tx::Postgres(tx) => {
                 let sql = pg_sql(sql);
                 let owned = pg_params(params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
                 let rows = tx.borrow_mut().query(sql.as_str(), &refs)?;
                 let mut out = Vec::new();
                 for row in rows {
@@ -249,7 +256,12 @@ impl Tx<'_> {
         let body = r.encode_to_vec();
         self.exec(
             "INSERT INTO requests (id, requester, state, body) VALUES (?1, ?2, ?3, ?4)",
-            &[P::T(&r.id), P::T(&r.requester), P::I(r.state as i64), P::B(&body)],
+            &[
+                P::T(&r.id),
+                P::T(&r.requester),
+                P::I(r.state as i64),
+                P::B(&body),
+            ],
         )
     }
 
@@ -297,7 +309,12 @@ impl Tx<'_> {
             "INSERT INTO grants (id, hosts, signed, expires_ms, ended) VALUES (?1, ?2, ?3, ?4, 0)
              ON CONFLICT (id) DO UPDATE SET hosts = excluded.hosts, signed = excluded.signed,
                expires_ms = excluded.expires_ms, ended = 0",
-            &[P::T(id), P::T(&hosts_text(hosts)), P::B(&body), P::I(expires_ms)],
+            &[
+                P::T(id),
+                P::T(&hosts_text(hosts)),
+                P::B(&body),
+                P::I(expires_ms),
+            ],
         )
     }
 
@@ -318,7 +335,12 @@ impl Tx<'_> {
             .collect()
     }
 
-    pub fn upsert_host(&self, name: &str, labels: &[String], now_ms: i64) -> Result<(), StoreError> {
+    pub fn upsert_host(
+        &self,
+        name: &str,
+        labels: &[String],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO hosts (name, labels, seen_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, seen_ms = excluded.seen_ms",
@@ -383,7 +405,10 @@ impl Tx<'_> {
     }
 
     /// Messages queued after `seq`: (seq, hosts, message).
-    pub fn outbox_after(&self, seq: i64) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, StoreError> {
+    pub fn outbox_after(
+        &self,
+        seq: i64,
+    ) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, StoreError> {
         let rows = self.query(
             "SELECT seq, hosts, message FROM outbox WHERE seq > ?1 ORDER BY seq",
             &[P::I(seq)],
@@ -393,7 +418,8 @@ impl Tx<'_> {
                 let mut it = r.into_iter();
                 let seq = it.next().map_or(0, |c| c.i());
                 let hosts = hosts_of(&it.next().map(Col::t).unwrap_or_default());
-                let msg = FleetMessage::decode(it.next().map(Col::b).unwrap_or_default().as_slice())?;
+                let msg =
+                    FleetMessage::decode(it.next().map(Col::b).unwrap_or_default().as_slice())?;
                 Ok((seq, hosts, msg))
             })
             .collect()

@@ -63,7 +63,6 @@ fn audit(
     })
 }
 
-
 pub struct Workflow {
     pub store: Store,
     pub rules: Rules,
@@ -628,7 +627,10 @@ impl Workflow {
 
 impl Workflow {
     /// What the outbox gained after `seq`.
-    pub fn outbox_after(&mut self, seq: i64) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, WorkflowError> {
+    pub fn outbox_after(
+        &mut self,
+        seq: i64,
+    ) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, WorkflowError> {
         self.store.write(|tx| Ok(tx.outbox_after(seq)?))
     }
 

@@ -105,6 +105,8 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     ("cpio", "/usr/bin/cpio"),
     // systemd-analyze verifies the unit file in the tests.
     ("systemd", "/usr/bin/systemd-analyze"),
+    // The coordinator's shared store is tested against a real server.
+    ("postgresql", "/usr/bin/pg_ctlcluster"),
 ];
 
 pub fn vm_packages() -> Result<()> {

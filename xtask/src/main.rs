@@ -9,6 +9,7 @@ mod ebpf;
 mod guest;
 mod install;
 mod kernels;
+mod postgres;
 mod process;
 mod tally;
 mod test;

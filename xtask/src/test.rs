@@ -79,7 +79,21 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     let built = succeeds(&mut cargo(ws, &["build", "--bins"]))?;
     tally.record(built, "cargo build --bins");
     let failed_before = tally.failed();
-    let (ok, out) = tee(&mut cargo(ws, &["test", "--no-fail-fast"]))?;
+    // The coordinator's PostgreSQL tests need a server; without one they
+    // fail (they never skip).
+    let postgres = match crate::postgres::start() {
+        Ok(pg) => Some(pg),
+        Err(e) => {
+            tally.fail(format!("PostgreSQL test server: {e:#}"));
+            None
+        }
+    };
+    let mut test = cargo(ws, &["test", "--no-fail-fast"]);
+    if let Some(pg) = &postgres {
+        test.env("WARD_TEST_POSTGRES", &pg.url);
+    }
+    let (ok, out) = tee(&mut test)?;
+    drop(postgres);
     let summaries = tally.add_libtest("host", &out);
     if !ok && tally.failed() == failed_before {
         tally.fail("cargo test failed before running its tests (see above)");

@@ -44,14 +44,19 @@ groups = ["staff", "oncall"]
 groups = ["leads"]
 [users.carol]
 groups = ["leads"]
+[users.erin]
+groups = ["leads"]
 [networks."127.0.0.1/32:1-65535"]
 "#;
 
 struct Coordinator {
-    dir: TempDir,
-    pki: Ca,
+    dir: std::sync::Arc<TempDir>,
+    pki: std::sync::Arc<Ca>,
+    /// Its config is NAME.toml and its log NAME.log.
+    name: String,
     port: u16,
     public_key: String,
+    database: Option<String>,
     child: Option<Child>,
 }
 
@@ -65,6 +70,10 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 impl Coordinator {
     fn new(tag: &str) -> Coordinator {
+        Coordinator::with_database(tag, None)
+    }
+
+    fn with_database(tag: &str, database: Option<String>) -> Coordinator {
         let dir = TempDir::new(tag);
         let pki = ca("ward test CA");
         std::fs::write(dir.path().join("ca.pem"), pki.pem()).unwrap();
@@ -82,37 +91,69 @@ impl Coordinator {
         let public_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         std::fs::write(dir.path().join("policy.cedar"), POLICY).unwrap();
         std::fs::write(dir.path().join("directory.toml"), DIRECTORY).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            dir.path().join("coordinator.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
-                 client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
-                 admins = [\"root-admin\"]\npending_ttl = \"1h\"\n\
-                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n"
-            ),
-        )
-        .unwrap();
         let mut c = Coordinator {
-            dir,
-            pki,
-            port,
+            dir: std::sync::Arc::new(dir),
+            pki: std::sync::Arc::new(pki),
+            name: "coordinator".into(),
+            port: 0,
             public_key,
+            database,
             child: None,
         };
+        c.configure();
         c.start();
         c
     }
 
+    /// Another coordinator process on the same store, key and policy.
+    fn replica(&self, name: &str) -> Coordinator {
+        let mut c = Coordinator {
+            dir: self.dir.clone(),
+            pki: self.pki.clone(),
+            name: name.into(),
+            port: 0,
+            public_key: self.public_key.clone(),
+            database: self.database.clone(),
+            child: None,
+        };
+        c.configure();
+        c.start();
+        c
+    }
+
+    fn configure(&mut self) {
+        self.port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let database = self
+            .database
+            .as_ref()
+            .map(|d| format!("database = \"{d}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            self.dir.path().join(format!("{}.toml", self.name)),
+            format!(
+                "listen = \"127.0.0.1:{}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
+                 client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
+                 admins = [\"root-admin\"]\npending_ttl = \"1h\"\n{database}\
+                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n",
+                self.port
+            ),
+        )
+        .unwrap();
+    }
+
     fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("coordinator.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", self.name)))
+            .unwrap();
         let child = Command::new(coordinator_bin())
             .args(["serve", "--config"])
-            .arg(self.dir.path().join("coordinator.toml"))
+            .arg(self.dir.path().join(format!("{}.toml", self.name)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -218,7 +259,7 @@ fn agent(c: &Coordinator, tag: &str, name: &str, key: &str) -> (Host, Wardd) {
 }
 
 fn subscribed(c: &Coordinator, hosts: usize) {
-    let log = c.dir.path().join("coordinator.log");
+    let log = c.dir.path().join(format!("{}.log", c.name));
     wait_until("agents to subscribe", Duration::from_secs(20), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -454,4 +495,93 @@ fn agents_resync_across_coordinator_and_agent_restarts() {
         "{:?}",
         h1.states()
     );
+}
+
+/// A fresh database on the PostgreSQL server `cargo xtask test` starts.
+fn postgres_database(tag: &str) -> String {
+    let server = std::env::var("WARD_TEST_POSTGRES").expect(
+        "WARD_TEST_POSTGRES is not set: the PostgreSQL tests run under `cargo xtask test`, \
+         which starts a server",
+    );
+    let name = format!("ward_{tag}_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        let out = Command::new("psql")
+            .args([server.as_str(), "-q", "-c", &sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (base, _) = server.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+#[test]
+fn postgres_replicas_share_state_and_race_to_approve_one_request() {
+    let db = postgres_database("race");
+    let a = Coordinator::with_database("coord-pg", Some(db));
+    let b = a.replica("replica-b");
+    // h1 streams from replica A only.
+    let (h1, _w1) = agent(&a, "co-pg", "h1", &a.public_key);
+    subscribed(&a, 1);
+    for round in 0..5 {
+        let (code, r, err) = a.request("alice", &h1, "h1", "10m");
+        assert_eq!(code, 0, "{err}");
+        let id = r["id"].as_str().unwrap().to_owned();
+        // One approval through B: the state is shared.
+        let (code, _, err) = b.ward("bob", &["approve", &id]);
+        assert_eq!(code, 0, "{err}");
+        // The deciding approval, raced through both replicas at once.
+        let (ia, ib) = (id.clone(), id.clone());
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| a.ward("carol", &["approve", &ia, "--json"]));
+            let tb = s.spawn(|| b.ward("erin", &["approve", &ib, "--json"]));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let won = [&ra, &rb]
+            .iter()
+            .filter(|r| r.0 == 0 && r.1.contains("\"state\":\"approved\""))
+            .count();
+        let lost: Vec<&String> = [&ra, &rb]
+            .iter()
+            .filter(|r| r.0 != 0)
+            .map(|r| &r.2)
+            .collect();
+        assert_eq!(
+            won, 1,
+            "round {round}: exactly one approval completes the request: {ra:?} {rb:?}"
+        );
+        assert_eq!(lost.len(), 1, "round {round}: {ra:?} {rb:?}");
+        assert!(lost[0].contains("is approved"), "{}", lost[0]);
+        let (_, out, _) = a.ward("bob", &["audit", "--json"]);
+        let audit: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let approved = audit
+            .iter()
+            .filter(|e| e["request_id"] == id.as_str() && e["kind"] == "approved")
+            .count();
+        assert_eq!(approved, 1, "round {round}: one approval transition");
+        // Whichever replica decided, h1 (on A) gets the grant.
+        wait_until("the grant on h1", Duration::from_secs(10), || {
+            h1.grants()
+                .iter()
+                .any(|g| g["id"] == id.as_str() && g["state"] == "active")
+        });
+        let (code, _, err) = b.ward("bob", &["revoke", &id]);
+        assert_eq!(code, 0, "{err}");
+        wait_until(
+            "the revocation, decided on B, to reach h1",
+            Duration::from_secs(10),
+            || {
+                h1.grants()
+                    .iter()
+                    .any(|g| g["id"] == id.as_str() && g["state"] == "revoked")
+            },
+        );
+    }
 }
