@@ -30,6 +30,9 @@ pub struct Config {
     #[serde(default = "default_ttl", with = "duration")]
     pub pending_ttl: Duration,
     pub policy: PolicySection,
+    /// Notified of created, approved, denied, expired, released, revoked.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhook::Webhook>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +92,7 @@ impl Config {
             .into_iter()
             .chain(c.policy.files.iter_mut())
             .chain(c.policy.directory.iter_mut())
+            .chain(c.webhooks.iter_mut().map(|w| &mut w.secret_file))
             {
                 if p.is_relative() {
                     *p = dir.join(&*p);

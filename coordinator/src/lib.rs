@@ -12,6 +12,7 @@
 //! - `fleet`: the connected agents and delivery to them;
 //! - `workflow`: requests, reviews and their rules;
 //! - `service`: the `ward.v1.Coordinator` gRPC service;
+//! - `webhook`: HMAC-signed JSON notifications;
 //! - `server`: TLS, background sweeps, serving.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod webhook;
 pub mod workflow;
 
 /// Milliseconds since the Unix epoch.

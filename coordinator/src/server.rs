@@ -62,11 +62,21 @@ pub async fn run(
     use anyhow::Context;
     // The PostgreSQL client is synchronous: open it off the async runtime.
     let cfg = config.clone();
-    let wf = tokio::task::spawn_blocking(move || workflow(&cfg)).await??;
+    let with_hooks = !config.webhooks.is_empty();
+    let wf = tokio::task::spawn_blocking(move || -> anyhow::Result<Workflow> {
+        let mut wf = workflow(&cfg)?;
+        if with_hooks {
+            wf.init_notifications()?;
+        }
+        Ok(wf)
+    })
+    .await??;
     tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");
     let workflow = Arc::new(Mutex::new(wf));
     let fleet = Arc::new(Fleet::default());
+    let hooks = crate::webhook::load(&config.webhooks)?;
     let changed = Arc::new(Notify::new());
+    tokio::spawn(crate::webhook::run(workflow.clone(), hooks));
     let sweeper = workflow.clone();
     tokio::spawn(async move {
         loop {

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, hosts TEXT NOT NULL, message BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 ";
 
 const PG_SCHEMA: &str = "
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq BIGSERIAL PRIMARY KEY, hosts TEXT NOT NULL, message BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
 ";
 
 /// Serialises writers across PostgreSQL replicas (any fixed number).
@@ -380,19 +382,7 @@ impl Tx<'_> {
             "SELECT time_ms, request_id, actor, kind, detail FROM audit WHERE time_ms >= ?1 ORDER BY seq",
             &[P::I(since_ms)],
         )?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let mut it = r.into_iter();
-                AuditEntry {
-                    time_unix_ms: it.next().map_or(0, |c| c.i()),
-                    request_id: it.next().map(Col::t).unwrap_or_default(),
-                    actor: it.next().map(Col::t).unwrap_or_default(),
-                    kind: it.next().map(Col::t).unwrap_or_default(),
-                    detail: it.next().map(Col::t).unwrap_or_default(),
-                }
-            })
-            .collect())
+        Ok(rows.into_iter().map(audit_entry).collect())
     }
 
     /// Queues a message for the agents of `hosts`.
@@ -425,11 +415,71 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// Creates the named cursor at the audit log's end, if it is new.
+    pub fn init_cursor(&self, cursor: &str) -> Result<(), StoreError> {
+        let at = self.query("SELECT seq FROM cursors WHERE name = ?1", &[P::T(cursor)])?;
+        if at.is_empty() {
+            let head = self
+                .query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?
+                .first()
+                .and_then(|r| r.first())
+                .map_or(0, Col::i);
+            self.exec(
+                "INSERT INTO cursors (name, seq) VALUES (?1, ?2)",
+                &[P::T(cursor), P::I(head)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Audit entries of `kinds` after the named cursor, and moves the
+    /// cursor past them: each entry is claimed once across replicas. A new
+    /// cursor starts at the current end.
+    pub fn claim_audit(&self, cursor: &str, kinds: &[&str]) -> Result<Vec<AuditEntry>, StoreError> {
+        let at = self.query("SELECT seq FROM cursors WHERE name = ?1", &[P::T(cursor)])?;
+        let head = self
+            .query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?
+            .first()
+            .and_then(|r| r.first())
+            .map_or(0, Col::i);
+        let Some(from) = at.first().and_then(|r| r.first()).map(Col::i) else {
+            self.exec(
+                "INSERT INTO cursors (name, seq) VALUES (?1, ?2)",
+                &[P::T(cursor), P::I(head)],
+            )?;
+            return Ok(Vec::new());
+        };
+        let rows = self.query(
+            "SELECT time_ms, request_id, actor, kind, detail FROM audit WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            &[P::I(from), P::I(head)],
+        )?;
+        self.exec(
+            "UPDATE cursors SET seq = ?2 WHERE name = ?1",
+            &[P::T(cursor), P::I(head)],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(audit_entry)
+            .filter(|e| kinds.contains(&e.kind.as_str()))
+            .collect())
+    }
+
     /// The newest outbox position: a starting replica delivers from here
     /// (agents get everything older in their snapshot).
     pub fn outbox_head(&self) -> Result<i64, StoreError> {
         let rows = self.query("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[])?;
         Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+    }
+}
+
+fn audit_entry(r: Vec<Col>) -> AuditEntry {
+    let mut it = r.into_iter();
+    AuditEntry {
+        time_unix_ms: it.next().map_or(0, |c| c.i()),
+        request_id: it.next().map(Col::t).unwrap_or_default(),
+        actor: it.next().map(Col::t).unwrap_or_default(),
+        kind: it.next().map(Col::t).unwrap_or_default(),
+        detail: it.next().map(Col::t).unwrap_or_default(),
     }
 }
 

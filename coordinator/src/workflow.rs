@@ -638,3 +638,20 @@ impl Workflow {
         self.store.write(|tx| Ok(tx.outbox_head()?))
     }
 }
+
+impl Workflow {
+    /// Webhooks start from now: what happened before they were configured
+    /// is not posted.
+    pub fn init_notifications(&mut self) -> Result<(), WorkflowError> {
+        self.store.write(|tx| Ok(tx.init_cursor("webhooks")?))
+    }
+
+    /// Audit events for the webhooks, each claimed once across replicas.
+    pub fn claim_notifications(
+        &mut self,
+        kinds: &[&str],
+    ) -> Result<Vec<AuditEntry>, WorkflowError> {
+        self.store
+            .write(|tx| Ok(tx.claim_audit("webhooks", kinds)?))
+    }
+}

@@ -57,6 +57,8 @@ struct Coordinator {
     port: u16,
     public_key: String,
     database: Option<String>,
+    /// Extra config lines, e.g. webhooks.
+    extra: String,
     child: Option<Child>,
 }
 
@@ -74,6 +76,10 @@ impl Coordinator {
     }
 
     fn with_database(tag: &str, database: Option<String>) -> Coordinator {
+        Coordinator::with(tag, database, String::new())
+    }
+
+    fn with(tag: &str, database: Option<String>, extra: String) -> Coordinator {
         let dir = TempDir::new(tag);
         let pki = ca("ward test CA");
         std::fs::write(dir.path().join("ca.pem"), pki.pem()).unwrap();
@@ -98,6 +104,7 @@ impl Coordinator {
             port: 0,
             public_key,
             database,
+            extra,
             child: None,
         };
         c.configure();
@@ -114,6 +121,7 @@ impl Coordinator {
             port: 0,
             public_key: self.public_key.clone(),
             database: self.database.clone(),
+            extra: self.extra.clone(),
             child: None,
         };
         c.configure();
@@ -138,8 +146,8 @@ impl Coordinator {
                 "listen = \"127.0.0.1:{}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
                  client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
                  admins = [\"root-admin\"]\npending_ttl = \"1h\"\n{database}\
-                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n",
-                self.port
+                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n{}",
+                self.port, self.extra
             ),
         )
         .unwrap();
@@ -584,4 +592,104 @@ fn postgres_replicas_share_state_and_race_to_approve_one_request() {
             },
         );
     }
+}
+
+/// Reads one HTTP request (headers, body) and answers 200.
+fn serve_one(stream: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                return (head.to_owned(), body[..len].to_owned());
+            }
+        }
+    }
+    (String::new(), String::new())
+}
+
+#[test]
+fn webhooks_post_each_lifecycle_event_signed_with_hmac() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = tx.send(serve_one(&mut s));
+        }
+    });
+    let secret = "a-webhook-secret-of-some-length";
+    let dir = TempDir::new("coord-hook-secret");
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let c = Coordinator::with(
+        "coord-hook",
+        None,
+        format!(
+            "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/ward\"\nsecret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    );
+    let (h1, _w1) = agent(&c, "co-hook", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let (_, r, _) = c.request("alice", &h1, "h1", "10m");
+    let denied = r["id"].as_str().unwrap().to_owned();
+    c.ward("bob", &["deny", &denied, "--reason", "no"]);
+    let (_, r, _) = c.request("dave", &h1, "h1", "10m");
+    let auto = r["id"].as_str().unwrap().to_owned();
+    c.ward("root-admin", &["revoke", &auto]);
+
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 5 && Instant::now() < deadline {
+        let Ok((head, body)) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let sig = head
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Ward-Signature: sha256="))
+            .expect("signed");
+        let tag: Vec<u8> = (0..sig.len() / 2)
+            .map(|i| u8::from_str_radix(&sig[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        ring::hmac::verify(&key, body.as_bytes(), &tag).expect("the HMAC verifies");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        seen.push((
+            v["event"].as_str().unwrap().to_owned(),
+            v["request_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for want in [
+        ("created", &denied),
+        ("denied", &denied),
+        ("created", &auto),
+        ("approved", &auto),
+        ("revoked", &auto),
+    ] {
+        assert!(
+            seen.contains(&(want.0.to_owned(), want.1.clone())),
+            "{want:?} in {seen:?}"
+        );
+    }
+    // The secret itself never reaches the log.
+    let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
+    assert!(!log.contains(secret));
 }
