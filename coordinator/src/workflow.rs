@@ -164,10 +164,11 @@ impl Rules {
         targets: &[(Action, String)],
         hosts: &[(String, Vec<String>)],
         duration: Duration,
-    ) -> Result<(u32, Vec<String>), WorkflowError> {
+    ) -> Result<(u32, Vec<String>, bool), WorkflowError> {
         let clock = Clock::system();
         let mut required = 0;
         let mut policies = Vec::new();
+        let mut reason_waived = true;
         for (name, labels) in hosts {
             let env = host_env(name, labels);
             for (action, object) in targets {
@@ -196,6 +197,7 @@ impl Rules {
                             )));
                         };
                         required = required.max(n);
+                        reason_waived &= terms.iter().any(|t| t.reason_optional);
                         policies.extend(p);
                     }
                     Eligibility::NotEligible { reason } => {
@@ -215,7 +217,7 @@ impl Rules {
         }
         policies.sort();
         policies.dedup();
-        Ok((required, policies))
+        Ok((required, policies, reason_waived))
     }
 
     /// Approves: the grant starts counting now, not at the request.
@@ -244,7 +246,12 @@ impl Rules {
             objects: req.objects.clone(),
             not_before_unix_ms: if start > now { start } else { 0 },
             expires_at_unix_ms: req.expires_at_unix_ms,
-            reason: req.reason.clone(),
+            // Agents require a reason; a waived one is said as such.
+            reason: if req.reason.trim().is_empty() {
+                format!("request {} (policy waives the reason)", req.id)
+            } else {
+                req.reason.clone()
+            },
             ticket: req.ticket.clone(),
             approvers: req
                 .reviews
@@ -357,17 +364,18 @@ impl Workflow {
         if r.duration_ms <= 0 {
             return Err(invalid("duration", "must be longer than 0s"));
         }
-        if r.reason.trim().is_empty() {
-            return Err(invalid(
-                "reason",
-                "is required: say why, e.g. an incident or ticket",
-            ));
-        }
         let duration = Duration::from_millis(r.duration_ms as u64);
         let rules = &self.rules;
         self.store.write(|tx| {
             let hosts = Self::resolve_hosts(tx, &r)?;
-            let (required, policies) = rules.eligibility(requester, &targets, &hosts, duration)?;
+            let (required, policies, reason_waived) =
+                rules.eligibility(requester, &targets, &hosts, duration)?;
+            if r.reason.trim().is_empty() && !reason_waived {
+                return Err(invalid(
+                    "reason",
+                    "is required: say why, e.g. an incident or ticket",
+                ));
+            }
             let mut req = AccessRequest {
                 id: tx.next_id()?,
                 requester: requester.to_owned(),

@@ -22,6 +22,8 @@ pub struct Terms {
     pub policy: String,
     pub max: Option<Duration>,
     pub approvals: u32,
+    /// The permit waives the reason (`@reason("optional")`).
+    pub reason_optional: bool,
 }
 
 /// The fewest approvals any applying permit needs for `duration`, or None
@@ -190,6 +192,7 @@ impl Compiler {
                     .get(id)
                     .and_then(|i| i.approvals)
                     .unwrap_or(DEFAULT_APPROVALS),
+                reason_optional: info.get(id).is_some_and(|i| i.reason_optional),
             })
             .collect();
         Ok(Eligibility::Eligible {

@@ -67,6 +67,8 @@ pub struct PolicyInfo {
     pub max_duration: Option<Duration>,
     /// `@approvals`, for `request` permits: reviewers needed (default 1).
     pub approvals: Option<u32>,
+    /// `@reason("optional")` on a `request` permit waives the reason.
+    pub reason_optional: bool,
     /// The policy's text, as written.
     pub text: String,
 }
@@ -249,6 +251,17 @@ impl Policies {
                         }
                     },
                 };
+                let reason_optional = match p.annotation("reason") {
+                    None | Some("required") => false,
+                    Some("optional") => true,
+                    Some(other) => {
+                        errors.push(err(
+                            ptext.find("@reason"),
+                            format!("@reason(\"{other}\"): expected \"optional\" or \"required\""),
+                        ));
+                        false
+                    }
+                };
                 let policy = p.new_id(PolicyId::new(&id));
                 if let Err(e) = set.add(policy) {
                     errors.push(err(None, e.to_string()));
@@ -264,6 +277,7 @@ impl Policies {
                         footprint: fp,
                         max_duration,
                         approvals,
+                        reason_optional,
                         text: ptext,
                     },
                 );

@@ -354,6 +354,7 @@ fn jit_eligibility_comes_from_the_request_action() {
                 policy: "jit-oncall".into(),
                 max: Some(Duration::from_secs(3600)),
                 approvals: 1,
+                reason_optional: false,
             }],
         }
     );

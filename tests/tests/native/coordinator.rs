@@ -24,7 +24,7 @@ const POLICY: &str = r#"
 @id("staff-connect") @max_duration("1h") @approvals("2")
 permit(principal in Group::"staff", action == Action::"request", resource is Network);
 
-@id("oncall-auto") @max_duration("30m") @approvals("0")
+@id("oncall-auto") @max_duration("30m") @approvals("0") @reason("optional")
 permit(principal in Group::"oncall", action == Action::"request", resource is Network)
 when { context.operation == "connect" && context.host.labels.contains("env=test") };
 
@@ -145,9 +145,15 @@ impl Coordinator {
             format!(
                 "listen = \"127.0.0.1:{}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
                  client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
-                 admins = [\"root-admin\"]\npending_ttl = \"1h\"\n{database}\
+                 admins = [\"root-admin\"]\npending_ttl = \"{ttl}\"\n{database}\
                  [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n{}",
-                self.port, self.extra
+                self.port,
+                self.extra,
+                ttl = if self.extra.contains("# short ttl") {
+                    "1s"
+                } else {
+                    "1h"
+                },
             ),
         )
         .unwrap();
@@ -692,4 +698,71 @@ fn webhooks_post_each_lifecycle_event_signed_with_hmac() {
     // The secret itself never reaches the log.
     let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
     assert!(!log.contains(secret));
+}
+
+#[test]
+fn pending_requests_expire_reasons_and_scheduled_starts_follow_policy() {
+    let c = Coordinator::with("coord-ttl", None, "# short ttl\n".into());
+    let (h1, _w1) = agent(&c, "co-ttl", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let target = format!("127.0.0.1/32:{}", h1.addr.port());
+    let workload = h1.managed_workload();
+    let ask = |who: &str, extra: &[&str]| {
+        let mut args = vec![
+            "request",
+            "--connect",
+            &target,
+            "--on",
+            "host=h1",
+            "--for",
+            "10m",
+            "--workload",
+            &workload,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        c.ward(who, &args)
+    };
+    // The reason is required unless the permit waives it.
+    let (code, _, err) = ask("alice", &[]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("reason: is required"), "{err}");
+    // A pending request expires after the TTL (1 s here).
+    let (code, out, err) = ask("alice", &["--reason", "INC-7"]);
+    assert_eq!(code, 0, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(
+        "the pending request to expire",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = c.ward("alice", &["requests", "--mine", "--json"]);
+            out.contains(&format!("\"id\":\"{id}\"")) && out.contains("\"state\":\"expired\"")
+        },
+    );
+    let (code, _, err) = c.ward("bob", &["approve", &id]);
+    assert_eq!(code, 5, "{err}");
+    // dave's permit waives the reason and approves at once; access is
+    // scheduled to start in 2 s and lasts 10 m from then.
+    let start = std::time::SystemTime::now() + Duration::from_secs(2);
+    let at = humantime::format_rfc3339_millis(start).to_string();
+    let (code, out, err) = ask("dave", &["--at", &at]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["state"], "approved");
+    let start_ms = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (r["expires_at_unix_ms"].as_i64().unwrap() - (start_ms + 600_000)).abs() < 1000,
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(h1.connect(), DENIED, "not before the scheduled start");
+    wait_until("the scheduled start", Duration::from_secs(10), || {
+        h1.connect() == OpenOutcome::Opened
+    });
 }

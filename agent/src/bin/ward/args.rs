@@ -262,11 +262,14 @@ pub struct RequestArgs {
     pub on: Vec<String>,
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: std::time::Duration,
-    /// Why (required).
-    #[arg(long)]
+    /// Why (required unless policy waives it with @reason("optional")).
+    #[arg(long, default_value = "")]
     pub reason: String,
     #[arg(long)]
     pub ticket: Option<String>,
+    /// Start later, e.g. 2026-12-01T09:00:00Z (default: at approval).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub at: Option<std::time::SystemTime>,
     /// For a workload you run (cgroup path) instead of yourself.
     #[arg(long)]
     pub workload: Option<String>,
@@ -317,4 +320,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err("a grant must last longer than 0s".into());
     }
     Ok(d)
+}
+
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is not a time like 2026-12-01T09:00:00Z: {e}"))
 }

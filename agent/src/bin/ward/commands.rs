@@ -465,7 +465,10 @@ fn request(a: &RequestArgs) -> Result<pb::CreateRequestRequest, CliError> {
         duration_ms: a.duration.as_millis() as i64,
         reason: a.reason.clone(),
         ticket: a.ticket.clone().unwrap_or_default(),
-        not_before_unix_ms: 0,
+        not_before_unix_ms: a.at.map_or(0, |t| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        }),
         workload: a.workload.clone().unwrap_or_default(),
     })
 }
