@@ -22,7 +22,15 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
     fs::create_dir_all(&out)?;
     step("building release binaries");
     run(Command::new("cargo")
-        .args(["build", "--release", "-p", "ward-agent", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ward-agent",
+            "-p",
+            "ward-coordinator",
+            "--bins",
+        ])
         .current_dir(&ws.root))?;
     step("push to enforced: gRPC PushGrant until the grantee's connect succeeds (1000 pushes)");
     let json = out.join("push_to_enforced.json");
@@ -50,6 +58,7 @@ pub fn run_all(ws: &Workspace) -> Result<()> {
         report["max_us"],
         report["target_p99_us"]
     );
+    md.push_str(&coordinator(ws, &out)?);
     md.push_str(&policy_compile(ws)?);
     md.push_str(&file_open_overhead(ws)?);
     fs::write(out.join("report.md"), &md)?;
@@ -182,4 +191,35 @@ fn policy_compile(ws: &Workspace) -> Result<String> {
         r["entries_changed_incremental"],
         r["decisions"],
     ))
+}
+
+/// The coordinator: an auto-approved request until the grantee's connect
+/// succeeds, and fan-out to 100 and 1,000 simulated agent streams.
+fn coordinator(ws: &Workspace, out: &std::path::Path) -> Result<String> {
+    step("coordinator: auto-approved request to enforced (1000), fan-out to 100 and 1,000 agents");
+    run(Command::new("cargo")
+        .args(["test", "--release", "-p", "ward-tests", "--test", "native", "coordinator::bench"])
+        .args(["--", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("WARD_BENCH_DIR", out)
+        .current_dir(&ws.root))?;
+    let read = |name: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&fs::read_to_string(out.join(format!("{name}.json")))?)?)
+    };
+    let r = read("coordinator_request_to_enforced")?;
+    let f = read("coordinator_fan_out")?;
+    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN) / 1000.0;
+    let mut md = format!(
+        "\n## Coordinator (native, SQLite, one coordinator)\n\n\
+         | figure | median | p99 | max | target |\n| --- | --- | --- | --- | --- |\n\
+         | auto-approved request to enforced ({} requests, cgroup connect) | {:.2} ms | {:.2} ms | {:.2} ms | p99 < 2 ms (push to enforced) |\n",
+        r["n"], ms(&r["median_us"]), ms(&r["p99_us"]), ms(&r["max_us"])
+    );
+    for n in ["100", "1000"] {
+        let a = &f[format!("agents_{n}")];
+        md.push_str(&format!(
+            "| fan-out: one grant to {n} agent streams (arrival per agent) | {:.1} ms | {:.1} ms | {:.1} ms (all delivered) | |\n",
+            ms(&a["median_us"]), ms(&a["p99_us"]), ms(&a["all_delivered_us"])
+        ));
+    }
+    Ok(md)
 }

@@ -766,3 +766,190 @@ fn pending_requests_expire_reasons_and_scheduled_starts_follow_policy() {
         h1.connect() == OpenOutcome::Opened
     });
 }
+
+/// A coordinator client as `who`, in-process (benchmarks).
+async fn grpc_as(
+    c: &Coordinator,
+    who: &str,
+) -> ward_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel> {
+    let (cert, key) = c.identity(who);
+    let channel = ward_agent::client::connect_tls(&ward_agent::client::TlsTarget {
+        url: format!("https://127.0.0.1:{}", c.port),
+        domain: Some("localhost".into()),
+        ca: c.dir.path().join("ca.pem"),
+        cert,
+        key,
+    })
+    .await
+    .unwrap();
+    ward_proto::v1::coordinator_client::CoordinatorClient::new(channel)
+}
+
+fn summary(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    serde_json::json!({
+        "n": samples.len(),
+        "median_us": pct(0.5).as_micros(),
+        "p99_us": pct(0.99).as_micros(),
+        "max_us": samples.last().unwrap().as_micros(),
+        "min_us": samples[0].as_micros(),
+    })
+}
+
+fn bench_out(name: &str, v: &Value) {
+    println!("BENCH {name} {v}");
+    if let Ok(dir) = std::env::var("WARD_BENCH_DIR") {
+        std::fs::write(format!("{dir}/{name}.json"), v.to_string()).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn bench_auto_approved_request_to_enforced() {
+    use ward_proto::v1 as pb;
+    let iterations: usize = std::env::var("WARD_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let c = Coordinator::new("coord-bench");
+    let (h1, _w1) = agent(&c, "co-bench", "h1", &c.public_key);
+    subscribed(&c, 1);
+    // This thread is the grantee's workload; the daemons stay outside.
+    std::fs::write(h1.sb.managed.path().join("cgroup.procs"), "0").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut dave = rt.block_on(grpc_as(&c, "dave"));
+    let mut admin = rt.block_on(grpc_as(&c, "root-admin"));
+    let network = format!("127.0.0.1/32:{}", h1.addr.port());
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let r = rt
+            .block_on(dave.create_request(pb::CreateRequestRequest {
+                operations: vec![pb::Operation::Connect as i32],
+                objects: vec![pb::Object {
+                    kind: Some(pb::object::Kind::Network(network.clone())),
+                }],
+                hosts: vec!["h1".into()],
+                duration_ms: 300_000,
+                reason: "bench".into(),
+                workload: h1.managed_workload(),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        while std::net::TcpStream::connect(h1.addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never enforced"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        samples.push(started.elapsed());
+        drop(h1.listener.accept().unwrap());
+        rt.block_on(admin.revoke(pb::EndRequest {
+            id: r.id,
+            reason: "bench".into(),
+        }))
+        .unwrap();
+        while std::net::TcpStream::connect(h1.addr).is_ok() {
+            drop(h1.listener.accept().unwrap());
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    std::fs::write(
+        ward_agent::cgroup::cgroup2_mount()
+            .unwrap()
+            .join("cgroup.procs"),
+        "0",
+    )
+    .unwrap();
+    bench_out("coordinator_request_to_enforced", &summary(samples));
+}
+
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn bench_fan_out_to_simulated_agents() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::new("coord-fanout");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = serde_json::Map::new();
+    for (round, agents) in [100usize, 1000].into_iter().enumerate() {
+        let label = format!("fleet=bench{round}");
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(agents);
+        let (got_tx, mut got_rx) = tokio::sync::mpsc::channel::<Instant>(agents);
+        let mut tasks = Vec::new();
+        for i in 0..agents {
+            let name = format!("s{round}-{i}");
+            let (cert, key) = c.identity(&format!("{name}.agent"));
+            let target = ward_agent::client::TlsTarget {
+                url: format!("https://127.0.0.1:{}", c.port),
+                domain: Some("localhost".into()),
+                ca: c.dir.path().join("ca.pem"),
+                cert,
+                key,
+            };
+            let (ready, got, label) = (ready_tx.clone(), got_tx.clone(), label.clone());
+            tasks.push(rt.spawn(async move {
+                let ch = ward_agent::client::connect_tls(&target).await.unwrap();
+                let mut client = pb::coordinator_client::CoordinatorClient::new(ch);
+                let mut s = client
+                    .subscribe(pb::SubscribeRequest {
+                        host: name,
+                        labels: vec!["env=test".into(), label],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let _snapshot = s.message().await.unwrap();
+                ready.send(()).await.unwrap();
+                while let Some(m) = s.message().await.unwrap() {
+                    if matches!(m.kind, Some(pb::fleet_message::Kind::Grant(_))) {
+                        got.send(Instant::now()).await.unwrap();
+                        break;
+                    }
+                }
+            }));
+        }
+        rt.block_on(async {
+            for _ in 0..agents {
+                ready_rx.recv().await.unwrap();
+            }
+        });
+        let mut dave = rt.block_on(grpc_as(&c, "dave"));
+        let started = Instant::now();
+        rt.block_on(dave.create_request(pb::CreateRequestRequest {
+            operations: vec![pb::Operation::Connect as i32],
+            objects: vec![pb::Object {
+                kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
+            }],
+            host_labels: vec![label.clone()],
+            duration_ms: 300_000,
+            reason: "bench".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        let arrivals: Vec<Duration> = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..agents {
+                v.push(got_rx.recv().await.unwrap() - started);
+            }
+            v
+        });
+        let last = *arrivals.iter().max().unwrap();
+        let mut s = summary(arrivals);
+        s["all_delivered_us"] = (last.as_micros() as u64).into();
+        results.insert(format!("agents_{agents}"), s);
+        for t in tasks {
+            t.abort();
+        }
+    }
+    bench_out("coordinator_fan_out", &Value::Object(results));
+}
