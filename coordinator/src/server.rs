@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use ward_policy::{Clock, Compiler, Directory, Env, Policies};
+use ward_policy::{Clock, Compiler, Env};
 use ward_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::{
@@ -22,20 +22,9 @@ use crate::{
 /// Loads everything the coordinator decides with; every error is named.
 pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     use anyhow::Context;
-    let policies = Policies::load(&config.policy.files).map_err(|errors| {
-        anyhow::anyhow!(
-            "policy:\n{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let directory = match &config.policy.directory {
-        Some(d) => Directory::load(d)?,
-        None => Directory::default(),
-    };
+    let (policies, directory) =
+        ward_policy::load_sources(&config.policy.files, config.policy.directory.as_deref())
+            .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
     let policy = Compiler::new(policies, directory, Env::default(), &Clock::system());
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = match &config.database {

@@ -109,6 +109,33 @@ impl CoordinatorService {
     }
 }
 
+impl CoordinatorService {
+    /// Release (by the requester) or revoke (by a reviewer or admin).
+    async fn end(
+        &self,
+        req: Request<pb::EndRequest>,
+        release: bool,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
+        let who = person(&req)?;
+        let r = req.into_inner();
+        let (default, call) = if release {
+            ("released", "Release")
+        } else {
+            ("revoked", "Revoke")
+        };
+        let reason = if r.reason.is_empty() {
+            default.to_owned()
+        } else {
+            r.reason
+        };
+        let w = who.clone();
+        let out = self
+            .with(move |wf| wf.end(&w, &r.id, release, &reason))
+            .await;
+        self.answer(out, &who, call)
+    }
+}
+
 /// Delivers what the outbox gains, from this replica or any other sharing
 /// the store, to the agents connected here.
 pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) {
@@ -210,32 +237,14 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::EndRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
-        let r = req.into_inner();
-        let reason = if r.reason.is_empty() {
-            "released".to_owned()
-        } else {
-            r.reason
-        };
-        let w = who.clone();
-        let out = self.with(move |wf| wf.end(&w, &r.id, true, &reason)).await;
-        self.answer(out, &who, "Release")
+        self.end(req, true).await
     }
 
     async fn revoke(
         &self,
         req: Request<pb::EndRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
-        let r = req.into_inner();
-        let reason = if r.reason.is_empty() {
-            "revoked".to_owned()
-        } else {
-            r.reason
-        };
-        let w = who.clone();
-        let out = self.with(move |wf| wf.end(&w, &r.id, false, &reason)).await;
-        self.answer(out, &who, "Revoke")
+        self.end(req, false).await
     }
 
     async fn audit(

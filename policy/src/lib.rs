@@ -70,3 +70,23 @@ pub(crate) fn action_uid(name: &str) -> cedar_policy::EntityUid {
         cedar_policy::EntityId::new(name),
     )
 }
+
+/// Loads policy files and a directory (if any), every error in the
+/// message, one per line: what the agent and the coordinator both read.
+pub fn load_sources(
+    files: &[std::path::PathBuf],
+    directory: Option<&std::path::Path>,
+) -> Result<(Policies, Directory), String> {
+    let policies = Policies::load(files).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let directory = match directory {
+        Some(d) => Directory::load(d).map_err(|e| e.to_string())?,
+        None => Directory::default(),
+    };
+    Ok((policies, directory))
+}

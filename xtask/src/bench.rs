@@ -198,12 +198,22 @@ fn policy_compile(ws: &Workspace) -> Result<String> {
 fn coordinator(ws: &Workspace, out: &std::path::Path) -> Result<String> {
     step("coordinator: auto-approved request to enforced (1000), fan-out to 100 and 1,000 agents");
     run(Command::new("cargo")
-        .args(["test", "--release", "-p", "ward-tests", "--test", "native", "coordinator::bench"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "ward-tests",
+            "--test",
+            "native",
+            "coordinator::bench",
+        ])
         .args(["--", "--ignored", "--nocapture", "--test-threads=1"])
         .env("WARD_BENCH_DIR", out)
         .current_dir(&ws.root))?;
     let read = |name: &str| -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&fs::read_to_string(out.join(format!("{name}.json")))?)?)
+        Ok(serde_json::from_str(&fs::read_to_string(
+            out.join(format!("{name}.json")),
+        )?)?)
     };
     let r = read("coordinator_request_to_enforced")?;
     let f = read("coordinator_fan_out")?;
@@ -212,7 +222,10 @@ fn coordinator(ws: &Workspace, out: &std::path::Path) -> Result<String> {
         "\n## Coordinator (native, SQLite, one coordinator)\n\n\
          | figure | median | p99 | max | target |\n| --- | --- | --- | --- | --- |\n\
          | auto-approved request to enforced ({} requests, cgroup connect) | {:.2} ms | {:.2} ms | {:.2} ms | p99 < 2 ms (push to enforced) |\n",
-        r["n"], ms(&r["median_us"]), ms(&r["p99_us"]), ms(&r["max_us"])
+        r["n"],
+        ms(&r["median_us"]),
+        ms(&r["p99_us"]),
+        ms(&r["max_us"])
     );
     for n in ["100", "1000"] {
         let a = &f[format!("agents_{n}")];

@@ -93,24 +93,7 @@ pub struct PolicyEngine {
     pub workload_cgroups: Vec<u64>,
 }
 
-/// Loads policies and directory; every error is in the message.
-fn load_sources(
-    files: &[PathBuf],
-    directory: Option<&Path>,
-) -> Result<(Policies, Directory), String> {
-    let policies = Policies::load(files).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let directory = match directory {
-        Some(d) => Directory::load(d).map_err(|e| e.to_string())?,
-        None => Directory::default(),
-    };
-    Ok((policies, directory))
-}
+use ward_policy::load_sources;
 
 /// The host, as policies see it.
 pub fn host_env(

@@ -47,6 +47,20 @@ fn the_sample_policy_checks_and_compiles() {
 }
 
 #[test]
+fn the_sample_coordinator_policy_checks() {
+    let (code, out, err) = run(
+        &ward_tests::ward_bin(),
+        &[
+            "policy",
+            "check",
+            dist("coordinator.cedar").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: 3 policies"), "{out}");
+}
+
+#[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     // verify insists that ExecStart exists: point it at the built binary.
     let unit = std::fs::read_to_string(dist("wardd.service")).unwrap();
