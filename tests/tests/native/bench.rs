@@ -99,3 +99,174 @@ fn push_to_enforced_latency() {
         std::fs::write(path, report.to_string()).unwrap();
     }
 }
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+fn summary_us(mut v: Vec<Duration>) -> serde_json::Value {
+    v.sort();
+    let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    serde_json::json!({
+        "n": v.len(), "median_us": pct(0.5).as_micros() as u64, "p99_us": pct(0.99).as_micros() as u64,
+        "max_us": v.last().unwrap().as_micros() as u64, "min_us": v[0].as_micros() as u64,
+    })
+}
+
+fn write_bench(name: &str, v: &serde_json::Value) {
+    println!("BENCH {name} {v}");
+    if let Ok(dir) = std::env::var("WARD_BENCH_DIR") {
+        std::fs::write(format!("{dir}/{name}.json"), v.to_string()).unwrap();
+    }
+}
+
+/// How long after `expires_at` the first denied connect lands, over 200
+/// grants with staggered deadlines; the agent does nothing at the deadline.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn expiry_precision() {
+    let h = host("bench-expiry", "");
+    let _wardd = h.start();
+    std::fs::write(h.sb.managed.path().join("cgroup.procs"), "0").unwrap();
+    // Drain accepted connections so the backlog never fills.
+    let listener = h.listener.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
+    let (mut late, mut allowed_after) = (Vec::new(), 0);
+    for i in 0..200u64 {
+        // Deadlines 200-399 ms ahead, at scattered milliseconds.
+        let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
+        let grant = pb::Grant {
+            id: format!("expiry-{i}"),
+            subject: Some(pb::Subject {
+                kind: Some(subject::Kind::Workload(h.managed_workload())),
+            }),
+            operations: vec![pb::Operation::Connect as i32],
+            objects: vec![pb::Object {
+                kind: Some(object::Kind::Network(format!("127.0.0.1/32:{}", h.addr.port()))),
+            }],
+            expires_at_unix_ms: expires.as_millis() as i64,
+            reason: "bench".into(),
+            ..Default::default()
+        };
+        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
+            .unwrap();
+        let deadline = Duration::from_millis(expires.as_millis() as u64);
+        assert!(TcpStream::connect(h.addr).is_ok(), "allowed before its deadline");
+        loop {
+            let ok = TcpStream::connect(h.addr).is_ok();
+            let at = unix_now();
+            if ok {
+                if at > deadline {
+                    allowed_after += 1;
+                }
+                continue;
+            }
+            late.push(at.saturating_sub(deadline));
+            break;
+        }
+    }
+    std::fs::write(
+        ward_agent::cgroup::cgroup2_mount().unwrap().join("cgroup.procs"),
+        "0",
+    )
+    .unwrap();
+    let mut s = summary_us(late);
+    s["allowed_after_deadline"] = allowed_after.into();
+    s["target_us"] = 1000.into();
+    write_bench("expiry_precision", &s);
+}
+
+/// Sums what the kernel charges for wardd's maps (fdinfo `memlock`).
+fn map_memory(pid: u32) -> u64 {
+    let mut total = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        if info.contains("map_type:") {
+            total += info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// wardd's resident memory idle and holding 100,000 grants, and the
+/// kernel memory each table entry costs.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn memory() {
+    let grants: u32 = std::env::var("WARD_BENCH_GRANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let h = host(
+        "bench-mem",
+        "[limits]\nmax_net_rules = 262144\nmax_path_rules = 1024\n",
+    );
+    let wardd = h.start();
+    let pid = wardd.pid().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_idle, maps_idle) = (rss_kib(pid), map_memory(pid));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
+    let expires = (unix_now() + Duration::from_secs(3600)).as_millis() as i64;
+    let started = std::time::Instant::now();
+    for i in 0..grants {
+        let grant = pb::Grant {
+            id: format!("mem-{i}"),
+            subject: Some(pb::Subject {
+                kind: Some(subject::Kind::Workload(h.managed_workload())),
+            }),
+            operations: vec![pb::Operation::Connect as i32],
+            objects: vec![pb::Object {
+                kind: Some(object::Kind::Network(format!(
+                    "10.{}.{}.{}/32:5432",
+                    i >> 16,
+                    (i >> 8) & 255,
+                    i & 255
+                ))),
+            }],
+            expires_at_unix_ms: expires,
+            reason: "bench".into(),
+            ..Default::default()
+        };
+        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
+            .unwrap();
+    }
+    let push_s = started.elapsed().as_secs_f64();
+    let (rss_full, maps_full) = (rss_kib(pid), map_memory(pid));
+    let r = serde_json::json!({
+        "grants": grants,
+        "rss_idle_kib": rss_idle,
+        "rss_with_grants_kib": rss_full,
+        "map_memory_idle_bytes": maps_idle,
+        "map_memory_with_grants_bytes": maps_full,
+        "kernel_bytes_per_entry": (maps_full.saturating_sub(maps_idle)) as f64 / grants as f64,
+        "pushes_per_second": grants as f64 / push_s,
+        "target_rss_idle_kib": 30 * 1024, "target_rss_with_grants_kib": 100 * 1024,
+    });
+    write_bench("memory", &r);
+}
