@@ -953,3 +953,87 @@ fn bench_fan_out_to_simulated_agents() {
     }
     bench_out("coordinator_fan_out", &Value::Object(results));
 }
+
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn bench_approvals_per_second() {
+    use ward_proto::v1 as pb;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 200;
+    let mut out = serde_json::Map::new();
+    for (store, db) in [
+        ("sqlite", None),
+        ("postgres", Some(postgres_database("bench"))),
+    ] {
+        let c = Coordinator::with_database(&format!("coord-rate-{store}"), db);
+        // One simulated agent so the host is known.
+        let (cert, key) = c.identity("h1.agent");
+        let target = ward_agent::client::TlsTarget {
+            url: format!("https://127.0.0.1:{}", c.port),
+            domain: Some("localhost".into()),
+            ca: c.dir.path().join("ca.pem"),
+            cert,
+            key,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let agent = rt.spawn(async move {
+            let ch = ward_agent::client::connect_tls(&target).await.unwrap();
+            let mut s = pb::coordinator_client::CoordinatorClient::new(ch)
+                .subscribe(pb::SubscribeRequest {
+                    host: "h1".into(),
+                    labels: vec!["env=test".into()],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            ready_tx.send(()).unwrap();
+            while let Ok(Some(_)) = s.message().await {}
+        });
+        ready_rx.recv().unwrap();
+        let mut alice = rt.block_on(grpc_as(&c, "alice"));
+        let mut bob = rt.block_on(grpc_as(&c, "bob"));
+        let mut carol = rt.block_on(grpc_as(&c, "carol"));
+        let ids: Vec<String> = (0..n)
+            .map(|_| {
+                rt.block_on(alice.create_request(pb::CreateRequestRequest {
+                    operations: vec![pb::Operation::Connect as i32],
+                    objects: vec![pb::Object {
+                        kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
+                    }],
+                    hosts: vec!["h1".into()],
+                    duration_ms: 600_000,
+                    reason: "bench".into(),
+                    ..Default::default()
+                }))
+                .unwrap()
+                .into_inner()
+                .id
+            })
+            .collect();
+        let started = Instant::now();
+        for id in &ids {
+            for reviewer in [&mut bob, &mut carol] {
+                rt.block_on(reviewer.approve(pb::ReviewRequest {
+                    id: id.clone(),
+                    reason: String::new(),
+                }))
+                .unwrap();
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        out.insert(
+            store.into(),
+            serde_json::json!({
+                "approvals": 2 * n,
+                "requests_approved": n,
+                "approvals_per_second": (2 * n) as f64 / secs,
+            }),
+        );
+        agent.abort();
+    }
+    bench_out("coordinator_approvals", &Value::Object(out));
+}
