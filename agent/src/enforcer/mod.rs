@@ -38,7 +38,7 @@ pub use path::{PathPattern, PathPatternError};
 pub use table::{Entry, Expiry, Object, Subject, TableError};
 
 use crate::btf::KernelOffsets;
-use table::{Index, Slot};
+use table::{Grants, Index, Slot};
 
 /// Which hooks to attach.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ pub struct Enforcer {
     /// Whether the programs were already attached by an earlier agent.
     adopted: bool,
     policy: Index,
-    grants: BTreeMap<u64, Vec<Entry>>,
+    grants: Grants,
     /// Links that are not pinned: closing them detaches their programs.
     _links: Vec<OwnedFd>,
 }
@@ -145,7 +145,7 @@ impl Enforcer {
             config,
             adopted,
             policy: Index::new(),
-            grants: BTreeMap::new(),
+            grants: Grants::default(),
             _links: links,
         })
     }
@@ -206,7 +206,7 @@ impl Enforcer {
         policy: &[Entry],
         grants: BTreeMap<u64, Vec<Entry>>,
     ) -> Result<(), EnforcerError> {
-        let previous = std::mem::replace(&mut self.grants, grants);
+        let previous = std::mem::replace(&mut self.grants, Grants::from_map(grants));
         let result = self.apply(policy);
         if result.is_err() {
             self.grants = previous;
@@ -320,17 +320,13 @@ impl Enforcer {
     /// Writes the combined value of each slot into the live generation.
     fn sync(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let active = kmaps::read_config(&mut self.ebpf)?.active;
-        // One pass over the grants, not one per slot.
-        let mut by_slot: BTreeMap<&Slot, Vec<&Entry>> = slots
-            .iter()
-            .map(|slot| (slot, self.policy.get(slot).into_iter().flatten().collect()))
-            .collect();
-        for e in self.grants.values().flatten() {
-            if let Some(entries) = by_slot.get_mut(&e.slot()?) {
-                entries.push(e);
-            }
-        }
-        for (slot, entries) in by_slot {
+        for slot in slots {
+            let entries = self
+                .policy
+                .get(slot)
+                .into_iter()
+                .flatten()
+                .chain(self.grants.at(slot));
             let rule = table::combine(entries)?;
             kmaps::put(&mut self.ebpf, active, slot, rule, &self.config)?;
         }

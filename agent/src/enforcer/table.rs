@@ -181,6 +181,71 @@ pub fn combine<'a>(
 /// Entries grouped by slot.
 pub type Index = BTreeMap<Slot, Vec<Entry>>;
 
+/// Grants by id, with an index of which grants touch each slot, so that
+/// syncing a slot costs the grants on it, not every grant there is.
+#[derive(Debug, Default, Clone)]
+pub struct Grants {
+    by_id: BTreeMap<u64, Vec<Entry>>,
+    by_slot: BTreeMap<Slot, std::collections::BTreeSet<u64>>,
+}
+
+impl Grants {
+    pub fn from_map(by_id: BTreeMap<u64, Vec<Entry>>) -> Grants {
+        let mut g = Grants::default();
+        for (id, entries) in by_id {
+            g.insert(id, entries);
+        }
+        g
+    }
+
+    pub fn get(&self, id: &u64) -> Option<&Vec<Entry>> {
+        self.by_id.get(id)
+    }
+
+    /// Entries whose slot cannot be computed are kept but not indexed;
+    /// callers check slots before inserting.
+    pub fn insert(&mut self, id: u64, entries: Vec<Entry>) -> Option<Vec<Entry>> {
+        let old = self.remove(&id);
+        for e in &entries {
+            if let Ok(slot) = e.slot() {
+                self.by_slot.entry(slot).or_default().insert(id);
+            }
+        }
+        self.by_id.insert(id, entries);
+        old
+    }
+
+    pub fn remove(&mut self, id: &u64) -> Option<Vec<Entry>> {
+        let old = self.by_id.remove(id)?;
+        for e in &old {
+            if let Ok(slot) = e.slot()
+                && let Some(ids) = self.by_slot.get_mut(&slot)
+            {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_slot.remove(&slot);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Vec<Entry>> {
+        self.by_id.values()
+    }
+
+    /// The grant entries that land in `slot`.
+    pub fn at<'a>(&'a self, slot: &'a Slot) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.by_slot
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+            .flatten()
+            .filter(move |e| e.slot().is_ok_and(|s| s == *slot))
+    }
+}
+
 pub fn index<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<Index, TableError> {
     let mut idx = Index::new();
     for e in entries {
