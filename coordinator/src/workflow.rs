@@ -284,7 +284,15 @@ impl Rules {
         Ok(())
     }
 
-    fn may_review(&self, reviewer: &str, req: &AccessRequest) -> Result<bool, WorkflowError> {
+    /// Whether `reviewer` may review `req` on every host it targets, each
+    /// host seen with the labels its agent reported.
+    fn may_review(
+        &self,
+        tx: &Tx<'_>,
+        reviewer: &str,
+        req: &AccessRequest,
+    ) -> Result<bool, WorkflowError> {
+        let known = tx.hosts()?;
         let clock = Clock::system();
         let create = CreateRequestRequest {
             operations: req.operations.clone(),
@@ -293,7 +301,12 @@ impl Rules {
         };
         for (action, object) in targets(&create)? {
             for host in &req.hosts {
-                let env = host_env(host, &[]);
+                let labels = known
+                    .iter()
+                    .find(|(n, _)| n == host)
+                    .map(|(_, l)| l.as_slice())
+                    .unwrap_or(&[]);
+                let env = host_env(host, labels);
                 let check = GrantCheck {
                     principal: (Kind::User, req.requester.clone()),
                     action,
@@ -441,7 +454,7 @@ impl Workflow {
             if req.requester == reviewer {
                 return Err(WorkflowError::SelfApproval);
             }
-            if !rules.may_review(reviewer, &req)? {
+            if !rules.may_review(tx, reviewer, &req)? {
                 return Err(WorkflowError::NotReviewer(format!(
                     "no `review` policy lets {reviewer} review {id}"
                 )));
@@ -523,7 +536,7 @@ impl Workflow {
             }
             if !release
                 && !rules.admins.iter().any(|a| a == caller)
-                && !rules.may_review(caller, &req)?
+                && !rules.may_review(tx, caller, &req)?
             {
                 return Err(WorkflowError::NotReviewer(format!(
                     "only an admin or a reviewer of {id} may revoke it"
