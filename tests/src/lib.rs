@@ -7,6 +7,7 @@ use std::{
     process::Command,
 };
 
+pub mod bench;
 pub mod lifecycle;
 pub mod pki;
 pub mod wardd;

@@ -11,6 +11,23 @@ use ward_proto::v1::{self as pb, object, subject};
 
 use crate::daemon::host;
 
+/// A grant letting `workload` connect to `network` until `expires_ms`.
+fn connect_grant(id: String, workload: &str, network: String, expires_ms: i64) -> pb::Grant {
+    pb::Grant {
+        id,
+        subject: Some(pb::Subject {
+            kind: Some(subject::Kind::Workload(workload.to_owned())),
+        }),
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(object::Kind::Network(network)),
+        }],
+        expires_at_unix_ms: expires_ms,
+        reason: "bench".into(),
+        ..Default::default()
+    }
+}
+
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn push_to_enforced_latency() {
@@ -40,22 +57,12 @@ fn push_to_enforced_latency() {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
-        let grant = pb::Grant {
-            id: format!("bench-{i}"),
-            subject: Some(pb::Subject {
-                kind: Some(subject::Kind::Workload(workload.clone())),
-            }),
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(object::Kind::Network(format!(
-                    "127.0.0.1/32:{}",
-                    h.addr.port()
-                ))),
-            }],
-            expires_at_unix_ms: now + 600_000,
-            reason: "bench".into(),
-            ..Default::default()
-        };
+        let grant = connect_grant(
+            format!("bench-{i}"),
+            &workload,
+            format!("127.0.0.1/32:{}", h.addr.port()),
+            now + 600_000,
+        );
         let started = Instant::now();
         rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
             .unwrap();
@@ -104,22 +111,6 @@ fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
 }
 
-fn summary_us(mut v: Vec<Duration>) -> serde_json::Value {
-    v.sort();
-    let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-    serde_json::json!({
-        "n": v.len(), "median_us": pct(0.5).as_micros() as u64, "p99_us": pct(0.99).as_micros() as u64,
-        "max_us": v.last().unwrap().as_micros() as u64, "min_us": v[0].as_micros() as u64,
-    })
-}
-
-fn write_bench(name: &str, v: &serde_json::Value) {
-    println!("BENCH {name} {v}");
-    if let Ok(dir) = std::env::var("WARD_BENCH_DIR") {
-        std::fs::write(format!("{dir}/{name}.json"), v.to_string()).unwrap();
-    }
-}
-
 /// How long after `expires_at` the first denied connect lands, over 200
 /// grants with staggered deadlines; the agent does nothing at the deadline.
 #[test]
@@ -149,22 +140,12 @@ fn expiry_precision() {
     for i in 0..n {
         // Deadlines 200-399 ms ahead, at scattered milliseconds.
         let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
-        let grant = pb::Grant {
-            id: format!("expiry-{i}"),
-            subject: Some(pb::Subject {
-                kind: Some(subject::Kind::Workload(h.managed_workload())),
-            }),
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(object::Kind::Network(format!(
-                    "127.0.0.1/32:{}",
-                    h.addr.port()
-                ))),
-            }],
-            expires_at_unix_ms: expires.as_millis() as i64,
-            reason: "bench".into(),
-            ..Default::default()
-        };
+        let grant = connect_grant(
+            format!("expiry-{i}"),
+            &h.managed_workload(),
+            format!("127.0.0.1/32:{}", h.addr.port()),
+            expires.as_millis() as i64,
+        );
         rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
             .unwrap();
         let deadline = Duration::from_millis(expires.as_millis() as u64);
@@ -202,13 +183,13 @@ fn expiry_precision() {
         "0",
     )
     .unwrap();
-    let mut s = summary_us(late);
+    let mut s = ward_tests::bench::summary(late);
     // Probes that still got through after the deadline: the wall-to-boot
     // clock conversion at push time is not exact to the microsecond.
     s["allowed_after_deadline"] = allowed_after.into();
     s["latest_allowed_after_deadline_us"] = (last_allowed_after.as_micros() as u64).into();
     s["target_us"] = 1000.into();
-    write_bench("expiry_precision", &s);
+    ward_tests::bench::record("expiry_precision", &s);
 }
 
 /// Sums what the kernel charges for wardd's maps (fdinfo `memlock`).
@@ -264,24 +245,12 @@ fn memory() {
     let expires = (unix_now() + Duration::from_secs(3600)).as_millis() as i64;
     let started = std::time::Instant::now();
     for i in 0..grants {
-        let grant = pb::Grant {
-            id: format!("mem-{i}"),
-            subject: Some(pb::Subject {
-                kind: Some(subject::Kind::Workload(h.managed_workload())),
-            }),
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(object::Kind::Network(format!(
-                    "10.{}.{}.{}/32:5432",
-                    i >> 16,
-                    (i >> 8) & 255,
-                    i & 255
-                ))),
-            }],
-            expires_at_unix_ms: expires,
-            reason: "bench".into(),
-            ..Default::default()
-        };
+        let grant = connect_grant(
+            format!("mem-{i}"),
+            &h.managed_workload(),
+            format!("10.{}.{}.{}/32:5432", i >> 16, (i >> 8) & 255, i & 255),
+            expires,
+        );
         rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
             .unwrap();
     }
@@ -297,5 +266,5 @@ fn memory() {
         "pushes_per_second": grants as f64 / push_s,
         "target_rss_idle_kib": 30 * 1024, "target_rss_with_grants_kib": 100 * 1024,
     });
-    write_bench("memory", &r);
+    ward_tests::bench::record("memory", &r);
 }

@@ -785,25 +785,6 @@ async fn grpc_as(
     ward_proto::v1::coordinator_client::CoordinatorClient::new(channel)
 }
 
-fn summary(mut samples: Vec<Duration>) -> Value {
-    samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    serde_json::json!({
-        "n": samples.len(),
-        "median_us": pct(0.5).as_micros(),
-        "p99_us": pct(0.99).as_micros(),
-        "max_us": samples.last().unwrap().as_micros(),
-        "min_us": samples[0].as_micros(),
-    })
-}
-
-fn bench_out(name: &str, v: &Value) {
-    println!("BENCH {name} {v}");
-    if let Ok(dir) = std::env::var("WARD_BENCH_DIR") {
-        std::fs::write(format!("{dir}/{name}.json"), v.to_string()).unwrap();
-    }
-}
-
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn bench_auto_approved_request_to_enforced() {
@@ -867,7 +848,10 @@ fn bench_auto_approved_request_to_enforced() {
         "0",
     )
     .unwrap();
-    bench_out("coordinator_request_to_enforced", &summary(samples));
+    ward_tests::bench::record(
+        "coordinator_request_to_enforced",
+        &ward_tests::bench::summary(samples),
+    );
 }
 
 #[test]
@@ -944,14 +928,14 @@ fn bench_fan_out_to_simulated_agents() {
             v
         });
         let last = *arrivals.iter().max().unwrap();
-        let mut s = summary(arrivals);
+        let mut s = ward_tests::bench::summary(arrivals);
         s["all_delivered_us"] = (last.as_micros() as u64).into();
         results.insert(format!("agents_{agents}"), s);
         for t in tasks {
             t.abort();
         }
     }
-    bench_out("coordinator_fan_out", &Value::Object(results));
+    ward_tests::bench::record("coordinator_fan_out", &Value::Object(results));
 }
 
 #[test]
@@ -1035,5 +1019,5 @@ fn bench_approvals_per_second() {
         );
         agent.abort();
     }
-    bench_out("coordinator_approvals", &Value::Object(out));
+    ward_tests::bench::record("coordinator_approvals", &Value::Object(out));
 }

@@ -1,0 +1,24 @@
+//! What the benchmark tests share: summaries and where results go.
+
+use std::time::Duration;
+
+/// Median, p99, min and max of samples, in µs.
+pub fn summary(mut samples: Vec<Duration>) -> serde_json::Value {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    serde_json::json!({
+        "n": samples.len(),
+        "median_us": pct(0.5).as_micros() as u64,
+        "p99_us": pct(0.99).as_micros() as u64,
+        "max_us": samples.last().map_or(0, |d| d.as_micros() as u64),
+        "min_us": samples.first().map_or(0, |d| d.as_micros() as u64),
+    })
+}
+
+/// Prints a figure and writes it to `$WARD_BENCH_DIR/NAME.json`.
+pub fn record(name: &str, v: &serde_json::Value) {
+    println!("BENCH {name} {v}");
+    if let Ok(dir) = std::env::var("WARD_BENCH_DIR") {
+        std::fs::write(format!("{dir}/{name}.json"), v.to_string()).expect("write bench result");
+    }
+}
