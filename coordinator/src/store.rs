@@ -144,10 +144,33 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.transaction(true, f)
+    }
+
+    /// Runs `f` in a transaction that does not take the write lock: for
+    /// reads (listings, the audit trail, the outbox poll), so they never
+    /// queue behind or hold up decisions on other replicas.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(false, f)
+    }
+
+    fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        locked: bool,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         match self {
             Store::Sqlite(db) => {
+                let behavior = if locked {
+                    TransactionBehavior::Immediate
+                } else {
+                    TransactionBehavior::Deferred
+                };
                 let tx = db
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .transaction_with_behavior(behavior)
                     .map_err(StoreError::from)?;
                 let tx = Tx::Sqlite(tx);
                 let out = f(&tx)?;
@@ -157,8 +180,10 @@ impl Store {
             }
             Store::Postgres(client) => {
                 let mut tx = client.transaction().map_err(StoreError::from)?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK])
-                    .map_err(StoreError::from)?;
+                if locked {
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK])
+                        .map_err(StoreError::from)?;
+                }
                 let tx = Tx::Postgres(RefCell::new(tx));
                 let out = f(&tx)?;
                 let Tx::Postgres(tx) = tx else { unreachable!() };

@@ -620,7 +620,7 @@ impl Workflow {
         } else {
             &[]
         };
-        self.store.write(|tx| {
+        self.store.read(|tx| {
             Ok(tx
                 .list(states)?
                 .into_iter()
@@ -630,7 +630,7 @@ impl Workflow {
     }
 
     pub fn audit_since(&mut self, since_ms: i64) -> Result<Vec<AuditEntry>, WorkflowError> {
-        self.store.write(|tx| Ok(tx.audit_since(since_ms)?))
+        self.store.read(|tx| Ok(tx.audit_since(since_ms)?))
     }
 
     /// An agent connects: remember its labels; hand back its active grants.
@@ -652,11 +652,11 @@ impl Workflow {
         &mut self,
         seq: i64,
     ) -> Result<Vec<(i64, Vec<String>, FleetMessage)>, WorkflowError> {
-        self.store.write(|tx| Ok(tx.outbox_after(seq)?))
+        self.store.read(|tx| Ok(tx.outbox_after(seq)?))
     }
 
     pub fn outbox_head(&mut self) -> Result<i64, WorkflowError> {
-        self.store.write(|tx| Ok(tx.outbox_head()?))
+        self.store.read(|tx| Ok(tx.outbox_head()?))
     }
 }
 
