@@ -560,6 +560,12 @@ impl Engine {
         Ok(out)
     }
 
+    /// The host as policies see it now: labels from the config, posture
+    /// from start-up.
+    fn host_env(&self) -> ward_policy::Env {
+        host_env(&self.config.agent.host_labels, self.startup.file_and_exec)
+    }
+
     /// When the compiled policy next changes with the clock.
     pub fn policy_boundary(&self) -> Option<SystemTime> {
         self.policy.as_ref().and_then(PolicyEngine::next_boundary)
@@ -585,7 +591,7 @@ impl Engine {
         }
         self.policy_checked = std::time::Instant::now();
         self.reload_host_labels();
-        let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
+        let env = self.host_env();
         let Some(p) = self.policy.as_mut() else {
             return Ok(());
         };
@@ -640,7 +646,7 @@ impl Engine {
     /// `ward policy apply`: re-read every source now.
     pub fn apply_policy(&mut self, actor: &str) -> Result<pb::PolicyStatus, EngineError> {
         self.reload_host_labels();
-        let env = host_env(&self.config.agent.host_labels, self.startup.file_and_exec);
+        let env = self.host_env();
         let p = self.policy.as_mut().ok_or(EngineError::NoPolicy)?;
         match p.reload_now(&env) {
             Ok(r) => self.apply_policy_entries(r, actor, "ward policy apply")?,

@@ -115,6 +115,11 @@ fn apply(
     let id = grant.id.clone();
     match engine.push(grant, "coordinator") {
         Ok(_) => Some(id),
+        // The engine audited this refusal itself.
+        Err(e @ super::engine::EngineError::NotEligible(_)) => {
+            tracing::warn!(grant = %id, error = %e, "coordinator grant refused by local policy");
+            None
+        }
         Err(e) => {
             engine.refuse_grant(&id, "coordinator", &e.to_string());
             None

@@ -393,19 +393,8 @@ impl PolicyEngine {
         targets: &[(Op, Object)],
         duration: Duration,
     ) -> Result<(), String> {
-        let clock = Clock::system();
-        let principal = principal_key(grantee);
-        for (op, object) in targets {
-            let check = GrantCheck {
-                principal: principal.clone(),
-                action: action_of(*op),
-                object: object.to_string(),
-            };
-            match self
-                .compiler
-                .eligibility(&check, &clock)
-                .map_err(|e| e.to_string())?
-            {
+        for (op, object, eligibility) in self.eligibility(grantee, targets) {
+            match eligibility.map_err(|e| e.to_string())? {
                 Eligibility::Eligible {
                     max: Some(max),
                     policies,
@@ -416,7 +405,7 @@ impl PolicyEngine {
                     return Err(format!(
                         "{} for {} on {object} is over the maximum of {} set by {}",
                         humantime::format_duration(asked),
-                        op_name(*op),
+                        op_name(op),
                         humantime::format_duration(max),
                         policies.join(", ")
                     ));
@@ -426,7 +415,7 @@ impl PolicyEngine {
                 Eligibility::Forbidden { policies } => {
                     return Err(format!(
                         "{} on {object} is forbidden by {}; no grant overrides a forbid",
-                        op_name(*op),
+                        op_name(op),
                         policies.join(", ")
                     ));
                 }
@@ -437,18 +426,34 @@ impl PolicyEngine {
 
     /// The forbid policies a grant's target falls under now, if any.
     pub fn forbidding(&self, grantee: &grant::Grantee, targets: &[(Op, Object)]) -> Option<String> {
+        self.eligibility(grantee, targets)
+            .find_map(|(_, _, e)| match e {
+                Ok(Eligibility::Forbidden { policies }) => Some(policies.join(", ")),
+                _ => None,
+            })
+    }
+
+    /// Each grant target with what policy says of it now.
+    fn eligibility<'a>(
+        &'a self,
+        grantee: &grant::Grantee,
+        targets: &'a [(Op, Object)],
+    ) -> impl Iterator<
+        Item = (
+            Op,
+            &'a Object,
+            Result<Eligibility, ward_policy::DirectoryError>,
+        ),
+    > + 'a {
         let clock = Clock::system();
         let principal = principal_key(grantee);
-        targets.iter().find_map(|(op, object)| {
+        targets.iter().map(move |(op, object)| {
             let check = GrantCheck {
                 principal: principal.clone(),
                 action: action_of(*op),
                 object: object.to_string(),
             };
-            match self.compiler.eligibility(&check, &clock) {
-                Ok(Eligibility::Forbidden { policies }) => Some(policies.join(", ")),
-                _ => None,
-            }
+            (*op, object, self.compiler.eligibility(&check, &clock))
         })
     }
 
