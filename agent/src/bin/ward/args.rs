@@ -218,18 +218,8 @@ pub struct SubjectArgs {
 pub struct GrantArgs {
     #[command(flatten)]
     pub subject: SubjectArgs,
-    /// Read access to a file, or a tree ending in `/` (repeatable).
-    #[arg(long, value_name = "PATH")]
-    pub read: Vec<String>,
-    /// Write access (repeatable).
-    #[arg(long, value_name = "PATH")]
-    pub write: Vec<String>,
-    /// Exec of an executable (repeatable).
-    #[arg(long, value_name = "PATH")]
-    pub exec: Vec<String>,
-    /// Connect to ADDR[/PREFIX]:PORTS, e.g. 10.0.0.5:5432 (repeatable).
-    #[arg(long, value_name = "NET")]
-    pub connect: Vec<String>,
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// How long, e.g. 15m or 2h.
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: std::time::Duration,
@@ -245,18 +235,27 @@ pub struct GrantArgs {
     pub json: bool,
 }
 
-#[derive(Args)]
-pub struct RequestArgs {
-    /// Read a file, or a tree ending in `/` (repeatable).
+/// What access is for: operations on objects (grants and requests alike).
+#[derive(Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Read access to a file, or a tree ending in `/` (repeatable).
     #[arg(long, value_name = "PATH")]
     pub read: Vec<String>,
+    /// Write access (repeatable).
     #[arg(long, value_name = "PATH")]
     pub write: Vec<String>,
+    /// Exec of an executable (repeatable).
     #[arg(long, value_name = "PATH")]
     pub exec: Vec<String>,
-    /// ADDR[/PREFIX]:PORTS.
+    /// Connect to ADDR[/PREFIX]:PORTS, e.g. 10.0.0.5:5432 (repeatable).
     #[arg(long, value_name = "NET")]
     pub connect: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// Where: host=NAME, or KEY=VALUE host labels (repeatable).
     #[arg(long = "on", value_name = "host=NAME|KEY=VALUE", required = true)]
     pub on: Vec<String>,

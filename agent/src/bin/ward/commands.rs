@@ -9,7 +9,7 @@ use ward_proto::v1::{self as pb, object, subject};
 use crate::{
     args::{
         Cli, Command, CoordinatorArgs, ExplainArgs, GrantArgs, PolicyCommand, RequestArgs,
-        SubjectArgs,
+        SubjectArgs, TargetArgs,
     },
     exit, render,
 };
@@ -171,7 +171,8 @@ fn path_object(p: &str) -> pb::Object {
     pb::Object { kind: Some(kind) }
 }
 
-fn build_grant(a: GrantArgs) -> Result<pb::Grant, CliError> {
+/// The operations and objects a grant or request names.
+fn targets(a: &TargetArgs) -> Result<(Vec<i32>, Vec<pb::Object>), CliError> {
     let mut ops = Vec::new();
     let mut objects: Vec<pb::Object> = Vec::new();
     let mut add = |op: pb::Operation, objs: Vec<pb::Object>| {
@@ -215,6 +216,11 @@ fn build_grant(a: GrantArgs) -> Result<pb::Grant, CliError> {
             "name what to grant: --read, --write, --exec or --connect",
         ));
     }
+    Ok((ops, objects))
+}
+
+fn build_grant(a: GrantArgs) -> Result<pb::Grant, CliError> {
+    let (ops, objects) = targets(&a.targets)?;
     let now = now_ms();
     let id =
         a.id.unwrap_or_else(|| format!("g-{:x}-{:x}", now, std::process::id()));
@@ -430,21 +436,7 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
 }
 
 fn request(a: &RequestArgs) -> Result<pb::CreateRequestRequest, CliError> {
-    let grant = build_grant(GrantArgs {
-        subject: SubjectArgs {
-            uid: Some(0),
-            ..Default::default()
-        },
-        read: a.read.clone(),
-        write: a.write.clone(),
-        exec: a.exec.clone(),
-        connect: a.connect.clone(),
-        duration: a.duration,
-        reason: a.reason.clone(),
-        ticket: a.ticket.clone(),
-        id: Some("request".into()),
-        json: false,
-    })?;
+    let (operations, objects) = targets(&a.targets)?;
     let (mut hosts, mut host_labels) = (Vec::new(), Vec::new());
     for on in &a.on {
         match on.split_once('=') {
@@ -458,8 +450,8 @@ fn request(a: &RequestArgs) -> Result<pb::CreateRequestRequest, CliError> {
         }
     }
     Ok(pb::CreateRequestRequest {
-        operations: grant.operations,
-        objects: grant.objects,
+        operations,
+        objects,
         hosts,
         host_labels,
         duration_ms: a.duration.as_millis() as i64,
