@@ -297,6 +297,12 @@ impl Directory {
             def.attrs.remove("path");
             def.parents.push(tree.def.key());
         }
+        self.stand_in(def)
+    }
+
+    /// A record for an entity the directory does not list, checked against
+    /// the schema like any other, in the listed parents it names.
+    pub fn stand_in(&self, mut def: EntityDef) -> Result<Record, DirectoryError> {
         fill_implied_attrs(&mut def)?;
         let mut ancestors = BTreeSet::new();
         for p in &def.parents {

@@ -10,7 +10,7 @@ use crate::{
     Action,
     clock::{Clock, Env},
     compile::Compiler,
-    directory::{DirectoryError, Key, Kind, Record, uid},
+    directory::{DirectoryError, Key, Kind, Record},
 };
 
 /// Reviewers needed when a `request` permit does not say.
@@ -87,31 +87,11 @@ impl Compiler {
         if key.0 == Kind::Workload {
             attrs.insert("cgroup".into(), key.1.clone().into());
         }
-        let def = crate::EntityDef {
+        self.directory().stand_in(crate::EntityDef {
             kind: key.0,
             id: key.1.clone(),
             parents: Vec::new(),
             attrs,
-        };
-        let cedar = cedar_policy::Entity::new_no_attrs(uid(key), Default::default());
-        let cedar = if key.0 == Kind::Workload {
-            cedar_policy::Entity::new(
-                uid(key),
-                [(
-                    "cgroup".to_owned(),
-                    cedar_policy::RestrictedExpression::new_string(key.1.clone()),
-                )]
-                .into(),
-                Default::default(),
-            )
-            .unwrap_or(cedar)
-        } else {
-            cedar
-        };
-        Ok(Record {
-            def,
-            ancestors: Default::default(),
-            cedar,
         })
     }
 
