@@ -22,3 +22,15 @@ pub fn record(name: &str, v: &serde_json::Value) {
         std::fs::write(format!("{dir}/{name}.json"), v.to_string()).expect("write bench result");
     }
 }
+
+/// Moves this whole test process into `cgroup`, to measure as the grantee
+/// (daemons started before stay where they were).
+pub fn enter_cgroup(cgroup: &std::path::Path) {
+    std::fs::write(cgroup.join("cgroup.procs"), "0").expect("join the test cgroup");
+}
+
+/// Moves this process back to the root cgroup, so its test cgroups can go.
+pub fn leave_cgroup() {
+    let root = ward_agent::cgroup::cgroup2_mount().expect("cgroup2 mounted");
+    std::fs::write(root.join("cgroup.procs"), "0").expect("leave the test cgroup");
+}

@@ -39,7 +39,7 @@ fn push_to_enforced_latency() {
     let _wardd = h.start();
     // This thread is the grantee: it joins the managed cgroup (wardd, started
     // before, stays outside).
-    std::fs::write(h.sb.managed.path().join("cgroup.procs"), "0").unwrap();
+    ward_tests::bench::enter_cgroup(h.sb.managed.path());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,13 +81,7 @@ fn push_to_enforced_latency() {
             "denied again after revoke"
         );
     }
-    std::fs::write(
-        ward_agent::cgroup::cgroup2_mount()
-            .unwrap()
-            .join("cgroup.procs"),
-        "0",
-    )
-    .unwrap();
+    ward_tests::bench::leave_cgroup();
     samples.sort();
     let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     let (median, p99, max) = (pct(0.5), pct(0.99), *samples.last().unwrap());
@@ -118,7 +112,7 @@ fn unix_now() -> Duration {
 fn expiry_precision() {
     let h = host("bench-expiry", "");
     let _wardd = h.start();
-    std::fs::write(h.sb.managed.path().join("cgroup.procs"), "0").unwrap();
+    ward_tests::bench::enter_cgroup(h.sb.managed.path());
     // Drain accepted connections so the backlog never fills.
     let listener = h.listener.try_clone().unwrap();
     std::thread::spawn(move || {
@@ -176,13 +170,7 @@ fn expiry_precision() {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
-    std::fs::write(
-        ward_agent::cgroup::cgroup2_mount()
-            .unwrap()
-            .join("cgroup.procs"),
-        "0",
-    )
-    .unwrap();
+    ward_tests::bench::leave_cgroup();
     let mut s = ward_tests::bench::summary(late);
     // Probes that still got through after the deadline: the wall-to-boot
     // clock conversion at push time is not exact to the microsecond.

@@ -797,7 +797,7 @@ fn bench_auto_approved_request_to_enforced() {
     let (h1, _w1) = agent(&c, "co-bench", "h1", &c.public_key);
     subscribed(&c, 1);
     // This thread is the grantee's workload; the daemons stay outside.
-    std::fs::write(h1.sb.managed.path().join("cgroup.procs"), "0").unwrap();
+    ward_tests::bench::enter_cgroup(h1.sb.managed.path());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -841,13 +841,7 @@ fn bench_auto_approved_request_to_enforced() {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    std::fs::write(
-        ward_agent::cgroup::cgroup2_mount()
-            .unwrap()
-            .join("cgroup.procs"),
-        "0",
-    )
-    .unwrap();
+    ward_tests::bench::leave_cgroup();
     ward_tests::bench::record(
         "coordinator_request_to_enforced",
         &ward_tests::bench::summary(samples),
