@@ -10,6 +10,7 @@ use std::{
 pub mod bench;
 pub mod lifecycle;
 pub mod pki;
+pub mod syscall_loop;
 pub mod wardd;
 
 use ward_agent::cgroup::OwnedCgroup;

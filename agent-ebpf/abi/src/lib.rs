@@ -86,6 +86,9 @@ pub mod programs {
     /// An LSM `file_open` program that allows everything: `ward doctor` loads
     /// it to learn whether this kernel accepts BPF LSM programs at all.
     pub const PROBE_LSM: &str = "ward_probe_lsm";
+    /// An LSM `socket_connect` program that passes on the earlier verdict:
+    /// the benchmarks' empty-program floor for connect.
+    pub const PROBE_LSM_CONNECT: &str = "ward_probe_lsm_connect";
     /// A cgroup `connect4` program that allows everything, for the same probe.
     pub const PROBE_CONNECT4: &str = "ward_probe_connect4";
 }

@@ -12,6 +12,13 @@ pub fn ward_probe_lsm(ctx: LsmContext) -> i32 {
     ctx.arg::<i32>(1)
 }
 
+/// The same for `socket_connect(sock, address, addrlen)`, whose earlier
+/// verdict is the fourth argument: the benchmarks' floor for connect.
+#[lsm(hook = "socket_connect")]
+pub fn ward_probe_lsm_connect(ctx: LsmContext) -> i32 {
+    ctx.arg::<i32>(3)
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ward_probe_connect4(_ctx: SockAddrContext) -> i32 {
     1 // allow

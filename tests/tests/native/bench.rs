@@ -256,3 +256,145 @@ fn memory() {
     });
     ward_tests::bench::record("memory", &r);
 }
+
+/// Connect overhead of the cgroup connect4 hook on the host kernel, in
+/// wall-clock time: no ward, the floor (an empty connect4 program), and
+/// ward with the caller unmanaged, managed to an unprotected address, and
+/// managed to a protected address it holds a grant for; at 0, 1,000 and
+/// 100,000 table entries. Conditions are interleaved round by round, so
+/// drift on a shared machine hits them all alike.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn connect_overhead_native() {
+    use std::collections::BTreeMap;
+    use ward_abi::{Effect, Op};
+    use ward_agent::{
+        cgroup::{OwnedCgroup, cgroup2_mount},
+        enforcer::{Enforcer, EnforcerConfig, Entry, Expiry, Hooks, NetPattern, Object, Subject},
+    };
+    use ward_tests::{
+        bench::{enter_cgroup, leave_cgroup},
+        lifecycle::protection,
+        syscall_loop::{Target, bpf_ns_per_op},
+    };
+    const ROUNDS: usize = 11;
+    const OPS: u32 = 5_000;
+
+    let top = cgroup2_mount().unwrap();
+    let base = OwnedCgroup::create(&top, &format!("ward-bench-connect-{}", std::process::id()))
+        .unwrap();
+    let plain = OwnedCgroup::create(base.path(), "plain").unwrap();
+    let floor_cg = OwnedCgroup::create(base.path(), "floor").unwrap();
+    let ward_cg = OwnedCgroup::create(base.path(), "ward").unwrap();
+    let unmanaged = OwnedCgroup::create(ward_cg.path(), "unmanaged").unwrap();
+    let managed = OwnedCgroup::create(ward_cg.path(), "managed").unwrap();
+
+    // The floor: the empty program, on a cgroup of its own.
+    let mut probe = ward_agent::ebpf::load(&ward_agent::btf::KernelOffsets::UNUSED).unwrap();
+    let program: &mut aya::programs::CgroupSockAddr = probe
+        .program_mut(ward_abi::programs::PROBE_CONNECT4)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    program.load().unwrap();
+    program
+        .attach(
+            std::fs::File::open(floor_cg.path()).unwrap(),
+            aya::programs::CgroupAttachMode::Single,
+        )
+        .unwrap();
+
+    let granted = Target::connect("127.0.0.1:0".parse().unwrap());
+    let Target::Connect { addr, .. } = &granted else {
+        unreachable!()
+    };
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap());
+    let other = Target::connect("127.0.0.2:0".parse().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _rt = rt.enter();
+
+    let mut rows = Vec::new();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        serde_json::json!({"ns": v[v.len() / 2], "min": v[0], "max": v[v.len() - 1]})
+    };
+    for entries in [0usize, 1_000, 100_000] {
+        let mut enforcer = Enforcer::load(EnforcerConfig {
+            max_net_rules: 131_072,
+            hooks: Hooks {
+                lsm: false,
+                cgroup_connect: Some(ward_cg.path().to_owned()),
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        enforcer.manage_cgroup(managed.id()).unwrap();
+        let mut table: Vec<Entry> = (0..entries)
+            .map(|i| {
+                let n = NetPattern::parse(&format!(
+                    "10.{}.{}.{}/32:443",
+                    i >> 16,
+                    (i >> 8) & 255,
+                    i & 255
+                ))
+                .unwrap();
+                protection(Op::Connect, &Object::Net(n))
+            })
+            .collect();
+        table.push(protection(Op::Connect, &object));
+        enforcer.apply(&table).unwrap();
+        let grant = Entry {
+            subject: Subject::Cgroup(managed.id()),
+            op: Op::Connect,
+            object: object.clone(),
+            effect: Effect::Allow,
+            expires: Expiry::Never,
+            rule_id: 9,
+            from_grant: true,
+        };
+        enforcer.grant(9, vec![grant]).unwrap();
+        let mut events = enforcer.events().unwrap();
+        let mut drain = || {
+            events.discard_pending();
+        };
+
+        let conditions: [(&str, &OwnedCgroup, &Target); 5] = [
+            ("baseline", &plain, &granted),
+            ("floor", &floor_cg, &granted),
+            ("unmanaged", &unmanaged, &granted),
+            ("managed_unprotected", &managed, &other),
+            ("managed_granted", &managed, &granted),
+        ];
+        let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for _ in 0..ROUNDS {
+            for (name, cg, target) in conditions {
+                enter_cgroup(cg.path());
+                let ns = target.ns_per_op_between(OPS, 1_000, &mut drain);
+                samples.entry(name).or_default().push(ns);
+            }
+        }
+        for (name, cg, target) in conditions {
+            enter_cgroup(cg.path());
+            let bpf = bpf_ns_per_op(target, OPS / 5);
+            drain();
+            let mut row = median(samples.remove(name).unwrap_or_default());
+            row["condition"] = name.into();
+            row["entries"] = entries.into();
+            row["bpf_ns"] = serde_json::to_value(bpf).unwrap();
+            println!("BENCH connect_native {row}");
+            rows.push(row);
+        }
+        leave_cgroup();
+        drop(events);
+        drop(enforcer);
+    }
+    leave_cgroup();
+    drop(probe);
+    ward_tests::bench::record(
+        "connect_native",
+        &serde_json::json!({"rounds": ROUNDS, "ops": OPS, "rows": rows}),
+    );
+}
