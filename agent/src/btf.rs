@@ -112,14 +112,10 @@ fn byte_offset(
 }
 
 /// aya's parsed copy of the kernel's BTF, which it needs to load LSM
-/// programs; parsed once per process.
+/// programs. Parsed per call and not kept: it is tens of MiB of heap that
+/// wardd needs only while it loads (see [`crate::memory::trim`]).
 pub fn aya_btf() -> Result<aya::Btf, aya::BtfError> {
-    static CACHE: OnceLock<aya::Btf> = OnceLock::new();
-    if let Some(b) = CACHE.get() {
-        return Ok(b.clone());
-    }
-    let b = aya::Btf::from_sys_fs()?;
-    Ok(CACHE.get_or_init(|| b).clone())
+    aya::Btf::from_sys_fs()
 }
 
 /// btfparse reads through this trait; the whole file is small (a few MiB).

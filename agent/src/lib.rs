@@ -5,7 +5,8 @@
 //! - [`daemon`]: `wardd`: config, store, audit, the gRPC service;
 //! - [`ebpf`]: the embedded kernel object and how to load it portably;
 //! - [`enforcer`]: the kernel enforcement engine;
-//! - [`doctor`]: what the running kernel can and cannot enforce.
+//! - [`doctor`]: what the running kernel can and cannot enforce;
+//! - [`memory`]: handing start-up heap back to the kernel.
 
 pub mod btf;
 pub mod cgroup;
@@ -15,3 +16,4 @@ pub mod doctor;
 pub mod ebpf;
 pub mod enforcer;
 pub mod kernel;
+pub mod memory;

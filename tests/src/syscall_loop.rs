@@ -46,9 +46,17 @@ impl Syscall {
 
 /// The object one loop works on.
 pub enum Target {
-    File { path: CString, flags: i32 },
-    Exec { path: CString },
-    Connect { listener: TcpListener, addr: SocketAddr },
+    File {
+        path: CString,
+        flags: i32,
+    },
+    Exec {
+        path: CString,
+    },
+    Connect {
+        listener: TcpListener,
+        addr: SocketAddr,
+    },
 }
 
 impl Target {

@@ -74,6 +74,10 @@ enum Command {
         /// other sections' figures from earlier runs.
         #[arg(long, value_enum)]
         only: Vec<bench::Section>,
+        /// Measure nothing: rebuild report.md, report.json and the plots
+        /// from the figures already in target/bench.
+        #[arg(long, conflicts_with = "only")]
+        report_only: bool,
     },
     /// Install wardd, ward, the systemd unit, the tmpfiles entry and a
     /// sample config (never overwriting an existing one).
@@ -114,8 +118,12 @@ fn run() -> Result<ExitCode> {
             cmd,
         } => vm::run_command(&ws, &kernel, timeout, &cmd),
         Command::Test { vm_timeout } => test::run(&ws, vm_timeout),
-        Command::Bench { only } => {
-            bench::run_all(&ws, &only)?;
+        Command::Bench { only, report_only } => {
+            if report_only {
+                bench::report(&ws)?;
+            } else {
+                bench::run_all(&ws, &only)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Install { root } => {

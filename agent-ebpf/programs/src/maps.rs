@@ -17,6 +17,12 @@ pub static WARD_MANAGED_CGROUPS: HashMap<u64, ManagedCgroup> = HashMap::with_max
 pub static WARD_SUBJECT_CACHE: LruHashMap<u64, SubjectCacheEntry> =
     LruHashMap::with_max_entries(16384, 0);
 
+/// Per CPU: the last caller cgroup, the cgroup generation it was resolved
+/// in, and whether it is itself managed (see [`crate::subject`]). One u64,
+/// so a preempted writer can never leave a half-written entry behind.
+#[map]
+pub static WARD_UNMANAGED_L1: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static WARD_PATH_RULES_0: LpmTrie<PathKey, Rule> = LpmTrie::with_max_entries(65536, 0);
 #[map]

@@ -35,13 +35,18 @@ fn v4_mapped(ip_be: [u8; 4]) -> [u8; 16] {
     a
 }
 
-/// true = allow. `LOGIN`: see [`subject::current`].
+/// true = allow. `LOGIN`: see [`subject::current`]. The destination is
+/// read only for managed callers (`None`: not an address ward decides on),
+/// so everyone else pays for the subject check alone.
 #[inline(always)]
-fn check_connect<const LOGIN: bool>(dest: &Dest) -> bool {
+fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool {
     let Some(config) = config() else {
         return true;
     };
     let Some(who) = subject::current::<LOGIN>(config) else {
+        return true;
+    };
+    let Some(dest) = dest() else {
         return true;
     };
     let mut key = Key::new(
@@ -86,69 +91,72 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
     }
     let address: *const u8 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
-    // SAFETY: reads of kernel memory through the probe-read helper, which
-    // fails cleanly rather than faulting.
-    let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
-        return 0;
-    };
-    let dest = match family {
-        AF_INET if addrlen >= 8 => {
-            let Ok(head) = (unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }) else {
-                return 0;
-            };
-            Dest {
-                addr: v4_mapped([head[4], head[5], head[6], head[7]]),
-                port: u16::from_be_bytes([head[2], head[3]]),
-                family: 4,
-            }
-        }
-        AF_INET6 if addrlen >= 24 => {
-            let Ok(sa) = (unsafe { bpf_probe_read_kernel(address as *const SockaddrIn6) }) else {
-                return 0;
-            };
-            Dest {
-                addr: sa.addr,
-                port: u16::from_be(sa.port_be),
-                family: 6,
-            }
-        }
-        // Unix sockets, AF_UNSPEC disconnects, short addresses: not ours.
-        _ => return 0,
-    };
-    if check_connect::<true>(&dest) {
+    if check_connect::<true>(|| read_dest(address, addrlen)) {
         0
     } else {
         -EPERM
     }
 }
 
+/// The destination of an LSM `socket_connect`, or `None` for unix
+/// sockets, AF_UNSPEC disconnects and short addresses.
+#[inline(always)]
+fn read_dest(address: *const u8, addrlen: i32) -> Option<Dest> {
+    // SAFETY: reads of kernel memory through the probe-read helper, which
+    // fails cleanly rather than faulting.
+    let family = unsafe { bpf_probe_read_kernel(address as *const u16) }.ok()?;
+    match family {
+        AF_INET if addrlen >= 8 => {
+            let head = unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }.ok()?;
+            Some(Dest {
+                addr: v4_mapped([head[4], head[5], head[6], head[7]]),
+                port: u16::from_be_bytes([head[2], head[3]]),
+                family: 4,
+            })
+        }
+        AF_INET6 if addrlen >= 24 => {
+            let sa = unsafe { bpf_probe_read_kernel(address as *const SockaddrIn6) }.ok()?;
+            Some(Dest {
+                addr: sa.addr,
+                port: u16::from_be(sa.port_be),
+                family: 6,
+            })
+        }
+        _ => None,
+    }
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ward_connect4(ctx: SockAddrContext) -> i32 {
-    // SAFETY: the context is the kernel's bpf_sock_addr for this connect.
-    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
-    let dest = Dest {
-        addr: v4_mapped(ip.to_ne_bytes()),
-        port: u16::from_be(port as u16),
-        family: 4,
+    let dest = || {
+        // SAFETY: the context is the kernel's bpf_sock_addr for this connect.
+        let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+        Some(Dest {
+            addr: v4_mapped(ip.to_ne_bytes()),
+            port: u16::from_be(port as u16),
+            family: 4,
+        })
     };
-    if check_connect::<false>(&dest) { 1 } else { 0 }
+    if check_connect::<false>(dest) { 1 } else { 0 }
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn ward_connect6(ctx: SockAddrContext) -> i32 {
-    // SAFETY: as above.
-    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
-    let mut addr = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let w = ip[i].to_ne_bytes();
-        addr[i * 4..i * 4 + 4].copy_from_slice(&w);
-        i += 1;
-    }
-    let dest = Dest {
-        addr,
-        port: u16::from_be(port as u16),
-        family: 6,
+    let dest = || {
+        // SAFETY: as above.
+        let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
+        let mut addr = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let w = ip[i].to_ne_bytes();
+            addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+            i += 1;
+        }
+        Some(Dest {
+            addr,
+            port: u16::from_be(port as u16),
+            family: 6,
+        })
     };
-    if check_connect::<false>(&dest) { 1 } else { 0 }
+    if check_connect::<false>(dest) { 1 } else { 0 }
 }

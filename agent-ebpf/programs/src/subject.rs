@@ -13,7 +13,7 @@ use ward_abi::{
 #[unsafe(no_mangle)]
 static LOGINUID_OFF: u64 = NO_OFFSET;
 
-use crate::maps::{WARD_MANAGED_CGROUPS, WARD_SUBJECT_CACHE};
+use crate::maps::{WARD_MANAGED_CGROUPS, WARD_SUBJECT_CACHE, WARD_UNMANAGED_L1};
 
 /// A managed caller, as the subjects its rules may be written for.
 pub struct Subjects {
@@ -30,15 +30,22 @@ pub struct Subjects {
     pub by_cgroup: u64,
 }
 
-/// `None` for unmanaged callers: the common case, decided with the config
-/// and one cache lookup. `LOGIN` reads the audit login uid; only tracing-
-/// class programs (LSM) may, so cgroup programs pass `false`.
+/// `None` for unmanaged callers: the common case, decided with the config,
+/// one helper call and one per-CPU read when no uid ranges are managed.
+/// `LOGIN` reads the audit login uid; only tracing-class programs (LSM)
+/// may, so cgroup programs pass `false`.
 #[inline(always)]
 pub fn current<const LOGIN: bool>(config: &Config) -> Option<Subjects> {
+    // SAFETY: helper without pointer arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let by_cgroup = managed_ancestor(config, cgroup);
+    let uids_managed = config.uid_ranges_len > 0;
+    if by_cgroup == 0 && !uids_managed {
+        return None;
+    }
     let uid = bpf_get_current_uid_gid() as u32;
-    // The login uid only matters when uid ranges are managed; skip its two
-    // helper calls on every other open.
-    let login_uid = if LOGIN && config.uid_ranges_len > 0 {
+    // The login uid only matters when uid ranges are managed.
+    let login_uid = if LOGIN && uids_managed {
         login_uid()
     } else {
         LOGIN_UID_UNSET
@@ -49,10 +56,7 @@ pub fn current<const LOGIN: bool>(config: &Config) -> Option<Subjects> {
         } else {
             0
         };
-    // SAFETY: helpers without pointer arguments.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let by_cgroup = managed_ancestor(config, cgroup);
-    let by_uid = if uid_managed(config, uid) {
+    let by_uid = if uids_managed && uid_managed(config, uid) {
         subject::uid(uid)
     } else {
         0
@@ -100,14 +104,53 @@ fn uid_managed(config: &Config, uid: u32) -> bool {
     false
 }
 
+/// Set in an L1 word when the cgroup is itself managed (the common case of
+/// a service directly in its managed cgroup); clear when it is unmanaged.
+const L1_SELF_MANAGED: u64 = 1 << 31;
+
+/// The L1 tag of `cgroup` in `generation`, without the managed bit; 0
+/// (never a valid tag: cgroup ids start above 0) when the id does not fit
+/// in 31 bits.
+#[inline(always)]
+fn l1_tag(cgroup: u64, generation: u32) -> u64 {
+    if cgroup == 0 || cgroup >= L1_SELF_MANAGED {
+        return 0;
+    }
+    (u64::from(generation) << 32) | cgroup
+}
+
 /// The deepest managed ancestor (or self), memoised per cgroup and
-/// invalidated by the config's cgroup generation.
+/// invalidated by the config's cgroup generation. The last result is also
+/// kept per CPU in one word (cgroup, generation, and whether the cgroup is
+/// itself managed), so a task that keeps calling from the same cgroup
+/// skips the hash lookup.
 #[inline(always)]
 fn managed_ancestor(config: &Config, cgroup: u64) -> u64 {
+    // Read once, before the walk: every result below is tagged with the
+    // generation it was computed in, so one that raced a change of the
+    // managed set is stale on arrival. (A second read after the walk could
+    // tag a pre-change result with the post-change generation.)
+    // SAFETY: a field of the live config map value.
+    let generation = unsafe { core::ptr::read_volatile(&config.cgroup_generation) };
+    let tag = l1_tag(cgroup, generation);
+    let l1 = WARD_UNMANAGED_L1.get_ptr_mut(0);
+    if let Some(l1) = l1
+        && tag != 0
+    {
+        // SAFETY: this CPU's slot; an aligned u64 is read in one load.
+        let word = unsafe { core::ptr::read_volatile(l1) };
+        if word == tag {
+            return 0;
+        }
+        if word == tag | L1_SELF_MANAGED {
+            return subject::cgroup(cgroup);
+        }
+    }
     // SAFETY: map lookups with keys on the stack.
     if let Some(hit) = unsafe { WARD_SUBJECT_CACHE.get(&cgroup) }
-        && hit.generation == config.cgroup_generation
+        && hit.generation == generation
     {
+        remember(l1, tag, cgroup, hit.subject);
         return hit.subject;
     }
     let mut found = 0u64;
@@ -125,11 +168,33 @@ fn managed_ancestor(config: &Config, cgroup: u64) -> u64 {
         level += 1;
     }
     let entry = SubjectCacheEntry {
-        generation: config.cgroup_generation,
+        generation,
         _pad: 0,
         subject: found,
     };
     // A full LRU evicts; a failed insert only costs a walk next time.
     let _ = WARD_SUBJECT_CACHE.insert(&cgroup, &entry, 0);
+    remember(l1, tag, cgroup, found);
     found
+}
+
+/// Keeps a result in this CPU's L1 slot, if one word can say it:
+/// unmanaged, or managed as itself. The tag carries the generation read
+/// *before* the walk, so a result that raced a change of the managed set
+/// is stale on arrival and never matches.
+#[inline(always)]
+fn remember(l1: Option<*mut u64>, tag: u64, cgroup: u64, found: u64) {
+    let word = if found == 0 {
+        tag
+    } else if found == subject::cgroup(cgroup) {
+        tag | L1_SELF_MANAGED
+    } else {
+        return; // managed through an ancestor: the LRU keeps that
+    };
+    if tag != 0
+        && let Some(l1) = l1
+    {
+        // SAFETY: this CPU's slot; an aligned u64 is written in one store.
+        unsafe { core::ptr::write_volatile(l1, word) };
+    }
 }

@@ -685,6 +685,9 @@ impl Engine {
                 let n = entries.len();
                 let all = self.policy_entries(Some(entries))?;
                 self.enforcer.apply(&all)?;
+                drop(all);
+                // A full compile's scratch can be large; do not keep it.
+                crate::memory::trim();
                 ("full", n)
             }
             Reload::Delta { remove, add } => {

@@ -40,6 +40,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (engine, mut events) = Engine::start(config.clone())?;
+    crate::memory::trim();
     let startup = engine.startup.clone();
     tracing::info!(
         kernel = %startup.kernel,

@@ -281,8 +281,8 @@ fn connect_overhead_native() {
     const OPS: u32 = 5_000;
 
     let top = cgroup2_mount().unwrap();
-    let base = OwnedCgroup::create(&top, &format!("ward-bench-connect-{}", std::process::id()))
-        .unwrap();
+    let base =
+        OwnedCgroup::create(&top, &format!("ward-bench-connect-{}", std::process::id())).unwrap();
     let plain = OwnedCgroup::create(base.path(), "plain").unwrap();
     let floor_cg = OwnedCgroup::create(base.path(), "floor").unwrap();
     let ward_cg = OwnedCgroup::create(base.path(), "ward").unwrap();

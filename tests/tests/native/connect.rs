@@ -68,6 +68,40 @@ fn connect_lifecycle_through_cgroup_hooks() {
     println!("connect: first attempt {lag:?} after the deadline was denied");
 }
 
+/// The hooks remember "unmanaged" per cgroup (an LRU) and per CPU (one
+/// word). Managing a cgroup its processes have been calling from must take
+/// effect on the next call, from every CPU, and unmanaging likewise.
+#[test]
+fn managing_a_cgroup_that_was_in_use_takes_effect_at_once() {
+    let sb = sandbox("l1");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut enforcer = cgroup_enforcer(&sb, 1024);
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap());
+    enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+    let denied = OpenOutcome::Refused(libc::EPERM);
+    for round in 0..3 {
+        // Warm both caches on every CPU the children land on.
+        for _ in 0..40 {
+            assert_eq!(
+                connect_as_child(Some(&sb.managed), addr),
+                OpenOutcome::Opened,
+                "round {round}: not managed yet"
+            );
+            drop(listener.accept());
+        }
+        enforcer.manage_cgroup(sb.managed.id()).unwrap();
+        for _ in 0..40 {
+            assert_eq!(
+                connect_as_child(Some(&sb.managed), addr),
+                denied,
+                "round {round}: managed now, and protected"
+            );
+        }
+        enforcer.unmanage_cgroup(sb.managed.id()).unwrap();
+    }
+}
+
 #[test]
 fn ipv6_and_mapped_destinations_meet_the_same_rules() {
     let sb = sandbox("v6");

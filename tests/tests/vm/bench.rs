@@ -17,9 +17,7 @@ use ward_abi::{Effect, Op, programs};
 use ward_agent::{
     btf::KernelOffsets,
     cgroup::{OwnedCgroup, cgroup2_mount},
-    enforcer::{
-        Enforcer, EnforcerConfig, Entry, Expiry, NetPattern, Object, PathPattern, Subject,
-    },
+    enforcer::{Enforcer, EnforcerConfig, Entry, Expiry, NetPattern, Object, PathPattern, Subject},
 };
 use ward_tests::{
     TempDir,
