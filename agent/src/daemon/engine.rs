@@ -357,10 +357,7 @@ impl Engine {
     /// starts scheduled ones whose time has come.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         let now = SystemTime::now();
-        for s in self
-            .store
-            .list(&[GrantState::Active, GrantState::Scheduled])?
-        {
+        for s in self.store.due(grant::unix_ms(now))? {
             let g = s.record.grant.clone().unwrap_or_default();
             if grant::from_unix_ms(g.expires_at_unix_ms) <= now {
                 self.end(&s, GrantState::Expired, "agent", "reached expires_at")?;
@@ -416,7 +413,7 @@ impl Engine {
             file_and_exec_enforced: self.startup.file_and_exec,
             network_enforced: self.startup.network_hook != "none",
             network_hook: self.startup.network_hook.to_owned(),
-            active_grants: self.store.list(&[GrantState::Active])?.len() as u64,
+            active_grants: self.store.count(GrantState::Active)?,
             path_rules: stats.path_rules as u64,
             net_rules: stats.net_rules as u64,
             events_lost: stats.events_lost,

@@ -186,7 +186,9 @@ pub type Index = BTreeMap<Slot, Vec<Entry>>;
 #[derive(Debug, Default, Clone)]
 pub struct Grants {
     by_id: BTreeMap<u64, Vec<Entry>>,
-    by_slot: BTreeMap<Slot, std::collections::BTreeSet<u64>>,
+    /// Sorted ids per slot. Nearly every slot holds one grant, and a Vec of
+    /// one is a fifth of the memory of a one-element BTreeSet.
+    by_slot: BTreeMap<Slot, Vec<u64>>,
 }
 
 impl Grants {
@@ -208,7 +210,10 @@ impl Grants {
         let old = self.remove(&id);
         for e in &entries {
             if let Ok(slot) = e.slot() {
-                self.by_slot.entry(slot).or_default().insert(id);
+                let ids = self.by_slot.entry(slot).or_default();
+                if let Err(at) = ids.binary_search(&id) {
+                    ids.insert(at, id);
+                }
             }
         }
         self.by_id.insert(id, entries);
@@ -221,7 +226,7 @@ impl Grants {
             if let Ok(slot) = e.slot()
                 && let Some(ids) = self.by_slot.get_mut(&slot)
             {
-                ids.remove(id);
+                ids.retain(|x| x != id);
                 if ids.is_empty() {
                     self.by_slot.remove(&slot);
                 }
