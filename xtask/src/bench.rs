@@ -681,7 +681,8 @@ fn expiry_and_memory(out: &std::path::Path) -> Result<String> {
          deadline is turned into a boot-clock one at push time, which is exact only to tens of µs.\n\
          \n## Memory\n\n| figure | value | target |\n| --- | --- | --- |\n\
          | wardd RSS, idle | {:.1} MiB | < 30 MiB |\n\
-         | wardd RSS with {} grants | {:.1} MiB | < 100 MiB |\n\
+         | wardd RSS with {} grants, 2 s after the last push | {:.1} MiB | < 100 MiB |\n\
+         | of which: brk heap; other anonymous (thread arenas, stacks); file-backed | {:.1}; {:.1}; {:.1} MiB | |\n\
          | kernel memory per table entry (map memlock delta / entries) | {:.0} bytes | |\n",
         e["n"],
         us(&e["median_us"]),
@@ -692,6 +693,9 @@ fn expiry_and_memory(out: &std::path::Path) -> Result<String> {
         mib(&m["rss_idle_kib"]),
         m["grants"],
         mib(&m["rss_with_grants_kib"]),
+        mib(&m["rss_with_grants_breakdown"]["heap_kib"]),
+        mib(&m["rss_with_grants_breakdown"]["other_anon_kib"]),
+        mib(&m["rss_with_grants_breakdown"]["file_kib"]),
         m["kernel_bytes_per_entry"].as_f64().unwrap_or(f64::NAN),
     ))
 }

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    ward_agent::memory::limit_arenas();
     let config = config::Config::load(&args.config)?;
     if args.check_config {
         if let Some(section) = &config.policy {

@@ -86,6 +86,8 @@ pub struct Engine {
     events: broadcast::Sender<pb::Event>,
     /// The last events, for watchers that ask for history.
     recent: std::collections::VecDeque<pb::Event>,
+    /// Hands memory freed by grant churn back to the kernel.
+    trimmer: crate::memory::Trimmer,
     pub startup: Startup,
 }
 
@@ -145,6 +147,7 @@ impl Engine {
             cgroup_root,
             events,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
+            trimmer: crate::memory::Trimmer::new(Duration::from_secs(1)),
             startup: Startup {
                 kernel: crate::kernel::release(),
                 file_and_exec,
@@ -286,6 +289,7 @@ impl Engine {
             self.store.delete(&g.id)?;
             return Err(e.into());
         }
+        self.trimmer.changed();
         self.record(
             "grant_pushed",
             Some(&g.id),
@@ -339,6 +343,7 @@ impl Engine {
             .set_state(&id, state, unix_ms(SystemTime::now()))?;
         failpoint("after-store-end");
         self.enforcer.revoke(s.kernel_id)?;
+        self.trimmer.changed();
         let kind = if state == GrantState::Expired {
             "grant_expired"
         } else {
@@ -356,6 +361,7 @@ impl Engine {
     /// Ends grants past their deadline (the kernel already denies them) and
     /// starts scheduled ones whose time has come.
     pub fn tick(&mut self) -> Result<(), EngineError> {
+        self.trimmer.tick();
         let now = SystemTime::now();
         for s in self.store.due(grant::unix_ms(now))? {
             let g = s.record.grant.clone().unwrap_or_default();

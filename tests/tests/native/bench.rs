@@ -208,6 +208,31 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a process's resident memory is, in KiB, from /proc/PID/smaps:
+/// the brk heap, other anonymous memory (malloc arenas of other threads,
+/// stacks), and file-backed pages (the binary and libraries).
+fn rss_breakdown(pid: u32) -> serde_json::Value {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut anon, mut file, mut region) = (0u64, 0u64, 0u64, String::new());
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            region = line.split_whitespace().nth(5).unwrap_or("").to_owned();
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match region.as_str() {
+                "[heap]" => heap += kib,
+                r if r.is_empty() || r.starts_with('[') || r.starts_with("anon_inode") => {
+                    anon += kib
+                }
+                _ => file += kib,
+            }
+        }
+    }
+    serde_json::json!({"heap_kib": heap, "other_anon_kib": anon, "file_kib": file})
+}
+
 /// wardd's resident memory idle and holding 100,000 grants, and the
 /// kernel memory each table entry costs.
 #[test]
@@ -243,7 +268,10 @@ fn memory() {
             .unwrap();
     }
     let push_s = started.elapsed().as_secs_f64();
+    // Settled: wardd trims freed memory within a second of churn.
+    std::thread::sleep(Duration::from_secs(2));
     let (rss_full, maps_full) = (rss_kib(pid), map_memory(pid));
+    let breakdown = rss_breakdown(pid);
     let r = serde_json::json!({
         "grants": grants,
         "rss_idle_kib": rss_idle,
@@ -252,6 +280,7 @@ fn memory() {
         "map_memory_with_grants_bytes": maps_full,
         "kernel_bytes_per_entry": (maps_full.saturating_sub(maps_idle)) as f64 / grants as f64,
         "pushes_per_second": grants as f64 / push_s,
+        "rss_with_grants_breakdown": breakdown,
         "target_rss_idle_kib": 30 * 1024, "target_rss_with_grants_kib": 100 * 1024,
     });
     ward_tests::bench::record("memory", &r);
