@@ -73,11 +73,14 @@ pub fn report(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
+/// Renders one report section from the JSON files in target/bench.
+type SectionMd = fn(&std::path::Path) -> Result<String>;
+
 /// The report, from every figure in `out`; a section never measured says so.
 fn report_md(out: &std::path::Path) -> String {
     let mut md = String::from("# ward benchmarks\n");
     md.push_str(&summary_md(out));
-    let sections: [(&str, fn(&std::path::Path) -> Result<String>); 7] = [
+    let sections: [(&str, SectionMd); 7] = [
         ("push to enforced", push_md),
         ("expiry precision and memory", expiry_and_memory),
         ("native connect overhead", connect_native_md),
