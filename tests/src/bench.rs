@@ -34,3 +34,15 @@ pub fn leave_cgroup() {
     let root = ward_agent::cgroup::cgroup2_mount().expect("cgroup2 mounted");
     std::fs::write(root.join("cgroup.procs"), "0").expect("leave the test cgroup");
 }
+
+/// The i-th /32 of 10.0.0.0/8, port 443: table filler that no benchmark
+/// loop ever connects to.
+pub fn filler_network(i: usize) -> ward_agent::enforcer::NetPattern {
+    ward_agent::enforcer::NetPattern::parse(&format!(
+        "10.{}.{}.{}/32:443",
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255
+    ))
+    .expect("a valid network pattern")
+}

@@ -41,6 +41,17 @@ pub struct Store {
     db: Connection,
 }
 
+/// The table as first released; [`add_deadline_columns`] brings it up to
+/// date, so a new store and an old one take the same path.
+const GRANTS_TABLE_V1: &str = "CREATE TABLE IF NOT EXISTS grants (
+    kernel_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    body        BLOB NOT NULL,
+    state       INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    ended_ms    INTEGER NOT NULL DEFAULT 0
+);";
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -50,16 +61,7 @@ impl Store {
         let db = Connection::open(dir.join("grants.db"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS grants (
-                kernel_id   INTEGER PRIMARY KEY AUTOINCREMENT,
-                id          TEXT NOT NULL UNIQUE,
-                body        BLOB NOT NULL,
-                state       INTEGER NOT NULL,
-                received_ms INTEGER NOT NULL,
-                ended_ms    INTEGER NOT NULL DEFAULT 0
-            );",
-        )?;
+        db.execute_batch(GRANTS_TABLE_V1)?;
         add_deadline_columns(&db)?;
         db.execute_batch(
             "CREATE INDEX IF NOT EXISTS grants_by_state ON grants (state, expires_ms);",
@@ -336,17 +338,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         {
             let db = Connection::open(dir.join("grants.db")).unwrap();
-            db.execute_batch(
-                "CREATE TABLE grants (
-                    kernel_id   INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id          TEXT NOT NULL UNIQUE,
-                    body        BLOB NOT NULL,
-                    state       INTEGER NOT NULL,
-                    received_ms INTEGER NOT NULL,
-                    ended_ms    INTEGER NOT NULL DEFAULT 0
-                );",
-            )
-            .unwrap();
+            db.execute_batch(GRANTS_TABLE_V1).unwrap();
             let g = Grant {
                 id: "old".into(),
                 expires_at_unix_ms: 50,

@@ -363,14 +363,10 @@ fn connect_overhead_native() {
         enforcer.manage_cgroup(managed.id()).unwrap();
         let mut table: Vec<Entry> = (0..entries)
             .map(|i| {
-                let n = NetPattern::parse(&format!(
-                    "10.{}.{}.{}/32:443",
-                    i >> 16,
-                    (i >> 8) & 255,
-                    i & 255
-                ))
-                .unwrap();
-                protection(Op::Connect, &Object::Net(n))
+                protection(
+                    Op::Connect,
+                    &Object::Net(ward_tests::bench::filler_network(i)),
+                )
             })
             .collect();
         table.push(protection(Op::Connect, &object));

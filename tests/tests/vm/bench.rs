@@ -21,6 +21,7 @@ use ward_agent::{
 };
 use ward_tests::{
     TempDir,
+    bench::filler_network,
     lifecycle::protection,
     syscall_loop::{Syscall, Target, bpf_ns_per_op, write_tiny_exit},
 };
@@ -158,16 +159,9 @@ fn filler(entries: usize) -> Vec<Entry> {
     (0..entries)
         .flat_map(|i| {
             let p = PathPattern::parse(&format!("/srv/bench/{i}/")).unwrap();
-            let n = NetPattern::parse(&format!(
-                "10.{}.{}.{}/32:443",
-                i >> 16,
-                (i >> 8) & 255,
-                i & 255
-            ))
-            .unwrap();
             [
                 protection(Op::Read, &Object::Path(p)),
-                protection(Op::Connect, &Object::Net(n)),
+                protection(Op::Connect, &Object::Net(filler_network(i))),
             ]
         })
         .collect()
