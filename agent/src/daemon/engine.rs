@@ -949,9 +949,7 @@ fn boot_to_unix_ms(boot: u64) -> i64 {
     if boot == ward_abi::NEVER {
         return 0;
     }
-    let now_boot = crate::enforcer::boot_ns() as i128;
-    let now_ms = unix_ms(SystemTime::now()) as i128;
-    (now_ms + (boot as i128 - now_boot) / 1_000_000) as i64
+    ((boot as i128 + crate::enforcer::wall_minus_boot_ns()) / 1_000_000) as i64
 }
 
 /// The configured protections, as kernel entries with stable rule ids.

@@ -9,7 +9,9 @@ use ward_abi::{Effect, Op};
 use ward_proto::v1::{Grant, Object as PbObject, Operation, Subject as PbSubject, object, subject};
 
 use super::users;
-use crate::enforcer::{Entry, Expiry, NetPattern, Object, PathPattern, Subject, boot_ns};
+use crate::enforcer::{
+    Entry, Expiry, NetPattern, Object, PathPattern, Subject, wall_minus_boot_ns,
+};
 
 /// Why a grant was refused: `field` is the protobuf field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,12 +81,10 @@ impl ValidGrant {
 /// Wall-clock time to the kernel's boot clock, by the offset between them
 /// now: the kernel compares against the boot clock, which cannot be set.
 pub fn to_boot_ns(t: SystemTime) -> u64 {
-    let now = SystemTime::now();
-    let boot = boot_ns();
-    match t.duration_since(now) {
-        Ok(ahead) => boot.saturating_add(ahead.as_nanos() as u64),
-        Err(behind) => boot.saturating_sub(behind.duration().as_nanos() as u64),
-    }
+    let wall = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    (wall - wall_minus_boot_ns()).clamp(0, i128::from(u64::MAX)) as u64
 }
 
 pub fn unix_ms(t: SystemTime) -> i64 {

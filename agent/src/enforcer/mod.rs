@@ -30,7 +30,7 @@ use std::{
 use aya::Ebpf;
 use ward_abi::{Config, MAX_UID_RANGES, UidRange, maps};
 
-pub use clock::boot_ns;
+pub use clock::{boot_ns, wall_minus_boot_ns};
 pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
 pub use net::{NetPattern, NetPatternError};
