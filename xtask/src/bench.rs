@@ -160,6 +160,44 @@ fn summary_md(out: &std::path::Path) -> String {
             "< 10%".into(),
         ]);
     }
+    if let Ok(c) = read_json(out, "connect_native")
+        && let Some(measured) = c["rows"].as_array()
+    {
+        let at = |cond: &str| {
+            measured
+                .iter()
+                .find(|r| r["condition"] == cond && r["entries"] == 100_000)
+        };
+        let base = at("baseline").and_then(|r| r["ns"].as_f64());
+        let cells: Vec<String> = [
+            "floor",
+            "unmanaged",
+            "managed_unprotected",
+            "managed_granted",
+        ]
+        .iter()
+        .filter_map(|cond| {
+            let r = at(cond)?;
+            let ns = r["ns"].as_f64()?;
+            let bpf: f64 = r["bpf_ns"]
+                .as_object()?
+                .values()
+                .filter_map(|v| v.as_f64())
+                .sum();
+            Some(format!(
+                "{cond} {:+.1}% ({bpf:.0} ns in BPF)",
+                100.0 * (ns / base? - 1.0)
+            ))
+        })
+        .collect();
+        rows.push([
+            "connect natively, cgroup connect4, 100k entries: wall clock vs no ward \
+             (published anchors: KubeArmor 1–8%, vArmor 1.3–2.6%)"
+                .into(),
+            cells.join("; "),
+            "".into(),
+        ]);
+    }
     if let Ok(p) = read_json(out, "push_to_enforced") {
         let p99 = p["p99_us"].as_f64().unwrap_or(f64::NAN);
         rows.push([
@@ -324,11 +362,14 @@ fn connect_native_md(out: &std::path::Path) -> Result<String> {
             .and_then(|b| b["ns"].as_f64())
             .unwrap_or(f64::NAN);
         let ns = row["ns"].as_f64().unwrap_or(f64::NAN);
-        let bpf: f64 = row["bpf_ns"]
+        let bpf = row["bpf_ns"]
             .as_object()
-            .map_or(0.0, |m| m.values().filter_map(|v| v.as_f64()).sum());
+            .filter(|m| !m.is_empty())
+            .map_or("—".to_owned(), |m| {
+                format!("{:.0}", m.values().filter_map(|v| v.as_f64()).sum::<f64>())
+            });
         md.push_str(&format!(
-            "| {} | {} | {ns:.0} | {:.0} | {:+.1}% | {bpf:.0} |\n",
+            "| {} | {} | {ns:.0} | {:.0} | {:+.1}% | {bpf} |\n",
             row["condition"].as_str().unwrap_or("?"),
             row["entries"],
             row["min"].as_f64().unwrap_or(f64::NAN),
