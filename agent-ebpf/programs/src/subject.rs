@@ -154,6 +154,7 @@ fn managed_ancestor(config: &Config, cgroup: u64) -> u64 {
         return hit.subject;
     }
     let mut found = 0u64;
+    let mut deepest = 0u64;
     let mut level = 0;
     while level <= MAX_CGROUP_DEPTH {
         // SAFETY: helper without pointer arguments.
@@ -161,11 +162,18 @@ fn managed_ancestor(config: &Config, cgroup: u64) -> u64 {
         if id == 0 {
             break;
         }
+        deepest = id;
         // SAFETY: as above.
         if unsafe { WARD_MANAGED_CGROUPS.get(&id) }.is_some() {
             found = subject::cgroup(id);
         }
         level += 1;
+    }
+    // A task moved to another cgroup between the id read and the walk got
+    // the other cgroup's answer: right for this call, wrong to remember
+    // under `cgroup` (a managed cgroup could be cached as unmanaged).
+    if deepest != cgroup {
+        return found;
     }
     let entry = SubjectCacheEntry {
         generation,

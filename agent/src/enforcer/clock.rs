@@ -22,6 +22,9 @@ pub fn wall_minus_boot_ns() -> i128 {
         let b = boot_ns() as i128;
         let w2 = wall_ns();
         let width = w2 - w1;
+        if width < 0 {
+            continue; // the wall clock stepped back inside the bracket
+        }
         let offset = w1 + width / 2 - b;
         if best.is_none_or(|(w, _)| width < w) {
             best = Some((width, offset));
