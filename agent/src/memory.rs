@@ -59,6 +59,12 @@ impl Trimmer {
         self.changes += 1;
     }
 
+    /// Asks for a trim on the next [`Trimmer::tick`] that is allowed one,
+    /// whatever the churn (after a large one-off, like a full recompile).
+    pub fn request(&mut self) {
+        self.changes = self.changes.max(Self::MIN_CHANGES);
+    }
+
     /// Trims if there was churn and the last trim is `every` ago; returns
     /// whether it trimmed.
     pub fn tick(&mut self) -> bool {

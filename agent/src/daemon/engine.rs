@@ -688,9 +688,9 @@ impl Engine {
                 let n = entries.len();
                 let all = self.policy_entries(Some(entries))?;
                 self.enforcer.apply(&all)?;
-                drop(all);
-                // A full compile's scratch can be large; do not keep it.
-                crate::memory::trim();
+                // A full compile's scratch can be large: trim on the next
+                // tick, off this path (the audit record comes first).
+                self.trimmer.request();
                 ("full", n)
             }
             Reload::Delta { remove, add } => {

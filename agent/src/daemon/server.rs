@@ -30,6 +30,11 @@ pub enum ServeError {
     },
     #[error("tls.listen `{0}` is not ADDR:PORT")]
     TlsListen(String),
+    #[error("tls.listen `{listen}`: cannot bind: {source}")]
+    TlsBind {
+        listen: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -100,6 +105,10 @@ pub async fn run(
     });
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let tls_server = match &config.tls {
+        Some(tls) => Some(tls_server(tls, engine.clone(), stop_tx.subscribe())?),
+        None => None,
+    };
     let local = local_listener(&config.agent.socket)?;
     let svc = AgentService::new(
         engine.clone(),
@@ -114,10 +123,6 @@ pub async fn run(
             let _ = stop.recv().await;
         });
 
-    let tls_server = match &config.tls {
-        Some(tls) => Some(tls_server(tls, engine.clone(), stop_tx.subscribe())?),
-        None => None,
-    };
     let signal = tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(());
@@ -184,8 +189,16 @@ fn tls_server(
     let server = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
         .add_service(AgentServer::new(svc));
+    // Bound now, not when first polled: once the local socket accepts,
+    // every listener does (callers and tests take that as "ready").
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .map_err(|source| ServeError::TlsBind {
+            listen: tls.listen.clone(),
+            source,
+        })?
+        .with_nodelay(Some(true));
     tracing::info!(listen = %tls.listen, "serving mutual TLS");
-    Ok(server.serve_with_shutdown(addr, async move {
+    Ok(server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.recv().await;
     }))
 }
