@@ -191,6 +191,18 @@ impl Coordinator {
         write_leaf(&self.pki, self.dir.path(), name, true)
     }
 
+    /// Where and as whom an in-process client dials this coordinator.
+    fn tls_target(&self, who: &str) -> ward_agent::client::TlsTarget {
+        let (cert, key) = self.identity(who);
+        ward_agent::client::TlsTarget {
+            url: format!("https://127.0.0.1:{}", self.port),
+            domain: Some("localhost".into()),
+            ca: self.dir.path().join("ca.pem"),
+            cert,
+            key,
+        }
+    }
+
     /// `ward ARGS` as the person `who`.
     fn ward(&self, who: &str, args: &[&str]) -> (i32, String, String) {
         let (cert, key) = self.identity(who);
@@ -772,16 +784,9 @@ async fn grpc_as(
     c: &Coordinator,
     who: &str,
 ) -> ward_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel> {
-    let (cert, key) = c.identity(who);
-    let channel = ward_agent::client::connect_tls(&ward_agent::client::TlsTarget {
-        url: format!("https://127.0.0.1:{}", c.port),
-        domain: Some("localhost".into()),
-        ca: c.dir.path().join("ca.pem"),
-        cert,
-        key,
-    })
-    .await
-    .unwrap();
+    let channel = ward_agent::client::connect_tls(&c.tls_target(who))
+        .await
+        .unwrap();
     ward_proto::v1::coordinator_client::CoordinatorClient::new(channel)
 }
 
@@ -866,14 +871,7 @@ fn bench_fan_out_to_simulated_agents() {
         let mut tasks = Vec::new();
         for i in 0..agents {
             let name = format!("s{round}-{i}");
-            let (cert, key) = c.identity(&format!("{name}.agent"));
-            let target = ward_agent::client::TlsTarget {
-                url: format!("https://127.0.0.1:{}", c.port),
-                domain: Some("localhost".into()),
-                ca: c.dir.path().join("ca.pem"),
-                cert,
-                key,
-            };
+            let target = c.tls_target(&format!("{name}.agent"));
             let (ready, got, label) = (ready_tx.clone(), got_tx.clone(), label.clone());
             tasks.push(rt.spawn(async move {
                 let ch = ward_agent::client::connect_tls(&target).await.unwrap();
@@ -949,14 +947,7 @@ fn bench_approvals_per_second() {
     ] {
         let c = Coordinator::with_database(&format!("coord-rate-{store}"), db);
         // One simulated agent so the host is known.
-        let (cert, key) = c.identity("h1.agent");
-        let target = ward_agent::client::TlsTarget {
-            url: format!("https://127.0.0.1:{}", c.port),
-            domain: Some("localhost".into()),
-            ca: c.dir.path().join("ca.pem"),
-            cert,
-            key,
-        };
+        let target = c.tls_target("h1.agent");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let agent = rt.spawn(async move {
             let ch = ward_agent::client::connect_tls(&target).await.unwrap();
