@@ -8,7 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
-use btfparse::{Offset, Readable, TypeInformation};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 use serde::Serialize;
 
 /// Where the kernel exposes its own BTF.
@@ -50,6 +50,22 @@ pub struct KernelOffsets {
     /// `offsetof(struct task_struct, loginuid)`, or [`ward_abi::NO_OFFSET`]
     /// on kernels built without audit syscall support (no login uid there).
     pub task_loginuid: u64,
+    /// The dentry walk: `struct path.dentry`, `struct dentry.{d_parent,
+    /// d_inode, d_sb, d_name.name}`, `struct inode.i_ino`,
+    /// `struct super_block.s_dev`.
+    pub path_dentry: u64,
+    pub dentry_d_parent: u64,
+    pub dentry_d_inode: u64,
+    pub dentry_d_sb: u64,
+    pub dentry_d_name: u64,
+    pub inode_i_ino: u64,
+    pub sb_s_dev: u64,
+    /// `offsetof(struct vm_area_struct, vm_file)`.
+    pub vma_vm_file: u64,
+    /// Index of the `dentry` parameter of the `inode_setattr` LSM hook.
+    pub setattr_dentry_arg: u64,
+    /// Whether the kernel has the `inode_set_acl` hooks (6.2+).
+    pub acl_hooks: bool,
 }
 
 impl KernelOffsets {
@@ -59,6 +75,16 @@ impl KernelOffsets {
         file_f_mode: 0,
         bprm_file: 0,
         task_loginuid: ward_abi::NO_OFFSET,
+        path_dentry: 0,
+        dentry_d_parent: 0,
+        dentry_d_inode: 0,
+        dentry_d_sb: 0,
+        dentry_d_name: 0,
+        inode_i_ino: 0,
+        sb_s_dev: 0,
+        vma_vm_file: 0,
+        setattr_dentry_arg: 0,
+        acl_hooks: false,
     };
 
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
@@ -90,8 +116,45 @@ impl KernelOffsets {
             bprm_file: byte_offset(&types, "linux_binprm", "file")?,
             task_loginuid: byte_offset(&types, "task_struct", "loginuid")
                 .unwrap_or(ward_abi::NO_OFFSET),
+            path_dentry: byte_offset(&types, "path", "dentry")?,
+            dentry_d_parent: byte_offset(&types, "dentry", "d_parent")?,
+            dentry_d_inode: byte_offset(&types, "dentry", "d_inode")?,
+            dentry_d_sb: byte_offset(&types, "dentry", "d_sb")?,
+            dentry_d_name: byte_offset(&types, "dentry", "d_name.name")?,
+            inode_i_ino: byte_offset(&types, "inode", "i_ino")?,
+            sb_s_dev: byte_offset(&types, "super_block", "s_dev")?,
+            vma_vm_file: byte_offset(&types, "vm_area_struct", "vm_file")?,
+            setattr_dentry_arg: param_index(&types, "bpf_lsm_inode_setattr", "dentry")?,
+            acl_hooks: types.id_of("bpf_lsm_inode_set_acl").is_some(),
         })
     }
+}
+
+/// The index of parameter `param` of function `func`: hooks whose
+/// parameters moved between kernels are read by position.
+fn param_index(
+    types: &TypeInformation,
+    func: &'static str,
+    param: &'static str,
+) -> Result<u64, BtfError> {
+    let id = types.id_of(func).ok_or(BtfError::MissingType(func))?;
+    let missing = |reason: &str| BtfError::MissingField {
+        ty: func,
+        field: param,
+        reason: reason.to_owned(),
+    };
+    let Some(TypeVariant::Func(f)) = types.from_id(id) else {
+        return Err(missing("not a function"));
+    };
+    let Some(TypeVariant::FuncProto(proto)) = types.from_id(*f.prototype_tid()) else {
+        return Err(missing("no prototype"));
+    };
+    proto
+        .parameter_list()
+        .iter()
+        .position(|p| p.name().as_deref() == Some(param))
+        .map(|i| i as u64)
+        .ok_or_else(|| missing("no such parameter"))
 }
 
 fn byte_offset(

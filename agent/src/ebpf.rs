@@ -15,7 +15,20 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::F_PATH_OFF, &offsets.file_f_path, true)
         .override_global(globals::F_MODE_OFF, &offsets.file_f_mode, true)
         .override_global(globals::BPRM_FILE_OFF, &offsets.bprm_file, true)
-        .override_global(globals::LOGINUID_OFF, &offsets.task_loginuid, true);
+        .override_global(globals::LOGINUID_OFF, &offsets.task_loginuid, true)
+        .override_global(globals::PATH_DENTRY_OFF, &offsets.path_dentry, true)
+        .override_global(globals::D_PARENT_OFF, &offsets.dentry_d_parent, true)
+        .override_global(globals::D_INODE_OFF, &offsets.dentry_d_inode, true)
+        .override_global(globals::D_SB_OFF, &offsets.dentry_d_sb, true)
+        .override_global(globals::D_NAME_OFF, &offsets.dentry_d_name, true)
+        .override_global(globals::I_INO_OFF, &offsets.inode_i_ino, true)
+        .override_global(globals::S_DEV_OFF, &offsets.sb_s_dev, true)
+        .override_global(globals::VM_FILE_OFF, &offsets.vma_vm_file, true)
+        .override_global(
+            globals::SETATTR_DENTRY_ARG,
+            &offsets.setattr_dentry_arg,
+            true,
+        );
     loader
 }
 

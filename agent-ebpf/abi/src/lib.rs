@@ -13,12 +13,27 @@
 //! may touch a protected object only through a matching, unexpired allow.
 #![no_std]
 
-/// Longest path, in bytes including the terminating NUL, that the kernel side
-/// resolves with `bpf_d_path` and matches against protected prefixes. An
-/// LPM trie key holds at most 256 data bytes (the kernel's
-/// `LPM_DATA_SIZE_MAX`), and the subject and operation take 12 of them.
-/// Managed callers are denied paths longer than this on protected trees.
-pub const PATH_MAX_LEN: usize = 256 - 12;
+/// Longest path pattern, in bytes, that ward accepts (Linux's `PATH_MAX`
+/// less its NUL). The kernel side never matches names, only inodes, so this
+/// is a sanity bound, not a kernel limit.
+pub const PATH_MAX_LEN: usize = 4095;
+
+/// Deepest dentry chain the kernel walks from an object to its
+/// filesystem's root. A managed caller is denied an object whose walk did
+/// not reach the root: what lies above it is unknown.
+pub const MAX_WALK_DEPTH: u32 = 64;
+
+/// Most object ids one walk collects (nested protections and grants on
+/// one route to the root). More is refused as for a walk too deep.
+pub const MAX_CHAIN: usize = 8;
+
+/// Managed cgroups on one task's route to the root whose rules apply to it:
+/// the deepest listed ancestor and the listed ones above it.
+pub const MAX_CGROUP_SUBJECTS: usize = 4;
+
+/// Names an event carries, leaf first, and the bytes of each.
+pub const EVENT_NAMES: usize = 4;
+pub const EVENT_NAME_LEN: usize = 64;
 
 /// Deepest cgroup level whose ancestors are checked for being managed.
 pub const MAX_CGROUP_DEPTH: i32 = 16;
@@ -48,8 +63,13 @@ pub mod maps {
     pub const MANAGED_CGROUPS: &str = "WARD_MANAGED_CGROUPS";
     /// cgroup id -> [`super::SubjectCacheEntry`]: the ancestor walk, memoised.
     pub const SUBJECT_CACHE: &str = "WARD_SUBJECT_CACHE";
-    /// The two generations of path rules: [`super::PathKey`] -> [`super::Rule`].
-    pub const PATH_RULES: [&str; 2] = ["WARD_PATH_RULES_0", "WARD_PATH_RULES_1"];
+    /// [`super::InodeKey`] -> [`super::ObjectIds`]: the inodes that rules
+    /// are about (protected trees and files, and the objects of grants).
+    pub const OBJECTS: &str = "WARD_OBJECTS";
+    /// The two generations of file rules: [`super::FileKey`] -> [`super::Rule`].
+    pub const FILE_RULES: [&str; 2] = ["WARD_FILE_RULES_0", "WARD_FILE_RULES_1"];
+    /// u32 0 -> [`super::ExplainSlot`]: the kernel's own walk, for `ward explain`.
+    pub const EXPLAIN: &str = "WARD_EXPLAIN";
     /// The two generations of network rules: [`super::NetKey`] -> [`super::Rule`].
     pub const NET_RULES: [&str; 2] = ["WARD_NET_RULES_0", "WARD_NET_RULES_1"];
     /// Ring buffer of [`super::Event`].
@@ -69,6 +89,25 @@ pub mod globals {
     /// `offsetof(struct task_struct, loginuid)`, or [`super::NO_OFFSET`]
     /// on kernels built without audit.
     pub const LOGINUID_OFF: &str = "LOGINUID_OFF";
+    /// `offsetof(struct path, dentry)`.
+    pub const PATH_DENTRY_OFF: &str = "PATH_DENTRY_OFF";
+    /// `offsetof(struct dentry, d_parent)`.
+    pub const D_PARENT_OFF: &str = "D_PARENT_OFF";
+    /// `offsetof(struct dentry, d_inode)`.
+    pub const D_INODE_OFF: &str = "D_INODE_OFF";
+    /// `offsetof(struct dentry, d_sb)`.
+    pub const D_SB_OFF: &str = "D_SB_OFF";
+    /// `offsetof(struct dentry, d_name) + offsetof(struct qstr, name)`.
+    pub const D_NAME_OFF: &str = "D_NAME_OFF";
+    /// `offsetof(struct inode, i_ino)`.
+    pub const I_INO_OFF: &str = "I_INO_OFF";
+    /// `offsetof(struct super_block, s_dev)`.
+    pub const S_DEV_OFF: &str = "S_DEV_OFF";
+    /// `offsetof(struct vm_area_struct, vm_file)`.
+    pub const VM_FILE_OFF: &str = "VM_FILE_OFF";
+    /// Hooks whose parameters moved between kernels: the index of the
+    /// `dentry` parameter of `inode_setattr` (0 before 6.8, 1 after).
+    pub const SETATTR_DENTRY_ARG: &str = "SETATTR_DENTRY_ARG";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -77,6 +116,35 @@ pub mod programs {
     pub const FILE_OPEN: &str = "ward_file_open";
     /// LSM `bprm_check_security`: exec.
     pub const EXEC: &str = "ward_bprm_check";
+    /// LSM `mmap_file`: exec of a file's code by mapping it executable (the
+    /// dynamic loader's route).
+    pub const MMAP_FILE: &str = "ward_mmap_file";
+    /// LSM `file_mprotect`: making a file's mapping executable later.
+    pub const FILE_MPROTECT: &str = "ward_file_mprotect";
+    /// LSM `inode_getattr`: answers `ward explain` with the kernel's walk of
+    /// the object the agent stats. Attached only while explaining.
+    pub const EXPLAIN_GETATTR: &str = "ward_explain_getattr";
+    /// The write hooks: every change to a protected object or tree, as
+    /// (program, LSM hook). Each decides [`super::Op::Write`].
+    pub const WRITE_HOOKS: [(&str, &str); 11] = [
+        ("ward_inode_create", "inode_create"),
+        ("ward_inode_link", "inode_link"),
+        ("ward_inode_unlink", "inode_unlink"),
+        ("ward_inode_symlink", "inode_symlink"),
+        ("ward_inode_mkdir", "inode_mkdir"),
+        ("ward_inode_rmdir", "inode_rmdir"),
+        ("ward_inode_mknod", "inode_mknod"),
+        ("ward_inode_rename", "inode_rename"),
+        ("ward_inode_setattr", "inode_setattr"),
+        ("ward_inode_setxattr", "inode_setxattr"),
+        ("ward_inode_removexattr", "inode_removexattr"),
+    ];
+    /// Write hooks that only newer kernels have (6.2+: POSIX ACLs no
+    /// longer pass through `inode_setxattr`); attached where they exist.
+    pub const WRITE_HOOKS_IF_PRESENT: [(&str, &str); 2] = [
+        ("ward_inode_set_acl", "inode_set_acl"),
+        ("ward_inode_remove_acl", "inode_remove_acl"),
+    ];
     /// LSM `socket_connect`: IPv4 and IPv6 connect.
     pub const SOCKET_CONNECT: &str = "ward_socket_connect";
     /// cgroup `connect4`, for kernels without BPF LSM.
@@ -182,33 +250,68 @@ pub struct Rule {
     pub _pad: u32,
 }
 
-/// Bytes of `subject` + `op` at the start of every rule key.
+/// Bits of `subject` + `op` at the start of every network rule key.
 pub const KEY_HEADER_BITS: u32 = 96;
 
-/// Data part of the LPM trie key of the path rule tries.
-///
-/// The header (`subject`, `op`) is always covered by the prefix in full, so
-/// its byte order does not matter; paths are then matched bytewise by
-/// longest prefix. A
-/// subtree rule is stored with its trailing `/` and without the NUL, so
-/// `/srv/prod/` never matches `/srv/production`; a rule for one file is
-/// stored *with* its NUL, so `/etc/shadow` never matches `/etc/shadow-`.
-#[repr(C, packed)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PathKey {
-    pub subject: u64,
-    pub op: u32,
-    pub path: [u8; PATH_MAX_LEN],
+/// The identity of an inode as the kernel sees it: its superblock's
+/// device (`s_dev`, kernel encoding `major << 20 | minor`) and its number.
+/// Every name of a file, in every mount namespace, bind mount and chroot,
+/// leads to the same identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
 }
 
-impl PathKey {
-    pub const fn zeroed() -> Self {
-        PathKey {
-            subject: 0,
-            op: 0,
-            path: [0; PATH_MAX_LEN],
-        }
-    }
+/// Value of [`maps::OBJECTS`]: the object ids an inode stands for. 0 = none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectIds {
+    /// Rules for this inode itself (a file rule such as `/etc/shadow`).
+    pub exact: u32,
+    /// Rules for the tree under this directory, itself included
+    /// (`/srv/prod/`).
+    pub tree: u32,
+}
+
+/// Key of the file rule maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    pub subject: u64,
+    pub op: u32,
+    /// An object id from [`ObjectIds`].
+    pub object: u32,
+}
+
+/// The objects one walk met, deepest first: what a file *is*, whatever
+/// name the caller used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub ids: [u32; MAX_CHAIN],
+    /// Dentry levels above the object where `ids[i]` was found (0 = itself).
+    pub levels: [u32; MAX_CHAIN],
+    pub len: u32,
+    /// 1 when the walk reached the filesystem root within
+    /// [`MAX_WALK_DEPTH`] levels and every object fit in [`MAX_CHAIN`].
+    pub complete: u32,
+}
+
+/// Value of [`maps::EXPLAIN`]: user space writes `tid`, stats the object,
+/// and reads the chain the kernel's walk found for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExplainSlot {
+    pub tid: u32,
+    /// Set by the kernel once `chain` holds the answer.
+    pub done: u32,
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+    pub chain: Chain,
 }
 
 /// Data part of the LPM trie key of the network rule tries. IPv4 addresses
@@ -259,8 +362,9 @@ pub struct ManagedCgroup {
 pub struct SubjectCacheEntry {
     pub generation: u32,
     pub _pad: u32,
-    /// The deepest managed ancestor as a [`subject::cgroup`], or 0 if none.
-    pub subject: u64,
+    /// The listed cgroups on the route to the root, deepest first, as
+    /// [`subject::cgroup`]s; 0 past the last. All 0: unmanaged.
+    pub subjects: [u64; MAX_CGROUP_SUBJECTS],
 }
 
 /// [`Event::kind`].
@@ -288,9 +392,21 @@ pub struct Event {
     pub family: u16,
     /// Audit login uid (`u32::MAX` when unset or unknown).
     pub login_uid: u32,
-    /// Files: the NUL-terminated path. Network: the 16-byte address.
-    pub object: [u8; PATH_MAX_LEN],
+    /// Files: the object id that protects it, and how many dentry levels
+    /// below that object the file is (0: the object itself).
+    pub object_id: u32,
+    pub levels: u32,
+    /// Files: the identity of what was touched.
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+    /// Files: the names from the file up towards the object, leaf first,
+    /// each NUL-terminated (at most [`EVENT_NAMES`]). Network: `names[0]`
+    /// holds the 16-byte address.
+    pub names: [[u8; EVENT_NAME_LEN]; EVENT_NAMES],
 }
+
+pub mod decision;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -299,7 +415,10 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ManagedCgroup {}
     unsafe impl aya::Pod for super::SubjectCacheEntry {}
-    unsafe impl aya::Pod for super::PathKey {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::ObjectIds {}
+    unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::ExplainSlot {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::Event {}

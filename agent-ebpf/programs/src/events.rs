@@ -1,19 +1,24 @@
 //! Decisions reported to user space.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_buf,
-};
-use ward_abi::{Event, PATH_MAX_LEN, event_kind};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
+use ward_abi::{Event, InodeKey, decision::Verdict, event_kind};
 
 use crate::{
-    decide::Verdict,
+    dentry,
     maps::{WARD_EVENTS, WARD_EVENTS_LOST},
     subject::Subjects,
 };
 
 /// What the event is about.
 pub enum Object<'a> {
-    Path(&'a [u8; PATH_MAX_LEN]),
+    /// A file: the dentry touched, its identity, the protecting object and
+    /// how far below it the dentry is.
+    File {
+        dentry: usize,
+        key: InodeKey,
+        object_id: u32,
+        levels: u32,
+    },
     Addr {
         addr: &'a [u8; 16],
         port: u16,
@@ -50,17 +55,35 @@ pub fn report(verdict: &Verdict, who: &Subjects, op: u32, object: Object<'_>) {
         (*event).op = op;
         (*event).login_uid = who.login_uid;
         match object {
-            Object::Path(path) => {
+            Object::File {
+                dentry,
+                key,
+                object_id,
+                levels,
+            } => {
                 (*event).port = 0;
                 (*event).family = 0;
-                let _ = bpf_probe_read_kernel_buf(path.as_ptr(), &mut (&mut *event).object);
+                (*event).object_id = object_id;
+                (*event).levels = levels;
+                (*event).ino = key.ino;
+                (*event).dev = key.dev;
+                (*event)._pad = 0;
+                dentry::names(dentry, &mut (&mut *event).names, levels);
             }
             Object::Addr { addr, port, family } => {
                 (*event).port = port;
                 (*event).family = family;
-                let object = &mut (&mut *event).object;
-                object[..16].copy_from_slice(addr);
-                object[16] = 0;
+                (*event).object_id = 0;
+                (*event).levels = 0;
+                (*event).ino = 0;
+                (*event).dev = 0;
+                (*event)._pad = 0;
+                let names = &mut (&mut *event).names;
+                names[0][..16].copy_from_slice(addr);
+                names[0][16] = 0;
+                names[1][0] = 0;
+                names[2][0] = 0;
+                names[3][0] = 0;
             }
         }
     }

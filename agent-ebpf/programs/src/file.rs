@@ -1,16 +1,27 @@
-//! Files and executables: LSM `file_open` and `bprm_check_security`.
-
-use core::ffi::c_char;
+//! Files and executables. Each hook says which operation it needs on which
+//! dentry; [`check`] and the one walk in [`dentry`] say whether.
+//!
+//! - read/write/exec by opening: `file_open` (the open's mode);
+//! - exec: `bprm_check_security`, and mapping a file's code executable
+//!   (`mmap_file`, `file_mprotect`): the dynamic loader's route;
+//! - write, meaning every change: creating, linking, unlinking, renaming
+//!   (both ends), mkdir/rmdir/mknod/symlink, attributes (`inode_setattr`:
+//!   truncate, chmod, chown, utimes), xattrs and ACLs.
 
 use aya_ebpf::{
-    bindings::path, helpers::bpf_d_path, macros::lsm, maps::lpm_trie::Key, programs::LsmContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::lsm,
+    programs::LsmContext,
 };
-use ward_abi::{EACCES, KEY_HEADER_BITS, Op, PATH_MAX_LEN, PathKey};
+use ward_abi::{
+    Config, EACCES, EVENT_NAMES, FileKey, MAX_CHAIN, Op, Rule,
+    decision::{Subjects, decide_file},
+};
 
 use crate::{
-    decide::decide,
+    dentry,
     events::{Object, report},
-    maps::{WARD_PATH_RULES_0, WARD_PATH_RULES_1, WARD_PATH_SCRATCH, config},
+    maps::{WARD_EXPLAIN, WARD_FILE_RULES_0, WARD_FILE_RULES_1, config},
     subject,
 };
 
@@ -23,11 +34,18 @@ static F_MODE_OFF: u64 = 0;
 /// `offsetof(struct linux_binprm, file)`.
 #[unsafe(no_mangle)]
 static BPRM_FILE_OFF: u64 = 0;
+/// `offsetof(struct vm_area_struct, vm_file)`.
+#[unsafe(no_mangle)]
+static VM_FILE_OFF: u64 = 0;
+/// Index of `inode_setattr`'s `dentry` parameter (see `ward_abi::globals`).
+#[unsafe(no_mangle)]
+static SETATTR_DENTRY_ARG: u64 = 0;
 
-// include/linux/fs.h; part of the kernel ABI that BPF LSM programs see.
+// include/linux/fs.h and mman.h; part of the kernel ABI BPF LSM programs see.
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 const FMODE_EXEC: u32 = 0x20;
+const PROT_EXEC: u64 = 0x4;
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EACCES;
@@ -36,6 +54,97 @@ const DENY: i32 = -EACCES;
 fn rodata(v: &u64) -> usize {
     // SAFETY: a read-only global; the verifier sees the loaded constant.
     unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+/// The dentry of a `struct file *`.
+#[inline(always)]
+fn file_dentry(file: usize) -> usize {
+    dentry::of_path(file + rodata(&F_PATH_OFF))
+}
+
+/// The caller, if managed: everyone else is decided here, before any walk.
+#[inline(always)]
+fn managed() -> Option<(&'static Config, Subjects)> {
+    let config = config()?; // not configured yet: nothing is managed
+    let who = subject::current::<true>(config)?;
+    Some((config, who))
+}
+
+/// Decides `op` (and then `also`, if given) on `dentry` for a managed
+/// caller. One walk serves both.
+#[inline(always)]
+fn decide_dentry(config: &Config, who: &Subjects, dentry: usize, op: Op, also: Option<Op>) -> i32 {
+    let chain = dentry::walk(dentry);
+    if chain.complete != 0 && chain.len == 0 {
+        return ALLOW; // nothing on the route to the root is an object
+    }
+    let first = decide_op(config, who, dentry, &chain, op);
+    match also {
+        Some(second) if first == ALLOW => decide_op(config, who, dentry, &chain, second),
+        _ => first,
+    }
+}
+
+#[inline(always)]
+fn decide_op(
+    config: &Config,
+    who: &Subjects,
+    dentry: usize,
+    chain: &ward_abi::Chain,
+    op: Op,
+) -> i32 {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let active = config.active;
+    let get = |key: &FileKey| -> Option<Rule> {
+        // SAFETY: map lookups with a key on the stack.
+        unsafe {
+            if active == 0 {
+                WARD_FILE_RULES_0.get(key).copied()
+            } else {
+                WARD_FILE_RULES_1.get(key).copied()
+            }
+        }
+    };
+    let Some(verdict) = decide_file(chain, who, op, now, get) else {
+        return ALLOW;
+    };
+    let at = verdict.protected_at as usize & (MAX_CHAIN - 1);
+    let (object_id, levels) = if chain.complete != 0 {
+        (chain.ids[at], chain.levels[at])
+    } else {
+        (0, EVENT_NAMES as u32)
+    };
+    let object = Object::File {
+        dentry,
+        key: dentry::identity(dentry),
+        object_id,
+        levels,
+    };
+    report(&verdict, who, op as u32, object);
+    if verdict.allow { ALLOW } else { DENY }
+}
+
+/// The whole check for one dentry.
+#[inline(always)]
+fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
+    let Some((config, who)) = managed() else {
+        return ALLOW;
+    };
+    decide_dentry(config, &who, dentry, op, also)
+}
+
+/// A change that touches two names (link, rename): both must be writable.
+#[inline(always)]
+fn check_write_both(a: usize, b: usize) -> i32 {
+    let Some((config, who)) = managed() else {
+        return ALLOW;
+    };
+    let first = decide_dentry(config, &who, a, Op::Write, None);
+    if first != ALLOW {
+        return first;
+    }
+    decide_dentry(config, &who, b, Op::Write, None)
 }
 
 #[lsm(hook = "file_open")]
@@ -49,7 +158,8 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
     // kernel's own, so this reads the u32 f_mode field.
     let mode = unsafe { *(file.add(rodata(&F_MODE_OFF)) as *const u32) };
     // Opening an executable for exec is decided as exec, here and in
-    // bprm_check_security, so exec-only access works.
+    // bprm_check_security, so exec-only access works. A directory opened
+    // for reading is a listing, decided as read.
     let (op, also) = if mode & FMODE_EXEC != 0 {
         (Op::Exec, None)
     } else {
@@ -60,7 +170,7 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
             (false, false) => return ALLOW,
         }
     };
-    check_file(file, op, also)
+    check(file_dentry(file as usize), op, also)
 }
 
 #[lsm(hook = "bprm_check_security")]
@@ -75,61 +185,147 @@ pub fn ward_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return ALLOW;
     }
-    check_file(file, Op::Exec, None)
+    check(file_dentry(file as usize), Op::Exec, None)
 }
 
-/// Decides `op` (and then `also`, if given) on `file`: the caller and the
-/// path are resolved once for both.
-#[inline(always)]
-fn check_file(file: *const u8, op: Op, also: Option<Op>) -> i32 {
-    let Some(config) = config() else {
-        return ALLOW; // not configured yet: nothing is managed
-    };
-    let Some(who) = subject::current::<true>(config) else {
+/// `mmap_file(file, reqprot, prot, flags)`: a file's code mapped
+/// executable runs without execve (`ld.so /path/tool`, a loader of one's
+/// own). Anonymous mappings have no file and are not ward's business.
+#[lsm(hook = "mmap_file")]
+pub fn ward_mmap_file(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return earlier;
+    }
+    let file: usize = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    if file == 0 || prot & PROT_EXEC == 0 {
         return ALLOW;
-    };
-    // From here the caller is managed: anything we cannot resolve is denied,
-    // never waved through.
-    let Some(key) = WARD_PATH_SCRATCH.get_ptr_mut(0) else {
-        return DENY;
-    };
-    // SAFETY: `key` is this CPU's scratch slot; `file` a BTF pointer whose
-    // f_path the kernel's offset names; bpf_d_path checks what it reads.
-    let key: &mut Key<PathKey> = unsafe { &mut *key };
-    let len = unsafe {
-        let f_path = file.add(rodata(&F_PATH_OFF)) as *mut path;
-        let buf = core::ptr::addr_of_mut!(key.data.path) as *mut c_char;
-        bpf_d_path(f_path, buf, PATH_MAX_LEN as u32)
-    };
-    if len <= 0 || len > PATH_MAX_LEN as i64 {
-        return DENY;
     }
-    // The length counts the NUL, so exact-file rules (stored with their NUL)
-    // match only the file itself.
-    key.prefix_len = KEY_HEADER_BITS + (len as u32) * 8;
-    let first = decide_op(key, &who, config, op);
-    match also {
-        Some(second) if first == ALLOW => decide_op(key, &who, config, second),
-        _ => first,
-    }
+    check(file_dentry(file), Op::Exec, None)
 }
 
-#[inline(always)]
-fn decide_op(
-    key: &mut Key<PathKey>,
-    who: &subject::Subjects,
-    config: &ward_abi::Config,
-    op: Op,
-) -> i32 {
-    key.data.op = op as u32;
-    let verdict = if config.active == 0 {
-        decide(&WARD_PATH_RULES_0, key, who, 0)
+/// `file_mprotect(vma, reqprot, prot)`: making a file mapping executable
+/// after the fact.
+#[lsm(hook = "file_mprotect")]
+pub fn ward_file_mprotect(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return earlier;
+    }
+    let vma: usize = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return ALLOW;
+    }
+    // SAFETY: a probe read of the vma's vm_file pointer.
+    let file = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((vma + rodata(&VM_FILE_OFF)) as *const u64)
+            .unwrap_or(0)
+    } as usize;
+    if file == 0 {
+        return ALLOW;
+    }
+    check(file_dentry(file), Op::Exec, None)
+}
+
+/// One write hook: `$dentry` is the index of the dentry parameter and
+/// `$ret` the index of the earlier verdict (the parameter count).
+macro_rules! write_hook {
+    ($name:ident, $hook:literal, $dentry:literal, $ret:literal) => {
+        #[lsm(hook = $hook)]
+        pub fn $name(ctx: LsmContext) -> i32 {
+            let earlier: i32 = ctx.arg($ret);
+            if earlier != 0 {
+                return earlier;
+            }
+            check(ctx.arg::<usize>($dentry), Op::Write, None)
+        }
+    };
+}
+
+// (dir, dentry, mode): a new file, also O_CREAT.
+write_hook!(ward_inode_create, "inode_create", 1, 3);
+// (dir, dentry)
+write_hook!(ward_inode_unlink, "inode_unlink", 1, 2);
+// (dir, dentry, old_name)
+write_hook!(ward_inode_symlink, "inode_symlink", 1, 3);
+// (dir, dentry, mode)
+write_hook!(ward_inode_mkdir, "inode_mkdir", 1, 3);
+// (dir, dentry)
+write_hook!(ward_inode_rmdir, "inode_rmdir", 1, 2);
+// (dir, dentry, mode, dev)
+write_hook!(ward_inode_mknod, "inode_mknod", 1, 4);
+// (idmap or user_namespace, dentry, name, value, size, flags)
+write_hook!(ward_inode_setxattr, "inode_setxattr", 1, 6);
+// (idmap or user_namespace, dentry, name)
+write_hook!(ward_inode_removexattr, "inode_removexattr", 1, 3);
+// (idmap, dentry, acl_name, kacl), 6.2+: POSIX ACLs no longer pass
+// through inode_setxattr.
+write_hook!(ward_inode_set_acl, "inode_set_acl", 1, 4);
+// (idmap, dentry, acl_name), 6.2+.
+write_hook!(ward_inode_remove_acl, "inode_remove_acl", 1, 3);
+
+/// `inode_link(old_dentry, dir, new_dentry)`: another name for a file is a
+/// change to it, and to the tree the name lands in.
+#[lsm(hook = "inode_link")]
+pub fn ward_inode_link(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return earlier;
+    }
+    check_write_both(ctx.arg(0), ctx.arg(2))
+}
+
+/// `inode_rename(old_dir, old_dentry, new_dir, new_dentry)`: out of, into
+/// and inside a tree, and `RENAME_EXCHANGE` (the new dentry is then
+/// positive and is itself moved).
+#[lsm(hook = "inode_rename")]
+pub fn ward_inode_rename(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return earlier;
+    }
+    check_write_both(ctx.arg(1), ctx.arg(3))
+}
+
+/// `inode_setattr([idmap,] dentry, attr)`: truncate and ftruncate, chmod,
+/// chown, utimes. The idmap parameter arrived in 6.8, so the dentry's
+/// index comes from the kernel's BTF.
+#[lsm(hook = "inode_setattr")]
+pub fn ward_inode_setattr(ctx: LsmContext) -> i32 {
+    let (dentry, earlier): (usize, i32) = if rodata(&SETATTR_DENTRY_ARG) == 0 {
+        (ctx.arg(0), ctx.arg(2))
     } else {
-        decide(&WARD_PATH_RULES_1, key, who, 0)
+        (ctx.arg(1), ctx.arg(3))
     };
-    let Some(verdict) = verdict else {
-        return ALLOW;
+    if earlier != 0 {
+        return earlier;
+    }
+    check(dentry, Op::Write, None)
+}
+
+/// `inode_getattr(path)`, attached only while `ward explain` runs: when the
+/// agent's own thread stats the object it asks about, record what the
+/// kernel's walk finds for it. Decides nothing.
+#[lsm(hook = "inode_getattr")]
+pub fn ward_explain_getattr(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(1);
+    let Some(slot) = WARD_EXPLAIN.get_ptr_mut(0) else {
+        return earlier;
     };
-    report(&verdict, who, op as u32, Object::Path(&key.data.path));
-    if verdict.allow { ALLOW } else { DENY }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the map's one slot; only the explaining thread writes it.
+    unsafe {
+        if (*slot).tid != tid || (*slot).done != 0 {
+            return earlier;
+        }
+        let d = dentry::of_path(ctx.arg::<usize>(0));
+        let key = dentry::identity(d);
+        (*slot).chain = dentry::walk(d);
+        (*slot).dev = key.dev;
+        (*slot).ino = key.ino;
+        (*slot).done = 1;
+    }
+    earlier
 }

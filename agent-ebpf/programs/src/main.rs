@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-mod decide;
+mod dentry;
 mod events;
 mod file;
 mod maps;

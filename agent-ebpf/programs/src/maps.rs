@@ -3,9 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use ward_abi::{Config, ManagedCgroup, NetKey, PathKey, Rule, SubjectCacheEntry};
+use ward_abi::{
+    Config, ExplainSlot, FileKey, InodeKey, ManagedCgroup, NetKey, ObjectIds, Rule,
+    SubjectCacheEntry,
+};
 
 #[map]
 pub static WARD_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -23,10 +26,19 @@ pub static WARD_SUBJECT_CACHE: LruHashMap<u64, SubjectCacheEntry> =
 #[map]
 pub static WARD_UNMANAGED_L1: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Inodes that rules are about; shared by both generations (ids are
+/// stable while an inode is listed, and a listed inode without rules
+/// decides nothing).
 #[map]
-pub static WARD_PATH_RULES_0: LpmTrie<PathKey, Rule> = LpmTrie::with_max_entries(65536, 0);
+pub static WARD_OBJECTS: HashMap<InodeKey, ObjectIds> = HashMap::with_max_entries(16384, 0);
+
 #[map]
-pub static WARD_PATH_RULES_1: LpmTrie<PathKey, Rule> = LpmTrie::with_max_entries(65536, 0);
+pub static WARD_FILE_RULES_0: HashMap<FileKey, Rule> = HashMap::with_max_entries(65536, 0);
+#[map]
+pub static WARD_FILE_RULES_1: HashMap<FileKey, Rule> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static WARD_EXPLAIN: Array<ExplainSlot> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static WARD_NET_RULES_0: LpmTrie<NetKey, Rule> = LpmTrie::with_max_entries(16384, 0);
@@ -38,11 +50,6 @@ pub static WARD_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map]
 pub static WARD_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// One path key per CPU: 270 bytes do not fit beside the rest on the
-/// 512-byte BPF stack.
-#[map]
-pub static WARD_PATH_SCRATCH: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
 
 /// The live config; `None` only if user space never wrote it, which the
 /// agent does before attaching anything.

@@ -1,16 +1,19 @@
 //! Network: LSM `socket_connect`, and cgroup `connect4`/`connect6` for
 //! kernels without BPF LSM.
 
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::LpmTrie};
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{cgroup_sock_addr, lsm},
     maps::lpm_trie::Key,
     programs::{LsmContext, SockAddrContext},
 };
-use ward_abi::{EPERM, KEY_HEADER_BITS, NetKey, Op};
+use ward_abi::{
+    EPERM, KEY_HEADER_BITS, NetKey, Op, Rule,
+    decision::{Found, decide},
+};
 
 use crate::{
-    decide::decide,
     events::{Object, report},
     maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, config},
     subject,
@@ -49,19 +52,24 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
     let Some(dest) = dest() else {
         return true;
     };
-    let mut key = Key::new(
-        KEY_HEADER_BITS + 128,
-        NetKey {
-            subject: 0,
-            op: Op::Connect as u32,
-            addr: dest.addr,
-        },
-    );
-    let verdict = if config.active == 0 {
-        decide(&WARD_NET_RULES_0, &mut key, &who, dest.port)
+    let rules: &LpmTrie<NetKey, Rule> = if config.active == 0 {
+        &WARD_NET_RULES_0
     } else {
-        decide(&WARD_NET_RULES_1, &mut key, &who, dest.port)
+        &WARD_NET_RULES_1
     };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let verdict = decide(&who, now, dest.port, |subject| {
+        let key = Key::new(
+            KEY_HEADER_BITS + 128,
+            NetKey {
+                subject,
+                op: Op::Connect as u32,
+                addr: dest.addr,
+            },
+        );
+        rules.get(&key).map(|rule| Found { rule: *rule, at: 0 })
+    });
     let Some(verdict) = verdict else {
         return true;
     };

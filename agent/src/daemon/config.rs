@@ -168,6 +168,8 @@ pub struct ProtectSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     pub max_path_rules: u32,
+    /// Inodes the file rules are about (trees, files, mounts inside trees).
+    pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
 }
@@ -176,6 +178,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_path_rules: 65536,
+            max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
         }

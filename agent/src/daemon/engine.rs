@@ -17,7 +17,7 @@ use ward_proto::v1::{self as pb, GrantRecord, GrantState};
 use super::{
     audit::{Audit, AuditError, Record},
     config::{Config, HookMode},
-    grant::{self, InvalidGrant, ValidGrant, unix_ms},
+    grant::{self, Grantee, InvalidGrant, ValidGrant, unix_ms},
     policy::{POLICY_BASE, PolicyEngine, Reload, host_env},
     store::{Store, StoreError, Stored},
 };
@@ -25,7 +25,7 @@ use crate::{
     cgroup,
     enforcer::{
         Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream, Expiry, Hooks,
-        KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
+        Caller, KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
     },
 };
 
@@ -88,6 +88,8 @@ pub struct Engine {
     recent: std::collections::VecDeque<pb::Event>,
     /// Hands memory freed by grant churn back to the kernel.
     trimmer: crate::memory::Trimmer,
+    /// When the listed paths were last re-resolved.
+    objects_checked: std::time::Instant,
     pub startup: Startup,
 }
 
@@ -148,6 +150,7 @@ impl Engine {
             events,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
             trimmer: crate::memory::Trimmer::new(Duration::from_secs(1)),
+            objects_checked: std::time::Instant::now(),
             startup: Startup {
                 kernel: crate::kernel::release(),
                 file_and_exec,
@@ -198,7 +201,17 @@ impl Engine {
                 )?;
                 continue;
             }
-            match self.validate_stored(&g, now) {
+            let valid = self.validate_stored(&g, now).and_then(|v| {
+                match self.list_workload(&v.grantee) {
+                    Ok(()) => Ok(v),
+                    Err(EngineError::Invalid(e)) => Err(e),
+                    Err(e) => Err(InvalidGrant {
+                        field: "subject.workload".into(),
+                        reason: e.to_string(),
+                    }),
+                }
+            });
+            match valid {
                 Ok(v) if v.not_before <= now => {
                     if s.record.state != GrantState::Active as i32 {
                         self.store.set_state(&g.id, GrantState::Active, 0)?;
@@ -224,6 +237,36 @@ impl Engine {
             protections = policy.len(),
             "kernel table rebuilt from the store"
         );
+        Ok(())
+    }
+
+    /// A workload grantee must lie in a managed subtree; it is then listed
+    /// itself, so the kernel applies its rules to its processes (and to
+    /// its subtree's) on top of the managed ancestor's.
+    fn list_workload(&mut self, grantee: &Grantee) -> Result<(), EngineError> {
+        let Grantee::Workload { path, cgroup_id } = grantee else {
+            return Ok(());
+        };
+        let dir = self
+            .cgroup_root
+            .as_ref()
+            .map(|r| r.join(path))
+            .ok_or_else(|| InvalidGrant {
+                field: "subject.workload".into(),
+                reason: "no cgroup v2 hierarchy on this host".into(),
+            })?;
+        if !self.enforcer.cgroup_managed(&dir)? {
+            return Err(InvalidGrant {
+                field: "subject.workload".into(),
+                reason: format!(
+                    "`{path}` is not in a cgroup subtree ward manages \
+                     (enforce.managed_cgroups or a policy workload); a grant there would \
+                     reach processes ward does not enforce on"
+                ),
+            }
+            .into());
+        }
+        self.enforcer.manage_cgroup(*cgroup_id)?;
         Ok(())
     }
 
@@ -259,6 +302,7 @@ impl Engine {
             self.config.agent.max_grant_duration,
             self.cgroup_root.as_deref(),
         )?;
+        self.list_workload(&valid.grantee)?;
         if let Some(p) = &self.policy {
             let start = valid.not_before.max(now);
             let duration = valid.expires_at.duration_since(start).unwrap_or_default();
@@ -362,6 +406,15 @@ impl Engine {
     /// starts scheduled ones whose time has come.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         self.trimmer.tick();
+        // Protected paths that appeared, were replaced, or got a mount
+        // inside them: listed within a second.
+        if self.objects_checked.elapsed() >= Duration::from_secs(1) {
+            self.objects_checked = std::time::Instant::now();
+            let changed = self.enforcer.refresh_objects()?;
+            if changed > 0 {
+                tracing::info!(changed, "protected inodes re-resolved");
+            }
+        }
         let now = SystemTime::now();
         for s in self.store.due(grant::unix_ms(now))? {
             let g = s.record.grant.clone().unwrap_or_default();
@@ -371,6 +424,7 @@ impl Engine {
                 && grant::from_unix_ms(g.not_before_unix_ms) <= now
             {
                 let v = self.validate_stored(&g, now)?;
+                self.list_workload(&v.grantee)?;
                 self.store.set_state(&g.id, GrantState::Active, 0)?;
                 self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
                 self.record(
@@ -428,11 +482,11 @@ impl Engine {
         })
     }
 
-    /// Answers from the kernel's own maps, as the hooks would decide now.
+    /// The kernel's answer, from the kernel's own walk, maps and clock,
+    /// through the decision function the hooks run.
     pub fn explain(
         &mut self,
-        uid: Option<u32>,
-        cgroup_id: Option<u64>,
+        caller: &Caller,
         op: Op,
         object: &str,
     ) -> Result<pb::ExplainResponse, EngineError> {
@@ -451,30 +505,18 @@ impl Engine {
             }
             Probe::Path(object.to_owned())
         };
-        let mut subjects = Vec::new();
-        if let Some(uid) = uid
-            && self
-                .config
-                .enforce
-                .managed_uids
-                .iter()
-                .any(|[a, b]| (*a..=*b).contains(&uid))
-        {
-            subjects.push(Subject::Uid(uid));
-        }
-        if let Some(id) = cgroup_id {
-            subjects.push(Subject::Cgroup(id));
-        }
-        if subjects.is_empty() {
+        let x = self.enforcer.explain(caller, op, &probe)?;
+        if x.subjects.is_none() {
             return Ok(pb::ExplainResponse {
                 allowed: true,
                 decided_by: "unmanaged".into(),
-                detail: "ward does not manage this subject: its uid is in no managed range".into(),
+                detail: "ward does not manage this subject: its uid, login uid and cgroup \
+                         are in no managed range or subtree"
+                    .into(),
                 ..Default::default()
             });
         }
-        let x = self.enforcer.explain(&subjects, op, &probe)?;
-        let Some(protected_by) = x.protected_by else {
+        let Some(v) = x.verdict else {
             return Ok(pb::ExplainResponse {
                 allowed: true,
                 decided_by: "unprotected".into(),
@@ -482,38 +524,50 @@ impl Engine {
                 ..Default::default()
             });
         };
-        let protection = self.rule_name(protected_by)?;
-        Ok(match x.decided_by {
-            Some((_, rule)) if x.allowed && rule.flags & ward_abi::RULE_FROM_GRANT != 0 => {
-                pb::ExplainResponse {
-                    allowed: true,
-                    decided_by: "grant".into(),
-                    rule_id: self.rule_name(rule.rule_id)?,
-                    detail: format!("{object} is protected by {protection}; a grant allows it"),
-                    expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
-                }
+        if v.rule_id == ward_abi::decision::RULE_WALK_INCOMPLETE {
+            return Ok(pb::ExplainResponse {
+                allowed: false,
+                decided_by: "protection".into(),
+                rule_id: "walk-incomplete".into(),
+                detail: format!(
+                    "{object} is more than {} levels deep or under more than {} nested \
+                     objects; managed callers are denied what the kernel cannot walk",
+                    ward_abi::MAX_WALK_DEPTH,
+                    ward_abi::MAX_CHAIN
+                ),
+                ..Default::default()
+            });
+        }
+        let protection = self.rule_name(v.protection.rule_id)?;
+        let decided = v.decided;
+        Ok(if v.allow && v.by_grant {
+            pb::ExplainResponse {
+                allowed: true,
+                decided_by: "grant".into(),
+                rule_id: self.rule_name(decided.rule_id)?,
+                detail: format!("{object} is protected by {protection}; a grant allows it"),
+                expires_at_unix_ms: boot_to_unix_ms(decided.expires_ns),
             }
-            Some((_, rule)) if x.allowed => {
-                let by = self.rule_name(rule.rule_id)?;
-                pb::ExplainResponse {
-                    allowed: true,
-                    decided_by: "policy".into(),
-                    detail: format!("{object} is protected by {protection}; {by}"),
-                    rule_id: by,
-                    expires_at_unix_ms: boot_to_unix_ms(rule.expires_ns),
-                }
+        } else if v.allow {
+            let by = self.rule_name(decided.rule_id)?;
+            pb::ExplainResponse {
+                allowed: true,
+                decided_by: "policy".into(),
+                detail: format!("{object} is protected by {protection}; {by}"),
+                rule_id: by,
+                expires_at_unix_ms: boot_to_unix_ms(decided.expires_ns),
             }
-            Some((_, rule)) => {
-                let by = self.rule_name(rule.rule_id)?;
-                pb::ExplainResponse {
-                    allowed: false,
-                    decided_by: "deny".into(),
-                    detail: format!("an explicit deny covers it: {by}"),
-                    rule_id: by,
-                    ..Default::default()
-                }
+        } else if v.decided_subject != 0 {
+            let by = self.rule_name(decided.rule_id)?;
+            pb::ExplainResponse {
+                allowed: false,
+                decided_by: "deny".into(),
+                detail: format!("an explicit deny covers it: {by}"),
+                rule_id: by,
+                ..Default::default()
             }
-            None => pb::ExplainResponse {
+        } else {
+            pb::ExplainResponse {
                 allowed: false,
                 decided_by: "protection".into(),
                 rule_id: protection.clone(),
@@ -521,7 +575,7 @@ impl Engine {
                     "{object} is protected by {protection} and no active grant allows it"
                 ),
                 ..Default::default()
-            },
+            }
         })
     }
 
@@ -795,7 +849,8 @@ impl Engine {
     }
 
     /// Audits a kernel decision and passes it to watchers.
-    pub fn kernel_event(&mut self, e: KernelEvent) -> Result<(), EngineError> {
+    pub fn kernel_event(&mut self, mut e: KernelEvent) -> Result<(), EngineError> {
+        e.name_files(|id| self.enforcer.object_name(id));
         let rule = self.rule_name(e.rule_id)?;
         let grant_id = (e.kind == EventKind::AllowByGrant).then(|| rule.clone());
         let kind = match e.kind {
@@ -985,11 +1040,18 @@ fn protection_entries(config: &Config) -> Vec<(String, Entry)> {
             );
         }
     }
+    // An executable's code must not run by a copy either: it is protected
+    // for read too, so only a policy or grant for read lets it be copied.
     for (i, p) in config.protect.executables.iter().enumerate() {
         if let Ok(pp) = PathPattern::parse(p) {
             push(
                 format!("protect.executables[{i}] {p}"),
                 Op::Exec,
+                Object::Path(pp.clone()),
+            );
+            push(
+                format!("protect.executables[{i}] {p}"),
+                Op::Read,
                 Object::Path(pp),
             );
         }
@@ -1015,6 +1077,7 @@ fn load_enforcer(
     let base = EnforcerConfig {
         pin_dir: Some(config.agent.pin_dir.clone()),
         max_path_rules: config.limits.max_path_rules,
+        max_objects: config.limits.max_objects,
         max_net_rules: config.limits.max_net_rules,
         max_cgroups: config.limits.max_cgroups,
         uid_ranges: config

@@ -161,10 +161,14 @@ impl PolicyEngine {
                 "directory resource {}",
                 ward_policy::directory::display_key(&key)
             ));
-            for action in Action::for_kind(key.0) {
+            // An executable is read-protected too: a copy of its code is
+            // its code.
+            let also_read = (key.0 == Kind::Executable).then_some(Op::Read);
+            let ops = Action::for_kind(key.0).iter().map(|a| op_of(*a));
+            for op in ops.chain(also_read) {
                 out.push(Entry {
                     subject: Subject::Protected,
-                    op: op_of(*action),
+                    op,
                     object: object.clone(),
                     effect: Effect::Deny,
                     expires: Expiry::Never,

@@ -178,19 +178,30 @@ impl Agent for AgentService {
         let r = req.into_inner();
         let op = op(r.operation)?;
         // Resolved exactly as a grant's subject is.
-        let (uid, cgroup) = match r.subject.as_ref().filter(|s| s.kind.is_some()) {
+        let root = crate::cgroup::cgroup2_mount().ok();
+        let (uid, workload) = match r.subject.as_ref().filter(|s| s.kind.is_some()) {
             None => (caller.uid(), None),
             Some(subject) => {
-                let root = crate::cgroup::cgroup2_mount().ok();
                 match grant::grantee(Some(subject), root.as_deref())
                     .map_err(|e| Status::invalid_argument(e.to_string()))?
                 {
                     Grantee::User { uid, .. } => (Some(uid), None),
-                    Grantee::Workload { cgroup_id, .. } => (None, Some(cgroup_id)),
+                    Grantee::Workload { path, .. } => (None, Some(path)),
                 }
             }
         };
-        if !caller.is_admin() && (uid != caller.uid() || cgroup.is_some()) {
+        let cgroup = match (workload, r.cgroup.as_str()) {
+            (Some(w), "") => Some(w),
+            (Some(_), _) => {
+                return Err(Status::invalid_argument(
+                    "cgroup: a workload subject runs in its own cgroup; name one or the other",
+                ));
+            }
+            (None, "") => None,
+            (None, c) => Some(c.to_owned()),
+        };
+        let asks_about_others = uid != caller.uid() || cgroup.is_some() || r.login_uid.is_some();
+        if !caller.is_admin() && asks_about_others {
             let why = "you may only ask about yourself";
             self.engine
                 .lock()
@@ -198,11 +209,33 @@ impl Agent for AgentService {
                 .refused(&caller.actor(), "Explain", why);
             return Err(Status::permission_denied(format!("Explain: {why}")));
         }
+        let cgroup = match (cgroup, root) {
+            (None, _) => None,
+            (Some(c), Some(root)) => {
+                let dir = root.join(&c);
+                if !dir.is_dir() {
+                    return Err(Status::invalid_argument(format!(
+                        "cgroup: `{c}`: no such cgroup"
+                    )));
+                }
+                Some(dir)
+            }
+            (Some(_), None) => {
+                return Err(Status::invalid_argument(
+                    "cgroup: no cgroup v2 hierarchy on this host",
+                ));
+            }
+        };
+        let who = crate::enforcer::Caller {
+            uid,
+            login_uid: r.login_uid,
+            cgroup,
+        };
         let answer = self
             .engine
             .lock()
             .await
-            .explain(uid, cgroup, op, &r.object)
+            .explain(&who, op, &r.object)
             .map_err(status)?;
         Ok(Response::new(answer))
     }

@@ -12,15 +12,20 @@ use aya::{
 use ward_abi::programs;
 
 use super::{EnforcerConfig, cgroup_link, error::EnforcerError};
+use crate::btf::KernelOffsets;
 
-fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EnforcerError {
+pub(super) fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EnforcerError {
     move |source| EnforcerError::Program { name, source }
 }
 
 /// Attaches every configured hook that is not already attached by a pin.
 /// Returns the links nobody pinned: they live as long as the caller keeps
 /// them.
-pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<Vec<OwnedFd>, EnforcerError> {
+pub fn all(
+    ebpf: &mut Ebpf,
+    config: &EnforcerConfig,
+    offsets: &KernelOffsets,
+) -> Result<Vec<OwnedFd>, EnforcerError> {
     let links: Option<PathBuf> = config.pin_dir.as_ref().map(|d| d.join("links"));
     if let Some(dir) = &links {
         std::fs::create_dir_all(dir).map_err(|source| EnforcerError::Pin {
@@ -31,13 +36,34 @@ pub fn all(ebpf: &mut Ebpf, config: &EnforcerConfig) -> Result<Vec<OwnedFd>, Enf
     let mut unpinned = Vec::new();
     if config.hooks.lsm {
         let btf = crate::btf::aya_btf()?;
-        for (name, hook) in [
+        let optional = if offsets.acl_hooks {
+            &programs::WRITE_HOOKS_IF_PRESENT[..]
+        } else {
+            &[]
+        };
+        let hooks = [
             (programs::FILE_OPEN, "file_open"),
             (programs::EXEC, "bprm_check_security"),
+            (programs::MMAP_FILE, "mmap_file"),
+            (programs::FILE_MPROTECT, "file_mprotect"),
             (programs::SOCKET_CONNECT, "socket_connect"),
-        ] {
+        ];
+        for (name, hook) in hooks
+            .iter()
+            .chain(&programs::WRITE_HOOKS)
+            .chain(optional)
+        {
             lsm(ebpf, name, hook, &btf, links.as_deref())?;
         }
+        // Loaded, not attached: `ward explain` attaches it while it asks.
+        let program: &mut Lsm = ebpf
+            .program_mut(programs::EXPLAIN_GETATTR)
+            .ok_or(EnforcerError::MissingProgram(programs::EXPLAIN_GETATTR))?
+            .try_into()
+            .map_err(program_err(programs::EXPLAIN_GETATTR))?;
+        program
+            .load("inode_getattr", &btf)
+            .map_err(program_err(programs::EXPLAIN_GETATTR))?;
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
         let cg = std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {

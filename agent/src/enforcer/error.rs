@@ -51,6 +51,8 @@ pub enum EnforcerError {
     EventsTaken,
     #[error("event stream: {0}")]
     Events(std::io::Error),
+    #[error("explain: {0}")]
+    Explain(String),
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> EnforcerError {

@@ -31,9 +31,60 @@ pub struct KernelEvent {
     /// `read`, `write`, `exec` or `connect`.
     pub op: &'static str,
     pub kind: EventKind,
-    /// A path, or `addr:port`.
+    /// A path, or `addr:port`. For files, the path of the protecting
+    /// object in the agent's mount namespace followed by the names the
+    /// kernel saw below it (see [`KernelEvent::name_files`]), whatever
+    /// name the caller used.
     pub object: String,
     pub rule_id: u64,
+    /// Files: the id of the object that protects it, and the names from
+    /// that object down to the file (at most the last few, `…` above).
+    #[serde(skip)]
+    pub file: Option<FileObject>,
+}
+
+/// Where a file event's file lies: below object `object_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileObject {
+    pub object_id: u32,
+    /// Names from the object down to the file.
+    pub below: Vec<String>,
+    /// Some names between the object and `below` were not carried.
+    pub elided: bool,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+impl KernelEvent {
+    /// Fills in a file event's path from the name of its object.
+    pub fn name_files(&mut self, object_name: impl FnOnce(u32) -> Option<String>) {
+        let Some(f) = &self.file else {
+            return;
+        };
+        let base = if f.object_id == 0 {
+            // The walk did not reach the root: no object to start from.
+            "(too deep to walk)".to_owned()
+        } else {
+            object_name(f.object_id).unwrap_or_else(|| format!("(object {})", f.object_id))
+        };
+        let mut path = base.trim_end_matches('/').to_owned();
+        if f.elided {
+            path.push_str("/…");
+        }
+        for n in &f.below {
+            path.push('/');
+            path.push_str(n);
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        self.object = path;
+    }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 impl KernelEvent {
@@ -43,16 +94,23 @@ impl KernelEvent {
         }
         // SAFETY: length checked; Event is plain data, read unaligned.
         let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let file = (e.family == 0).then(|| {
+            let carried = (e.levels as usize).min(ward_abi::EVENT_NAMES);
+            let mut below: Vec<String> = e.names[..carried].iter().map(|n| cstr(n)).collect();
+            below.reverse();
+            FileObject {
+                object_id: e.object_id,
+                below,
+                elided: e.levels as usize > ward_abi::EVENT_NAMES,
+                dev: e.dev,
+                ino: e.ino,
+            }
+        });
         let object = if e.family == 0 {
-            let end = e
-                .object
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(e.object.len());
-            String::from_utf8_lossy(&e.object[..end]).into_owned()
+            String::new() // named by name_files(), which knows the objects
         } else {
             let mut a = [0u8; 16];
-            a.copy_from_slice(&e.object[..16]);
+            a.copy_from_slice(&e.names[0][..16]);
             let v6 = Ipv6Addr::from(a);
             let ip = match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -77,6 +135,7 @@ impl KernelEvent {
             },
             object,
             rule_id: e.rule_id,
+            file,
         })
     }
 }

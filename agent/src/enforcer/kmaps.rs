@@ -6,22 +6,27 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
 };
-use ward_abi::{Config, KEY_HEADER_BITS, ManagedCgroup, NetKey, PathKey, Rule, maps};
+use ward_abi::{
+    Config, ExplainSlot, FileKey, InodeKey, KEY_HEADER_BITS, ManagedCgroup, NetKey, ObjectIds,
+    Rule, maps,
+};
 
 use super::{
     EnforcerConfig, ProgramStats, Stats,
     error::{EnforcerError, map_err},
+    objects::{ObjectChange, Objects},
     table::{ObjectKey, Slot},
 };
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 9] = [
+const PERSISTENT: [&str; 10] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
     maps::SUBJECT_CACHE,
-    maps::PATH_RULES[0],
-    maps::PATH_RULES[1],
+    maps::OBJECTS,
+    maps::FILE_RULES[0],
+    maps::FILE_RULES[1],
     maps::NET_RULES[0],
     maps::NET_RULES[1],
     maps::EVENTS,
@@ -35,9 +40,10 @@ pub fn load(
     config: &EnforcerConfig,
 ) -> Result<(Ebpf, bool), EnforcerError> {
     let mut loader = ebpf::loader(offsets);
-    for name in maps::PATH_RULES {
+    for name in maps::FILE_RULES {
         loader.map_max_entries(name, config.max_path_rules);
     }
+    loader.map_max_entries(maps::OBJECTS, config.max_objects);
     for name in maps::NET_RULES {
         loader.map_max_entries(name, config.max_net_rules);
     }
@@ -112,11 +118,55 @@ fn is_full(e: &MapError) -> bool {
     )
 }
 
-fn path_key(slot: &Slot, path: &super::PathPattern) -> Key<PathKey> {
-    let (bits, mut key) = path.lpm_key();
-    key.subject = slot.subject.raw();
-    key.op = slot.op as u32;
-    Key::new(KEY_HEADER_BITS + bits, key)
+/// Applies changes to the object map. Puts come before the rules that
+/// name them are written; removals after the rules are gone.
+pub fn apply_objects(
+    ebpf: &mut Ebpf,
+    changes: &[ObjectChange],
+    config: &EnforcerConfig,
+) -> Result<(), EnforcerError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
+    for c in changes {
+        let r = match c {
+            ObjectChange::Put(k, v) => m.insert(k, v, 0),
+            ObjectChange::Remove(k) => m.remove(k),
+        };
+        match r {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) if is_full(&e) => {
+                return Err(EnforcerError::Full {
+                    name: maps::OBJECTS,
+                    max: config.max_objects,
+                });
+            }
+            Err(e) => return Err(map_err(maps::OBJECTS)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the kernel's object map hold exactly what the registry says:
+/// after adopting an earlier agent's pins, entries for patterns this
+/// agent no longer has go.
+pub fn reconcile_objects(ebpf: &mut Ebpf, objects: &Objects) -> Result<(), EnforcerError> {
+    let mut m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
+    let stale: Vec<InodeKey> = m
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| objects.kernel_entry(k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        match objects.kernel_entry(&k) {
+            Some(v) => m.insert(k, v, 0),
+            None => m.remove(&k),
+        }
+        .map_err(map_err(maps::OBJECTS))?;
+    }
+    Ok(())
 }
 
 fn net_key(slot: &Slot, addr: [u8; 16], prefix_bits: u32) -> Key<NetKey> {
@@ -131,22 +181,31 @@ fn net_key(slot: &Slot, addr: [u8; 16], prefix_bits: u32) -> Key<NetKey> {
 }
 
 /// Sets (or, with `None`, removes) one slot in generation `generation`.
+/// A path slot's object is listed first, so the rule never names an
+/// object the kernel cannot find.
 pub fn put(
     ebpf: &mut Ebpf,
     generation: u32,
     slot: &Slot,
     rule: Option<Rule>,
     config: &EnforcerConfig,
+    objects: &mut Objects,
 ) -> Result<(), EnforcerError> {
     let g = generation as usize & 1;
     let (name, max, result) = match &slot.object {
         ObjectKey::Path(p) => {
-            let name = maps::PATH_RULES[g];
-            let mut trie: LpmTrie<_, PathKey, Rule> = map(ebpf, name)?;
-            let key = path_key(slot, p);
+            let (object, changes) = objects.ensure(p);
+            apply_objects(ebpf, &changes, config)?;
+            let name = maps::FILE_RULES[g];
+            let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
+            let key = FileKey {
+                subject: slot.subject.raw(),
+                op: slot.op as u32,
+                object,
+            };
             let r = match rule {
-                Some(rule) => trie.insert(&key, rule, 0),
-                None => trie.remove(&key),
+                Some(rule) => m.insert(key, rule, 0),
+                None => m.remove(&key),
             };
             (name, config.max_path_rules, r)
         }
@@ -175,17 +234,28 @@ pub fn fill_generation(
     generation: u32,
     values: &[(Slot, Rule)],
     config: &EnforcerConfig,
+    objects: &mut Objects,
 ) -> Result<(), EnforcerError> {
     clear_generation(ebpf, generation)?;
     for (slot, rule) in values {
-        put(ebpf, generation, slot, Some(*rule), config)?;
+        put(ebpf, generation, slot, Some(*rule), config, objects)?;
     }
     Ok(())
 }
 
 pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), EnforcerError> {
     let g = generation as usize & 1;
-    clear::<PathKey>(ebpf, maps::PATH_RULES[g])?;
+    {
+        let name = maps::FILE_RULES[g];
+        let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
+        let keys: Vec<FileKey> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            match m.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+    }
     clear::<NetKey>(ebpf, maps::NET_RULES[g])
 }
 
@@ -205,8 +275,21 @@ fn clear<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Enforce
 /// generation; returns how many.
 pub fn remove_rule_id(ebpf: &mut Ebpf, rule_id: u64) -> Result<usize, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
-    Ok(remove_by_id::<PathKey>(ebpf, maps::PATH_RULES[g], rule_id)?
-        + remove_by_id::<NetKey>(ebpf, maps::NET_RULES[g], rule_id)?)
+    let files = {
+        let name = maps::FILE_RULES[g];
+        let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
+        let doomed: Vec<FileKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, r)| r.rule_id == rule_id)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            m.remove(k).map_err(map_err(name))?;
+        }
+        doomed.len()
+    };
+    Ok(files + remove_by_id::<NetKey>(ebpf, maps::NET_RULES[g], rule_id)?)
 }
 
 fn remove_by_id<K: aya::Pod>(
@@ -234,7 +317,14 @@ fn count<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<usize, Enfo
 
 pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
-    let path_rules = count::<PathKey>(ebpf, maps::PATH_RULES[g])?;
+    let path_rules = {
+        let m: HashMap<_, FileKey, Rule> = map(ebpf, maps::FILE_RULES[g])?;
+        m.keys().filter(Result::is_ok).count()
+    };
+    let objects = {
+        let m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
+        m.keys().filter(Result::is_ok).count()
+    };
     let net_rules = count::<NetKey>(ebpf, maps::NET_RULES[g])?;
     let managed_cgroups = {
         let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
@@ -259,6 +349,7 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
         .collect();
     Ok(Stats {
         path_rules,
+        objects,
         net_rules,
         managed_cgroups,
         events_lost,
@@ -266,47 +357,59 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
     })
 }
 
-/// What the kernel's own lookup returns for one subject key: the same key
-/// the hooks build (a path with its NUL, or a full IPv4-mapped address).
-pub fn lookup(
+/// The live generation's rule for one file key, as the hooks look it up.
+pub fn file_rule(ebpf: &mut Ebpf, key: &FileKey) -> Result<Option<Rule>, EnforcerError> {
+    let g = read_config(ebpf)?.active as usize & 1;
+    let name = maps::FILE_RULES[g];
+    let m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
+    not_found_is_none(m.get(key, 0), name)
+}
+
+/// The live generation's most specific rule for one subject and address,
+/// as the hooks look it up (a full IPv4-mapped address).
+pub fn net_rule(
     ebpf: &mut Ebpf,
     subject: u64,
-    op: ward_abi::Op,
-    object: &super::Probe,
+    addr: &std::net::SocketAddr,
 ) -> Result<Option<Rule>, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
-    match object {
-        super::Probe::Path(path) => {
-            let name = maps::PATH_RULES[g];
-            let trie: LpmTrie<_, PathKey, Rule> = map(ebpf, name)?;
-            let bytes = path.as_bytes();
-            let mut key = PathKey::zeroed();
-            let len = bytes.len().min(ward_abi::PATH_MAX_LEN - 1);
-            key.path[..len].copy_from_slice(&bytes[..len]);
-            key.subject = subject;
-            key.op = op as u32;
-            let key = Key::new(KEY_HEADER_BITS + (len as u32 + 1) * 8, key);
-            not_found_is_none(trie.get(&key, 0), name)
-        }
-        super::Probe::Addr(addr) => {
-            let name = maps::NET_RULES[g];
-            let trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
-            let ip = match addr.ip() {
-                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                std::net::IpAddr::V6(v6) => v6.octets(),
-            };
-            let key = Key::new(
-                KEY_HEADER_BITS + 128,
-                NetKey {
-                    subject,
-                    op: op as u32,
-                    addr: ip,
-                },
-            );
-            let rule = not_found_is_none(trie.get(&key, 0), name)?;
-            Ok(rule.filter(|r| (r.port_first..=r.port_last).contains(&addr.port())))
-        }
+    let name = maps::NET_RULES[g];
+    let trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    let key = Key::new(
+        KEY_HEADER_BITS + 128,
+        NetKey {
+            subject,
+            op: ward_abi::Op::Connect as u32,
+            addr: ip,
+        },
+    );
+    not_found_is_none(trie.get(&key, 0), name)
+}
+
+/// Whether a cgroup id is listed (managed, or a subject inside a managed
+/// subtree).
+pub fn cgroup_listed(ebpf: &mut Ebpf, id: u64) -> Result<bool, EnforcerError> {
+    let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
+    match m.get(&id, 0) {
+        Ok(_) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(map_err(maps::MANAGED_CGROUPS)(e)),
     }
+}
+
+pub fn write_explain(ebpf: &mut Ebpf, slot: &ExplainSlot) -> Result<(), EnforcerError> {
+    let mut a: Array<_, ExplainSlot> = map(ebpf, maps::EXPLAIN)?;
+    a.set(0, slot, 0).map_err(map_err(maps::EXPLAIN))
+}
+
+pub fn read_explain(ebpf: &mut Ebpf) -> Result<ExplainSlot, EnforcerError> {
+    let a: Array<_, ExplainSlot> = map(ebpf, maps::EXPLAIN)?;
+    a.get(&0, 0).map_err(map_err(maps::EXPLAIN))
 }
 
 fn not_found_is_none(

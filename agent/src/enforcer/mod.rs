@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod kmaps;
 mod net;
+mod objects;
 mod path;
 mod table;
 
@@ -57,6 +58,9 @@ pub struct EnforcerConfig {
     /// `None` nothing outlives the `Enforcer`.
     pub pin_dir: Option<PathBuf>,
     pub max_path_rules: u32,
+    /// Listed inodes: protected trees and files, grant objects, and the
+    /// roots of mounts inside protected trees.
+    pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
     /// Managed uid ranges, inclusive; at most [`MAX_UID_RANGES`].
@@ -69,6 +73,7 @@ impl Default for EnforcerConfig {
         EnforcerConfig {
             pin_dir: None,
             max_path_rules: 65536,
+            max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
             uid_ranges: Vec::new(),
@@ -85,6 +90,8 @@ impl Default for EnforcerConfig {
 pub struct Stats {
     /// Entries in the live generation of each rule family.
     pub path_rules: usize,
+    /// Inodes listed as objects.
+    pub objects: usize,
     pub net_rules: usize,
     pub managed_cgroups: usize,
     /// Events dropped because the ring buffer was full.
@@ -108,6 +115,7 @@ pub struct Enforcer {
     adopted: bool,
     policy: Index,
     grants: Grants,
+    objects: objects::Objects,
     /// Links that are not pinned: closing them detaches their programs.
     _links: Vec<OwnedFd>,
 }
@@ -139,13 +147,14 @@ impl Enforcer {
         }
         kconfig.uid_ranges_len = config.uid_ranges.len() as u32;
         kmaps::write_config(&mut ebpf, &kconfig)?;
-        let links = attach::all(&mut ebpf, &config)?;
+        let links = attach::all(&mut ebpf, &config, &offsets)?;
         Ok(Enforcer {
             ebpf,
             config,
             adopted,
             policy: Index::new(),
             grants: Grants::default(),
+            objects: objects::Objects::default(),
             _links: links,
         })
     }
@@ -186,10 +195,24 @@ impl Enforcer {
         // Filling empties the idle generation first. The generation this
         // flip retires is left as it is until the next apply: a program that
         // read `active` just before the flip may still be looking in it.
-        kmaps::fill_generation(&mut self.ebpf, idle, &values, &self.config)?;
+        kmaps::fill_generation(&mut self.ebpf, idle, &values, &self.config, &mut self.objects)?;
         kconfig.active = idle;
         kmaps::write_config(&mut self.ebpf, &kconfig)?;
         self.policy = policy;
+        // Objects no rule of the new table names go, after the flip.
+        let used: BTreeSet<PathPattern> = values
+            .iter()
+            .filter_map(|(slot, _)| match &slot.object {
+                table::ObjectKey::Path(p) => Some(p.clone()),
+                table::ObjectKey::Net { .. } => None,
+            })
+            .collect();
+        let gone = self.objects.retain(|p| used.contains(p));
+        kmaps::apply_objects(&mut self.ebpf, &gone, &self.config)?;
+        kmaps::reconcile_objects(&mut self.ebpf, &self.objects)?;
+        for p in self.objects.unresolved() {
+            tracing::warn!(path = %p, "path names nothing yet: not enforced until it exists");
+        }
         tracing::info!(
             entries = values.len(),
             generation = idle,
@@ -328,7 +351,14 @@ impl Enforcer {
                 .flatten()
                 .chain(self.grants.at(slot));
             let rule = table::combine(entries)?;
-            kmaps::put(&mut self.ebpf, active, slot, rule, &self.config)?;
+            kmaps::put(
+                &mut self.ebpf,
+                active,
+                slot,
+                rule,
+                &self.config,
+                &mut self.objects,
+            )?;
         }
         Ok(())
     }
@@ -353,7 +383,31 @@ impl Enforcer {
     }
 }
 
-/// What `explain` asks about: a path as the kernel would resolve it, or a
+impl Enforcer {
+    /// Re-resolves every listed path: one that appeared, was replaced by
+    /// a new inode, or had a filesystem mounted inside it. Returns how many
+    /// kernel entries changed.
+    pub fn refresh_objects(&mut self) -> Result<usize, EnforcerError> {
+        let changes = self.objects.refresh();
+        kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
+        Ok(changes.len())
+    }
+
+    /// Patterns whose path names nothing now (they protect nothing).
+    pub fn unresolved_paths(&self) -> Vec<String> {
+        self.objects
+            .unresolved()
+            .map(|p| p.as_str().to_owned())
+            .collect()
+    }
+
+    /// The pattern an event's object id stands for.
+    pub fn object_name(&self, id: u32) -> Option<String> {
+        self.objects.name(id).map(|p| p.as_str().to_owned())
+    }
+}
+
+/// What `explain` asks about: a path, walked by the kernel itself, or a
 /// destination.
 #[derive(Debug, Clone)]
 pub enum Probe {
@@ -361,58 +415,235 @@ pub enum Probe {
     Addr(std::net::SocketAddr),
 }
 
-/// The kernel's answer for one (subjects, operation, object).
+/// Who `explain` asks about, as the kernel would see the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub uid: Option<u32>,
+    /// The audit login uid; `None` is "never logged in".
+    pub login_uid: Option<u32>,
+    /// The caller's cgroup v2 directory.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// The kernel's answer for one (caller, operation, object).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
-    /// The protection entry that covers the object, if any.
-    pub protected_by: Option<u64>,
-    /// The rule that decided for one of the subjects, if any.
-    pub decided_by: Option<(Subject, ward_abi::Rule)>,
-    pub allowed: bool,
+    /// `None`: ward does not manage the caller.
+    pub subjects: Option<ward_abi::decision::Subjects>,
+    /// `None`: nothing protects the object (or the caller is unmanaged).
+    pub verdict: Option<ward_abi::decision::Verdict>,
+    /// The object as the kernel's walk saw it (files only).
+    pub chain: Option<ward_abi::Chain>,
+}
+
+impl Explanation {
+    pub fn allowed(&self) -> bool {
+        self.verdict.is_none_or(|v| v.allow)
+    }
 }
 
 impl Enforcer {
-    /// Decides exactly as the hooks do, with the kernel's own maps and
-    /// clock, for a caller that has `subjects` (managed ones only).
+    /// Decides with the kernel's own decision function, maps and clock:
+    /// the subjects are resolved as the hooks resolve them, a file is
+    /// walked by the kernel's own walk (the agent stats it while a probe
+    /// program records what the walk found), and the verdict comes from
+    /// `ward_abi::decision`, compiled into the hooks too.
     pub fn explain(
         &mut self,
-        subjects: &[Subject],
+        caller: &Caller,
         op: ward_abi::Op,
         object: &Probe,
     ) -> Result<Explanation, EnforcerError> {
-        let Some(protection) =
-            kmaps::lookup(&mut self.ebpf, ward_abi::subject::PROTECTED, op, object)?
-        else {
+        let subjects = self.subjects(caller)?;
+        let Some(who) = subjects else {
             return Ok(Explanation {
-                protected_by: None,
-                decided_by: None,
-                allowed: true,
+                subjects,
+                verdict: None,
+                chain: None,
             });
         };
         let now = boot_ns();
-        let mut allow: Option<(Subject, ward_abi::Rule)> = None;
-        for s in subjects {
-            let Some(rule) = kmaps::lookup(&mut self.ebpf, s.raw(), op, object)? else {
-                continue;
-            };
-            if rule.effect != ward_abi::Effect::Allow as u32 {
-                return Ok(Explanation {
-                    protected_by: Some(protection.rule_id),
-                    decided_by: Some((*s, rule)),
-                    allowed: false,
+        match object {
+            Probe::Addr(addr) => {
+                let mut err = None;
+                let verdict = ward_abi::decision::decide(&who, now, addr.port(), |subject| {
+                    match kmaps::net_rule(&mut self.ebpf, subject, addr) {
+                        Ok(r) => r.map(|rule| ward_abi::decision::Found { rule, at: 0 }),
+                        Err(e) => {
+                            err = Some(e);
+                            None
+                        }
+                    }
                 });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                Ok(Explanation {
+                    subjects,
+                    verdict,
+                    chain: None,
+                })
             }
-            if allow.is_none() && now < rule.expires_ns {
-                allow = Some((*s, rule));
+            Probe::Path(path) => {
+                let chain = self.kernel_walk(path)?;
+                let err = std::cell::RefCell::new(None);
+                let ebpf = std::cell::RefCell::new(&mut self.ebpf);
+                let verdict = ward_abi::decision::decide_file(&chain, &who, op, now, |key| {
+                    match kmaps::file_rule(&mut ebpf.borrow_mut(), key) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            *err.borrow_mut() = Some(e);
+                            None
+                        }
+                    }
+                });
+                if let Some(e) = err.into_inner() {
+                    return Err(e);
+                }
+                Ok(Explanation {
+                    subjects,
+                    verdict,
+                    chain: Some(chain),
+                })
             }
         }
-        let allowed = allow.is_some();
-        Ok(Explanation {
-            protected_by: Some(protection.rule_id),
-            decided_by: allow,
-            allowed,
-        })
     }
+
+    /// Whether processes in this cgroup (a v2 directory) are managed: it or
+    /// an ancestor is listed.
+    pub fn cgroup_managed(&mut self, dir: &std::path::Path) -> Result<bool, EnforcerError> {
+        let (by_cgroup, _) = self.listed_ancestors(dir)?;
+        Ok(by_cgroup[0] != 0)
+    }
+
+    /// The listed cgroups on `dir`'s route to the root, deepest first, as
+    /// the kernel's subject walk finds them, and `dir`'s own id.
+    fn listed_ancestors(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> Result<([u64; ward_abi::MAX_CGROUP_SUBJECTS], u64), EnforcerError> {
+        let root = crate::cgroup::cgroup2_mount().ok();
+        let mut ancestors = Vec::new();
+        let mut at = dir.to_path_buf();
+        loop {
+            if let Ok(id) = crate::cgroup::cgroup_id(&at) {
+                ancestors.push(id);
+            }
+            if root.as_deref() == Some(at.as_path()) || !at.pop() {
+                break;
+            }
+        }
+        ancestors.reverse(); // root first, as the kernel counts levels
+        let mut listed_err = None;
+        let (by_cgroup, _) = ward_abi::decision::listed_ancestors(
+            ward_abi::MAX_CGROUP_DEPTH,
+            |level| ancestors.get(level as usize).copied().unwrap_or(0),
+            |id| match kmaps::cgroup_listed(&mut self.ebpf, id) {
+                Ok(b) => b,
+                Err(e) => {
+                    listed_err = Some(e);
+                    false
+                }
+            },
+        );
+        match listed_err {
+            Some(e) => Err(e),
+            None => Ok((by_cgroup, ancestors.last().copied().unwrap_or(0))),
+        }
+    }
+
+    /// The caller's subjects, exactly as `subject.rs` resolves them.
+    fn subjects(
+        &mut self,
+        caller: &Caller,
+    ) -> Result<Option<ward_abi::decision::Subjects>, EnforcerError> {
+        let config = kmaps::read_config(&mut self.ebpf)?;
+        let (by_cgroup, cgroup) = match &caller.cgroup {
+            Some(dir) => self.listed_ancestors(dir)?,
+            None => ([0; ward_abi::MAX_CGROUP_SUBJECTS], 0),
+        };
+        let uid = caller.uid.unwrap_or(u32::MAX);
+        let login = caller.login_uid.unwrap_or(ward_abi::LOGIN_UID_UNSET);
+        Ok(ward_abi::decision::Subjects::resolve(
+            &config, uid, login, cgroup, by_cgroup,
+        ))
+    }
+
+    /// What the kernel's walk finds for `path`: the explain probe program
+    /// is attached, this thread stats the path, and the walk it ran is read
+    /// back. A path that does not exist is walked from its parent, as a
+    /// creation would be.
+    fn kernel_walk(&mut self, path: &str) -> Result<ward_abi::Chain, EnforcerError> {
+        let name = ward_abi::programs::EXPLAIN_GETATTR;
+        let program: &mut aya::programs::Lsm = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EnforcerError::MissingProgram(name))?
+            .try_into()
+            .map_err(attach::program_err(name))?;
+        let link = program.attach().map_err(attach::program_err(name))?;
+        let result = (|| {
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::gettid() } as u32;
+            let mut target = std::path::PathBuf::from(path);
+            let mut popped = 0u32;
+            loop {
+                let slot = ward_abi::ExplainSlot {
+                    tid,
+                    ..Default::default()
+                };
+                kmaps::write_explain(&mut self.ebpf, &slot)?;
+                let stat = std::fs::metadata(&target);
+                let slot = kmaps::read_explain(&mut self.ebpf)?;
+                match stat {
+                    Ok(_) if slot.done != 0 => return Ok((slot.chain, popped)),
+                    Ok(_) => {
+                        return Err(EnforcerError::Explain(format!(
+                            "the kernel did not report its walk of {path}"
+                        )));
+                    }
+                    Err(_) if target.pop() => popped += 1,
+                    Err(e) => return Err(EnforcerError::Explain(format!("{path}: {e}"))),
+                }
+            }
+        })();
+        let clear = kmaps::write_explain(&mut self.ebpf, &ward_abi::ExplainSlot::default());
+        let program: &mut aya::programs::Lsm = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EnforcerError::MissingProgram(name))?
+            .try_into()
+            .map_err(attach::program_err(name))?;
+        program.detach(link).map_err(attach::program_err(name))?;
+        clear?;
+        let (chain, popped) = result?;
+        Ok(below(&chain, popped, &self.objects))
+    }
+}
+
+/// The chain a walk from an existing ancestor gives for a name `popped`
+/// levels below it: the kernel walks a new name from its (negative)
+/// dentry, so the ancestor's own exact-file rules do not apply to it, and
+/// every level is deeper.
+fn below(chain: &ward_abi::Chain, popped: u32, objects: &objects::Objects) -> ward_abi::Chain {
+    if popped == 0 {
+        return *chain;
+    }
+    let mut out = ward_abi::Chain {
+        complete: chain.complete,
+        ..Default::default()
+    };
+    for i in 0..(chain.len as usize).min(ward_abi::MAX_CHAIN) {
+        let (id, level) = (chain.ids[i], chain.levels[i]);
+        if level == 0 && matches!(objects.name(id), Some(PathPattern::File(_))) {
+            continue;
+        }
+        let n = out.len as usize;
+        out.ids[n] = id;
+        out.levels[n] = level + popped;
+        out.len += 1;
+    }
+    out
 }
 
 /// Loads and attaches one LSM program of an object (for `ward doctor`).

@@ -1,8 +1,9 @@
-//! Protected path patterns and their LPM trie keys.
+//! Path patterns: what policy and grants name. The kernel never sees them;
+//! `objects.rs` turns each into the inodes it names.
 
 use std::fmt;
 
-use ward_abi::{PATH_MAX_LEN, PathKey};
+use ward_abi::PATH_MAX_LEN;
 
 /// A protected path: one file, or a subtree (written with a trailing `/`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,7 +20,7 @@ pub enum PathPatternError {
     NotAbsolute(String),
     #[error("path `{0}` is not normalized (no `.`, `..` or empty components)")]
     NotNormalized(String),
-    #[error("path `{path}` is {len} bytes; the kernel side matches at most {max}")]
+    #[error("path `{path}` is {len} bytes; a path holds at most {max}")]
     TooLong {
         path: String,
         len: usize,
@@ -47,20 +48,18 @@ impl PathPattern {
         {
             return Err(PathPatternError::NotNormalized(s.to_owned()));
         }
-        // A file rule is stored with its NUL, so it needs one byte more.
-        let (pattern, stored_len) = if s.ends_with('/') {
-            (PathPattern::Subtree(s.to_owned()), s.len())
-        } else {
-            (PathPattern::File(s.to_owned()), s.len() + 1)
-        };
-        if stored_len > PATH_MAX_LEN {
+        if s.len() > PATH_MAX_LEN {
             return Err(PathPatternError::TooLong {
                 path: s.to_owned(),
                 len: s.len(),
-                max: PATH_MAX_LEN - 1,
+                max: PATH_MAX_LEN,
             });
         }
-        Ok(pattern)
+        Ok(if s.ends_with('/') {
+            PathPattern::Subtree(s.to_owned())
+        } else {
+            PathPattern::File(s.to_owned())
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -69,23 +68,6 @@ impl PathPattern {
         }
     }
 
-    /// The path's prefix length in bits and a key with the path filled in
-    /// (the caller sets subject and operation).
-    ///
-    /// A file includes its terminating NUL in the prefix, so `/etc/shadow`
-    /// cannot match `/etc/shadow-`; a subtree ends at its `/`, so `/srv/prod/`
-    /// cannot match `/srv/production`.
-    pub fn lpm_key(&self) -> (u32, PathKey) {
-        let mut key = PathKey::zeroed();
-        let bytes = self.as_str().as_bytes();
-        key.path[..bytes.len()].copy_from_slice(bytes);
-        let len = match self {
-            PathPattern::File(_) => bytes.len() + 1,
-            PathPattern::Subtree(_) => bytes.len(),
-        };
-        // len <= PATH_MAX_LEN (256), checked in parse, so this cannot overflow.
-        (len as u32 * 8, key)
-    }
 }
 
 impl fmt::Display for PathPattern {
@@ -111,16 +93,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_cover_exactly_what_they_should() {
-        let (bits, key) = PathPattern::parse("/srv/prod/").unwrap().lpm_key();
-        assert_eq!(bits, 10 * 8);
-        assert_eq!(&key.path[..10], b"/srv/prod/");
-        let (bits, key) = PathPattern::parse("/etc/shadow").unwrap().lpm_key();
-        assert_eq!(bits, 12 * 8, "a file's prefix includes its NUL");
-        assert_eq!(&key.path[..12], b"/etc/shadow\0");
-    }
-
-    #[test]
     fn bad_paths_are_refused_with_the_reason() {
         use PathPatternError::*;
         assert!(matches!(
@@ -134,9 +106,9 @@ mod tests {
             );
         }
         assert!(matches!(PathPattern::parse("/a\0b"), Err(Nul(_))));
-        let long = format!("/{}", "x".repeat(PATH_MAX_LEN - 1));
+        let long = format!("/{}", "x".repeat(PATH_MAX_LEN));
         assert!(matches!(PathPattern::parse(&long), Err(TooLong { .. })));
-        let fits = format!("/{}", "x".repeat(PATH_MAX_LEN - 2));
+        let fits = format!("/{}", "x".repeat(PATH_MAX_LEN - 1));
         assert!(PathPattern::parse(&fits).is_ok());
     }
 

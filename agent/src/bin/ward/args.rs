@@ -280,6 +280,14 @@ pub struct RequestArgs {
 pub struct ExplainArgs {
     #[command(flatten)]
     pub subject: ExplainSubject,
+    /// The caller's audit login uid, as the kernel checks it: a human who
+    /// ran `sudo` keeps their login uid, and their rules with it.
+    #[arg(long, value_name = "UID")]
+    pub login_uid: Option<u32>,
+    /// A cgroup the user's process runs in (relative to the cgroup root),
+    /// e.g. `system.slice/app.service`: its workload rules apply too.
+    #[arg(long, value_name = "CGROUP", conflicts_with = "workload")]
+    pub in_cgroup: Option<String>,
     #[command(flatten)]
     pub target: ExplainTarget,
     #[arg(long)]

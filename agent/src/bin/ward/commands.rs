@@ -270,6 +270,8 @@ async fn explain(
             subject,
             operation: op as i32,
             object: object.clone(),
+            login_uid: a.login_uid,
+            cgroup: a.in_cgroup.clone().unwrap_or_default(),
         })
         .await?
         .into_inner();
