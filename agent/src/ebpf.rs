@@ -23,12 +23,7 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::D_NAME_OFF, &offsets.dentry_d_name, true)
         .override_global(globals::I_INO_OFF, &offsets.inode_i_ino, true)
         .override_global(globals::S_DEV_OFF, &offsets.sb_s_dev, true)
-        .override_global(globals::VM_FILE_OFF, &offsets.vma_vm_file, true)
-        .override_global(
-            globals::SETATTR_DENTRY_ARG,
-            &offsets.setattr_dentry_arg,
-            true,
-        );
+        .override_global(globals::VM_FILE_OFF, &offsets.vma_vm_file, true);
     loader
 }
 

@@ -140,7 +140,8 @@ pub unsafe fn in_child(cgroup: Option<&OwnedCgroup>, attempt: impl FnOnce() -> i
     }
 }
 
-fn errno() -> i32 {
+/// This thread's errno (at least 1): what an attempt returns on failure.
+pub fn errno() -> i32 {
     // SAFETY: reading this thread's errno.
     unsafe { (*libc::__errno_location()).max(1) }
 }
@@ -266,7 +267,7 @@ unsafe fn become_identity(id: Identity, login: &[u8]) -> i32 {
 ///
 /// # Safety
 /// As for [`in_child`].
-unsafe fn as_identity(id: Identity, attempt: impl FnOnce() -> i32) -> OpenOutcome {
+pub unsafe fn as_identity(id: Identity, attempt: impl FnOnce() -> i32) -> OpenOutcome {
     let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
     // SAFETY: become_identity makes raw syscalls only; the caller vouches
     // for `attempt`.
@@ -293,6 +294,33 @@ pub fn connect_as(id: Identity, addr: std::net::SocketAddr) -> OpenOutcome {
     let (family, storage, len) = sockaddr(addr);
     // SAFETY: socket, connect, close only.
     unsafe { as_identity(id, || try_connect(family, &storage, len)) }
+}
+
+/// Opens `path` with `flags` in a child in `cgroup` (if any) that takes on
+/// `id` (if any) first.
+pub fn open_in(
+    cgroup: Option<&OwnedCgroup>,
+    id: Option<Identity>,
+    path: &Path,
+    flags: i32,
+) -> OpenOutcome {
+    let target = CString::new(path.as_os_str().as_bytes()).expect("path has NUL");
+    let login = id
+        .and_then(|i| i.login_uid)
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    // SAFETY: become_identity, open and close only.
+    unsafe {
+        in_child(cgroup, || {
+            if let Some(id) = id {
+                let r = become_identity(id, login.as_bytes());
+                if r != 0 {
+                    return r;
+                }
+            }
+            try_open(&target, flags)
+        })
+    }
 }
 
 /// Opens `path` with `flags` in a child (see [`in_child`]).

@@ -134,6 +134,23 @@ pub struct Verdict {
     pub protected_at: u32,
 }
 
+/// Where [`decide`] finds each subject's most specific rule for the object:
+/// the longest prefix for networks, the deepest object of the chain for
+/// files. A trait, not a closure, so that the eBPF build inlines it (a
+/// closure called several times becomes a BPF subprogram).
+pub trait MostSpecific {
+    /// [`subject::PROTECTED`] asks for the protection.
+    fn most_specific(&mut self, subject: u64) -> Option<Found>;
+}
+
+/// User space (explain) passes closures.
+impl<F: FnMut(u64) -> Option<Found>> MostSpecific for F {
+    #[inline(always)]
+    fn most_specific(&mut self, subject: u64) -> Option<Found> {
+        self(subject)
+    }
+}
+
 /// A rule found for one subject, and where (the chain index for files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -146,79 +163,171 @@ fn applies(rule: &Rule, port: u16) -> bool {
     port >= rule.port_first && port <= rule.port_last
 }
 
+/// How many subject slots a caller has: uid, login uid, then the listed
+/// cgroups.
+pub const SUBJECT_SLOTS: usize = 2 + MAX_CGROUP_SUBJECTS;
+
+impl Subjects {
+    /// The subject in slot `i` (see [`SUBJECT_SLOTS`]), 0 if none.
+    #[inline(always)]
+    pub fn slot(&self, i: usize) -> u64 {
+        match i {
+            0 => self.by_uid,
+            1 => self.by_login,
+            n => self.by_cgroup.get(n - 2).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// A decision in progress: the protection is known, and each of the
+/// caller's subjects is considered in turn. [`decide`] drives it with a
+/// loop; the eBPF programs drive the same steps from a `bpf_loop`
+/// callback, which the verifier checks once instead of per subject.
+///
+/// Plain scalars, all initialised: an Option with an uninitialised payload
+/// lets LLVM read undefined registers, which the verifier rejects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Deciding {
+    protection: Rule,
+    protected_at: u32,
+    port: u16,
+    /// 1 once an allow counts, 2 once a deny decided.
+    state: u16,
+    now: u64,
+    decided_subject: u64,
+    decided: Rule,
+}
+
+const UNDECIDED: u16 = 0;
+const ALLOWED: u16 = 1;
+const DENIED: u16 = 2;
+
+impl Deciding {
+    /// `None` when the protection does not cover this port: the object is
+    /// not protected and the caller is not decided on.
+    #[inline(always)]
+    pub fn new(protection: Found, now: u64, port: u16) -> Option<Deciding> {
+        if !applies(&protection.rule, port) {
+            return None;
+        }
+        Some(Deciding {
+            protection: protection.rule,
+            protected_at: protection.at,
+            port,
+            state: UNDECIDED,
+            now,
+            decided_subject: 0,
+            decided: protection.rule,
+        })
+    }
+
+    /// Considers one subject's most specific rule. Returns true once the
+    /// decision is final (an explicit deny for any subject wins).
+    #[inline(always)]
+    pub fn consider(&mut self, subject: u64, found: Option<Found>) -> bool {
+        let Some(found) = found else {
+            return false;
+        };
+        let rule = found.rule;
+        if subject == 0 || !applies(&rule, self.port) {
+            return false;
+        }
+        if rule.effect != Effect::Allow as u32 {
+            self.state = DENIED;
+            self.decided_subject = subject;
+            self.decided = rule;
+            return true;
+        }
+        // An allow counts only until its deadline, on the boot clock.
+        if self.state == UNDECIDED && self.now < rule.expires_ns {
+            self.state = ALLOWED;
+            self.decided_subject = subject;
+            self.decided = rule;
+        }
+        false
+    }
+
+    /// The verdict: allowed only by an unexpired allow and no deny;
+    /// nothing at all is a deny by the protection.
+    #[inline(always)]
+    pub fn verdict(&self) -> Verdict {
+        let allow = self.state == ALLOWED;
+        Verdict {
+            allow,
+            rule_id: self.decided.rule_id,
+            by_grant: allow && self.decided.flags & RULE_FROM_GRANT != 0,
+            decided_subject: self.decided_subject,
+            decided: self.decided,
+            protection: self.protection,
+            protected_at: self.protected_at,
+        }
+    }
+}
+
 /// `None` when the object is not protected (the caller is not decided on).
 /// Otherwise the caller's most specific rule per subject decides: an
 /// explicit deny for any subject wins, an allow counts only until its
 /// deadline on the boot clock, and nothing at all is a deny.
 ///
-/// `most_specific(subject)` is the subject's most specific rule for the
-/// object: the longest prefix for networks, the deepest object of the
-/// chain for files. [`subject::PROTECTED`] asks for the protection.
+/// See [`MostSpecific`] for where rules come from.
 #[inline(always)]
 pub fn decide(
     who: &Subjects,
     now: u64,
     port: u16,
-    mut most_specific: impl FnMut(u64) -> Option<Found>,
+    rules: &mut impl MostSpecific,
 ) -> Option<Verdict> {
-    let protection = most_specific(subject::PROTECTED)?;
-    if !applies(&protection.rule, port) {
-        return None;
-    }
-    // Plain scalars, all initialised: an Option with an uninitialised
-    // payload lets LLVM read undefined registers, which the verifier rejects.
-    let mut allowed = false;
-    let mut allow = protection.rule;
-    let mut allow_subject = 0u64;
+    let protection = rules.most_specific(subject::PROTECTED)?;
+    let mut d = Deciding::new(protection, now, port)?;
     let mut i = 0;
-    while i < 2 + MAX_CGROUP_SUBJECTS {
-        let subject = match i {
-            0 => who.by_uid,
-            1 => who.by_login,
-            n => who.by_cgroup[(n - 2) & (MAX_CGROUP_SUBJECTS - 1)],
-        };
+    while i < SUBJECT_SLOTS {
+        let subject = who.slot(i);
         i += 1;
-        if subject == 0 {
-            continue;
-        }
-        let Some(found) = most_specific(subject) else {
-            continue;
-        };
-        let rule = found.rule;
-        if !applies(&rule, port) {
-            continue;
-        }
-        if rule.effect != Effect::Allow as u32 {
-            return Some(Verdict {
-                allow: false,
-                rule_id: rule.rule_id,
-                by_grant: false,
-                decided_subject: subject,
-                decided: rule,
-                protection: protection.rule,
-                protected_at: protection.at,
-            });
-        }
-        if !allowed && now < rule.expires_ns {
-            allowed = true;
-            allow = rule;
-            allow_subject = subject;
+        if subject != 0 && d.consider(subject, rules.most_specific(subject)) {
+            break;
         }
     }
-    Some(Verdict {
-        allow: allowed,
-        rule_id: allow.rule_id,
-        by_grant: allowed && allow.flags & RULE_FROM_GRANT != 0,
-        decided_subject: allow_subject,
-        decided: allow,
-        protection: protection.rule,
-        protected_at: protection.at,
-    })
+    Some(d.verdict())
 }
 
 /// The rule id a deny carries when the walk could not see the whole route
 /// to the root (too deep, or too many nested objects).
 pub const RULE_WALK_INCOMPLETE: u64 = u64::MAX;
+
+/// What a walk's chain decides before any subject is looked at: `Err`
+/// with a verdict when the walk was incomplete (fail closed), `Ok(None)`
+/// when nothing on the route is an object.
+#[inline(always)]
+pub fn file_precheck(chain: &Chain) -> Result<Option<()>, Verdict> {
+    if chain.complete == 0 {
+        return Err(incomplete());
+    }
+    Ok(if chain.len == 0 { None } else { Some(()) })
+}
+
+/// The deny for a walk that could not see the whole route to the root.
+#[inline(always)]
+fn incomplete() -> Verdict {
+    let rule = Rule {
+        effect: Effect::Deny as u32,
+        flags: 0,
+        expires_ns: 0,
+        rule_id: RULE_WALK_INCOMPLETE,
+        port_first: 0,
+        port_last: u16::MAX,
+        _pad: 0,
+    };
+    Verdict {
+        allow: false,
+        rule_id: RULE_WALK_INCOMPLETE,
+        by_grant: false,
+        decided_subject: 0,
+        decided: rule,
+        protection: rule,
+        protected_at: 0,
+    }
+}
 
 /// The file decision over a walk's chain. `get` looks up one key in the
 /// live file rule map.
@@ -230,46 +339,40 @@ pub fn decide_file(
     now: u64,
     get: impl Fn(&FileKey) -> Option<Rule>,
 ) -> Option<Verdict> {
-    if chain.complete == 0 {
-        // Fail closed: an ancestor we could not see may be protected.
-        let rule = Rule {
-            effect: Effect::Deny as u32,
-            flags: 0,
-            expires_ns: 0,
-            rule_id: RULE_WALK_INCOMPLETE,
-            port_first: 0,
-            port_last: u16::MAX,
-            _pad: 0,
-        };
-        return Some(Verdict {
-            allow: false,
-            rule_id: RULE_WALK_INCOMPLETE,
-            by_grant: false,
-            decided_subject: 0,
-            decided: rule,
-            protection: rule,
-            protected_at: 0,
-        });
+    match file_precheck(chain) {
+        Err(deny) => return Some(deny),
+        Ok(None) => return None,
+        Ok(Some(())) => {}
     }
-    if chain.len == 0 {
-        return None; // the common case: nothing on the route is an object
-    }
-    decide(who, now, 0, |subject| {
+    decide(who, now, 0, &mut ChainRules { chain, op, get })
+}
+
+/// The rules for a chain: the first object (deepest first) that has an
+/// entry for the subject.
+pub struct ChainRules<'a, G> {
+    pub chain: &'a Chain,
+    pub op: Op,
+    pub get: G,
+}
+
+impl<G: Fn(&FileKey) -> Option<Rule>> MostSpecific for ChainRules<'_, G> {
+    #[inline(always)]
+    fn most_specific(&mut self, subject: u64) -> Option<Found> {
         let mut i = 0;
         while i < MAX_CHAIN {
-            if (i as u32) >= chain.len {
+            if (i as u32) >= self.chain.len {
                 break;
             }
             let key = FileKey {
                 subject,
-                op: op as u32,
-                object: chain.ids[i],
+                op: self.op as u32,
+                object: self.chain.ids.get(i).copied().unwrap_or(0),
             };
-            if let Some(rule) = get(&key) {
+            if let Some(rule) = (self.get)(&key) {
                 return Some(Found { rule, at: i as u32 });
             }
             i += 1;
         }
         None
-    })
+    }
 }

@@ -105,9 +105,6 @@ pub mod globals {
     pub const S_DEV_OFF: &str = "S_DEV_OFF";
     /// `offsetof(struct vm_area_struct, vm_file)`.
     pub const VM_FILE_OFF: &str = "VM_FILE_OFF";
-    /// Hooks whose parameters moved between kernels: the index of the
-    /// `dentry` parameter of `inode_setattr` (0 before 6.8, 1 after).
-    pub const SETATTR_DENTRY_ARG: &str = "SETATTR_DENTRY_ARG";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -126,7 +123,7 @@ pub mod programs {
     pub const EXPLAIN_GETATTR: &str = "ward_explain_getattr";
     /// The write hooks: every change to a protected object or tree, as
     /// (program, LSM hook). Each decides [`super::Op::Write`].
-    pub const WRITE_HOOKS: [(&str, &str); 11] = [
+    pub const WRITE_HOOKS: [(&str, &str); 10] = [
         ("ward_inode_create", "inode_create"),
         ("ward_inode_link", "inode_link"),
         ("ward_inode_unlink", "inode_unlink"),
@@ -135,10 +132,13 @@ pub mod programs {
         ("ward_inode_rmdir", "inode_rmdir"),
         ("ward_inode_mknod", "inode_mknod"),
         ("ward_inode_rename", "inode_rename"),
-        ("ward_inode_setattr", "inode_setattr"),
         ("ward_inode_setxattr", "inode_setxattr"),
         ("ward_inode_removexattr", "inode_removexattr"),
     ];
+    /// `inode_setattr` (truncate, chmod, chown, utimes): with its `idmap`
+    /// parameter (6.8+), and without it.
+    pub const SETATTR: (&str, &str) = ("ward_inode_setattr", "inode_setattr");
+    pub const SETATTR_NO_IDMAP: (&str, &str) = ("ward_inode_setattr_nomap", "inode_setattr");
     /// Write hooks that only newer kernels have (6.2+: POSIX ACLs no
     /// longer pass through `inode_setxattr`); attached where they exist.
     pub const WRITE_HOOKS_IF_PRESENT: [(&str, &str); 2] = [

@@ -15,14 +15,14 @@ use aya_ebpf::{
 };
 use ward_abi::{
     Config, EACCES, EVENT_NAMES, FileKey, MAX_CHAIN, Op, Rule,
-    decision::{Subjects, decide_file},
+    decision::{ChainRules, Subjects, file_precheck},
 };
 
 use crate::{
     dentry,
     events::{Object, report},
     maps::{WARD_EXPLAIN, WARD_FILE_RULES_0, WARD_FILE_RULES_1, config},
-    subject,
+    steps, subject,
 };
 
 /// `offsetof(struct file, f_path)`, from the kernel's BTF.
@@ -37,9 +37,6 @@ static BPRM_FILE_OFF: u64 = 0;
 /// `offsetof(struct vm_area_struct, vm_file)`.
 #[unsafe(no_mangle)]
 static VM_FILE_OFF: u64 = 0;
-/// Index of `inode_setattr`'s `dentry` parameter (see `ward_abi::globals`).
-#[unsafe(no_mangle)]
-static SETATTR_DENTRY_ARG: u64 = 0;
 
 // include/linux/fs.h and mman.h; part of the kernel ABI BPF LSM programs see.
 const FMODE_READ: u32 = 0x1;
@@ -93,25 +90,37 @@ fn decide_op(
     chain: &ward_abi::Chain,
     op: Op,
 ) -> i32 {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let active = config.active;
-    let get = |key: &FileKey| -> Option<Rule> {
-        // SAFETY: map lookups with a key on the stack.
-        unsafe {
-            if active == 0 {
-                WARD_FILE_RULES_0.get(key).copied()
-            } else {
-                WARD_FILE_RULES_1.get(key).copied()
-            }
+    let verdict = match file_precheck(chain) {
+        Err(deny) => deny,
+        Ok(None) => return ALLOW,
+        Ok(Some(())) => {
+            // SAFETY: helper without arguments.
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let active = config.active;
+            let get = #[inline(always)]
+            move |key: &FileKey| -> Option<Rule> {
+                // SAFETY: map lookups with a key on the stack.
+                unsafe {
+                    if active == 0 {
+                        WARD_FILE_RULES_0.get(key).copied()
+                    } else {
+                        WARD_FILE_RULES_1.get(key).copied()
+                    }
+                }
+            };
+            let mut rules = ChainRules { chain, op, get };
+            let Some(v) = steps::decide(who, now, 0, &mut rules) else {
+                return ALLOW;
+            };
+            v
         }
     };
-    let Some(verdict) = decide_file(chain, who, op, now, get) else {
-        return ALLOW;
-    };
-    let at = verdict.protected_at as usize & (MAX_CHAIN - 1);
+    let at = dentry::bounded::<{ MAX_CHAIN - 1 }>(verdict.protected_at as usize);
     let (object_id, levels) = if chain.complete != 0 {
-        (chain.ids[at], chain.levels[at])
+        (
+            chain.ids.get(at).copied().unwrap_or(0),
+            chain.levels.get(at).copied().unwrap_or(0),
+        )
     } else {
         (0, EVENT_NAMES as u32)
     };
@@ -289,20 +298,27 @@ pub fn ward_inode_rename(ctx: LsmContext) -> i32 {
     check_write_both(ctx.arg(1), ctx.arg(3))
 }
 
-/// `inode_setattr([idmap,] dentry, attr)`: truncate and ftruncate, chmod,
-/// chown, utimes. The idmap parameter arrived in 6.8, so the dentry's
-/// index comes from the kernel's BTF.
+/// `inode_setattr(idmap, dentry, attr)` (6.8+): truncate and ftruncate,
+/// chmod, chown, utimes.
 #[lsm(hook = "inode_setattr")]
 pub fn ward_inode_setattr(ctx: LsmContext) -> i32 {
-    let (dentry, earlier): (usize, i32) = if rodata(&SETATTR_DENTRY_ARG) == 0 {
-        (ctx.arg(0), ctx.arg(2))
-    } else {
-        (ctx.arg(1), ctx.arg(3))
-    };
+    let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
         return earlier;
     }
-    check(dentry, Op::Write, None)
+    check(ctx.arg(1), Op::Write, None)
+}
+
+/// `inode_setattr(dentry, attr)`, before the idmap parameter arrived in
+/// 6.8. The agent attaches whichever matches the kernel's BTF: a context
+/// offset must be a constant, so one program cannot serve both.
+#[lsm(hook = "inode_setattr")]
+pub fn ward_inode_setattr_nomap(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return earlier;
+    }
+    check(ctx.arg(0), Op::Write, None)
 }
 
 /// `inode_getattr(path)`, attached only while `ward explain` runs: when the

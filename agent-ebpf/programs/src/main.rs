@@ -10,6 +10,12 @@
 //! before load.
 #![no_std]
 #![no_main]
+// Inline BPF asm: the one instruction that keeps an index bounded for the
+// verifier (see `dentry::bounded`).
+#![feature(asm_experimental_arch)]
+// `#[inline(always)]` on closures: a closure called more than once must not
+// become a BPF subprogram.
+#![feature(stmt_expr_attributes)]
 
 mod dentry;
 mod events;
@@ -17,6 +23,7 @@ mod file;
 mod maps;
 mod net;
 mod probe;
+mod steps;
 mod subject;
 
 /// LSM programs must carry a GPL-compatible licence or the kernel refuses them.

@@ -10,13 +10,13 @@ use aya_ebpf::{
 };
 use ward_abi::{
     EPERM, KEY_HEADER_BITS, NetKey, Op, Rule,
-    decision::{Found, decide},
+    decision::{Found, MostSpecific},
 };
 
 use crate::{
     events::{Object, report},
     maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, config},
-    subject,
+    steps, subject,
 };
 
 const AF_INET: u16 = 2;
@@ -59,17 +59,15 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let verdict = decide(&who, now, dest.port, |subject| {
-        let key = Key::new(
-            KEY_HEADER_BITS + 128,
-            NetKey {
-                subject,
-                op: Op::Connect as u32,
-                addr: dest.addr,
-            },
-        );
-        rules.get(&key).map(|rule| Found { rule: *rule, at: 0 })
-    });
+    let verdict = steps::decide(
+        &who,
+        now,
+        dest.port,
+        &mut NetRules {
+            rules,
+            addr: dest.addr,
+        },
+    );
     let Some(verdict) = verdict else {
         return true;
     };
@@ -80,6 +78,29 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
     };
     report(&verdict, &who, Op::Connect as u32, object);
     verdict.allow
+}
+
+/// The longest-prefix rule per subject, from one generation's trie.
+struct NetRules<'a> {
+    rules: &'a LpmTrie<NetKey, Rule>,
+    addr: [u8; 16],
+}
+
+impl MostSpecific for NetRules<'_> {
+    #[inline(always)]
+    fn most_specific(&mut self, subject: u64) -> Option<Found> {
+        let key = Key::new(
+            KEY_HEADER_BITS + 128,
+            NetKey {
+                subject,
+                op: Op::Connect as u32,
+                addr: self.addr,
+            },
+        );
+        self.rules
+            .get(&key)
+            .map(|rule| Found { rule: *rule, at: 0 })
+    }
 }
 
 /// Kernel `struct sockaddr_in6` prefix; `sockaddr_in` shares family+port.

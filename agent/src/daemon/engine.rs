@@ -24,8 +24,8 @@ use super::{
 use crate::{
     cgroup,
     enforcer::{
-        Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream, Expiry, Hooks,
-        Caller, KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
+        Caller, Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream, Expiry,
+        Hooks, KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
     },
 };
 
@@ -201,16 +201,16 @@ impl Engine {
                 )?;
                 continue;
             }
-            let valid = self.validate_stored(&g, now).and_then(|v| {
-                match self.list_workload(&v.grantee) {
-                    Ok(()) => Ok(v),
-                    Err(EngineError::Invalid(e)) => Err(e),
-                    Err(e) => Err(InvalidGrant {
-                        field: "subject.workload".into(),
-                        reason: e.to_string(),
-                    }),
-                }
-            });
+            let valid =
+                self.validate_stored(&g, now)
+                    .and_then(|v| match self.list_workload(&v.grantee) {
+                        Ok(()) => Ok(v),
+                        Err(EngineError::Invalid(e)) => Err(e),
+                        Err(e) => Err(InvalidGrant {
+                            field: "subject.workload".into(),
+                            reason: e.to_string(),
+                        }),
+                    });
             match valid {
                 Ok(v) if v.not_before <= now => {
                     if s.record.state != GrantState::Active as i32 {
@@ -849,8 +849,7 @@ impl Engine {
     }
 
     /// Audits a kernel decision and passes it to watchers.
-    pub fn kernel_event(&mut self, mut e: KernelEvent) -> Result<(), EngineError> {
-        e.name_files(|id| self.enforcer.object_name(id));
+    pub fn kernel_event(&mut self, e: KernelEvent) -> Result<(), EngineError> {
         let rule = self.rule_name(e.rule_id)?;
         let grant_id = (e.kind == EventKind::AllowByGrant).then(|| rule.clone());
         let kind = match e.kind {

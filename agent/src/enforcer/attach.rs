@@ -14,7 +14,9 @@ use ward_abi::programs;
 use super::{EnforcerConfig, cgroup_link, error::EnforcerError};
 use crate::btf::KernelOffsets;
 
-pub(super) fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EnforcerError {
+pub(super) fn program_err(
+    name: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> EnforcerError {
     move |source| EnforcerError::Program { name, source }
 }
 
@@ -41,18 +43,20 @@ pub fn all(
         } else {
             &[]
         };
+        let setattr = if offsets.setattr_dentry_arg == 0 {
+            programs::SETATTR_NO_IDMAP
+        } else {
+            programs::SETATTR
+        };
         let hooks = [
+            setattr,
             (programs::FILE_OPEN, "file_open"),
             (programs::EXEC, "bprm_check_security"),
             (programs::MMAP_FILE, "mmap_file"),
             (programs::FILE_MPROTECT, "file_mprotect"),
             (programs::SOCKET_CONNECT, "socket_connect"),
         ];
-        for (name, hook) in hooks
-            .iter()
-            .chain(&programs::WRITE_HOOKS)
-            .chain(optional)
-        {
+        for (name, hook) in hooks.iter().chain(&programs::WRITE_HOOKS).chain(optional) {
             lsm(ebpf, name, hook, &btf, links.as_deref())?;
         }
         // Loaded, not attached: `ward explain` attaches it while it asks.
@@ -123,7 +127,14 @@ pub fn lsm(
         .ok_or(EnforcerError::MissingProgram(name))?
         .try_into()
         .map_err(program_err(name))?;
+    let started = std::time::Instant::now();
     program.load(hook, btf).map_err(program_err(name))?;
+    tracing::debug!(
+        program = name,
+        hook,
+        load_ms = started.elapsed().as_millis() as u64,
+        "verified and loaded"
+    );
     let link_id = program.attach().map_err(program_err(name))?;
     if let Some(pin) = pin {
         let link: FdLink = program

@@ -153,16 +153,17 @@ fn op_name(raw: u32) -> &'static str {
 /// Async reader of the kernel's event ring buffer (needs a tokio runtime).
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
+    names: super::objects::ObjectNames,
 }
 
 impl EventStream {
-    pub(super) fn new(map: Map) -> Result<Self, EnforcerError> {
+    pub(super) fn new(map: Map, names: super::objects::ObjectNames) -> Result<Self, EnforcerError> {
         let ring = RingBuf::try_from(map).map_err(super::error::map_err(ward_abi::maps::EVENTS))?;
         // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
         // buffer, so the fd stays open for as long as it is registered.
         let ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| EnforcerError::Events(e.into()))?;
-        Ok(EventStream { ring })
+        Ok(EventStream { ring, names })
     }
 
     /// The next decision; waits until there is one.
@@ -175,7 +176,9 @@ impl EventStream {
                 .map_err(EnforcerError::Events)?;
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                if let Some(event) = KernelEvent::decode(&item) {
+                if let Some(mut event) = KernelEvent::decode(&item) {
+                    let names = self.names.read().ok();
+                    event.name_files(|id| names.as_ref()?.get(&id).cloned());
                     return Ok(event);
                 }
             }

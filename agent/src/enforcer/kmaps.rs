@@ -342,6 +342,7 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
             let name = p.name_as_str()?.to_owned();
             name.starts_with("ward_").then(|| ProgramStats {
                 name,
+                verified_insns: p.verified_instruction_count(),
                 run_count: p.run_count(),
                 run_time_ns: p.run_time().as_nanos() as u64,
             })

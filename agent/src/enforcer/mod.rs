@@ -103,6 +103,8 @@ pub struct Stats {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProgramStats {
     pub name: String,
+    /// Instructions the verifier processed to accept it (5.16+).
+    pub verified_insns: Option<u32>,
     pub run_count: u64,
     pub run_time_ns: u64,
 }
@@ -195,7 +197,13 @@ impl Enforcer {
         // Filling empties the idle generation first. The generation this
         // flip retires is left as it is until the next apply: a program that
         // read `active` just before the flip may still be looking in it.
-        kmaps::fill_generation(&mut self.ebpf, idle, &values, &self.config, &mut self.objects)?;
+        kmaps::fill_generation(
+            &mut self.ebpf,
+            idle,
+            &values,
+            &self.config,
+            &mut self.objects,
+        )?;
         kconfig.active = idle;
         kmaps::write_config(&mut self.ebpf, &kconfig)?;
         self.policy = policy;
@@ -375,7 +383,7 @@ impl Enforcer {
             .ebpf
             .take_map(maps::EVENTS)
             .ok_or(EnforcerError::EventsTaken)?;
-        EventStream::new(map)
+        EventStream::new(map, self.objects.shared_names())
     }
 
     pub fn stats(&mut self) -> Result<Stats, EnforcerError> {
@@ -466,7 +474,7 @@ impl Enforcer {
         match object {
             Probe::Addr(addr) => {
                 let mut err = None;
-                let verdict = ward_abi::decision::decide(&who, now, addr.port(), |subject| {
+                let verdict = ward_abi::decision::decide(&who, now, addr.port(), &mut |subject| {
                     match kmaps::net_rule(&mut self.ebpf, subject, addr) {
                         Ok(r) => r.map(|rule| ward_abi::decision::Found { rule, at: 0 }),
                         Err(e) => {

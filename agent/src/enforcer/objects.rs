@@ -40,9 +40,14 @@ pub enum ObjectChange {
     Remove(InodeKey),
 }
 
+/// Object id -> the path it was listed under, shared with the event
+/// stream so events name files in the agent's namespace.
+pub type ObjectNames = std::sync::Arc<std::sync::RwLock<BTreeMap<u32, String>>>;
+
 /// The registry: patterns, their ids, and the kernel map it mirrors.
 #[derive(Debug, Default)]
 pub struct Objects {
+    shared: ObjectNames,
     by_pattern: BTreeMap<PathPattern, Listed>,
     /// What the kernel's object map holds.
     kernel: BTreeMap<InodeKey, ObjectIds>,
@@ -126,6 +131,9 @@ impl Objects {
         }
         let id = self.stable_id(pattern);
         self.names.insert(id, pattern.clone());
+        if let Ok(mut shared) = self.shared.write() {
+            shared.insert(id, pattern.as_str().to_owned());
+        }
         self.by_pattern.insert(
             pattern.clone(),
             Listed {
@@ -157,6 +165,11 @@ impl Objects {
         h
     }
 
+    /// The id -> path map events are named from.
+    pub fn shared_names(&self) -> ObjectNames {
+        self.shared.clone()
+    }
+
     /// The pattern an id stands for (events name objects by id).
     pub fn name(&self, id: u32) -> Option<&PathPattern> {
         self.names.get(&id)
@@ -182,6 +195,9 @@ impl Objects {
         for p in doomed {
             if let Some(l) = self.by_pattern.remove(&p) {
                 self.names.remove(&l.id);
+                if let Ok(mut shared) = self.shared.write() {
+                    shared.remove(&l.id);
+                }
                 for (key, _) in &l.inodes {
                     changes.extend(self.unlist(*key, l.id));
                 }
@@ -338,12 +354,21 @@ mod tests {
         std::fs::rename(dir.path().join("tree"), dir.path().join("old")).unwrap();
         std::fs::create_dir(dir.path().join("tree")).unwrap();
         let changes = objects.refresh();
-        assert!(matches!(changes[..], [ObjectChange::Put(..)]), "{changes:?}");
+        assert!(
+            matches!(changes[..], [ObjectChange::Put(..)]),
+            "{changes:?}"
+        );
         // Deleted: no name reaches it, so it goes.
         std::fs::remove_dir(dir.path().join("old")).unwrap();
         let changes = objects.refresh();
-        assert!(matches!(changes[..], [ObjectChange::Remove(_)]), "{changes:?}");
+        assert!(
+            matches!(changes[..], [ObjectChange::Remove(_)]),
+            "{changes:?}"
+        );
         let removed = objects.retain(|_| false);
-        assert!(matches!(removed[..], [ObjectChange::Remove(_)]), "{removed:?}");
+        assert!(
+            matches!(removed[..], [ObjectChange::Remove(_)]),
+            "{removed:?}"
+        );
     }
 }

@@ -67,7 +67,6 @@ impl PathPattern {
             PathPattern::File(p) | PathPattern::Subtree(p) => p,
         }
     }
-
 }
 
 impl fmt::Display for PathPattern {

@@ -70,11 +70,10 @@ fn reopening_through_proc_self_fd_is_denied() {
 }
 
 #[test]
-fn a_hard_link_made_before_protection_is_a_different_path() {
-    // Path rules match names. A hard link is a second name for the same
-    // inode: if it exists outside the protected tree, it is not covered.
-    // Protect the directories links could live in, and keep unmanaged
-    // writers from creating them; this test pins down the behaviour.
+fn a_hard_link_made_before_protection_is_the_same_file() {
+    // ward decides on the inode, not the name: a second name for a
+    // protected file, even one made before protection and outside the
+    // protected tree, reaches the same protected file.
     let dir = TempDir::new("bypass-hardlink");
     let secret = dir.file("vault/secret.txt");
     let alias = dir.path().join("elsewhere.txt");
@@ -92,8 +91,8 @@ fn a_hard_link_made_before_protection_is_a_different_path() {
     );
     assert_eq!(
         open_as_child(Some(&managed), &alias, libc::O_RDONLY),
-        OpenOutcome::Opened,
-        "documented: a pre-existing hard link outside the protected tree is not covered"
+        DENIED,
+        "a hard link outside the tree names the same protected inode"
     );
 }
 

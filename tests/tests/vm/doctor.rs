@@ -32,3 +32,18 @@ fn doctor_reports_working_bpf_lsm() {
         "{text}"
     );
 }
+
+#[test]
+fn verifier_cost_of_every_program_is_reported() {
+    // Loading is the verifier's work; under emulation it is the slowest
+    // part of a test run. Print what each program cost, for the log.
+    let started = std::time::Instant::now();
+    let mut enforcer = crate::support::enforcer();
+    let took = started.elapsed();
+    let stats = enforcer.stats().unwrap();
+    for p in &stats.programs {
+        println!("verifier: {} {:?} insns", p.name, p.verified_insns);
+    }
+    println!("verifier: enforcer loaded in {took:?}");
+    assert!(stats.programs.iter().any(|p| p.name == "ward_file_open"));
+}
