@@ -186,7 +186,7 @@ impl Subjects {
 ///
 /// Plain scalars, all initialised: an Option with an uninitialised payload
 /// lets LLVM read undefined registers, which the verifier rejects.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct Deciding {
     protection: Rule,
@@ -329,6 +329,145 @@ fn incomplete() -> Verdict {
     }
 }
 
+/// Steps of a [`FileDecision`]: for the protection and then each subject
+/// slot, one step per chain entry.
+pub const FILE_STEPS: u32 = ((1 + SUBJECT_SLOTS) * MAX_CHAIN) as u32;
+
+/// The file decision over a walk's chain, as [`FILE_STEPS`] small steps of
+/// one map lookup each. User space runs them in a loop ([`decide_file`]);
+/// the eBPF programs run the very same `step` from a `bpf_loop` callback,
+/// which the verifier checks a few times instead of unrolling 56 lookups.
+///
+/// Order: the protection (the deepest object with a protection entry),
+/// then each subject's deepest object with an entry of its own, as
+/// [`decide`] does for networks.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct FileDecision {
+    /// The walk's chain. The eBPF side walks straight into it (a per-CPU
+    /// slot), so it is never copied.
+    pub chain: Chain,
+    /// [`subject::PROTECTED`], then the caller's subject slots.
+    slots: [u64; 1 + SUBJECT_SLOTS],
+    op: u32,
+    /// The current slot already found its rule.
+    found: u32,
+    /// 1 once the protection is known, 2 if the object is unprotected.
+    protected: u32,
+    _pad: u32,
+    deciding: Deciding,
+}
+
+const NOT_YET: u32 = 0;
+const PROTECTED: u32 = 1;
+const UNPROTECTED: u32 = 2;
+
+impl FileDecision {
+    #[inline(always)]
+    pub fn new(chain: &Chain, who: &Subjects, op: Op, now: u64) -> FileDecision {
+        let none = Rule {
+            effect: Effect::Deny as u32,
+            flags: 0,
+            expires_ns: 0,
+            rule_id: 0,
+            port_first: 0,
+            port_last: u16::MAX,
+            _pad: 0,
+        };
+        let mut d = FileDecision {
+            chain: *chain,
+            slots: [0; 1 + SUBJECT_SLOTS],
+            op: 0,
+            found: 0,
+            protected: NOT_YET,
+            _pad: 0,
+            deciding: Deciding {
+                protection: none,
+                protected_at: 0,
+                port: 0,
+                state: UNDECIDED,
+                now: 0,
+                decided_subject: 0,
+                decided: none,
+            },
+        };
+        d.reset(who, op, now);
+        d
+    }
+
+    /// Starts a decision in place, over the chain already in `self.chain`,
+    /// field by field: the eBPF side keeps it in a per-CPU slot, and
+    /// building a whole value there would be a memcpy, which BPF runs (and
+    /// the verifier walks) byte by byte.
+    #[inline(always)]
+    pub fn reset(&mut self, who: &Subjects, op: Op, now: u64) {
+        self.slots[0] = subject::PROTECTED;
+        let mut i = 0;
+        while i < SUBJECT_SLOTS {
+            self.slots[i + 1] = who.slot(i);
+            i += 1;
+        }
+        self.op = op as u32;
+        self.found = 0;
+        self.protected = NOT_YET;
+        self.deciding.protected_at = 0;
+        self.deciding.port = 0;
+        self.deciding.state = UNDECIDED;
+        self.deciding.now = now;
+        self.deciding.decided_subject = 0;
+    }
+
+    /// One step; true when the decision is final and the rest can be
+    /// skipped.
+    #[inline(always)]
+    pub fn step(&mut self, index: u32, get: impl Fn(&FileKey) -> Option<Rule>) -> bool {
+        let slot = (index as usize) / MAX_CHAIN;
+        let at = (index as usize) % MAX_CHAIN;
+        if at == 0 {
+            self.found = 0;
+            if slot == 1 && self.protected != PROTECTED {
+                // No object on the route has a protection entry.
+                self.protected = UNPROTECTED;
+                return true;
+            }
+        }
+        if self.found != 0 || at as u32 >= self.chain.len {
+            return false;
+        }
+        let subject = self.slots.get(slot).copied().unwrap_or(0);
+        if slot != 0 && subject == 0 {
+            return false;
+        }
+        let key = FileKey {
+            subject,
+            op: self.op,
+            object: self.chain.ids.get(at).copied().unwrap_or(0),
+        };
+        let Some(rule) = get(&key) else {
+            return false;
+        };
+        self.found = 1;
+        let found = Found {
+            rule,
+            at: at as u32,
+        };
+        if slot == 0 {
+            self.protected = PROTECTED;
+            self.deciding.protection = rule;
+            self.deciding.protected_at = found.at;
+            self.deciding.decided = rule;
+            return false;
+        }
+        self.deciding.consider(subject, Some(found))
+    }
+
+    /// `None` when nothing protects the object.
+    #[inline(always)]
+    pub fn verdict(&self) -> Option<Verdict> {
+        (self.protected == PROTECTED).then(|| self.deciding.verdict())
+    }
+}
+
 /// The file decision over a walk's chain. `get` looks up one key in the
 /// live file rule map.
 #[inline(always)]
@@ -344,35 +483,13 @@ pub fn decide_file(
         Ok(None) => return None,
         Ok(Some(())) => {}
     }
-    decide(who, now, 0, &mut ChainRules { chain, op, get })
-}
-
-/// The rules for a chain: the first object (deepest first) that has an
-/// entry for the subject.
-pub struct ChainRules<'a, G> {
-    pub chain: &'a Chain,
-    pub op: Op,
-    pub get: G,
-}
-
-impl<G: Fn(&FileKey) -> Option<Rule>> MostSpecific for ChainRules<'_, G> {
-    #[inline(always)]
-    fn most_specific(&mut self, subject: u64) -> Option<Found> {
-        let mut i = 0;
-        while i < MAX_CHAIN {
-            if (i as u32) >= self.chain.len {
-                break;
-            }
-            let key = FileKey {
-                subject,
-                op: self.op as u32,
-                object: self.chain.ids.get(i).copied().unwrap_or(0),
-            };
-            if let Some(rule) = (self.get)(&key) {
-                return Some(Found { rule, at: i as u32 });
-            }
-            i += 1;
+    let mut d = FileDecision::new(chain, who, op, now);
+    let mut i = 0;
+    while i < FILE_STEPS {
+        if d.step(i, &get) {
+            break;
         }
-        None
+        i += 1;
     }
+    d.verdict()
 }

@@ -108,27 +108,37 @@ fn push(chain: &mut Chain, id: u32, level: u32) -> bool {
     if let (Some(slot), Some(at)) = (chain.ids.get_mut(i), chain.levels.get_mut(i)) {
         *slot = id;
         *at = level;
-        chain.len += 1;
+        // Laundered, so the verifier keeps a range, not each exact length.
+        chain.len = bounded::<{ 2 * MAX_CHAIN - 1 }>(i + 1) as u32;
     }
     true
 }
 
-/// The walk's state between steps (on the caller's stack).
-#[repr(C)]
+/// The walk's state between steps (on the caller's stack, small: the
+/// callback's frame shares the 512 bytes). The chain it fills is map
+/// memory, never copied.
+#[repr(C, align(8))]
 struct Walk {
     dentry: usize,
+    chain: *mut Chain,
     dev: u32,
-    level: u32,
     reached_root: u32,
     overflow: u32,
-    chain: Chain,
+    _pad: u32,
 }
 
 /// One level of the walk, as a `bpf_loop` callback: the verifier checks
 /// it once instead of unrolling every level. 1 stops the loop.
-extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Walk` that `walk` passed to bpf_loop.
+///
+/// The level is the loop's index, not a counter in the state: a counter
+/// the verifier must track exactly makes every iteration a new state, and
+/// it would verify the callback once per level.
+extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` that `walk` passed to bpf_loop, whose
+    // `chain` points into a map value.
     let w = unsafe { &mut *(ctx as *mut Walk) };
+    let chain = unsafe { &mut *w.chain };
+    let level = index as u32;
     let d = w.dentry;
     if d == 0 {
         return 1;
@@ -145,10 +155,10 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
             let (exact, tree) = (ids.exact, ids.tree);
             // An exact-file rule is about the inode itself, never about
             // what lies below it.
-            if w.level == 0 && !push(&mut w.chain, exact, w.level) {
+            if level == 0 && !push(chain, exact, level) {
                 w.overflow = 1;
             }
-            if !push(&mut w.chain, tree, w.level) {
+            if !push(chain, tree, level) {
                 w.overflow = 1; // more nesting than we decide on: fail closed
             }
         }
@@ -159,24 +169,29 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     w.dentry = up;
-    w.level += 1;
     0
 }
 
 /// Walks from `dentry` to its filesystem's root, collecting the objects on
-/// the way, deepest first. `complete` stays 0 if the root was not reached.
+/// the way into `chain`, deepest first. `complete` stays 0 if the root was
+/// not reached (or the objects did not fit).
 #[inline(always)]
-pub fn walk(dentry: usize) -> Chain {
+pub fn walk(dentry: usize, chain: *mut Chain) {
+    // SAFETY: `chain` is a map value (a per-CPU slot) of the caller's.
+    unsafe {
+        (*chain).len = 0;
+        (*chain).complete = 0;
+    }
     if dentry == 0 {
-        return Chain::default(); // incomplete: a deny for managed callers
+        return; // incomplete: a deny for managed callers
     }
     let mut w = Walk {
         dentry,
+        chain,
         dev: identity(dentry).dev,
-        level: 0,
         reached_root: 0,
         overflow: 0,
-        chain: Chain::default(),
+        _pad: 0,
     };
     // SAFETY: bpf_loop calls walk_step with a pointer to `w`, which lives
     // across the call.
@@ -187,13 +202,12 @@ pub fn walk(dentry: usize) -> Chain {
             (&mut w as *mut Walk).cast(),
             0,
         );
+        // Imprecise on purpose: a decision verified once for every length
+        // is what blows the verifier's budget; the decision bounds its
+        // loop itself.
+        (*chain).len = bounded::<{ 2 * MAX_CHAIN - 1 }>((*chain).len as usize) as u32;
+        (*chain).complete = u32::from(w.reached_root != 0 && w.overflow == 0);
     }
-    let mut chain = w.chain;
-    // Imprecise on purpose: a decision verified once for every length is
-    // what blows the verifier's budget; the decision bounds its loop itself.
-    chain.len = bounded::<{ 2 * MAX_CHAIN - 1 }>(chain.len as usize) as u32;
-    chain.complete = u32::from(w.reached_root != 0 && w.overflow == 0);
-    chain
 }
 
 /// The names from `dentry` up, leaf first, into `out`: what an event shows

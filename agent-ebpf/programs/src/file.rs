@@ -14,14 +14,14 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use ward_abi::{
-    Config, EACCES, EVENT_NAMES, FileKey, MAX_CHAIN, Op, Rule,
-    decision::{ChainRules, Subjects, file_precheck},
+    Config, EACCES, EVENT_NAMES, MAX_CHAIN, Op,
+    decision::{FileDecision, Subjects, file_precheck},
 };
 
 use crate::{
     dentry,
     events::{Object, report},
-    maps::{WARD_EXPLAIN, WARD_FILE_RULES_0, WARD_FILE_RULES_1, config},
+    maps::{WARD_DECISION_SCRATCH, WARD_EXPLAIN, WARD_SUBJECT_SCRATCH, config},
     steps, subject,
 };
 
@@ -60,24 +60,41 @@ fn file_dentry(file: usize) -> usize {
 }
 
 /// The caller, if managed: everyone else is decided here, before any walk.
+///
+/// The subjects are kept in a per-CPU slot and read back from there: what
+/// the verifier reads from a map is a range, not the exact value of every
+/// path through the subject walk, so the paths merge before the decision
+/// (on 6.1 they did not, and the decision was verified for each).
 #[inline(always)]
-fn managed() -> Option<(&'static Config, Subjects)> {
+fn managed() -> Option<(&'static Config, &'static Subjects)> {
     let config = config()?; // not configured yet: nothing is managed
     let who = subject::current::<true>(config)?;
-    Some((config, who))
+    let slot = WARD_SUBJECT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, a map value that lives for the program.
+    unsafe {
+        *slot = who;
+        Some((config, &*slot))
+    }
 }
 
 /// Decides `op` (and then `also`, if given) on `dentry` for a managed
-/// caller. One walk serves both.
+/// caller. One walk serves both; it fills this CPU's decision slot.
 #[inline(always)]
 fn decide_dentry(config: &Config, who: &Subjects, dentry: usize, op: Op, also: Option<Op>) -> i32 {
-    let chain = dentry::walk(dentry);
+    let Some(decision) = WARD_DECISION_SCRATCH.get_ptr_mut(0) else {
+        return DENY; // managed, and we cannot decide: fail closed
+    };
+    // SAFETY: this CPU's slot, a map value that lives for the program.
+    let chain = unsafe { core::ptr::addr_of_mut!((*decision).chain) };
+    dentry::walk(dentry, chain);
+    // SAFETY: as above.
+    let chain = unsafe { &*chain };
     if chain.complete != 0 && chain.len == 0 {
         return ALLOW; // nothing on the route to the root is an object
     }
-    let first = decide_op(config, who, dentry, &chain, op);
+    let first = decide_op(config, who, dentry, decision, op);
     match also {
-        Some(second) if first == ALLOW => decide_op(config, who, dentry, &chain, second),
+        Some(second) if first == ALLOW => decide_op(config, who, dentry, decision, second),
         _ => first,
     }
 }
@@ -87,34 +104,25 @@ fn decide_op(
     config: &Config,
     who: &Subjects,
     dentry: usize,
-    chain: &ward_abi::Chain,
+    decision: *mut FileDecision,
     op: Op,
 ) -> i32 {
+    // SAFETY: this CPU's slot (see decide_dentry).
+    let chain = unsafe { &(*decision).chain };
     let verdict = match file_precheck(chain) {
         Err(deny) => deny,
         Ok(None) => return ALLOW,
         Ok(Some(())) => {
             // SAFETY: helper without arguments.
             let now = unsafe { bpf_ktime_get_boot_ns() };
-            let active = config.active;
-            let get = #[inline(always)]
-            move |key: &FileKey| -> Option<Rule> {
-                // SAFETY: map lookups with a key on the stack.
-                unsafe {
-                    if active == 0 {
-                        WARD_FILE_RULES_0.get(key).copied()
-                    } else {
-                        WARD_FILE_RULES_1.get(key).copied()
-                    }
-                }
-            };
-            let mut rules = ChainRules { chain, op, get };
-            let Some(v) = steps::decide(who, now, 0, &mut rules) else {
-                return ALLOW;
-            };
-            v
+            match steps::decide_file(decision, who, op, now, config.active) {
+                Some(v) => v,
+                None => return ALLOW,
+            }
         }
     };
+    // SAFETY: as above; the decision no longer writes the chain.
+    let chain = unsafe { &(*decision).chain };
     let at = dentry::bounded::<{ MAX_CHAIN - 1 }>(verdict.protected_at as usize);
     let (object_id, levels) = if chain.complete != 0 {
         (
@@ -140,7 +148,7 @@ fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    decide_dentry(config, &who, dentry, op, also)
+    decide_dentry(config, who, dentry, op, also)
 }
 
 /// A change that touches two names (link, rename): both must be writable.
@@ -149,11 +157,11 @@ fn check_write_both(a: usize, b: usize) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    let first = decide_dentry(config, &who, a, Op::Write, None);
+    let first = decide_dentry(config, who, a, Op::Write, None);
     if first != ALLOW {
         return first;
     }
-    decide_dentry(config, &who, b, Op::Write, None)
+    decide_dentry(config, who, b, Op::Write, None)
 }
 
 #[lsm(hook = "file_open")]
@@ -338,7 +346,7 @@ pub fn ward_explain_getattr(ctx: LsmContext) -> i32 {
         }
         let d = dentry::of_path(ctx.arg::<usize>(0));
         let key = dentry::identity(d);
-        (*slot).chain = dentry::walk(d);
+        dentry::walk(d, core::ptr::addr_of_mut!((*slot).chain));
         (*slot).dev = key.dev;
         (*slot).ino = key.ino;
         (*slot).done = 1;

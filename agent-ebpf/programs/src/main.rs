@@ -13,9 +13,6 @@
 // Inline BPF asm: the one instruction that keeps an index bounded for the
 // verifier (see `dentry::bounded`).
 #![feature(asm_experimental_arch)]
-// `#[inline(always)]` on closures: a closure called more than once must not
-// become a BPF subprogram.
-#![feature(stmt_expr_attributes)]
 
 mod dentry;
 mod events;

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use ward_abi::{
     Config, ExplainSlot, FileKey, InodeKey, ManagedCgroup, NetKey, ObjectIds, Rule,
     SubjectCacheEntry,
+    decision::{FileDecision, Subjects},
 };
 
 #[map]
@@ -36,6 +37,15 @@ pub static WARD_OBJECTS: HashMap<InodeKey, ObjectIds> = HashMap::with_max_entrie
 pub static WARD_FILE_RULES_0: HashMap<FileKey, Rule> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static WARD_FILE_RULES_1: HashMap<FileKey, Rule> = HashMap::with_max_entries(65536, 0);
+
+/// Per CPU: the file decision in progress (too big for the stack beside
+/// a bpf_loop callback's frame).
+#[map]
+pub static WARD_DECISION_SCRATCH: PerCpuArray<FileDecision> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the managed caller's subjects (see `file::managed`).
+#[map]
+pub static WARD_SUBJECT_SCRATCH: PerCpuArray<Subjects> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static WARD_EXPLAIN: Array<ExplainSlot> = Array::with_max_entries(1, 0);

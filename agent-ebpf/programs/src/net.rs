@@ -15,7 +15,7 @@ use ward_abi::{
 
 use crate::{
     events::{Object, report},
-    maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, config},
+    maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, WARD_SUBJECT_SCRATCH, config},
     steps, subject,
 };
 
@@ -49,6 +49,16 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
     let Some(who) = subject::current::<LOGIN>(config) else {
         return true;
     };
+    // Through a per-CPU slot, as in `file::managed`: paths merge before
+    // the decision instead of each being verified through it.
+    let Some(slot) = WARD_SUBJECT_SCRATCH.get_ptr_mut(0) else {
+        return false; // managed, and we cannot decide: fail closed
+    };
+    // SAFETY: this CPU's slot, a map value that lives for the program.
+    let who = unsafe {
+        *slot = who;
+        &*slot
+    };
     let Some(dest) = dest() else {
         return true;
     };
@@ -60,7 +70,7 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let verdict = steps::decide(
-        &who,
+        who,
         now,
         dest.port,
         &mut NetRules {
@@ -76,7 +86,7 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
         port: dest.port,
         family: dest.family,
     };
-    report(&verdict, &who, Op::Connect as u32, object);
+    report(&verdict, who, Op::Connect as u32, object);
     verdict.allow
 }
 

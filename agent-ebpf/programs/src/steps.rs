@@ -6,7 +6,14 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
-use ward_abi::decision::{Deciding, MostSpecific, SUBJECT_SLOTS, Subjects, Verdict};
+use ward_abi::{
+    FileKey, Rule,
+    decision::{
+        Deciding, FILE_STEPS, FileDecision, MostSpecific, SUBJECT_SLOTS, Subjects, Verdict,
+    },
+};
+
+use crate::maps::{WARD_FILE_RULES_0, WARD_FILE_RULES_1};
 
 struct Loop<'a, M> {
     who: &'a Subjects,
@@ -17,7 +24,7 @@ struct Loop<'a, M> {
 extern "C" fn step<M: MostSpecific>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Loop` that `decide` passed to bpf_loop.
     let l = unsafe { &mut *(ctx as *mut Loop<'_, M>) };
-    let subject = l.who.slot(index as usize);
+    let subject = l.who.slot(crate::dentry::bounded::<7>(index as usize));
     if subject == 0 {
         return 0;
     }
@@ -51,4 +58,63 @@ pub fn decide<M: MostSpecific>(
         );
     }
     Some(l.deciding.verdict())
+}
+
+/// The bpf_loop context: small, because the callback's frame and the
+/// caller's share 512 bytes of stack; the decision itself lives in a
+/// per-CPU scratch slot.
+struct FileLoop {
+    active: u32,
+    decision: *mut FileDecision,
+}
+
+#[inline(always)]
+fn file_rule(active: u32, key: &FileKey) -> Option<Rule> {
+    // SAFETY: map lookups with a key on the stack.
+    unsafe {
+        if active == 0 {
+            WARD_FILE_RULES_0.get(key).copied()
+        } else {
+            WARD_FILE_RULES_1.get(key).copied()
+        }
+    }
+}
+
+extern "C" fn file_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `FileLoop` that `decide_file` passed to
+    // bpf_loop; its `decision` is this CPU's scratch slot.
+    let l = unsafe { &mut *(ctx as *mut FileLoop) };
+    let active = l.active;
+    // Bounded on the register itself: the step's own checks are on a copy
+    // LLVM may not reuse (see `dentry::bounded`).
+    let index = crate::dentry::bounded::<63>(index as usize) as u32;
+    // SAFETY: as above.
+    let decision = unsafe { &mut *l.decision };
+    i64::from(decision.step(index, |key| file_rule(active, key)))
+}
+
+/// `ward_abi::decision::decide_file` for the chain already in `decision`
+/// (this CPU's scratch slot), with its steps run by bpf_loop.
+#[inline(always)]
+pub fn decide_file(
+    decision: *mut FileDecision,
+    who: &Subjects,
+    op: ward_abi::Op,
+    now: u64,
+    active: u32,
+) -> Option<Verdict> {
+    // SAFETY: this CPU's slot; BPF programs do not migrate mid-run.
+    unsafe { (*decision).reset(who, op, now) };
+    let mut l = FileLoop { active, decision };
+    // SAFETY: bpf_loop calls `file_step` with a pointer to `l`, which
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            FILE_STEPS,
+            file_step as *mut c_void,
+            (&mut l as *mut FileLoop).cast(),
+            0,
+        );
+        (*decision).verdict()
+    }
 }
