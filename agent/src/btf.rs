@@ -45,6 +45,8 @@ pub struct KernelOffsets {
     pub file_f_path: u64,
     /// `offsetof(struct file, f_mode)`.
     pub file_f_mode: u64,
+    /// `offsetof(struct file, f_flags)`.
+    pub file_f_flags: u64,
     /// `offsetof(struct linux_binprm, file)`.
     pub bprm_file: u64,
     /// `offsetof(struct task_struct, loginuid)`, or [`ward_abi::NO_OFFSET`]
@@ -73,6 +75,7 @@ impl KernelOffsets {
     pub const UNUSED: KernelOffsets = KernelOffsets {
         file_f_path: 0,
         file_f_mode: 0,
+        file_f_flags: 0,
         bprm_file: 0,
         task_loginuid: ward_abi::NO_OFFSET,
         path_dentry: 0,
@@ -113,6 +116,7 @@ impl KernelOffsets {
         Ok(KernelOffsets {
             file_f_path: byte_offset(&types, "file", "f_path")?,
             file_f_mode: byte_offset(&types, "file", "f_mode")?,
+            file_f_flags: byte_offset(&types, "file", "f_flags")?,
             bprm_file: byte_offset(&types, "linux_binprm", "file")?,
             task_loginuid: byte_offset(&types, "task_struct", "loginuid")
                 .unwrap_or(ward_abi::NO_OFFSET),

@@ -84,6 +84,8 @@ pub mod globals {
     pub const F_PATH_OFF: &str = "F_PATH_OFF";
     /// `offsetof(struct file, f_mode)`.
     pub const F_MODE_OFF: &str = "F_MODE_OFF";
+    /// `offsetof(struct file, f_flags)`.
+    pub const F_FLAGS_OFF: &str = "F_FLAGS_OFF";
     /// `offsetof(struct linux_binprm, file)`.
     pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
     /// `offsetof(struct task_struct, loginuid)`, or [`super::NO_OFFSET`]

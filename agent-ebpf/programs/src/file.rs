@@ -31,6 +31,9 @@ static F_PATH_OFF: u64 = 0;
 /// `offsetof(struct file, f_mode)`.
 #[unsafe(no_mangle)]
 static F_MODE_OFF: u64 = 0;
+/// `offsetof(struct file, f_flags)`.
+#[unsafe(no_mangle)]
+static F_FLAGS_OFF: u64 = 0;
 /// `offsetof(struct linux_binprm, file)`.
 #[unsafe(no_mangle)]
 static BPRM_FILE_OFF: u64 = 0;
@@ -42,6 +45,9 @@ static VM_FILE_OFF: u64 = 0;
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 const FMODE_EXEC: u32 = 0x20;
+/// The open flag execve's open carries (`__FMODE_EXEC`); the f_mode bit is
+/// not set on every kernel, so both are checked.
+const O_FMODE_EXEC: u32 = 0x20;
 const PROT_EXEC: u64 = 0x4;
 
 const ALLOW: i32 = 0;
@@ -174,10 +180,12 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
     // SAFETY: `file` is the hook's trusted BTF pointer; the offset is the
     // kernel's own, so this reads the u32 f_mode field.
     let mode = unsafe { *(file.add(rodata(&F_MODE_OFF)) as *const u32) };
+    // SAFETY: as above, the u32 f_flags field.
+    let flags = unsafe { *(file.add(rodata(&F_FLAGS_OFF)) as *const u32) };
     // Opening an executable for exec is decided as exec, here and in
     // bprm_check_security, so exec-only access works. A directory opened
     // for reading is a listing, decided as read.
-    let (op, also) = if mode & FMODE_EXEC != 0 {
+    let (op, also) = if mode & FMODE_EXEC != 0 || flags & O_FMODE_EXEC != 0 {
         (Op::Exec, None)
     } else {
         match (mode & FMODE_WRITE != 0, mode & FMODE_READ != 0) {

@@ -90,6 +90,7 @@ pub struct Engine {
     trimmer: crate::memory::Trimmer,
     /// When the listed paths were last re-resolved.
     objects_checked: std::time::Instant,
+    objects_refreshes: u32,
     pub startup: Startup,
 }
 
@@ -151,6 +152,7 @@ impl Engine {
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
             trimmer: crate::memory::Trimmer::new(Duration::from_secs(1)),
             objects_checked: std::time::Instant::now(),
+            objects_refreshes: 0,
             startup: Startup {
                 kernel: crate::kernel::release(),
                 file_and_exec,
@@ -410,7 +412,10 @@ impl Engine {
         // inside them: listed within a second.
         if self.objects_checked.elapsed() >= Duration::from_secs(1) {
             self.objects_checked = std::time::Instant::now();
-            let changed = self.enforcer.refresh_objects()?;
+            // Trees are scanned for hard-linked files every 30 s.
+            self.objects_refreshes = self.objects_refreshes.wrapping_add(1);
+            let scan = self.objects_refreshes.is_multiple_of(30);
+            let changed = self.enforcer.refresh_objects(scan)?;
             if changed > 0 {
                 tracing::info!(changed, "protected inodes re-resolved");
             }

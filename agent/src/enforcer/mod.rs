@@ -393,10 +393,11 @@ impl Enforcer {
 
 impl Enforcer {
     /// Re-resolves every listed path: one that appeared, was replaced by
-    /// a new inode, or had a filesystem mounted inside it. Returns how many
-    /// kernel entries changed.
-    pub fn refresh_objects(&mut self) -> Result<usize, EnforcerError> {
-        let changes = self.objects.refresh();
+    /// a new inode, or had a filesystem mounted inside it; with
+    /// `scan_links`, also files in trees that gained a second name.
+    /// Returns how many kernel entries changed.
+    pub fn refresh_objects(&mut self, scan_links: bool) -> Result<usize, EnforcerError> {
+        let changes = self.objects.refresh(scan_links);
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
         Ok(changes.len())
     }

@@ -86,6 +86,46 @@ fn has_no_names(fd: &OwnedFd) -> bool {
     rc == 0 && unsafe { st.assume_init() }.st_nlink == 0
 }
 
+/// Most entries one scan of a tree for hard-linked files visits.
+const MAX_SCAN: usize = 200_000;
+
+/// Regular files under `tree` (same filesystem, no symlinks followed) with
+/// more than one name.
+fn linked_files(tree: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(root) = std::fs::symlink_metadata(tree) else {
+        return out;
+    };
+    let mut stack = vec![std::path::PathBuf::from(tree)];
+    let mut seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_SCAN {
+                tracing::warn!(
+                    tree,
+                    max = MAX_SCAN,
+                    "tree too large to scan for hard links; links made before protection may be missed"
+                );
+                return out;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != root.dev() {
+                continue; // another filesystem: its mount root is listed
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && m.nlink() > 1 {
+                out.push(e.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
 /// Mount points strictly inside `tree` (which ends in `/`), from
 /// `/proc/self/mountinfo`.
 fn mounts_inside(tree: &str) -> Vec<String> {
@@ -141,7 +181,7 @@ impl Objects {
                 inodes: Vec::new(),
             },
         );
-        let changes = self.resolve(pattern);
+        let changes = self.resolve(pattern, true);
         (id, changes)
     }
 
@@ -208,13 +248,18 @@ impl Objects {
 
     /// Re-resolves every pattern: a path that appeared, was replaced or
     /// had a filesystem mounted inside it. Returns the kernel map changes.
-    pub fn refresh(&mut self) -> Vec<ObjectChange> {
+    /// With `scan_links`, trees are also scanned again for files with more
+    /// than one name (slower: it reads every directory in them).
+    pub fn refresh(&mut self, scan_links: bool) -> Vec<ObjectChange> {
         let patterns: Vec<PathPattern> = self.by_pattern.keys().cloned().collect();
-        patterns.iter().flat_map(|p| self.resolve(p)).collect()
+        patterns
+            .iter()
+            .flat_map(|p| self.resolve(p, scan_links))
+            .collect()
     }
 
     /// Brings one pattern's inodes up to date.
-    fn resolve(&mut self, pattern: &PathPattern) -> Vec<ObjectChange> {
+    fn resolve(&mut self, pattern: &PathPattern, scan_links: bool) -> Vec<ObjectChange> {
         let Some(id) = self.by_pattern.get(pattern).map(|l| l.id) else {
             return Vec::new();
         };
@@ -230,6 +275,22 @@ impl Objects {
         {
             for m in mounts_inside(tree) {
                 if let Ok(found) = open_path(&m) {
+                    now.push(found);
+                }
+            }
+            // A file inside with more than one name may have a name
+            // outside the tree, where the kernel's walk would not pass
+            // through the tree: list it as part of the tree itself. New
+            // links from inside are writes (refused to managed callers).
+            let linked = if scan_links {
+                linked_files(tree)
+            } else {
+                Vec::new()
+            };
+            for f in linked {
+                if let Ok(found) = open_path(&f)
+                    && !now.iter().any(|(k, _)| *k == found.0)
+                {
                     now.push(found);
                 }
             }
@@ -342,25 +403,25 @@ mod tests {
         assert!(changes.is_empty(), "nothing to list before it exists");
         assert_eq!(objects.unresolved().count(), 1);
         std::fs::create_dir(dir.path().join("tree")).unwrap();
-        let changes = objects.refresh();
+        let changes = objects.refresh(true);
         assert!(
             matches!(changes[..], [ObjectChange::Put(_, ObjectIds { tree, exact: 0 })] if tree == id),
             "{changes:?}"
         );
         assert_eq!(objects.ensure(&p).0, id, "ids are stable");
-        assert!(objects.refresh().is_empty(), "unchanged: nothing to do");
+        assert!(objects.refresh(true).is_empty(), "unchanged: nothing to do");
         // Renamed away and replaced: the renamed tree stays listed (its
         // protection must survive the rename) and the new one is listed too.
         std::fs::rename(dir.path().join("tree"), dir.path().join("old")).unwrap();
         std::fs::create_dir(dir.path().join("tree")).unwrap();
-        let changes = objects.refresh();
+        let changes = objects.refresh(true);
         assert!(
             matches!(changes[..], [ObjectChange::Put(..)]),
             "{changes:?}"
         );
         // Deleted: no name reaches it, so it goes.
         std::fs::remove_dir(dir.path().join("old")).unwrap();
-        let changes = objects.refresh();
+        let changes = objects.refresh(true);
         assert!(
             matches!(changes[..], [ObjectChange::Remove(_)]),
             "{changes:?}"
