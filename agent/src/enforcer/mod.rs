@@ -493,6 +493,11 @@ impl Enforcer {
                     chain: None,
                 })
             }
+            Probe::Path(_) if !self.config.hooks.lsm => Err(EnforcerError::Explain(
+                "files and executables are not enforced on this host (no BPF LSM): \
+                 there is no kernel decision to explain"
+                    .into(),
+            )),
             Probe::Path(path) => {
                 let chain = self.kernel_walk(path)?;
                 let err = std::cell::RefCell::new(None);

@@ -319,7 +319,24 @@ fn every_bad_grant_is_refused_whole_with_its_field_named() {
     let h = host("valid", "");
     let _wardd = h.start();
     let net = format!("127.0.0.1:{}", h.addr.port());
-    let cases: [(&[&str], &str); 6] = [
+    let unmanaged = rel(h.sb.unmanaged.path());
+    let cases: [(&[&str], &str); 7] = [
+        (
+            // A cgroup outside every managed subtree: a grant there would
+            // reach processes ward does not enforce on.
+            &[
+                "grant",
+                "--workload",
+                &unmanaged,
+                "--connect",
+                &net,
+                "--for",
+                "5m",
+                "--reason",
+                "x",
+            ],
+            "subject.workload",
+        ),
         (
             &[
                 "grant",
@@ -460,6 +477,52 @@ fn every_bad_grant_is_refused_whole_with_its_field_named() {
     }
     assert!(h.grants().is_empty(), "nothing was stored");
     assert_eq!(h.connect(), DENIED, "and nothing was enforced");
+}
+
+#[test]
+fn a_grant_for_a_cgroup_inside_a_managed_one_reaches_that_cgroup_only() {
+    // The kernel applies every listed cgroup on a task's route to the root:
+    // a grant for `managed/app` opens `managed/app` (and below), not its
+    // sibling `managed/other`, and explain says the same.
+    let h = host("subcg", "");
+    let app = ward_agent::cgroup::OwnedCgroup::create(h.sb.managed.path(), "app").unwrap();
+    let other = ward_agent::cgroup::OwnedCgroup::create(h.sb.managed.path(), "other").unwrap();
+    let _wardd = h.start();
+    let target = format!("127.0.0.1:{}", h.addr.port());
+    let (code, _, err) = h.ward(&[
+        "grant",
+        "--workload",
+        &rel(app.path()),
+        "--connect",
+        &target,
+        "--for",
+        "5m",
+        "--reason",
+        "INC-7",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(connect_as_child(Some(&app), h.addr), OpenOutcome::Opened);
+    assert_eq!(connect_as_child(Some(&other), h.addr), DENIED);
+    assert_eq!(h.connect(), DENIED, "the managed parent itself");
+    let explain = |cg: &Path| {
+        let (code, out, _) = h.ward(&[
+            "explain",
+            "--workload",
+            &rel(cg),
+            "--connect",
+            &target,
+            "--json",
+        ]);
+        (code, out)
+    };
+    assert_eq!(explain(app.path()).0, 0, "explain agrees: app is allowed");
+    assert_eq!(
+        explain(other.path()).0,
+        10,
+        "explain agrees: other is denied"
+    );
+    drop(app);
+    drop(other);
 }
 
 #[test]
