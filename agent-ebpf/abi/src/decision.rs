@@ -306,18 +306,24 @@ pub fn file_precheck(chain: &Chain) -> Result<Option<()>, Verdict> {
     Ok(if chain.len == 0 { None } else { Some(()) })
 }
 
-/// The deny for a walk that could not see the whole route to the root.
+/// A deny on every port, standing for `rule_id`.
 #[inline(always)]
-fn incomplete() -> Verdict {
-    let rule = Rule {
+const fn deny_rule(rule_id: u64) -> Rule {
+    Rule {
         effect: Effect::Deny as u32,
         flags: 0,
         expires_ns: 0,
-        rule_id: RULE_WALK_INCOMPLETE,
+        rule_id,
         port_first: 0,
         port_last: u16::MAX,
         _pad: 0,
-    };
+    }
+}
+
+/// The deny for a walk that could not see the whole route to the root.
+#[inline(always)]
+fn incomplete() -> Verdict {
+    let rule = deny_rule(RULE_WALK_INCOMPLETE);
     Verdict {
         allow: false,
         rule_id: RULE_WALK_INCOMPLETE,
@@ -365,15 +371,7 @@ const UNPROTECTED: u32 = 2;
 impl FileDecision {
     #[inline(always)]
     pub fn new(chain: &Chain, who: &Subjects, op: Op, now: u64) -> FileDecision {
-        let none = Rule {
-            effect: Effect::Deny as u32,
-            flags: 0,
-            expires_ns: 0,
-            rule_id: 0,
-            port_first: 0,
-            port_last: u16::MAX,
-            _pad: 0,
-        };
+        let none = deny_rule(0);
         let mut d = FileDecision {
             chain: *chain,
             slots: [0; 1 + SUBJECT_SLOTS],

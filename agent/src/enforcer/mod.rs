@@ -583,19 +583,26 @@ impl Enforcer {
         ))
     }
 
+    /// The probe program `kernel_walk` attaches while it asks.
+    fn explain_program(&mut self) -> Result<&mut aya::programs::Lsm, EnforcerError> {
+        let name = ward_abi::programs::EXPLAIN_GETATTR;
+        self.ebpf
+            .program_mut(name)
+            .ok_or(EnforcerError::MissingProgram(name))?
+            .try_into()
+            .map_err(attach::program_err(name))
+    }
+
     /// What the kernel's walk finds for `path`: the explain probe program
     /// is attached, this thread stats the path, and the walk it ran is read
     /// back. A path that does not exist is walked from its parent, as a
     /// creation would be.
     fn kernel_walk(&mut self, path: &str) -> Result<ward_abi::Chain, EnforcerError> {
         let name = ward_abi::programs::EXPLAIN_GETATTR;
-        let program: &mut aya::programs::Lsm = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EnforcerError::MissingProgram(name))?
-            .try_into()
+        let link = self
+            .explain_program()?
+            .attach()
             .map_err(attach::program_err(name))?;
-        let link = program.attach().map_err(attach::program_err(name))?;
         let result = (|| {
             // SAFETY: gettid has no arguments and cannot fail.
             let tid = unsafe { libc::gettid() } as u32;
@@ -622,13 +629,9 @@ impl Enforcer {
             }
         })();
         let clear = kmaps::write_explain(&mut self.ebpf, &ward_abi::ExplainSlot::default());
-        let program: &mut aya::programs::Lsm = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EnforcerError::MissingProgram(name))?
-            .try_into()
+        self.explain_program()?
+            .detach(link)
             .map_err(attach::program_err(name))?;
-        program.detach(link).map_err(attach::program_err(name))?;
         clear?;
         let (chain, popped) = result?;
         Ok(below(&chain, popped, &self.objects))
