@@ -259,3 +259,223 @@ fn syscall_overhead() {
         report(p.syscall, "baseline", None, ns, &none);
     }
 }
+
+/// Depths the walk benchmark measures: directories between `/` and the file.
+const DEPTHS: [usize; 4] = [3, 6, 16, 32];
+/// Open+close pairs per timed run of the walk benchmark.
+const WALK_OPS: u32 = 5_000;
+/// The managed, unprivileged user the walk benchmark measures as.
+const WALK_USER: u32 = 4545;
+
+/// Runs `ops` open+close pairs of `path` in a forked child, after `setup`
+/// (raw syscalls only; non-zero aborts), and returns ns per pair on the
+/// guest clock (instructions, under icount).
+fn child_ns_per_open(path: &std::ffi::CStr, ops: u32, setup: &dyn Fn() -> i32) -> f64 {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe, fork; the child makes raw syscalls only, then _exit.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            if setup() != 0 {
+                libc::_exit(1);
+            }
+            // Warm up, then time.
+            for _ in 0..500 {
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    libc::_exit(2);
+                }
+                libc::close(fd);
+            }
+            let mut a: libc::timespec = std::mem::zeroed();
+            let mut b: libc::timespec = std::mem::zeroed();
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut a);
+            for _ in 0..ops {
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                libc::close(fd);
+            }
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut b);
+            let ns = (b.tv_sec - a.tv_sec) as f64 * 1e9 + (b.tv_nsec - a.tv_nsec) as f64;
+            let per = (ns / f64::from(ops)).to_bits().to_ne_bytes();
+            libc::write(fds[1], per.as_ptr().cast(), 8);
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut buf = [0u8; 8];
+        let n = libc::read(fds[0], buf.as_mut_ptr().cast(), 8);
+        libc::close(fds[0]);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert!(
+            n == 8 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "walk bench child failed: status {status}"
+        );
+        f64::from_bits(u64::from_ne_bytes(buf))
+    }
+}
+
+/// Becomes the managed benchmark user (raw syscalls).
+fn become_walk_user() -> i32 {
+    // SAFETY: setgid, setuid.
+    unsafe {
+        if libc::setgid(WALK_USER) != 0 || libc::setuid(WALK_USER) != 0 {
+            return 1;
+        }
+    }
+    0
+}
+
+/// A Landlock domain handling READ_FILE, with one rule allowing it
+/// beneath `dir` (raw syscalls; x86_64 numbers).
+fn landlock_beneath(dir: &std::ffi::CStr) -> i32 {
+    const READ_FILE: u64 = 1 << 2;
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed: u64,
+        parent_fd: i32,
+    }
+    // SAFETY: the Landlock syscalls with valid attribute structs.
+    unsafe {
+        let handled: u64 = READ_FILE;
+        let ruleset = libc::syscall(444, &handled as *const u64, 8usize, 0u32) as i32;
+        if ruleset < 0 {
+            return 1;
+        }
+        let parent = libc::open(dir.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        if parent < 0 {
+            return 2;
+        }
+        let rule = PathBeneath {
+            allowed: READ_FILE,
+            parent_fd: parent,
+        };
+        if libc::syscall(445, ruleset, 1u32, &rule as *const PathBeneath, 0u32) != 0 {
+            return 3;
+        }
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        if libc::syscall(446, ruleset, 0u32) != 0 {
+            return 4;
+        }
+    }
+    0
+}
+
+fn walk_report(depth: usize, condition: &str, entries: usize, ns: f64) {
+    println!(
+        "BENCH_WALK {}",
+        serde_json::json!({ "depth": depth, "condition": condition, "entries": entries, "ns": ns })
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn file_walk_against_landlock() {
+    use std::ffi::CString;
+    // /tmp/ward-walk-PID is 2 deep; add directories to reach each depth.
+    let top = TempDir::new("walk");
+    std::fs::set_permissions(
+        top.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let files: Vec<(usize, std::path::PathBuf)> = DEPTHS
+        .iter()
+        .map(|&d| {
+            let mut p = top.path().join(format!("d{d}"));
+            for i in 0..d.saturating_sub(3) {
+                p = p.join(format!("l{i}"));
+            }
+            std::fs::create_dir_all(&p).unwrap();
+            let f = p.join("f.txt");
+            std::fs::write(&f, b"x").unwrap();
+            for a in f.ancestors().skip(1) {
+                if a.starts_with(top.path()) {
+                    std::fs::set_permissions(
+                        a,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                    .unwrap();
+                }
+            }
+            (d, f)
+        })
+        .collect();
+    let none = &|| 0;
+    for (d, f) in &files {
+        let c = CString::new(f.to_str().unwrap()).unwrap();
+        let parent = CString::new(f.parent().unwrap().to_str().unwrap()).unwrap();
+        walk_report(*d, "no ward", 0, child_ns_per_open(&c, WALK_OPS, none));
+        walk_report(
+            *d,
+            "landlock, rule on the parent",
+            0,
+            child_ns_per_open(&c, WALK_OPS, &|| landlock_beneath(&parent)),
+        );
+        walk_report(
+            *d,
+            "landlock, rule at /",
+            0,
+            child_ns_per_open(&c, WALK_OPS, &|| landlock_beneath(c"/")),
+        );
+    }
+    let mut enforcer = Enforcer::load(EnforcerConfig {
+        uid_ranges: vec![(WALK_USER, WALK_USER)],
+        ..Default::default()
+    })
+    .unwrap();
+    // Something is protected (elsewhere), so managed callers walk.
+    let elsewhere = TempDir::new("walk-elsewhere");
+    let other =
+        Object::Path(PathPattern::parse(&format!("{}/", elsewhere.path().display())).unwrap());
+    enforcer.apply(&[protection(Op::Read, &other)]).unwrap();
+    for (d, f) in &files {
+        let c = CString::new(f.to_str().unwrap()).unwrap();
+        walk_report(
+            *d,
+            "ward, unmanaged",
+            0,
+            child_ns_per_open(&c, WALK_OPS, none),
+        );
+        walk_report(
+            *d,
+            "ward, managed, unprotected",
+            0,
+            child_ns_per_open(&c, WALK_OPS, &become_walk_user),
+        );
+    }
+    // The top directory protected, the user granted: every depth walks to
+    // the root through the object.
+    let tree = Object::Path(PathPattern::parse(&format!("{}/", top.path().display())).unwrap());
+    for entries in [0usize, 100_000] {
+        let mut table = vec![protection(Op::Read, &other), protection(Op::Read, &tree)];
+        table.extend((0..entries).map(|i| Entry {
+            subject: Subject::Uid(100_000 + i as u32),
+            op: Op::Read,
+            object: tree.clone(),
+            effect: Effect::Allow,
+            expires: Expiry::Never,
+            rule_id: 10 + i as u64,
+            from_grant: false,
+        }));
+        // The user's allow is a policy entry, not a grant: a grant's use is
+        // an audit event, which the syscall benchmark above measures; this
+        // one measures the walk and the decision.
+        table.push(Entry {
+            subject: Subject::Uid(WALK_USER),
+            op: Op::Read,
+            object: tree.clone(),
+            effect: Effect::Allow,
+            expires: Expiry::Never,
+            rule_id: 7,
+            from_grant: false,
+        });
+        enforcer.apply(&table).unwrap();
+        for (d, f) in &files {
+            let c = CString::new(f.to_str().unwrap()).unwrap();
+            let ns = child_ns_per_open(&c, WALK_OPS, &become_walk_user);
+            walk_report(*d, "ward, managed, protected, allowed", entries, ns);
+        }
+    }
+}
