@@ -46,6 +46,24 @@ fn chmod(p: &Path, mode: u32) {
 
 impl Fixture {
     fn new(tag: &str, ops: &[Op]) -> Fixture {
+        let enforcer = Enforcer::load(EnforcerConfig {
+            uid_ranges: vec![(4000, 4999)],
+            ..Default::default()
+        })
+        .expect("load enforcer");
+        Fixture::with(enforcer, tag, ops)
+    }
+
+    /// A fresh tree for the next case, on the same enforcer (loading one
+    /// is the verifier's work: seconds under emulation). The grant is
+    /// revoked and the table replaced.
+    fn next(self, tag: &str, ops: &[Op]) -> Fixture {
+        let mut enforcer = self.enforcer;
+        enforcer.revoke(GRANT).expect("revoke");
+        Fixture::with(enforcer, tag, ops)
+    }
+
+    fn with(mut enforcer: Enforcer, tag: &str, ops: &[Op]) -> Fixture {
         let dir = TempDir::new(&format!("route-{tag}"));
         chmod(dir.path(), 0o755);
         let secret = dir.file("srv/prod/secret.txt");
@@ -67,11 +85,6 @@ impl Fixture {
             chmod(f, 0o666);
             chown(f, USER);
         }
-        let mut enforcer = Enforcer::load(EnforcerConfig {
-            uid_ranges: vec![(4000, 4999)],
-            ..Default::default()
-        })
-        .expect("load enforcer");
         let object = tree_object(&tree);
         let entries: Vec<Entry> = ops.iter().map(|op| protection(*op, &object)).collect();
         enforcer.apply(&entries).expect("apply protection");
@@ -458,7 +471,7 @@ fn unlink_and_rmdir_are_writes() {
     denied_then_granted(&mut fx, Op::Write, "unlink", || {
         ok(unsafe { libc::unlink(f.as_ptr()) })
     });
-    let mut fx = Fixture::new("rmdir", &[Op::Write]);
+    let mut fx = fx.next("rmdir", &[Op::Write]);
     std::fs::remove_file(fx.sub.join("deep.txt")).unwrap();
     let d = c(&fx.sub);
     // SAFETY: rmdir(2).
@@ -481,8 +494,11 @@ fn creating_anything_inside_the_tree_is_a_write() {
             ok(unsafe { libc::symlink(c"/etc/hostname".as_ptr(), p.as_ptr()) })
         }),
     ];
-    for (what, make) in cases {
-        let mut fx = Fixture::new("create", &[Op::Write]);
+    let mut fx = Fixture::new("create", &[Op::Write]);
+    for (i, (what, make)) in cases.into_iter().enumerate() {
+        if i > 0 {
+            fx = fx.next(&format!("create{i}"), &[Op::Write]);
+        }
         let p = c(&fx.sub.join("new"));
         denied_then_granted(&mut fx, Op::Write, what, || make(&p));
     }
@@ -518,8 +534,11 @@ fn attribute_changes_are_writes() {
             }
         }),
     ];
-    for (what, change) in cases {
-        let mut fx = Fixture::new("attrs", &[Op::Write]);
+    let mut fx = Fixture::new("attrs", &[Op::Write]);
+    for (i, (what, change)) in cases.into_iter().enumerate() {
+        if i > 0 {
+            fx = fx.next(&format!("attrs{i}"), &[Op::Write]);
+        }
         let p = c(&fx.secret);
         denied_then_granted(&mut fx, Op::Write, what, || change(&p));
     }
