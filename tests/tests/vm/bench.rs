@@ -362,6 +362,14 @@ fn landlock_beneath(dir: &std::ffi::CStr) -> i32 {
     0
 }
 
+/// The least of three runs: under icount, anything else the guest does
+/// during a run (a kworker, an RCU callback) only ever adds instructions.
+fn least_ns_per_open(path: &std::ffi::CStr, setup: &dyn Fn() -> i32) -> f64 {
+    (0..3)
+        .map(|_| child_ns_per_open(path, WALK_OPS, setup))
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn walk_report(depth: usize, condition: &str, entries: usize, ns: f64) {
     println!(
         "BENCH_WALK {}",
@@ -403,25 +411,28 @@ fn file_walk_against_landlock() {
         })
         .collect();
     let none = &|| 0;
+    // Let boot-time work settle: it would count as instructions of the loop.
+    std::thread::sleep(std::time::Duration::from_secs(5));
     for (d, f) in &files {
         let c = CString::new(f.to_str().unwrap()).unwrap();
         let parent = CString::new(f.parent().unwrap().to_str().unwrap()).unwrap();
-        walk_report(*d, "no ward", 0, child_ns_per_open(&c, WALK_OPS, none));
+        walk_report(*d, "no ward", 0, least_ns_per_open(&c, none));
         walk_report(
             *d,
             "landlock, rule on the parent",
             0,
-            child_ns_per_open(&c, WALK_OPS, &|| landlock_beneath(&parent)),
+            least_ns_per_open(&c, &|| landlock_beneath(&parent)),
         );
         walk_report(
             *d,
             "landlock, rule at /",
             0,
-            child_ns_per_open(&c, WALK_OPS, &|| landlock_beneath(c"/")),
+            least_ns_per_open(&c, &|| landlock_beneath(c"/")),
         );
     }
     let mut enforcer = Enforcer::load(EnforcerConfig {
         uid_ranges: vec![(WALK_USER, WALK_USER)],
+        max_path_rules: 1 << 18,
         ..Default::default()
     })
     .unwrap();
@@ -436,13 +447,13 @@ fn file_walk_against_landlock() {
             *d,
             "ward, unmanaged",
             0,
-            child_ns_per_open(&c, WALK_OPS, none),
+            least_ns_per_open(&c, none),
         );
         walk_report(
             *d,
             "ward, managed, unprotected",
             0,
-            child_ns_per_open(&c, WALK_OPS, &become_walk_user),
+            least_ns_per_open(&c, &become_walk_user),
         );
     }
     // The top directory protected, the user granted: every depth walks to
@@ -474,7 +485,7 @@ fn file_walk_against_landlock() {
         enforcer.apply(&table).unwrap();
         for (d, f) in &files {
             let c = CString::new(f.to_str().unwrap()).unwrap();
-            let ns = child_ns_per_open(&c, WALK_OPS, &become_walk_user);
+            let ns = least_ns_per_open(&c, &become_walk_user);
             walk_report(*d, "ward, managed, protected, allowed", entries, ns);
         }
     }
