@@ -415,27 +415,12 @@ impl FileDecision {
         self.deciding.decided_subject = 0;
     }
 
-    /// Chain entries each slot steps over: the chain's length (at least 1,
-    /// at most [`MAX_CHAIN`]), so a chain of one object takes 7 steps, not
-    /// [`FILE_STEPS`].
-    #[inline(always)]
-    fn per_slot(&self) -> usize {
-        (self.chain.len as usize).clamp(1, MAX_CHAIN)
-    }
-
-    /// How many steps this decision takes (at most [`FILE_STEPS`]).
-    #[inline(always)]
-    pub fn steps(&self) -> u32 {
-        ((1 + SUBJECT_SLOTS) * self.per_slot()) as u32
-    }
-
     /// One step; true when the decision is final and the rest can be
     /// skipped.
     #[inline(always)]
     pub fn step(&mut self, index: u32, get: impl Fn(&FileKey) -> Option<Rule>) -> bool {
-        let per_slot = self.per_slot();
-        let slot = (index as usize) / per_slot;
-        let at = (index as usize) % per_slot;
+        let slot = (index as usize) / MAX_CHAIN;
+        let at = (index as usize) % MAX_CHAIN;
         if at == 0 {
             self.found = 0;
             if slot == 1 && self.protected != PROTECTED {
@@ -497,9 +482,8 @@ pub fn decide_file(
         Ok(Some(())) => {}
     }
     let mut d = FileDecision::new(chain, who, op, now);
-    let steps = d.steps();
     let mut i = 0;
-    while i < steps {
+    while i < FILE_STEPS {
         if d.step(i, &get) {
             break;
         }

@@ -110,7 +110,7 @@ pub fn decide_file(
     // outlives the call.
     unsafe {
         bpf_loop(
-            (*decision).steps().min(FILE_STEPS),
+            FILE_STEPS,
             file_step as *mut c_void,
             (&mut l as *mut FileLoop).cast(),
             0,
