@@ -443,12 +443,7 @@ fn file_walk_against_landlock() {
     enforcer.apply(&[protection(Op::Read, &other)]).unwrap();
     for (d, f) in &files {
         let c = CString::new(f.to_str().unwrap()).unwrap();
-        walk_report(
-            *d,
-            "ward, unmanaged",
-            0,
-            least_ns_per_open(&c, none),
-        );
+        walk_report(*d, "ward, unmanaged", 0, least_ns_per_open(&c, none));
         walk_report(
             *d,
             "ward, managed, unprotected",
