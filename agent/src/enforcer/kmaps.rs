@@ -243,31 +243,75 @@ pub fn fill_generation(
     Ok(())
 }
 
-pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), EnforcerError> {
-    let g = generation as usize & 1;
-    {
-        let name = maps::FILE_RULES[g];
-        let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
-        let keys: Vec<FileKey> = m.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            match m.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(name)(e)),
-            }
-        }
-    }
-    clear::<NetKey>(ebpf, maps::NET_RULES[g])
+/// The two kinds of rule map (the file rules' hash, the network rules'
+/// trie), so that clearing, removing by id and counting are written once.
+trait RuleMap {
+    type Key;
+    fn entries(&self) -> Vec<(Self::Key, Rule)>;
+    fn len(&self) -> usize;
+    fn delete(&mut self, key: &Self::Key) -> Result<(), MapError>;
 }
 
-fn clear<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EnforcerError> {
-    let mut trie: LpmTrie<_, K, Rule> = map(ebpf, name)?;
-    let keys: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
-    for k in keys {
-        match trie.remove(&k) {
+impl RuleMap for HashMap<&mut aya::maps::MapData, FileKey, Rule> {
+    type Key = FileKey;
+    fn entries(&self) -> Vec<(FileKey, Rule)> {
+        self.iter().filter_map(Result::ok).collect()
+    }
+    fn len(&self) -> usize {
+        self.keys().filter(Result::is_ok).count()
+    }
+    fn delete(&mut self, key: &FileKey) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+impl RuleMap for LpmTrie<&mut aya::maps::MapData, NetKey, Rule> {
+    type Key = Key<NetKey>;
+    fn entries(&self) -> Vec<(Key<NetKey>, Rule)> {
+        self.iter().filter_map(Result::ok).collect()
+    }
+    fn len(&self) -> usize {
+        self.keys().filter(Result::is_ok).count()
+    }
+    fn delete(&mut self, key: &Key<NetKey>) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+/// Removes the entries `doomed` picks; returns how many.
+fn remove_where(
+    m: &mut impl RuleMap,
+    name: &'static str,
+    doomed: impl Fn(&Rule) -> bool,
+) -> Result<usize, EnforcerError> {
+    let keys: Vec<_> = m
+        .entries()
+        .into_iter()
+        .filter(|(_, r)| doomed(r))
+        .map(|(k, _)| k)
+        .collect();
+    for k in &keys {
+        match m.delete(k) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(name)(e)),
         }
     }
+    Ok(keys.len())
+}
+
+pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), EnforcerError> {
+    let g = generation as usize & 1;
+    let (files, nets) = (maps::FILE_RULES[g], maps::NET_RULES[g]);
+    remove_where(
+        &mut map::<HashMap<_, FileKey, Rule>>(ebpf, files)?,
+        files,
+        |_| true,
+    )?;
+    remove_where(
+        &mut map::<LpmTrie<_, NetKey, Rule>>(ebpf, nets)?,
+        nets,
+        |_| true,
+    )?;
     Ok(())
 }
 
@@ -275,57 +319,27 @@ fn clear<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Enforce
 /// generation; returns how many.
 pub fn remove_rule_id(ebpf: &mut Ebpf, rule_id: u64) -> Result<usize, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
-    let files = {
-        let name = maps::FILE_RULES[g];
-        let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
-        let doomed: Vec<FileKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, r)| r.rule_id == rule_id)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &doomed {
-            m.remove(k).map_err(map_err(name))?;
-        }
-        doomed.len()
-    };
-    Ok(files + remove_by_id::<NetKey>(ebpf, maps::NET_RULES[g], rule_id)?)
-}
-
-fn remove_by_id<K: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    id: u64,
-) -> Result<usize, EnforcerError> {
-    let mut trie: LpmTrie<_, K, Rule> = map(ebpf, name)?;
-    let doomed: Vec<Key<K>> = trie
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, r)| r.rule_id == id)
-        .map(|(k, _)| k)
-        .collect();
-    for k in &doomed {
-        trie.remove(k).map_err(map_err(name))?;
-    }
-    Ok(doomed.len())
-}
-
-fn count<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<usize, EnforcerError> {
-    let trie: LpmTrie<_, K, Rule> = map(ebpf, name)?;
-    Ok(trie.keys().filter(Result::is_ok).count())
+    let (files, nets) = (maps::FILE_RULES[g], maps::NET_RULES[g]);
+    let by_id = |r: &Rule| r.rule_id == rule_id;
+    Ok(remove_where(
+        &mut map::<HashMap<_, FileKey, Rule>>(ebpf, files)?,
+        files,
+        by_id,
+    )? + remove_where(
+        &mut map::<LpmTrie<_, NetKey, Rule>>(ebpf, nets)?,
+        nets,
+        by_id,
+    )?)
 }
 
 pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
-    let path_rules = {
-        let m: HashMap<_, FileKey, Rule> = map(ebpf, maps::FILE_RULES[g])?;
-        m.keys().filter(Result::is_ok).count()
-    };
+    let path_rules = map::<HashMap<_, FileKey, Rule>>(ebpf, maps::FILE_RULES[g])?.len();
     let objects = {
         let m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
         m.keys().filter(Result::is_ok).count()
     };
-    let net_rules = count::<NetKey>(ebpf, maps::NET_RULES[g])?;
+    let net_rules = map::<LpmTrie<_, NetKey, Rule>>(ebpf, maps::NET_RULES[g])?.len();
     let managed_cgroups = {
         let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
         m.keys().filter(Result::is_ok).count()

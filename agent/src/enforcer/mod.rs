@@ -401,19 +401,6 @@ impl Enforcer {
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
         Ok(changes.len())
     }
-
-    /// Patterns whose path names nothing now (they protect nothing).
-    pub fn unresolved_paths(&self) -> Vec<String> {
-        self.objects
-            .unresolved()
-            .map(|p| p.as_str().to_owned())
-            .collect()
-    }
-
-    /// The pattern an event's object id stands for.
-    pub fn object_name(&self, id: u32) -> Option<String> {
-        self.objects.name(id).map(|p| p.as_str().to_owned())
-    }
 }
 
 /// What `explain` asks about: a path, walked by the kernel itself, or a

@@ -126,13 +126,16 @@ fn linked_files(tree: &str) -> Vec<String> {
     out
 }
 
-/// Mount points strictly inside `tree` (which ends in `/`), from
-/// `/proc/self/mountinfo`.
-fn mounts_inside(tree: &str) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
+/// The agent's mount table (empty if unreadable), read once per pass.
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
+/// Mount points strictly inside `tree` (which ends in `/`), from the text
+/// of `/proc/self/mountinfo`.
+fn mounts_inside(tree: &str, mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(unescape_mountinfo)
         .filter(|m| m.len() + 1 > tree.len() && m.starts_with(tree))
@@ -181,7 +184,7 @@ impl Objects {
                 inodes: Vec::new(),
             },
         );
-        let changes = self.resolve(pattern, true);
+        let changes = self.resolve(pattern, true, &mountinfo());
         (id, changes)
     }
 
@@ -252,14 +255,20 @@ impl Objects {
     /// than one name (slower: it reads every directory in them).
     pub fn refresh(&mut self, scan_links: bool) -> Vec<ObjectChange> {
         let patterns: Vec<PathPattern> = self.by_pattern.keys().cloned().collect();
+        let mounts = mountinfo();
         patterns
             .iter()
-            .flat_map(|p| self.resolve(p, scan_links))
+            .flat_map(|p| self.resolve(p, scan_links, &mounts))
             .collect()
     }
 
     /// Brings one pattern's inodes up to date.
-    fn resolve(&mut self, pattern: &PathPattern, scan_links: bool) -> Vec<ObjectChange> {
+    fn resolve(
+        &mut self,
+        pattern: &PathPattern,
+        scan_links: bool,
+        mountinfo: &str,
+    ) -> Vec<ObjectChange> {
         let Some(id) = self.by_pattern.get(pattern).map(|l| l.id) else {
             return Vec::new();
         };
@@ -273,7 +282,7 @@ impl Objects {
         if let PathPattern::Subtree(tree) = pattern
             && !now.is_empty()
         {
-            for m in mounts_inside(tree) {
+            for m in mounts_inside(tree, mountinfo) {
                 if let Ok(found) = open_path(&m) {
                     now.push(found);
                 }
