@@ -178,7 +178,7 @@ impl EventStream {
             while let Some(item) = ring.next() {
                 if let Some(mut event) = KernelEvent::decode(&item) {
                     let names = self.names.read().ok();
-                    event.name_files(|id| names.as_ref()?.get(&id).cloned());
+                    event.name_files(|id| Some(names.as_ref()?.get(&id)?.as_str().to_owned()));
                     return Ok(event);
                 }
             }

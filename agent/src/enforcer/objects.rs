@@ -42,7 +42,7 @@ pub enum ObjectChange {
 
 /// Object id -> the path it was listed under, shared with the event
 /// stream so events name files in the agent's namespace.
-pub type ObjectNames = std::sync::Arc<std::sync::RwLock<BTreeMap<u32, String>>>;
+pub type ObjectNames = std::sync::Arc<std::sync::RwLock<BTreeMap<u32, PathPattern>>>;
 
 /// The registry: patterns, their ids, and the kernel map it mirrors.
 #[derive(Debug, Default)]
@@ -51,8 +51,6 @@ pub struct Objects {
     by_pattern: BTreeMap<PathPattern, Listed>,
     /// What the kernel's object map holds.
     kernel: BTreeMap<InodeKey, ObjectIds>,
-    /// id -> pattern, for events.
-    names: BTreeMap<u32, PathPattern>,
 }
 
 /// The kernel's encoding of a device number (`MKDEV`: major << 20 | minor),
@@ -173,9 +171,8 @@ impl Objects {
             return (l.id, Vec::new());
         }
         let id = self.stable_id(pattern);
-        self.names.insert(id, pattern.clone());
         if let Ok(mut shared) = self.shared.write() {
-            shared.insert(id, pattern.as_str().to_owned());
+            shared.insert(id, pattern.clone());
         }
         self.by_pattern.insert(
             pattern.clone(),
@@ -202,7 +199,8 @@ impl Objects {
             h ^= u32::from(*b);
             h = h.wrapping_mul(0x0100_0193);
         }
-        while h == 0 || self.names.contains_key(&h) {
+        let taken = |h| self.name(h).is_some();
+        while h == 0 || taken(h) {
             h = h.wrapping_add(1);
         }
         h
@@ -214,8 +212,8 @@ impl Objects {
     }
 
     /// The pattern an id stands for (events name objects by id).
-    pub fn name(&self, id: u32) -> Option<&PathPattern> {
-        self.names.get(&id)
+    pub fn name(&self, id: u32) -> Option<PathPattern> {
+        self.shared.read().ok()?.get(&id).cloned()
     }
 
     /// Patterns whose path names nothing now: they protect nothing.
@@ -237,7 +235,6 @@ impl Objects {
         let mut changes = Vec::new();
         for p in doomed {
             if let Some(l) = self.by_pattern.remove(&p) {
-                self.names.remove(&l.id);
                 if let Ok(mut shared) = self.shared.write() {
                     shared.remove(&l.id);
                 }
@@ -333,7 +330,7 @@ impl Objects {
             if *slot != 0 && *slot != id {
                 tracing::warn!(
                     path = %pattern,
-                    other = ?self.names.get(slot),
+                    other = ?self.shared.read().ok().and_then(|n| n.get(slot).cloned()),
                     "two patterns name the same inode; the first keeps it"
                 );
                 continue;
