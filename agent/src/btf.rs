@@ -64,6 +64,13 @@ pub struct KernelOffsets {
     pub sb_s_dev: u64,
     /// `offsetof(struct vm_area_struct, vm_file)`.
     pub vma_vm_file: u64,
+    /// Sockets: `struct socket.{sk, type}`, `struct msghdr.{msg_name,
+    /// msg_namelen}`, `struct sock.__sk_common.skc_rcv_saddr`.
+    pub socket_sk: u64,
+    pub socket_type: u64,
+    pub msghdr_msg_name: u64,
+    pub msghdr_msg_namelen: u64,
+    pub sock_rcv_saddr: u64,
     /// Index of the `dentry` parameter of the `inode_setattr` LSM hook.
     pub setattr_dentry_arg: u64,
     /// Whether the kernel has the `inode_set_acl` hooks (6.2+).
@@ -86,6 +93,11 @@ impl KernelOffsets {
         inode_i_ino: 0,
         sb_s_dev: 0,
         vma_vm_file: 0,
+        socket_sk: 0,
+        socket_type: 0,
+        msghdr_msg_name: 0,
+        msghdr_msg_namelen: 0,
+        sock_rcv_saddr: 0,
         setattr_dentry_arg: 0,
         acl_hooks: false,
     };
@@ -128,6 +140,11 @@ impl KernelOffsets {
             inode_i_ino: byte_offset(&types, "inode", "i_ino")?,
             sb_s_dev: byte_offset(&types, "super_block", "s_dev")?,
             vma_vm_file: byte_offset(&types, "vm_area_struct", "vm_file")?,
+            socket_sk: byte_offset(&types, "socket", "sk")?,
+            socket_type: byte_offset(&types, "socket", "type")?,
+            msghdr_msg_name: byte_offset(&types, "msghdr", "msg_name")?,
+            msghdr_msg_namelen: byte_offset(&types, "msghdr", "msg_namelen")?,
+            sock_rcv_saddr: byte_offset(&types, "sock", "__sk_common.skc_rcv_saddr")?,
             setattr_dentry_arg: param_index(&types, "bpf_lsm_inode_setattr", "dentry")?,
             acl_hooks: types.id_of("bpf_lsm_inode_set_acl").is_some(),
         })

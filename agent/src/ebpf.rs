@@ -24,7 +24,12 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::D_NAME_OFF, &offsets.dentry_d_name, true)
         .override_global(globals::I_INO_OFF, &offsets.inode_i_ino, true)
         .override_global(globals::S_DEV_OFF, &offsets.sb_s_dev, true)
-        .override_global(globals::VM_FILE_OFF, &offsets.vma_vm_file, true);
+        .override_global(globals::VM_FILE_OFF, &offsets.vma_vm_file, true)
+        .override_global(globals::SOCKET_SK_OFF, &offsets.socket_sk, true)
+        .override_global(globals::SOCKET_TYPE_OFF, &offsets.socket_type, true)
+        .override_global(globals::MSG_NAME_OFF, &offsets.msghdr_msg_name, true)
+        .override_global(globals::MSG_NAMELEN_OFF, &offsets.msghdr_msg_namelen, true)
+        .override_global(globals::SK_RCV_SADDR_OFF, &offsets.sock_rcv_saddr, true);
     loader
 }
 

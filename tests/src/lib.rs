@@ -8,6 +8,7 @@ use std::{
 };
 
 pub mod bench;
+pub mod holder;
 pub mod lifecycle;
 pub mod pki;
 pub mod syscall_loop;

@@ -11,6 +11,7 @@ use crate::{
 };
 
 /// A managed caller, as the subjects its rules may be written for.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subjects {
     pub uid: u32,

@@ -45,6 +45,8 @@ pub const MAX_UID_RANGES: usize = 4;
 pub const EACCES: i32 = 13;
 /// errno returned to a denied connect.
 pub const EPERM: i32 = 1;
+/// errno returned to a send or receive on a socket whose permission ended.
+pub const ECONNRESET: i32 = 104;
 
 /// A layout global for a field this kernel does not have.
 pub const NO_OFFSET: u64 = u64::MAX;
@@ -76,6 +78,18 @@ pub mod maps {
     pub const EVENTS: &str = "WARD_EVENTS";
     /// Per-CPU u64 at index 0: events lost because the ring buffer was full.
     pub const EVENTS_LOST: &str = "WARD_EVENTS_LOST";
+    /// u32 0 -> u64: bumped by the agent after every change to the rules
+    /// or objects; a [`super::Held`] use decided in an older epoch is
+    /// decided again.
+    pub const RULES_EPOCH: &str = "WARD_RULES_EPOCH";
+    /// `struct file *` -> [`super::Held`]: open files of protected objects.
+    pub const HELD_FILES: &str = "WARD_HELD_FILES";
+    /// `struct sock *` -> [`super::Held`]: connections to protected
+    /// destinations.
+    pub const HELD_SOCKS: &str = "WARD_HELD_SOCKS";
+    /// u32 [`super::HELD_FILES_SLOT`] / [`super::HELD_SOCKS_SLOT`] -> u64:
+    /// how many entries each held map has, so hooks skip it when empty.
+    pub const HELD_COUNT: &str = "WARD_HELD_COUNT";
 }
 
 /// Names of the read-only globals that user space sets before load.
@@ -107,6 +121,17 @@ pub mod globals {
     pub const S_DEV_OFF: &str = "S_DEV_OFF";
     /// `offsetof(struct vm_area_struct, vm_file)`.
     pub const VM_FILE_OFF: &str = "VM_FILE_OFF";
+    /// `offsetof(struct socket, sk)`.
+    pub const SOCKET_SK_OFF: &str = "SOCKET_SK_OFF";
+    /// `offsetof(struct socket, type)`.
+    pub const SOCKET_TYPE_OFF: &str = "SOCKET_TYPE_OFF";
+    /// `offsetof(struct msghdr, msg_name)`.
+    pub const MSG_NAME_OFF: &str = "MSG_NAME_OFF";
+    /// `offsetof(struct msghdr, msg_namelen)`.
+    pub const MSG_NAMELEN_OFF: &str = "MSG_NAMELEN_OFF";
+    /// `offsetof(struct sock, __sk_common.skc_rcv_saddr)`: the bound IPv4
+    /// address, where a connect to 0.0.0.0 goes.
+    pub const SK_RCV_SADDR_OFF: &str = "SK_RCV_SADDR_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -149,6 +174,21 @@ pub mod programs {
     ];
     /// LSM `socket_connect`: IPv4 and IPv6 connect.
     pub const SOCKET_CONNECT: &str = "ward_socket_connect";
+    /// Use in progress, and the routes to a destination that are not a
+    /// connect, as (program, LSM hook): reads and writes through a held
+    /// file, sends (with an address: unconnected UDP, TCP Fast Open) and
+    /// receives, and forgetting a held file or socket when it is freed.
+    pub const USE_HOOKS: [(&str, &str); 5] = [
+        ("ward_file_permission", "file_permission"),
+        ("ward_file_free", "file_free_security"),
+        ("ward_socket_sendmsg", "socket_sendmsg"),
+        ("ward_socket_recvmsg", "socket_recvmsg"),
+        ("ward_sk_free", "sk_free_security"),
+    ];
+    /// cgroup `sendmsg4`/`sendmsg6` (UDP with an address), for kernels
+    /// without BPF LSM.
+    pub const SENDMSG4: &str = "ward_sendmsg4";
+    pub const SENDMSG6: &str = "ward_sendmsg6";
     /// cgroup `connect4`, for kernels without BPF LSM.
     pub const CONNECT4: &str = "ward_connect4";
     /// cgroup `connect6`, for kernels without BPF LSM.
@@ -250,6 +290,41 @@ pub struct Rule {
     pub port_first: u16,
     pub port_last: u16,
     pub _pad: u32,
+}
+
+/// [`Held::state`]: the last decision allowed the use.
+pub const HELD_ALLOWED: u32 = 1;
+/// [`Held::state`]: the last decision ended it; until the rules change,
+/// every use is refused without deciding again.
+pub const HELD_DENIED: u32 = 2;
+/// Slots of [`maps::HELD_COUNT`].
+pub const HELD_FILES_SLOT: u32 = 0;
+pub const HELD_SOCKS_SLOT: u32 = 1;
+
+/// Value of [`maps::HELD_FILES`] and [`maps::HELD_SOCKS`]: a use of a
+/// protected object that a decision allowed (an open file, a connection).
+/// Every read, write, send and receive through it checks this, and the
+/// decision is taken again, for the same subjects, when the rules changed
+/// (`epoch`) or the allow's deadline (`until`) passed. So a use ends when
+/// its permission does, on the kernel's clock, whoever holds it by then.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    /// The subjects the use was decided for: the opener's.
+    pub who: decision::Subjects,
+    /// [`maps::RULES_EPOCH`] when it was last decided.
+    pub epoch: u64,
+    /// Boot-clock ns until which the last allow holds ([`NEVER`] for a
+    /// standing one).
+    pub until: u64,
+    /// Sockets: the destination decided on (IPv4 mapped into IPv6).
+    pub addr: [u8; 16],
+    /// Sockets: host byte order.
+    pub port: u16,
+    /// Sockets: 4 or 6, for events.
+    pub family: u16,
+    /// [`HELD_ALLOWED`] or [`HELD_DENIED`].
+    pub state: u32,
 }
 
 /// Bits of `subject` + `op` at the start of every network rule key.
@@ -425,4 +500,5 @@ mod pod {
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Held {}
 }

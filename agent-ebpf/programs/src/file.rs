@@ -14,14 +14,15 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use ward_abi::{
-    Config, EACCES, EVENT_NAMES, MAX_CHAIN, Op,
+    Config, EACCES, EVENT_NAMES, HELD_FILES_SLOT, MAX_CHAIN, Op,
     decision::{FileDecision, Subjects, file_precheck},
 };
 
 use crate::{
     dentry,
     events::{Object, report},
-    maps::{WARD_DECISION_SCRATCH, WARD_EXPLAIN, WARD_SUBJECT_SCRATCH, config},
+    held::{self, Outcome, Recall},
+    maps::{WARD_DECISION_SCRATCH, WARD_EXPLAIN, WARD_HELD_FILES, WARD_SUBJECT_SCRATCH, config},
     steps, subject,
 };
 
@@ -49,6 +50,9 @@ const FMODE_EXEC: u32 = 0x20;
 /// not set on every kernel, so both are checked.
 const O_FMODE_EXEC: u32 = 0x20;
 const PROT_EXEC: u64 = 0x4;
+// include/linux/fs.h: file_permission's mask.
+const MAY_WRITE: i32 = 0x2;
+const MAY_APPEND: i32 = 0x8;
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EACCES;
@@ -85,10 +89,19 @@ fn managed() -> Option<(&'static Config, &'static Subjects)> {
 
 /// Decides `op` (and then `also`, if given) on `dentry` for a managed
 /// caller. One walk serves both; it fills this CPU's decision slot.
+/// `audit_allow`: report an allow by a grant (each new use is audited; a
+/// held use decided again is not, or every read would be).
 #[inline(always)]
-fn decide_dentry(config: &Config, who: &Subjects, dentry: usize, op: Op, also: Option<Op>) -> i32 {
+fn decide_dentry(
+    config: &Config,
+    who: &Subjects,
+    dentry: usize,
+    op: Op,
+    also: Option<Op>,
+    audit_allow: bool,
+) -> Outcome {
     let Some(decision) = WARD_DECISION_SCRATCH.get_ptr_mut(0) else {
-        return DENY; // managed, and we cannot decide: fail closed
+        return Outcome::DENY; // managed, and we cannot decide: fail closed
     };
     // SAFETY: this CPU's slot, a map value that lives for the program.
     let chain = unsafe { core::ptr::addr_of_mut!((*decision).chain) };
@@ -96,11 +109,20 @@ fn decide_dentry(config: &Config, who: &Subjects, dentry: usize, op: Op, also: O
     // SAFETY: as above.
     let chain = unsafe { &*chain };
     if chain.complete != 0 && chain.len == 0 {
-        return ALLOW; // nothing on the route to the root is an object
+        return Outcome::UNPROTECTED; // nothing on the route to the root is an object
     }
-    let first = decide_op(config, who, dentry, decision, op);
+    let first = decide_op(config, who, dentry, decision, op, audit_allow);
     match also {
-        Some(second) if first == ALLOW => decide_op(config, who, dentry, decision, second),
+        Some(second) if first.allow => {
+            let then = decide_op(config, who, dentry, decision, second, audit_allow);
+            Outcome {
+                allow: then.allow,
+                until: match (first.until, then.until) {
+                    (0, u) | (u, 0) => u,
+                    (a, b) => a.min(b),
+                },
+            }
+        }
         _ => first,
     }
 }
@@ -112,21 +134,29 @@ fn decide_op(
     dentry: usize,
     decision: *mut FileDecision,
     op: Op,
-) -> i32 {
+    audit_allow: bool,
+) -> Outcome {
     // SAFETY: this CPU's slot (see decide_dentry).
     let chain = unsafe { &(*decision).chain };
     let verdict = match file_precheck(chain) {
         Err(deny) => deny,
-        Ok(None) => return ALLOW,
+        Ok(None) => return Outcome::UNPROTECTED,
         Ok(Some(())) => {
             // SAFETY: helper without arguments.
             let now = unsafe { bpf_ktime_get_boot_ns() };
             match steps::decide_file(decision, who, op, now, config.active) {
                 Some(v) => v,
-                None => return ALLOW,
+                None => return Outcome::UNPROTECTED,
             }
         }
     };
+    let outcome = Outcome {
+        allow: verdict.allow,
+        until: verdict.decided.expires_ns,
+    };
+    if verdict.allow && !audit_allow {
+        return outcome;
+    }
     // SAFETY: as above; the decision no longer writes the chain.
     let chain = unsafe { &(*decision).chain };
     let at = dentry::bounded::<{ MAX_CHAIN - 1 }>(verdict.protected_at as usize);
@@ -145,7 +175,12 @@ fn decide_op(
         levels,
     };
     report(&verdict, who, op as u32, object);
-    if verdict.allow { ALLOW } else { DENY }
+    outcome
+}
+
+#[inline(always)]
+fn code(allow: bool) -> i32 {
+    if allow { ALLOW } else { DENY }
 }
 
 /// The whole check for one dentry.
@@ -154,7 +189,7 @@ fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    decide_dentry(config, who, dentry, op, also)
+    code(decide_dentry(config, who, dentry, op, also, true).allow)
 }
 
 /// A change that touches two names (link, rename): both must be writable.
@@ -163,11 +198,31 @@ fn check_write_both(a: usize, b: usize) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    let first = decide_dentry(config, who, a, Op::Write, None);
-    if first != ALLOW {
-        return first;
+    if !decide_dentry(config, who, a, Op::Write, None, true).allow {
+        return DENY;
     }
-    decide_dentry(config, who, b, Op::Write, None)
+    code(decide_dentry(config, who, b, Op::Write, None, true).allow)
+}
+
+/// A use of an open file (read, write, map): if the file is held, whether
+/// its permission still holds, deciding `op` again when it must.
+#[inline(always)]
+fn held_use(file: usize, op: Op) -> i32 {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let epoch = held::epoch();
+    match held::recall(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64, epoch, now) {
+        Recall::NotHeld => ALLOW,
+        Recall::Stands(allow) => code(allow),
+        Recall::Decide(entry, who) => {
+            let Some(config) = config() else {
+                return DENY;
+            };
+            let outcome = decide_dentry(config, who, file_dentry(file), op, None, false);
+            held::settle(entry, epoch, outcome);
+            code(outcome.allow)
+        }
+    }
 }
 
 #[lsm(hook = "file_open")]
@@ -195,7 +250,48 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
             (false, false) => return ALLOW,
         }
     };
-    check(file_dentry(file as usize), op, also)
+    let Some((config, who)) = managed() else {
+        return ALLOW;
+    };
+    let epoch = held::epoch();
+    let outcome = decide_dentry(config, who, file_dentry(file as usize), op, also, true);
+    if !outcome.allow {
+        return DENY;
+    }
+    // An exec is over when it returns; a read or write open goes on, and
+    // its permission is checked again at every use of the file.
+    if outcome.until == 0 || op == Op::Exec {
+        return ALLOW;
+    }
+    let key = file as u64;
+    code(held::remember(&WARD_HELD_FILES, HELD_FILES_SLOT, key, who, epoch, outcome, None))
+}
+
+/// `file_permission(file, mask)`: every read and write through an open
+/// file (read/write and their vector, positional, splice, sendfile and
+/// copy_file_range forms, and directory listing), whoever holds it now.
+#[lsm(hook = "file_permission")]
+pub fn ward_file_permission(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return earlier;
+    }
+    let file: usize = ctx.arg(0);
+    let mask: i32 = ctx.arg(1);
+    let op = if mask & (MAY_WRITE | MAY_APPEND) != 0 {
+        Op::Write
+    } else {
+        Op::Read
+    };
+    held_use(file, op)
+}
+
+/// `file_free_security(file)`: a freed file is no longer held.
+#[lsm(hook = "file_free_security")]
+pub fn ward_file_free(ctx: LsmContext) -> i32 {
+    let file: usize = ctx.arg(0);
+    held::forget(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64);
+    0
 }
 
 #[lsm(hook = "bprm_check_security")]
@@ -224,8 +320,15 @@ pub fn ward_mmap_file(ctx: LsmContext) -> i32 {
     }
     let file: usize = ctx.arg(0);
     let prot: u64 = ctx.arg(2);
-    if file == 0 || prot & PROT_EXEC == 0 {
+    if file == 0 {
         return ALLOW;
+    }
+    // A mapping reads the open file: none after its permission ended. (A
+    // shared writable one needs a file opened for write, decided then; a
+    // private writable one writes only its own copy.)
+    let held = held_use(file, Op::Read);
+    if held != ALLOW || prot & PROT_EXEC == 0 {
+        return held;
     }
     check(file_dentry(file), Op::Exec, None)
 }
@@ -240,9 +343,6 @@ pub fn ward_file_mprotect(ctx: LsmContext) -> i32 {
     }
     let vma: usize = ctx.arg(0);
     let prot: u64 = ctx.arg(2);
-    if prot & PROT_EXEC == 0 {
-        return ALLOW;
-    }
     // SAFETY: a probe read of the vma's vm_file pointer.
     let file = unsafe {
         aya_ebpf::helpers::bpf_probe_read_kernel((vma + rodata(&VM_FILE_OFF)) as *const u64)
@@ -250,6 +350,11 @@ pub fn ward_file_mprotect(ctx: LsmContext) -> i32 {
     } as usize;
     if file == 0 {
         return ALLOW;
+    }
+    // Changing a mapping of a held file is a use of it, as mapping it is.
+    let held = held_use(file, Op::Read);
+    if held != ALLOW || prot & PROT_EXEC == 0 {
+        return held;
     }
     check(file_dentry(file), Op::Exec, None)
 }

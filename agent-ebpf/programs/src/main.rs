@@ -17,11 +17,26 @@
 mod dentry;
 mod events;
 mod file;
+mod held;
 mod maps;
 mod net;
 mod probe;
 mod steps;
 mod subject;
+
+/// An LSM program's return: 0, or `-errno`. The errno goes through
+/// `black_box` because LLVM otherwise turns `if allow { 0 } else { -1 }`
+/// into `-(allow & 1)`, and the verifier loses the range of a negation
+/// ("R0 has unknown scalar value").
+#[inline(always)]
+fn verdict(allow: bool, errno: i32) -> i32 {
+    // As an i64: a spilled i32 comes back zero-extended, out of range too.
+    if allow {
+        0
+    } else {
+        core::hint::black_box(-i64::from(errno)) as i32
+    }
+}
 
 /// LSM programs must carry a GPL-compatible licence or the kernel refuses them.
 #[unsafe(link_section = "license")]

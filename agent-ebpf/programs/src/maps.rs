@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ward_abi::{
-    Config, ExplainSlot, FileKey, InodeKey, ManagedCgroup, NetKey, ObjectIds, Rule,
+    Config, ExplainSlot, FileKey, Held, InodeKey, ManagedCgroup, NetKey, ObjectIds, Rule,
     SubjectCacheEntry,
     decision::{FileDecision, Subjects},
 };
@@ -67,3 +67,21 @@ pub static WARD_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1,
 pub fn config() -> Option<&'static Config> {
     WARD_CONFIG.get(0)
 }
+
+/// Bumped by the agent after every change to rules or objects.
+#[map]
+pub static WARD_RULES_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Open files of protected objects (`struct file *` -> Held). A plain
+/// hash, not an LRU: an evicted entry would be a use nobody ends.
+#[map]
+pub static WARD_HELD_FILES: HashMap<u64, Held> = HashMap::with_max_entries(65536, 0);
+
+/// Connections to protected destinations (`struct sock *` -> Held).
+#[map]
+pub static WARD_HELD_SOCKS: HashMap<u64, Held> = HashMap::with_max_entries(65536, 0);
+
+/// Entries in each held map ([`ward_abi::HELD_FILES_SLOT`],
+/// [`ward_abi::HELD_SOCKS_SLOT`]), so that hooks skip an empty one.
+#[map]
+pub static WARD_HELD_COUNT: Array<u64> = Array::with_max_entries(2, 0);

@@ -1,5 +1,5 @@
-//! Network: LSM `socket_connect`, and cgroup `connect4`/`connect6` for
-//! kernels without BPF LSM.
+//! Network: LSM `socket_connect`, sends and receives, and cgroup
+//! `connect4`/`connect6`/`sendmsg4`/`sendmsg6` for kernels without BPF LSM.
 
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::LpmTrie};
 use aya_ebpf::{
@@ -9,20 +9,40 @@ use aya_ebpf::{
     programs::{LsmContext, SockAddrContext},
 };
 use ward_abi::{
-    EPERM, KEY_HEADER_BITS, NetKey, Op, Rule,
-    decision::{Found, MostSpecific},
+    Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, KEY_HEADER_BITS, NetKey, Op, Rule,
+    decision::{Found, MostSpecific, Subjects},
 };
 
 use crate::{
     events::{Object, report},
-    maps::{WARD_NET_RULES_0, WARD_NET_RULES_1, WARD_SUBJECT_SCRATCH, config},
+    held::{self, Outcome, Recall},
+    maps::{WARD_HELD_SOCKS, WARD_NET_RULES_0, WARD_NET_RULES_1, WARD_SUBJECT_SCRATCH, config},
     steps, subject,
 };
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const SOCK_STREAM: u16 = 1;
+const LOOPBACK4: [u8; 4] = [127, 0, 0, 1];
+
+/// `offsetof(struct socket, sk)`, from the kernel's BTF.
+#[unsafe(no_mangle)]
+static SOCKET_SK_OFF: u64 = 0;
+/// `offsetof(struct socket, type)`.
+#[unsafe(no_mangle)]
+static SOCKET_TYPE_OFF: u64 = 0;
+/// `offsetof(struct msghdr, msg_name)`.
+#[unsafe(no_mangle)]
+static MSG_NAME_OFF: u64 = 0;
+/// `offsetof(struct msghdr, msg_namelen)`.
+#[unsafe(no_mangle)]
+static MSG_NAMELEN_OFF: u64 = 0;
+/// `offsetof(struct sock, __sk_common.skc_rcv_saddr)`.
+#[unsafe(no_mangle)]
+static SK_RCV_SADDR_OFF: u64 = 0;
 
 /// The destination of a connect, IPv4 mapped into IPv6.
+#[derive(Clone, Copy)]
 struct Dest {
     addr: [u8; 16],
     /// Host byte order.
@@ -38,21 +58,25 @@ fn v4_mapped(ip_be: [u8; 4]) -> [u8; 16] {
     a
 }
 
-/// true = allow. `LOGIN`: see [`subject::current`]. The destination is
-/// read only for managed callers (`None`: not an address ward decides on),
-/// so everyone else pays for the subject check alone.
+/// The decision for a connect (or a send with an address) by the caller.
+/// `LOGIN`: see [`subject::current`]. The destination is read only for
+/// managed callers (`None`: not an address ward decides on), so everyone
+/// else pays for the subject check alone. Returns the subjects decided
+/// for, to remember a connection by.
 #[inline(always)]
-fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool {
+fn check_connect<const LOGIN: bool>(
+    dest: impl FnOnce() -> Option<Dest>,
+) -> (Outcome, Option<(&'static Subjects, Dest)>) {
     let Some(config) = config() else {
-        return true;
+        return (Outcome::UNPROTECTED, None);
     };
     let Some(who) = subject::current::<LOGIN>(config) else {
-        return true;
+        return (Outcome::UNPROTECTED, None);
     };
     // Through a per-CPU slot, as in `file::managed`: paths merge before
     // the decision instead of each being verified through it.
     let Some(slot) = WARD_SUBJECT_SCRATCH.get_ptr_mut(0) else {
-        return false; // managed, and we cannot decide: fail closed
+        return (Outcome::DENY, None); // managed, and we cannot decide: fail closed
     };
     // SAFETY: this CPU's slot, a map value that lives for the program.
     let who = unsafe {
@@ -60,8 +84,16 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
         &*slot
     };
     let Some(dest) = dest() else {
-        return true;
+        return (Outcome::UNPROTECTED, None);
     };
+    let outcome = decide_dest(config, who, &dest, true);
+    (outcome, Some((who, dest)))
+}
+
+/// Decides a destination for `who`. `audit_allow` as in the file hooks:
+/// a held connection decided again reports only an end.
+#[inline(always)]
+fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, audit_allow: bool) -> Outcome {
     let rules: &LpmTrie<NetKey, Rule> = if config.active == 0 {
         &WARD_NET_RULES_0
     } else {
@@ -79,15 +111,20 @@ fn check_connect<const LOGIN: bool>(dest: impl FnOnce() -> Option<Dest>) -> bool
         },
     );
     let Some(verdict) = verdict else {
-        return true;
+        return Outcome::UNPROTECTED;
     };
-    let object = Object::Addr {
-        addr: &dest.addr,
-        port: dest.port,
-        family: dest.family,
-    };
-    report(&verdict, who, Op::Connect as u32, object);
-    verdict.allow
+    if !verdict.allow || audit_allow {
+        let object = Object::Addr {
+            addr: &dest.addr,
+            port: dest.port,
+            family: dest.family,
+        };
+        report(&verdict, who, Op::Connect as u32, object);
+    }
+    Outcome {
+        allow: verdict.allow,
+        until: verdict.decided.expires_ns,
+    }
 }
 
 /// The longest-prefix rule per subject, from one generation's trie.
@@ -122,33 +159,159 @@ struct SockaddrIn6 {
     addr: [u8; 16],
 }
 
+#[inline(always)]
+fn rodata(v: &u64) -> usize {
+    // SAFETY: a read-only global; the verifier sees the loaded constant.
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+/// `struct socket *` -> its `struct sock *`, the key of a held connection.
+/// Probe-read, so it is a number to the verifier (a direct load gives a
+/// BTF pointer it will not offset before a null check).
+#[inline(always)]
+fn sock_of(socket: *const u8) -> u64 {
+    // SAFETY: a probe read of the socket's `sk` field.
+    unsafe {
+        bpf_probe_read_kernel(socket.add(rodata(&SOCKET_SK_OFF)) as *const u64).unwrap_or(0)
+    }
+}
+
+/// Remembers an allowed connection to a protected destination; `false`
+/// (refuse it) when it cannot be remembered.
+#[inline(always)]
+fn hold(sk: u64, epoch: u64, outcome: Outcome, decided: Option<(&'static Subjects, Dest)>) -> bool {
+    match decided {
+        Some((who, dest)) if outcome.allow && outcome.until != 0 => held::remember(
+            &WARD_HELD_SOCKS,
+            HELD_SOCKS_SLOT,
+            sk,
+            who,
+            epoch,
+            outcome,
+            Some((dest.addr, dest.port, dest.family)),
+        ),
+        _ => outcome.allow,
+    }
+}
+
 #[lsm(hook = "socket_connect")]
 pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
         return earlier;
     }
+    let socket: *const u8 = ctx.arg(0);
     let address: *const u8 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
-    if check_connect::<true>(|| read_dest(address, addrlen)) {
-        0
-    } else {
-        -EPERM
+    let epoch = held::epoch();
+    let sk = sock_of(socket);
+    let (outcome, decided) = check_connect::<true>(|| read_dest(address, addrlen, sk));
+    crate::verdict(hold(sk, epoch, outcome, decided), EPERM)
+}
+
+/// Whether a held connection may still be used; decides again when the
+/// rules changed or its allow's deadline passed.
+#[inline(always)]
+fn held_use(sk: u64) -> bool {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let epoch = held::epoch();
+    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
+        Recall::NotHeld => true,
+        Recall::Stands(allow) => allow,
+        Recall::Decide(entry, who) => {
+            let Some(config) = config() else {
+                return false;
+            };
+            // SAFETY: the live map value recall found.
+            let dest = unsafe {
+                Dest {
+                    addr: (*entry).addr,
+                    port: (*entry).port,
+                    family: (*entry).family,
+                }
+            };
+            let outcome = decide_dest(config, who, &dest, false);
+            held::settle(entry, epoch, outcome);
+            outcome.allow
+        }
     }
 }
 
-/// The destination of an LSM `socket_connect`, or `None` for unix
-/// sockets, AF_UNSPEC disconnects and short addresses.
+/// `socket_sendmsg(sock, msg, size)`. A send that carries an address is
+/// decided like a connect to it: unconnected UDP, and TCP Fast Open
+/// (which opens the connection without `socket_connect`, so it is then
+/// held like one). Every send on a held connection checks it.
+#[lsm(hook = "socket_sendmsg")]
+pub fn ward_socket_sendmsg(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return earlier;
+    }
+    let socket: *const u8 = ctx.arg(0);
+    let msg: usize = ctx.arg(1);
+    let sk = sock_of(socket);
+    // SAFETY: probe reads of the kernel's msghdr; the address it points at
+    // is the kernel's copy of the caller's.
+    let (name, namelen) = unsafe {
+        (
+            bpf_probe_read_kernel((msg + rodata(&MSG_NAME_OFF)) as *const u64).unwrap_or(0),
+            bpf_probe_read_kernel((msg + rodata(&MSG_NAMELEN_OFF)) as *const i32).unwrap_or(0),
+        )
+    };
+    if name != 0 && namelen > 0 {
+        let epoch = held::epoch();
+        let (outcome, decided) =
+            check_connect::<true>(|| read_dest(name as *const u8, namelen, sk));
+        // SAFETY: as in sock_of, the u16 `type` field.
+        let kind = unsafe { *(socket.add(rodata(&SOCKET_TYPE_OFF)) as *const u16) };
+        let allowed = if kind == SOCK_STREAM {
+            hold(sk, epoch, outcome, decided)
+        } else {
+            outcome.allow // each datagram is decided on its own
+        };
+        if !allowed {
+            return crate::verdict(false, EPERM);
+        }
+    }
+    crate::verdict(held_use(sk), ECONNRESET)
+}
+
+/// `socket_recvmsg(sock, msg, size, flags)`: every receive on a held
+/// connection checks it.
+#[lsm(hook = "socket_recvmsg")]
+pub fn ward_socket_recvmsg(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return earlier;
+    }
+    let socket: *const u8 = ctx.arg(0);
+    crate::verdict(held_use(sock_of(socket)), ECONNRESET)
+}
+
+/// `sk_free_security(sk)`: a freed socket is no longer held.
+#[lsm(hook = "sk_free_security")]
+pub fn ward_sk_free(ctx: LsmContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    held::forget(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk);
+    0
+}
+
+/// The destination of an LSM `socket_connect` or a send's address, or
+/// `None` for unix sockets, AF_UNSPEC disconnects and short addresses.
+/// `0.0.0.0` and `::` are where Linux sends them: the socket's bound IPv4
+/// address or loopback, and loopback.
 #[inline(always)]
-fn read_dest(address: *const u8, addrlen: i32) -> Option<Dest> {
+fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
     // SAFETY: reads of kernel memory through the probe-read helper, which
     // fails cleanly rather than faulting.
     let family = unsafe { bpf_probe_read_kernel(address as *const u16) }.ok()?;
     match family {
         AF_INET if addrlen >= 8 => {
             let head = unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }.ok()?;
+            let ip = [head[4], head[5], head[6], head[7]];
             Some(Dest {
-                addr: v4_mapped([head[4], head[5], head[6], head[7]]),
+                addr: v4_mapped(if ip == [0; 4] { v4_any(sk) } else { ip }),
                 port: u16::from_be_bytes([head[2], head[3]]),
                 family: 4,
             })
@@ -156,7 +319,7 @@ fn read_dest(address: *const u8, addrlen: i32) -> Option<Dest> {
         AF_INET6 if addrlen >= 24 => {
             let sa = unsafe { bpf_probe_read_kernel(address as *const SockaddrIn6) }.ok()?;
             Some(Dest {
-                addr: sa.addr,
+                addr: v6_any(sa.addr, sk),
                 port: u16::from_be(sa.port_be),
                 family: 6,
             })
@@ -165,37 +328,93 @@ fn read_dest(address: *const u8, addrlen: i32) -> Option<Dest> {
     }
 }
 
+/// Where a connect to 0.0.0.0 goes: the bound address, else loopback
+/// (`ip_route_connect`).
+#[inline(always)]
+fn v4_any(sk: u64) -> [u8; 4] {
+    // SAFETY: a probe read of the socket's bound IPv4 address.
+    let bound = unsafe {
+        bpf_probe_read_kernel((sk as usize + rodata(&SK_RCV_SADDR_OFF)) as *const [u8; 4])
+    }
+    .unwrap_or([0; 4]);
+    if bound == [0; 4] { LOOPBACK4 } else { bound }
+}
+
+/// `::` is loopback, and `::ffff:0.0.0.0` is 0.0.0.0.
+#[inline(always)]
+fn v6_any(addr: [u8; 16], sk: u64) -> [u8; 16] {
+    if addr == [0; 16] {
+        let mut lo = [0u8; 16];
+        lo[15] = 1;
+        return lo;
+    }
+    if addr[..12] == v4_mapped([0; 4])[..12] && addr[12..] == [0; 4] {
+        return v4_mapped(v4_any(sk));
+    }
+    addr
+}
+
+/// A cgroup hook's IPv4 destination; 0.0.0.0 as in [`v4_any`], from the
+/// socket's bound address.
+#[inline(always)]
+fn cgroup_dest4(ctx: &SockAddrContext) -> Option<Dest> {
+    // SAFETY: the context is the kernel's bpf_sock_addr for this call.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let mut ip = ip.to_ne_bytes();
+    if ip == [0; 4] {
+        // SAFETY: `sk` is the context's socket, always set in these hooks.
+        let bound = unsafe { (*(*ctx.sock_addr).__bindgen_anon_1.sk).src_ip4 };
+        ip = if bound == 0 {
+            LOOPBACK4
+        } else {
+            bound.to_ne_bytes()
+        };
+    }
+    Some(Dest {
+        addr: v4_mapped(ip),
+        port: u16::from_be(port as u16),
+        family: 4,
+    })
+}
+
+#[inline(always)]
+fn cgroup_dest6(ctx: &SockAddrContext) -> Option<Dest> {
+    // SAFETY: as above.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = ip[i].to_ne_bytes();
+        addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    if addr == [0; 16] {
+        addr[15] = 1;
+    }
+    Some(Dest {
+        addr,
+        port: u16::from_be(port as u16),
+        family: 6,
+    })
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ward_connect4(ctx: SockAddrContext) -> i32 {
-    let dest = || {
-        // SAFETY: the context is the kernel's bpf_sock_addr for this connect.
-        let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
-        Some(Dest {
-            addr: v4_mapped(ip.to_ne_bytes()),
-            port: u16::from_be(port as u16),
-            family: 4,
-        })
-    };
-    if check_connect::<false>(dest) { 1 } else { 0 }
+    i32::from(check_connect::<false>(|| cgroup_dest4(&ctx)).0.allow)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn ward_connect6(ctx: SockAddrContext) -> i32 {
-    let dest = || {
-        // SAFETY: as above.
-        let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
-        let mut addr = [0u8; 16];
-        let mut i = 0;
-        while i < 4 {
-            let w = ip[i].to_ne_bytes();
-            addr[i * 4..i * 4 + 4].copy_from_slice(&w);
-            i += 1;
-        }
-        Some(Dest {
-            addr,
-            port: u16::from_be(port as u16),
-            family: 6,
-        })
-    };
-    if check_connect::<false>(dest) { 1 } else { 0 }
+    i32::from(check_connect::<false>(|| cgroup_dest6(&ctx)).0.allow)
+}
+
+/// UDP sends with an address, where the kernel has no BPF LSM.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn ward_sendmsg4(ctx: SockAddrContext) -> i32 {
+    i32::from(check_connect::<false>(|| cgroup_dest4(&ctx)).0.allow)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn ward_sendmsg6(ctx: SockAddrContext) -> i32 {
+    i32::from(check_connect::<false>(|| cgroup_dest6(&ctx)).0.allow)
 }

@@ -172,6 +172,10 @@ pub struct LimitsSection {
     pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
+    /// Open files of protected objects, and connections to protected
+    /// destinations, that the kernel holds to end at their deadline (each
+    /// kind). One more open or connect is refused.
+    pub max_held: u32,
 }
 
 impl Default for LimitsSection {
@@ -181,6 +185,7 @@ impl Default for LimitsSection {
             max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
+            max_held: 65536,
         }
     }
 }

@@ -1084,6 +1084,7 @@ fn load_enforcer(
         max_objects: config.limits.max_objects,
         max_net_rules: config.limits.max_net_rules,
         max_cgroups: config.limits.max_cgroups,
+        max_held: config.limits.max_held,
         uid_ranges: config
             .enforce
             .managed_uids

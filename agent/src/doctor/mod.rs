@@ -41,6 +41,11 @@ pub struct Capabilities {
     pub file_and_exec: bool,
     /// Connect decisions, through BPF LSM or the cgroup connect hooks.
     pub network: bool,
+    /// How a use already under way (an open file, a connection) ends when
+    /// its permission does: `"lsm"`, checked at every read, write, send
+    /// and receive on the kernel's clock; or `"none"`, only new opens and
+    /// connects are refused.
+    pub use_in_progress: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,12 +97,14 @@ pub fn run() -> Report {
         capabilities: Capabilities {
             file_and_exec: false,
             network: false,
+            use_in_progress: "none",
         },
     };
     let lsm = report.ok("bpf_lsm") && report.ok("lsm_program") && report.ok("btf");
     report.capabilities = Capabilities {
         file_and_exec: lsm,
         network: lsm || report.ok("cgroup_sock_addr"),
+        use_in_progress: if lsm { "lsm" } else { "none" },
     };
     report
 }

@@ -34,10 +34,18 @@ pub fn render_text(report: &Report) -> String {
     let net = if caps.file_and_exec {
         "available (BPF LSM)"
     } else if caps.network {
-        "available (cgroup connect4/connect6 hooks only)"
+        "available (cgroup connect4/connect6/sendmsg4/sendmsg6 hooks only)"
     } else {
         "UNAVAILABLE on this kernel"
     };
     let _ = writeln!(out, "network enforcement:        {net}");
+    let in_use = if caps.use_in_progress == "lsm" {
+        "ends at the deadline, revoke or forbid: every read, write, send and \
+         receive through a held file or connection is checked (BPF LSM)"
+    } else {
+        "NOT ENDED on this kernel: open files and connections made under a grant \
+         keep working after it ends; only new opens and connects are refused"
+    };
+    let _ = writeln!(out, "use in progress:            {in_use}");
     out
 }

@@ -56,7 +56,12 @@ pub fn all(
             (programs::FILE_MPROTECT, "file_mprotect"),
             (programs::SOCKET_CONNECT, "socket_connect"),
         ];
-        for (name, hook) in hooks.iter().chain(&programs::WRITE_HOOKS).chain(optional) {
+        for (name, hook) in hooks
+            .iter()
+            .chain(&programs::WRITE_HOOKS)
+            .chain(&programs::USE_HOOKS)
+            .chain(optional)
+        {
             lsm(ebpf, name, hook, &btf, links.as_deref())?;
         }
         // Loaded, not attached: `ward explain` attaches it while it asks.
@@ -77,6 +82,8 @@ pub fn all(
         for (name, attach_type) in [
             (programs::CONNECT4, cgroup_link::BPF_CGROUP_INET4_CONNECT),
             (programs::CONNECT6, cgroup_link::BPF_CGROUP_INET6_CONNECT),
+            (programs::SENDMSG4, cgroup_link::BPF_CGROUP_UDP4_SENDMSG),
+            (programs::SENDMSG6, cgroup_link::BPF_CGROUP_UDP6_SENDMSG),
         ] {
             let pin = links.as_ref().map(|d| d.join(name));
             if pin.as_ref().is_some_and(|p| p.exists()) {

@@ -21,6 +21,8 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 /// `enum bpf_attach_type` values (uapi, stable).
 pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+pub const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
+pub const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
 
 /// `union bpf_attr` is at most 128 bytes here; unused bytes must be zero.
 type Attr = [u64; 16];

@@ -20,7 +20,7 @@ use super::{
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 10] = [
+const PERSISTENT: [&str; 14] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
     maps::SUBJECT_CACHE,
@@ -31,6 +31,12 @@ const PERSISTENT: [&str; 10] = [
     maps::NET_RULES[1],
     maps::EVENTS,
     maps::EVENTS_LOST,
+    // Held uses outlive a restart: a use begun under the old agent still
+    // ends at its deadline.
+    maps::RULES_EPOCH,
+    maps::HELD_FILES,
+    maps::HELD_SOCKS,
+    maps::HELD_COUNT,
 ];
 
 /// Loads the object with configured sizes; reuses pinned maps when an
@@ -48,6 +54,8 @@ pub fn load(
         loader.map_max_entries(name, config.max_net_rules);
     }
     loader.map_max_entries(maps::MANAGED_CGROUPS, config.max_cgroups);
+    loader.map_max_entries(maps::HELD_FILES, config.max_held);
+    loader.map_max_entries(maps::HELD_SOCKS, config.max_held);
     let mut adopted = false;
     if let Some(dir) = &config.pin_dir {
         super::bpffs::ensure(dir)?;
@@ -80,6 +88,22 @@ pub fn read_config(ebpf: &mut Ebpf) -> Result<Config, EnforcerError> {
 pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), EnforcerError> {
     let mut a: Array<_, Config> = map(ebpf, maps::CONFIG)?;
     a.set(0, config, 0).map_err(map_err(maps::CONFIG))
+}
+
+/// Tells held uses that the rules changed: each is decided again at its
+/// next use. Called after every change is in place, never before.
+pub fn bump_epoch(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
+    let mut a: Array<_, u64> = map(ebpf, maps::RULES_EPOCH)?;
+    let e = a.get(&0, 0).map_err(map_err(maps::RULES_EPOCH))?;
+    a.set(0, e.wrapping_add(1), 0)
+        .map_err(map_err(maps::RULES_EPOCH))
+}
+
+/// Held open files and connections.
+pub fn held(ebpf: &mut Ebpf) -> Result<(u64, u64), EnforcerError> {
+    let a: Array<_, u64> = map(ebpf, maps::HELD_COUNT)?;
+    let get = |slot| a.get(&slot, 0).map_err(map_err(maps::HELD_COUNT));
+    Ok((get(ward_abi::HELD_FILES_SLOT)?, get(ward_abi::HELD_SOCKS_SLOT)?))
 }
 
 pub fn set_managed(ebpf: &mut Ebpf, id: u64, managed: bool, max: u32) -> Result<(), EnforcerError> {
@@ -350,6 +374,7 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
             .map(|v| v.iter().sum())
             .map_err(map_err(maps::EVENTS_LOST))?
     };
+    let (held_files, held_sockets) = held(ebpf)?;
     let programs = aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter_map(|p| {
@@ -368,6 +393,8 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
         net_rules,
         managed_cgroups,
         events_lost,
+        held_files,
+        held_sockets,
         programs,
     })
 }

@@ -63,6 +63,9 @@ pub struct EnforcerConfig {
     pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
+    /// Uses in progress of protected objects that the kernel tracks, each
+    /// of open files and of connections: one more is refused.
+    pub max_held: u32,
     /// Managed uid ranges, inclusive; at most [`MAX_UID_RANGES`].
     pub uid_ranges: Vec<(u32, u32)>,
     pub hooks: Hooks,
@@ -76,6 +79,7 @@ impl Default for EnforcerConfig {
             max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
+            max_held: 65536,
             uid_ranges: Vec::new(),
             hooks: Hooks {
                 lsm: true,
@@ -96,6 +100,10 @@ pub struct Stats {
     pub managed_cgroups: usize,
     /// Events dropped because the ring buffer was full.
     pub events_lost: u64,
+    /// Uses in progress of protected objects the kernel will end: open
+    /// files, and connections.
+    pub held_files: u64,
+    pub held_sockets: u64,
     /// Per program, from the kernel (`kernel.bpf_stats_enabled=1` for times).
     pub programs: Vec<ProgramStats>,
 }
@@ -206,6 +214,7 @@ impl Enforcer {
         )?;
         kconfig.active = idle;
         kmaps::write_config(&mut self.ebpf, &kconfig)?;
+        kmaps::bump_epoch(&mut self.ebpf)?;
         self.policy = policy;
         // Objects no rule of the new table names go, after the flip.
         let used: BTreeSet<PathPattern> = values
@@ -218,6 +227,7 @@ impl Enforcer {
         let gone = self.objects.retain(|p| used.contains(p));
         kmaps::apply_objects(&mut self.ebpf, &gone, &self.config)?;
         kmaps::reconcile_objects(&mut self.ebpf, &self.objects)?;
+        kmaps::bump_epoch(&mut self.ebpf)?;
         for p in self.objects.unresolved() {
             tracing::warn!(path = %p, "path names nothing yet: not enforced until it exists");
         }
@@ -338,6 +348,7 @@ impl Enforcer {
         let Some(entries) = self.grants.remove(&grant_id) else {
             // An adopted table may hold grants this process never saw.
             let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
+            kmaps::bump_epoch(&mut self.ebpf)?;
             return Ok(removed > 0);
         };
         let touched = entries
@@ -348,8 +359,16 @@ impl Enforcer {
         Ok(true)
     }
 
-    /// Writes the combined value of each slot into the live generation.
+    /// Writes the combined value of each slot into the live generation,
+    /// then tells held uses (also after a partial write: what did land
+    /// must reach them).
     fn sync(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
+        let written = self.write_slots(slots);
+        let bumped = kmaps::bump_epoch(&mut self.ebpf);
+        written.and(bumped)
+    }
+
+    fn write_slots(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let active = kmaps::read_config(&mut self.ebpf)?.active;
         for slot in slots {
             let entries = self
@@ -399,6 +418,10 @@ impl Enforcer {
     pub fn refresh_objects(&mut self, scan_links: bool) -> Result<usize, EnforcerError> {
         let changes = self.objects.refresh(scan_links);
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
+        if !changes.is_empty() {
+            // A new inode under a name changes what a held file's walk finds.
+            kmaps::bump_epoch(&mut self.ebpf)?;
+        }
         Ok(changes.len())
     }
 }

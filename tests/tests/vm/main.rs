@@ -9,6 +9,7 @@ mod doctor;
 mod events;
 mod explain;
 mod file_open;
+mod in_use;
 mod lifecycle;
 mod pinning;
 mod policy;

@@ -1,0 +1,203 @@
+//! A child process that opens a file or a connection once and then uses
+//! it on command: how a use in progress is seen from outside, for the
+//! tests that end it.
+
+use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
+
+use ward_agent::cgroup::OwnedCgroup;
+
+use crate::{OpenOutcome, errno, sockaddr};
+
+/// What the holder does with its descriptor, one command at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Use {
+    /// pread one byte at offset 0.
+    Read = b'r',
+    /// pwrite one byte at offset 0.
+    Write = b'w',
+    /// mmap one page read-only (then munmap).
+    Map = b'm',
+    /// send one byte.
+    Send = b's',
+    /// recv without waiting: EAGAIN when nothing is there, which counts
+    /// as allowed.
+    Recv = b'v',
+}
+
+/// What the holder opens first.
+pub enum Target<'a> {
+    File { path: &'a Path, flags: i32 },
+    Tcp(std::net::SocketAddr),
+}
+
+/// The child and the two pipe ends that talk to it.
+pub struct Holder {
+    pid: libc::pid_t,
+    commands: libc::c_int,
+    answers: libc::c_int,
+    /// How opening went.
+    pub opened: OpenOutcome,
+}
+
+impl Holder {
+    /// Forks a child that joins `cgroup`, opens `target`, reports how that
+    /// went, and then serves [`Use`] commands until dropped.
+    pub fn start(cgroup: &OwnedCgroup, target: Target<'_>) -> Holder {
+        let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
+            .expect("path has NUL");
+        let (path, flags, addr) = match target {
+            Target::File { path, flags } => (
+                Some(CString::new(path.as_os_str().as_bytes()).expect("path has NUL")),
+                flags,
+                None,
+            ),
+            Target::Tcp(a) => (None, 0, Some(sockaddr(a))),
+        };
+        let mut to_child = [0; 2];
+        let mut from_child = [0; 2];
+        // SAFETY: pipe2 into arrays of two; the child makes raw syscalls
+        // only, then _exit (the parent is multi-threaded).
+        unsafe {
+            assert_eq!(libc::pipe2(to_child.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(from_child.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                libc::close(to_child[1]);
+                libc::close(from_child[0]);
+                serve(
+                    &procs,
+                    path.as_deref(),
+                    flags,
+                    addr.as_ref(),
+                    to_child[0],
+                    from_child[1],
+                );
+            }
+            libc::close(to_child[0]);
+            libc::close(from_child[1]);
+            let mut h = Holder {
+                pid,
+                commands: to_child[1],
+                answers: from_child[0],
+                opened: OpenOutcome::Opened,
+            };
+            h.opened = h.answer();
+            h
+        }
+    }
+
+    /// Has the child make one use; its outcome.
+    pub fn try_use(&mut self, u: Use) -> OpenOutcome {
+        let c = u as u8;
+        // SAFETY: a one-byte write from a live buffer.
+        let n = unsafe { libc::write(self.commands, (&c as *const u8).cast(), 1) };
+        assert_eq!(n, 1, "holder is gone");
+        self.answer()
+    }
+
+    fn answer(&mut self) -> OpenOutcome {
+        let mut code = 0i32;
+        // SAFETY: reading four bytes into an i32.
+        let n = unsafe { libc::read(self.answers, (&mut code as *mut i32).cast(), 4) };
+        assert_eq!(n, 4, "holder died");
+        match code {
+            0 => OpenOutcome::Opened,
+            e => OpenOutcome::Refused(e),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // SAFETY: closing our pipe ends makes the child exit; then reap it.
+        unsafe {
+            libc::close(self.commands);
+            libc::close(self.answers);
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+/// The child's whole life.
+///
+/// # Safety
+/// Raw syscalls only: this runs in a forked child of a threaded process.
+unsafe fn serve(
+    procs: &CString,
+    path: Option<&std::ffi::CStr>,
+    flags: i32,
+    addr: Option<&(i32, libc::sockaddr_storage, libc::socklen_t)>,
+    commands: libc::c_int,
+    answers: libc::c_int,
+) -> ! {
+    // SAFETY: as the function says.
+    unsafe {
+        let reply = |code: i32| {
+            libc::write(answers, (&code as *const i32).cast(), 4);
+        };
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            reply(200);
+            libc::_exit(1);
+        }
+        libc::close(fd);
+        let held = match (path, addr) {
+            (Some(p), _) => libc::open(p.as_ptr(), flags | libc::O_CLOEXEC),
+            (None, Some((family, storage, len))) => {
+                let s = libc::socket(*family, libc::SOCK_STREAM, 0);
+                if s >= 0
+                    && libc::connect(s, (storage as *const libc::sockaddr_storage).cast(), *len)
+                        != 0
+                {
+                    let e = errno();
+                    libc::close(s);
+                    reply(e);
+                    libc::_exit(1);
+                }
+                s
+            }
+            (None, None) => -1,
+        };
+        if held < 0 {
+            reply(errno());
+            libc::_exit(1);
+        }
+        reply(0);
+        let mut c = 0u8;
+        while libc::read(commands, (&mut c as *mut u8).cast(), 1) == 1 {
+            let mut byte = 0u8;
+            let buf = (&mut byte as *mut u8).cast();
+            let ok = match c {
+                b'r' => libc::pread(held, buf, 1, 0) >= 0,
+                b'w' => libc::pwrite(held, buf, 1, 0) >= 0,
+                b'm' => {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE,
+                        held,
+                        0,
+                    );
+                    if p == libc::MAP_FAILED {
+                        false
+                    } else {
+                        libc::munmap(p, 4096);
+                        true
+                    }
+                }
+                b's' => libc::send(held, buf, 1, libc::MSG_NOSIGNAL) >= 0,
+                b'v' => {
+                    libc::recv(held, buf, 1, libc::MSG_DONTWAIT) >= 0
+                        || *libc::__errno_location() == libc::EAGAIN
+                }
+                _ => false,
+            };
+            reply(if ok { 0 } else { errno() });
+        }
+        libc::_exit(0);
+    }
+}

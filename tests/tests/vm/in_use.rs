@@ -1,0 +1,396 @@
+//! Use in progress ends when its permission does: a file opened under a
+//! grant, and a connection made under one, stop working at the deadline
+//! (with nothing in user space acting), at revoke, and when a forbid
+//! appears. And the routes to a destination that are not a connect.
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpListener, UdpSocket},
+    time::Duration,
+};
+
+use ward_abi::{Effect, Op};
+use ward_agent::{
+    cgroup::OwnedCgroup,
+    enforcer::{Enforcer, Entry, Expiry, NetPattern, Object, PathPattern, Subject, boot_ns},
+};
+use ward_tests::{
+    OpenOutcome, TempDir,
+    holder::{Holder, Target, Use},
+    in_child, sockaddr,
+    lifecycle::{grant_for, protection},
+};
+
+use crate::support::{cgroups, enforcer};
+
+const OPENED: OpenOutcome = OpenOutcome::Opened;
+const FILE_ENDED: OpenOutcome = OpenOutcome::Refused(libc::EACCES);
+const SOCK_ENDED: OpenOutcome = OpenOutcome::Refused(libc::ECONNRESET);
+const REFUSED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
+
+/// Waits out `deadline` on the boot clock; nothing else happens meanwhile.
+fn pass(deadline: u64) {
+    while boot_ns() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn deadline_in(d: Duration) -> u64 {
+    boot_ns() + d.as_nanos() as u64
+}
+
+struct Files {
+    dir: TempDir,
+    object: Object,
+    managed: OwnedCgroup,
+    _other: OwnedCgroup,
+    enforcer: Enforcer,
+}
+
+fn files(tag: &str) -> Files {
+    let dir = TempDir::new(tag);
+    dir.file("data/secret.txt");
+    let object =
+        Object::Path(PathPattern::parse(&format!("{}/data/", dir.path().display())).unwrap());
+    let (managed, other) = cgroups(tag);
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).expect("manage");
+    enforcer
+        .apply(&[protection(Op::Read, &object), protection(Op::Write, &object)])
+        .expect("apply protection");
+    Files {
+        dir,
+        object,
+        managed,
+        _other: other,
+        enforcer,
+    }
+}
+
+impl Files {
+    fn secret(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/secret.txt")
+    }
+
+    fn grant(&mut self, id: u64, ops: &[Op], expires: Expiry) {
+        let entries = ops
+            .iter()
+            .map(|op| grant_for(&self.managed, *op, &self.object, id, expires))
+            .collect();
+        self.enforcer.grant(id, entries).expect("grant");
+    }
+
+    fn hold(&self, flags: i32) -> Holder {
+        let h = Holder::start(
+            &self.managed,
+            Target::File {
+                path: &self.secret(),
+                flags,
+            },
+        );
+        assert_eq!(h.opened, OPENED, "opened under the grant");
+        h
+    }
+}
+
+#[test]
+fn a_file_opened_under_a_grant_cannot_be_read_after_its_deadline() {
+    let mut f = files("held-deadline");
+    let deadline = deadline_in(Duration::from_millis(2000));
+    f.grant(200, &[Op::Read], Expiry::AtBootNs(deadline));
+    let mut h = f.hold(libc::O_RDONLY);
+    assert_eq!(h.try_use(Use::Read), OPENED, "read under the grant");
+    assert_eq!(h.try_use(Use::Map), OPENED, "map under the grant");
+    assert!(boot_ns() < deadline, "the holder overran the grant window");
+    // Nothing in user space acts at the deadline: the kernel's clock ends it.
+    pass(deadline);
+    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read after the deadline");
+    assert_eq!(h.try_use(Use::Map), FILE_ENDED, "map after the deadline");
+    assert_eq!(
+        h.try_use(Use::Read),
+        FILE_ENDED,
+        "and it stays ended (the decision is remembered)"
+    );
+}
+
+#[test]
+fn a_file_opened_under_a_grant_stops_reading_and_writing_at_revoke() {
+    let mut f = files("held-revoke");
+    f.grant(201, &[Op::Read, Op::Write], Expiry::Never);
+    let mut h = f.hold(libc::O_RDWR);
+    assert_eq!(h.try_use(Use::Read), OPENED);
+    assert_eq!(h.try_use(Use::Write), OPENED);
+    assert!(f.enforcer.revoke(201).expect("revoke"));
+    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read after revoke");
+    assert_eq!(h.try_use(Use::Write), FILE_ENDED, "write after revoke");
+    // A new grant for the same subject lets the open file work again.
+    f.grant(202, &[Op::Read], Expiry::Never);
+    assert_eq!(h.try_use(Use::Read), OPENED, "read under a new grant");
+}
+
+#[test]
+fn a_file_opened_under_a_policy_stops_when_a_forbid_covers_it() {
+    let mut f = files("held-forbid");
+    let allow = Entry {
+        subject: Subject::Cgroup(f.managed.id()),
+        op: Op::Read,
+        object: f.object.clone(),
+        effect: Effect::Allow,
+        expires: Expiry::Never,
+        rule_id: 300,
+        from_grant: false,
+    };
+    let base = [protection(Op::Read, &f.object), protection(Op::Write, &f.object)];
+    let mut policy = base.to_vec();
+    policy.push(allow.clone());
+    f.enforcer.apply(&policy).expect("apply allow");
+    let mut h = f.hold(libc::O_RDONLY);
+    assert_eq!(h.try_use(Use::Read), OPENED, "read by standing policy");
+    let mut forbid = allow;
+    forbid.effect = Effect::Deny;
+    forbid.rule_id = 301;
+    let mut policy = base.to_vec();
+    policy.push(forbid);
+    f.enforcer.apply(&policy).expect("apply forbid");
+    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read once a forbid covers it");
+}
+
+#[test]
+fn a_held_file_outlives_nothing_once_closed() {
+    // Files the kernel forgets when they are freed: the count goes back.
+    let mut f = files("held-free");
+    f.grant(203, &[Op::Read], Expiry::Never);
+    let before = f.enforcer.stats().expect("stats").held_files;
+    {
+        let mut h = f.hold(libc::O_RDONLY);
+        assert_eq!(h.try_use(Use::Read), OPENED);
+        assert_eq!(f.enforcer.stats().expect("stats").held_files, before + 1);
+    }
+    assert_eq!(f.enforcer.stats().expect("stats").held_files, before);
+}
+
+struct Net {
+    listener: TcpListener,
+    object: Object,
+    managed: OwnedCgroup,
+    _other: OwnedCgroup,
+    enforcer: Enforcer,
+}
+
+fn net(tag: &str, bind: &str, pattern: impl Fn(u16) -> String) -> Net {
+    let listener = TcpListener::bind(bind).expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let object = Object::Net(NetPattern::parse(&pattern(port)).unwrap());
+    let (managed, other) = cgroups(tag);
+    let mut enforcer = enforcer();
+    enforcer.manage_cgroup(managed.id()).expect("manage");
+    enforcer
+        .apply(&[protection(Op::Connect, &object)])
+        .expect("apply protection");
+    Net {
+        listener,
+        object,
+        managed,
+        _other: other,
+        enforcer,
+    }
+}
+
+impl Net {
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    fn grant(&mut self, id: u64, expires: Expiry) {
+        let g = grant_for(&self.managed, Op::Connect, &self.object, id, expires);
+        self.enforcer.grant(id, vec![g]).expect("grant");
+    }
+}
+
+fn held_session_ends(tag: &str, bind: &str, pattern: impl Fn(u16) -> String) {
+    let mut n = net(tag, bind, pattern);
+    let to = n.listener.local_addr().unwrap();
+    let deadline = deadline_in(Duration::from_millis(2000));
+    n.grant(210, Expiry::AtBootNs(deadline));
+    let mut h = Holder::start(&n.managed, Target::Tcp(to));
+    assert_eq!(h.opened, OPENED, "connected under the grant");
+    let (mut peer, _) = n.listener.accept().expect("accept");
+    assert_eq!(h.try_use(Use::Send), OPENED, "send under the grant");
+    let mut b = [0u8; 1];
+    peer.read_exact(&mut b).expect("the peer got the byte");
+    assert_eq!(h.try_use(Use::Recv), OPENED, "receive under the grant");
+    assert!(boot_ns() < deadline, "the holder overran the grant window");
+    pass(deadline);
+    assert_eq!(h.try_use(Use::Send), SOCK_ENDED, "send after the deadline");
+    assert_eq!(h.try_use(Use::Recv), SOCK_ENDED, "receive after the deadline");
+    // And a new connect is refused, as before.
+    let again = Holder::start(&n.managed, Target::Tcp(to));
+    assert_eq!(again.opened, REFUSED, "a new connect after the deadline");
+}
+
+#[test]
+fn a_tcp_session_ends_at_its_grants_deadline_ipv4() {
+    held_session_ends(
+        "held-tcp4",
+        "127.0.0.1:0",
+        |p| format!("127.0.0.1/32:{p}"),
+    );
+}
+
+#[test]
+fn a_tcp_session_ends_at_its_grants_deadline_ipv6() {
+    held_session_ends(
+        "held-tcp6",
+        "[::1]:0",
+        |p| format!("::1/128:{p}"),
+    );
+}
+
+#[test]
+fn a_tcp_session_ends_at_revoke() {
+    let mut n = net("held-tcp-revoke", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
+    n.grant(211, Expiry::Never);
+    let to = SocketAddr::from(([127, 0, 0, 1], n.port()));
+    let mut h = Holder::start(&n.managed, Target::Tcp(to));
+    assert_eq!(h.opened, OPENED);
+    let _peer = n.listener.accept().expect("accept");
+    assert_eq!(h.try_use(Use::Send), OPENED);
+    assert!(n.enforcer.revoke(211).expect("revoke"));
+    assert_eq!(h.try_use(Use::Send), SOCK_ENDED, "send after revoke");
+    assert_eq!(h.try_use(Use::Recv), SOCK_ENDED, "receive after revoke");
+}
+
+/// A raw-syscall attempt in a child of the managed cgroup: 0 or errno.
+fn attempt(cg: &OwnedCgroup, f: impl FnOnce() -> i32) -> OpenOutcome {
+    // SAFETY: the closures below make raw syscalls only.
+    unsafe { in_child(Some(cg), f) }
+}
+
+/// `sendto` on a fresh socket of `kind`, with `flags`.
+fn send_to(cg: &OwnedCgroup, to: SocketAddr, kind: i32, flags: i32) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(to);
+    attempt(cg, || {
+        // SAFETY: socket, sendto, close with a valid address.
+        unsafe {
+            let s = libc::socket(family, kind, 0);
+            if s < 0 {
+                return ward_tests::errno();
+            }
+            let r = libc::sendto(
+                s,
+                b"x".as_ptr().cast(),
+                1,
+                flags | libc::MSG_NOSIGNAL,
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+            );
+            let e = if r < 0 { ward_tests::errno() } else { 0 };
+            libc::close(s);
+            e
+        }
+    })
+}
+
+/// `connect` from a socket first bound to `from`.
+fn connect_from(cg: &OwnedCgroup, from: SocketAddr, to: SocketAddr) -> OpenOutcome {
+    let (family, bind, blen) = sockaddr(from);
+    let (_, storage, len) = sockaddr(to);
+    attempt(cg, || {
+        // SAFETY: socket, bind, connect, close with valid addresses.
+        unsafe {
+            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            if s < 0 || libc::bind(s, (&bind as *const libc::sockaddr_storage).cast(), blen) != 0
+            {
+                return ward_tests::errno();
+            }
+            let r = libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len);
+            let e = if r < 0 { ward_tests::errno() } else { 0 };
+            libc::close(s);
+            e
+        }
+    })
+}
+
+#[test]
+fn unconnected_udp_sendto_is_decided_like_connect() {
+    for (bind, pattern) in [("127.0.0.1:0", "127.0.0.1/32"), ("[::1]:0", "::1/128")] {
+        let udp = UdpSocket::bind(bind).expect("udp");
+        let to = udp.local_addr().unwrap();
+        let object = Object::Net(NetPattern::parse(&format!("{pattern}:{}", to.port())).unwrap());
+        let (managed, _other) = cgroups("route-udp");
+        let mut e = enforcer();
+        e.manage_cgroup(managed.id()).expect("manage");
+        e.apply(&[protection(Op::Connect, &object)]).expect("apply");
+        assert_eq!(
+            send_to(&managed, to, libc::SOCK_DGRAM, 0),
+            REFUSED,
+            "{to}: sendto without a grant"
+        );
+        let g = grant_for(&managed, Op::Connect, &object, 220, Expiry::Never);
+        e.grant(220, vec![g]).expect("grant");
+        assert_eq!(
+            send_to(&managed, to, libc::SOCK_DGRAM, 0),
+            OPENED,
+            "{to}: sendto with a grant"
+        );
+    }
+}
+
+#[test]
+fn tcp_fast_open_is_decided_like_connect() {
+    // Client and server fast open, as a user cannot change but a host may
+    // have: the route must be closed whatever the sysctl says.
+    std::fs::write("/proc/sys/net/ipv4/tcp_fastopen", "3").expect("enable fast open");
+    let mut n = net("route-tfo", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
+    let to = SocketAddr::from(([127, 0, 0, 1], n.port()));
+    assert_eq!(
+        send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        REFUSED,
+        "MSG_FASTOPEN without a grant"
+    );
+    n.grant(221, Expiry::Never);
+    assert_eq!(
+        send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        OPENED,
+        "MSG_FASTOPEN with a grant"
+    );
+}
+
+#[test]
+fn the_any_address_is_decided_as_where_it_goes() {
+    // 0.0.0.0 reaches loopback, or the socket's bound address; :: reaches ::1.
+    let mut n = net("route-any4", "0.0.0.0:0", |p| format!("127.0.0.1/32:{p}"));
+    let port = n.port();
+    let any4 = SocketAddr::from(([0, 0, 0, 0], port));
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&n.managed), any4),
+        REFUSED,
+        "0.0.0.0 is 127.0.0.1"
+    );
+    let bound = NetPattern::parse(&format!("127.0.0.2/32:{port}")).unwrap();
+    n.enforcer
+        .apply(&[
+            protection(Op::Connect, &n.object),
+            protection(Op::Connect, &Object::Net(bound)),
+        ])
+        .expect("apply");
+    assert_eq!(
+        connect_from(&n.managed, "127.0.0.2:0".parse().unwrap(), any4),
+        REFUSED,
+        "0.0.0.0 from a socket bound to 127.0.0.2 is 127.0.0.2"
+    );
+    n.grant(222, Expiry::Never);
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&n.managed), any4),
+        OPENED,
+        "0.0.0.0 with a grant for 127.0.0.1"
+    );
+
+    let n6 = net("route-any6", "[::]:0", |p| format!("::1/128:{p}"));
+    let any6 = SocketAddr::from(([0u16; 8], n6.port()));
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&n6.managed), any6),
+        REFUSED,
+        ":: is ::1"
+    );
+}
