@@ -191,6 +191,60 @@ unsafe fn try_connect(family: i32, storage: &libc::sockaddr_storage, len: libc::
     }
 }
 
+/// A raw-syscall attempt in a child of the managed cgroup: 0 or errno.
+fn attempt(cg: &OwnedCgroup, f: impl FnOnce() -> i32) -> OpenOutcome {
+    // SAFETY: the closures below make raw syscalls only.
+    unsafe { in_child(Some(cg), f) }
+}
+
+/// `sendto` on a fresh socket of `kind`, with `flags`.
+pub fn send_to(cg: &OwnedCgroup, to: std::net::SocketAddr, kind: i32, flags: i32) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(to);
+    attempt(cg, || {
+        // SAFETY: socket, sendto, close with a valid address.
+        unsafe {
+            let s = libc::socket(family, kind, 0);
+            if s < 0 {
+                return errno();
+            }
+            let r = libc::sendto(
+                s,
+                b"x".as_ptr().cast(),
+                1,
+                flags | libc::MSG_NOSIGNAL,
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+            );
+            let e = if r < 0 { errno() } else { 0 };
+            libc::close(s);
+            e
+        }
+    })
+}
+
+/// `connect` from a socket first bound to `from`.
+pub fn connect_from(
+    cg: &OwnedCgroup,
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+) -> OpenOutcome {
+    let (family, bind, blen) = sockaddr(from);
+    let (_, storage, len) = sockaddr(to);
+    attempt(cg, || {
+        // SAFETY: socket, bind, connect, close with valid addresses.
+        unsafe {
+            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            if s < 0 || libc::bind(s, (&bind as *const libc::sockaddr_storage).cast(), blen) != 0 {
+                return errno();
+            }
+            let r = libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len);
+            let e = if r < 0 { errno() } else { 0 };
+            libc::close(s);
+            e
+        }
+    })
+}
+
 /// A socket address as the kernel takes it: (family, storage, length).
 pub fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.

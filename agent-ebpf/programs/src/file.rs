@@ -264,7 +264,15 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
         return ALLOW;
     }
     let key = file as u64;
-    code(held::remember(&WARD_HELD_FILES, HELD_FILES_SLOT, key, who, epoch, outcome, None))
+    code(held::remember(
+        &WARD_HELD_FILES,
+        HELD_FILES_SLOT,
+        key,
+        who,
+        epoch,
+        outcome,
+        None,
+    ))
 }
 
 /// `file_permission(file, mask)`: every read and write through an open

@@ -171,9 +171,7 @@ fn rodata(v: &u64) -> usize {
 #[inline(always)]
 fn sock_of(socket: *const u8) -> u64 {
     // SAFETY: a probe read of the socket's `sk` field.
-    unsafe {
-        bpf_probe_read_kernel(socket.add(rodata(&SOCKET_SK_OFF)) as *const u64).unwrap_or(0)
-    }
+    unsafe { bpf_probe_read_kernel(socket.add(rodata(&SOCKET_SK_OFF)) as *const u64).unwrap_or(0) }
 }
 
 /// Remembers an allowed connection to a protected destination; `false`

@@ -103,7 +103,10 @@ pub fn bump_epoch(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
 pub fn held(ebpf: &mut Ebpf) -> Result<(u64, u64), EnforcerError> {
     let a: Array<_, u64> = map(ebpf, maps::HELD_COUNT)?;
     let get = |slot| a.get(&slot, 0).map_err(map_err(maps::HELD_COUNT));
-    Ok((get(ward_abi::HELD_FILES_SLOT)?, get(ward_abi::HELD_SOCKS_SLOT)?))
+    Ok((
+        get(ward_abi::HELD_FILES_SLOT)?,
+        get(ward_abi::HELD_SOCKS_SLOT)?,
+    ))
 }
 
 pub fn set_managed(ebpf: &mut Ebpf, id: u64, managed: bool, max: u32) -> Result<(), EnforcerError> {

@@ -164,3 +164,59 @@ fn a_hundred_thousand_entries_load_and_lookups_still_work() {
         OpenOutcome::Opened
     );
 }
+
+/// The routes to a destination that the cgroup hooks see besides connect:
+/// UDP datagrams with an address (sendmsg4/sendmsg6), and 0.0.0.0 / `::`
+/// decided as where Linux sends them.
+#[test]
+fn udp_sends_and_the_any_address_meet_the_same_rules() {
+    let sb = sandbox("routes");
+    let mut enforcer = cgroup_enforcer(&sb, 1024);
+    enforcer.manage_cgroup(sb.managed.id()).unwrap();
+    let denied = OpenOutcome::Refused(libc::EPERM);
+    for (bind, pattern) in [("127.0.0.1:0", "127.0.0.1/32"), ("[::1]:0", "::1/128")] {
+        let udp = std::net::UdpSocket::bind(bind).unwrap();
+        let to = udp.local_addr().unwrap();
+        let object = Object::Net(NetPattern::parse(&format!("{pattern}:{}", to.port())).unwrap());
+        enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+        assert_eq!(
+            ward_tests::send_to(&sb.managed, to, libc::SOCK_DGRAM, 0),
+            denied,
+            "{to}: UDP sendto without a grant"
+        );
+        assert_eq!(
+            ward_tests::send_to(&sb.unmanaged, to, libc::SOCK_DGRAM, 0),
+            OpenOutcome::Opened,
+            "{to}: unmanaged"
+        );
+        let g = grant_for(&sb.managed, Op::Connect, &object, GRANT_ID, Expiry::Never);
+        enforcer.grant(GRANT_ID, vec![g]).unwrap();
+        assert_eq!(
+            ward_tests::send_to(&sb.managed, to, libc::SOCK_DGRAM, 0),
+            OpenOutcome::Opened,
+            "{to}: UDP sendto with a grant"
+        );
+        enforcer.revoke(GRANT_ID).unwrap();
+    }
+
+    let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{port}")).unwrap());
+    enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+    assert_eq!(
+        connect_as_child(Some(&sb.managed), ([0, 0, 0, 0], port).into()),
+        denied,
+        "0.0.0.0 is 127.0.0.1"
+    );
+    let bound = Object::Net(NetPattern::parse(&format!("127.0.0.2/32:{port}")).unwrap());
+    enforcer.apply(&[protection(Op::Connect, &bound)]).unwrap();
+    assert_eq!(
+        ward_tests::connect_from(
+            &sb.managed,
+            "127.0.0.2:0".parse().unwrap(),
+            ([0, 0, 0, 0], port).into()
+        ),
+        denied,
+        "0.0.0.0 from a socket bound to 127.0.0.2 is 127.0.0.2"
+    );
+}

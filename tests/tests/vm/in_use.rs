@@ -17,8 +17,9 @@ use ward_agent::{
 use ward_tests::{
     OpenOutcome, TempDir,
     holder::{Holder, Target, Use},
-    in_child, sockaddr,
+    in_child,
     lifecycle::{grant_for, protection},
+    sockaddr,
 };
 
 use crate::support::{cgroups, enforcer};
@@ -56,7 +57,10 @@ fn files(tag: &str) -> Files {
     let mut enforcer = enforcer();
     enforcer.manage_cgroup(managed.id()).expect("manage");
     enforcer
-        .apply(&[protection(Op::Read, &object), protection(Op::Write, &object)])
+        .apply(&[
+            protection(Op::Read, &object),
+            protection(Op::Write, &object),
+        ])
         .expect("apply protection");
     Files {
         dir,
@@ -140,7 +144,10 @@ fn a_file_opened_under_a_policy_stops_when_a_forbid_covers_it() {
         rule_id: 300,
         from_grant: false,
     };
-    let base = [protection(Op::Read, &f.object), protection(Op::Write, &f.object)];
+    let base = [
+        protection(Op::Read, &f.object),
+        protection(Op::Write, &f.object),
+    ];
     let mut policy = base.to_vec();
     policy.push(allow.clone());
     f.enforcer.apply(&policy).expect("apply allow");
@@ -152,7 +159,11 @@ fn a_file_opened_under_a_policy_stops_when_a_forbid_covers_it() {
     let mut policy = base.to_vec();
     policy.push(forbid);
     f.enforcer.apply(&policy).expect("apply forbid");
-    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read once a forbid covers it");
+    assert_eq!(
+        h.try_use(Use::Read),
+        FILE_ENDED,
+        "read once a forbid covers it"
+    );
 }
 
 #[test]
@@ -222,7 +233,11 @@ fn held_session_ends(tag: &str, bind: &str, pattern: impl Fn(u16) -> String) {
     assert!(boot_ns() < deadline, "the holder overran the grant window");
     pass(deadline);
     assert_eq!(h.try_use(Use::Send), SOCK_ENDED, "send after the deadline");
-    assert_eq!(h.try_use(Use::Recv), SOCK_ENDED, "receive after the deadline");
+    assert_eq!(
+        h.try_use(Use::Recv),
+        SOCK_ENDED,
+        "receive after the deadline"
+    );
     // And a new connect is refused, as before.
     let again = Holder::start(&n.managed, Target::Tcp(to));
     assert_eq!(again.opened, REFUSED, "a new connect after the deadline");
@@ -230,25 +245,19 @@ fn held_session_ends(tag: &str, bind: &str, pattern: impl Fn(u16) -> String) {
 
 #[test]
 fn a_tcp_session_ends_at_its_grants_deadline_ipv4() {
-    held_session_ends(
-        "held-tcp4",
-        "127.0.0.1:0",
-        |p| format!("127.0.0.1/32:{p}"),
-    );
+    held_session_ends("held-tcp4", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
 }
 
 #[test]
 fn a_tcp_session_ends_at_its_grants_deadline_ipv6() {
-    held_session_ends(
-        "held-tcp6",
-        "[::1]:0",
-        |p| format!("::1/128:{p}"),
-    );
+    held_session_ends("held-tcp6", "[::1]:0", |p| format!("::1/128:{p}"));
 }
 
 #[test]
 fn a_tcp_session_ends_at_revoke() {
-    let mut n = net("held-tcp-revoke", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
+    let mut n = net("held-tcp-revoke", "127.0.0.1:0", |p| {
+        format!("127.0.0.1/32:{p}")
+    });
     n.grant(211, Expiry::Never);
     let to = SocketAddr::from(([127, 0, 0, 1], n.port()));
     let mut h = Holder::start(&n.managed, Target::Tcp(to));
@@ -258,57 +267,6 @@ fn a_tcp_session_ends_at_revoke() {
     assert!(n.enforcer.revoke(211).expect("revoke"));
     assert_eq!(h.try_use(Use::Send), SOCK_ENDED, "send after revoke");
     assert_eq!(h.try_use(Use::Recv), SOCK_ENDED, "receive after revoke");
-}
-
-/// A raw-syscall attempt in a child of the managed cgroup: 0 or errno.
-fn attempt(cg: &OwnedCgroup, f: impl FnOnce() -> i32) -> OpenOutcome {
-    // SAFETY: the closures below make raw syscalls only.
-    unsafe { in_child(Some(cg), f) }
-}
-
-/// `sendto` on a fresh socket of `kind`, with `flags`.
-fn send_to(cg: &OwnedCgroup, to: SocketAddr, kind: i32, flags: i32) -> OpenOutcome {
-    let (family, storage, len) = sockaddr(to);
-    attempt(cg, || {
-        // SAFETY: socket, sendto, close with a valid address.
-        unsafe {
-            let s = libc::socket(family, kind, 0);
-            if s < 0 {
-                return ward_tests::errno();
-            }
-            let r = libc::sendto(
-                s,
-                b"x".as_ptr().cast(),
-                1,
-                flags | libc::MSG_NOSIGNAL,
-                (&storage as *const libc::sockaddr_storage).cast(),
-                len,
-            );
-            let e = if r < 0 { ward_tests::errno() } else { 0 };
-            libc::close(s);
-            e
-        }
-    })
-}
-
-/// `connect` from a socket first bound to `from`.
-fn connect_from(cg: &OwnedCgroup, from: SocketAddr, to: SocketAddr) -> OpenOutcome {
-    let (family, bind, blen) = sockaddr(from);
-    let (_, storage, len) = sockaddr(to);
-    attempt(cg, || {
-        // SAFETY: socket, bind, connect, close with valid addresses.
-        unsafe {
-            let s = libc::socket(family, libc::SOCK_STREAM, 0);
-            if s < 0 || libc::bind(s, (&bind as *const libc::sockaddr_storage).cast(), blen) != 0
-            {
-                return ward_tests::errno();
-            }
-            let r = libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len);
-            let e = if r < 0 { ward_tests::errno() } else { 0 };
-            libc::close(s);
-            e
-        }
-    })
 }
 
 #[test]
@@ -322,14 +280,14 @@ fn unconnected_udp_sendto_is_decided_like_connect() {
         e.manage_cgroup(managed.id()).expect("manage");
         e.apply(&[protection(Op::Connect, &object)]).expect("apply");
         assert_eq!(
-            send_to(&managed, to, libc::SOCK_DGRAM, 0),
+            ward_tests::send_to(&managed, to, libc::SOCK_DGRAM, 0),
             REFUSED,
             "{to}: sendto without a grant"
         );
         let g = grant_for(&managed, Op::Connect, &object, 220, Expiry::Never);
         e.grant(220, vec![g]).expect("grant");
         assert_eq!(
-            send_to(&managed, to, libc::SOCK_DGRAM, 0),
+            ward_tests::send_to(&managed, to, libc::SOCK_DGRAM, 0),
             OPENED,
             "{to}: sendto with a grant"
         );
@@ -344,13 +302,13 @@ fn tcp_fast_open_is_decided_like_connect() {
     let mut n = net("route-tfo", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
     let to = SocketAddr::from(([127, 0, 0, 1], n.port()));
     assert_eq!(
-        send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        ward_tests::send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
         REFUSED,
         "MSG_FASTOPEN without a grant"
     );
     n.grant(221, Expiry::Never);
     assert_eq!(
-        send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        ward_tests::send_to(&n.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
         OPENED,
         "MSG_FASTOPEN with a grant"
     );
@@ -375,7 +333,7 @@ fn the_any_address_is_decided_as_where_it_goes() {
         ])
         .expect("apply");
     assert_eq!(
-        connect_from(&n.managed, "127.0.0.2:0".parse().unwrap(), any4),
+        ward_tests::connect_from(&n.managed, "127.0.0.2:0".parse().unwrap(), any4),
         REFUSED,
         "0.0.0.0 from a socket bound to 127.0.0.2 is 127.0.0.2"
     );
