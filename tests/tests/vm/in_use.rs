@@ -17,9 +17,7 @@ use ward_agent::{
 use ward_tests::{
     OpenOutcome, TempDir,
     holder::{Holder, Target, Use},
-    in_child,
     lifecycle::{grant_for, protection},
-    sockaddr,
 };
 
 use crate::support::{cgroups, enforcer};
