@@ -33,7 +33,7 @@ use std::{
 use cedar_policy::{Entity, EntityUid};
 use serde_json::{Map, Value, json};
 
-use crate::schema::schema;
+use crate::{net::NetPattern, schema::schema};
 
 /// The entity types of ward's schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -216,6 +216,7 @@ impl Directory {
             }
         }
         add_path_nesting(&mut by_key);
+        add_network_nesting(&mut by_key)?;
         for d in by_key.values() {
             for (i, p) in d.parents.iter().enumerate() {
                 if !by_key.contains_key(p) {
@@ -296,6 +297,28 @@ impl Directory {
             def.attrs = tree.def.attrs.clone();
             def.attrs.remove("path");
             def.parents.push(tree.def.key());
+        }
+        if kind == Kind::Network
+            && let Ok(pattern) = NetPattern::parse(object)
+        {
+            // In every listed network that contains it, with the nearest
+            // one's attributes: a forbid on 10.9.0.0/16 covers 10.9.1.1/32.
+            let listed = self.of_kind(Kind::Network).filter_map(|r| {
+                let p = NetPattern::parse(&r.def.id).ok()?;
+                (p != pattern && p.contains(&pattern)).then_some((p, r))
+            });
+            let mut nearest: Option<(NetPattern, &Record)> = None;
+            for (p, r) in listed {
+                def.parents.push(r.def.key());
+                if nearest.as_ref().is_none_or(|(n, _)| n.contains(&p)) {
+                    nearest = Some((p, r));
+                }
+            }
+            if let Some((_, r)) = nearest {
+                def.attrs = r.def.attrs.clone();
+                def.attrs.remove("cidr");
+                def.attrs.remove("ports");
+            }
         }
         self.stand_in(def)
     }
@@ -516,6 +539,32 @@ fn enclosing_tree(path: &str, exists: impl Fn(&Key) -> bool) -> Option<String> {
         end = i;
     }
     None
+}
+
+/// Networks sit in every listed network that contains them (address and
+/// ports), as paths sit in their trees: a policy on `10.9.0.0/16:*` is a
+/// policy on `10.9.1.1/32:5432` too.
+fn add_network_nesting(by_key: &mut BTreeMap<Key, EntityDef>) -> Result<(), DirectoryError> {
+    let mut nets = Vec::new();
+    for d in by_key.values().filter(|d| d.kind == Kind::Network) {
+        let p = NetPattern::parse(&d.id).map_err(|e| entity_err(d.kind, &d.id, e.to_string()))?;
+        nets.push((d.key(), p));
+    }
+    for (key, inner) in &nets {
+        let outer: Vec<Key> = nets
+            .iter()
+            .filter(|(k, p)| k != key && p != inner && p.contains(inner))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(d) = by_key.get_mut(key) {
+            for parent in outer {
+                if !d.parents.contains(&parent) {
+                    d.parents.push(parent);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn add_path_nesting(by_key: &mut BTreeMap<Key, EntityDef>) {

@@ -11,13 +11,15 @@
 //! - [`footprint`]: what each policy reads, so equal inputs are compiled once;
 //! - [`clock`]: local time and the instants where time-based decisions change;
 //! - [`compile`]: the decision table, full and incremental;
-//! - [`eligibility`]: the `request` action: who may be granted what, for how long.
+//! - [`eligibility`]: the `request` action: who may be granted what, for how long;
+//! - [`net`]: network destinations (`ADDR/PREFIX:PORTS`) and how they nest.
 
 pub mod clock;
 pub mod compile;
 pub mod directory;
 pub mod eligibility;
 pub mod footprint;
+pub mod net;
 pub mod policies;
 pub mod schema;
 

@@ -453,3 +453,104 @@ fn invalid_policies_are_rejected_with_position_and_reason() {
         errors[0]
     );
 }
+
+/// Networks nest in the directory as paths do: a forbid on a network
+/// covers every listed or asked-for network inside it, so a narrower
+/// permit or grant does not get around it.
+#[test]
+fn a_forbid_on_a_network_covers_the_networks_inside_it() {
+    let directory = r#"
+[users.alice]
+department = "eng"
+
+[networks."10.9.0.0/16:*"]
+zone = "restricted"
+
+[networks."10.9.1.1/32:5432"]
+"#;
+    let policies = r#"
+@id("db")
+permit(principal is User, action == Action::"connect", resource == Network::"10.9.1.1/32:5432");
+
+@id("restricted")
+forbid(principal, action == Action::"connect", resource)
+when { resource has zone && resource.zone == "restricted" };
+
+@id("jit")
+permit(principal is User, action == Action::"request", resource is Network);
+"#;
+    let at = clock(monday(10, 0));
+    let c = Compiler::new(
+        Policies::parse(&[("ward.cedar".into(), policies.into())]).unwrap(),
+        Directory::parse_toml(directory).unwrap(),
+        env(&[]),
+        &at,
+    );
+    assert_eq!(
+        decided(
+            &c,
+            user("alice"),
+            Action::Connect,
+            (Kind::Network, "10.9.1.1/32:5432")
+        ),
+        "none",
+        "the listed /32 sits in the /16 but carries none of its attributes"
+    );
+    let check = |object: &str| {
+        c.eligibility(
+            &GrantCheck {
+                principal: user("alice"),
+                action: Action::Connect,
+                object: object.into(),
+            },
+            &at,
+        )
+        .unwrap()
+    };
+    // Asked for but not listed: the stand-in sits in the /16 and carries
+    // its attributes, so the forbid applies.
+    assert_eq!(
+        check("10.9.7.7/32:22"),
+        Eligibility::Forbidden {
+            policies: vec!["restricted".into()]
+        }
+    );
+    assert!(
+        matches!(check("10.10.0.1/32:22"), Eligibility::Eligible { .. }),
+        "outside the /16"
+    );
+
+    // A forbid written on the /16 itself, by hierarchy.
+    let by_parent = policies.replace(
+        "when { resource has zone && resource.zone == \"restricted\" };",
+        "when { resource in Network::\"10.9.0.0/16:*\" };",
+    );
+    let c = Compiler::new(
+        Policies::parse(&[("ward.cedar".into(), by_parent)]).unwrap(),
+        Directory::parse_toml(directory).unwrap(),
+        env(&[]),
+        &at,
+    );
+    assert_eq!(
+        decided(
+            &c,
+            user("alice"),
+            Action::Connect,
+            (Kind::Network, "10.9.1.1/32:5432")
+        ),
+        "forbid by restricted",
+        "the forbid beats the narrower permit"
+    );
+    assert!(matches!(
+        c.eligibility(
+            &GrantCheck {
+                principal: user("alice"),
+                action: Action::Connect,
+                object: "10.9.1.1/32:5432".into(),
+            },
+            &at
+        )
+        .unwrap(),
+        Eligibility::Forbidden { .. }
+    ));
+}

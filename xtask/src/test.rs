@@ -109,8 +109,24 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
         &format!("{}{SUITE_SCRIPT}", guest::GUEST_ENV),
     )?;
     let expected = binaries.tests.len();
-    for kernel in &kernels {
-        let outcome = vm::boot(ws, kernel, &image, Duration::from_secs(vm_timeout))?;
+    // The kernels boot side by side: each suite runs one test at a time,
+    // mostly in the verifier, so one VM keeps about one core busy.
+    let timeout = Duration::from_secs(vm_timeout);
+    let outcomes: Vec<Result<vm::Outcome>> = std::thread::scope(|s| {
+        let running: Vec<_> = kernels
+            .iter()
+            .map(|kernel| s.spawn(|| vm::boot(ws, kernel, &image, timeout)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the VM runner panicked")))
+            })
+            .collect()
+    });
+    for (kernel, outcome) in kernels.iter().zip(outcomes) {
+        let outcome = outcome?;
         let suite = format!("vm {}", kernel.line);
         let summaries = tally.add_libtest(&suite, &outcome.results);
         if let Some(why) = &outcome.failure {

@@ -6,8 +6,8 @@
 //! see every loop end.
 
 use crate::{
-    Chain, Config, Effect, FileKey, LOGIN_UID_UNSET, MAX_CGROUP_SUBJECTS, MAX_CHAIN,
-    MAX_UID_RANGES, Op, RULE_FROM_GRANT, Rule, subject,
+    Chain, Config, Effect, FileKey, KEY_HEADER_BITS, LOGIN_UID_UNSET, MAX_CGROUP_SUBJECTS,
+    MAX_CHAIN, MAX_UID_RANGES, Op, RULE_FROM_GRANT, Rule, subject,
 };
 
 /// A managed caller, as the subjects its rules may be written for.
@@ -164,6 +164,63 @@ fn applies(rule: &Rule, port: u16) -> bool {
     port >= rule.port_first && port <= rule.port_last
 }
 
+/// Nested network entries of one subject that one decision follows (a
+/// /32 for one port inside a /16 for all ports, ...). Deeper nesting is
+/// decided as a deny (fail closed), naming [`RULE_NEST_TOO_DEEP`].
+pub const MAX_NET_NEST: usize = 8;
+
+/// The rule id a deny carries when network entries nest deeper than
+/// [`MAX_NET_NEST`] on the route to a destination.
+pub const RULE_NEST_TOO_DEEP: u64 = u64::MAX - 1;
+
+/// One subject's most specific network entry that covers `port`: the
+/// longest prefix first, then each shorter prefix that contains it. So a
+/// protection (or rule) for `10.20.0.5/32:5432` does not hide one for
+/// `10.20.0.0/16:*` from a connect to port 22. `get(bits)` is the trie's
+/// longest-prefix lookup for the destination with a key of `bits` bits.
+#[inline(always)]
+pub fn applicable_net_rule(port: u16, mut get: impl FnMut(u32) -> Option<Rule>) -> Option<Found> {
+    let mut bits = KEY_HEADER_BITS + 128;
+    let mut i = 0;
+    while i < MAX_NET_NEST {
+        let rule = get(bits)?;
+        if applies(&rule, port) {
+            return Some(Found { rule, at: 0 });
+        }
+        if rule.key_bits <= KEY_HEADER_BITS || rule.key_bits > bits {
+            return None; // the shortest prefix, or a value that is not a net rule's
+        }
+        bits = rule.key_bits - 1;
+        i += 1;
+    }
+    Some(Found {
+        rule: deny_rule(RULE_NEST_TOO_DEEP),
+        at: 0,
+    })
+}
+
+/// Where Linux sends a connect or send to the unspecified address, as the
+/// kernel keys it (IPv4 mapped into IPv6): `0.0.0.0` to the socket's bound
+/// IPv4 address, else `127.0.0.1` (`ip_route_connect`); `::` to `::1`.
+/// Every other address is itself.
+#[inline(always)]
+pub fn unspecified_dest(addr: [u8; 16], bound_v4: impl FnOnce() -> [u8; 4]) -> [u8; 16] {
+    let mut out = addr;
+    if addr == [0; 16] {
+        out[15] = 1;
+    } else if addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff && addr[12..] == [0; 4]
+    {
+        let bound = bound_v4();
+        let v4 = if bound == [0; 4] {
+            [127, 0, 0, 1]
+        } else {
+            bound
+        };
+        out[12..].copy_from_slice(&v4);
+    }
+    out
+}
+
 /// How many subject slots a caller has: uid, login uid, then the listed
 /// cgroups.
 pub const SUBJECT_SLOTS: usize = 2 + MAX_CGROUP_SUBJECTS;
@@ -317,7 +374,7 @@ const fn deny_rule(rule_id: u64) -> Rule {
         rule_id,
         port_first: 0,
         port_last: u16::MAX,
-        _pad: 0,
+        key_bits: 0,
     }
 }
 

@@ -289,7 +289,11 @@ pub struct Rule {
     /// Network rules: the inclusive port range; 0..=65535 for any port.
     pub port_first: u16,
     pub port_last: u16,
-    pub _pad: u32,
+    /// Network rules: the prefix length of this entry's key
+    /// ([`KEY_HEADER_BITS`] + address bits), so that a lookup whose port
+    /// this entry does not cover can go on to the next shorter prefix.
+    /// 0 for file rules.
+    pub key_bits: u32,
 }
 
 /// [`Held::state`]: the last decision allowed the use.

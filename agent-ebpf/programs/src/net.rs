@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{LsmContext, SockAddrContext},
 };
 use ward_abi::{
-    Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, KEY_HEADER_BITS, NetKey, Op, Rule,
-    decision::{Found, MostSpecific, Subjects},
+    Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, Op, Rule,
+    decision::{Found, MostSpecific, Subjects, applicable_net_rule, unspecified_dest},
 };
 
 use crate::{
@@ -23,7 +23,6 @@ use crate::{
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const SOCK_STREAM: u16 = 1;
-const LOOPBACK4: [u8; 4] = [127, 0, 0, 1];
 
 /// `offsetof(struct socket, sk)`, from the kernel's BTF.
 #[unsafe(no_mangle)]
@@ -108,6 +107,7 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, audit_allow: bool) 
         &mut NetRules {
             rules,
             addr: dest.addr,
+            port: dest.port,
         },
     );
     let Some(verdict) = verdict else {
@@ -127,26 +127,29 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, audit_allow: bool) 
     }
 }
 
-/// The longest-prefix rule per subject, from one generation's trie.
+/// Per subject, the most specific rule that covers the port, from one
+/// generation's trie.
 struct NetRules<'a> {
     rules: &'a LpmTrie<NetKey, Rule>,
     addr: [u8; 16],
+    port: u16,
 }
 
 impl MostSpecific for NetRules<'_> {
     #[inline(always)]
     fn most_specific(&mut self, subject: u64) -> Option<Found> {
-        let key = Key::new(
-            KEY_HEADER_BITS + 128,
-            NetKey {
-                subject,
-                op: Op::Connect as u32,
-                addr: self.addr,
-            },
-        );
-        self.rules
-            .get(&key)
-            .map(|rule| Found { rule: *rule, at: 0 })
+        let (rules, addr) = (self.rules, self.addr);
+        applicable_net_rule(self.port, |bits| {
+            let key = Key::new(
+                bits,
+                NetKey {
+                    subject,
+                    op: Op::Connect as u32,
+                    addr,
+                },
+            );
+            rules.get(&key).copied()
+        })
     }
 }
 
@@ -309,7 +312,7 @@ fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
             let head = unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }.ok()?;
             let ip = [head[4], head[5], head[6], head[7]];
             Some(Dest {
-                addr: v4_mapped(if ip == [0; 4] { v4_any(sk) } else { ip }),
+                addr: unspecified_dest(v4_mapped(ip), || bound_v4(sk)),
                 port: u16::from_be_bytes([head[2], head[3]]),
                 family: 4,
             })
@@ -317,7 +320,7 @@ fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
         AF_INET6 if addrlen >= 24 => {
             let sa = unsafe { bpf_probe_read_kernel(address as *const SockaddrIn6) }.ok()?;
             Some(Dest {
-                addr: v6_any(sa.addr, sk),
+                addr: unspecified_dest(sa.addr, || bound_v4(sk)),
                 port: u16::from_be(sa.port_be),
                 family: 6,
             })
@@ -326,50 +329,26 @@ fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
     }
 }
 
-/// Where a connect to 0.0.0.0 goes: the bound address, else loopback
-/// (`ip_route_connect`).
+/// The socket's bound IPv4 address (0.0.0.0 if none).
 #[inline(always)]
-fn v4_any(sk: u64) -> [u8; 4] {
+fn bound_v4(sk: u64) -> [u8; 4] {
     // SAFETY: a probe read of the socket's bound IPv4 address.
-    let bound = unsafe {
-        bpf_probe_read_kernel((sk as usize + rodata(&SK_RCV_SADDR_OFF)) as *const [u8; 4])
-    }
-    .unwrap_or([0; 4]);
-    if bound == [0; 4] { LOOPBACK4 } else { bound }
+    unsafe { bpf_probe_read_kernel((sk as usize + rodata(&SK_RCV_SADDR_OFF)) as *const [u8; 4]) }
+        .unwrap_or([0; 4])
 }
 
-/// `::` is loopback, and `::ffff:0.0.0.0` is 0.0.0.0.
-#[inline(always)]
-fn v6_any(addr: [u8; 16], sk: u64) -> [u8; 16] {
-    if addr == [0; 16] {
-        let mut lo = [0u8; 16];
-        lo[15] = 1;
-        return lo;
-    }
-    if addr[..12] == v4_mapped([0; 4])[..12] && addr[12..] == [0; 4] {
-        return v4_mapped(v4_any(sk));
-    }
-    addr
-}
-
-/// A cgroup hook's IPv4 destination; 0.0.0.0 as in [`v4_any`], from the
-/// socket's bound address.
+/// A cgroup hook's IPv4 destination; 0.0.0.0 as in [`unspecified_dest`],
+/// from the socket's bound address.
 #[inline(always)]
 fn cgroup_dest4(ctx: &SockAddrContext) -> Option<Dest> {
     // SAFETY: the context is the kernel's bpf_sock_addr for this call.
     let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
-    let mut ip = ip.to_ne_bytes();
-    if ip == [0; 4] {
+    let bound = || {
         // SAFETY: `sk` is the context's socket, always set in these hooks.
-        let bound = unsafe { (*(*ctx.sock_addr).__bindgen_anon_1.sk).src_ip4 };
-        ip = if bound == 0 {
-            LOOPBACK4
-        } else {
-            bound.to_ne_bytes()
-        };
-    }
+        unsafe { (*(*ctx.sock_addr).__bindgen_anon_1.sk).src_ip4 }.to_ne_bytes()
+    };
     Some(Dest {
-        addr: v4_mapped(ip),
+        addr: unspecified_dest(v4_mapped(ip.to_ne_bytes()), bound),
         port: u16::from_be(port as u16),
         family: 4,
     })
@@ -386,11 +365,8 @@ fn cgroup_dest6(ctx: &SockAddrContext) -> Option<Dest> {
         addr[i * 4..i * 4 + 4].copy_from_slice(&w);
         i += 1;
     }
-    if addr == [0; 16] {
-        addr[15] = 1;
-    }
     Some(Dest {
-        addr,
+        addr: unspecified_dest(addr, || [0; 4]),
         port: u16::from_be(port as u16),
         family: 6,
     })

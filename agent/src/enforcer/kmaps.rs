@@ -241,7 +241,10 @@ pub fn put(
             let mut trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
             let key = net_key(slot, *addr, *prefix_bits);
             let r = match rule {
-                Some(rule) => trie.insert(&key, rule, 0),
+                Some(mut rule) => {
+                    rule.key_bits = KEY_HEADER_BITS + prefix_bits;
+                    trie.insert(&key, rule, 0)
+                }
                 None => trie.remove(&key),
             };
             (name, config.max_net_rules, r)
@@ -412,24 +415,24 @@ pub fn file_rule(ebpf: &mut Ebpf, key: &FileKey) -> Result<Option<Rule>, Enforce
 
 /// The live generation's most specific rule for one subject and address,
 /// as the hooks look it up (a full IPv4-mapped address).
+/// The live generation's longest-prefix network rule for `subject` at
+/// `addr` (as the kernel keys it), with a key of `bits` bits: one lookup
+/// of [`ward_abi::decision::applicable_net_rule`]'s walk.
 pub fn net_rule(
     ebpf: &mut Ebpf,
     subject: u64,
-    addr: &std::net::SocketAddr,
+    addr: [u8; 16],
+    bits: u32,
 ) -> Result<Option<Rule>, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
     let name = maps::NET_RULES[g];
     let trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(v6) => v6.octets(),
-    };
     let key = Key::new(
-        KEY_HEADER_BITS + 128,
+        bits,
         NetKey {
             subject,
             op: ward_abi::Op::Connect as u32,
-            addr: ip,
+            addr,
         },
     );
     not_found_is_none(trie.get(&key, 0), name)

@@ -17,7 +17,6 @@ mod clock;
 mod error;
 mod events;
 mod kmaps;
-mod net;
 mod objects;
 mod path;
 mod table;
@@ -34,9 +33,9 @@ use ward_abi::{Config, MAX_UID_RANGES, UidRange, maps};
 pub use clock::{boot_ns, wall_minus_boot_ns};
 pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
-pub use net::{NetPattern, NetPatternError};
 pub use path::{PathPattern, PathPatternError};
 pub use table::{Entry, Expiry, Object, Subject, TableError};
+pub use ward_policy::net::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
 use table::{Grants, Index, Slot};
@@ -485,14 +484,23 @@ impl Enforcer {
         match object {
             Probe::Addr(addr) => {
                 let mut err = None;
-                let verdict = ward_abi::decision::decide(&who, now, addr.port(), &mut |subject| {
-                    match kmaps::net_rule(&mut self.ebpf, subject, addr) {
-                        Ok(r) => r.map(|rule| ward_abi::decision::Found { rule, at: 0 }),
-                        Err(e) => {
-                            err = Some(e);
-                            None
+                let mapped = match addr.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    std::net::IpAddr::V6(v6) => v6.octets(),
+                };
+                // As from an unbound socket: 0.0.0.0 is 127.0.0.1.
+                let dest = ward_abi::decision::unspecified_dest(mapped, || [0; 4]);
+                let port = addr.port();
+                let verdict = ward_abi::decision::decide(&who, now, port, &mut |subject| {
+                    ward_abi::decision::applicable_net_rule(port, |bits| {
+                        match kmaps::net_rule(&mut self.ebpf, subject, dest, bits) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                err = Some(e);
+                                None
+                            }
                         }
-                    }
+                    })
                 });
                 if let Some(e) = err {
                     return Err(e);

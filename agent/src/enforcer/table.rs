@@ -173,7 +173,7 @@ pub fn combine<'a>(
             rule_id: e.rule_id,
             port_first,
             port_last,
-            _pad: 0,
+            key_bits: 0, // set where the key is made (kmaps::put)
         }
     }))
 }

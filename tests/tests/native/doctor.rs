@@ -64,7 +64,13 @@ fn doctor_text_says_what_is_unavailable() {
             "{text}"
         );
         assert!(
-            text.contains("cgroup connect4/connect6 hooks only"),
+            text.contains("cgroup connect4/connect6/sendmsg4/sendmsg6 hooks only"),
+            "{text}"
+        );
+        // Without BPF LSM nothing ends a use already under way: said, not hidden.
+        assert_eq!(report["capabilities"]["use_in_progress"], "none");
+        assert!(
+            text.contains("use in progress:            NOT ENDED"),
             "{text}"
         );
     }

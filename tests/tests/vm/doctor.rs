@@ -23,12 +23,17 @@ fn doctor_reports_working_bpf_lsm() {
         assert_eq!(check["status"], "ok", "{id}: {check}");
     }
     assert_eq!(report["capabilities"]["file_and_exec"], true);
+    assert_eq!(report["capabilities"]["use_in_progress"], "lsm");
     assert_eq!(code, 0, "all checks pass, so exit 0");
 
     let (code, text, _) = ward(&["doctor"]);
     assert_eq!(code, 0);
     assert!(
         text.contains("file and exec enforcement: available (BPF LSM)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("use in progress:            ends at the deadline"),
         "{text}"
     );
 }
@@ -45,5 +50,13 @@ fn verifier_cost_of_every_program_is_reported() {
         println!("verifier: {} {:?} insns", p.name, p.verified_insns);
     }
     println!("verifier: enforcer loaded in {took:?}");
+    for (name, _) in ward_abi::programs::USE_HOOKS {
+        // The kernel keeps 15 bytes of a program's name.
+        let kept = &name[..name.len().min(15)];
+        assert!(
+            stats.programs.iter().any(|p| p.name == kept),
+            "{name} is loaded"
+        );
+    }
     assert!(stats.programs.iter().any(|p| p.name == "ward_file_open"));
 }

@@ -350,3 +350,53 @@ fn the_any_address_is_decided_as_where_it_goes() {
         ":: is ::1"
     );
 }
+
+#[test]
+fn a_narrower_protection_does_not_hide_a_broader_one() {
+    // 127.20.0.0/16 on every port, and 127.20.0.5 on one port inside it:
+    // a connect to another port of 127.20.0.5 is still protected.
+    let one = TcpListener::bind("127.20.0.5:0").expect("listen");
+    let other = TcpListener::bind("127.20.0.5:0").expect("listen");
+    let (p1, p2) = (
+        one.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let broad = Object::Net(NetPattern::parse("127.20.0.0/16:*").unwrap());
+    let narrow = Object::Net(NetPattern::parse(&format!("127.20.0.5/32:{p1}")).unwrap());
+    let (managed, _other) = cgroups("nested-net");
+    let mut e = enforcer();
+    e.manage_cgroup(managed.id()).expect("manage");
+    e.apply(&[
+        protection(Op::Connect, &broad),
+        protection(Op::Connect, &narrow),
+    ])
+    .expect("apply");
+    let to = |p| SocketAddr::from(([127, 20, 0, 5], p));
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&managed), to(p2)),
+        REFUSED,
+        "the /16 protects port {p2} of the /32"
+    );
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&managed), to(p1)),
+        REFUSED,
+        "the /32 protects its own port"
+    );
+    // A grant for the /32's one port does not open the others, and a rule
+    // for the /16 reaches through the /32 to port p2.
+    let g = grant_for(&managed, Op::Connect, &narrow, 230, Expiry::Never);
+    e.grant(230, vec![g]).expect("grant");
+    assert_eq!(ward_tests::connect_as_child(Some(&managed), to(p1)), OPENED);
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&managed), to(p2)),
+        REFUSED,
+        "a grant for port {p1} only"
+    );
+    let g = grant_for(&managed, Op::Connect, &broad, 231, Expiry::Never);
+    e.grant(231, vec![g]).expect("grant");
+    assert_eq!(
+        ward_tests::connect_as_child(Some(&managed), to(p2)),
+        OPENED,
+        "the /16 grant, past the /32 grant that does not cover port {p2}"
+    );
+}

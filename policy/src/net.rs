@@ -112,6 +112,20 @@ impl NetPattern {
             IpAddr::V6(_) => u32::from(self.prefix),
         }
     }
+
+    /// Whether every destination of `other` is one of this pattern's: its
+    /// network inside this one and its ports inside these (IPv4 and its
+    /// IPv6-mapped form are the same destinations).
+    pub fn contains(&self, other: &NetPattern) -> bool {
+        let (bits, inner) = (self.mapped_prefix_bits(), other.mapped_prefix_bits());
+        if inner < bits || other.ports.0 < self.ports.0 || other.ports.1 > self.ports.1 {
+            return false;
+        }
+        let shift = 128 - bits;
+        let outer = u128::from_be_bytes(self.mapped_addr());
+        let inner = u128::from_be_bytes(other.mapped_addr());
+        shift == 128 || outer >> shift == inner >> shift
+    }
 }
 
 fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
@@ -166,6 +180,29 @@ mod tests {
         let p = NetPattern::parse("[2001:db8::]/32:*").unwrap();
         assert_eq!((p.prefix, p.ports), (32, (0, u16::MAX)));
         assert_eq!(p.to_string(), "[2001:db8::]/32:*");
+    }
+
+    #[test]
+    fn nesting_needs_both_the_network_and_the_ports_inside() {
+        let p = |s| NetPattern::parse(s).unwrap();
+        assert!(p("10.20.0.0/16:*").contains(&p("10.20.0.5/32:5432")));
+        assert!(p("10.20.0.0/16:*").contains(&p("10.20.0.0/16:22")));
+        assert!(!p("10.20.0.5/32:5432").contains(&p("10.20.0.0/16:*")));
+        assert!(
+            !p("10.20.0.0/16:5432").contains(&p("10.20.0.5/32:*")),
+            "ports"
+        );
+        assert!(!p("10.20.0.0/16:*").contains(&p("10.21.0.5/32:*")));
+        assert!(p("0.0.0.0/0:*").contains(&p("192.0.2.1/32:80")));
+        assert!(
+            p("[::ffff:10.0.0.0]/104:*").contains(&p("10.1.2.3/32:1")),
+            "mapped"
+        );
+        assert!(!p("10.0.0.0/8:*").contains(&p("[2001:db8::]/32:*")));
+        assert!(
+            p("[::]/0:*").contains(&p("10.0.0.0/8:*")),
+            "v4 is inside ::/0"
+        );
     }
 
     #[test]
