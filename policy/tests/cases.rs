@@ -464,7 +464,7 @@ fn a_forbid_on_a_network_covers_the_networks_inside_it() {
 department = "eng"
 
 [networks."10.9.0.0/16:*"]
-zone = "restricted"
+classification = "restricted"
 
 [networks."10.9.1.1/32:5432"]
 "#;
@@ -474,7 +474,7 @@ permit(principal is User, action == Action::"connect", resource == Network::"10.
 
 @id("restricted")
 forbid(principal, action == Action::"connect", resource)
-when { resource has zone && resource.zone == "restricted" };
+when { resource has classification && resource.classification == "restricted" };
 
 @id("jit")
 permit(principal is User, action == Action::"request", resource is Network);
@@ -493,8 +493,8 @@ permit(principal is User, action == Action::"request", resource is Network);
             Action::Connect,
             (Kind::Network, "10.9.1.1/32:5432")
         ),
-        "none",
-        "the listed /32 sits in the /16 but carries none of its attributes"
+        "allow by db",
+        "a listed /32 carries its own attributes, as a listed path does"
     );
     let check = |object: &str| {
         c.eligibility(
@@ -522,7 +522,7 @@ permit(principal is User, action == Action::"request", resource is Network);
 
     // A forbid written on the /16 itself, by hierarchy.
     let by_parent = policies.replace(
-        "when { resource has zone && resource.zone == \"restricted\" };",
+        "when { resource has classification && resource.classification == \"restricted\" };",
         "when { resource in Network::\"10.9.0.0/16:*\" };",
     );
     let c = Compiler::new(

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use ward_abi::{Effect, NEVER, Op, RULE_FROM_GRANT, Rule, subject};
 
-use super::{clock, net::NetPattern, path::PathPattern};
+use super::{NetPattern, clock, path::PathPattern};
 
 /// Whom an entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
