@@ -56,7 +56,7 @@ enum Command {
     /// `N passed, M failed`; exits non-zero on any failure.
     Test {
         /// Seconds before each VM suite is killed.
-        #[arg(long, default_value_t = 1500)]
+        #[arg(long, default_value_t = 2400)]
         vm_timeout: u64,
     },
     /// Boot a VM with wardd enforcing a sample config, and walk a JIT grant
