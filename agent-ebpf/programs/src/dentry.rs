@@ -13,7 +13,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use ward_abi::{Chain, EVENT_NAME_LEN, EVENT_NAMES, InodeKey, MAX_CHAIN, MAX_WALK_DEPTH};
 
-use crate::maps::WARD_OBJECTS;
+use crate::{maps::WARD_OBJECTS, rodata};
 
 /// Layout of the dentry, inode and super block on the running kernel, from
 /// its BTF (see `ward_abi::globals`).
@@ -31,12 +31,6 @@ static D_NAME_OFF: u64 = 0;
 static I_INO_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static S_DEV_OFF: u64 = 0;
-
-#[inline(always)]
-fn rodata(v: &u64) -> usize {
-    // SAFETY: a read-only global; the verifier sees the loaded constant.
-    unsafe { core::ptr::read_volatile(v) as usize }
-}
 
 /// Reads a kernel pointer or scalar at `base + off`; 0 when unreadable.
 #[inline(always)]

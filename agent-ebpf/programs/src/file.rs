@@ -23,7 +23,7 @@ use crate::{
     events::{Object, report},
     held::{self, Outcome, Recall},
     maps::{WARD_DECISION_SCRATCH, WARD_EXPLAIN, WARD_HELD_FILES, WARD_SUBJECT_SCRATCH, config},
-    steps, subject,
+    rodata, steps, subject,
 };
 
 /// `offsetof(struct file, f_path)`, from the kernel's BTF.
@@ -56,12 +56,6 @@ const MAY_APPEND: i32 = 0x8;
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EACCES;
-
-#[inline(always)]
-fn rodata(v: &u64) -> usize {
-    // SAFETY: a read-only global; the verifier sees the loaded constant.
-    unsafe { core::ptr::read_volatile(v) as usize }
-}
 
 /// The dentry of a `struct file *`.
 #[inline(always)]

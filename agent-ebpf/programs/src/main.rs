@@ -24,6 +24,13 @@ mod probe;
 mod steps;
 mod subject;
 
+/// A layout global (an offset user space set from the kernel's BTF).
+#[inline(always)]
+fn rodata(v: &u64) -> usize {
+    // SAFETY: a read-only global; the verifier sees the loaded constant.
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
+
 /// An LSM program's return: 0, or `-errno`. The errno goes through
 /// `black_box` because LLVM otherwise turns `if allow { 0 } else { -1 }`
 /// into `-(allow & 1)`, and the verifier loses the range of a negation

@@ -17,7 +17,7 @@ use crate::{
     events::{Object, report},
     held::{self, Outcome, Recall},
     maps::{WARD_HELD_SOCKS, WARD_NET_RULES_0, WARD_NET_RULES_1, WARD_SUBJECT_SCRATCH, config},
-    steps, subject,
+    rodata, steps, subject,
 };
 
 const AF_INET: u16 = 2;
@@ -160,12 +160,6 @@ struct SockaddrIn6 {
     port_be: u16,
     flowinfo: u32,
     addr: [u8; 16],
-}
-
-#[inline(always)]
-fn rodata(v: &u64) -> usize {
-    // SAFETY: a read-only global; the verifier sees the loaded constant.
-    unsafe { core::ptr::read_volatile(v) as usize }
 }
 
 /// `struct socket *` -> its `struct sock *`, the key of a held connection.
