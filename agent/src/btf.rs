@@ -71,6 +71,8 @@ pub struct KernelOffsets {
     pub msghdr_msg_name: u64,
     pub msghdr_msg_namelen: u64,
     pub sock_rcv_saddr: u64,
+    /// `offsetof(struct unix_sock, path)`.
+    pub unix_sock_path: u64,
     /// Index of the `dentry` parameter of the `inode_setattr` LSM hook.
     pub setattr_dentry_arg: u64,
     /// Whether the kernel has the `inode_set_acl` hooks (6.2+).
@@ -98,6 +100,7 @@ impl KernelOffsets {
         msghdr_msg_name: 0,
         msghdr_msg_namelen: 0,
         sock_rcv_saddr: 0,
+        unix_sock_path: 0,
         setattr_dentry_arg: 0,
         acl_hooks: false,
     };
@@ -145,6 +148,7 @@ impl KernelOffsets {
             msghdr_msg_name: byte_offset(&types, "msghdr", "msg_name")?,
             msghdr_msg_namelen: byte_offset(&types, "msghdr", "msg_namelen")?,
             sock_rcv_saddr: byte_offset(&types, "sock", "__sk_common.skc_rcv_saddr")?,
+            unix_sock_path: byte_offset(&types, "unix_sock", "path")?,
             setattr_dentry_arg: param_index(&types, "bpf_lsm_inode_setattr", "dentry")?,
             acl_hooks: types.id_of("bpf_lsm_inode_set_acl").is_some(),
         })

@@ -29,7 +29,8 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::SOCKET_TYPE_OFF, &offsets.socket_type, true)
         .override_global(globals::MSG_NAME_OFF, &offsets.msghdr_msg_name, true)
         .override_global(globals::MSG_NAMELEN_OFF, &offsets.msghdr_msg_namelen, true)
-        .override_global(globals::SK_RCV_SADDR_OFF, &offsets.sock_rcv_saddr, true);
+        .override_global(globals::SK_RCV_SADDR_OFF, &offsets.sock_rcv_saddr, true)
+        .override_global(globals::UNIX_PATH_OFF, &offsets.unix_sock_path, true);
     loader
 }
 

@@ -132,6 +132,8 @@ pub mod globals {
     /// `offsetof(struct sock, __sk_common.skc_rcv_saddr)`: the bound IPv4
     /// address, where a connect to 0.0.0.0 goes.
     pub const SK_RCV_SADDR_OFF: &str = "SK_RCV_SADDR_OFF";
+    /// `offsetof(struct unix_sock, path)`.
+    pub const UNIX_PATH_OFF: &str = "UNIX_PATH_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -178,12 +180,15 @@ pub mod programs {
     /// connect, as (program, LSM hook): reads and writes through a held
     /// file, sends (with an address: unconnected UDP, TCP Fast Open) and
     /// receives, and forgetting a held file or socket when it is freed.
-    pub const USE_HOOKS: [(&str, &str); 5] = [
+    pub const USE_HOOKS: [(&str, &str); 7] = [
         ("ward_file_permission", "file_permission"),
         ("ward_file_free", "file_free_security"),
         ("ward_socket_sendmsg", "socket_sendmsg"),
         ("ward_socket_recvmsg", "socket_recvmsg"),
         ("ward_sk_free", "sk_free_security"),
+        // Connecting to a unix socket bound to a path: a write to it.
+        ("ward_unix_stream_connect", "unix_stream_connect"),
+        ("ward_unix_may_send", "unix_may_send"),
     ];
     /// cgroup `sendmsg4`/`sendmsg6` (UDP with an address), for kernels
     /// without BPF LSM.

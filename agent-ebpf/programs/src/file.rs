@@ -41,6 +41,9 @@ static BPRM_FILE_OFF: u64 = 0;
 /// `offsetof(struct vm_area_struct, vm_file)`.
 #[unsafe(no_mangle)]
 static VM_FILE_OFF: u64 = 0;
+/// `offsetof(struct unix_sock, path)`: where a unix socket is bound.
+#[unsafe(no_mangle)]
+static UNIX_PATH_OFF: u64 = 0;
 
 // include/linux/fs.h and mman.h; part of the kernel ABI BPF LSM programs see.
 const FMODE_READ: u32 = 0x1;
@@ -359,6 +362,44 @@ pub fn ward_file_mprotect(ctx: LsmContext) -> i32 {
         return held;
     }
     check(file_dentry(file), Op::Exec, None)
+}
+
+/// Connecting to a unix socket bound to a path writes to that socket file
+/// (Unix permissions ask for write too), so a protected socket file, or one
+/// in a protected tree, needs write: PostgreSQL's `.s.PGSQL.5432` reaches
+/// the same server as its TCP port. Abstract and unbound sockets have no
+/// file and are not ward's business.
+#[inline(always)]
+fn check_unix_peer(unix_sock: usize) -> i32 {
+    if unix_sock == 0 {
+        return ALLOW;
+    }
+    let d = dentry::of_path(unix_sock + rodata(&UNIX_PATH_OFF));
+    if d == 0 {
+        return ALLOW;
+    }
+    check(d, Op::Write, None)
+}
+
+/// `unix_stream_connect(sock, other, newsk)`: `other` is the listener.
+#[lsm(hook = "unix_stream_connect")]
+pub fn ward_unix_stream_connect(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return earlier;
+    }
+    check_unix_peer(ctx.arg(1))
+}
+
+/// `unix_may_send(sock, other)`: a datagram to a bound unix socket.
+#[lsm(hook = "unix_may_send")]
+pub fn ward_unix_may_send(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return earlier;
+    }
+    let other: usize = ctx.arg(1);
+    check_unix_peer(crate::net::sock_of(other as *const u8) as usize)
 }
 
 /// One write hook: `$dentry` is the index of the dentry parameter and

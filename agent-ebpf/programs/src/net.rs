@@ -166,7 +166,7 @@ struct SockaddrIn6 {
 /// Probe-read, so it is a number to the verifier (a direct load gives a
 /// BTF pointer it will not offset before a null check).
 #[inline(always)]
-fn sock_of(socket: *const u8) -> u64 {
+pub fn sock_of(socket: *const u8) -> u64 {
     // SAFETY: a probe read of the socket's `sk` field.
     unsafe { bpf_probe_read_kernel(socket.add(rodata(&SOCKET_SK_OFF)) as *const u64).unwrap_or(0) }
 }

@@ -400,3 +400,56 @@ fn a_narrower_protection_does_not_hide_a_broader_one() {
         "the /16 grant, past the /32 grant that does not cover port {p2}"
     );
 }
+
+/// Connects (or, for datagrams, sends) to the unix socket bound at `path`.
+fn unix_to(cg: &OwnedCgroup, path: &std::path::Path, kind: i32) -> OpenOutcome {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as u16;
+    for (d, s) in sun.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: socket, connect/sendto, close with a valid address.
+    unsafe {
+        ward_tests::in_child(Some(cg), || {
+            let s = libc::socket(libc::AF_UNIX, kind, 0);
+            if s < 0 {
+                return ward_tests::errno();
+            }
+            let addr = (&sun as *const libc::sockaddr_un).cast();
+            let r = if kind == libc::SOCK_DGRAM {
+                libc::sendto(s, b"x".as_ptr().cast(), 1, 0, addr, len) as i32
+            } else {
+                libc::connect(s, addr, len)
+            };
+            let e = if r < 0 { ward_tests::errno() } else { 0 };
+            libc::close(s);
+            e
+        })
+    }
+}
+
+#[test]
+fn a_unix_socket_in_a_protected_tree_needs_write() {
+    // PostgreSQL's .s.PGSQL.5432 is the same server as its TCP port.
+    let mut f = files("route-unix");
+    let stream = f.dir.path().join("data/stream.sock");
+    let dgram = f.dir.path().join("data/dgram.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&stream).expect("bind stream");
+    let _receiver = std::os::unix::net::UnixDatagram::bind(&dgram).expect("bind dgram");
+    assert_eq!(
+        unix_to(&f.managed, &stream, libc::SOCK_STREAM),
+        FILE_ENDED,
+        "connect without a grant"
+    );
+    assert_eq!(
+        unix_to(&f.managed, &dgram, libc::SOCK_DGRAM),
+        FILE_ENDED,
+        "sendto without a grant"
+    );
+    f.grant(240, &[Op::Write], Expiry::Never);
+    assert_eq!(unix_to(&f.managed, &stream, libc::SOCK_STREAM), OPENED);
+    assert_eq!(unix_to(&f.managed, &dgram, libc::SOCK_DGRAM), OPENED);
+}
