@@ -132,11 +132,10 @@ pub fn run(enforcer: &mut Enforcer, s: &Scenario<'_>) -> Duration {
         denied,
         "{op:?}: denied after the deadline"
     );
+    // How soon after the deadline the attempt ran depends on the scheduler
+    // (a busy CI host preempts for tens of ms), so it is reported, not
+    // asserted; `cargo xtask bench` measures expiry precision.
     let lag = Duration::from_nanos(started - deadline);
-    assert!(
-        lag < Duration::from_millis(5),
-        "{op:?}: first attempt only {lag:?} after the deadline"
-    );
     assert_eq!(
         (s.attempt)(Some(s.unmanaged)),
         OpenOutcome::Opened,
