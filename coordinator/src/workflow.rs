@@ -114,28 +114,44 @@ fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowEr
                 ));
             }
         };
-        for o in &r.objects {
-            let fits = match (&o.kind, action) {
-                (
-                    Some(object::Kind::Path(p) | object::Kind::PathPrefix(p)),
-                    Action::Read | Action::Write,
-                ) => Some(p),
-                (Some(object::Kind::Executable(p)), Action::Exec) => Some(p),
-                (Some(object::Kind::Network(n)), Action::Connect) => Some(n),
-                _ => None,
-            };
-            if let Some(obj) = fits {
-                out.push((action, obj.clone()));
-            }
+        for (j, o) in r.objects.iter().enumerate() {
+            out.push((action, fitting(action, i, j, o)?));
         }
     }
-    if out.is_empty() {
+    Ok(out)
+}
+
+/// The object of one (operation, object) pair of a request, if the pair is
+/// one that policy evaluates. A grant carries every operation on every
+/// object, and the coordinator signs only pairs it evaluated, so a request
+/// with any other pair is refused whole.
+fn fitting(action: Action, i: usize, j: usize, o: &pb::Object) -> Result<String, WorkflowError> {
+    let (kind, name) = match &o.kind {
+        Some(object::Kind::Path(p)) => ("path", p),
+        Some(object::Kind::PathPrefix(p)) => ("path prefix", p),
+        Some(object::Kind::Executable(p)) => ("executable", p),
+        Some(object::Kind::Network(n)) => ("network", n),
+        None => return Err(invalid(&format!("objects[{j}]"), "is empty")),
+    };
+    let fits = match &o.kind {
+        Some(object::Kind::Path(_) | object::Kind::PathPrefix(_)) => {
+            matches!(action, Action::Read | Action::Write)
+        }
+        Some(object::Kind::Executable(_)) => action == Action::Exec,
+        _ => action == Action::Connect,
+    };
+    if !fits {
         return Err(invalid(
-            "objects",
-            "no object fits the operations asked for",
+            &format!("operations[{i}] on objects[{j}]"),
+            format!(
+                "{} does not apply to {kind} `{name}`; a request grants every \
+                 operation on every object, so ask for each kind of object in a \
+                 request of its own",
+                action.name()
+            ),
         ));
     }
-    Ok(out)
+    Ok(name.clone())
 }
 
 fn labels_of(labels: &[String]) -> std::collections::BTreeMap<String, String> {

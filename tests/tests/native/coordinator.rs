@@ -1006,3 +1006,77 @@ fn bench_approvals_per_second() {
     }
     ward_tests::bench::record("coordinator_approvals", &Value::Object(out));
 }
+
+/// A grant carries every operation on every object: the coordinator signs
+/// it only when each of those pairs is one policy evaluated. A request with
+/// any other pair is refused whole, naming the pair, and leaves nothing.
+#[test]
+fn a_request_with_a_pair_policy_never_evaluates_is_refused_whole() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::new("coord-pairs");
+    let (h1, _w1) = agent(&c, "co-pairs", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut dave = rt.block_on(grpc_as(&c, "dave"));
+    let network = pb::Object {
+        kind: Some(pb::object::Kind::Network(format!(
+            "127.0.0.1/32:{}",
+            h1.addr.port()
+        ))),
+    };
+    let tool = pb::Object {
+        kind: Some(pb::object::Kind::Executable("/usr/bin/true".into())),
+    };
+    let ask = |ops: Vec<pb::Operation>, objects: Vec<pb::Object>| pb::CreateRequestRequest {
+        operations: ops.into_iter().map(|o| o as i32).collect(),
+        objects,
+        hosts: vec!["h1".into()],
+        duration_ms: 60_000,
+        reason: "INC-9".into(),
+        workload: h1.managed_workload(),
+        ..Default::default()
+    };
+    // dave is auto-approved for connect; exec on a network was never
+    // evaluated, and neither was connect on an executable.
+    for (req, pair) in [
+        (
+            ask(
+                vec![pb::Operation::Connect, pb::Operation::Exec],
+                vec![network.clone()],
+            ),
+            "operations[1] on objects[0]",
+        ),
+        (
+            ask(vec![pb::Operation::Connect], vec![network.clone(), tool]),
+            "operations[0] on objects[1]",
+        ),
+    ] {
+        let err = rt
+            .block_on(dave.create_request(req))
+            .expect_err("a pair policy never evaluated is refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains(pair), "{err}");
+    }
+    let (code, out, err) = c.ward("dave", &["requests", "--mine", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("\"id\""),
+        "a refused request leaves nothing: {out}"
+    );
+    assert_eq!(h1.connect(), DENIED, "nothing was delivered");
+
+    // The same request without the stray pair is approved, and the grant
+    // carries exactly what was evaluated.
+    let r = rt
+        .block_on(dave.create_request(ask(vec![pb::Operation::Connect], vec![network])))
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, pb::RequestState::Approved as i32);
+    assert_eq!(r.operations, vec![pb::Operation::Connect as i32]);
+    wait_until("the approved grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+}
