@@ -202,6 +202,44 @@ pub struct TlsSection {
     /// Accepted client identities: a DNS name or common name in the
     /// client certificate.
     pub allowed_clients: Vec<String>,
+    /// ed25519 public keys (hex) whose signatures a grant pushed over TLS
+    /// must carry; default: `coordinator.public_keys`. A certificate says
+    /// who is calling, a signature says what was approved.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// Break-glass: accept unsigned grants from allowed clients over TLS.
+    /// Off by default; every such push is audited as unsigned.
+    #[serde(default)]
+    pub allow_unsigned_pushes: bool,
+}
+
+impl Config {
+    /// The keys whose signatures TLS pushes must carry.
+    pub fn tls_push_keys(&self) -> Vec<Vec<u8>> {
+        let listed = match (&self.tls, &self.coordinator) {
+            (Some(t), _) if !t.public_keys.is_empty() => &t.public_keys,
+            (_, Some(c)) => &c.public_keys,
+            _ => return Vec::new(),
+        };
+        listed
+            .iter()
+            .filter_map(|k| ward_proto::signing::parse_public_hex(k))
+            .collect()
+    }
+
+    /// This host's name in signed grants: `coordinator.host`, else the
+    /// hostname.
+    pub fn host_name(&self) -> String {
+        self.coordinator
+            .as_ref()
+            .and_then(|c| c.host.clone())
+            .unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_default()
+            })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +350,23 @@ impl Config {
                 return Err(format!("coordinator.url `{}`: must be https://", c.url));
             }
         }
+        if let Some(t) = &self.tls {
+            for (i, k) in t.public_keys.iter().enumerate() {
+                if ward_proto::signing::parse_public_hex(k).is_none() {
+                    return Err(format!(
+                        "tls.public_keys[{i}]: not a 64-hex-digit ed25519 public key"
+                    ));
+                }
+            }
+            if self.tls_push_keys().is_empty() && !t.allow_unsigned_pushes {
+                return Err(
+                    "tls.public_keys: grants pushed over TLS must be signed; list the \
+                     coordinator's signing keys here or in coordinator.public_keys \
+                     (or, as break-glass, set tls.allow_unsigned_pushes = true)"
+                        .to_owned(),
+                );
+            }
+        }
         if self.agent.max_grant_duration.is_zero() {
             return Err("agent.max_grant_duration: must be longer than 0s".to_owned());
         }
@@ -370,5 +425,20 @@ mod tests {
         );
         let err = Config::parse("[enforce]\nmanaged_uids = [[2000, 1000]]\n").unwrap_err();
         assert!(err.contains("enforce.managed_uids[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_listener_needs_keys_to_verify_pushes() {
+        let tls = "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"/c\"\nkey = \"/k\"\n\
+                   client_ca = \"/ca\"\nallowed_clients = [\"coordinator\"]\n";
+        let err = Config::parse(tls).unwrap_err();
+        assert!(err.contains("tls.public_keys"), "{err}");
+        let err = Config::parse(&format!("{tls}public_keys = [\"abc\"]\n")).unwrap_err();
+        assert!(err.contains("tls.public_keys[0]"), "{err}");
+        let key = "ab".repeat(32);
+        let c = Config::parse(&format!("{tls}public_keys = [\"{key}\"]\n")).unwrap();
+        assert_eq!(c.tls_push_keys(), vec![vec![0xab; 32]]);
+        let c = Config::parse(&format!("{tls}allow_unsigned_pushes = true\n")).unwrap();
+        assert!(c.tls_push_keys().is_empty());
     }
 }

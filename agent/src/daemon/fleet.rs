@@ -16,13 +16,12 @@ use super::{config::CoordinatorSection, engine::Engine};
 pub const ISSUER: &str = "ward-coordinator";
 
 /// Runs forever: connect, subscribe, apply; on any failure wait and retry.
-pub async fn run(engine: Arc<Mutex<Engine>>, section: CoordinatorSection, labels: Vec<String>) {
-    let host = section.host.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default()
-    });
+pub async fn run(
+    engine: Arc<Mutex<Engine>>,
+    section: CoordinatorSection,
+    host: String,
+    labels: Vec<String>,
+) {
     let keys: Vec<Vec<u8>> = section
         .public_keys
         .iter()

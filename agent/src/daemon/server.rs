@@ -10,7 +10,7 @@ use ward_proto::v1::agent_server::AgentServer;
 use super::{
     config::{Config, TlsSection},
     engine::{Engine, EngineError},
-    service::{AgentService, Transport},
+    service::{AgentService, SignedPushes, Transport},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,8 @@ pub async fn run(
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        tokio::spawn(super::fleet::run(engine.clone(), section, labels));
+        let host = config.host_name();
+        tokio::spawn(super::fleet::run(engine.clone(), section, host, labels));
     }
     const TICK: Duration = Duration::from_millis(200);
     let ticker = engine.clone();
@@ -106,7 +107,24 @@ pub async fn run(
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let tls_server = match &config.tls {
-        Some(tls) => Some(tls_server(tls, engine.clone(), stop_tx.subscribe())?),
+        Some(tls) => {
+            if tls.allow_unsigned_pushes {
+                tracing::warn!(
+                    "tls.allow_unsigned_pushes is on: allowed TLS clients may push unsigned grants (break-glass)"
+                );
+            }
+            let signed = SignedPushes {
+                keys: config.tls_push_keys(),
+                host: config.host_name(),
+                allow_unsigned: tls.allow_unsigned_pushes,
+            };
+            Some(tls_server(
+                tls,
+                signed,
+                engine.clone(),
+                stop_tx.subscribe(),
+            )?)
+        }
         None => None,
     };
     let local = local_listener(&config.agent.socket)?;
@@ -164,6 +182,7 @@ fn local_listener(path: &Path) -> Result<UnixListener, ServeError> {
 
 fn tls_server(
     tls: &TlsSection,
+    signed: SignedPushes,
     engine: Arc<Mutex<Engine>>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServeError> {
@@ -184,6 +203,7 @@ fn tls_server(
         engine,
         Transport::Tls {
             allowed: tls.allowed_clients.clone(),
+            signed,
         },
     );
     let server = Server::builder()

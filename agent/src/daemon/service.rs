@@ -6,7 +6,10 @@ use tokio::sync::Mutex;
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 use ward_abi::Op;
-use ward_proto::v1::{self as pb, agent_server::Agent};
+use ward_proto::{
+    signing,
+    v1::{self as pb, agent_server::Agent},
+};
 
 use super::{
     authz::{self, Caller},
@@ -17,8 +20,50 @@ use super::{
 /// Which transport a service instance answers on.
 #[derive(Clone)]
 pub enum Transport {
-    Local { admin_group: String },
-    Tls { allowed: Vec<String> },
+    Local {
+        admin_group: String,
+    },
+    Tls {
+        allowed: Vec<String>,
+        /// What a pushed grant must be signed with, and for which host.
+        signed: SignedPushes,
+    },
+}
+
+/// How a TLS listener checks what it is pushed.
+#[derive(Clone)]
+pub struct SignedPushes {
+    pub keys: Vec<Vec<u8>>,
+    pub host: String,
+    /// Break-glass `tls.allow_unsigned_pushes`.
+    pub allow_unsigned: bool,
+}
+
+impl SignedPushes {
+    /// The grant a push carries, if this listener takes it as it came.
+    fn accept(&self, req: pb::PushGrantRequest) -> Result<(pb::Grant, bool), String> {
+        match (req.grant, req.signed) {
+            (Some(_), Some(_)) => Err("send either grant or signed, not both".into()),
+            (None, None) => Err("grant: is missing".into()),
+            (Some(g), None) if self.allow_unsigned => Ok((g, false)),
+            (Some(_), None) => Err(
+                "unsigned grants are refused over TLS: send `signed`, a grant \
+                 signed by a trusted coordinator key (tls.allow_unsigned_pushes is off)"
+                    .into(),
+            ),
+            (None, Some(signed)) => {
+                let g = signing::verify(&signed, &self.keys)
+                    .map_err(|e| format!("signed: {e} (key {})", signed.key_id))?;
+                if !g.hosts.contains(&self.host) {
+                    return Err(format!(
+                        "signed: signed for {:?}, not for this host `{}`",
+                        g.hosts, self.host
+                    ));
+                }
+                Ok((g, true))
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -36,7 +81,7 @@ impl AgentService {
     async fn caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
         let result = match &self.transport {
             Transport::Local { admin_group } => authz::local(req, admin_group),
-            Transport::Tls { allowed } => authz::remote(req, allowed),
+            Transport::Tls { allowed, .. } => authz::remote(req, allowed),
         };
         if let Err(status) = &result {
             let who = req
@@ -100,10 +145,35 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::PushGrantResponse>, Status> {
         let caller = self.caller(&req, "PushGrant").await?;
         self.require_admin(&caller, "PushGrant").await?;
-        let grant = req
-            .into_inner()
-            .grant
-            .ok_or_else(|| Status::invalid_argument("grant: is missing"))?;
+        let req = req.into_inner();
+        let grant = match &self.transport {
+            Transport::Tls { signed, .. } => match signed.accept(req) {
+                Ok((grant, true)) => grant,
+                Ok((grant, false)) => {
+                    tracing::warn!(grant = %grant.id, actor = %caller.actor(), "unsigned grant accepted over TLS (break-glass)");
+                    grant
+                }
+                Err(why) => {
+                    self.engine
+                        .lock()
+                        .await
+                        .refuse_grant("", &caller.actor(), &why);
+                    return Err(Status::permission_denied(why));
+                }
+            },
+            // The local socket's caller is identified by the kernel, and
+            // an administrator there may push what they decide.
+            Transport::Local { .. } => match (req.grant, req.signed) {
+                (Some(g), None) => g,
+                (_, Some(_)) => {
+                    return Err(Status::invalid_argument(
+                        "signed: signed grants come over TLS or the coordinator's channel; \
+                         push `grant` on the local socket",
+                    ));
+                }
+                (None, None) => return Err(Status::invalid_argument("grant: is missing")),
+            },
+        };
         let id = grant.id.clone();
         let result = self.engine.lock().await.push(grant, &caller.actor());
         match result {

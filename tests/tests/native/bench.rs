@@ -64,8 +64,11 @@ fn push_to_enforced_latency() {
             now + 600_000,
         );
         let started = Instant::now();
-        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
-            .unwrap();
+        rt.block_on(client.push_grant(pb::PushGrantRequest {
+            grant: Some(grant),
+            ..Default::default()
+        }))
+        .unwrap();
         let stream = TcpStream::connect(h.addr).expect("allowed right after the push returns");
         samples.push(started.elapsed());
         drop(stream);
@@ -140,8 +143,11 @@ fn expiry_precision() {
             format!("127.0.0.1/32:{}", h.addr.port()),
             expires.as_millis() as i64,
         );
-        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
-            .unwrap();
+        rt.block_on(client.push_grant(pb::PushGrantRequest {
+            grant: Some(grant),
+            ..Default::default()
+        }))
+        .unwrap();
         let deadline = Duration::from_millis(expires.as_millis() as u64);
         assert!(
             TcpStream::connect(h.addr).is_ok(),
@@ -266,8 +272,11 @@ fn memory() {
             format!("10.{}.{}.{}/32:5432", i >> 16, (i >> 8) & 255, i & 255),
             expires,
         );
-        rt.block_on(client.push_grant(pb::PushGrantRequest { grant: Some(grant) }))
-            .unwrap();
+        rt.block_on(client.push_grant(pb::PushGrantRequest {
+            grant: Some(grant),
+            ..Default::default()
+        }))
+        .unwrap();
     }
     let push_s = started.elapsed().as_secs_f64();
     // Settled: wardd trims freed memory within a second of churn.

@@ -466,7 +466,10 @@ fn every_bad_grant_is_refused_whole_with_its_field_named() {
         (in_the_past, "expires_at_unix_ms"),
     ] {
         let err = rt
-            .block_on(client.push_grant(ward_proto::v1::PushGrantRequest { grant: Some(grant) }))
+            .block_on(client.push_grant(ward_proto::v1::PushGrantRequest {
+                grant: Some(grant),
+                ..Default::default()
+            }))
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
         assert!(

@@ -31,33 +31,80 @@ async fn client(
     Ok(AgentClient::new(channel))
 }
 
-fn grant(id: &str, workload: &str, addr: &std::net::SocketAddr) -> pb::PushGrantRequest {
+fn grant(id: &str, workload: &str, addr: &std::net::SocketAddr, host: &str) -> pb::Grant {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    pb::PushGrantRequest {
-        grant: Some(pb::Grant {
-            id: id.into(),
-            subject: Some(pb::Subject {
-                kind: Some(subject::Kind::Workload(workload.into())),
-            }),
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(object::Kind::Network(format!(
-                    "{}/32:{}",
-                    addr.ip(),
-                    addr.port()
-                ))),
-            }],
-            expires_at_unix_ms: now + 600_000,
-            reason: "CHG-7".into(),
-            issuer: "coordinator.test".into(),
-            hosts: Vec::new(),
-            approvers: vec!["bob".into()],
-            ..Default::default()
+    pb::Grant {
+        id: id.into(),
+        subject: Some(pb::Subject {
+            kind: Some(subject::Kind::Workload(workload.into())),
         }),
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(object::Kind::Network(format!(
+                "{}/32:{}",
+                addr.ip(),
+                addr.port()
+            ))),
+        }],
+        expires_at_unix_ms: now + 600_000,
+        reason: "CHG-7".into(),
+        issuer: "coordinator.test".into(),
+        hosts: vec![host.into()],
+        approvers: vec!["bob".into()],
+        ..Default::default()
     }
+}
+
+/// A coordinator's signing key, as `ward-coordinator` signs: ed25519 over
+/// the grant's protobuf encoding.
+struct Key(ring::signature::Ed25519KeyPair);
+
+impl Key {
+    fn new() -> Key {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Key(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+    }
+
+    fn public_hex(&self) -> String {
+        use ring::signature::KeyPair;
+        self.0
+            .public_key()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn push(&self, g: &pb::Grant) -> pb::PushGrantRequest {
+        use prost::Message;
+        let bytes = g.encode_to_vec();
+        pb::PushGrantRequest {
+            signed: Some(pb::SignedGrant {
+                signature: self.0.sign(&bytes).as_ref().to_vec(),
+                grant: bytes,
+                key_id: self.public_hex()[..16].to_owned(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn unsigned(g: &pb::Grant) -> pb::PushGrantRequest {
+    pb::PushGrantRequest {
+        grant: Some(g.clone()),
+        ..Default::default()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +115,8 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
     let coordinator = leaf(&authority, "coordinator.test", true);
     let intruder = leaf(&authority, "intruder.test", true);
     let forged = leaf(&rogue, "coordinator.test", true);
+    let key = Key::new();
+    let other_key = Key::new();
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -81,23 +130,25 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
         p.display().to_string()
     };
     let tls = format!(
-        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\n",
+        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\npublic_keys = [\"{}\"]\n",
         write("server.pem", &server.0),
         write("server.key", &server.1),
         write("ca.pem", &authority.pem()),
+        key.public_hex(),
     );
     let h = host("tls", &tls);
     let _wardd = h.start();
     let ca_pem = authority.pem();
+    let here = hostname();
 
     let mut good = client(port, &ca_pem, Some(&coordinator))
         .await
         .expect("coordinator connects");
-    let first = grant("tls-1", &h.managed_workload(), &h.addr);
+    let first = grant("tls-1", &h.managed_workload(), &h.addr, &here);
     let pushed = good
-        .push_grant(first.clone())
+        .push_grant(key.push(&first))
         .await
-        .expect("push over mTLS")
+        .expect("a signed push over mTLS")
         .into_inner();
     assert!(pushed.created);
     assert_eq!(
@@ -105,13 +156,15 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
         OpenOutcome::Opened,
         "the pushed grant is enforced"
     );
-    let again = good.push_grant(first.clone()).await.unwrap().into_inner();
+    let again = good
+        .push_grant(key.push(&first))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!again.created, "pushing the same grant twice is idempotent");
     let mut changed = first.clone();
-    if let Some(g) = changed.grant.as_mut() {
-        g.reason = "something else".into();
-    }
-    let err = good.push_grant(changed).await.unwrap_err();
+    changed.reason = "something else".into();
+    let err = good.push_grant(key.push(&changed)).await.unwrap_err();
     assert_eq!(
         err.code(),
         tonic::Code::AlreadyExists,
@@ -125,12 +178,40 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
     .unwrap();
     assert_eq!(h.connect(), OpenOutcome::Refused(libc::EPERM));
 
+    // An allowed certificate says who calls, not what was approved: an
+    // unsigned grant, one signed by a key the agent does not trust, and one
+    // signed for another host are all refused.
+    let workload = h.managed_workload();
+    for (push, why) in [
+        (
+            unsigned(&grant("tls-3", &workload, &h.addr, &here)),
+            "unsigned grants are refused over TLS",
+        ),
+        (
+            other_key.push(&grant("tls-4", &workload, &h.addr, &here)),
+            "does not verify",
+        ),
+        (
+            key.push(&grant("tls-5", &workload, &h.addr, "elsewhere")),
+            "not for this host",
+        ),
+    ] {
+        let err = good.push_grant(push).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        assert!(err.message().contains(why), "{err}");
+    }
+    assert_eq!(
+        h.connect(),
+        OpenOutcome::Refused(libc::EPERM),
+        "nothing refused was enforced"
+    );
+
     // Right CA, identity not allowed: authenticated, not authorized.
     let mut stranger = client(port, &ca_pem, Some(&intruder))
         .await
         .expect("handshake succeeds");
     let err = stranger
-        .push_grant(grant("tls-2", &h.managed_workload(), &h.addr))
+        .push_grant(key.push(&grant("tls-2", &workload, &h.addr, &here)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
@@ -146,19 +227,63 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
             "a client without a certificate from the configured CA is refused"
         );
     }
+    let stored = h.grants();
+    for id in ["tls-2", "tls-3", "tls-4", "tls-5"] {
+        assert!(
+            !stored.iter().any(|g| g["id"] == id),
+            "nothing refused was stored ({id})"
+        );
+    }
+    let audit = h.audit();
     assert!(
-        !h.grants().iter().any(|g| g["id"] == "tls-2"),
-        "nothing from the refused caller was stored"
+        audit.iter().any(|r| r["kind"] == "call_refused"),
+        "the stranger's refusal is audited"
     );
-    let refusals: Vec<_> = h
-        .audit()
-        .into_iter()
-        .filter(|r| r["kind"] == "call_refused")
-        .collect();
-    assert!(!refusals.is_empty(), "the refusal is audited");
+    assert!(
+        audit
+            .iter()
+            .filter(|r| r["kind"] == "grant_refused")
+            .count()
+            >= 3,
+        "each refused push is audited"
+    );
     let audit_text = std::fs::read_to_string(h.dir.path().join("audit.jsonl")).unwrap();
     assert!(
         !audit_text.contains("PRIVATE KEY"),
         "no secrets in the audit log"
     );
+}
+
+/// The break-glass switch: with `tls.allow_unsigned_pushes`, an allowed
+/// client's unsigned grant is accepted (and wardd starts without keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_tls_pushes_need_the_break_glass_switch() {
+    let authority = ca("ward test CA");
+    let server = leaf(&authority, "localhost", false);
+    let coordinator = leaf(&authority, "coordinator.test", true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = ward_tests::TempDir::new("tls-glass");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let tls = format!(
+        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\nallow_unsigned_pushes = true\n",
+        write("server.pem", &server.0),
+        write("server.key", &server.1),
+        write("ca.pem", &authority.pem()),
+    );
+    let h = host("tls-glass", &tls);
+    let _wardd = h.start();
+    let mut c = client(port, &authority.pem(), Some(&coordinator))
+        .await
+        .expect("coordinator connects");
+    let g = grant("glass-1", &h.managed_workload(), &h.addr, "any");
+    c.push_grant(unsigned(&g)).await.expect("break-glass push");
+    assert_eq!(h.connect(), OpenOutcome::Opened);
 }

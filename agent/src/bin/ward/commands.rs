@@ -91,7 +91,10 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             let json = args.json;
             let grant = build_grant(args)?;
             let r = agent
-                .push_grant(pb::PushGrantRequest { grant: Some(grant) })
+                .push_grant(pb::PushGrantRequest {
+                    grant: Some(grant),
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             render::pushed(&r, json);
