@@ -28,11 +28,48 @@ pub fn generate() -> Result<Vec<u8>, ring::error::Unspecified> {
 }
 
 impl Signer {
-    pub fn from_pkcs8(path: &std::path::Path) -> Result<Signer, SignerError> {
+    /// Generates a key into a new file that is 0600 from its creation (it
+    /// never exists with wider permissions), and loads it.
+    pub fn create(path: &std::path::Path) -> Result<Signer, SignerError> {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
         let err = |message: String| SignerError::Key {
             path: path.display().to_string(),
             message,
         };
+        let der = generate().map_err(|_| err("generating a key failed".into()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    err("exists; refusing to overwrite a key".into())
+                }
+                _ => err(e.to_string()),
+            })?;
+        file.write_all(&der)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        Signer::from_pkcs8(path)
+    }
+
+    /// Loads a key; one that others may read is refused.
+    pub fn from_pkcs8(path: &std::path::Path) -> Result<Signer, SignerError> {
+        use std::os::unix::fs::MetadataExt;
+        let err = |message: String| SignerError::Key {
+            path: path.display().to_string(),
+            message,
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(|e| err(e.to_string()))?
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "is readable or writable by others (mode {:04o}); run `chmod 600` on it",
+                mode & 0o7777
+            )));
+        }
         let der = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let key = Ed25519KeyPair::from_pkcs8(&der)
             .map_err(|e| err(format!("not an ed25519 PKCS#8 key: {e}")))?;
@@ -70,8 +107,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ward-signer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("k.pk8");
-        std::fs::write(&path, generate().unwrap()).unwrap();
-        let s = Signer::from_pkcs8(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let s = Signer::create(&path).unwrap();
         let key = parse_public_hex(&s.public_hex()).unwrap();
         let g = Grant {
             id: "r-1".into(),
@@ -92,6 +129,27 @@ mod tests {
             ..signed
         };
         assert_eq!(verify(&unsigned, &[key]), Err(VerifyError::Unsigned));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_key_is_created_0600_and_a_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ward-keymode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.pk8");
+        Signer::create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Signer::create(&path).err().expect("never overwritten");
+        assert!(
+            again.to_string().contains("refusing to overwrite"),
+            "{again}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Signer::from_pkcs8(&path).err().expect("refused");
+        assert!(err.to_string().contains("mode 0644"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -351,13 +351,20 @@ impl Tx<'_> {
 
     /// Grants still running for `host`: what a reconnecting agent resyncs to.
     pub fn active_grants(&self, host: &str, now_ms: i64) -> Result<Vec<SignedGrant>, StoreError> {
-        let pattern = format!("%,{host},%");
+        // Matched exactly in Rust, not with LIKE: there `_` and `%` are
+        // wildcards and SQLite compares case-insensitively, so `db_1` would
+        // be sent `dbx1`'s grants.
         let rows = self.query(
-            "SELECT signed FROM grants WHERE ended = 0 AND expires_ms > ?1 AND hosts LIKE ?2 ORDER BY id",
-            &[P::I(now_ms), P::T(&pattern)],
+            "SELECT signed, hosts FROM grants WHERE ended = 0 AND expires_ms > ?1 ORDER BY id",
+            &[P::I(now_ms)],
         )?;
         rows.into_iter()
-            .filter_map(|r| r.into_iter().next())
+            .filter_map(|r| {
+                let mut it = r.into_iter();
+                let signed = it.next()?;
+                let hosts = hosts_of(&it.next()?.t());
+                hosts.iter().any(|h| h == host).then_some(signed)
+            })
             .map(|b| Ok(SignedGrant::decode(b.b().as_slice())?))
             .collect()
     }
@@ -532,4 +539,47 @@ fn pg_params(params: &[P<'_>]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
 /// `?1` placeholders to PostgreSQL's `$1`.
 fn pg_sql(sql: &str) -> String {
     sql.replace('?', "$")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot holds the grants signed for that host, by exact name: no
+    /// wildcard, no case folding.
+    #[test]
+    fn a_host_snapshot_matches_host_names_exactly() {
+        let dir = std::env::temp_dir().join(format!("ward-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open_sqlite(&dir).unwrap();
+        let signed = |id: &str| SignedGrant {
+            grant: id.as_bytes().to_vec(),
+            signature: vec![1],
+            key_id: "k".into(),
+        };
+        store
+            .write(|tx| -> Result<(), StoreError> {
+                tx.insert_grant("for-dbx1", &["dbx1".into()], &signed("for-dbx1"), i64::MAX)?;
+                tx.insert_grant("for-DB1", &["DB1".into()], &signed("for-DB1"), i64::MAX)?;
+                tx.insert_grant(
+                    "for-both",
+                    &["web".into(), "db_1".into()],
+                    &signed("for-both"),
+                    i64::MAX,
+                )
+            })
+            .unwrap();
+        let got: Vec<Vec<u8>> = store
+            .read(|tx| -> Result<_, StoreError> { tx.active_grants("db_1", 0) })
+            .unwrap()
+            .into_iter()
+            .map(|g| g.grant)
+            .collect();
+        assert_eq!(got, vec![b"for-both".to_vec()]);
+        let folded = store
+            .read(|tx| -> Result<_, StoreError> { tx.active_grants("db1", 0) })
+            .unwrap();
+        assert!(folded.is_empty(), "`db1` is not `DB1`");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ward_coordinator::{config::Config, server, signer};
 
@@ -61,15 +60,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Cmd::Keygen { out } => {
-            anyhow::ensure!(
-                !out.exists(),
-                "{} exists; refusing to overwrite a key",
-                out.display()
-            );
-            let der = signer::generate().map_err(|_| anyhow::anyhow!("generating a key failed"))?;
-            std::fs::write(&out, &der).with_context(|| format!("writing {}", out.display()))?;
-            std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-            let s = signer::Signer::from_pkcs8(&out)?;
+            let s = signer::Signer::create(&out)?;
             println!("{}", s.public_hex());
             Ok(())
         }
