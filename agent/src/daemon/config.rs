@@ -208,37 +208,29 @@ pub struct TlsSection {
     #[serde(default)]
     pub public_keys: Vec<String>,
     /// Break-glass: accept unsigned grants from allowed clients over TLS.
-    /// Off by default; every such push is audited as unsigned.
+    /// Off by default; wardd warns at start and on every such push.
     #[serde(default)]
     pub allow_unsigned_pushes: bool,
 }
 
-impl Config {
-    /// The keys whose signatures TLS pushes must carry.
-    pub fn tls_push_keys(&self) -> Vec<Vec<u8>> {
-        let listed = match (&self.tls, &self.coordinator) {
-            (Some(t), _) if !t.public_keys.is_empty() => &t.public_keys,
-            (_, Some(c)) => &c.public_keys,
-            _ => return Vec::new(),
-        };
-        listed
-            .iter()
-            .filter_map(|k| ward_proto::signing::parse_public_hex(k))
-            .collect()
-    }
+/// ed25519 public keys from hex, skipping any that do not parse (config
+/// validation has named those already).
+pub fn parse_keys(keys: &[String]) -> Vec<Vec<u8>> {
+    keys.iter()
+        .filter_map(|k| ward_proto::signing::parse_public_hex(k))
+        .collect()
+}
 
-    /// This host's name in signed grants: `coordinator.host`, else the
-    /// hostname.
-    pub fn host_name(&self) -> String {
-        self.coordinator
-            .as_ref()
-            .and_then(|c| c.host.clone())
-            .unwrap_or_else(|| {
-                nix::unistd::gethostname()
-                    .ok()
-                    .and_then(|h| h.into_string().ok())
-                    .unwrap_or_default()
-            })
+/// Names the first key in `field` that is not an ed25519 public key.
+fn check_keys(field: &str, keys: &[String]) -> Result<(), String> {
+    match keys
+        .iter()
+        .position(|k| ward_proto::signing::parse_public_hex(k).is_none())
+    {
+        Some(i) => Err(format!(
+            "{field}[{i}]: not a 64-hex-digit ed25519 public key"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -254,6 +246,30 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The keys whose signatures TLS pushes must carry.
+    pub fn tls_push_keys(&self) -> Vec<Vec<u8>> {
+        let listed = match (&self.tls, &self.coordinator) {
+            (Some(t), _) if !t.public_keys.is_empty() => &t.public_keys,
+            (_, Some(c)) => &c.public_keys,
+            _ => return Vec::new(),
+        };
+        parse_keys(listed)
+    }
+
+    /// This host's name in signed grants: `coordinator.host`, else the
+    /// hostname.
+    pub fn host_name(&self) -> String {
+        self.coordinator
+            .as_ref()
+            .and_then(|c| c.host.clone())
+            .unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_default()
+            })
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -339,25 +355,13 @@ impl Config {
                         .to_owned(),
                 );
             }
-            for (i, k) in c.public_keys.iter().enumerate() {
-                if ward_proto::signing::parse_public_hex(k).is_none() {
-                    return Err(format!(
-                        "coordinator.public_keys[{i}]: not a 64-hex-digit ed25519 public key"
-                    ));
-                }
-            }
+            check_keys("coordinator.public_keys", &c.public_keys)?;
             if !c.url.starts_with("https://") {
                 return Err(format!("coordinator.url `{}`: must be https://", c.url));
             }
         }
         if let Some(t) = &self.tls {
-            for (i, k) in t.public_keys.iter().enumerate() {
-                if ward_proto::signing::parse_public_hex(k).is_none() {
-                    return Err(format!(
-                        "tls.public_keys[{i}]: not a 64-hex-digit ed25519 public key"
-                    ));
-                }
-            }
+            check_keys("tls.public_keys", &t.public_keys)?;
             if self.tls_push_keys().is_empty() && !t.allow_unsigned_pushes {
                 return Err(
                     "tls.public_keys: grants pushed over TLS must be signed; list the \

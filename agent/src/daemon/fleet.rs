@@ -22,11 +22,7 @@ pub async fn run(
     host: String,
     labels: Vec<String>,
 ) {
-    let keys: Vec<Vec<u8>> = section
-        .public_keys
-        .iter()
-        .filter_map(|k| signing::parse_public_hex(k))
-        .collect();
+    let keys = super::config::parse_keys(&section.public_keys);
     let mut backoff = Duration::from_millis(200);
     loop {
         match session(&engine, &section, &host, &labels, &keys).await {

@@ -5,10 +5,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use ward_proto::v1::{self as pb, agent_client::AgentClient, object, subject};
 use ward_tests::{
     OpenOutcome,
-    pki::{ca, leaf},
+    pki::{Ca, ca, leaf},
 };
 
-use crate::daemon::host;
+use crate::daemon::{Host, host};
 
 async fn client(
     port: u16,
@@ -107,36 +107,46 @@ fn hostname() -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_pushes_work_and_strangers_are_refused() {
-    let authority = ca("ward test CA");
-    let rogue = ca("rogue CA");
-    let server = leaf(&authority, "localhost", false);
-    let coordinator = leaf(&authority, "coordinator.test", true);
-    let intruder = leaf(&authority, "intruder.test", true);
-    let forged = leaf(&rogue, "coordinator.test", true);
-    let key = Key::new();
-    let other_key = Key::new();
-
+/// A host whose wardd listens for TLS on a free port with a server
+/// certificate from `authority`, trusting it for clients named
+/// `coordinator.test`; `extra` adds lines to `[tls]`. The directory holding
+/// the PEM files is returned to keep it alive.
+fn tls_host(tag: &str, authority: &Ca, extra: &str) -> (Host, u16, ward_tests::TempDir) {
+    let server = leaf(authority, "localhost", false);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let dir = ward_tests::TempDir::new("tls-pki");
+    let dir = ward_tests::TempDir::new(&format!("{tag}-pki"));
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     };
     let tls = format!(
-        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\npublic_keys = [\"{}\"]\n",
+        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\n{extra}",
         write("server.pem", &server.0),
         write("server.key", &server.1),
         write("ca.pem", &authority.pem()),
-        key.public_hex(),
     );
-    let h = host("tls", &tls);
+    (host(tag, &tls), port, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_pushes_work_and_strangers_are_refused() {
+    let authority = ca("ward test CA");
+    let rogue = ca("rogue CA");
+    let coordinator = leaf(&authority, "coordinator.test", true);
+    let intruder = leaf(&authority, "intruder.test", true);
+    let forged = leaf(&rogue, "coordinator.test", true);
+    let key = Key::new();
+    let other_key = Key::new();
+    let (h, port, _pki) = tls_host(
+        "tls",
+        &authority,
+        &format!("public_keys = [\"{}\"]\n", key.public_hex()),
+    );
     let _wardd = h.start();
     let ca_pem = authority.pem();
     let here = hostname();
@@ -259,26 +269,8 @@ async fn mutual_tls_pushes_work_and_strangers_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_tls_pushes_need_the_break_glass_switch() {
     let authority = ca("ward test CA");
-    let server = leaf(&authority, "localhost", false);
     let coordinator = leaf(&authority, "coordinator.test", true);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = ward_tests::TempDir::new("tls-glass");
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    };
-    let tls = format!(
-        "\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_clients = [\"coordinator.test\"]\nallow_unsigned_pushes = true\n",
-        write("server.pem", &server.0),
-        write("server.key", &server.1),
-        write("ca.pem", &authority.pem()),
-    );
-    let h = host("tls-glass", &tls);
+    let (h, port, _pki) = tls_host("tls-glass", &authority, "allow_unsigned_pushes = true\n");
     let _wardd = h.start();
     let mut c = client(port, &authority.pem(), Some(&coordinator))
         .await
