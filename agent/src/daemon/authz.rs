@@ -1,14 +1,15 @@
 //! Who is calling, and what they may do.
 //!
-//! Local callers are identified by the kernel (`SO_PEERCRED` on the unix
-//! socket): root and members of the admin group administer; any other
-//! local user may see their own grants and ask about themselves. Remote
+//! Local callers are identified by the kernel (`SO_PEERCRED` and
+//! `SO_PEERGROUPS` on the unix socket, captured at connect): root and
+//! members of the admin group administer; any other local user may see
+//! their own grants and ask about themselves. Remote
 //! callers are identified by their client certificate (mutual TLS) and must
 //! be listed in the config.
 
 use tonic::{Request, Status};
 
-use super::users;
+use super::{peer::Peer, users};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -48,22 +49,21 @@ impl Caller {
     }
 }
 
-/// The local caller of a request on the unix socket.
+/// The local caller of a request on the unix socket, from the credentials
+/// its connection was made with (see `peer`).
 pub fn local<T>(req: &Request<T>, admin_group: &str) -> Result<Caller, Status> {
-    let info = req
+    let peer = req
         .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
-    let cred = info
-        .peer_cred
+        .get::<Option<Peer>>()
+        .and_then(Option::as_ref)
         .ok_or_else(|| Status::unauthenticated("the kernel gave no peer credentials"))?;
-    let uid = cred.uid();
-    let pid = cred.pid();
-    let admin = uid == 0
-        || users::group_gid(admin_group).is_some_and(|gid| {
-            cred.gid() == gid || pid.is_some_and(|p| users::process_groups(p).contains(&gid))
-        });
-    Ok(Caller::Local { uid, pid, admin })
+    let admin =
+        peer.uid == 0 || users::group_gid(admin_group).is_some_and(|gid| peer.in_group(gid));
+    Ok(Caller::Local {
+        uid: peer.uid,
+        pid: peer.pid,
+        admin,
+    })
 }
 
 /// The remote caller of a request over mutual TLS, if its certificate

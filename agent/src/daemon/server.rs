@@ -3,13 +3,14 @@
 use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use tokio::{net::UnixListener, sync::Mutex};
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{StreamExt, wrappers::UnixListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use ward_proto::v1::agent_server::AgentServer;
 
 use super::{
     config::{Config, TlsSection},
     engine::{Engine, EngineError},
+    peer::PeerStream,
     service::{AgentService, SignedPushes, Transport},
 };
 
@@ -137,7 +138,7 @@ pub async fn run(
     let mut stop = stop_tx.subscribe();
     let local_server = Server::builder()
         .add_service(AgentServer::new(svc))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(local), async move {
+        .serve_with_incoming_shutdown(accepted(local), async move {
             let _ = stop.recv().await;
         });
 
@@ -158,6 +159,14 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.agent.socket);
     tracing::info!("wardd stopped; enforcement stays pinned");
     Ok(())
+}
+
+/// The local socket's connections, each with the credentials it was made
+/// with.
+fn accepted(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<PeerStream>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(PeerStream::accept))
 }
 
 /// Binds the local socket: any local user may connect; each call is

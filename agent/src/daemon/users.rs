@@ -59,24 +59,6 @@ fn passwd_entries(path: &Path) -> impl Iterator<Item = User> {
         .into_iter()
 }
 
-/// The groups (real, effective, supplementary) of a live process.
-pub fn process_groups(pid: i32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let mut gids = Vec::new();
-    for line in status.lines() {
-        if let Some(rest) = line
-            .strip_prefix("Gid:")
-            .or_else(|| line.strip_prefix("Groups:"))
-        {
-            gids.extend(
-                rest.split_whitespace()
-                    .filter_map(|g| g.parse::<u32>().ok()),
-            );
-        }
-    }
-    gids
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,11 +68,5 @@ mod tests {
         assert_eq!(by_name("root").map(|u| u.uid), Some(0));
         assert_eq!(by_uid(0).map(|u| u.name), Some("root".to_owned()));
         assert_eq!(by_name("no-such-user-ward"), None);
-    }
-
-    #[test]
-    fn this_process_has_its_groups() {
-        let gid = nix::unistd::getgid().as_raw();
-        assert!(process_groups(std::process::id() as i32).contains(&gid));
     }
 }

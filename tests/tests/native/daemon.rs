@@ -314,6 +314,136 @@ fn peer_credentials_decide_what_a_local_caller_may_do() {
     );
 }
 
+/// Issue 14.4: a connection's rights are the ones it was made with. A
+/// process connects as uid 65534 outside the admin group, then (through a
+/// saved root uid) joins the admin group, which is what `/proc/PID/status`
+/// would then show; a pid reused by an admin-group member looks the same.
+/// The connection must stay unprivileged, and the grant it tries to revoke
+/// must stay enforced.
+#[test]
+fn a_connection_keeps_the_credentials_it_was_made_with() {
+    let h = host("peergroups", "");
+    let _wardd = h.start();
+    let (code, _, err) = h.grant("root-grant", "10m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(h.connect(), OpenOutcome::Opened, "granted");
+
+    let child = connect_then_join_admin_group(&h.socket);
+    let stolen = steal_fd(child.id(), CONNECTED_FD);
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            stolen.set_nonblocking(true).unwrap();
+            let mut stream = Some(tokio::net::UnixStream::from_std(stolen).unwrap());
+            let channel = tonic::transport::Endpoint::from_static("http://wardd.local")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let stream = stream.take();
+                    async move {
+                        stream
+                            .map(hyper_util::rt::TokioIo::new)
+                            .ok_or_else(|| std::io::Error::other("one connection only"))
+                    }
+                }))
+                .await
+                .unwrap();
+            ward_proto::v1::agent_client::AgentClient::new(channel)
+                .revoke_grant(ward_proto::v1::RevokeGrantRequest {
+                    id: "root-grant".into(),
+                    reason: "raced".into(),
+                })
+                .await
+        });
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let err = status.expect_err("the revoke must be refused");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        h.states(),
+        vec![("root-grant".to_owned(), "active".to_owned())]
+    );
+    assert_eq!(h.connect(), OpenOutcome::Opened, "the grant still holds");
+}
+
+/// The descriptor number the connecting child leaves its socket on.
+const CONNECTED_FD: i32 = 100;
+
+/// Spawns `sleep` whose pre-exec child connects to `socket` as uid 65534,
+/// gid 1, no supplementary groups, leaves the socket on `CONNECTED_FD`,
+/// then joins the admin group ("nogroup", 65534) before exec.
+fn connect_then_join_admin_group(socket: &Path) -> std::process::Child {
+    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("60");
+    // SAFETY: the closure makes only raw, async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = |_| Err(std::io::Error::last_os_error());
+            let admin: libc::gid_t = 65534;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(1, 1, 1) != 0
+                // Keep a saved uid of 0 to change groups after connecting.
+                || libc::setresuid(65534, 65534, 0) != 0
+            {
+                return fail(());
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0
+                || libc::connect(
+                    fd,
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                ) != 0
+                || libc::dup2(fd, CONNECTED_FD) != CONNECTED_FD
+            {
+                return fail(());
+            }
+            if libc::seteuid(0) != 0 || libc::setgroups(1, &admin) != 0 || libc::seteuid(65534) != 0
+            {
+                return fail(());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn the connecting child");
+    let groups = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.starts_with("Groups:") && l.contains("65534")),
+        "the child joined the admin group after connecting: {groups}"
+    );
+    child
+}
+
+/// A duplicate of another process's descriptor (`pidfd_getfd`, root only).
+fn steal_fd(pid: u32, fd: i32) -> std::os::unix::net::UnixStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: raw syscalls; the results are checked before use.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        let err = std::io::Error::last_os_error();
+        libc::close(pidfd);
+        assert!(got >= 0, "pidfd_getfd: {err}");
+        std::os::unix::net::UnixStream::from_raw_fd(got)
+    }
+}
+
 #[test]
 fn every_bad_grant_is_refused_whole_with_its_field_named() {
     let h = host("valid", "");

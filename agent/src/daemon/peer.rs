@@ -1,0 +1,160 @@
+//! A local connection's credentials, captured once when it is accepted.
+//!
+//! The kernel records the connecting task's credentials at `connect()`
+//! (`SO_PEERCRED`, `SO_PEERGROUPS`). Reading them there, rather than
+//! `/proc/PID` on each call, means a connection's rights can never change
+//! after it is made: not by the caller changing its groups, and not by its
+//! pid being reused by another process.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::UnixStream,
+};
+use tonic::transport::server::Connected;
+
+/// Who made a connection, as the kernel saw them when they made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// Supplementary groups at connect time.
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// Reads the credentials the kernel captured at `connect()`.
+    pub fn of(stream: &UnixStream) -> io::Result<Peer> {
+        let cred = stream.peer_cred()?;
+        Ok(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+            groups: peer_groups(stream.as_raw_fd())?,
+        })
+    }
+
+    /// Whether the peer had `gid` as its primary or a supplementary group.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// An accepted local connection and the credentials it was made with.
+pub struct PeerStream {
+    stream: UnixStream,
+    peer: Option<Peer>,
+}
+
+impl PeerStream {
+    pub fn accept(stream: UnixStream) -> PeerStream {
+        let peer = match Peer::of(&stream) {
+            Ok(peer) => Some(peer),
+            Err(err) => {
+                // Calls on this connection are refused as unauthenticated.
+                tracing::warn!(error = %err, "no peer credentials for a local connection");
+                None
+            }
+        };
+        PeerStream { stream, peer }
+    }
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = Option<Peer>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// `SO_PEERGROUPS`: the supplementary groups of the connecting task.
+fn peer_groups(fd: RawFd) -> io::Result<Vec<u32>> {
+    // NGROUPS_MAX is 65536; start small and grow to what the kernel asks.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a live buffer of `len` bytes; the kernel
+        // writes at most `len` bytes and sets `len` to what it wrote or,
+        // on ERANGE, to what it needs.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && count > groups.len() {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_carries_its_makers_groups() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let peer = Peer::of(&a).unwrap();
+        assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(peer.pid, Some(std::process::id() as i32));
+        let mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut got = peer.groups.clone();
+        let mut want = mine;
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(peer.in_group(nix::unistd::getegid().as_raw()));
+    }
+}
