@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use ward_proto::{
-    identity::peer_names,
+    identity::peer_identity,
     v1::{self as pb, coordinator_server::Coordinator, fleet_message},
 };
 
@@ -50,14 +50,33 @@ fn status(e: WorkflowError) -> Status {
     }
 }
 
-/// The person calling: the certificate's first name that is not an agent's.
+/// Who is calling: the one identity the client certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    Person(String),
+    /// The agent of this host.
+    Agent(String),
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let id = peer_identity(req).map_err(|e| {
+        tracing::warn!(error = %e, "caller refused");
+        Status::permission_denied(e.to_string())
+    })?;
+    Ok(match id.strip_suffix(AGENT_SUFFIX) {
+        Some(host) => Caller::Agent(host.to_owned()),
+        None => Caller::Person(id),
+    })
+}
+
+/// The person calling; agents may only subscribe.
 fn person<T>(req: &Request<T>) -> Result<String, Status> {
-    peer_names(req)
-        .into_iter()
-        .find(|n| !n.ends_with(AGENT_SUFFIX))
-        .ok_or_else(|| {
-            Status::permission_denied("this call is for people; agents may only subscribe")
-        })
+    match caller(req)? {
+        Caller::Person(p) => Ok(p),
+        Caller::Agent(_) => Err(Status::permission_denied(
+            "this call is for people; agents may only subscribe",
+        )),
+    }
 }
 
 impl CoordinatorService {
@@ -251,10 +270,10 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        person(&req)?;
+        let who = person(&req)?;
         let since = req.get_ref().since_unix_ms;
         let entries = self
-            .with(move |wf| wf.audit_since(since))
+            .with(move |wf| wf.audit_since(&who, since))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AuditResponse { entries }))
@@ -266,14 +285,14 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<FleetStream>, Status> {
-        let names = peer_names(&req);
+        let who = caller(&req)?;
         let r = req.into_inner();
-        let expected = format!("{}{AGENT_SUFFIX}", r.host);
-        if r.host.is_empty() || !names.contains(&expected) {
-            tracing::warn!(host = %r.host, names = ?names, "subscribe refused");
+        if who != Caller::Agent(r.host.clone()) {
+            tracing::warn!(host = %r.host, caller = ?who, "subscribe refused");
             return Err(Status::permission_denied(format!(
-                "only the agent of host `{}` ({expected}) may subscribe for it; the certificate names {names:?}",
-                r.host
+                "only the agent of host `{}` ({}{AGENT_SUFFIX}, lowercase) may subscribe for it; \
+                 the certificate names {who:?}",
+                r.host, r.host
             )));
         }
         let (tx, rx) = mpsc::channel(1024);

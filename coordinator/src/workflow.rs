@@ -154,6 +154,13 @@ fn fitting(action: Action, i: usize, j: usize, o: &pb::Object) -> Result<String,
     Ok(name.clone())
 }
 
+/// Whether two names are one person. Certificate identities are
+/// canonical (lowercase) already; this also holds for records stored
+/// before they were.
+fn same_person(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 fn labels_of(labels: &[String]) -> std::collections::BTreeMap<String, String> {
     labels
         .iter()
@@ -298,6 +305,19 @@ impl Rules {
             ),
         )?;
         Ok(())
+    }
+
+    /// People named in `admins` may see and revoke every request.
+    fn is_admin(&self, who: &str) -> bool {
+        self.admins.iter().any(|a| a.eq_ignore_ascii_case(who))
+    }
+
+    /// Whether `who` may see `req` and its audit trail: its requester, an
+    /// admin, or someone Cedar lets review it.
+    fn may_see(&self, tx: &Tx<'_>, who: &str, req: &AccessRequest) -> Result<bool, WorkflowError> {
+        Ok(same_person(&req.requester, who)
+            || self.is_admin(who)
+            || self.may_review(tx, who, req)?)
     }
 
     /// Whether `reviewer` may review `req` on every host it targets, each
@@ -467,7 +487,7 @@ impl Workflow {
         let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
             Self::expect(&req, &[RequestState::Pending])?;
-            if req.requester == reviewer {
+            if same_person(&req.requester, reviewer) {
                 return Err(WorkflowError::SelfApproval);
             }
             if !rules.may_review(tx, reviewer, &req)? {
@@ -475,7 +495,11 @@ impl Workflow {
                     "no `review` policy lets {reviewer} review {id}"
                 )));
             }
-            if req.reviews.iter().any(|r| r.reviewer == reviewer) {
+            if req
+                .reviews
+                .iter()
+                .any(|r| same_person(&r.reviewer, reviewer))
+            {
                 return Err(invalid(
                     "id",
                     format!("{reviewer} has already reviewed {id}"),
@@ -544,16 +568,13 @@ impl Workflow {
         let result = self.store.write(|tx| {
             let mut req = Self::load(tx, id)?;
             Self::expect(&req, &[RequestState::Pending, RequestState::Approved])?;
-            if release && req.requester != caller {
+            if release && !same_person(&req.requester, caller) {
                 return Err(WorkflowError::NotYours(format!(
                     "{id} is {}'s; only the requester releases it",
                     req.requester
                 )));
             }
-            if !release
-                && !rules.admins.iter().any(|a| a == caller)
-                && !rules.may_review(tx, caller, &req)?
-            {
+            if !release && !rules.is_admin(caller) && !rules.may_review(tx, caller, &req)? {
                 return Err(WorkflowError::NotReviewer(format!(
                     "only an admin or a reviewer of {id} may revoke it"
                 )));
@@ -625,6 +646,8 @@ impl Workflow {
         })
     }
 
+    /// The requests `caller` may see: their own, those they may review,
+    /// or all for an admin; with `mine`, only their own.
     pub fn list(
         &mut self,
         caller: &str,
@@ -636,17 +659,56 @@ impl Workflow {
         } else {
             &[]
         };
+        let rules = &self.rules;
         self.store.read(|tx| {
-            Ok(tx
-                .list(states)?
-                .into_iter()
-                .filter(|r| !mine || r.requester == caller)
-                .collect())
+            let mut out = Vec::new();
+            for r in tx.list(states)? {
+                let show = if mine {
+                    same_person(&r.requester, caller)
+                } else {
+                    rules.may_see(tx, caller, &r)?
+                };
+                if show {
+                    out.push(r);
+                }
+            }
+            Ok(out)
         })
     }
 
-    pub fn audit_since(&mut self, since_ms: i64) -> Result<Vec<AuditEntry>, WorkflowError> {
-        self.store.read(|tx| Ok(tx.audit_since(since_ms)?))
+    /// The audit trail `caller` may read: everything for an admin, else
+    /// the entries of the requests they may see.
+    pub fn audit_since(
+        &mut self,
+        caller: &str,
+        since_ms: i64,
+    ) -> Result<Vec<AuditEntry>, WorkflowError> {
+        let rules = &self.rules;
+        self.store.read(|tx| {
+            let entries = tx.audit_since(since_ms)?;
+            if rules.is_admin(caller) {
+                return Ok(entries);
+            }
+            let mut seen = std::collections::HashMap::<String, bool>::new();
+            let mut out = Vec::new();
+            for e in entries {
+                let show = match seen.get(&e.request_id) {
+                    Some(show) => *show,
+                    None => {
+                        let show = match tx.get(&e.request_id)? {
+                            Some(req) => rules.may_see(tx, caller, &req)?,
+                            None => false,
+                        };
+                        seen.insert(e.request_id.clone(), show);
+                        show
+                    }
+                };
+                if show {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// An agent connects: remember its labels; hand back its active grants.

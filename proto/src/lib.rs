@@ -34,6 +34,78 @@ pub mod identity {
             .and_then(|c| c.first().map(|leaf| certificate_names(leaf.as_ref())))
             .unwrap_or_default()
     }
+
+    /// Why a certificate does not name one identity.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum IdentityError {
+        #[error("the client certificate names nobody (no common name or DNS name)")]
+        Anonymous,
+        #[error(
+            "the client certificate names {0:?}: a certificate must name exactly one \
+             identity, its common name and DNS names agreeing"
+        )]
+        Ambiguous(Vec<String>),
+        #[error("the client certificate name {0:?} has characters other than printable ASCII")]
+        Unprintable(String),
+    }
+
+    /// The one identity a certificate names, in canonical form: ASCII
+    /// lowercase. Names are compared as DNS names are, without case, so
+    /// `Alice` and `alice` are one identity; a certificate that names two
+    /// identities (an agent's with a person's SAN, say) names none.
+    pub fn canonical(names: &[String]) -> Result<String, IdentityError> {
+        let mut canon: Vec<String> = Vec::new();
+        for n in names {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(IdentityError::Unprintable(n.clone()));
+            }
+            let c = n.to_ascii_lowercase();
+            if !canon.contains(&c) {
+                canon.push(c);
+            }
+        }
+        match canon.len() {
+            0 => Err(IdentityError::Anonymous),
+            1 => Ok(canon.remove(0)),
+            _ => Err(IdentityError::Ambiguous(names.to_vec())),
+        }
+    }
+
+    /// The canonical identity of a tonic request's client certificate.
+    pub fn peer_identity<T>(req: &tonic::Request<T>) -> Result<String, IdentityError> {
+        canonical(&peer_names(req))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn names(n: &[&str]) -> Vec<String> {
+            n.iter().map(|s| s.to_string()).collect()
+        }
+
+        #[test]
+        fn a_certificate_names_one_identity_without_case() {
+            assert_eq!(canonical(&names(&["Alice", "alice"])), Ok("alice".into()));
+            assert_eq!(
+                canonical(&names(&["db1.agent", "DB1.agent"])),
+                Ok("db1.agent".into())
+            );
+            assert!(matches!(
+                canonical(&names(&["db1.agent", "dave"])),
+                Err(IdentityError::Ambiguous(_))
+            ));
+            assert_eq!(canonical(&[]), Err(IdentityError::Anonymous));
+            assert!(matches!(
+                canonical(&names(&["al ice"])),
+                Err(IdentityError::Unprintable(_))
+            ));
+            assert!(matches!(
+                canonical(&names(&["\u{430}lice"])),
+                Err(IdentityError::Unprintable(_))
+            ));
+        }
+    }
 }
 
 /// Grant signatures: ed25519 over the encoded `Grant`, checked by agents

@@ -16,9 +16,15 @@ pub fn ca(name: &str) -> Ca {
 
 /// (certificate PEM, key PEM) for `name`, signed by `issuer`.
 pub fn leaf(issuer: &Ca, name: &str, client: bool) -> (String, String) {
+    leaf_naming(issuer, name, &[name], client)
+}
+
+/// A leaf whose common name is `cn` and whose DNS names are `sans`.
+pub fn leaf_naming(issuer: &Ca, cn: &str, sans: &[&str], client: bool) -> (String, String) {
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, name);
+    let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut p = CertificateParams::new(sans).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
     p.extended_key_usages = vec![if client {
         ExtendedKeyUsagePurpose::ClientAuth
     } else {
@@ -37,7 +43,20 @@ pub fn write_leaf(
     name: &str,
     client: bool,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = leaf(issuer, name, client);
+    write_leaf_naming(issuer, dir, name, name, &[name], client)
+}
+
+/// Writes `file.pem` and `file.key` for a leaf naming `cn` and `sans`.
+pub fn write_leaf_naming(
+    issuer: &Ca,
+    dir: &std::path::Path,
+    file: &str,
+    cn: &str,
+    sans: &[&str],
+    client: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = leaf_naming(issuer, cn, sans, client);
+    let name = file;
     let (c, k) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),

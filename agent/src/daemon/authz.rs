@@ -67,21 +67,15 @@ pub fn local<T>(req: &Request<T>, admin_group: &str) -> Result<Caller, Status> {
 }
 
 /// The remote caller of a request over mutual TLS, if its certificate
-/// names an allowed identity.
+/// names exactly one identity and that identity is allowed.
 pub fn remote<T>(req: &Request<T>, allowed: &[String]) -> Result<Caller, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let names = ward_proto::identity::certificate_names(leaf.as_ref());
-    match names.iter().find(|n| allowed.contains(n)) {
-        Some(identity) => Ok(Caller::Remote {
-            identity: identity.clone(),
-        }),
-        None => Err(Status::permission_denied(format!(
-            "client certificate identity {names:?} is not in tls.allowed_clients"
-        ))),
+    let identity = ward_proto::identity::peer_identity(req)
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(&identity)) {
+        Ok(Caller::Remote { identity })
+    } else {
+        Err(Status::permission_denied(format!(
+            "client certificate identity `{identity}` is not in tls.allowed_clients"
+        )))
     }
 }

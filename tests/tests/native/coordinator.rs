@@ -4,7 +4,7 @@
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -12,7 +12,7 @@ use std::{
 use serde_json::Value;
 use ward_tests::{
     OpenOutcome, TempDir, coordinator_bin,
-    pki::{Ca, ca, write_leaf},
+    pki::{Ca, ca, write_leaf, write_leaf_naming},
     wardd::Wardd,
 };
 
@@ -206,6 +206,11 @@ impl Coordinator {
     /// `ward ARGS` as the person `who`.
     fn ward(&self, who: &str, args: &[&str]) -> (i32, String, String) {
         let (cert, key) = self.identity(who);
+        self.ward_with(&cert, &key, args)
+    }
+
+    /// `ward ARGS` with this client certificate and key.
+    fn ward_with(&self, cert: &Path, key: &Path, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(ward_tests::ward_bin())
             .args(args)
             .env(
@@ -1077,6 +1082,78 @@ fn a_request_with_a_pair_policy_never_evaluates_is_refused_whole() {
     assert_eq!(r.state, pb::RequestState::Approved as i32);
     assert_eq!(r.operations, vec![pb::Operation::Connect as i32]);
     wait_until("the approved grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+}
+
+/// Issue 14.5: a certificate is one identity. An agent's certificate with
+/// a reviewer's name beside it is no one; `BOB` is `bob`, so he cannot
+/// approve twice, and `Alice` cannot approve alice's request. People see
+/// only what they asked for or may review; admins see all.
+#[test]
+fn each_certificate_is_one_identity_and_people_see_only_what_they_may() {
+    let c = Coordinator::new("coord-ident");
+    let (h1, _w1) = agent(&c, "co-ident", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let (code, r, err) = c.request("alice", &h1, "h1", "10m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["approvals_required"], 2);
+    let id = r["id"].as_str().unwrap().to_owned();
+
+    // h1's agent certificate that also names bob, a reviewer.
+    let (cert, key) = write_leaf_naming(
+        &c.pki,
+        c.dir.path(),
+        "h1-and-bob",
+        "h1.agent",
+        &["h1.agent", "bob"],
+        true,
+    );
+    let (code, _, err) = c.ward_with(&cert, &key, &["approve", &id]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("exactly one identity"), "{err}");
+    let (code, _, err) = c.ward_with(&cert, &key, &["requests", "--json"]);
+    assert_eq!(
+        code, 4,
+        "an ambiguous certificate sees nothing either: {err}"
+    );
+
+    let (code, _, err) = c.ward("Alice", &["approve", &id]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("self-approval"), "{err}");
+    let (code, _, err) = c.ward("bob", &["approve", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.ward("BOB", &["approve", &id]);
+    assert_ne!(code, 0, "one person, one approval");
+    assert!(err.contains("already reviewed"), "{err}");
+    assert_eq!(h1.connect(), DENIED, "one approval of two grants nothing");
+
+    let ids = |who: &str| -> Vec<String> {
+        let (code, out, err) = c.ward(who, &["requests", "--json"]);
+        assert_eq!(code, 0, "{who}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let audited = |who: &str| -> usize {
+        let (code, out, err) = c.ward(who, &["audit", "--json"]);
+        assert_eq!(code, 0, "{who}: {err}");
+        out.matches(&format!("\"{id}\"")).count()
+    };
+    // dave may neither review alice's request nor is it his.
+    assert!(ids("dave").is_empty(), "{:?}", ids("dave"));
+    assert_eq!(audited("dave"), 0, "nor read its audit trail");
+    for who in ["alice", "carol", "root-admin"] {
+        assert_eq!(ids(who), vec![id.clone()], "{who} sees it");
+        assert!(audited(who) >= 2, "{who} reads its trail");
+    }
+
+    let (code, _, err) = c.ward("carol", &["approve", &id]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("the grant of two people", Duration::from_secs(5), || {
         h1.connect() == OpenOutcome::Opened
     });
 }
