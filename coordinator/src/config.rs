@@ -29,6 +29,9 @@ pub struct Config {
     /// Pending requests expire after this long.
     #[serde(default = "default_ttl", with = "duration")]
     pub pending_ttl: Duration,
+    /// How far ahead a request may schedule its start (`--at`).
+    #[serde(default = "default_schedule_ahead", with = "duration")]
+    pub max_schedule_ahead: Duration,
     pub policy: PolicySection,
     /// Notified of created, approved, denied, expired, released, revoked.
     #[serde(default)]
@@ -44,6 +47,10 @@ pub struct PolicySection {
 
 fn default_ttl() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_schedule_ahead() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 mod duration {

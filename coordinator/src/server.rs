@@ -41,6 +41,7 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
             admins: config.admins.clone(),
         },
         pending_ttl: config.pending_ttl,
+        max_schedule_ahead: config.max_schedule_ahead,
     })
 }
 

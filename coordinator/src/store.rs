@@ -345,6 +345,13 @@ impl Tx<'_> {
         )
     }
 
+    /// Whether the grant of request `id` has been signed and sent.
+    pub fn has_grant(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(!self
+            .query("SELECT id FROM grants WHERE id = ?1", &[P::T(id)])?
+            .is_empty())
+    }
+
     pub fn end_grant(&self, id: &str) -> Result<(), StoreError> {
         self.exec("UPDATE grants SET ended = 1 WHERE id = ?1", &[P::T(id)])
     }

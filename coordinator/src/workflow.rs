@@ -67,7 +67,13 @@ pub struct Workflow {
     pub store: Store,
     pub rules: Rules,
     pub pending_ttl: Duration,
+    /// How far ahead a request may schedule its start.
+    pub max_schedule_ahead: Duration,
 }
+
+/// No grant lasts longer than this, whatever policy says: it keeps every
+/// deadline a plain, comparable instant.
+const MAX_DURATION_MS: i64 = 366 * 86_400_000;
 
 /// Everything a decision consults besides the store.
 pub struct Rules {
@@ -243,7 +249,9 @@ impl Rules {
         Ok((required, policies, reason_waived))
     }
 
-    /// Approves: the grant starts counting now, not at the request.
+    /// Approves: the grant starts counting now, not at the request. A
+    /// grant scheduled to start later is signed and sent only then, after
+    /// policy is checked again (`activate_due`).
     fn issue(
         &self,
         tx: &Tx<'_>,
@@ -254,7 +262,40 @@ impl Rules {
         let start = req.not_before_unix_ms.max(now);
         req.state = RequestState::Approved as i32;
         req.approved_unix_ms = now;
-        req.expires_at_unix_ms = start + req.duration_ms;
+        req.expires_at_unix_ms = start.saturating_add(req.duration_ms);
+        if start > now {
+            audit(
+                tx,
+                &req.id,
+                actor,
+                "approved",
+                format!(
+                    "scheduled from {start} until {} on {}; policy is checked again at the start",
+                    req.expires_at_unix_ms,
+                    req.hosts.join(",")
+                ),
+            )?;
+            return Ok(());
+        }
+        self.deliver(tx, req)?;
+        audit(
+            tx,
+            &req.id,
+            actor,
+            "approved",
+            format!(
+                "until {} on {}",
+                req.expires_at_unix_ms,
+                req.hosts.join(",")
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Signs an approved request's grant and sends it to its hosts.
+    fn deliver(&self, tx: &Tx<'_>, req: &AccessRequest) -> Result<(), WorkflowError> {
+        let now = now_ms();
+        let start = req.not_before_unix_ms.max(now);
         let subject = if req.workload.is_empty() {
             subject::Kind::User(req.requester.clone())
         } else {
@@ -293,17 +334,36 @@ impl Rules {
                 kind: Some(fleet_message::Kind::Grant(signed)),
             },
         )?;
-        audit(
-            tx,
-            &req.id,
-            actor,
-            "approved",
-            format!(
-                "until {} on {}",
-                req.expires_at_unix_ms,
-                req.hosts.join(",")
-            ),
-        )?;
+        Ok(())
+    }
+
+    /// Whether policy still allows an approved request at its start, with
+    /// the approvals it has: time windows, the directory and host labels
+    /// may all have changed since it was asked for.
+    fn still_allowed(&self, tx: &Tx<'_>, req: &AccessRequest) -> Result<(), WorkflowError> {
+        let create = CreateRequestRequest {
+            operations: req.operations.clone(),
+            objects: req.objects.clone(),
+            ..Default::default()
+        };
+        let known = tx.hosts()?;
+        let hosts: Vec<(String, Vec<String>)> = req
+            .hosts
+            .iter()
+            .map(|h| {
+                let labels = known.iter().find(|(n, _)| n == h).map(|(_, l)| l.clone());
+                (h.clone(), labels.unwrap_or_default())
+            })
+            .collect();
+        let duration = Duration::from_millis(req.duration_ms.max(0) as u64);
+        let (required, _, _) =
+            self.eligibility(&req.requester, &targets(&create)?, &hosts, duration)?;
+        let approvals = req.reviews.iter().filter(|r| r.approve).count() as u32;
+        if approvals < required {
+            return Err(WorkflowError::NotEligible(format!(
+                "policy now requires {required} approvals and the request has {approvals}"
+            )));
+        }
         Ok(())
     }
 
@@ -412,6 +472,19 @@ impl Workflow {
         let targets = targets(&r)?;
         if r.duration_ms <= 0 {
             return Err(invalid("duration", "must be longer than 0s"));
+        }
+        if r.duration_ms > MAX_DURATION_MS {
+            return Err(invalid("duration", "is longer than ward allows (366d)"));
+        }
+        let ahead = self.max_schedule_ahead.as_millis() as i64;
+        if r.not_before_unix_ms > now_ms().saturating_add(ahead) {
+            return Err(invalid(
+                "not_before",
+                format!(
+                    "starts more than {} from now (max_schedule_ahead)",
+                    humantime::format_duration(self.max_schedule_ahead)
+                ),
+            ));
         }
         let duration = Duration::from_millis(r.duration_ms as u64);
         let rules = &self.rules;
@@ -614,10 +687,51 @@ impl Workflow {
     }
 
     /// Pending requests past their TTL, and access past its deadline,
-    /// become expired.
+    /// become expired; scheduled grants whose start has come are checked
+    /// against policy again and delivered, or revoked.
     pub fn sweep(&mut self) -> Result<usize, WorkflowError> {
         let ttl = self.pending_ttl.as_millis() as i64;
-        self.store.write(|tx| {
+        let rules = &self.rules;
+        let activated = self.store.write(|tx| {
+            let now = now_ms();
+            let mut n = 0;
+            for mut req in tx.list(&[RequestState::Approved])? {
+                if req.not_before_unix_ms > now
+                    || req.expires_at_unix_ms <= now
+                    || tx.has_grant(&req.id)?
+                {
+                    continue;
+                }
+                match rules.still_allowed(tx, &req) {
+                    Ok(()) => {
+                        rules.deliver(tx, &req)?;
+                        audit(
+                            tx,
+                            &req.id,
+                            "policy",
+                            "activated",
+                            "policy allows it at its start",
+                        )?;
+                    }
+                    Err(WorkflowError::Store(e)) => return Err(e.into()),
+                    Err(e) => {
+                        req.state = RequestState::Revoked as i32;
+                        req.ended_unix_ms = now;
+                        tx.put(&req)?;
+                        audit(
+                            tx,
+                            &req.id,
+                            "policy",
+                            "revoked",
+                            format!("at its start, policy no longer allows it: {e}"),
+                        )?;
+                    }
+                }
+                n += 1;
+            }
+            Ok::<_, WorkflowError>(n)
+        })?;
+        let expired = self.store.write(|tx| {
             let now = now_ms();
             let mut n = 0;
             for mut req in tx.list(&[RequestState::Pending, RequestState::Approved])? {
@@ -642,8 +756,9 @@ impl Workflow {
                 audit(tx, &req.id, "coordinator", "expired", why)?;
                 n += 1;
             }
-            Ok(n)
-        })
+            Ok::<_, WorkflowError>(n)
+        })?;
+        Ok(activated + expired)
     }
 
     /// The requests `caller` may see: their own, those they may review,

@@ -28,6 +28,10 @@ permit(principal in Group::"staff", action == Action::"request", resource is Net
 permit(principal in Group::"oncall", action == Action::"request", resource is Network)
 when { context.operation == "connect" && context.host.labels.contains("env=test") };
 
+@id("mornings-auto") @max_duration("30m") @approvals("0") @reason("optional")
+permit(principal in Group::"mornings", action == Action::"request", resource is Network)
+when { context.minute_of_day < 720 };
+
 @id("leads-review")
 permit(principal in Group::"leads", action == Action::"review", resource);
 "#;
@@ -36,6 +40,9 @@ const DIRECTORY: &str = r#"
 [groups.staff]
 [groups.oncall]
 [groups.leads]
+[groups.mornings]
+[users.frank]
+groups = ["mornings"]
 [users.alice]
 groups = ["staff"]
 [users.dave]
@@ -59,6 +66,8 @@ struct Coordinator {
     database: Option<String>,
     /// Extra config lines, e.g. webhooks.
     extra: String,
+    /// The coordinator's `TZ`: local time is what time policies see.
+    tz: Option<String>,
     child: Option<Child>,
 }
 
@@ -80,6 +89,13 @@ impl Coordinator {
     }
 
     fn with(tag: &str, database: Option<String>, extra: String) -> Coordinator {
+        let mut c = Coordinator::prepared(tag, database, extra);
+        c.start();
+        c
+    }
+
+    /// A configured coordinator, not yet started.
+    fn prepared(tag: &str, database: Option<String>, extra: String) -> Coordinator {
         let dir = TempDir::new(tag);
         let pki = ca("ward test CA");
         std::fs::write(dir.path().join("ca.pem"), pki.pem()).unwrap();
@@ -105,10 +121,10 @@ impl Coordinator {
             public_key,
             database,
             extra,
+            tz: None,
             child: None,
         };
         c.configure();
-        c.start();
         c
     }
 
@@ -122,6 +138,7 @@ impl Coordinator {
             public_key: self.public_key.clone(),
             database: self.database.clone(),
             extra: self.extra.clone(),
+            tz: self.tz.clone(),
             child: None,
         };
         c.configure();
@@ -165,7 +182,11 @@ impl Coordinator {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", self.name)))
             .unwrap();
-        let child = Command::new(coordinator_bin())
+        let mut cmd = Command::new(coordinator_bin());
+        if let Some(tz) = &self.tz {
+            cmd.env("TZ", tz);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(self.dir.path().join(format!("{}.toml", self.name)))
             .stdout(Stdio::null())
@@ -1156,4 +1177,102 @@ fn each_certificate_is_one_identity_and_people_see_only_what_they_may() {
     wait_until("the grant of two people", Duration::from_secs(5), || {
         h1.connect() == OpenOutcome::Opened
     });
+}
+
+/// A POSIX `TZ` in which local noon falls at `instant`.
+fn tz_with_noon_at(instant: std::time::SystemTime) -> String {
+    let utc = instant
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        % 86_400;
+    let mut east = (43_200 - utc).rem_euclid(86_400);
+    if east > 43_200 {
+        east -= 86_400;
+    }
+    // POSIX offsets count west of UTC: east is written with a minus.
+    let (sign, off) = if east >= 0 { ('-', east) } else { ('+', -east) };
+    format!(
+        "WRD{sign}{}:{:02}:{:02}",
+        off / 3600,
+        off / 60 % 60,
+        off % 60
+    )
+}
+
+/// Issue 14.7: a scheduled start is bounded, and policy is checked again
+/// when it comes. frank is auto-approved before local noon only; he asks
+/// before noon for access from just after it. The coordinator approves the
+/// request, then at the start finds policy no longer allows it: it is
+/// revoked, never signed, and the kernel keeps denying.
+#[test]
+fn a_scheduled_start_is_bounded_and_policy_is_checked_again_when_it_comes() {
+    use ward_proto::v1 as pb;
+    let noon = std::time::SystemTime::now() + Duration::from_secs(15);
+    let mut c = Coordinator::prepared("coord-sched", None, String::new());
+    c.tz = Some(tz_with_noon_at(noon));
+    c.start();
+    let (h1, _w1) = agent(&c, "co-sched", "h1", &c.public_key);
+    subscribed(&c, 1);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut frank = rt.block_on(grpc_as(&c, "frank"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ask = |not_before: i64, duration_ms: i64| pb::CreateRequestRequest {
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(pb::object::Kind::Network(format!(
+                "127.0.0.1/32:{}",
+                h1.addr.port()
+            ))),
+        }],
+        hosts: vec!["h1".into()],
+        duration_ms,
+        not_before_unix_ms: not_before,
+        workload: h1.managed_workload(),
+        ..Default::default()
+    };
+    for (req, field) in [
+        (ask(now_ms + 31 * 86_400_000, 60_000), "not_before"),
+        (ask(i64::MAX, 60_000), "not_before"),
+        (ask(0, i64::MAX), "duration"),
+    ] {
+        let err = rt
+            .block_on(frank.create_request(req))
+            .expect_err("out of bounds");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().starts_with(field), "{err}");
+    }
+
+    let start = noon + Duration::from_secs(2);
+    let start_ms = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let r = rt
+        .block_on(frank.create_request(ask(start_ms, 600_000)))
+        .expect("before noon, frank is auto-approved")
+        .into_inner();
+    assert_eq!(r.state, pb::RequestState::Approved as i32, "{r:?}");
+
+    wait_until(
+        "the request to be revoked at its start",
+        Duration::from_secs(30),
+        || {
+            let (_, out, _) = c.ward("frank", &["requests", "--mine", "--json"]);
+            out.contains("\"state\":\"revoked\"")
+        },
+    );
+    assert!(std::time::SystemTime::now() >= start);
+    let (code, out, err) = c.ward("frank", &["audit", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("policy no longer allows it"), "{out}");
+    assert!(!out.contains("\"activated\""), "{out}");
+    assert_eq!(h1.connect(), DENIED, "never delivered");
 }
