@@ -19,13 +19,35 @@ use crate::{
     workflow::{Rules, Workflow},
 };
 
-/// Loads everything the coordinator decides with; every error is named.
-pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
-    use anyhow::Context;
+/// The policy and directory the config names; every error is named.
+fn load_policy(config: &Config) -> anyhow::Result<Compiler> {
     let (policies, directory) =
         ward_policy::load_sources(&config.policy.files, config.policy.directory.as_deref())
             .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
-    let policy = Compiler::new(policies, directory, Env::default(), &Clock::system());
+    Ok(Compiler::new(
+        policies,
+        directory,
+        Env::default(),
+        &Clock::system(),
+    ))
+}
+
+/// The policy and directory files, for noticing edits.
+fn policy_stamps(config: &Config) -> Vec<Option<std::time::SystemTime>> {
+    ward_policy::stamps(
+        config
+            .policy
+            .files
+            .iter()
+            .map(|p| p.as_path())
+            .chain(config.policy.directory.as_deref()),
+    )
+}
+
+/// Loads everything the coordinator decides with; every error is named.
+pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
+    use anyhow::Context;
+    let policy = load_policy(config)?;
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = match &config.database {
         Some(url) => Store::open_postgres(url).context("connecting to PostgreSQL")?,
@@ -68,9 +90,35 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     tokio::spawn(crate::webhook::run(workflow.clone(), hooks));
     let sweeper = workflow.clone();
+    let watched = config.clone();
     tokio::spawn(async move {
+        let mut stamps = policy_stamps(&watched);
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
+            // An edited policy or directory decides from the next call on;
+            // a bad one is refused whole and the previous keeps deciding.
+            let now = policy_stamps(&watched);
+            if now != stamps {
+                stamps = now;
+                let cfg = watched.clone();
+                let wf = sweeper.clone();
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    let policy = load_policy(&cfg)?;
+                    wf.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .replace_policy(policy);
+                    anyhow::Ok(())
+                })
+                .await;
+                match reloaded {
+                    Ok(Ok(())) => tracing::info!("policy reloaded"),
+                    Ok(Err(e)) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "policy reload refused; the previous policy keeps deciding"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "policy reload failed"),
+                }
+            }
             let wf = sweeper.clone();
             let swept = tokio::task::spawn_blocking(move || {
                 wf.lock().unwrap_or_else(|p| p.into_inner()).sweep()

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ward_policy::{Action, Clock, Compiler, Eligibility, Env, GrantCheck, Kind, approvals_for};
+use ward_policy::{
+    Action, Clock, Compiler, Eligibility, Env, GrantCheck, Key, Kind, approvals_for,
+};
 use ward_proto::v1::{
     self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, Operation,
     RequestState, Review, SignedGrant, fleet_message, object, subject,
@@ -184,25 +186,82 @@ fn host_env(name: &str, labels: &[String]) -> Env {
     }
 }
 
+/// Who a request would grant: the requester, or a directory workload.
+#[derive(Debug, Clone)]
+struct Grantee {
+    /// The Cedar principal `request` is decided for.
+    principal: Key,
+    /// For a workload, its cgroup: what the grant names.
+    cgroup: Option<String>,
+}
+
 impl Rules {
-    /// Checks a target list for `who` on each host, returning the approvals
-    /// policy requires (the most any host needs) and the policies.
+    /// Whom a request by `requester` for `workload` ("" for themselves)
+    /// would grant. A workload must be in the directory, by name or cgroup.
+    fn grantee(&self, requester: &str, workload: &str) -> Result<Grantee, WorkflowError> {
+        if workload.is_empty() {
+            return Ok(Grantee {
+                principal: (Kind::User, requester.to_owned()),
+                cgroup: None,
+            });
+        }
+        let Some(w) = self.policy.known_workload(workload) else {
+            return Err(invalid(
+                "workload",
+                format!(
+                    "unknown workload `{workload}`: the directory lists no workload by that \
+                     name or cgroup"
+                ),
+            ));
+        };
+        let Some(cgroup) = w.def.attrs.get("cgroup").and_then(|v| v.as_str()) else {
+            return Err(invalid(
+                "workload",
+                format!("workload `{workload}` has no cgroup in the directory"),
+            ));
+        };
+        Ok(Grantee {
+            principal: w.def.key(),
+            cgroup: Some(cgroup.to_owned()),
+        })
+    }
+
+    /// Checks a target list for `grantee`, asked by `requester`, on each
+    /// host, returning the approvals policy requires (the most any host
+    /// needs) and the policies. For a workload, `requester` must also be
+    /// permitted `request_for` on it.
     fn eligibility(
         &self,
-        who: &str,
+        requester: &str,
+        grantee: &Grantee,
         targets: &[(Action, String)],
         hosts: &[(String, Vec<String>)],
         duration: Duration,
     ) -> Result<(u32, Vec<String>, bool), WorkflowError> {
         let clock = Clock::system();
+        let asker: Key = (Kind::User, requester.to_owned());
         let mut required = 0;
         let mut policies = Vec::new();
         let mut reason_waived = true;
         for (name, labels) in hosts {
             let env = host_env(name, labels);
             for (action, object) in targets {
+                if grantee.cgroup.is_some()
+                    && !self
+                        .policy
+                        .may_request_for(&env, &asker, &grantee.principal, *action, &clock)
+                        .map_err(|e| invalid("workload", e.to_string()))?
+                {
+                    return Err(WorkflowError::NotEligible(format!(
+                        "{requester} may not ask for {} on behalf of workload `{}`: no \
+                         `request_for` policy permits it (host {name})",
+                        action.name(),
+                        grantee.principal.1
+                    )));
+                }
                 let check = GrantCheck {
-                    principal: (Kind::User, who.to_owned()),
+                    principal: grantee.principal.clone(),
+                    requester: Some(asker.clone()),
                     action: *action,
                     object: object.clone(),
                 };
@@ -356,8 +415,14 @@ impl Rules {
             })
             .collect();
         let duration = Duration::from_millis(req.duration_ms.max(0) as u64);
-        let (required, _, _) =
-            self.eligibility(&req.requester, &targets(&create)?, &hosts, duration)?;
+        let grantee = self.grantee(&req.requester, &req.workload)?;
+        let (required, _, _) = self.eligibility(
+            &req.requester,
+            &grantee,
+            &targets(&create)?,
+            &hosts,
+            duration,
+        )?;
         let approvals = req.reviews.iter().filter(|r| r.approve).count() as u32;
         if approvals < required {
             return Err(WorkflowError::NotEligible(format!(
@@ -395,6 +460,7 @@ impl Rules {
             objects: req.objects.clone(),
             ..Default::default()
         };
+        let principal = self.grantee(&req.requester, &req.workload)?.principal;
         for (action, object) in targets(&create)? {
             for host in &req.hosts {
                 let labels = known
@@ -404,7 +470,8 @@ impl Rules {
                     .unwrap_or(&[]);
                 let env = host_env(host, labels);
                 let check = GrantCheck {
-                    principal: (Kind::User, req.requester.clone()),
+                    principal: principal.clone(),
+                    requester: Some((Kind::User, req.requester.clone())),
                     action,
                     object: object.clone(),
                 };
@@ -422,6 +489,12 @@ impl Rules {
 }
 
 impl Workflow {
+    /// Decides with new policy and directory from now on; requests in
+    /// flight are checked against it at review and at a scheduled start.
+    pub fn replace_policy(&mut self, policy: Compiler) {
+        self.rules.policy = policy;
+    }
+
     /// Which known hosts a request names; an unknown one is an error.
     fn resolve_hosts(
         tx: &Tx<'_>,
@@ -490,8 +563,9 @@ impl Workflow {
         let rules = &self.rules;
         self.store.write(|tx| {
             let hosts = Self::resolve_hosts(tx, &r)?;
+            let grantee = rules.grantee(requester, &r.workload)?;
             let (required, policies, reason_waived) =
-                rules.eligibility(requester, &targets, &hosts, duration)?;
+                rules.eligibility(requester, &grantee, &targets, &hosts, duration)?;
             if r.reason.trim().is_empty() && !reason_waived {
                 return Err(invalid(
                     "reason",
@@ -513,7 +587,8 @@ impl Workflow {
                 reviews: Vec::new(),
                 created_unix_ms: now_ms(),
                 policies,
-                workload: r.workload.clone(),
+                // The grant names the cgroup, however the request named it.
+                workload: grantee.cgroup.clone().unwrap_or_default(),
                 ..Default::default()
             };
             tx.insert(&req)?;

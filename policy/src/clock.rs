@@ -104,7 +104,12 @@ pub struct Env {
 
 impl Env {
     /// The Cedar context at `t`; `operation` is set for `request`.
-    pub fn context(&self, local: Local, operation: Option<&str>) -> Context {
+    pub fn context(
+        &self,
+        local: Local,
+        operation: Option<&str>,
+        requester: Option<cedar_policy::EntityUid>,
+    ) -> Context {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
         let host = RestrictedExpression::new_record([
             ("name".to_owned(), s(&self.host)),
@@ -142,6 +147,12 @@ impl Env {
         ];
         if let Some(op) = operation {
             pairs.push(("operation".to_owned(), s(op)));
+        }
+        if let Some(uid) = requester {
+            pairs.push((
+                "requester".to_owned(),
+                RestrictedExpression::new_entity_uid(uid),
+            ));
         }
         Context::from_pairs(pairs).expect("distinct keys")
     }

@@ -198,7 +198,7 @@ impl Compiler {
         self.boundaries = clock::boundaries(&self.policies.footprint.time, clock);
         self.contexts = std::iter::once(clock.now)
             .chain(self.boundaries.iter().copied())
-            .map(|t| self.env.context(clock.zone.local(t), None))
+            .map(|t| self.env.context(clock.zone.local(t), None, None))
             .collect();
         self.pclasses = Classes::default();
         self.rclasses = Classes::default();
@@ -347,10 +347,34 @@ impl Compiler {
         operation: Option<&str>,
         clock: &Clock,
     ) -> cedar_policy::Response {
-        let context = env.context(clock.zone.local(clock.now), operation);
-        let entities =
-            Entities::from_entities([principal.cedar.clone(), resource.cedar.clone()], None)
-                .unwrap_or_else(|_| Entities::empty());
+        self.authorize_for(env, principal, action, resource, operation, None, clock)
+    }
+
+    /// [`Compiler::authorize`] with `requester` (who asks, for `request`
+    /// and `request_for`) in the context and among the entities.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize_for(
+        &self,
+        env: &Env,
+        principal: &Record,
+        action: &str,
+        resource: &Record,
+        operation: Option<&str>,
+        requester: Option<&Record>,
+        clock: &Clock,
+    ) -> cedar_policy::Response {
+        let context = env.context(
+            clock.zone.local(clock.now),
+            operation,
+            requester.map(|r| r.cedar.uid()),
+        );
+        let mut records = vec![principal.cedar.clone(), resource.cedar.clone()];
+        if let Some(r) = requester
+            && r.cedar.uid() != principal.cedar.uid()
+        {
+            records.push(r.cedar.clone());
+        }
+        let entities = Entities::from_entities(records, None).unwrap_or_else(|_| Entities::empty());
         let request = Request::new(
             principal.cedar.uid(),
             crate::action_uid(action),

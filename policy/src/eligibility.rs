@@ -39,7 +39,11 @@ pub fn approvals_for(terms: &[Terms], duration: Duration) -> Option<u32> {
 /// One grant target to check: who, which operation, on what.
 #[derive(Debug, Clone)]
 pub struct GrantCheck {
+    /// Who is granted: a user, or a workload.
     pub principal: Key,
+    /// Who asks (`context.requester`): the user themselves, or the person
+    /// asking on a workload's behalf. None for an operator's local grant.
+    pub requester: Option<Key>,
     pub action: Action,
     /// A path, a tree ending in "/", or "ADDR[/PREFIX]:PORTS".
     pub object: String,
@@ -127,12 +131,17 @@ impl Compiler {
                 return Ok(Eligibility::Forbidden { policies });
             }
         }
-        let resp = self.authorize(
+        let requester = match &check.requester {
+            Some(r) => Some(self.principal_record(r)?),
+            None => None,
+        };
+        let resp = self.authorize_for(
             env,
             &principal,
             "request",
             &resource,
             Some(check.action.name()),
+            requester.as_ref(),
             clock,
         );
         let mut policies: Vec<String> =
@@ -180,6 +189,43 @@ impl Compiler {
             policies,
             terms,
         })
+    }
+
+    /// The directory's workload named `name`, or whose cgroup is `name`.
+    pub fn known_workload(&self, name: &str) -> Option<&Record> {
+        self.directory()
+            .get(&(Kind::Workload, name.to_owned()))
+            .or_else(|| {
+                self.directory()
+                    .of_kind(Kind::Workload)
+                    .find(|r| r.def.attrs.get("cgroup").and_then(|v| v.as_str()) == Some(name))
+            })
+    }
+
+    /// Whether `requester` may ask for `action` on `workload`'s behalf
+    /// (the Cedar `request_for` action). Both must be in the directory.
+    pub fn may_request_for(
+        &self,
+        env: &Env,
+        requester: &Key,
+        workload: &Key,
+        action: Action,
+        clock: &Clock,
+    ) -> Result<bool, DirectoryError> {
+        let principal = self.principal_record(requester)?;
+        let Some(resource) = self.known_workload(&workload.1) else {
+            return Ok(false);
+        };
+        let resp = self.authorize_for(
+            env,
+            &principal,
+            "request_for",
+            resource,
+            Some(action.name()),
+            Some(&principal),
+            clock,
+        );
+        Ok(resp.decision() == Decision::Allow)
     }
 
     /// Whether `reviewer` may approve or deny `check` (the Cedar `review`

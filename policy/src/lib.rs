@@ -25,7 +25,7 @@ pub mod schema;
 
 pub use clock::{Clock, Env, LocalTime};
 pub use compile::{Change, Compiler, Decision, Effect, Outcome, Stats, Update};
-pub use directory::{Directory, DirectoryError, EntityDef, Kind};
+pub use directory::{Directory, DirectoryError, EntityDef, Key, Kind};
 pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
 pub use policies::{Policies, PolicyError, Position};
 
@@ -71,6 +71,16 @@ pub(crate) fn action_uid(name: &str) -> cedar_policy::EntityUid {
         "Action".parse().expect("`Action` is a valid type name"),
         cedar_policy::EntityId::new(name),
     )
+}
+
+/// The modification time of each source file, to notice edits.
+pub fn stamps<'a>(
+    paths: impl IntoIterator<Item = &'a std::path::Path>,
+) -> Vec<Option<std::time::SystemTime>> {
+    paths
+        .into_iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// Loads policy files and a directory (if any), every error in the

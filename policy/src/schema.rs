@@ -29,6 +29,6 @@ mod tests {
     #[test]
     fn the_shipped_schema_parses() {
         let s = super::schema();
-        assert_eq!(s.actions().count(), 6);
+        assert_eq!(s.actions().count(), 7);
     }
 }

@@ -337,6 +337,7 @@ fn jit_eligibility_comes_from_the_request_action() {
     let check = |p: &str, action, object: &str| {
         c.eligibility(
             &GrantCheck {
+                requester: None,
                 principal: user(p),
                 action,
                 object: object.into(),
@@ -382,6 +383,7 @@ fn jit_eligibility_comes_from_the_request_action() {
     assert_eq!(
         c2.eligibility(
             &GrantCheck {
+                requester: None,
                 principal: user("carol"),
                 action: Action::Read,
                 object: "/srv/eng/keys/id_rsa".into()
@@ -499,6 +501,7 @@ permit(principal is User, action == Action::"request", resource is Network);
     let check = |object: &str| {
         c.eligibility(
             &GrantCheck {
+                requester: None,
                 principal: user("alice"),
                 action: Action::Connect,
                 object: object.into(),
@@ -544,6 +547,7 @@ permit(principal is User, action == Action::"request", resource is Network);
     assert!(matches!(
         c.eligibility(
             &GrantCheck {
+                requester: None,
                 principal: user("alice"),
                 action: Action::Connect,
                 object: "10.9.1.1/32:5432".into(),
@@ -553,4 +557,72 @@ permit(principal is User, action == Action::"request", resource is Network);
         .unwrap(),
         Eligibility::Forbidden { .. }
     ));
+}
+
+/// A workload's request is decided for the Workload, with who asks in
+/// `context.requester`; asking on its behalf is `request_for`.
+#[test]
+fn a_workload_request_is_decided_for_the_workload_with_its_requester() {
+    let policies = Policies::parse(&[(
+        "coordinator.cedar".into(),
+        r#"
+@id("infra-asks") permit(principal in Group::"infra", action == Action::"request_for", resource is Workload)
+when { resource has team && resource.team == "infra" };
+@id("infra-workloads") @approvals("0")
+permit(principal is Workload, action == Action::"request", resource is Path)
+when { principal has team && principal.team == "infra"
+       && context has requester && context.requester in Group::"infra" };
+"#
+        .into(),
+    )])
+    .unwrap();
+    let directory = Directory::parse_toml(
+        r#"
+[groups.infra]
+[users.ivan]
+groups = ["infra"]
+[users.mallory]
+[workloads.backup]
+cgroup = "system.slice/backup.service"
+team = "infra"
+[workloads.web]
+cgroup = "system.slice/web.service"
+team = "web"
+[paths."/srv/prod/"]
+"#,
+    )
+    .unwrap();
+    let at = clock(monday(10, 0));
+    let c = Compiler::new(policies, directory, env(&[]), &at);
+    let backup = c.known_workload("system.slice/backup.service").unwrap();
+    assert_eq!(backup.def.id, "backup", "found by cgroup");
+    assert!(c.known_workload("user.slice").is_none());
+    let wl = |n: &str| (Kind::Workload, n.to_owned());
+    let eligible = |principal, requester: &str| {
+        matches!(
+            c.eligibility(
+                &GrantCheck {
+                    principal,
+                    requester: Some(user(requester)),
+                    action: Action::Read,
+                    object: "/srv/prod/".into(),
+                },
+                &at,
+            )
+            .unwrap(),
+            Eligibility::Eligible { .. }
+        )
+    };
+    assert!(eligible(wl("backup"), "ivan"));
+    assert!(!eligible(wl("backup"), "mallory"), "the requester counts");
+    assert!(!eligible(wl("web"), "ivan"), "the workload is the principal");
+    assert!(!eligible(user("ivan"), "ivan"), "ivan himself is not eligible");
+    let asks = |who: &str, w: &str| {
+        c.may_request_for(&env(&[]), &user(who), &wl(w), Action::Read, &at)
+            .unwrap()
+    };
+    assert!(asks("ivan", "backup"));
+    assert!(!asks("mallory", "backup"));
+    assert!(!asks("ivan", "web"));
+    assert!(!asks("ivan", "no-such-workload"), "unknown workloads never");
 }

@@ -32,12 +32,7 @@ struct Stamps(Vec<Option<SystemTime>>);
 
 impl Stamps {
     fn of(paths: &[PathBuf]) -> Stamps {
-        Stamps(
-            paths
-                .iter()
-                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-                .collect(),
-        )
+        Stamps(ward_policy::stamps(paths.iter().map(PathBuf::as_path)))
     }
 }
 
@@ -454,6 +449,8 @@ impl PolicyEngine {
         targets.iter().map(move |(op, object)| {
             let check = GrantCheck {
                 principal: principal.clone(),
+                // A local operator's grant: nobody asked through ward.
+                requester: None,
                 action: action_of(*op),
                 object: object.to_string(),
             };

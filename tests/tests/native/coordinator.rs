@@ -20,22 +20,34 @@ use crate::daemon::{Host, host};
 
 const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
 
+// Most requests here are for an agent's test cgroup: decided for that
+// Workload, with who asks in `context.requester`.
 const POLICY: &str = r#"
 @id("staff-connect") @max_duration("1h") @approvals("2")
-permit(principal in Group::"staff", action == Action::"request", resource is Network);
+permit(principal, action == Action::"request", resource is Network)
+when { context has requester && context.requester in Group::"staff" };
 
 @id("oncall-auto") @max_duration("30m") @approvals("0") @reason("optional")
-permit(principal in Group::"oncall", action == Action::"request", resource is Network)
-when { context.operation == "connect" && context.host.labels.contains("env=test") };
+permit(principal, action == Action::"request", resource is Network)
+when { context has requester && context.requester in Group::"oncall"
+       && context.operation == "connect" && context.host.labels.contains("env=test") };
 
 @id("mornings-auto") @max_duration("30m") @approvals("0") @reason("optional")
-permit(principal in Group::"mornings", action == Action::"request", resource is Network)
-when { context.minute_of_day < 720 };
+permit(principal, action == Action::"request", resource is Network)
+when { context has requester && context.requester in Group::"mornings"
+       && context.minute_of_day < 720 };
+
+@id("ask-for-test-workloads")
+permit(principal, action == Action::"request_for", resource is Workload)
+when { resource has team && resource.team == "test"
+       && (principal in Group::"staff" || principal in Group::"mornings") };
 
 @id("leads-review")
 permit(principal in Group::"leads", action == Action::"review", resource);
 "#;
 
+/// Agents' test cgroups are added as workloads when they start (see
+/// `agent`).
 const DIRECTORY: &str = r#"
 [groups.staff]
 [groups.oncall]
@@ -47,6 +59,8 @@ groups = ["mornings"]
 groups = ["staff"]
 [users.dave]
 groups = ["staff", "oncall"]
+[users.eve]
+groups = ["oncall"]
 [users.bob]
 groups = ["leads"]
 [users.carol]
@@ -273,6 +287,39 @@ impl Coordinator {
         (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
     }
 
+    /// Adds a workload to the directory, unless its cgroup is there, and
+    /// waits until the coordinator decides with it.
+    fn add_workload(&self, name: &str, cgroup: &str) {
+        let path = self.dir.path().join("directory.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains(&format!("cgroup = \"{cgroup}\"")) {
+            return;
+        }
+        let before = self.reloads();
+        // Whole or not at all: the coordinator may read it at any moment.
+        let tmp = self.dir.path().join("directory.toml.new");
+        std::fs::write(
+            &tmp,
+            format!("{text}[workloads.\"{name}\"]\ncgroup = \"{cgroup}\"\nteam = \"test\"\n"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        if self.child.is_some() {
+            wait_until("the coordinator to reload", Duration::from_secs(10), || {
+                self.reloads() > before
+            });
+        }
+    }
+
+    /// How often this coordinator has reloaded its policy and directory.
+    fn reloads(&self) -> usize {
+        let log = self.dir.path().join(format!("{}.log", self.name));
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("policy reloaded")
+            .count()
+    }
+
     /// An agent config section for host `name`, trusting `key`.
     fn agent_section(&self, name: &str, key: &str) -> String {
         let (cert, k) = self.identity(&format!("{name}.agent"));
@@ -293,9 +340,11 @@ impl Drop for Coordinator {
     }
 }
 
-/// An agent for host `name`, labelled env=test, subscribed to `c`.
+/// An agent for host `name`, labelled env=test, subscribed to `c`; its
+/// test cgroup is the directory's workload `w-TAG` of team "test".
 fn agent(c: &Coordinator, tag: &str, name: &str, key: &str) -> (Host, Wardd) {
     let h = host(tag, &c.agent_section(name, key));
+    c.add_workload(&format!("w-{tag}"), &h.managed_workload());
     let text = std::fs::read_to_string(&h.config).unwrap();
     std::fs::write(
         &h.config,
@@ -581,6 +630,9 @@ fn postgres_replicas_share_state_and_race_to_approve_one_request() {
     let b = a.replica("replica-b");
     // h1 streams from replica A only.
     let (h1, _w1) = agent(&a, "co-pg", "h1", &a.public_key);
+    wait_until("replica B to reload", Duration::from_secs(10), || {
+        b.reloads() >= 1
+    });
     subscribed(&a, 1);
     for round in 0..5 {
         let (code, r, err) = a.request("alice", &h1, "h1", "10m");
@@ -1275,4 +1327,65 @@ fn a_scheduled_start_is_bounded_and_policy_is_checked_again_when_it_comes() {
     assert!(out.contains("policy no longer allows it"), "{out}");
     assert!(!out.contains("\"activated\""), "{out}");
     assert_eq!(h1.connect(), DENIED, "never delivered");
+}
+
+/// Issue 14.2: a workload's request is decided for the Workload, and the
+/// person asking must be permitted `request_for` on it. eve is on call
+/// (auto-approved for connect) but may not ask for workloads; nobody may
+/// ask for a workload the directory does not list, such as `user.slice`
+/// (everyone's sessions). dave may, and his request for the test workload
+/// is enforced.
+#[test]
+fn a_workload_request_is_decided_for_the_workload_and_its_asker_must_be_allowed() {
+    let c = Coordinator::new("coord-wl");
+    let (h1, _w1) = agent(&c, "co-wl", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let target = format!("127.0.0.1/32:{}", h1.addr.port());
+    let ask = |who: &str, workload: &str| {
+        c.ward(
+            who,
+            &[
+                "request",
+                "--connect",
+                &target,
+                "--on",
+                "host=h1",
+                "--for",
+                "10m",
+                "--reason",
+                "INC-3",
+                "--workload",
+                workload,
+                "--json",
+            ],
+        )
+    };
+    let (code, _, err) = ask("eve", &h1.managed_workload());
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("eve may not ask for connect on behalf of workload `w-co-wl`"),
+        "{err}"
+    );
+    for unknown in ["user.slice", "system.slice/wardd.service"] {
+        let (code, _, err) = ask("dave", unknown);
+        assert_eq!(code, 5, "{err}");
+        assert!(
+            err.contains(&format!("workload: unknown workload `{unknown}`")),
+            "{err}"
+        );
+    }
+    let (code, out, err) = c.ward("dave", &["requests", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"id\""), "refusals leave nothing: {out}");
+    assert_eq!(h1.connect(), DENIED);
+
+    // By its directory name or its cgroup: one workload, one grant.
+    let (code, out, err) = ask("dave", "w-co-wl");
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["state"], "approved", "{r}");
+    assert_eq!(r["workload"], h1.managed_workload(), "{r}");
+    wait_until("the workload's grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
 }

@@ -269,7 +269,9 @@ pub struct RequestArgs {
     /// Start later, e.g. 2026-12-01T09:00:00Z (default: at approval).
     #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
     pub at: Option<std::time::SystemTime>,
-    /// For a workload you run (cgroup path) instead of yourself.
+    /// For a workload instead of yourself: a directory workload, by name or
+    /// cgroup path. The request is decided for the workload, and you must
+    /// be permitted `request_for` on it.
     #[arg(long)]
     pub workload: Option<String>,
     #[arg(long)]
