@@ -103,6 +103,10 @@ pub async fn connect_tls(t: &TlsTarget) -> Result<Channel, TlsConnectError> {
         .tls_config(tls)
         .map_err(transport)?
         .connect_timeout(std::time::Duration::from_secs(5))
+        // A dead or black-holed server is noticed in seconds.
+        .http2_keep_alive_interval(ward_proto::transport::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(ward_proto::transport::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(transport)

@@ -29,6 +29,15 @@ pub struct Config {
     /// Pending requests expire after this long.
     #[serde(default = "default_ttl", with = "duration")]
     pub pending_ttl: Duration,
+    /// Connections admitted at once, in all and from one address.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Messages queued for one agent's stream; an agent that falls this
+    /// far behind is disconnected and resyncs from a snapshot.
+    #[serde(default = "default_stream_buffer")]
+    pub stream_buffer: usize,
     /// How far ahead a request may schedule its start (`--at`).
     #[serde(default = "default_schedule_ahead", with = "duration")]
     pub max_schedule_ahead: Duration,
@@ -47,6 +56,18 @@ pub struct PolicySection {
 
 fn default_ttl() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_max_connections() -> usize {
+    16_384
+}
+
+fn default_max_connections_per_peer() -> usize {
+    1_024
+}
+
+fn default_stream_buffer() -> usize {
+    1_024
 }
 
 fn default_schedule_ahead() -> Duration {

@@ -36,9 +36,16 @@ impl Fleet {
                         true
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        // A stuck agent resyncs from the snapshot on reconnect.
-                        tracing::warn!(host = %h, "agent stream full; it will resync on reconnect");
-                        true
+                        // Never drop a message and keep the stream: this
+                        // one may be a revocation. Dropping the stream's
+                        // sender ends it once the agent has read what is
+                        // queued; the agent reconnects and resyncs from a
+                        // snapshot, which holds exactly the live grants.
+                        tracing::warn!(
+                            host = %h,
+                            "agent stream full; closing it so the agent resyncs"
+                        );
+                        false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 });

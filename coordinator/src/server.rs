@@ -6,9 +6,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use ward_policy::{Clock, Compiler, Env};
-use ward_proto::v1::coordinator_server::CoordinatorServer;
+use ward_proto::{transport, v1::coordinator_server::CoordinatorServer};
 
 use crate::{
     config::Config,
@@ -139,12 +139,39 @@ pub async fn run(
         .listen
         .parse()
         .with_context(|| format!("listen `{}` is not ADDR:PORT", config.listen))?;
-    let service = CoordinatorService::new(workflow, fleet, changed);
+    let service = CoordinatorService::new(workflow, fleet, changed, config.stream_buffer);
+    match transport::raise_descriptor_limit() {
+        Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
+            descriptors = n,
+            max_connections = config.max_connections,
+            "the descriptor limit is below max_connections; raise LimitNOFILE"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let incoming = transport::Incoming::new(
+        listener,
+        transport::Limits {
+            total: config.max_connections,
+            per_peer: config.max_connections_per_peer,
+        },
+        "coordinator",
+    );
     tracing::info!(listen = %addr, "serving mutual TLS");
-    Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
-        .add_service(CoordinatorServer::new(service))
-        .serve_with_shutdown(addr, shutdown)
+    transport::server()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(ca)
+                .timeout(transport::HANDSHAKE_TIMEOUT),
+        )?
+        .add_service(
+            CoordinatorServer::new(service).max_decoding_message_size(transport::MAX_REQUEST_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct CoordinatorService {
     fleet: Arc<Fleet>,
     /// Wakes the outbox pump after a local change.
     changed: Arc<Notify>,
+    /// Messages queued per agent stream.
+    stream_buffer: usize,
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -80,11 +82,17 @@ fn person<T>(req: &Request<T>) -> Result<String, Status> {
 }
 
 impl CoordinatorService {
-    pub fn new(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) -> Self {
+    pub fn new(
+        workflow: Arc<Mutex<Workflow>>,
+        fleet: Arc<Fleet>,
+        changed: Arc<Notify>,
+        stream_buffer: usize,
+    ) -> Self {
         CoordinatorService {
             workflow,
             fleet,
             changed,
+            stream_buffer: stream_buffer.max(1),
         }
     }
 
@@ -295,7 +303,7 @@ impl Coordinator for CoordinatorService {
                 r.host, r.host
             )));
         }
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(self.stream_buffer);
         // Attach first, then snapshot: anything issued in between arrives
         // twice at worst, and grants are idempotent by id.
         self.fleet.attach(&r.host, tx.clone());

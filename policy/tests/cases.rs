@@ -615,8 +615,14 @@ team = "web"
     };
     assert!(eligible(wl("backup"), "ivan"));
     assert!(!eligible(wl("backup"), "mallory"), "the requester counts");
-    assert!(!eligible(wl("web"), "ivan"), "the workload is the principal");
-    assert!(!eligible(user("ivan"), "ivan"), "ivan himself is not eligible");
+    assert!(
+        !eligible(wl("web"), "ivan"),
+        "the workload is the principal"
+    );
+    assert!(
+        !eligible(user("ivan"), "ivan"),
+        "ivan himself is not eligible"
+    );
     let asks = |who: &str, w: &str| {
         c.may_request_for(&env(&[]), &user(who), &wl(w), Action::Read, &at)
             .unwrap()

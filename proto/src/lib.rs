@@ -5,6 +5,8 @@ pub mod v1 {
     tonic::include_proto!("ward.v1");
 }
 
+pub mod transport;
+
 /// How callers are named on the mutual-TLS channels.
 pub mod identity {
     /// The common names and DNS names of a DER certificate: the names a

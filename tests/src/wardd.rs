@@ -17,9 +17,35 @@ pub struct Wardd {
 impl Wardd {
     /// Starts `wardd --config CONFIG` and waits until its socket answers.
     pub fn start(config: &Path, socket: &Path, envs: &[(&str, &str)]) -> Wardd {
+        Wardd::spawn(Command::new(wardd_bin()), config, socket, envs)
+    }
+
+    /// The same, with a soft descriptor limit of `soft` (the stock 1,024,
+    /// say), as a service manager would start it.
+    pub fn start_with_nofile(config: &Path, socket: &Path, soft: u64) -> Wardd {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(wardd_bin());
+        // SAFETY: getrlimit/setrlimit are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = soft.min(lim.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Wardd::spawn(cmd, config, socket, &[])
+    }
+
+    fn spawn(mut cmd: Command, config: &Path, socket: &Path, envs: &[(&str, &str)]) -> Wardd {
         let log = config.with_extension("log");
         let out = std::fs::File::create(&log).expect("wardd log");
-        let mut cmd = Command::new(wardd_bin());
         cmd.arg("--config")
             .arg(config)
             .stdout(Stdio::null())

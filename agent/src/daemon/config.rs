@@ -96,6 +96,10 @@ pub struct AgentSection {
     pub max_grant_duration: Duration,
     /// Host labels, e.g. env = "prod".
     pub host_labels: BTreeMap<String, String>,
+    /// Local-socket connections one non-root user may hold open at once,
+    /// and all non-root users together; root is never refused.
+    pub max_local_connections_per_user: usize,
+    pub max_local_connections: usize,
 }
 
 impl Default for AgentSection {
@@ -110,6 +114,8 @@ impl Default for AgentSection {
             admin_group: "ward-admin".to_owned(),
             max_grant_duration: Duration::from_secs(8 * 3600),
             host_labels: BTreeMap::new(),
+            max_local_connections_per_user: 32,
+            max_local_connections: 512,
         }
     }
 }
@@ -211,6 +217,19 @@ pub struct TlsSection {
     /// Off by default; wardd warns at start and on every such push.
     #[serde(default)]
     pub allow_unsigned_pushes: bool,
+    /// TCP connections admitted at once, in all and from one address.
+    #[serde(default = "default_tls_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_tls_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+}
+
+fn default_tls_connections() -> usize {
+    64
+}
+
+fn default_tls_connections_per_peer() -> usize {
+    8
 }
 
 /// ed25519 public keys from hex, skipping any that do not parse (config

@@ -23,9 +23,9 @@ pub async fn run(
     labels: Vec<String>,
 ) {
     let keys = super::config::parse_keys(&section.public_keys);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_RETRY;
     loop {
-        match session(&engine, &section, &host, &labels, &keys).await {
+        match session(&engine, &section, &host, &labels, &keys, &mut backoff).await {
             Ok(()) => tracing::warn!(host = %host, "coordinator closed the stream; reconnecting"),
             Err(e) => tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying"),
         }
@@ -34,12 +34,17 @@ pub async fn run(
     }
 }
 
+/// The first wait before reconnecting; it doubles up to 5 s while the
+/// coordinator stays unreachable.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
 async fn session(
     engine: &Arc<Mutex<Engine>>,
     section: &CoordinatorSection,
     host: &str,
     labels: &[String],
     keys: &[Vec<u8>],
+    backoff: &mut Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = crate::client::connect_tls(&crate::client::TlsTarget {
         url: section.url.clone(),
@@ -49,7 +54,8 @@ async fn session(
         key: section.key.clone(),
     })
     .await?;
-    let mut client = CoordinatorClient::new(channel);
+    let mut client = CoordinatorClient::new(channel)
+        .max_decoding_message_size(ward_proto::transport::MAX_RESPONSE_BYTES);
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             host: host.to_owned(),
@@ -58,6 +64,9 @@ async fn session(
         .await?
         .into_inner();
     tracing::info!(host = %host, url = %section.url, "subscribed to the coordinator");
+    // A dropped stream is retried at once: it may have been closed so
+    // that this agent resyncs.
+    *backoff = FIRST_RETRY;
     while let Some(msg) = stream.message().await? {
         let mut engine = engine.lock().await;
         match msg.kind {

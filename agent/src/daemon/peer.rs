@@ -10,6 +10,7 @@ use std::{
     io,
     os::fd::{AsRawFd, RawFd},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -18,6 +19,7 @@ use tokio::{
     net::UnixStream,
 };
 use tonic::transport::server::Connected;
+use ward_proto::transport::{Slot, Slots};
 
 /// Who made a connection, as the kernel saw them when they made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +53,14 @@ impl Peer {
 pub struct PeerStream {
     stream: UnixStream,
     peer: Option<Peer>,
+    /// A non-root peer's connection slot, freed when this closes.
+    _slot: Option<Slot<u32>>,
 }
 
 impl PeerStream {
-    pub fn accept(stream: UnixStream) -> PeerStream {
+    /// The connection, unless its non-root user is over the limits
+    /// (dropping the stream closes it). Root is always admitted.
+    pub fn admit(stream: UnixStream, slots: &Arc<Slots<u32>>) -> Option<PeerStream> {
         let peer = match Peer::of(&stream) {
             Ok(peer) => Some(peer),
             Err(err) => {
@@ -63,7 +69,16 @@ impl PeerStream {
                 None
             }
         };
-        PeerStream { stream, peer }
+        let slot = match &peer {
+            Some(p) if p.uid == 0 => None,
+            // Without credentials, all such connections share one count.
+            other => Some(slots.admit(other.as_ref().map_or(u32::MAX, |p| p.uid))?),
+        };
+        Some(PeerStream {
+            stream,
+            peer,
+            _slot: slot,
+        })
     }
 }
 

@@ -4,8 +4,8 @@ use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, t
 
 use tokio::{net::UnixListener, sync::Mutex};
 use tokio_stream::{StreamExt, wrappers::UnixListenerStream};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use ward_proto::v1::agent_server::AgentServer;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use ward_proto::{transport, v1::agent_server::AgentServer};
 
 use super::{
     config::{Config, TlsSection},
@@ -106,6 +106,11 @@ pub async fn run(
         }
     });
 
+    // Connection limits, not the default 1,024 descriptors, should decide
+    // how many callers are served.
+    if let Err(e) = transport::raise_descriptor_limit() {
+        tracing::warn!(error = %e, "could not raise the descriptor limit");
+    }
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let tls_server = match &config.tls {
         Some(tls) => {
@@ -136,9 +141,16 @@ pub async fn run(
         },
     );
     let mut stop = stop_tx.subscribe();
-    let local_server = Server::builder()
-        .add_service(AgentServer::new(svc))
-        .serve_with_incoming_shutdown(accepted(local), async move {
+    let slots = transport::Slots::new(
+        transport::Limits {
+            total: config.agent.max_local_connections,
+            per_peer: config.agent.max_local_connections_per_user,
+        },
+        "agent socket",
+    );
+    let local_server = transport::server()
+        .add_service(AgentServer::new(svc).max_decoding_message_size(transport::MAX_REQUEST_BYTES))
+        .serve_with_incoming_shutdown(accepted(local, slots), async move {
             let _ = stop.recv().await;
         });
 
@@ -162,11 +174,19 @@ pub async fn run(
 }
 
 /// The local socket's connections, each with the credentials it was made
-/// with.
+/// with; a non-root user over the connection limits is closed at once.
 fn accepted(
     listener: UnixListener,
+    slots: Arc<transport::Slots<u32>>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<PeerStream>> {
-    UnixListenerStream::new(listener).map(|conn| conn.map(PeerStream::accept))
+    UnixListenerStream::new(listener).filter_map(move |conn| match conn {
+        Ok(stream) => PeerStream::admit(stream, &slots).map(Ok),
+        // Out of descriptors, say: the server goes on accepting.
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a local connection failed");
+            None
+        }
+    })
 }
 
 /// Binds the local socket: any local user may connect; each call is
@@ -204,7 +224,7 @@ fn tls_server(
     };
     let identity = Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
     let ca = Certificate::from_pem(read("client_ca", &tls.client_ca)?);
-    let addr = tls
+    let addr: std::net::SocketAddr = tls
         .listen
         .parse()
         .map_err(|_| ServeError::TlsListen(tls.listen.clone()))?;
@@ -215,17 +235,32 @@ fn tls_server(
             signed,
         },
     );
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
-        .add_service(AgentServer::new(svc));
+    let server = transport::server()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(ca)
+                .timeout(transport::HANDSHAKE_TIMEOUT),
+        )?
+        .add_service(AgentServer::new(svc).max_decoding_message_size(transport::MAX_REQUEST_BYTES));
     // Bound now, not when first polled: once the local socket accepts,
     // every listener does (callers and tests take that as "ready").
-    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
-        .map_err(|source| ServeError::TlsBind {
-            listen: tls.listen.clone(),
-            source,
-        })?
-        .with_nodelay(Some(true));
+    let bind_err = |source| ServeError::TlsBind {
+        listen: tls.listen.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(bind_err)?;
+    let incoming = transport::Incoming::new(
+        listener,
+        transport::Limits {
+            total: tls.max_connections,
+            per_peer: tls.max_connections_per_peer,
+        },
+        "agent tls",
+    );
     tracing::info!(listen = %tls.listen, "serving mutual TLS");
     Ok(server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.recv().await;

@@ -171,15 +171,21 @@ impl Coordinator {
             .as_ref()
             .map(|d| format!("database = \"{d}\"\n"))
             .unwrap_or_default();
+        // Keys before the first [table] of `extra` are top-level.
+        let (top, tables) = match self.extra.find("\n[") {
+            _ if self.extra.starts_with('[') => ("", self.extra.as_str()),
+            Some(i) => self.extra.split_at(i + 1),
+            None if self.extra.contains('=') => (self.extra.as_str(), ""),
+            None => ("", self.extra.as_str()),
+        };
         std::fs::write(
             self.dir.path().join(format!("{}.toml", self.name)),
             format!(
                 "listen = \"127.0.0.1:{}\"\ncert = \"localhost.pem\"\nkey = \"localhost.key\"\n\
                  client_ca = \"ca.pem\"\nstate_dir = \"state\"\nsigning_key = \"signing.pk8\"\n\
-                 admins = [\"root-admin\"]\npending_ttl = \"{ttl}\"\n{database}\
-                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n{}",
+                 admins = [\"root-admin\"]\npending_ttl = \"{ttl}\"\n{database}{top}\
+                 [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n{tables}",
                 self.port,
-                self.extra,
                 ttl = if self.extra.contains("# short ttl") {
                     "1s"
                 } else {
@@ -320,13 +326,14 @@ impl Coordinator {
             .count()
     }
 
-    /// An agent config section for host `name`, trusting `key`.
-    fn agent_section(&self, name: &str, key: &str) -> String {
+    /// An agent config section for host `name`, trusting `key`, dialling
+    /// the coordinator at `port` (its own, or a relay's).
+    fn agent_section_via(&self, name: &str, key: &str, port: u16) -> String {
         let (cert, k) = self.identity(&format!("{name}.agent"));
         format!(
             "[coordinator]\nurl = \"https://127.0.0.1:{}\"\ndomain = \"localhost\"\nca = \"{}\"\n\
              cert = \"{}\"\nkey = \"{}\"\nhost = \"{name}\"\npublic_keys = [\"{key}\"]\n",
-            self.port,
+            port,
             self.dir.path().join("ca.pem").display(),
             cert.display(),
             k.display()
@@ -343,7 +350,12 @@ impl Drop for Coordinator {
 /// An agent for host `name`, labelled env=test, subscribed to `c`; its
 /// test cgroup is the directory's workload `w-TAG` of team "test".
 fn agent(c: &Coordinator, tag: &str, name: &str, key: &str) -> (Host, Wardd) {
-    let h = host(tag, &c.agent_section(name, key));
+    agent_via(c, tag, name, key, c.port)
+}
+
+/// The same, dialling the coordinator at `port`.
+fn agent_via(c: &Coordinator, tag: &str, name: &str, key: &str, port: u16) -> (Host, Wardd) {
+    let h = host(tag, &c.agent_section_via(name, key, port));
     c.add_workload(&format!("w-{tag}"), &h.managed_workload());
     let text = std::fs::read_to_string(&h.config).unwrap();
     std::fs::write(
@@ -1388,4 +1400,292 @@ fn a_workload_request_is_decided_for_the_workload_and_its_asker_must_be_allowed(
     wait_until("the workload's grant", Duration::from_secs(5), || {
         h1.connect() == OpenOutcome::Opened
     });
+}
+
+/// A TCP relay to 127.0.0.1:`to` that can black-hole the connections it
+/// holds: bytes are read and dropped both ways, and nothing is closed, as
+/// when a firewall or NAT loses a flow's state. Later connections relay.
+struct Relay {
+    port: u16,
+    holed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    fn to(to: u16) -> Relay {
+        use std::{
+            io::{Read, Write},
+            sync::atomic::Ordering,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = holed.clone();
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let h = h.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let Ok(got) = from.read(&mut buf) else { return };
+                            if got == 0 {
+                                let _ = into.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            // Connection n is black-holed once the hole
+                            // count passes it.
+                            if h.load(Ordering::SeqCst) <= n && into.write_all(&buf[..got]).is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, holed }
+    }
+
+    /// Every connection relayed so far goes silent.
+    fn black_hole(&self, connections_so_far: usize) {
+        self.holed
+            .store(connections_so_far, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 14.9: a black-holed stream is noticed within seconds (HTTP/2
+/// keepalives on both ends) and a revocation sent meanwhile still lands:
+/// the agent reconnects and resyncs, and the kernel denies again.
+#[test]
+fn a_black_holed_agent_stream_is_noticed_and_a_revocation_still_lands() {
+    let c = Coordinator::new("coord-hole");
+    let relay = Relay::to(c.port);
+    let (h1, w1) = agent_via(&c, "co-hole", "h1", &c.public_key, relay.port);
+    subscribed(&c, 1);
+    let target = format!("127.0.0.1/32:{}", h1.addr.port());
+    let (code, out, err) = c.ward(
+        "dave",
+        &[
+            "request",
+            "--connect",
+            &target,
+            "--on",
+            "host=h1",
+            "--for",
+            "10m",
+            "--workload",
+            &h1.managed_workload(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until("the grant", Duration::from_secs(5), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+
+    // The agent's one connection so far goes silent.
+    relay.black_hole(1);
+    let holed = Instant::now();
+    let (code, _, err) = c.ward("root-admin", &["revoke", &id, "--reason", "hole"]);
+    assert_eq!(code, 0, "{err}");
+    // Accept what got through, or the backlog fills and a connect blocks.
+    h1.listener.set_nonblocking(true).unwrap();
+    wait_until(
+        "the revocation to land despite the black hole",
+        Duration::from_secs(30),
+        || {
+            while h1.listener.accept().is_ok() {}
+            h1.connect() == DENIED
+        },
+    );
+    eprintln!(
+        "revocation enforced {:.1} s after the black hole",
+        holed.elapsed().as_secs_f64()
+    );
+    assert!(
+        w1.log().contains("resynchronised with the coordinator"),
+        "{}",
+        w1.log()
+    );
+    subscribed(&c, 2);
+}
+
+/// Issue 14.9: an agent that stops reading is never silently skipped.
+/// When its stream's queue is full the coordinator closes the stream; the
+/// agent gets what was queued, then the end, and its snapshot on
+/// reconnecting holds exactly the live grants: not one revoked meanwhile.
+#[test]
+fn an_agent_stream_that_falls_behind_is_closed_and_its_resync_has_no_revoked_grant() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::with("coord-full", None, "stream_buffer = 2\n".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // h9's "agent" takes 1 KiB before it must read more: it reads the
+    // snapshot, then stalls.
+    let target = c.tls_target("h9.agent");
+    let subscribe = |window: Option<u32>| {
+        let target = target.clone();
+        async move {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(&target.ca).unwrap(),
+                ))
+                .identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&target.cert).unwrap(),
+                    std::fs::read(&target.key).unwrap(),
+                ))
+                .domain_name("localhost");
+            let channel = tonic::transport::Endpoint::from_shared(target.url.clone())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .initial_stream_window_size(window)
+                .connect()
+                .await
+                .unwrap();
+            let mut stream = pb::coordinator_client::CoordinatorClient::new(channel)
+                .subscribe(pb::SubscribeRequest {
+                    host: "h9".into(),
+                    labels: vec!["env=test".into()],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let snapshot = match stream.message().await.unwrap().and_then(|m| m.kind) {
+                Some(pb::fleet_message::Kind::Snapshot(s)) => s,
+                other => panic!("first a snapshot, not {other:?}"),
+            };
+            (stream, snapshot)
+        }
+    };
+    let (mut stalled, _) = rt.block_on(subscribe(Some(1024)));
+    let mut dave = rt.block_on(grpc_as(&c, "dave"));
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let r = rt
+            .block_on(dave.create_request(pb::CreateRequestRequest {
+                operations: vec![pb::Operation::Connect as i32],
+                objects: vec![pb::Object {
+                    kind: Some(pb::object::Kind::Network(format!(
+                        "127.0.0.1/32:{}",
+                        2000 + i
+                    ))),
+                }],
+                hosts: vec!["h9".into()],
+                duration_ms: 600_000,
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.state, pb::RequestState::Approved as i32, "{r:?}");
+        ids.push(r.id);
+    }
+    let log = c.dir.path().join("coordinator.log");
+    wait_until(
+        "the full stream to be closed",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("agent stream full; closing it so the agent resyncs")
+        },
+    );
+    let revoked = ids[0].clone();
+    let mut admin = rt.block_on(grpc_as(&c, "root-admin"));
+    rt.block_on(admin.revoke(pb::EndRequest {
+        id: revoked.clone(),
+        reason: "while h9 lagged".into(),
+    }))
+    .unwrap();
+
+    // The stalled agent reads on: what was queued, then the end.
+    let ended = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), stalled.message()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    assert!(ended, "the stream stayed open after messages were dropped");
+    let (_fresh, snapshot) = rt.block_on(subscribe(None));
+    let mut got: Vec<String> = snapshot
+        .grants
+        .iter()
+        .map(|g| {
+            let key = ward_proto::signing::parse_public_hex(&c.public_key).unwrap();
+            ward_proto::signing::verify(g, &[key]).unwrap().id
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = ids.iter().filter(|i| **i != revoked).cloned().collect();
+    want.sort();
+    assert_eq!(got, want, "the resync holds exactly the live grants");
+}
+
+/// Issue 14.11: idle connections cannot starve the coordinator. A stranger
+/// holds 600 TCP connections that never handshake; people are served, and
+/// every idle connection is closed (over the per-address limit at once,
+/// the rest at the handshake timeout). A request over the size limit is
+/// refused and leaves nothing.
+#[test]
+fn a_connection_flood_cannot_starve_the_coordinator() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::with(
+        "coord-flood",
+        None,
+        "max_connections_per_peer = 16\n".into(),
+    );
+    ward_tests::flood::raise_descriptor_limit();
+    let stranger = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<_> = (0..600)
+        .map(|_| ward_tests::flood::idle_tcp_from(stranger, c.port))
+        .collect();
+    let (code, _, err) = c.ward("dave", &["requests", "--json"]);
+    assert_eq!(code, 0, "served during the flood: {err}");
+    let open = ward_tests::flood::still_open(&idle, Duration::from_secs(15));
+    assert_eq!(open, 0, "idle connections the coordinator still holds");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut dave = rt.block_on(grpc_as(&c, "dave"));
+    let err = rt
+        .block_on(dave.create_request(pb::CreateRequestRequest {
+            operations: vec![pb::Operation::Connect as i32],
+            objects: vec![pb::Object {
+                kind: Some(pb::object::Kind::Network("127.0.0.1/32:5432".into())),
+            }],
+            hosts: vec!["h1".into()],
+            duration_ms: 60_000,
+            reason: "x".repeat(1 << 20),
+            ..Default::default()
+        }))
+        .expect_err("an oversized request is refused");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{err:?}"
+    );
+    let (code, out, err) = c.ward("dave", &["requests", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"id\""), "{out}");
 }

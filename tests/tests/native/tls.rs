@@ -4,8 +4,9 @@
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use ward_proto::v1::{self as pb, agent_client::AgentClient, object, subject};
 use ward_tests::{
-    OpenOutcome,
+    OpenOutcome, flood,
     pki::{Ca, ca, leaf},
+    wardd::Wardd,
 };
 
 use crate::daemon::{Host, host};
@@ -278,4 +279,89 @@ async fn unsigned_tls_pushes_need_the_break_glass_switch() {
     let g = grant("glass-1", &h.managed_workload(), &h.addr, "any");
     c.push_grant(unsigned(&g)).await.expect("break-glass push");
     assert_eq!(h.connect(), OpenOutcome::Opened);
+}
+
+/// Issue 14.11: a flood of idle connections cannot exhaust wardd. With the
+/// stock limit of 1,024 descriptors, a stranger opens 1,100 TCP
+/// connections that never handshake and a local user holds 1,100 on the
+/// socket. Root is still served, the coordinator's push still lands; the
+/// idle connections are closed (over the per-address limit at once, the
+/// rest at the handshake timeout); a call over the size limit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_cannot_exhaust_wardd_and_oversized_calls_are_refused() {
+    let authority = ca("ward test CA");
+    let coordinator = leaf(&authority, "coordinator.test", true);
+    let key = Key::new();
+    let (h, port, _pki) = tls_host(
+        "flood",
+        &authority,
+        &format!("public_keys = [\"{}\"]\n", key.public_hex()),
+    );
+    let wardd = Wardd::start_with_nofile(&h.config, &h.socket, 1024);
+    flood::raise_descriptor_limit();
+
+    let stranger = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<_> = (0..1100)
+        .map(|_| flood::idle_tcp_from(stranger, port))
+        .collect();
+    let mut hog = flood::hold_local_connections(&h.socket, 1100);
+    eprintln!("holding 1,100 local connections");
+
+    eprintln!("1,100 idle TCP connections open");
+    // Root is served on the socket, within seconds.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut agent = ward_agent::client::connect(&h.socket).await?;
+        agent.get_status(pb::GetStatusRequest {}).await?;
+        anyhow::Ok(())
+    })
+    .await;
+    assert!(
+        matches!(status, Ok(Ok(()))),
+        "root must be served during the flood: {status:?}\n{}",
+        wardd.log()
+    );
+    // The coordinator (another address) pushes; the kernel enforces it.
+    let mut c = client(port, &authority.pem(), Some(&coordinator))
+        .await
+        .expect("the coordinator connects during the flood");
+    let g = grant("during-flood", &h.managed_workload(), &h.addr, &hostname());
+    c.push_grant(key.push(&g)).await.expect("pushed");
+    assert_eq!(h.connect(), OpenOutcome::Opened);
+
+    eprintln!("root served, coordinator pushed");
+    // Every idle connection is closed by the handshake timeout (5 s).
+    let open = flood::still_open(&idle, std::time::Duration::from_secs(15));
+    assert_eq!(open, 0, "idle connections wardd still holds");
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let log = wardd.log();
+    assert!(
+        log.contains("connection limit reached") && log.contains("agent socket"),
+        "refusals are logged, once in a while: {log}"
+    );
+    assert!(
+        log.matches("connection limit reached").count() < 20,
+        "a flood does not flood the log"
+    );
+
+    // A call over the size limit is refused; wardd goes on.
+    let mut big = grant("too-big", &h.managed_workload(), &h.addr, &hostname());
+    big.reason = "x".repeat(1 << 20);
+    let err = c
+        .push_grant(key.push(&big))
+        .await
+        .expect_err("an oversized call is refused");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{err:?}"
+    );
+    let (code, out, err) = h.ward(&["grants", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("during-flood") && !out.contains("too-big"),
+        "{out}"
+    );
 }
