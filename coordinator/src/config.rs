@@ -21,6 +21,13 @@ pub struct Config {
     /// PostgreSQL instead of SQLite, e.g. "postgres://ward@db:5432/ward":
     /// replicas given the same URL share one state.
     pub database: Option<String>,
+    /// The CA that signed the PostgreSQL server's certificate. Required
+    /// for a server that is not on this host: TLS is verified there.
+    pub database_ca: Option<PathBuf>,
+    /// "auto" (verified TLS unless the server is on this host and no CA
+    /// is named), "verify", or "off".
+    #[serde(default)]
+    pub database_tls: crate::database::DatabaseTls,
     /// ed25519 PKCS#8 key (`ward-coordinator keygen`).
     pub signing_key: PathBuf,
     /// People who may revoke any request.
@@ -120,6 +127,7 @@ impl Config {
             .into_iter()
             .chain(c.policy.files.iter_mut())
             .chain(c.policy.directory.iter_mut())
+            .chain(c.database_ca.iter_mut())
             .chain(c.webhooks.iter_mut().map(|w| &mut w.secret_file))
             {
                 if p.is_relative() {

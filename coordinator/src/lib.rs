@@ -8,7 +8,8 @@
 //!
 //! - `config`: `coordinator.toml`;
 //! - `signer`: ed25519 keys and grant signatures;
-//! - `store`: SQLite: requests, grants, hosts, audit;
+//! - `store`: SQLite or PostgreSQL: requests, grants, hosts, audit;
+//! - `database`: reaching PostgreSQL over verified TLS;
 //! - `fleet`: the connected agents and delivery to them;
 //! - `workflow`: requests, reviews and their rules;
 //! - `service`: the `ward.v1.Coordinator` gRPC service;
@@ -16,6 +17,7 @@
 //! - `server`: TLS, background sweeps, serving.
 
 pub mod config;
+pub mod database;
 pub mod fleet;
 pub mod server;
 pub mod service;

@@ -50,7 +50,14 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
     let policy = load_policy(config)?;
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = match &config.database {
-        Some(url) => Store::open_postgres(url).context("connecting to PostgreSQL")?,
+        Some(url) => {
+            let target = crate::database::Target::new(
+                url,
+                config.database_ca.as_deref(),
+                config.database_tls,
+            )?;
+            Store::open_postgres(target).context("connecting to PostgreSQL")?
+        }
         None => {
             Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?
         }

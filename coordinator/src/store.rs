@@ -130,9 +130,15 @@ impl Store {
         Ok(Store::Sqlite(db))
     }
 
-    /// e.g. "postgres://ward@127.0.0.1:5432/ward".
-    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    /// A PostgreSQL server, e.g. "postgres://ward@127.0.0.1:5432/ward",
+    /// over TLS when the target says so.
+    pub fn open_postgres(target: crate::database::Target) -> Result<Store, StoreError> {
+        let mut client = match target.tls {
+            Some(tls) => target
+                .config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?,
+            None => target.config.connect(postgres::NoTls)?,
+        };
         client.batch_execute(&format!(
             "SELECT pg_advisory_lock({PG_WRITE_LOCK}); {PG_SCHEMA} SELECT pg_advisory_unlock({PG_WRITE_LOCK});"
         ))?;

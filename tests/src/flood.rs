@@ -150,3 +150,104 @@ fn established(fd: &OwnedFd) -> bool {
     };
     rc == 0 && state == 1
 }
+
+/// The descriptor number a connecting child leaves its socket on.
+const CONNECTED_FD: i32 = 100;
+
+/// A connection to the unix socket at `socket` made by a process running
+/// as `(uid, gid)` with no supplementary groups, for this (root) process
+/// to use: the kernel records the maker's credentials at `connect()`.
+/// With `join_after`, the maker then joins that group (through a saved
+/// root uid), as a pid reused by a member of it would look. The maker
+/// (`sleep`) is returned to be killed.
+pub fn connection_as(
+    socket: &Path,
+    (uid, gid): (u32, u32),
+    join_after: Option<u32>,
+) -> (std::process::Child, std::os::unix::net::UnixStream) {
+    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("300");
+    // SAFETY: the closure makes only raw, async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            // A saved uid of 0 lets the maker change groups afterwards.
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, 0) != 0
+            {
+                return fail();
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0
+                || libc::connect(
+                    fd,
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                ) != 0
+                || libc::dup2(fd, CONNECTED_FD) != CONNECTED_FD
+            {
+                return fail();
+            }
+            if let Some(group) = join_after
+                && (libc::seteuid(0) != 0
+                    || libc::setgroups(1, &group) != 0
+                    || libc::seteuid(uid) != 0)
+            {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn the connecting child");
+    let stream = steal_fd(child.id(), CONNECTED_FD);
+    (child, stream)
+}
+
+/// A duplicate of another process's descriptor (`pidfd_getfd`, root only).
+fn steal_fd(pid: u32, fd: i32) -> std::os::unix::net::UnixStream {
+    // SAFETY: raw syscalls; the results are checked before use.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        let err = std::io::Error::last_os_error();
+        libc::close(pidfd);
+        assert!(got >= 0, "pidfd_getfd: {err}");
+        std::os::unix::net::UnixStream::from_raw_fd(got)
+    }
+}
+
+/// An in-process agent client over a connection made elsewhere (see
+/// [`connection_as`]).
+pub async fn agent_over(
+    stream: std::os::unix::net::UnixStream,
+) -> ward_proto::v1::agent_client::AgentClient<tonic::transport::Channel> {
+    stream.set_nonblocking(true).unwrap();
+    let mut stream = Some(tokio::net::UnixStream::from_std(stream).unwrap());
+    let channel = tonic::transport::Endpoint::from_static("http://wardd.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let stream = stream.take();
+            async move {
+                stream
+                    .map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("one connection only"))
+            }
+        }))
+        .await
+        .unwrap();
+    ward_proto::v1::agent_client::AgentClient::new(channel)
+}

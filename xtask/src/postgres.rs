@@ -19,6 +19,71 @@ pub struct Postgres {
     data: PathBuf,
     /// e.g. postgres://postgres@127.0.0.1:54329/postgres
     pub url: String,
+    /// The CA that signed the server's certificate (the server speaks TLS
+    /// as well as plaintext): tests verify the coordinator's TLS with it.
+    pub ca: PathBuf,
+}
+
+/// A throwaway CA and a server certificate for localhost and 127.0.0.1,
+/// made once per cluster with the openssl command.
+fn make_certificates(dir: &Path) -> Result<()> {
+    if dir.join("server.crt").exists() && dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    let steps = [
+        format!(
+            "req -x509 {ec} -keyout {} -out {} -days 3650 -subj /CN=ward-test-postgres-CA \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+            p("ca.key"),
+            p("ca.pem")
+        ),
+        format!(
+            "req {ec} -keyout {} -out {} -subj /CN=localhost",
+            p("server.key"),
+            p("server.csr")
+        ),
+        format!(
+            "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -out {} -days 3650 -extfile {}",
+            p("server.csr"),
+            p("ca.pem"),
+            p("ca.key"),
+            p("server.crt"),
+            p("server.ext")
+        ),
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .output()
+            .context("openssl (Debian package openssl)")?;
+        if !out.status.success() {
+            bail!("openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    // PostgreSQL refuses a key others may read.
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    if nix_is_root() {
+        let ok = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.join("server.key"))
+            .arg(dir.join("server.crt"))
+            .status()?
+            .success();
+        if !ok {
+            bail!("chown postgres the server key in {}", dir.display());
+        }
+    }
+    Ok(())
 }
 
 /// Runs a server binary as the `postgres` user when we are root (the
@@ -86,6 +151,7 @@ pub fn start() -> Result<Postgres> {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+    make_certificates(&dir)?;
     let pg_ctl = bin.join("pg_ctl");
     // A server left over from an interrupted run.
     let _ = as_postgres(
@@ -94,8 +160,9 @@ pub fn start() -> Result<Postgres> {
     )
     .output();
     let opts = format!(
-        "-p {PORT} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-        dir.display()
+        "-p {PORT} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
+         -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+        dir = dir.display()
     );
     let log = dir.join("server.log");
     let out = as_postgres(
@@ -124,6 +191,7 @@ pub fn start() -> Result<Postgres> {
         bin,
         data,
         url: format!("postgres://postgres@127.0.0.1:{PORT}/postgres"),
+        ca: dir.join("ca.pem"),
     })
 }
 

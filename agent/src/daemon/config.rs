@@ -81,8 +81,11 @@ pub struct AgentSection {
     pub socket: PathBuf,
     /// Durable state: the grant database.
     pub state_dir: PathBuf,
-    /// Append-only JSON-lines audit log.
+    /// Append-only JSON-lines audit log, hash-chained, rotated by size.
     pub audit_log: PathBuf,
+    /// The grant lifecycle records, also chained, never rotated by ward;
+    /// default: `lifecycle.jsonl` beside `audit_log`.
+    pub lifecycle_log: Option<PathBuf>,
     /// Rotate the audit log beyond this size.
     pub audit_max_bytes: u64,
     /// Rotated audit files to keep.
@@ -102,12 +105,22 @@ pub struct AgentSection {
     pub max_local_connections: usize,
 }
 
+impl AgentSection {
+    /// Where the lifecycle records go.
+    pub fn lifecycle_log(&self) -> PathBuf {
+        self.lifecycle_log
+            .clone()
+            .unwrap_or_else(|| self.audit_log.with_file_name("lifecycle.jsonl"))
+    }
+}
+
 impl Default for AgentSection {
     fn default() -> Self {
         AgentSection {
             socket: PathBuf::from("/run/ward/agent.sock"),
             state_dir: PathBuf::from("/var/lib/ward"),
             audit_log: PathBuf::from("/var/log/ward/audit.jsonl"),
+            lifecycle_log: None,
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             pin_dir: PathBuf::from("/sys/fs/bpf/ward"),

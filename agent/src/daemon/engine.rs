@@ -19,6 +19,7 @@ use super::{
     config::{Config, HookMode},
     grant::{self, Grantee, InvalidGrant, ValidGrant, unix_ms},
     policy::{POLICY_BASE, PolicyEngine, Reload, host_env},
+    repeats::{Pending, Repeats},
     store::{Store, StoreError, Stored},
 };
 use crate::{
@@ -75,6 +76,8 @@ pub struct Engine {
     enforcer: Enforcer,
     store: Store,
     audit: Audit,
+    /// Denies and refusals counted, not each written.
+    repeats: Repeats,
     config: Config,
     protection: Vec<(String, Entry)>,
     policy: Option<PolicyEngine>,
@@ -109,6 +112,7 @@ impl Engine {
         let store = Store::open(&config.agent.state_dir)?;
         let audit = Audit::open(
             &config.agent.audit_log,
+            &config.agent.lifecycle_log(),
             config.agent.audit_max_bytes,
             config.agent.audit_keep,
         )?;
@@ -142,6 +146,7 @@ impl Engine {
             enforcer,
             store,
             audit,
+            repeats: Repeats::default(),
             config,
             protection,
             policy,
@@ -408,6 +413,8 @@ impl Engine {
     /// starts scheduled ones whose time has come.
     pub fn tick(&mut self) -> Result<(), EngineError> {
         self.trimmer.tick();
+        let ended = self.repeats.due(unix_ms(SystemTime::now()));
+        self.write_pending(ended)?;
         // Protected paths that appeared, were replaced, or got a mount
         // inside them: listed within a second.
         if self.objects_checked.elapsed() >= Duration::from_secs(1) {
@@ -866,16 +873,23 @@ impl Engine {
             "operation": e.op, "object": e.object, "rule": rule,
         });
         let audit_kind = if kind == "deny" { "deny" } else { "grant_used" };
-        self.audit.write(
-            &Record {
-                time_unix_ms: boot_to_unix_ms(e.time_boot_ns),
-                kind: audit_kind,
-                grant_id: grant_id.as_deref(),
-                actor: "kernel",
-                detail,
-            },
-            false,
-        )?;
+        // One run per subject, object and rule: the pid is the first's.
+        let key = format!(
+            "{audit_kind}|{}|{:?}|{}|{}|{}|{rule}",
+            e.uid, e.login_uid, e.cgroup, e.op, e.object
+        );
+        let pending = Pending {
+            time_unix_ms: boot_to_unix_ms(e.time_boot_ns),
+            kind: audit_kind.into(),
+            grant_id: grant_id.clone(),
+            actor: "kernel".into(),
+            detail,
+        };
+        let (now, ended) = self.repeats.note(key, &pending);
+        if now {
+            self.write_pending(vec![pending])?;
+        }
+        self.write_pending(ended)?;
         self.emit(pb::Event {
             time_unix_ms: boot_to_unix_ms(e.time_boot_ns),
             kind: kind.into(),
@@ -938,12 +952,49 @@ impl Engine {
         }
     }
 
-    /// Audits a refused call.
+    /// Audits a refused call: the first of a run per caller and call, and
+    /// a count of the rest (see `repeats`).
     pub fn refused(&mut self, actor: &str, call: &str, why: &str) {
-        let detail = serde_json::json!({ "call": call, "why": why });
-        if let Err(e) = self.record("call_refused", None, actor, detail, false) {
+        let pending = Pending {
+            time_unix_ms: unix_ms(SystemTime::now()),
+            kind: "call_refused".into(),
+            grant_id: None,
+            actor: actor.into(),
+            detail: serde_json::json!({ "call": call, "why": why }),
+        };
+        let (now, mut ended) = self
+            .repeats
+            .note(format!("call_refused|{actor}|{call}"), &pending);
+        if now {
+            ended.insert(0, pending);
+        }
+        if let Err(e) = self.write_pending(ended) {
             tracing::error!(error = %e, "could not audit a refused call");
         }
+    }
+
+    /// Writes the summaries of every run still counting (at shutdown).
+    pub fn flush_audit(&mut self) {
+        let ended = self.repeats.drain();
+        if let Err(e) = self.write_pending(ended) {
+            tracing::error!(error = %e, "could not write the last audit counts");
+        }
+    }
+
+    fn write_pending(&mut self, records: Vec<Pending>) -> Result<(), EngineError> {
+        for p in records {
+            self.audit.write(
+                &Record {
+                    time_unix_ms: p.time_unix_ms,
+                    kind: &p.kind,
+                    grant_id: p.grant_id.as_deref(),
+                    actor: &p.actor,
+                    detail: p.detail,
+                },
+                false,
+            )?;
+        }
+        Ok(())
     }
 
     fn record(

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod grant;
 pub mod peer;
 pub mod policy;
+pub mod repeats;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -168,6 +168,7 @@ pub async fn run(
         None => local_server.await?,
     }
     signal.abort();
+    engine.lock().await.flush_audit();
     let _ = std::fs::remove_file(&config.agent.socket);
     tracing::info!("wardd stopped; enforcement stays pinned");
     Ok(())

@@ -1689,3 +1689,103 @@ fn a_connection_flood_cannot_starve_the_coordinator() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("\"id\""), "{out}");
 }
+
+/// `ward-coordinator serve` for a configured, not started, coordinator,
+/// expected to refuse to start: its exit code and log.
+fn refuses_to_serve(c: &Coordinator) -> (Option<i32>, String) {
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(coordinator_bin())
+        .args(["serve", "--config"])
+        .arg(c.dir.path().join(format!("{}.toml", c.name)))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 14.8: the coordinator reaches PostgreSQL over TLS and verifies
+/// the server's certificate: against the right CA it serves and the
+/// server sees an SSL session; against another CA, to a server that
+/// declines TLS, or to another host without a CA, it refuses to start.
+#[test]
+fn the_coordinator_reaches_postgres_over_verified_tls_and_never_in_the_clear() {
+    let db = postgres_database("tls");
+    let pg_ca = std::env::var("WARD_TEST_POSTGRES_CA")
+        .expect("WARD_TEST_POSTGRES_CA is not set: run under `cargo xtask test`");
+    let server = std::env::var("WARD_TEST_POSTGRES").unwrap();
+    let c = Coordinator::with(
+        "coord-pgtls",
+        Some(db.clone()),
+        format!("database_ca = \"{pg_ca}\"\n"),
+    );
+    let (code, _, err) = c.ward("dave", &["requests", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let name = db.rsplit('/').next().unwrap();
+    let out = Command::new("psql")
+        .args([server.as_str(), "-tAq", "-c"])
+        .arg(format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND datname = '{name}'"
+        ))
+        .output()
+        .unwrap();
+    let sessions: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        sessions >= 1,
+        "the coordinator's session is not SSL: {out:?}"
+    );
+
+    // Another CA: the server's certificate does not verify.
+    let other = ca("not the database's CA");
+    let other_pem = c.dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.pem()).unwrap();
+    let wrong = Coordinator::prepared(
+        "coord-pgtls-wrong",
+        Some(db.clone()),
+        format!("database_ca = \"{}\"\n", other_pem.display()),
+    );
+    let (code, log) = refuses_to_serve(&wrong);
+    assert_ne!(code, Some(0), "{log}");
+    assert_ne!(code, Some(124), "it must fail, not hang: {log}");
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+
+    // A server that declines TLS is never used in the clear.
+    let decliner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = decliner.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in decliner.incoming().flatten() {
+            let mut request = [0u8; 8];
+            if s.read_exact(&mut request).is_ok() {
+                let _ = s.write_all(b"N");
+            }
+        }
+    });
+    let clear = Coordinator::prepared(
+        "coord-pgtls-clear",
+        Some(format!("postgres://postgres@127.0.0.1:{port}/ward")),
+        format!("database_ca = \"{pg_ca}\"\n"),
+    );
+    let (code, log) = refuses_to_serve(&clear);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("does not support TLS"), "{log}");
+
+    // Another host, no CA: refused before any connection is made.
+    let remote = Coordinator::prepared(
+        "coord-pgtls-remote",
+        Some("postgres://ward@192.0.2.7:5432/ward".into()),
+        String::new(),
+    );
+    let (code, log) = refuses_to_serve(&remote);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("`192.0.2.7` is not on this host") && log.contains("database_ca"),
+        "{log}"
+    );
+}

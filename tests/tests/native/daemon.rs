@@ -17,6 +17,8 @@ use ward_tests::{
 use crate::connect::{Sandbox, sandbox};
 
 const NOBODY: (u32, u32) = (65534, 65534);
+/// nobody, outside the admin group ("nogroup").
+const NOBODY_NOGROUP: (u32, u32) = (65534, 65533);
 
 pub struct Host {
     pub dir: TempDir,
@@ -328,25 +330,13 @@ fn a_connection_keeps_the_credentials_it_was_made_with() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(h.connect(), OpenOutcome::Opened, "granted");
 
-    let child = connect_then_join_admin_group(&h.socket);
-    let stolen = steal_fd(child.id(), CONNECTED_FD);
+    // Connects as 65534 outside the admin group, then joins it ("nogroup").
+    let (child, stolen) = ward_tests::flood::connection_as(&h.socket, (65534, 1), Some(65534));
     let status = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
-            stolen.set_nonblocking(true).unwrap();
-            let mut stream = Some(tokio::net::UnixStream::from_std(stolen).unwrap());
-            let channel = tonic::transport::Endpoint::from_static("http://wardd.local")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let stream = stream.take();
-                    async move {
-                        stream
-                            .map(hyper_util::rt::TokioIo::new)
-                            .ok_or_else(|| std::io::Error::other("one connection only"))
-                    }
-                }))
+            ward_tests::flood::agent_over(stolen)
                 .await
-                .unwrap();
-            ward_proto::v1::agent_client::AgentClient::new(channel)
                 .revoke_grant(ward_proto::v1::RevokeGrantRequest {
                     id: "root-grant".into(),
                     reason: "raced".into(),
@@ -366,82 +356,136 @@ fn a_connection_keeps_the_credentials_it_was_made_with() {
     assert_eq!(h.connect(), OpenOutcome::Opened, "the grant still holds");
 }
 
-/// The descriptor number the connecting child leaves its socket on.
-const CONNECTED_FD: i32 = 100;
+/// Issue 14.12: a local user cannot erase the audit trail by flooding it.
+/// With a 64 KiB log and one rotation kept, a grant's lifecycle is
+/// recorded, then the managed workload is denied 20,000 times and an
+/// unprivileged caller is refused 5,000 times. Repeats are counted, not
+/// written; the lifecycle stays in both files; the chains verify, and an
+/// edited record is found.
+#[test]
+fn a_flood_of_denies_and_refusals_cannot_erase_the_audit_trail() {
+    let h = host("auditflood", "");
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        text.replacen(
+            "[agent]\n",
+            "[agent]\naudit_max_bytes = 65536\naudit_keep = 1\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let _wardd = h.start();
+    let (code, _, err) = h.grant("evidence", "10m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(h.connect(), OpenOutcome::Opened);
+    let (code, _, err) = h.ward(&["revoke", "evidence"]);
+    assert_eq!(code, 0, "{err}");
 
-/// Spawns `sleep` whose pre-exec child connects to `socket` as uid 65534,
-/// gid 1, no supplementary groups, leaves the socket on `CONNECTED_FD`,
-/// then joins the admin group ("nogroup", 65534) before exec.
-fn connect_then_join_admin_group(socket: &Path) -> std::process::Child {
-    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
-    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let path = socket.as_os_str().as_bytes();
-    assert!(path.len() < addr.sun_path.len(), "socket path too long");
-    for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("60");
-    // SAFETY: the closure makes only raw, async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = |_| Err(std::io::Error::last_os_error());
-            let admin: libc::gid_t = 65534;
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(1, 1, 1) != 0
-                // Keep a saved uid of 0 to change groups after connecting.
-                || libc::setresuid(65534, 65534, 0) != 0
-            {
-                return fail(());
+    // 20,000 denied connects from the managed workload, in one process.
+    let (family, addr, len) = ward_tests::sockaddr(h.addr);
+    // SAFETY: the child makes only raw syscalls.
+    let outcome = unsafe {
+        ward_tests::in_child(Some(&h.sb.managed), move || {
+            for _ in 0..20_000 {
+                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                let rc = libc::connect(fd, (&addr as *const libc::sockaddr_storage).cast(), len);
+                let e = *libc::__errno_location();
+                libc::close(fd);
+                if rc == 0 {
+                    return -1;
+                }
+                if e != libc::EPERM {
+                    return e;
+                }
             }
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            if fd < 0
-                || libc::connect(
-                    fd,
-                    (&addr as *const libc::sockaddr_un).cast(),
-                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-                ) != 0
-                || libc::dup2(fd, CONNECTED_FD) != CONNECTED_FD
-            {
-                return fail(());
+            libc::EPERM
+        })
+    };
+    assert_eq!(outcome, OpenOutcome::Refused(libc::EPERM));
+    // 5,000 refused calls from nobody.
+    let (mut maker, stream) = ward_tests::flood::connection_as(&h.socket, NOBODY_NOGROUP, None);
+    let refused = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let mut agent = ward_tests::flood::agent_over(stream).await;
+            let mut refused = 0;
+            for _ in 0..5_000 {
+                let r = agent
+                    .revoke_grant(ward_proto::v1::RevokeGrantRequest {
+                        id: "evidence".into(),
+                        reason: "flood".into(),
+                    })
+                    .await;
+                if r.is_err_and(|e| e.code() == tonic::Code::PermissionDenied) {
+                    refused += 1;
+                }
             }
-            if libc::seteuid(0) != 0 || libc::setgroups(1, &admin) != 0 || libc::seteuid(65534) != 0
-            {
-                return fail(());
-            }
-            Ok(())
+            refused
         });
-    }
-    let child = cmd.spawn().expect("spawn the connecting child");
-    let groups = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    assert!(
-        groups
-            .lines()
-            .any(|l| l.starts_with("Groups:") && l.contains("65534")),
-        "the child joined the admin group after connecting: {groups}"
-    );
-    child
-}
+    let _ = maker.kill();
+    let _ = maker.wait();
+    assert_eq!(refused, 5_000);
 
-/// A duplicate of another process's descriptor (`pidfd_getfd`, root only).
-fn steal_fd(pid: u32, fd: i32) -> std::os::unix::net::UnixStream {
-    use std::os::fd::FromRawFd;
-    // SAFETY: raw syscalls; the results are checked before use.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+    // Runs close when their 10 s window has passed (at the next tick).
+    let audit = h.dir.path().join("audit.jsonl");
+    let life = h.dir.path().join("lifecycle.jsonl");
+    let records = || -> Vec<Value> {
+        let mut text =
+            std::fs::read_to_string(h.dir.path().join("audit.jsonl.1")).unwrap_or_default();
+        text.push_str(&std::fs::read_to_string(&audit).unwrap());
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // Each record stands for itself and the repeats it counts.
+    let counted = |rs: &[Value], kind: &str| -> u64 {
+        rs.iter()
+            .filter(|r| r["kind"] == kind && r["actor"] != "uid:0")
+            .map(|r| 1 + r["detail"]["repeated"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let started = std::time::Instant::now();
+    while counted(&records(), "call_refused") < 5_000 {
         assert!(
-            pidfd >= 0,
-            "pidfd_open: {}",
-            std::io::Error::last_os_error()
+            started.elapsed() < Duration::from_secs(25),
+            "refusals not all counted: {}",
+            counted(&records(), "call_refused")
         );
-        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
-        let err = std::io::Error::last_os_error();
-        libc::close(pidfd);
-        assert!(got >= 0, "pidfd_getfd: {err}");
-        std::os::unix::net::UnixStream::from_raw_fd(got)
+        std::thread::sleep(Duration::from_millis(250));
     }
+    let rs = records();
+    let written = |kind: &str| rs.iter().filter(|r| r["kind"] == kind).count();
+    assert!(
+        written("call_refused") <= 4,
+        "refusals are counted, not written"
+    );
+    assert!(written("deny") <= 10, "denies are counted, not written");
+    assert!(
+        counted(&rs, "deny") >= 1_000,
+        "the denies are in the counts"
+    );
+    for kind in ["grant_pushed", "grant_used", "grant_revoked"] {
+        assert!(
+            rs.iter()
+                .any(|r| r["kind"] == kind && r["grant_id"] == "evidence"),
+            "{kind} of the grant survived the flood"
+        );
+    }
+    let lifecycle = std::fs::read_to_string(&life).unwrap();
+    assert!(lifecycle.contains("\"grant_pushed\"") && !lifecycle.contains("\"deny\""));
+
+    let (a, l) = (audit.display().to_string(), life.display().to_string());
+    let (code, out, err) = h.ward(&["audit", "verify", &a, &l]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("chain intact").count(), 2, "{out}");
+    // Any edit shows.
+    std::fs::write(&life, lifecycle.replacen("evidence", "evidencf", 1)).unwrap();
+    let (code, out, _) = h.ward(&["audit", "verify", &a, &l, "--json"]);
+    assert_eq!(code, 11, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["intact"], true);
+    assert_eq!(v[1]["intact"], false, "{v}");
 }
 
 #[test]

@@ -109,8 +109,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The coordinator's audit trail.
+    /// The coordinator's audit trail; `ward audit verify` checks this
+    /// host's.
     Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
         /// How far back, e.g. 1h.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         since: std::time::Duration,
@@ -152,6 +155,28 @@ pub enum Command {
     /// Exit status: 0 everything works; 2 ward can enforce only part of its
     /// model here (each missing piece is named); 1 a check could not run.
     Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of this host's audit files, without the agent.
+    ///
+    /// Every record names the SHA-256 of the one before it, across
+    /// rotations, so an edited, inserted or deleted record breaks the
+    /// chain; the first break is named by file and line. "Starts mid-chain"
+    /// means older files were rotated away. The head printed is the last
+    /// record's hash: compare it with the "audit chain head" lines wardd
+    /// logs to the journal. Exit status 0 intact, 11 broken.
+    Verify {
+        /// Audit files (each with its rotated .N files).
+        #[arg(
+            value_name = "FILE",
+            default_values = ["/var/log/ward/audit.jsonl", "/var/log/ward/lifecycle.jsonl"]
+        )]
+        files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },

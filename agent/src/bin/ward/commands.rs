@@ -8,8 +8,8 @@ use ward_proto::v1::{self as pb, object, subject};
 
 use crate::{
     args::{
-        Cli, Command, CoordinatorArgs, ExplainArgs, GrantArgs, PolicyCommand, RequestArgs,
-        SubjectArgs, TargetArgs,
+        AuditCommand, Cli, Command, CoordinatorArgs, ExplainArgs, GrantArgs, PolicyCommand,
+        RequestArgs, SubjectArgs, TargetArgs,
     },
     exit, render,
 };
@@ -66,6 +66,13 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     }) = &cli.command
     {
         return check_policy(files, directory.as_deref(), labels, *json);
+    }
+    if let Command::Audit {
+        action: Some(AuditCommand::Verify { files, json }),
+        ..
+    } = &cli.command
+    {
+        return verify_audit(files, *json);
     }
     if let Some(code) = coordinator_command(&cli).await? {
         return Ok(code);
@@ -424,7 +431,7 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
                 .into_inner();
             render::access_request(&r, *json);
         }
-        Command::Audit { since, json } => {
+        Command::Audit { since, json, .. } => {
             let since_ms = now_ms() - since.as_millis() as i64;
             let r = coordinator(c)
                 .await?
@@ -467,5 +474,23 @@ fn request(a: &RequestArgs) -> Result<pb::CreateRequestRequest, CliError> {
                 .map_or(0, |d| d.as_millis() as i64)
         }),
         workload: a.workload.clone().unwrap_or_default(),
+    })
+}
+
+/// `ward audit verify`: each file set's chain, checked locally.
+fn verify_audit(files: &[std::path::PathBuf], json: bool) -> Result<u8, CliError> {
+    let mut reports = Vec::new();
+    for f in files {
+        let v = ward_agent::daemon::audit::verify(f).map_err(|e| CliError {
+            code: exit::NOT_FOUND,
+            message: format!("{}: {e}", f.display()),
+        })?;
+        reports.push((f.clone(), v));
+    }
+    render::audit_verified(&reports, json);
+    Ok(if reports.iter().any(|(_, v)| v.broken.is_some()) {
+        exit::TAMPERED
+    } else {
+        exit::OK
     })
 }

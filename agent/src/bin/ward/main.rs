@@ -19,6 +19,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 6;
     /// `ward explain`: the answer is deny.
     pub const DENIED: u8 = 10;
+    /// `ward audit verify`: a hash chain is broken.
+    pub const TAMPERED: u8 = 11;
 }
 
 fn main() -> ExitCode {

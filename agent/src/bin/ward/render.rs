@@ -526,3 +526,48 @@ pub fn audit(entries: &[pb::AuditEntry], json: bool) {
         );
     }
 }
+
+/// `ward audit verify`'s report.
+pub fn audit_verified(
+    reports: &[(std::path::PathBuf, ward_agent::daemon::audit::Verified)],
+    json: bool,
+) {
+    if json {
+        let v: Vec<_> = reports
+            .iter()
+            .map(|(path, v)| {
+                serde_json::json!({
+                    "path": path, "files": v.files, "records": v.records,
+                    "intact": v.broken.is_none(), "starts_mid_chain": v.starts_mid_chain,
+                    "broken": v.broken.as_ref().map(|(file, line, why)| serde_json::json!({
+                        "file": file, "line": line, "why": why,
+                    })),
+                    "head": v.head,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    for (path, v) in reports {
+        match &v.broken {
+            None => println!(
+                "ok: {}: {} records in {} files, chain intact{}; head {}",
+                path.display(),
+                v.records,
+                v.files.len(),
+                if v.starts_mid_chain {
+                    " (starts mid-chain: older files were rotated away)"
+                } else {
+                    ""
+                },
+                v.head
+            ),
+            Some((file, line, why)) => println!(
+                "BROKEN: {}: the chain breaks at {}:{line}: {why}",
+                path.display(),
+                file.display()
+            ),
+        }
+    }
+}
