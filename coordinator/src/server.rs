@@ -44,12 +44,11 @@ fn policy_stamps(config: &Config) -> Vec<Option<std::time::SystemTime>> {
     )
 }
 
-/// Loads everything the coordinator decides with; every error is named.
-pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
+/// A connection to the configured store (the decision path and the read
+/// path each have their own).
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     use anyhow::Context;
-    let policy = load_policy(config)?;
-    let signer = Signer::from_pkcs8(&config.signing_key)?;
-    let store = match &config.database {
+    Ok(match &config.database {
         Some(url) => {
             let target = crate::database::Target::new(
                 url,
@@ -61,14 +60,21 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
         None => {
             Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?
         }
-    };
+    })
+}
+
+/// Loads everything the coordinator decides with; every error is named.
+pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
+    let policy = load_policy(config)?;
+    let signer = Signer::from_pkcs8(&config.signing_key)?;
+    let store = open_store(config)?;
     Ok(Workflow {
         store,
-        rules: Rules {
+        rules: Arc::new(Rules {
             policy,
-            signer,
+            signer: Arc::new(signer),
             admins: config.admins.clone(),
-        },
+        }),
         pending_ttl: config.pending_ttl,
         max_schedule_ahead: config.max_schedule_ahead,
     })
@@ -146,7 +152,17 @@ pub async fn run(
         .listen
         .parse()
         .with_context(|| format!("listen `{}` is not ADDR:PORT", config.listen))?;
-    let service = CoordinatorService::new(workflow, fleet, changed, config.stream_buffer);
+    let reader = {
+        let cfg = config.clone();
+        tokio::task::spawn_blocking(move || open_store(&cfg)).await??
+    };
+    let service = CoordinatorService::new(
+        workflow,
+        Arc::new(Mutex::new(reader)),
+        fleet,
+        changed,
+        config.stream_buffer,
+    );
     match transport::raise_descriptor_limit() {
         Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
             descriptors = n,

@@ -16,8 +16,28 @@ use ward_proto::{
 
 use crate::{
     fleet::Fleet,
-    workflow::{Workflow, WorkflowError},
+    store::Store,
+    workflow::{PAGE, Rules, Workflow, WorkflowError},
 };
+
+/// Where a page starts and how long it is, from a request's fields.
+fn page_of(limit: u32, page_token: &str) -> Result<(i64, usize), Status> {
+    let after = match page_token {
+        "" => 0,
+        t => t.parse::<i64>().map_err(|_| {
+            Status::invalid_argument("page_token: not one this coordinator handed out")
+        })?,
+    };
+    let limit = match limit as usize {
+        0 => PAGE,
+        n => n.min(PAGE),
+    };
+    Ok((after, limit))
+}
+
+fn token(next: Option<i64>) -> String {
+    next.map(|n| n.to_string()).unwrap_or_default()
+}
 
 /// Agents present "NAME.agent"; anyone else is a person.
 pub const AGENT_SUFFIX: &str = ".agent";
@@ -25,6 +45,9 @@ pub const AGENT_SUFFIX: &str = ".agent";
 #[derive(Clone)]
 pub struct CoordinatorService {
     workflow: Arc<Mutex<Workflow>>,
+    /// The read path's own store connection: listings and the audit
+    /// trail never hold the decision lock.
+    reader: Arc<Mutex<Store>>,
     fleet: Arc<Fleet>,
     /// Wakes the outbox pump after a local change.
     changed: Arc<Notify>,
@@ -84,12 +107,14 @@ fn person<T>(req: &Request<T>) -> Result<String, Status> {
 impl CoordinatorService {
     pub fn new(
         workflow: Arc<Mutex<Workflow>>,
+        reader: Arc<Mutex<Store>>,
         fleet: Arc<Fleet>,
         changed: Arc<Notify>,
         stream_buffer: usize,
     ) -> Self {
         CoordinatorService {
             workflow,
+            reader,
             fleet,
             changed,
             stream_buffer: stream_buffer.max(1),
@@ -106,6 +131,27 @@ impl CoordinatorService {
         tokio::task::spawn_blocking(move || {
             let mut guard = wf.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(WorkflowError::Invalid {
+                field: "internal".into(),
+                reason: format!("worker failed: {e}"),
+            })
+        })
+    }
+
+    /// Runs a read on the reader's connection, with the rules in force;
+    /// the decision lock is held only to take those.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Rules, &mut Store) -> Result<T, WorkflowError> + Send + 'static,
+    ) -> Result<T, WorkflowError> {
+        let (wf, reader) = (self.workflow.clone(), self.reader.clone());
+        tokio::task::spawn_blocking(move || {
+            let rules = wf.lock().unwrap_or_else(|p| p.into_inner()).rules.clone();
+            let mut store = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&rules, &mut store)
         })
         .await
         .unwrap_or_else(|e| {
@@ -222,11 +268,17 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let who = person(&req)?;
         let r = req.into_inner();
-        let requests = self
-            .with(move |wf| wf.list(&who, r.mine, r.pending))
+        let (after, limit) = page_of(r.limit, &r.page_token)?;
+        let page = self
+            .read(move |rules, store| {
+                rules.visible_requests(store, &who, (r.mine, r.pending), after, limit)
+            })
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::ListRequestsResponse { requests }))
+        Ok(Response::new(pb::ListRequestsResponse {
+            requests: page.items,
+            next_page_token: token(page.next),
+        }))
     }
 
     async fn approve(
@@ -279,12 +331,18 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         let who = person(&req)?;
-        let since = req.get_ref().since_unix_ms;
-        let entries = self
-            .with(move |wf| wf.audit_since(&who, since))
+        let r = req.into_inner();
+        let (after, limit) = page_of(r.limit, &r.page_token)?;
+        let page = self
+            .read(move |rules, store| {
+                rules.visible_audit(store, &who, r.since_unix_ms, after, limit)
+            })
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::AuditResponse { entries }))
+        Ok(Response::new(pb::AuditResponse {
+            entries: page.items,
+            next_page_token: token(page.next),
+        }))
     }
 
     type SubscribeStream = FleetStream;

@@ -315,6 +315,34 @@ impl Tx<'_> {
     }
 
     /// Requests in `states` (all when empty), oldest first.
+    /// Up to `limit` requests in `states` (all when empty) after request
+    /// seq `after`, and the last seq read when the page was full.
+    pub fn list_page(
+        &self,
+        states: &[RequestState],
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<AccessRequest>, Option<i64>), StoreError> {
+        let rows = self.query(
+            "SELECT state, body, seq FROM requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            &[P::I(after), P::I(limit as i64)],
+        )?;
+        let full = rows.len() == limit;
+        let mut last = None;
+        let mut out = Vec::new();
+        for row in rows {
+            let mut it = row.into_iter();
+            let (Some(state), Some(body), Some(seq)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            last = Some(seq.i());
+            if states.is_empty() || states.iter().any(|s| *s as i64 == state.i()) {
+                out.push(AccessRequest::decode(body.b().as_slice())?);
+            }
+        }
+        Ok((out, last.filter(|_| full)))
+    }
+
     pub fn list(&self, states: &[RequestState]) -> Result<Vec<AccessRequest>, StoreError> {
         let rows = self.query("SELECT state, body FROM requests ORDER BY seq", &[])?;
         let mut out = Vec::new();
@@ -422,12 +450,29 @@ impl Tx<'_> {
         )
     }
 
-    pub fn audit_since(&self, since_ms: i64) -> Result<Vec<AuditEntry>, StoreError> {
+    /// Up to `limit` audit entries from `since_ms` after entry `after`,
+    /// and the last entry's seq when the page was full.
+    pub fn audit_page(
+        &self,
+        since_ms: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<i64>), StoreError> {
         let rows = self.query(
-            "SELECT time_ms, request_id, actor, kind, detail FROM audit WHERE time_ms >= ?1 ORDER BY seq",
-            &[P::I(since_ms)],
+            "SELECT time_ms, request_id, actor, kind, detail, seq FROM audit \
+             WHERE time_ms >= ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            &[P::I(since_ms), P::I(after), P::I(limit as i64)],
         )?;
-        Ok(rows.into_iter().map(audit_entry).collect())
+        let full = rows.len() == limit;
+        let mut last = None;
+        let entries = rows
+            .into_iter()
+            .map(|mut r| {
+                last = r.pop().map(|seq| seq.i());
+                audit_entry(r)
+            })
+            .collect();
+        Ok((entries, last.filter(|_| full)))
     }
 
     /// Queues a message for the agents of `hosts`.

@@ -2,7 +2,7 @@
 //! when access starts and ends. Every state change is one transaction and
 //! one audit entry.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ward_policy::{
     Action, Clock, Compiler, Eligibility, Env, GrantCheck, Key, Kind, approvals_for,
@@ -67,7 +67,9 @@ fn audit(
 
 pub struct Workflow {
     pub store: Store,
-    pub rules: Rules,
+    /// Shared with the read path (listings, the audit trail), which runs
+    /// on its own store connection without the decision lock.
+    pub rules: Arc<Rules>,
     pub pending_ttl: Duration,
     /// How far ahead a request may schedule its start.
     pub max_schedule_ahead: Duration,
@@ -80,7 +82,7 @@ const MAX_DURATION_MS: i64 = 366 * 86_400_000;
 /// Everything a decision consults besides the store.
 pub struct Rules {
     pub policy: Compiler,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub admins: Vec<String>,
 }
 
@@ -92,6 +94,34 @@ fn state_name(s: i32) -> String {
                 .to_lowercase()
         })
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The most objects, and policy checks ((operation, object) pairs times
+/// hosts), one request may ask for: a request is decided under the
+/// decision lock, so none may hold it for long.
+const MAX_OBJECTS: usize = 64;
+const MAX_CHECKS: usize = 20_000;
+
+/// Refuses a request too big to decide quickly, naming the field.
+fn bounded(r: &CreateRequestRequest) -> Result<(), WorkflowError> {
+    let limits = [
+        ("operations", r.operations.len(), 4),
+        ("objects", r.objects.len(), MAX_OBJECTS),
+        ("hosts", r.hosts.len(), 10_000),
+        ("host_labels", r.host_labels.len(), 16),
+        ("reason", r.reason.len(), 1_024),
+        ("ticket", r.ticket.len(), 256),
+        ("workload", r.workload.len(), 4_096),
+    ];
+    for (field, got, max) in limits {
+        if got > max {
+            return Err(invalid(
+                field,
+                format!("{got} is more than the {max} allowed"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Each (operation, object) pair a request asks for, checked for fit.
@@ -492,7 +522,11 @@ impl Workflow {
     /// Decides with new policy and directory from now on; requests in
     /// flight are checked against it at review and at a scheduled start.
     pub fn replace_policy(&mut self, policy: Compiler) {
-        self.rules.policy = policy;
+        self.rules = Arc::new(Rules {
+            policy,
+            signer: self.rules.signer.clone(),
+            admins: self.rules.admins.clone(),
+        });
     }
 
     /// Which known hosts a request names; an unknown one is an error.
@@ -542,6 +576,7 @@ impl Workflow {
         requester: &str,
         r: CreateRequestRequest,
     ) -> Result<AccessRequest, WorkflowError> {
+        bounded(&r)?;
         let targets = targets(&r)?;
         if r.duration_ms <= 0 {
             return Err(invalid("duration", "must be longer than 0s"));
@@ -563,6 +598,17 @@ impl Workflow {
         let rules = &self.rules;
         self.store.write(|tx| {
             let hosts = Self::resolve_hosts(tx, &r)?;
+            let checks = targets.len() * hosts.len();
+            if checks > MAX_CHECKS {
+                return Err(invalid(
+                    "hosts",
+                    format!(
+                        "the request needs {checks} policy checks ((operation, object) pairs \
+                         times {} hosts); at most {MAX_CHECKS}: split it",
+                        hosts.len()
+                    ),
+                ));
+            }
             let grantee = rules.grantee(requester, &r.workload)?;
             let (required, policies, reason_waived) =
                 rules.eligibility(requester, &grantee, &targets, &hosts, duration)?;
@@ -836,71 +882,6 @@ impl Workflow {
         Ok(activated + expired)
     }
 
-    /// The requests `caller` may see: their own, those they may review,
-    /// or all for an admin; with `mine`, only their own.
-    pub fn list(
-        &mut self,
-        caller: &str,
-        mine: bool,
-        pending: bool,
-    ) -> Result<Vec<AccessRequest>, WorkflowError> {
-        let states: &[RequestState] = if pending {
-            &[RequestState::Pending]
-        } else {
-            &[]
-        };
-        let rules = &self.rules;
-        self.store.read(|tx| {
-            let mut out = Vec::new();
-            for r in tx.list(states)? {
-                let show = if mine {
-                    same_person(&r.requester, caller)
-                } else {
-                    rules.may_see(tx, caller, &r)?
-                };
-                if show {
-                    out.push(r);
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// The audit trail `caller` may read: everything for an admin, else
-    /// the entries of the requests they may see.
-    pub fn audit_since(
-        &mut self,
-        caller: &str,
-        since_ms: i64,
-    ) -> Result<Vec<AuditEntry>, WorkflowError> {
-        let rules = &self.rules;
-        self.store.read(|tx| {
-            let entries = tx.audit_since(since_ms)?;
-            if rules.is_admin(caller) {
-                return Ok(entries);
-            }
-            let mut seen = std::collections::HashMap::<String, bool>::new();
-            let mut out = Vec::new();
-            for e in entries {
-                let show = match seen.get(&e.request_id) {
-                    Some(show) => *show,
-                    None => {
-                        let show = match tx.get(&e.request_id)? {
-                            Some(req) => rules.may_see(tx, caller, &req)?,
-                            None => false,
-                        };
-                        seen.insert(e.request_id.clone(), show);
-                        show
-                    }
-                };
-                if show {
-                    out.push(e);
-                }
-            }
-            Ok(out)
-        })
-    }
-
     /// An agent connects: remember its labels; hand back its active grants.
     pub fn subscribe(
         &mut self,
@@ -942,5 +923,91 @@ impl Workflow {
     ) -> Result<Vec<AuditEntry>, WorkflowError> {
         self.store
             .write(|tx| Ok(tx.claim_audit("webhooks", kinds)?))
+    }
+}
+
+/// The most requests or audit entries one listing call reads.
+pub const PAGE: usize = 1_000;
+
+/// One page of a listing, and where the next starts (None: the end).
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+impl Rules {
+    /// The requests `caller` may see (their own, those Cedar lets them
+    /// review, or all for an admin; with `mine`, only their own), at most
+    /// `limit` read after request `after`. Runs on a reader's store: no
+    /// decision waits for it.
+    pub fn visible_requests(
+        &self,
+        store: &mut Store,
+        caller: &str,
+        (mine, pending): (bool, bool),
+        after: i64,
+        limit: usize,
+    ) -> Result<Page<AccessRequest>, WorkflowError> {
+        let states: &[RequestState] = if pending {
+            &[RequestState::Pending]
+        } else {
+            &[]
+        };
+        store.read(|tx| {
+            let (rows, next) = tx.list_page(states, after, limit)?;
+            let mut items = Vec::new();
+            for r in rows {
+                let show = if mine {
+                    same_person(&r.requester, caller)
+                } else {
+                    self.may_see(tx, caller, &r)?
+                };
+                if show {
+                    items.push(r);
+                }
+            }
+            Ok(Page { items, next })
+        })
+    }
+
+    /// The audit entries `caller` may read from `since_ms` (everything for
+    /// an admin, else those of the requests they may see), at most `limit`
+    /// read after entry `after`.
+    pub fn visible_audit(
+        &self,
+        store: &mut Store,
+        caller: &str,
+        since_ms: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>, WorkflowError> {
+        store.read(|tx| {
+            let (entries, next) = tx.audit_page(since_ms, after, limit)?;
+            if self.is_admin(caller) {
+                return Ok(Page {
+                    items: entries,
+                    next,
+                });
+            }
+            let mut seen = std::collections::HashMap::<String, bool>::new();
+            let mut items = Vec::new();
+            for e in entries {
+                let show = match seen.get(&e.request_id) {
+                    Some(show) => *show,
+                    None => {
+                        let show = match tx.get(&e.request_id)? {
+                            Some(req) => self.may_see(tx, caller, &req)?,
+                            None => false,
+                        };
+                        seen.insert(e.request_id.clone(), show);
+                        show
+                    }
+                };
+                if show {
+                    items.push(e);
+                }
+            }
+            Ok(Page { items, next })
+        })
     }
 }

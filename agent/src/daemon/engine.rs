@@ -452,26 +452,6 @@ impl Engine {
     }
 
     /// Grants, newest last; `uid` limits them to one user's.
-    pub fn list(&self, all: bool, uid: Option<u32>) -> Result<Vec<GrantRecord>, EngineError> {
-        let states: &[GrantState] = if all {
-            &[
-                GrantState::Scheduled,
-                GrantState::Active,
-                GrantState::Expired,
-                GrantState::Revoked,
-            ]
-        } else {
-            &[GrantState::Scheduled, GrantState::Active]
-        };
-        Ok(self
-            .store
-            .list(states)?
-            .into_iter()
-            .map(|s| s.record)
-            .filter(|r| uid.is_none() || subject_uid(r) == uid)
-            .collect())
-    }
-
     /// The uid a stored grant is for, if it is for a user.
     pub fn grant_uid(&self, id: &str) -> Result<Option<u32>, EngineError> {
         Ok(self.store.get(id)?.and_then(|s| subject_uid(&s.record)))
@@ -1045,7 +1025,7 @@ fn grant_detail(g: &pb::Grant, state: GrantState) -> serde_json::Value {
     })
 }
 
-fn subject_uid(r: &GrantRecord) -> Option<u32> {
+pub fn subject_uid(r: &GrantRecord) -> Option<u32> {
     let s = r.grant.as_ref()?.subject.as_ref()?.kind.as_ref()?;
     match s {
         pb::subject::Kind::Uid(u) => Some(*u),

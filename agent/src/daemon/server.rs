@@ -12,6 +12,7 @@ use super::{
     engine::{Engine, EngineError},
     peer::PeerStream,
     service::{AgentService, SignedPushes, Transport},
+    store::Store,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,9 @@ pub async fn run(
         tracing::warn!(error = %e, "could not raise the descriptor limit");
     }
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    // Listings read from their own connection, off the engine lock.
+    let reader = Store::open(&config.agent.state_dir).map_err(EngineError::from)?;
+    let reader = Arc::new(std::sync::Mutex::new(reader));
     let tls_server = match &config.tls {
         Some(tls) => {
             if tls.allow_unsigned_pushes {
@@ -128,6 +132,7 @@ pub async fn run(
                 tls,
                 signed,
                 engine.clone(),
+                reader.clone(),
                 stop_tx.subscribe(),
             )?)
         }
@@ -139,6 +144,7 @@ pub async fn run(
         Transport::Local {
             admin_group: config.agent.admin_group.clone(),
         },
+        reader,
     );
     let mut stop = stop_tx.subscribe();
     let slots = transport::Slots::new(
@@ -214,6 +220,7 @@ fn tls_server(
     tls: &TlsSection,
     signed: SignedPushes,
     engine: Arc<Mutex<Engine>>,
+    reader: Arc<std::sync::Mutex<Store>>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServeError> {
     let read = |field: &'static str, path: &Path| {
@@ -235,6 +242,7 @@ fn tls_server(
             allowed: tls.allowed_clients.clone(),
             signed,
         },
+        reader,
     );
     let server = transport::server()
         .tls_config(

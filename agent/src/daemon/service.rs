@@ -8,13 +8,14 @@ use tonic::{Request, Response, Status};
 use ward_abi::Op;
 use ward_proto::{
     signing,
-    v1::{self as pb, agent_server::Agent},
+    v1::{self as pb, GrantState, agent_server::Agent},
 };
 
 use super::{
     authz::{self, Caller},
     engine::{Engine, EngineError},
     grant::{self, Grantee},
+    store::Store,
 };
 
 /// Which transport a service instance answers on.
@@ -70,11 +71,25 @@ impl SignedPushes {
 pub struct AgentService {
     engine: Arc<Mutex<Engine>>,
     transport: Transport,
+    /// A second connection to the grant store: listings read there, in
+    /// pages, without the engine lock that pushes and revocations take.
+    reader: Arc<std::sync::Mutex<Store>>,
 }
 
+/// The most grants one ListGrants call reads.
+pub const PAGE: usize = 1_000;
+
 impl AgentService {
-    pub fn new(engine: Arc<Mutex<Engine>>, transport: Transport) -> Self {
-        AgentService { engine, transport }
+    pub fn new(
+        engine: Arc<Mutex<Engine>>,
+        transport: Transport,
+        reader: Arc<std::sync::Mutex<Store>>,
+    ) -> Self {
+        AgentService {
+            engine,
+            transport,
+            reader,
+        }
     }
 
     /// Authenticates the caller; a failure is audited and refused.
@@ -222,13 +237,46 @@ impl Agent for AgentService {
         } else {
             caller.uid()
         };
-        let grants = self
-            .engine
-            .lock()
-            .await
-            .list(req.get_ref().all, only)
-            .map_err(status)?;
-        Ok(Response::new(pb::ListGrantsResponse { grants }))
+        let r = req.into_inner();
+        let after = match r.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<i64>().map_err(|_| {
+                Status::invalid_argument("page_token: not one this agent handed out")
+            })?,
+        };
+        let limit = match r.limit as usize {
+            0 => PAGE,
+            n => n.min(PAGE),
+        };
+        let states: &'static [GrantState] = if r.all {
+            &[
+                GrantState::Scheduled,
+                GrantState::Active,
+                GrantState::Expired,
+                GrantState::Revoked,
+            ]
+        } else {
+            &[GrantState::Scheduled, GrantState::Active]
+        };
+        let reader = self.reader.clone();
+        let (rows, next) = tokio::task::spawn_blocking(move || {
+            reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .page(states, after, limit)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("grant listing failed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let grants = rows
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|g| only.is_none() || super::engine::subject_uid(g) == only)
+            .collect();
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants,
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn get_status(

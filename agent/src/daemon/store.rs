@@ -167,14 +167,42 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Up to `limit` grants in `states` after kernel id `after`, and the
+    /// last id read when the page was full (there may be more).
+    pub fn page(
+        &self,
+        states: &[GrantState],
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, Option<i64>), StoreError> {
+        let rows = self.query(
+            &format!("state IN ({}) AND kernel_id > ?1", state_list(states)),
+            " LIMIT ?2",
+            params![after, limit as i64],
+        )?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|s| s.kernel_id as i64))
+            .flatten();
+        Ok((rows, next))
+    }
+
     fn select(
         &self,
         condition: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Stored>, StoreError> {
+        self.query(condition, "", args)
+    }
+
+    fn query(
+        &self,
+        condition: &str,
+        limit: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut stmt = self.db.prepare(&format!(
             "SELECT kernel_id, id, body, state, received_ms, ended_ms FROM grants \
-             WHERE {condition} ORDER BY kernel_id"
+             WHERE {condition} ORDER BY kernel_id{limit}"
         ))?;
         let rows = stmt.query_map(args, row)?;
         rows.map(|r| decode(r?)).collect()

@@ -1789,3 +1789,152 @@ fn the_coordinator_reaches_postgres_over_verified_tls_and_never_in_the_clear() {
         "{log}"
     );
 }
+
+/// Issue 14.13: reads are paged and bounded, on both the coordinator and
+/// the agent, and a request too big to decide quickly is refused naming
+/// the field. (The reads also run on their own store connections, off the
+/// decision lock.)
+#[test]
+fn listings_are_paged_and_a_request_too_big_to_decide_is_refused() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::new("coord-pages");
+    let (h1, _w1) = agent(&c, "co-pages", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut dave = rt.block_on(grpc_as(&c, "dave"));
+    let ask = |objects: Vec<pb::Object>| pb::CreateRequestRequest {
+        operations: vec![pb::Operation::Connect as i32],
+        objects,
+        hosts: vec!["h1".into()],
+        duration_ms: 600_000,
+        workload: h1.managed_workload(),
+        ..Default::default()
+    };
+    // One port range per network and subject in the kernel: one address each.
+    let net = |n: u32| pb::Object {
+        kind: Some(pb::object::Kind::Network(format!(
+            "10.{}.{}.1/32:5432",
+            n / 256 % 256,
+            n % 256
+        ))),
+    };
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = rt
+            .block_on(dave.create_request(ask(vec![net(3000 + i)])))
+            .unwrap()
+            .into_inner();
+        ids.push(r.id);
+    }
+    // Seven at a time, in order, none twice.
+    let mut got = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = rt
+            .block_on(dave.list_requests(pb::ListRequestsRequest {
+                mine: true,
+                limit: 7,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        assert!(page.requests.len() <= 7);
+        got.extend(page.requests.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(got, ids);
+    let (code, out, err) = c.ward("dave", &["requests", "--mine", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("\"id\":").count(),
+        30,
+        "the CLI follows the pages"
+    );
+
+    let mut admin = rt.block_on(grpc_as(&c, "root-admin"));
+    let whole = rt
+        .block_on(admin.audit(pb::AuditRequest::default()))
+        .unwrap()
+        .into_inner();
+    assert!(whole.entries.len() >= 60 && whole.next_page_token.is_empty());
+    let mut paged = 0;
+    let mut token = String::new();
+    loop {
+        let page = rt
+            .block_on(admin.audit(pb::AuditRequest {
+                limit: 7,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        paged += page.entries.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, whole.entries.len());
+    let err = rt
+        .block_on(admin.audit(pb::AuditRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        }))
+        .expect_err("a made-up token is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("page_token"), "{err}");
+
+    // The agent pages its grants too.
+    let started = Instant::now();
+    while h1.grants().len() != 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the 30 grants: {} {:?}",
+            h1.grants().len(),
+            h1.audit()
+                .iter()
+                .filter(|r| r["kind"] == "grant_refused")
+                .take(2)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grants = rt.block_on(async {
+        let mut agent = ward_agent::client::connect(&h1.socket).await.unwrap();
+        let (mut n, mut token, mut pages) = (0, String::new(), 0);
+        loop {
+            let page = agent
+                .list_grants(pb::ListGrantsRequest {
+                    all: true,
+                    limit: 7,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.grants.len() <= 7);
+            n += page.grants.len();
+            pages += 1;
+            if page.next_page_token.is_empty() {
+                break (n, pages);
+            }
+            token = page.next_page_token;
+        }
+    });
+    assert_eq!(grants, (30, 5));
+
+    // Too big to decide under the lock: refused whole, the field named.
+    let many = (0..65).map(|i| net(4000 + i)).collect();
+    let err = rt
+        .block_on(dave.create_request(ask(many)))
+        .expect_err("65 objects are too many");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("objects: 65"), "{err}");
+}

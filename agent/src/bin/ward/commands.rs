@@ -88,11 +88,25 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             render::status(&s, json);
         }
         Command::Grants { all, json } => {
-            let g = agent
-                .list_grants(pb::ListGrantsRequest { all })
-                .await?
-                .into_inner();
-            render::grants(&g.grants, json);
+            // Page by page: the agent reads at most 1,000 per call.
+            let mut grants = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = agent
+                    .list_grants(pb::ListGrantsRequest {
+                        all,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                grants.extend(page.grants);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            render::grants(&grants, json);
         }
         Command::Grant(args) => {
             let json = args.json;
@@ -377,15 +391,26 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
             pending,
             json,
         } => {
-            let r = coordinator(c)
-                .await?
-                .list_requests(pb::ListRequestsRequest {
-                    mine: *mine,
-                    pending: *pending,
-                })
-                .await?
-                .into_inner();
-            render::access_requests(&r.requests, *json);
+            // Page by page: the coordinator reads at most 1,000 per call.
+            let mut client = coordinator(c).await?;
+            let (mut requests, mut page_token) = (Vec::new(), String::new());
+            loop {
+                let page = client
+                    .list_requests(pb::ListRequestsRequest {
+                        mine: *mine,
+                        pending: *pending,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                requests.extend(page.requests);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            render::access_requests(&requests, *json);
         }
         Command::Approve { id, reason, json } => {
             let r = coordinator(c)
@@ -433,14 +458,24 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
         }
         Command::Audit { since, json, .. } => {
             let since_ms = now_ms() - since.as_millis() as i64;
-            let r = coordinator(c)
-                .await?
-                .audit(pb::AuditRequest {
-                    since_unix_ms: since_ms,
-                })
-                .await?
-                .into_inner();
-            render::audit(&r.entries, *json);
+            let mut client = coordinator(c).await?;
+            let (mut entries, mut page_token) = (Vec::new(), String::new());
+            loop {
+                let page = client
+                    .audit(pb::AuditRequest {
+                        since_unix_ms: since_ms,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                entries.extend(page.entries);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            render::audit(&entries, *json);
         }
         _ => return Ok(None),
     }
