@@ -352,32 +352,18 @@ impl Rules {
         req.state = RequestState::Approved as i32;
         req.approved_unix_ms = now;
         req.expires_at_unix_ms = start.saturating_add(req.duration_ms);
-        if start > now {
-            audit(
-                tx,
-                &req.id,
-                actor,
-                "approved",
-                format!(
-                    "scheduled from {start} until {} on {}; policy is checked again at the start",
-                    req.expires_at_unix_ms,
-                    req.hosts.join(",")
-                ),
-            )?;
-            return Ok(());
-        }
-        self.deliver(tx, req)?;
-        audit(
-            tx,
-            &req.id,
-            actor,
-            "approved",
-            format!(
-                "until {} on {}",
-                req.expires_at_unix_ms,
-                req.hosts.join(",")
-            ),
-        )?;
+        let span = format!(
+            "until {} on {}",
+            req.expires_at_unix_ms,
+            req.hosts.join(",")
+        );
+        let detail = if start > now {
+            format!("scheduled from {start} {span}; policy is checked again at the start")
+        } else {
+            self.deliver(tx, req)?;
+            span
+        };
+        audit(tx, &req.id, actor, "approved", detail)?;
         Ok(())
     }
 

@@ -88,15 +88,8 @@ pub fn raise_descriptor_limit() {
 /// `sleep 300` as uid/gid 65534 (nobody), holding `count` connections to
 /// the unix socket at `socket`, made before it execs. Kill it to let go.
 pub fn hold_local_connections(socket: &Path, count: usize) -> std::process::Child {
-    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
-    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let path = socket.as_os_str().as_bytes();
-    assert!(path.len() < addr.sun_path.len(), "socket path too long");
-    for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
+    use std::os::unix::process::CommandExt;
+    let addr = unix_addr(socket);
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("300");
     // SAFETY: the closure makes only raw, async-signal-safe syscalls.
@@ -165,15 +158,8 @@ pub fn connection_as(
     (uid, gid): (u32, u32),
     join_after: Option<u32>,
 ) -> (std::process::Child, std::os::unix::net::UnixStream) {
-    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
-    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let path = socket.as_os_str().as_bytes();
-    assert!(path.len() < addr.sun_path.len(), "socket path too long");
-    for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
+    use std::os::unix::process::CommandExt;
+    let addr = unix_addr(socket);
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("300");
     // SAFETY: the closure makes only raw, async-signal-safe syscalls.
@@ -250,4 +236,19 @@ pub async fn agent_over(
         .await
         .unwrap();
     ward_proto::v1::agent_client::AgentClient::new(channel)
+}
+
+/// The address of the unix socket at `socket`, for raw `connect` calls
+/// made after fork.
+fn unix_addr(socket: &Path) -> libc::sockaddr_un {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    addr
 }
