@@ -178,10 +178,8 @@ impl Stream for Incoming {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    return Poll::Ready(Some(Ok(LimitedTcp {
-                        stream,
-                        _slot: slot,
-                    })));
+                    let info = stream.connect_info();
+                    return Poll::Ready(Some(Ok(Held::new(stream, info, Some(slot)))));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed; pausing accepts");
@@ -192,46 +190,65 @@ impl Stream for Incoming {
     }
 }
 
-/// An admitted TCP connection; its slot frees when it closes.
-pub struct LimitedTcp {
-    stream: TcpStream,
-    _slot: Slot<IpAddr>,
+/// An admitted connection: the stream, what it told at accept (tonic's
+/// connect info), and its slot, freed when it closes.
+pub struct Held<S, K: Eq + Hash + Clone, I> {
+    stream: S,
+    info: I,
+    _slot: Option<Slot<K>>,
 }
 
-impl Connected for LimitedTcp {
-    // tonic finds client certificates under TcpConnectInfo.
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+impl<S, K: Eq + Hash + Clone, I> Held<S, K, I> {
+    pub fn new(stream: S, info: I, slot: Option<Slot<K>>) -> Self {
+        Held {
+            stream,
+            info,
+            _slot: slot,
+        }
     }
 }
 
-impl AsyncRead for LimitedTcp {
+/// An admitted TCP connection; tonic finds client certificates under
+/// `TcpConnectInfo`.
+pub type LimitedTcp = Held<TcpStream, IpAddr, TcpConnectInfo>;
+
+impl<S, K, I> Connected for Held<S, K, I>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    I: Clone + Send + Sync + 'static,
+{
+    type ConnectInfo = I;
+
+    fn connect_info(&self) -> I {
+        self.info.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin, K: Eq + Hash + Clone + Unpin, I: Unpin> AsyncRead for Held<S, K, I> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for LimitedTcp {
+impl<S: AsyncWrite + Unpin, K: Eq + Hash + Clone + Unpin, I: Unpin> AsyncWrite for Held<S, K, I> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -9,17 +9,11 @@
 use std::{
     io,
     os::fd::{AsRawFd, RawFd},
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::UnixStream,
-};
-use tonic::transport::server::Connected;
-use ward_proto::transport::{Slot, Slots};
+use tokio::net::UnixStream;
+use ward_proto::transport::{Held, Slots};
 
 /// Who made a connection, as the kernel saw them when they made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,73 +43,27 @@ impl Peer {
     }
 }
 
-/// An accepted local connection and the credentials it was made with.
-pub struct PeerStream {
-    stream: UnixStream,
-    peer: Option<Peer>,
-    /// A non-root peer's connection slot, freed when this closes.
-    _slot: Option<Slot<u32>>,
-}
+/// An accepted local connection and the credentials it was made with
+/// (tonic's connect info: `Option<Peer>`).
+pub type PeerStream = Held<UnixStream, u32, Option<Peer>>;
 
-impl PeerStream {
-    /// The connection, unless its non-root user is over the limits
-    /// (dropping the stream closes it). Root is always admitted.
-    pub fn admit(stream: UnixStream, slots: &Arc<Slots<u32>>) -> Option<PeerStream> {
-        let peer = match Peer::of(&stream) {
-            Ok(peer) => Some(peer),
-            Err(err) => {
-                // Calls on this connection are refused as unauthenticated.
-                tracing::warn!(error = %err, "no peer credentials for a local connection");
-                None
-            }
-        };
-        let slot = match &peer {
-            Some(p) if p.uid == 0 => None,
-            // Without credentials, all such connections share one count.
-            other => Some(slots.admit(other.as_ref().map_or(u32::MAX, |p| p.uid))?),
-        };
-        Some(PeerStream {
-            stream,
-            peer,
-            _slot: slot,
-        })
-    }
-}
-
-impl Connected for PeerStream {
-    type ConnectInfo = Option<Peer>;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+/// The connection, unless its non-root user is over the limits (dropping
+/// the stream closes it). Root is always admitted.
+pub fn admit(stream: UnixStream, slots: &Arc<Slots<u32>>) -> Option<PeerStream> {
+    let peer = match Peer::of(&stream) {
+        Ok(peer) => Some(peer),
+        Err(err) => {
+            // Calls on this connection are refused as unauthenticated.
+            tracing::warn!(error = %err, "no peer credentials for a local connection");
+            None
+        }
+    };
+    let slot = match &peer {
+        Some(p) if p.uid == 0 => None,
+        // Without credentials, all such connections share one count.
+        other => Some(slots.admit(other.as_ref().map_or(u32::MAX, |p| p.uid))?),
+    };
+    Some(Held::new(stream, peer, slot))
 }
 
 /// `SO_PEERGROUPS`: the supplementary groups of the connecting task.

@@ -10,7 +10,7 @@ use ward_proto::{transport, v1::agent_server::AgentServer};
 use super::{
     config::{Config, TlsSection},
     engine::{Engine, EngineError},
-    peer::PeerStream,
+    peer::{self, PeerStream},
     service::{AgentService, SignedPushes, Transport},
     store::Store,
 };
@@ -187,7 +187,7 @@ fn accepted(
     slots: Arc<transport::Slots<u32>>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<PeerStream>> {
     UnixListenerStream::new(listener).filter_map(move |conn| match conn {
-        Ok(stream) => PeerStream::admit(stream, &slots).map(Ok),
+        Ok(stream) => peer::admit(stream, &slots).map(Ok),
         // Out of descriptors, say: the server goes on accepting.
         Err(e) => {
             tracing::warn!(error = %e, "accepting a local connection failed");
