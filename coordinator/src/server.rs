@@ -86,6 +86,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     // The PostgreSQL client is synchronous: open it off the async runtime.
+    // Taken before the policy is read: an edit made from here on is
+    // noticed, even one made before the watcher first runs.
+    let loaded_stamps = policy_stamps(&config);
     let cfg = config.clone();
     let with_hooks = !config.webhooks.is_empty();
     let wf = tokio::task::spawn_blocking(move || -> anyhow::Result<Workflow> {
@@ -105,7 +108,7 @@ pub async fn run(
     let sweeper = workflow.clone();
     let watched = config.clone();
     tokio::spawn(async move {
-        let mut stamps = policy_stamps(&watched);
+        let mut stamps = loaded_stamps;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             // An edited policy or directory decides from the next call on;

@@ -154,7 +154,8 @@ pub mod signing {
     /// Parses a hex public key from a config file.
     pub fn parse_public_hex(s: &str) -> Option<Vec<u8>> {
         let s = s.trim();
-        if s.len() != 64 {
+        // Bytes are sliced below: only ASCII hex may reach that.
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         (0..32)

@@ -412,6 +412,7 @@ impl Engine {
     /// Ends grants past their deadline (the kernel already denies them) and
     /// starts scheduled ones whose time has come.
     pub fn tick(&mut self) -> Result<(), EngineError> {
+        failpoint_panic("tick");
         self.trimmer.tick();
         let ended = self.repeats.due(unix_ms(SystemTime::now()));
         self.write_pending(ended)?;
@@ -428,27 +429,43 @@ impl Engine {
             }
         }
         let now = SystemTime::now();
+        // Each grant on its own: one that cannot be ended or started must
+        // not hold up the others.
         for s in self.store.due(grant::unix_ms(now))? {
             let g = s.record.grant.clone().unwrap_or_default();
             if grant::from_unix_ms(g.expires_at_unix_ms) <= now {
-                self.end(&s, GrantState::Expired, "agent", "reached expires_at")?;
+                if let Err(e) = self.end(&s, GrantState::Expired, "agent", "reached expires_at") {
+                    tracing::error!(grant = %g.id, error = %e, "could not expire a grant");
+                }
             } else if s.record.state == GrantState::Scheduled as i32
                 && grant::from_unix_ms(g.not_before_unix_ms) <= now
+                && let Err(e) = self.activate(&s, &g, now)
             {
-                let v = self.validate_stored(&g, now)?;
-                self.list_workload(&v.grantee)?;
-                self.store.set_state(&g.id, GrantState::Active, 0)?;
-                self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
-                self.record(
-                    "grant_activated",
-                    Some(&g.id),
-                    "agent",
-                    serde_json::Value::Null,
-                    true,
-                )?;
+                // Refused whole and ended, so a restart never meets it.
+                tracing::error!(grant = %g.id, error = %e, "a scheduled grant could not start");
+                self.store
+                    .set_state(&g.id, GrantState::Revoked, unix_ms(now))?;
+                self.refuse_grant(&g.id, "agent", &format!("at its start: {e}"));
             }
         }
         Ok(())
+    }
+
+    /// Starts a scheduled grant: validated again, into the kernel (which
+    /// refuses a conflict), and only then marked active in the store.
+    fn activate(&mut self, s: &Stored, g: &pb::Grant, now: SystemTime) -> Result<(), EngineError> {
+        failpoint_error("activate")?;
+        let v = self.validate_stored(g, now)?;
+        self.list_workload(&v.grantee)?;
+        self.enforcer.grant(s.kernel_id, v.entries(s.kernel_id))?;
+        self.store.set_state(&g.id, GrantState::Active, 0)?;
+        self.record(
+            "grant_activated",
+            Some(&g.id),
+            "agent",
+            serde_json::Value::Null,
+            true,
+        )
     }
 
     /// Grants, newest last; `uid` limits them to one user's.
@@ -1009,6 +1026,21 @@ impl Engine {
 
 /// Crash tests: `WARD_TEST_FAILPOINT=NAME` makes the agent SIGKILL itself
 /// at the named point, between a store write and the kernel update.
+/// Tests: `WARD_TEST_FAILPOINT=NAME` makes this step fail with an error.
+fn failpoint_error(name: &str) -> Result<(), EngineError> {
+    if std::env::var("WARD_TEST_FAILPOINT").is_ok_and(|v| v == name) {
+        return Err(EngineError::Config(format!("test failpoint {name}")));
+    }
+    Ok(())
+}
+
+/// Tests: `WARD_TEST_FAILPOINT=panic-NAME` panics here, as a bug would.
+pub fn failpoint_panic(name: &str) {
+    if std::env::var("WARD_TEST_FAILPOINT").is_ok_and(|v| v.strip_prefix("panic-") == Some(name)) {
+        panic!("test failpoint panic-{name}");
+    }
+}
+
 fn failpoint(name: &str) {
     if std::env::var("WARD_TEST_FAILPOINT").is_ok_and(|v| v == name) {
         tracing::warn!(failpoint = name, "test failpoint: killing wardd");

@@ -39,6 +39,45 @@ pub enum ServeError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}; wardd exits so that its service manager restarts it (enforcement stays pinned)")]
+    TaskStopped(String),
+}
+
+/// wardd's background tasks. None may stop while wardd serves: if one
+/// ends or panics, wardd exits non-zero, saying which, and systemd
+/// (`Restart=on-failure`) starts it again; the pinned programs enforce
+/// throughout.
+#[derive(Default)]
+struct Essential {
+    tasks: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Essential {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits until a task stops; says which and how.
+    async fn stopped(&mut self) -> String {
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => format!("background task `{}` stopped", self.name(id)),
+            Some(Err(e)) => {
+                let how = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                format!("background task `{}` {how}", self.name(e.id()))
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn name(&self, id: tokio::task::Id) -> &'static str {
+        self.names.get(&id).copied().unwrap_or("unknown")
+    }
 }
 
 /// Serves until `shutdown` completes. Enforcement stays pinned after.
@@ -58,8 +97,9 @@ pub async fn run(
     );
     let engine = Arc::new(Mutex::new(engine));
 
+    let mut essential = Essential::default();
     let pump = engine.clone();
-    tokio::spawn(async move {
+    essential.spawn("kernel event pump", async move {
         loop {
             match events.next().await {
                 Ok(e) => {
@@ -82,11 +122,14 @@ pub async fn run(
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let host = config.host_name();
-        tokio::spawn(super::fleet::run(engine.clone(), section, host, labels));
+        essential.spawn(
+            "coordinator channel",
+            super::fleet::run(engine.clone(), section, host, labels),
+        );
     }
     const TICK: Duration = Duration::from_millis(200);
     let ticker = engine.clone();
-    tokio::spawn(async move {
+    essential.spawn("lifecycle ticker", async move {
         loop {
             // Every 200 ms, and exactly at a time-window boundary, so a
             // window that opens does so when the clock says it does.
@@ -165,13 +208,24 @@ pub async fn run(
         let _ = stop_tx.send(());
     });
     tracing::info!(socket = %config.agent.socket.display(), "serving on the local socket");
-    match tls_server {
-        Some(tls) => {
-            let (a, b) = tokio::join!(local_server, tls);
-            a?;
-            b?;
+    let servers = async {
+        match tls_server {
+            Some(tls) => {
+                let (a, b) = tokio::join!(local_server, tls);
+                a?;
+                b?;
+            }
+            None => local_server.await?,
         }
-        None => local_server.await?,
+        Ok::<(), ServeError>(())
+    };
+    tokio::select! {
+        served = servers => served?,
+        why = essential.stopped() => {
+            tracing::error!(why = %why, "wardd cannot go on without it; exiting");
+            engine.lock().await.flush_audit();
+            return Err(ServeError::TaskStopped(why));
+        }
     }
     signal.abort();
     engine.lock().await.flush_audit();

@@ -488,6 +488,108 @@ fn a_flood_of_denies_and_refusals_cannot_erase_the_audit_trail() {
     assert_eq!(v[1]["intact"], false, "{v}");
 }
 
+/// Issue 15 (no silent stops): a background task that dies takes wardd
+/// down loudly, non-zero, so its service manager restarts it; the pinned
+/// programs enforce all along, and a restarted wardd serves again.
+#[test]
+fn a_background_task_that_dies_stops_wardd_loudly_and_enforcement_holds() {
+    let h = host("taskdies", "");
+    let mut w = Wardd::start(
+        &h.config,
+        &h.socket,
+        &[("WARD_TEST_FAILPOINT", "panic-tick")],
+    );
+    let status = w
+        .exits_within(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("wardd went on without its ticker:\n{}", w.log()));
+    assert!(!status.success(), "{status}");
+    let log = w.log();
+    assert!(
+        log.contains("background task `lifecycle ticker` panicked") && log.contains("restarts it"),
+        "{log}"
+    );
+    assert_eq!(
+        h.connect(),
+        OpenOutcome::Refused(libc::EPERM),
+        "still enforced"
+    );
+    let _w = h.start();
+    let (code, _, err) = h.ward(&["status"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 15: a scheduled grant that cannot start is refused on its own:
+/// it does not hold up the others, and it never blocks a restart.
+#[test]
+fn a_scheduled_grant_that_cannot_start_does_not_hold_up_the_others() {
+    let h = host("schedfail", "");
+    let w = Wardd::start(&h.config, &h.socket, &[("WARD_TEST_FAILPOINT", "activate")]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    use ward_proto::v1 as pb;
+    let later = pb::Grant {
+        id: "later".into(),
+        subject: Some(pb::Subject {
+            kind: Some(pb::subject::Kind::Workload(h.managed_workload())),
+        }),
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(pb::object::Kind::Network(format!(
+                "127.0.0.1/32:{}",
+                h.addr.port()
+            ))),
+        }],
+        not_before_unix_ms: now_ms + 1_000,
+        expires_at_unix_ms: now_ms + 600_000,
+        reason: "INC-5".into(),
+        ..Default::default()
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        ward_agent::client::connect(&h.socket)
+            .await
+            .unwrap()
+            .push_grant(pb::PushGrantRequest {
+                grant: Some(later),
+                ..Default::default()
+            })
+            .await
+            .expect("a scheduled grant is accepted")
+    });
+    let (code, _, err) = h.grant("now", "10m");
+    assert_eq!(code, 0, "{err}");
+    let started = std::time::Instant::now();
+    while !h
+        .states()
+        .contains(&("later".to_owned(), "revoked".to_owned()))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            h.states()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        h.states()
+            .contains(&("now".to_owned(), "active".to_owned()))
+    );
+    assert!(
+        h.audit()
+            .iter()
+            .any(|r| r["kind"] == "grant_refused" && r["grant_id"] == "later"),
+        "the refusal is audited"
+    );
+    drop(w);
+    let _w = h.start();
+    assert_eq!(
+        h.connect(),
+        OpenOutcome::Opened,
+        "restarts fine; `now` holds"
+    );
+}
+
 #[test]
 fn every_bad_grant_is_refused_whole_with_its_field_named() {
     let h = host("valid", "");
