@@ -40,14 +40,21 @@ pub struct Repeats {
 
 impl Repeats {
     /// Notes `record` under `key`. Returns whether to write it now, and
-    /// the summaries of runs that ended.
+    /// the summaries of runs that ended. Only this key's run is looked at:
+    /// this is on the path of every kernel event. Other runs close at the
+    /// tick (`due`).
     pub fn note(&mut self, key: String, record: &Pending) -> (bool, Vec<Pending>) {
         let now = record.time_unix_ms;
-        let mut ended = self.due(now);
-        if let Some(run) = self.runs.get_mut(&key) {
-            run.repeats += 1;
-            run.last_ms = now;
-            return (false, ended);
+        let mut ended = Vec::new();
+        match self.runs.get_mut(&key) {
+            Some(run) if now - run.started_ms < WINDOW_MS => {
+                run.repeats += 1;
+                run.last_ms = now;
+                return (false, ended);
+            }
+            // Its window has passed: close it and start anew.
+            Some(_) => ended.extend(self.runs.remove(&key).and_then(summary)),
+            None => {}
         }
         if self.runs.len() >= MAX_RUNS {
             ended.extend(self.drain());
@@ -131,5 +138,16 @@ mod tests {
         // After the window, the next one starts a new run.
         assert_eq!(r.note("k".into(), &deny(WINDOW_MS + 1)), (true, vec![]));
         assert!(r.drain().is_empty(), "nothing repeated in the new run");
+    }
+
+    #[test]
+    fn a_run_past_its_window_closes_at_its_next_record_without_a_tick() {
+        let mut r = Repeats::default();
+        r.note("k".into(), &deny(0));
+        r.note("k".into(), &deny(5));
+        let (write, ended) = r.note("k".into(), &deny(WINDOW_MS));
+        assert!(write, "a new run starts");
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].detail["repeated"], 1);
     }
 }

@@ -88,24 +88,21 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             render::status(&s, json);
         }
         Command::Grants { all, json } => {
-            // Page by page: the agent reads at most 1,000 per call.
-            let mut grants = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = agent
-                    .list_grants(pb::ListGrantsRequest {
-                        all,
-                        page_token,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                grants.extend(page.grants);
-                if page.next_page_token.is_empty() {
-                    break;
+            let grants = all_pages(|page_token| {
+                let mut agent = agent.clone();
+                async move {
+                    let page = agent
+                        .list_grants(pb::ListGrantsRequest {
+                            all,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.grants, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             render::grants(&grants, json);
         }
         Command::Grant(args) => {
@@ -391,25 +388,24 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
             pending,
             json,
         } => {
-            // Page by page: the coordinator reads at most 1,000 per call.
-            let mut client = coordinator(c).await?;
-            let (mut requests, mut page_token) = (Vec::new(), String::new());
-            loop {
-                let page = client
-                    .list_requests(pb::ListRequestsRequest {
-                        mine: *mine,
-                        pending: *pending,
-                        page_token,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                requests.extend(page.requests);
-                if page.next_page_token.is_empty() {
-                    break;
+            let client = coordinator(c).await?;
+            let (mine, pending) = (*mine, *pending);
+            let requests = all_pages(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_requests(pb::ListRequestsRequest {
+                            mine,
+                            pending,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.requests, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             render::access_requests(&requests, *json);
         }
         Command::Approve { id, reason, json } => {
@@ -458,23 +454,22 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
         }
         Command::Audit { since, json, .. } => {
             let since_ms = now_ms() - since.as_millis() as i64;
-            let mut client = coordinator(c).await?;
-            let (mut entries, mut page_token) = (Vec::new(), String::new());
-            loop {
-                let page = client
-                    .audit(pb::AuditRequest {
-                        since_unix_ms: since_ms,
-                        page_token,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                entries.extend(page.entries);
-                if page.next_page_token.is_empty() {
-                    break;
+            let client = coordinator(c).await?;
+            let entries = all_pages(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .audit(pb::AuditRequest {
+                            since_unix_ms: since_ms,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.entries, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             render::audit(&entries, *json);
         }
         _ => return Ok(None),
@@ -528,4 +523,22 @@ fn verify_audit(files: &[std::path::PathBuf], json: bool) -> Result<u8, CliError
     } else {
         exit::OK
     })
+}
+
+/// Every page of a paged listing: servers read at most 1,000 items per
+/// call and hand back `next_page_token` while there may be more.
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let (mut items, mut token) = (Vec::new(), String::new());
+    loop {
+        let (page, next) = fetch(token).await?;
+        items.extend(page);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        token = next;
+    }
 }
