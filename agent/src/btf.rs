@@ -77,6 +77,17 @@ pub struct KernelOffsets {
     pub setattr_dentry_arg: u64,
     /// Whether the kernel has the `inode_set_acl` hooks (6.2+).
     pub acl_hooks: bool,
+    /// Management by path: `struct cgroup.kn`, `struct kernfs_node.id`.
+    pub cgroup_kn: u64,
+    pub kernfs_node_id: u64,
+    /// Self-protection: `struct task_struct.tgid`, `struct bpf_map.name`,
+    /// `struct bpf_prog.aux`, `struct bpf_prog_aux.name`,
+    /// `struct vfsmount.mnt_sb`.
+    pub task_tgid: u64,
+    pub bpf_map_name: u64,
+    pub bpf_prog_aux: u64,
+    pub bpf_prog_aux_name: u64,
+    pub vfsmount_mnt_sb: u64,
 }
 
 impl KernelOffsets {
@@ -103,6 +114,13 @@ impl KernelOffsets {
         unix_sock_path: 0,
         setattr_dentry_arg: 0,
         acl_hooks: false,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        task_tgid: 0,
+        bpf_map_name: 0,
+        bpf_prog_aux: 0,
+        bpf_prog_aux_name: 0,
+        vfsmount_mnt_sb: 0,
     };
 
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
@@ -151,6 +169,13 @@ impl KernelOffsets {
             unix_sock_path: byte_offset(&types, "unix_sock", "path")?,
             setattr_dentry_arg: param_index(&types, "bpf_lsm_inode_setattr", "dentry")?,
             acl_hooks: types.id_of("bpf_lsm_inode_set_acl").is_some(),
+            cgroup_kn: byte_offset(&types, "cgroup", "kn")?,
+            kernfs_node_id: byte_offset(&types, "kernfs_node", "id")?,
+            task_tgid: byte_offset(&types, "task_struct", "tgid")?,
+            bpf_map_name: byte_offset(&types, "bpf_map", "name")?,
+            bpf_prog_aux: byte_offset(&types, "bpf_prog", "aux")?,
+            bpf_prog_aux_name: byte_offset(&types, "bpf_prog_aux", "name")?,
+            vfsmount_mnt_sb: byte_offset(&types, "vfsmount", "mnt_sb")?,
         })
     }
 }

@@ -67,6 +67,52 @@ pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
     Ok(fs::metadata(path).map_err(io_err("stat", path))?.ino())
 }
 
+/// Why `rel` cannot name a cgroup ward follows: it must be a normalized
+/// path relative to the hierarchy's root, and short enough for the kernel
+/// to compare whole.
+pub fn check_path(rel: &str) -> Result<(), &'static str> {
+    if rel.is_empty()
+        || rel.starts_with('/')
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err("must be a normalized cgroup path relative to the cgroup root");
+    }
+    if rel.bytes().any(|b| b == 0 || b == b'\n') {
+        return Err("must not contain NUL or newline");
+    }
+    // "/" + rel + NUL must fit the kernel's key.
+    if rel.len() + 2 > ward_abi::CGROUP_PATH_LEN {
+        return Err("longer than ward can follow (254 bytes)");
+    }
+    Ok(())
+}
+
+/// The kernel's name for `rel` (`/system.slice/backup.service`), as the
+/// `cgroup_mkdir` tracepoint prints it; `rel` must pass [`check_path`].
+pub fn kernel_path(rel: &str) -> ward_abi::CgroupPath {
+    let mut path = [0u8; ward_abi::CGROUP_PATH_LEN];
+    path[0] = b'/';
+    let n = rel.len().min(ward_abi::CGROUP_PATH_LEN - 2);
+    path[1..1 + n].copy_from_slice(&rel.as_bytes()[..n]);
+    ward_abi::CgroupPath { path }
+}
+
+/// The workload key of a cgroup path: what the rules of the workload at
+/// `rel` name, whatever cgroup id it has at the moment. A stable hash
+/// (FNV-1a), so that an agent adopting pinned maps computes the same key,
+/// with [`ward_abi::subject::PATH_KEY_BIT`] set so it is never a cgroup id.
+pub fn path_key(rel: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rel.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let bit = ward_abi::subject::PATH_KEY_BIT;
+    (h & (bit - 1)) | bit
+}
+
 /// A cgroup that ward created. It is removed on drop, after its processes
 /// have been moved back to the parent.
 #[derive(Debug)]
@@ -131,6 +177,26 @@ mod tests {
 43 35 0:38 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw
 44 35 0:39 / /sys/fs/cgroup/cpu rw,nosuid shared:11 - cgroup cgroup rw,cpu
 ";
+
+    #[test]
+    fn followed_paths_are_checked_and_keyed_apart_from_ids() {
+        assert!(check_path("system.slice/backup.service").is_ok());
+        for bad in ["", "/abs", "a//b", "a/./b", "a/../b", "trailing/", "nul\0"] {
+            assert!(check_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_path(&"x".repeat(254)).is_ok());
+        assert!(check_path(&"x".repeat(255)).is_err());
+        let k = kernel_path("a/b");
+        assert_eq!(&k.path[..5], b"/a/b\0");
+        let (a, b) = (path_key("a/b"), path_key("a/c"));
+        assert_ne!(a, b);
+        assert_eq!(a, path_key("a/b"), "stable");
+        let bit = ward_abi::subject::PATH_KEY_BIT;
+        assert!(
+            a & bit != 0 && a < bit << 1,
+            "never a cgroup id, within the id field"
+        );
+    }
 
     #[test]
     fn finds_the_cgroup2_mount_among_v1_mounts() {

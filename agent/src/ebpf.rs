@@ -30,7 +30,14 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::MSG_NAME_OFF, &offsets.msghdr_msg_name, true)
         .override_global(globals::MSG_NAMELEN_OFF, &offsets.msghdr_msg_namelen, true)
         .override_global(globals::SK_RCV_SADDR_OFF, &offsets.sock_rcv_saddr, true)
-        .override_global(globals::UNIX_PATH_OFF, &offsets.unix_sock_path, true);
+        .override_global(globals::UNIX_PATH_OFF, &offsets.unix_sock_path, true)
+        .override_global(globals::CGROUP_KN_OFF, &offsets.cgroup_kn, true)
+        .override_global(globals::KN_ID_OFF, &offsets.kernfs_node_id, true)
+        .override_global(globals::TASK_TGID_OFF, &offsets.task_tgid, true)
+        .override_global(globals::MAP_NAME_OFF, &offsets.bpf_map_name, true)
+        .override_global(globals::PROG_AUX_OFF, &offsets.bpf_prog_aux, true)
+        .override_global(globals::PROG_AUX_NAME_OFF, &offsets.bpf_prog_aux_name, true)
+        .override_global(globals::MNT_SB_OFF, &offsets.vfsmount_mnt_sb, true);
     loader
 }
 

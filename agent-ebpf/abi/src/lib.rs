@@ -61,8 +61,19 @@ pub const NEVER: u64 = u64::MAX;
 pub mod maps {
     /// u32 0 -> [`super::Config`].
     pub const CONFIG: &str = "WARD_CONFIG";
-    /// cgroup id (u64) -> [`super::ManagedCgroup`]: workloads ward enforces on.
+    /// cgroup id (u64) -> [`super::ManagedCgroup`]: workloads ward enforces
+    /// on, and the subject their rules are keyed by.
     pub const MANAGED_CGROUPS: &str = "WARD_MANAGED_CGROUPS";
+    /// [`super::CgroupPath`] -> [`super::ManagedCgroup`]: managed cgroups by
+    /// path. A cgroup created at one of these paths is listed in
+    /// [`MANAGED_CGROUPS`] by the kernel itself, before any process can
+    /// enter it.
+    pub const CGROUP_PATHS: &str = "WARD_CGROUP_PATHS";
+    /// Per-CPU u64 at index 0: cgroups created at a managed path that could
+    /// not be listed (a full map). Reported loudly by the agent.
+    pub const CGROUP_MISSED: &str = "WARD_CGROUP_MISSED";
+    /// u32 0 -> [`super::Guard`]: what managed subjects may not touch.
+    pub const GUARD: &str = "WARD_GUARD";
     /// cgroup id -> [`super::SubjectCacheEntry`]: the ancestor walk, memoised.
     pub const SUBJECT_CACHE: &str = "WARD_SUBJECT_CACHE";
     /// [`super::InodeKey`] -> [`super::ObjectIds`]: the inodes that rules
@@ -134,6 +145,20 @@ pub mod globals {
     pub const SK_RCV_SADDR_OFF: &str = "SK_RCV_SADDR_OFF";
     /// `offsetof(struct unix_sock, path)`.
     pub const UNIX_PATH_OFF: &str = "UNIX_PATH_OFF";
+    /// `offsetof(struct cgroup, kn)`.
+    pub const CGROUP_KN_OFF: &str = "CGROUP_KN_OFF";
+    /// `offsetof(struct kernfs_node, id)`: a cgroup's id.
+    pub const KN_ID_OFF: &str = "KN_ID_OFF";
+    /// `offsetof(struct task_struct, tgid)`.
+    pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
+    /// `offsetof(struct bpf_map, name)`.
+    pub const MAP_NAME_OFF: &str = "MAP_NAME_OFF";
+    /// `offsetof(struct bpf_prog, aux)`.
+    pub const PROG_AUX_OFF: &str = "PROG_AUX_OFF";
+    /// `offsetof(struct bpf_prog_aux, name)`.
+    pub const PROG_AUX_NAME_OFF: &str = "PROG_AUX_NAME_OFF";
+    /// `offsetof(struct vfsmount, mnt_sb)`.
+    pub const MNT_SB_OFF: &str = "MNT_SB_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -190,6 +215,25 @@ pub mod programs {
         ("ward_unix_stream_connect", "unix_stream_connect"),
         ("ward_unix_may_send", "unix_may_send"),
     ];
+    /// Self-protection, as (program, LSM hook): ward's BPF objects, the
+    /// daemon, the pins' mount, kernel modules and kexec.
+    pub const GUARD_HOOKS: [(&str, &str); 8] = [
+        ("ward_bpf_map", "bpf_map"),
+        ("ward_bpf_prog", "bpf_prog"),
+        ("ward_bpf", "bpf"),
+        ("ward_task_kill", "task_kill"),
+        ("ward_ptrace_access_check", "ptrace_access_check"),
+        ("ward_sb_umount", "sb_umount"),
+        ("ward_kernel_read_file", "kernel_read_file"),
+        ("ward_kernel_load_data", "kernel_load_data"),
+    ];
+    /// Management by path, as (program, BTF tracepoint): list a cgroup
+    /// created at a managed path, forget it when removed. Attached with
+    /// either kind of hook.
+    pub const CGROUP_TRACEPOINTS: [(&str, &str); 2] = [
+        ("ward_cgroup_mkdir", "cgroup_mkdir"),
+        ("ward_cgroup_rmdir", "cgroup_rmdir"),
+    ];
     /// cgroup `sendmsg4`/`sendmsg6` (UDP with an address), for kernels
     /// without BPF LSM.
     pub const SENDMSG4: &str = "ward_sendmsg4";
@@ -221,7 +265,8 @@ pub mod subject {
         (KIND_UID << KIND_SHIFT) | uid as u64
     }
 
-    /// cgroup ids are kernfs inode numbers, far below 2^56.
+    /// A workload by its [`crate::ManagedCgroup::key`]: a cgroup id
+    /// (kernfs inode numbers, far below 2^55) or a path's key (bit 55 set).
     pub const fn cgroup(id: u64) -> u64 {
         (KIND_CGROUP << KIND_SHIFT) | (id & ID_MASK)
     }
@@ -233,6 +278,9 @@ pub mod subject {
     pub const fn id(subject: u64) -> u64 {
         subject & ID_MASK
     }
+
+    /// Set in every path key, so that none is ever a cgroup id.
+    pub const PATH_KEY_BIT: u64 = 1 << 55;
 }
 
 /// An operation ward decides.
@@ -435,12 +483,71 @@ pub struct Config {
     pub uid_ranges: [UidRange; MAX_UID_RANGES],
 }
 
-/// Value of [`maps::MANAGED_CGROUPS`].
+/// Value of [`maps::MANAGED_CGROUPS`] and [`maps::CGROUP_PATHS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ManagedCgroup {
-    /// Reserved for per-workload flags; zero today.
+    /// The workload's key: what its rules name, as [`subject::cgroup`].
+    /// A cgroup managed by path carries its path's key, so rules survive
+    /// the cgroup being removed and created again (a unit's restart); one
+    /// managed by id alone carries its id.
+    pub key: u64,
+    /// [`MANAGED_BY_PATH`], ...
     pub flags: u32,
+    pub _pad: u32,
+}
+
+/// [`ManagedCgroup::flags`]: listed because of a [`maps::CGROUP_PATHS`]
+/// entry; the kernel forgets it when the cgroup is removed.
+pub const MANAGED_BY_PATH: u32 = 1;
+
+/// Longest cgroup path ward follows by name, NUL included.
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// Key of [`maps::CGROUP_PATHS`]: a cgroup's path from its hierarchy's
+/// root as the kernel prints it (`/system.slice/backup.service`),
+/// NUL-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupPath {
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+/// Most superblocks [`Guard::sb_devs`] names.
+pub const GUARD_SB_DEVS: usize = 4;
+
+/// The single entry of [`maps::GUARD`]: ward's own parts, which managed
+/// subjects may not stop, trace, detach or unmount.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// wardd's process id (0: none registered).
+    pub daemon_tgid: u32,
+    pub _pad: u32,
+    /// Kernel `s_dev`s of filesystems that hold ward's pins, and those they
+    /// are mounted under (0: unused slot).
+    pub sb_devs: [u32; GUARD_SB_DEVS],
+}
+
+/// What a managed subject tried against ward itself ([`Event::op`] of a
+/// [`event_kind::TAMPER`] event).
+pub mod tamper {
+    /// A file descriptor for one of ward's maps (by id or pin).
+    pub const BPF_MAP: u32 = 1;
+    /// A file descriptor for one of ward's programs.
+    pub const BPF_PROG: u32 = 2;
+    /// Detaching or replacing a BPF link.
+    pub const BPF_LINK: u32 = 3;
+    /// A signal to wardd.
+    pub const SIGNAL: u32 = 4;
+    /// ptrace (or /proc/PID/mem and the like) of wardd.
+    pub const PTRACE: u32 = 5;
+    /// Unmounting the filesystem of ward's pins, or one above it.
+    pub const UMOUNT: u32 = 6;
+    /// Loading a kernel module.
+    pub const MODULE: u32 = 7;
+    /// Loading a kernel for kexec.
+    pub const KEXEC: u32 = 8;
 }
 
 /// Value of [`maps::SUBJECT_CACHE`].
@@ -458,6 +565,10 @@ pub struct SubjectCacheEntry {
 pub mod event_kind {
     pub const DENY: u32 = 1;
     pub const ALLOW_BY_GRANT: u32 = 2;
+    /// A managed subject's attempt on ward itself, refused; `op` is a
+    /// [`super::tamper`] code and `rule_id` its detail (the signal, the
+    /// module or kexec file's kind, ...).
+    pub const TAMPER: u32 = 3;
 }
 
 /// One kernel decision, sent to user space over [`maps::EVENTS`].
@@ -501,6 +612,8 @@ mod pod {
     // valid value.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ManagedCgroup {}
+    unsafe impl aya::Pod for super::CgroupPath {}
+    unsafe impl aya::Pod for super::Guard {}
     unsafe impl aya::Pod for super::SubjectCacheEntry {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::ObjectIds {}

@@ -58,15 +58,17 @@ pub fn parent(dentry: usize) -> usize {
     read_u64(dentry, rodata(&D_PARENT_OFF)) as usize
 }
 
+/// The kernel `s_dev` of a `struct super_block *`.
+#[inline(always)]
+pub fn sb_dev(sb: usize) -> u32 {
+    read_u32(sb, rodata(&S_DEV_OFF))
+}
+
 /// The identity of a dentry's inode; `ino` 0 for a negative dentry.
 #[inline(always)]
 pub fn identity(dentry: usize) -> InodeKey {
     let sb = read_u64(dentry, rodata(&D_SB_OFF)) as usize;
-    let dev = if sb == 0 {
-        0
-    } else {
-        read_u32(sb, rodata(&S_DEV_OFF))
-    };
+    let dev = if sb == 0 { 0 } else { sb_dev(sb) };
     let inode = read_u64(dentry, rodata(&D_INODE_OFF)) as usize;
     let ino = if inode == 0 {
         0

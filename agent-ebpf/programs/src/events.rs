@@ -89,3 +89,41 @@ pub fn report(verdict: &Verdict, who: &Subjects, op: u32, object: Object<'_>) {
     }
     entry.submit(0);
 }
+
+/// Reports a refused attempt on ward itself: `what` is a
+/// [`ward_abi::tamper`] code, `detail` its argument.
+#[inline(always)]
+pub fn report_tamper(who: &Subjects, what: u32, detail: u64) {
+    let Some(mut entry) = WARD_EVENTS.reserve::<Event>(0) else {
+        if let Some(lost) = WARD_EVENTS_LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot; no other writer on this CPU meanwhile.
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved ring buffer slot of size_of::<Event>().
+    unsafe {
+        (*event).time_ns = bpf_ktime_get_boot_ns();
+        (*event).cgroup = who.cgroup;
+        (*event).rule_id = detail;
+        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*event).uid = who.uid;
+        (*event).kind = event_kind::TAMPER;
+        (*event).op = what;
+        (*event).login_uid = who.login_uid;
+        (*event).port = 0;
+        (*event).family = 0;
+        (*event).object_id = 0;
+        (*event).levels = 0;
+        (*event).ino = 0;
+        (*event).dev = 0;
+        (*event)._pad = 0;
+        let names = &mut (&mut *event).names;
+        names[0][0] = 0;
+        names[1][0] = 0;
+        names[2][0] = 0;
+        names[3][0] = 0;
+    }
+    entry.submit(0);
+}

@@ -14,9 +14,11 @@
 // verifier (see `dentry::bounded`).
 #![feature(asm_experimental_arch)]
 
+mod cgroup;
 mod dentry;
 mod events;
 mod file;
+mod guard;
 mod held;
 mod maps;
 mod net;

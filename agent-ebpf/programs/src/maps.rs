@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ward_abi::{
-    Config, ExplainSlot, FileKey, Held, InodeKey, ManagedCgroup, NetKey, ObjectIds, Rule,
-    SubjectCacheEntry,
+    CgroupPath, Config, ExplainSlot, FileKey, Guard, Held, InodeKey, ManagedCgroup, NetKey,
+    ObjectIds, Rule, SubjectCacheEntry,
     decision::{FileDecision, Subjects},
 };
 
@@ -16,6 +16,20 @@ pub static WARD_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static WARD_MANAGED_CGROUPS: HashMap<u64, ManagedCgroup> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static WARD_CGROUP_PATHS: HashMap<CgroupPath, ManagedCgroup> =
+    HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static WARD_CGROUP_MISSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for a cgroup path being matched (too big for the stack).
+#[map]
+pub static WARD_CGROUP_PATH_SCRATCH: PerCpuArray<CgroupPath> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static WARD_GUARD: Array<Guard> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static WARD_SUBJECT_CACHE: LruHashMap<u64, SubjectCacheEntry> =

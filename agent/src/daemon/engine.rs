@@ -107,6 +107,10 @@ impl Engine {
         let cgroup_root = cgroup::cgroup2_mount().ok();
         let (mut enforcer, file_and_exec, network_hook) =
             load_enforcer(&config, cgroup_root.as_deref())?;
+        // Self-protection: no managed subject signals or traces this
+        // process, or unmounts the pins' filesystem (the hooks; ward's
+        // files are protections below).
+        enforcer.guard(std::process::id())?;
         let adopted = enforcer.adopted();
         let stream = enforcer.events()?;
         let store = Store::open(&config.agent.state_dir)?;
@@ -120,9 +124,15 @@ impl Engine {
             let root = cgroup_root
                 .as_ref()
                 .ok_or_else(|| EngineError::Config("no cgroup v2 hierarchy".into()))?;
-            let id = cgroup::cgroup_id(&root.join(path))
+            // Followed by path: a unit's cgroup that does not exist yet (a
+            // oneshot), or is created again on restart, is managed from
+            // the moment it exists.
+            enforcer
+                .manage_path(root, path)
                 .map_err(|e| EngineError::Config(format!("enforce.managed_cgroups[{i}]: {e}")))?;
-            enforcer.manage_cgroup(id)?;
+            if !root.join(path).exists() {
+                tracing::info!(cgroup = %path, "managed cgroup does not exist yet; managed from its creation");
+            }
         }
         let protection = protection_entries(&config);
         let policy = match &config.policy {
@@ -134,8 +144,10 @@ impl Engine {
                 for u in &p.unresolved {
                     tracing::warn!(principal = %u, "policy principal not enforced");
                 }
-                for id in &p.workload_cgroups {
-                    enforcer.manage_cgroup(*id)?;
+                if let Some(root) = &cgroup_root {
+                    for path in &p.workload_paths {
+                        enforcer.manage_path(root, path)?;
+                    }
                 }
                 Some(p)
             }
@@ -251,18 +263,14 @@ impl Engine {
     /// itself, so the kernel applies its rules to its processes (and to
     /// its subtree's) on top of the managed ancestor's.
     fn list_workload(&mut self, grantee: &Grantee) -> Result<(), EngineError> {
-        let Grantee::Workload { path, cgroup_id } = grantee else {
+        let Grantee::Workload { path, .. } = grantee else {
             return Ok(());
         };
-        let dir = self
-            .cgroup_root
-            .as_ref()
-            .map(|r| r.join(path))
-            .ok_or_else(|| InvalidGrant {
-                field: "subject.workload".into(),
-                reason: "no cgroup v2 hierarchy on this host".into(),
-            })?;
-        if !self.enforcer.cgroup_managed(&dir)? {
+        let root = self.cgroup_root.clone().ok_or_else(|| InvalidGrant {
+            field: "subject.workload".into(),
+            reason: "no cgroup v2 hierarchy on this host".into(),
+        })?;
+        if !self.enforcer.cgroup_managed(&root, path)? {
             return Err(InvalidGrant {
                 field: "subject.workload".into(),
                 reason: format!(
@@ -273,7 +281,7 @@ impl Engine {
             }
             .into());
         }
-        self.enforcer.manage_cgroup(*cgroup_id)?;
+        self.enforcer.manage_path(&root, path)?;
         Ok(())
     }
 
@@ -740,9 +748,9 @@ impl Engine {
             return Ok(());
         }
         // Workloads the policy names are managed before their entries land.
-        if let Some(p) = &self.policy {
-            for id in p.workload_cgroups.clone() {
-                self.enforcer.manage_cgroup(id)?;
+        if let (Some(p), Some(root)) = (&self.policy, &self.cgroup_root) {
+            for path in &p.workload_paths {
+                self.enforcer.manage_path(root, path)?;
             }
         }
         let (mode, changed) = match r {
@@ -859,17 +867,23 @@ impl Engine {
 
     /// Audits a kernel decision and passes it to watchers.
     pub fn kernel_event(&mut self, e: KernelEvent) -> Result<(), EngineError> {
-        let rule = self.rule_name(e.rule_id)?;
-        let grant_id = (e.kind == EventKind::AllowByGrant).then(|| rule.clone());
-        let kind = match e.kind {
-            EventKind::Deny => "deny",
-            EventKind::AllowByGrant => "allow_by_grant",
+        let rule = match e.kind {
+            EventKind::Tamper => "self-protection".to_owned(),
+            _ => self.rule_name(e.rule_id)?,
         };
+        let grant_id = (e.kind == EventKind::AllowByGrant).then(|| rule.clone());
+        let (kind, audit_kind) = match e.kind {
+            EventKind::Deny => ("deny", "deny"),
+            EventKind::AllowByGrant => ("allow_by_grant", "grant_used"),
+            EventKind::Tamper => ("tamper", "tamper"),
+        };
+        if e.kind == EventKind::Tamper {
+            tracing::warn!(pid = e.pid, uid = e.uid, login_uid = ?e.login_uid, tried = e.op, object = %e.object, "refused an attempt on ward itself");
+        }
         let detail = serde_json::json!({
             "pid": e.pid, "uid": e.uid, "login_uid": e.login_uid, "cgroup": e.cgroup,
             "operation": e.op, "object": e.object, "rule": rule,
         });
-        let audit_kind = if kind == "deny" { "deny" } else { "grant_used" };
         // One run per subject, object and rule: the pid is the first's.
         let key = format!(
             "{audit_kind}|{}|{:?}|{}|{}|{}|{rule}",
@@ -1130,6 +1144,88 @@ fn protection_entries(config: &Config) -> Vec<(String, Entry)> {
                 Op::Connect,
                 Object::Net(np),
             );
+        }
+    }
+    for (what, path, ops) in own_files(config) {
+        match PathPattern::parse(&path) {
+            Ok(pp) => {
+                for op in ops {
+                    push(
+                        format!("self-protection: {what} {path}"),
+                        *op,
+                        Object::Path(pp.clone()),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(%path, error = %e, "cannot protect ward's own file"),
+        }
+    }
+    out
+}
+
+/// ward's own files, which no managed subject may change (keys: nor
+/// read), as (what, path pattern, operations). A directory is a tree.
+fn own_files(config: &Config) -> Vec<(&'static str, String, &'static [Op])> {
+    const W: &[Op] = &[Op::Write];
+    const RW: &[Op] = &[Op::Read, Op::Write];
+    let mut out: Vec<(&'static str, String, &'static [Op])> = Vec::new();
+    let mut file = |what, p: &std::path::Path, ops| {
+        if p.is_absolute() {
+            out.push((what, p.to_string_lossy().into_owned(), ops));
+        }
+    };
+    let tree = |p: &std::path::Path| {
+        let mut s = p.to_string_lossy().into_owned();
+        if !s.ends_with('/') {
+            s.push('/');
+        }
+        std::path::PathBuf::from(s)
+    };
+    let a = &config.agent;
+    if let Some(src) = &config.source {
+        file("config", src, W);
+    }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        file("binary", &exe, W);
+        file("binary", &exe.with_file_name("ward"), W);
+    }
+    file("pins", &tree(&a.pin_dir), W);
+    file("state", &tree(&a.state_dir), W);
+    file("audit log", &a.audit_log, W);
+    file("lifecycle log", &config.agent.lifecycle_log(), W);
+    if let Some(p) = &config.policy {
+        for f in &p.files {
+            file("policy", f, W);
+        }
+        if let Some(d) = &p.directory {
+            file("directory", d, W);
+        }
+    }
+    if let Some(c) = &config.coordinator {
+        file("coordinator key", &c.key, RW);
+        file("coordinator certificate", &c.cert, W);
+        file("coordinator CA", &c.ca, W);
+    }
+    if let Some(t) = &config.tls {
+        file("TLS key", &t.key, RW);
+        file("TLS certificate", &t.cert, W);
+        file("TLS client CA", &t.client_ca, W);
+    }
+    for unit in [
+        "/etc/systemd/system/wardd.service",
+        "/lib/systemd/system/wardd.service",
+        "/usr/lib/systemd/system/wardd.service",
+    ] {
+        let unit = std::path::Path::new(unit);
+        if unit.exists() {
+            file("unit", unit, W);
+        }
+    }
+    // The kernel's memory, by its device files.
+    for dev in ["/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore"] {
+        let dev = std::path::Path::new(dev);
+        if dev.exists() {
+            file("kernel memory", dev, RW);
         }
     }
     out

@@ -31,15 +31,22 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidGrant 
 /// Whom a grant is for, resolved on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grantee {
-    User { uid: u32, name: Option<String> },
-    Workload { path: String, cgroup_id: u64 },
+    User {
+        uid: u32,
+        name: Option<String>,
+    },
+    /// A cgroup path, and the workload key its rules name.
+    Workload {
+        path: String,
+        key: u64,
+    },
 }
 
 impl Grantee {
     pub fn subject(&self) -> Subject {
         match self {
             Grantee::User { uid, .. } => Subject::Uid(*uid),
-            Grantee::Workload { cgroup_id, .. } => Subject::Cgroup(*cgroup_id),
+            Grantee::Workload { key, .. } => Subject::Cgroup(*key),
         }
     }
 
@@ -232,22 +239,15 @@ pub fn grantee(s: Option<&PbSubject>, cgroup_root: Option<&Path>) -> Result<Gran
         }),
         Some(subject::Kind::Workload(path)) => {
             let bad = |r: &str| invalid("subject.workload", format!("`{path}`: {r}"));
-            if path.is_empty()
-                || path.starts_with('/')
-                || path
-                    .split('/')
-                    .any(|c| c.is_empty() || c == "." || c == "..")
-            {
-                return Err(bad(
-                    "must be a normalized cgroup path relative to the cgroup root",
-                ));
+            crate::cgroup::check_path(path).map_err(bad)?;
+            if cgroup_root.is_none() {
+                return Err(bad("no cgroup v2 hierarchy on this host"));
             }
-            let root = cgroup_root.ok_or_else(|| bad("no cgroup v2 hierarchy on this host"))?;
-            let id =
-                crate::cgroup::cgroup_id(&root.join(path)).map_err(|_| bad("no such cgroup"))?;
+            // The cgroup need not exist yet: its path is followed, and the
+            // grant holds whenever it does (see `Engine::list_workload`).
             Ok(Grantee::Workload {
                 path: path.clone(),
-                cgroup_id: id,
+                key: crate::cgroup::path_key(path),
             })
         }
     }

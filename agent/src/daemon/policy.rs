@@ -85,7 +85,9 @@ pub struct PolicyEngine {
     pub last_error: Option<String>,
     pub applied_at: SystemTime,
     /// Cgroups of the directory's workloads, to be managed.
-    pub workload_cgroups: Vec<u64>,
+    /// The cgroup paths of the workloads the policy names: followed, so
+    /// their rules hold whenever the cgroup exists.
+    pub workload_paths: Vec<String>,
 }
 
 use ward_policy::load_sources;
@@ -136,7 +138,7 @@ impl PolicyEngine {
             unresolved: Vec::new(),
             last_error: None,
             applied_at: SystemTime::now(),
-            workload_cgroups: Vec::new(),
+            workload_paths: Vec::new(),
         };
         engine.resolve_subjects();
         Ok(engine)
@@ -249,7 +251,7 @@ impl PolicyEngine {
     fn resolve_subjects(&mut self) {
         self.subjects.clear();
         self.unresolved.clear();
-        self.workload_cgroups.clear();
+        self.workload_paths.clear();
         let keys: Vec<Key> = self.compiler.principals().cloned().collect();
         for key in keys {
             let subject = self.resolve(&key);
@@ -278,20 +280,19 @@ impl PolicyEngine {
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_owned();
-                let id = self
-                    .cgroup_root
-                    .as_ref()
-                    .and_then(|root| cgroup::cgroup_id(&root.join(&path)).ok());
-                match id {
-                    Some(id) => {
-                        self.workload_cgroups.push(id);
-                        Some(Subject::Cgroup(id))
+                let usable = match (&self.cgroup_root, cgroup::check_path(&path)) {
+                    (None, _) => Err("there is no cgroup v2 hierarchy on this host"),
+                    (Some(_), r) => r,
+                };
+                match usable {
+                    Ok(()) => {
+                        let key = cgroup::path_key(&path);
+                        self.workload_paths.push(path);
+                        Some(Subject::Cgroup(key))
                     }
-                    None => {
-                        self.unresolved.push(format!(
-                            "workloads.{}: no cgroup `{path}` on this host",
-                            key.1
-                        ));
+                    Err(why) => {
+                        self.unresolved
+                            .push(format!("workloads.{}: cgroup `{path}`: {why}", key.1));
                         None
                     }
                 }

@@ -46,11 +46,20 @@ pub struct Capabilities {
     /// and receive on the kernel's clock; or `"none"`, only new opens and
     /// connects are refused.
     pub use_in_progress: &'static str,
+    /// Whether managed subjects (root after `sudo` included) are kept from
+    /// switching ward off: its BPF objects, the daemon, the pins' mount,
+    /// kernel modules and kexec (`"lsm"`), or not at all (`"none"`).
+    pub self_protection: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub kernel: String,
+    /// The kernel's lockdown mode (`none`, `integrity`, `confidentiality`),
+    /// or `unavailable` without the lockdown LSM. Lockdown closes, for
+    /// every user, routes into the kernel that ward's own refusals cover
+    /// only for managed subjects.
+    pub lockdown: String,
     pub checks: Vec<Check>,
     pub capabilities: Capabilities,
 }
@@ -93,11 +102,13 @@ pub fn run() -> Report {
     ];
     let mut report = Report {
         kernel: crate::kernel::release(),
+        lockdown: lockdown(),
         checks,
         capabilities: Capabilities {
             file_and_exec: false,
             network: false,
             use_in_progress: "none",
+            self_protection: "none",
         },
     };
     let lsm = report.ok("bpf_lsm") && report.ok("lsm_program") && report.ok("btf");
@@ -105,8 +116,36 @@ pub fn run() -> Report {
         file_and_exec: lsm,
         network: lsm || report.ok("cgroup_sock_addr"),
         use_in_progress: if lsm { "lsm" } else { "none" },
+        self_protection: if lsm { "lsm" } else { "none" },
     };
     report
+}
+
+/// The selected mode in `/sys/kernel/security/lockdown` (`[none]
+/// integrity confidentiality`).
+fn lockdown() -> String {
+    match std::fs::read_to_string("/sys/kernel/security/lockdown") {
+        Ok(s) => selected_lockdown(&s).unwrap_or("unknown").to_owned(),
+        Err(_) => "unavailable".to_owned(),
+    }
+}
+
+fn selected_lockdown(s: &str) -> Option<&str> {
+    s.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_selected_lockdown_mode_is_the_bracketed_one() {
+        assert_eq!(
+            super::selected_lockdown("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(super::selected_lockdown("[none] integrity"), Some("none"));
+        assert_eq!(super::selected_lockdown(""), None);
+    }
 }
 
 /// Prints a report as text or JSON; returns the exit status it implies.

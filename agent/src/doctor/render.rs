@@ -47,5 +47,24 @@ pub fn render_text(report: &Report) -> String {
          keep working after it ends; only new opens and connects are refused"
     };
     let _ = writeln!(out, "use in progress:            {in_use}");
+    let guard = if caps.self_protection == "lsm" {
+        "managed subjects (root after sudo too) cannot detach ward's programs, \
+         touch its maps, pins or files, signal or trace wardd, or load kernel \
+         modules (BPF LSM)"
+    } else {
+        "NONE on this kernel: root can switch ward off"
+    };
+    let _ = writeln!(out, "self-protection:            {guard}");
+    let lockdown = match report.lockdown.as_str() {
+        "integrity" | "confidentiality" => format!(
+            "{} (kernel memory, kexec and unsigned modules closed to everyone)",
+            report.lockdown
+        ),
+        other => format!(
+            "{other}: unmanaged root can still change the running kernel \
+             (/dev/mem, unsigned modules, kexec); boot with lockdown=integrity"
+        ),
+    };
+    let _ = writeln!(out, "kernel lockdown:            {lockdown}");
     out
 }

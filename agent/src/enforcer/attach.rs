@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupSockAddr, Lsm, links::FdLink},
+    programs::{BtfTracePoint, CgroupSockAddr, Lsm, links::FdLink},
 };
 use ward_abi::programs;
 
@@ -60,6 +60,7 @@ pub fn all(
             .iter()
             .chain(&programs::WRITE_HOOKS)
             .chain(&programs::USE_HOOKS)
+            .chain(&programs::GUARD_HOOKS)
             .chain(optional)
         {
             lsm(ebpf, name, hook, &btf, links.as_deref())?;
@@ -73,6 +74,12 @@ pub fn all(
         program
             .load("inode_getattr", &btf)
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
+    }
+    if config.hooks.lsm || config.hooks.cgroup_connect.is_some() {
+        let btf = crate::btf::aya_btf()?;
+        for (name, tracepoint) in programs::CGROUP_TRACEPOINTS {
+            traced(ebpf, name, tracepoint, &btf, links.as_deref())?;
+        }
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
         let cg = std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {
@@ -154,4 +161,37 @@ pub fn lsm(
         })?;
     }
     Ok(true)
+}
+
+/// Loads and attaches one BTF tracepoint program, pinned like [`lsm`].
+fn traced(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &str,
+    btf: &Btf,
+    links: Option<&Path>,
+) -> Result<(), EnforcerError> {
+    let pin = links.map(|d| d.join(name));
+    if pin.as_ref().is_some_and(|p| p.exists()) {
+        tracing::debug!(program = name, "adopting pinned link");
+        return Ok(());
+    }
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(EnforcerError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    program.load(tracepoint, btf).map_err(program_err(name))?;
+    let link_id = program.attach().map_err(program_err(name))?;
+    if let Some(pin) = pin {
+        let link: FdLink = program
+            .take_link(link_id)
+            .map_err(program_err(name))?
+            .into();
+        link.pin(&pin).map_err(|e| EnforcerError::Pin {
+            path: pin.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(())
 }

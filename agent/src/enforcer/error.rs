@@ -53,6 +53,8 @@ pub enum EnforcerError {
     Events(std::io::Error),
     #[error("explain: {0}")]
     Explain(String),
+    #[error("cgroup path `{path}`: {reason}")]
+    CgroupPath { path: String, reason: String },
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> EnforcerError {

@@ -16,6 +16,8 @@ use super::error::EnforcerError;
 pub enum EventKind {
     Deny,
     AllowByGrant,
+    /// A managed subject's attempt on ward itself, refused.
+    Tamper,
 }
 
 /// One decision the kernel made on a protected object.
@@ -28,7 +30,8 @@ pub struct KernelEvent {
     /// Audit login uid, if the process has one (LSM hooks only).
     pub login_uid: Option<u32>,
     pub cgroup: u64,
-    /// `read`, `write`, `exec` or `connect`.
+    /// `read`, `write`, `exec` or `connect`; for [`EventKind::Tamper`],
+    /// what was tried (`signal`, `bpf-map`, ...).
     pub op: &'static str,
     pub kind: EventKind,
     /// A path, or `addr:port`. For files, the path of the protecting
@@ -94,6 +97,21 @@ impl KernelEvent {
         }
         // SAFETY: length checked; Event is plain data, read unaligned.
         let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if e.kind == event_kind::TAMPER {
+            let (op, object) = tamper(e.op, e.rule_id);
+            return Some(KernelEvent {
+                time_boot_ns: e.time_ns,
+                pid: e.pid,
+                uid: e.uid,
+                login_uid: (e.login_uid != ward_abi::LOGIN_UID_UNSET).then_some(e.login_uid),
+                cgroup: e.cgroup,
+                op,
+                kind: EventKind::Tamper,
+                object,
+                rule_id: 0,
+                file: None,
+            });
+        }
         let file = (e.family == 0).then(|| {
             let carried = (e.levels as usize).min(ward_abi::EVENT_NAMES);
             let mut below: Vec<String> = e.names[..carried].iter().map(|n| cstr(n)).collect();
@@ -137,6 +155,25 @@ impl KernelEvent {
             rule_id: e.rule_id,
             file,
         })
+    }
+}
+
+/// What a tamper event says was tried, and on what.
+fn tamper(what: u32, detail: u64) -> (&'static str, String) {
+    use ward_abi::tamper as t;
+    match what {
+        t::BPF_MAP => ("bpf-map", "one of ward's BPF maps".into()),
+        t::BPF_PROG => ("bpf-prog", "one of ward's BPF programs".into()),
+        t::BPF_LINK => ("bpf-link", format!("a BPF link (bpf command {detail})")),
+        t::SIGNAL => ("signal", format!("wardd (signal {detail})")),
+        t::PTRACE => ("ptrace", format!("wardd (ptrace mode {detail:#x})")),
+        t::UMOUNT => (
+            "umount",
+            format!("the filesystem of ward's pins (dev {detail:#x})"),
+        ),
+        t::MODULE => ("module", "a kernel module load".into()),
+        t::KEXEC => ("kexec", "a kexec kernel load".into()),
+        _ => ("unknown", format!("tamper {what} ({detail})")),
     }
 }
 

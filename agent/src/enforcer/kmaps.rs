@@ -7,8 +7,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
 };
 use ward_abi::{
-    Config, ExplainSlot, FileKey, InodeKey, KEY_HEADER_BITS, ManagedCgroup, NetKey, ObjectIds,
-    Rule, maps,
+    CgroupPath, Config, ExplainSlot, FileKey, Guard, InodeKey, KEY_HEADER_BITS, ManagedCgroup,
+    NetKey, ObjectIds, Rule, maps,
 };
 
 use super::{
@@ -20,9 +20,12 @@ use super::{
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 14] = [
+const PERSISTENT: [&str; 17] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
+    maps::CGROUP_PATHS,
+    maps::CGROUP_MISSED,
+    maps::GUARD,
     maps::SUBJECT_CACHE,
     maps::OBJECTS,
     maps::FILE_RULES[0],
@@ -54,6 +57,7 @@ pub fn load(
         loader.map_max_entries(name, config.max_net_rules);
     }
     loader.map_max_entries(maps::MANAGED_CGROUPS, config.max_cgroups);
+    loader.map_max_entries(maps::CGROUP_PATHS, config.max_cgroups);
     loader.map_max_entries(maps::HELD_FILES, config.max_held);
     loader.map_max_entries(maps::HELD_SOCKS, config.max_held);
     let mut adopted = false;
@@ -109,29 +113,65 @@ pub fn held(ebpf: &mut Ebpf) -> Result<(u64, u64), EnforcerError> {
     ))
 }
 
-pub fn set_managed(ebpf: &mut Ebpf, id: u64, managed: bool, max: u32) -> Result<(), EnforcerError> {
+/// Lists cgroup `id` under workload `key` (or forgets it).
+pub fn set_managed(
+    ebpf: &mut Ebpf,
+    id: u64,
+    value: Option<ManagedCgroup>,
+    max: u32,
+) -> Result<(), EnforcerError> {
     {
         let mut m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
-        let r = if managed {
-            m.insert(id, ManagedCgroup::default(), 0)
-        } else {
-            m.remove(&id)
+        let r = match value {
+            Some(v) => m.insert(id, v, 0),
+            None => m.remove(&id),
         };
-        match r {
-            Err(e) if is_full(&e) => {
-                return Err(EnforcerError::Full {
-                    name: maps::MANAGED_CGROUPS,
-                    max,
-                });
-            }
-            Err(MapError::KeyNotFound) => {}
-            r => r.map_err(map_err(maps::MANAGED_CGROUPS))?,
-        }
+        full_or(r, maps::MANAGED_CGROUPS, max)?;
     }
-    // Cached ancestor walks are now stale.
+    bump_cgroup_generation(ebpf)
+}
+
+/// Cached ancestor walks are stale after any change to the managed set.
+fn bump_cgroup_generation(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
     let mut c = read_config(ebpf)?;
     c.cgroup_generation = c.cgroup_generation.wrapping_add(1);
     write_config(ebpf, &c)
+}
+
+fn full_or(r: Result<(), MapError>, name: &'static str, max: u32) -> Result<(), EnforcerError> {
+    match r {
+        Err(e) if is_full(&e) => Err(EnforcerError::Full { name, max }),
+        Err(MapError::KeyNotFound) => Ok(()),
+        r => r.map_err(map_err(name)),
+    }
+}
+
+/// Follows (or stops following) a cgroup path: a cgroup created there is
+/// listed under `value` by the kernel.
+pub fn set_path(
+    ebpf: &mut Ebpf,
+    path: &CgroupPath,
+    value: Option<ManagedCgroup>,
+    max: u32,
+) -> Result<(), EnforcerError> {
+    let mut m: HashMap<_, CgroupPath, ManagedCgroup> = map(ebpf, maps::CGROUP_PATHS)?;
+    let r = match value {
+        Some(v) => m.insert(path, v, 0),
+        None => m.remove(path),
+    };
+    full_or(r, maps::CGROUP_PATHS, max)
+}
+
+/// Cgroups created at a followed path that the kernel could not list.
+pub fn cgroups_missed(ebpf: &mut Ebpf) -> Result<u64, EnforcerError> {
+    let a: PerCpuArray<_, u64> = map(ebpf, maps::CGROUP_MISSED)?;
+    let v = a.get(&0, 0).map_err(map_err(maps::CGROUP_MISSED))?;
+    Ok(v.iter().sum())
+}
+
+pub fn write_guard(ebpf: &mut Ebpf, guard: &Guard) -> Result<(), EnforcerError> {
+    let mut a: Array<_, Guard> = map(ebpf, maps::GUARD)?;
+    a.set(0, guard, 0).map_err(map_err(maps::GUARD))
 }
 
 fn is_full(e: &MapError) -> bool {
@@ -438,14 +478,14 @@ pub fn net_rule(
     not_found_is_none(trie.get(&key, 0), name)
 }
 
-/// Whether a cgroup id is listed (managed, or a subject inside a managed
-/// subtree).
-pub fn cgroup_listed(ebpf: &mut Ebpf, id: u64) -> Result<bool, EnforcerError> {
+/// The workload key a cgroup id is listed under (managed, or a subject
+/// inside a managed subtree); 0 when it is not listed.
+pub fn cgroup_listed(ebpf: &mut Ebpf, id: u64) -> Result<u64, EnforcerError> {
     let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
     match m.get(&id, 0) {
-        Ok(_) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(v) => Ok(v.key),
+        Err(MapError::KeyNotFound) => Ok(0),
+        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(map_err(maps::MANAGED_CGROUPS)(e)),
     }
 }

@@ -28,7 +28,7 @@ use std::{
 };
 
 use aya::Ebpf;
-use ward_abi::{Config, MAX_UID_RANGES, UidRange, maps};
+use ward_abi::{Config, MAX_UID_RANGES, ManagedCgroup, UidRange, maps};
 
 pub use clock::{boot_ns, wall_minus_boot_ns};
 pub use error::EnforcerError;
@@ -125,6 +125,8 @@ pub struct Enforcer {
     policy: Index,
     grants: Grants,
     objects: objects::Objects,
+    /// Followed cgroup paths (relative to the cgroup root) -> their keys.
+    paths: std::collections::BTreeMap<String, u64>,
     /// Links that are not pinned: closing them detaches their programs.
     _links: Vec<OwnedFd>,
 }
@@ -164,6 +166,7 @@ impl Enforcer {
             policy: Index::new(),
             grants: Grants::default(),
             objects: objects::Objects::default(),
+            paths: Default::default(),
             _links: links,
         })
     }
@@ -173,14 +176,103 @@ impl Enforcer {
         self.adopted
     }
 
-    /// Enforces on processes in this cgroup and its descendants.
+    /// Enforces on processes in this cgroup and its descendants, with rules
+    /// keyed by its id ([`Subject::Cgroup`]`(cgroup_id)`). This is the cgroup
+    /// as it is now: one created again at the same path is a new cgroup.
+    /// A daemon follows paths instead ([`Enforcer::manage_path`]).
     pub fn manage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
-        kmaps::set_managed(&mut self.ebpf, cgroup_id, true, self.config.max_cgroups)
+        let value = ManagedCgroup {
+            key: cgroup_id,
+            ..Default::default()
+        };
+        kmaps::set_managed(
+            &mut self.ebpf,
+            cgroup_id,
+            Some(value),
+            self.config.max_cgroups,
+        )
     }
 
     /// Stops enforcing on this cgroup (its descendants too, unless listed).
     pub fn unmanage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
-        kmaps::set_managed(&mut self.ebpf, cgroup_id, false, self.config.max_cgroups)
+        kmaps::set_managed(&mut self.ebpf, cgroup_id, None, self.config.max_cgroups)
+    }
+
+    /// Enforces on the cgroup at `rel` (relative to the cgroup v2 root
+    /// `root`) and its descendants whenever it exists: now if it does, and
+    /// every time it is created again, from inside the kernel's `mkdir`, so
+    /// that no process ever runs in it unmanaged. Returns the workload key
+    /// its rules name ([`Subject::Cgroup`]`(key)`).
+    pub fn manage_path(&mut self, root: &std::path::Path, rel: &str) -> Result<u64, EnforcerError> {
+        crate::cgroup::check_path(rel).map_err(|reason| EnforcerError::CgroupPath {
+            path: rel.to_owned(),
+            reason: reason.to_owned(),
+        })?;
+        let key = crate::cgroup::path_key(rel);
+        let value = ManagedCgroup {
+            key,
+            flags: ward_abi::MANAGED_BY_PATH,
+            _pad: 0,
+        };
+        // The path first: a cgroup created from here on is listed by the
+        // kernel; one that already exists is listed below. Either way,
+        // there is no moment in which it exists unlisted.
+        let max = self.config.max_cgroups;
+        kmaps::set_path(
+            &mut self.ebpf,
+            &crate::cgroup::kernel_path(rel),
+            Some(value),
+            max,
+        )?;
+        if let Ok(id) = crate::cgroup::cgroup_id(&root.join(rel)) {
+            kmaps::set_managed(&mut self.ebpf, id, Some(value), max)?;
+        }
+        self.paths.insert(rel.to_owned(), key);
+        Ok(key)
+    }
+
+    /// The cgroup paths this enforcer follows, with their keys.
+    pub fn managed_paths(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.paths
+    }
+
+    /// Cgroups created at a followed path that the kernel could not list
+    /// (its map was full): processes there ran unmanaged.
+    pub fn cgroups_missed(&mut self) -> Result<u64, EnforcerError> {
+        kmaps::cgroups_missed(&mut self.ebpf)
+    }
+
+    /// Names wardd's process to the self-protection hooks, and the
+    /// filesystems of its pins with those they are mounted under: managed
+    /// subjects may not signal or trace the one, nor unmount the others.
+    pub fn guard(&mut self, daemon_tgid: u32) -> Result<(), EnforcerError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut g = ward_abi::Guard {
+            daemon_tgid,
+            ..Default::default()
+        };
+        let mut devs: Vec<u32> = Vec::new();
+        if let Some(pins) = &self.config.pin_dir {
+            for dir in pins.ancestors() {
+                if let Ok(m) = std::fs::metadata(dir) {
+                    let dev = objects::kernel_dev(m.dev());
+                    if !devs.contains(&dev) {
+                        devs.push(dev);
+                    }
+                }
+            }
+        }
+        if devs.len() > g.sb_devs.len() {
+            tracing::warn!(
+                pins = ?self.config.pin_dir,
+                filesystems = devs.len(),
+                "the pins sit under more filesystems than ward guards; the outermost are not guarded"
+            );
+        }
+        for (slot, dev) in g.sb_devs.iter_mut().zip(&devs) {
+            *slot = *dev;
+        }
+        kmaps::write_guard(&mut self.ebpf, &g)
     }
 
     /// Replaces the policy part of the table in one step. On any error the
@@ -541,10 +633,28 @@ impl Enforcer {
         }
     }
 
-    /// Whether processes in this cgroup (a v2 directory) are managed: it or
-    /// an ancestor is listed.
-    pub fn cgroup_managed(&mut self, dir: &std::path::Path) -> Result<bool, EnforcerError> {
-        let (by_cgroup, _) = self.listed_ancestors(dir)?;
+    /// Whether processes in the cgroup at `rel` under `root` are (or, once
+    /// it exists, will be) managed: it or an ancestor is a followed path,
+    /// or it exists and it or an ancestor is listed.
+    pub fn cgroup_managed(
+        &mut self,
+        root: &std::path::Path,
+        rel: &str,
+    ) -> Result<bool, EnforcerError> {
+        let followed = self.paths.keys().any(|p| {
+            rel == p
+                || rel
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        });
+        if followed {
+            return Ok(true);
+        }
+        let dir = root.join(rel);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        let (by_cgroup, _) = self.listed_ancestors(&dir)?;
         Ok(by_cgroup[0] != 0)
     }
 
@@ -571,10 +681,10 @@ impl Enforcer {
             ward_abi::MAX_CGROUP_DEPTH,
             |level| ancestors.get(level as usize).copied().unwrap_or(0),
             |id| match kmaps::cgroup_listed(&mut self.ebpf, id) {
-                Ok(b) => b,
+                Ok(key) => key,
                 Err(e) => {
                     listed_err = Some(e);
-                    false
+                    0
                 }
             },
         );

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bypass;
+mod cgroup_paths;
 mod demo;
 mod doctor;
 mod events;
@@ -14,5 +15,6 @@ mod lifecycle;
 mod pinning;
 mod policy;
 mod routes;
+mod self_protection;
 mod subjects;
 mod support;

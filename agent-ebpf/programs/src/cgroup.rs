@@ -1,0 +1,94 @@
+//! Management follows cgroup paths: a cgroup created at a managed path is
+//! listed here, inside `mkdir`, before the kernel makes it visible
+//! (`cgroup_mkdir` traces ahead of `kernfs_activate`), so no process can
+//! ever run in it unmanaged. systemd recreates a unit's cgroup on every
+//! (re)start; the rules follow, because they name the path's key.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use ward_abi::{CGROUP_PATH_LEN, MANAGED_BY_PATH};
+
+use crate::{
+    maps::{WARD_CGROUP_MISSED, WARD_CGROUP_PATH_SCRATCH, WARD_CGROUP_PATHS, WARD_MANAGED_CGROUPS},
+    rodata,
+};
+
+/// `offsetof(struct cgroup, kn)`, from the kernel's BTF.
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFF: u64 = 0;
+/// `offsetof(struct kernfs_node, id)`.
+#[unsafe(no_mangle)]
+static KN_ID_OFF: u64 = 0;
+
+/// The id of `struct cgroup *cgrp` (its kernfs node's), 0 if unreadable.
+#[inline(always)]
+fn cgroup_id(cgrp: *const u8) -> u64 {
+    // SAFETY: probe-reads of the traced cgroup at BTF offsets; a failed
+    // read yields 0, never a valid id.
+    unsafe {
+        let kn: *const u8 = bpf_probe_read_kernel(cgrp.add(rodata(&CGROUP_KN_OFF)) as *const _)
+            .unwrap_or(core::ptr::null());
+        if kn.is_null() {
+            return 0;
+        }
+        bpf_probe_read_kernel(kn.add(rodata(&KN_ID_OFF)) as *const u64).unwrap_or(0)
+    }
+}
+
+/// `cgroup:cgroup_mkdir(struct cgroup *cgrp, const char *path)`.
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn ward_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
+    let cgrp: *const u8 = ctx.arg(0);
+    let path: *const u8 = ctx.arg(1);
+    let Some(scratch) = WARD_CGROUP_PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, zeroed word by word (a byte loop
+    // costs the verifier 8x), then filled with the NUL-terminated path; a
+    // path that does not fit is truncated and matches nothing (the agent
+    // refuses to follow such paths).
+    unsafe {
+        let words = scratch as *mut u64;
+        let mut i = 0;
+        while i < CGROUP_PATH_LEN / 8 {
+            *words.add(i) = 0;
+            i += 1;
+        }
+        if bpf_probe_read_kernel_str_bytes(path, &mut (*scratch).path).is_err() {
+            return 0;
+        }
+        let Some(managed) = WARD_CGROUP_PATHS.get(&*scratch) else {
+            return 0;
+        };
+        let id = cgroup_id(cgrp);
+        let mut entry = *managed;
+        entry.flags |= MANAGED_BY_PATH;
+        if id == 0 || WARD_MANAGED_CGROUPS.insert(&id, &entry, 0).is_err() {
+            // Cannot fail mkdir from here: count it, and the agent says so.
+            if let Some(missed) = WARD_CGROUP_MISSED.get_ptr_mut(0) {
+                *missed += 1;
+            }
+        }
+    }
+    0
+}
+
+/// `cgroup:cgroup_rmdir(struct cgroup *cgrp, const char *path)`: a cgroup
+/// listed by path is forgotten with it.
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn ward_cgroup_rmdir(ctx: BtfTracePointContext) -> i32 {
+    let cgrp: *const u8 = ctx.arg(0);
+    let id = cgroup_id(cgrp);
+    // SAFETY: a lookup and a delete with keys on the stack.
+    unsafe {
+        if let Some(m) = WARD_MANAGED_CGROUPS.get(&id)
+            && m.flags & MANAGED_BY_PATH != 0
+        {
+            let _ = WARD_MANAGED_CGROUPS.remove(&id);
+        }
+    }
+    0
+}

@@ -1,0 +1,205 @@
+//! Self-protection: a managed subject (root with a managed login uid
+//! included) cannot switch ward off. Its files and pins are protected
+//! objects like any other (the agent lists them); these hooks cover what
+//! is not a file: ward's BPF objects, the daemon process, the pin
+//! filesystem's mount, and the kernel itself (modules, kexec).
+//!
+//! Every check starts with what is cheapest and rarest (the command, the
+//! target), so hooks that everyone hits (`bpf`, `task_kill`) cost
+//! unmanaged callers a compare or two.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::lsm,
+    programs::LsmContext,
+};
+use ward_abi::{EPERM, Guard, tamper};
+
+use crate::{
+    dentry::sb_dev,
+    events::report_tamper,
+    maps::{WARD_GUARD, config},
+    rodata, subject, verdict,
+};
+
+/// `offsetof(struct task_struct, tgid)`.
+#[unsafe(no_mangle)]
+static TASK_TGID_OFF: u64 = 0;
+/// `offsetof(struct bpf_map, name)`.
+#[unsafe(no_mangle)]
+static MAP_NAME_OFF: u64 = 0;
+/// `offsetof(struct bpf_prog, aux)`.
+#[unsafe(no_mangle)]
+static PROG_AUX_OFF: u64 = 0;
+/// `offsetof(struct bpf_prog_aux, name)`.
+#[unsafe(no_mangle)]
+static PROG_AUX_NAME_OFF: u64 = 0;
+/// `offsetof(struct vfsmount, mnt_sb)`.
+#[unsafe(no_mangle)]
+static MNT_SB_OFF: u64 = 0;
+
+/// `enum bpf_cmd`: the commands that detach or replace a link.
+const BPF_LINK_UPDATE: i32 = 29;
+const BPF_LINK_DETACH: i32 = 34;
+/// `enum kernel_read_file_id` / `kernel_load_data_id` (same order).
+const READING_MODULE: i32 = 2;
+const READING_KEXEC_IMAGE: i32 = 3;
+const READING_KEXEC_INITRAMFS: i32 = 4;
+
+fn guard() -> Option<&'static Guard> {
+    WARD_GUARD.get(0)
+}
+
+/// Refuses (and reports) `what` if the caller is managed and is not wardd
+/// itself; allows everyone else.
+#[inline(always)]
+fn refuse_managed(what: u32, detail: u64) -> i32 {
+    let Some(config) = config() else {
+        return 0;
+    };
+    let me = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if guard().is_some_and(|g| g.daemon_tgid != 0 && g.daemon_tgid == me) {
+        return 0;
+    }
+    let Some(who) = subject::current::<true>(config) else {
+        return 0;
+    };
+    report_tamper(&who, what, detail);
+    verdict(false, EPERM)
+}
+
+/// The first five bytes of a kernel object name at `name`.
+#[inline(always)]
+fn name_prefix(name: *const u8) -> [u8; 5] {
+    // SAFETY: a probe-read of a fixed-size char array in a live object; a
+    // failed read yields zeros, which match no prefix.
+    unsafe { bpf_probe_read_kernel(name as *const [u8; 5]).unwrap_or([0; 5]) }
+}
+
+/// ward's maps are named `WARD_*`; a map someone else names so is only
+/// refused to managed subjects, never widened.
+#[lsm(hook = "bpf_map")]
+pub fn ward_bpf_map(ctx: LsmContext) -> i32 {
+    let map: *const u8 = ctx.arg(0);
+    // SAFETY: an offset into the hook's `struct bpf_map *`.
+    let name = name_prefix(unsafe { map.add(rodata(&MAP_NAME_OFF)) });
+    if &name != b"WARD_" {
+        return 0;
+    }
+    refuse_managed(tamper::BPF_MAP, 0)
+}
+
+/// ward's programs are named `ward_*`.
+#[lsm(hook = "bpf_prog")]
+pub fn ward_bpf_prog(ctx: LsmContext) -> i32 {
+    let prog: *const u8 = ctx.arg(0);
+    // SAFETY: probe-reads through the hook's `struct bpf_prog *`.
+    let aux: *const u8 = unsafe {
+        bpf_probe_read_kernel(prog.add(rodata(&PROG_AUX_OFF)) as *const *const u8)
+            .unwrap_or(core::ptr::null())
+    };
+    if aux.is_null() {
+        return 0;
+    }
+    // SAFETY: an offset into the program's aux.
+    let name = name_prefix(unsafe { aux.add(rodata(&PROG_AUX_NAME_OFF)) });
+    if &name != b"ward_" {
+        return 0;
+    }
+    refuse_managed(tamper::BPF_PROG, 0)
+}
+
+/// A link fd can be had from a pin without any hook seeing the link, so
+/// the commands that use one to detach or replace are refused to managed
+/// subjects for every link.
+#[lsm(hook = "bpf")]
+pub fn ward_bpf(ctx: LsmContext) -> i32 {
+    let cmd: i32 = ctx.arg(0);
+    if cmd != BPF_LINK_UPDATE && cmd != BPF_LINK_DETACH {
+        return 0;
+    }
+    refuse_managed(tamper::BPF_LINK, cmd as u64)
+}
+
+/// The tgid of a `struct task_struct *`, 0 if unreadable.
+#[inline(always)]
+fn tgid(task: *const u8) -> u32 {
+    // SAFETY: a probe-read of a live task's tgid at its BTF offset.
+    unsafe { bpf_probe_read_kernel(task.add(rodata(&TASK_TGID_OFF)) as *const u32).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn is_daemon(task: *const u8) -> bool {
+    match guard() {
+        Some(g) if g.daemon_tgid != 0 => tgid(task) == g.daemon_tgid,
+        _ => false,
+    }
+}
+
+/// `task_kill(p, info, sig, cred)`: no signal from a managed subject
+/// reaches wardd (signal 0, the existence probe, does).
+#[lsm(hook = "task_kill")]
+pub fn ward_task_kill(ctx: LsmContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let sig: i32 = ctx.arg(2);
+    if sig == 0 || !is_daemon(task) {
+        return 0;
+    }
+    refuse_managed(tamper::SIGNAL, sig as u64)
+}
+
+/// `ptrace_access_check(child, mode)`: attach, /proc/PID/mem, pidfd_getfd,
+/// process_vm_*.
+#[lsm(hook = "ptrace_access_check")]
+pub fn ward_ptrace_access_check(ctx: LsmContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    if !is_daemon(task) {
+        return 0;
+    }
+    let mode: u32 = ctx.arg(1);
+    refuse_managed(tamper::PTRACE, u64::from(mode))
+}
+
+/// `sb_umount(mnt, flags)`: the pins' filesystem, and those it is mounted
+/// under (a lazy unmount of `/sys` takes `/sys/fs/bpf` with it).
+#[lsm(hook = "sb_umount")]
+pub fn ward_sb_umount(ctx: LsmContext) -> i32 {
+    let mnt: *const u8 = ctx.arg(0);
+    let Some(g) = guard() else {
+        return 0;
+    };
+    // SAFETY: a probe-read of the mount's superblock pointer.
+    let sb: *const u8 = unsafe {
+        bpf_probe_read_kernel(mnt.add(rodata(&MNT_SB_OFF)) as *const *const u8)
+            .unwrap_or(core::ptr::null())
+    };
+    if sb.is_null() {
+        return 0;
+    }
+    let dev = sb_dev(sb as usize);
+    if dev == 0 || !g.sb_devs.contains(&dev) {
+        return 0;
+    }
+    refuse_managed(tamper::UMOUNT, u64::from(dev))
+}
+
+#[inline(always)]
+fn kernel_load(id: i32) -> i32 {
+    match id {
+        READING_MODULE => refuse_managed(tamper::MODULE, id as u64),
+        READING_KEXEC_IMAGE | READING_KEXEC_INITRAMFS => refuse_managed(tamper::KEXEC, id as u64),
+        _ => 0,
+    }
+}
+
+/// `kernel_read_file(file, id, contents)`: finit_module, kexec_file_load.
+#[lsm(hook = "kernel_read_file")]
+pub fn ward_kernel_read_file(ctx: LsmContext) -> i32 {
+    kernel_load(ctx.arg(1))
+}
+
+/// `kernel_load_data(id, contents)`: init_module, kexec_load.
+#[lsm(hook = "kernel_load_data")]
+pub fn ward_kernel_load_data(ctx: LsmContext) -> i32 {
+    kernel_load(ctx.arg(0))
+}
