@@ -8,17 +8,25 @@
 //! target), so hooks that everyone hits (`bpf`, `task_kill`) cost
 //! unmanaged callers a compare or two.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_loop, bpf_probe_read_kernel,
+    },
     macros::lsm,
     programs::LsmContext,
 };
-use ward_abi::{EPERM, Guard, tamper};
+use ward_abi::{
+    Config, EPERM, Guard, LOGIN_UID_UNSET, MAX_CGROUP_DEPTH, MAX_CGROUP_SUBJECTS,
+    decision::Subjects, tamper,
+};
 
 use crate::{
     dentry::sb_dev,
     events::report_tamper,
-    maps::{WARD_GUARD, config},
+    maps::{WARD_GUARD, WARD_MANAGED_CGROUPS, config},
     rodata, subject, verdict,
 };
 
@@ -61,11 +69,62 @@ fn refuse_managed(what: u32, detail: u64) -> i32 {
     if guard().is_some_and(|g| g.daemon_tgid != 0 && g.daemon_tgid == me) {
         return 0;
     }
-    let Some(who) = subject::current::<true>(config) else {
+    let Some(who) = managed(config) else {
         return 0;
     };
     report_tamper(&who, what, detail);
     verdict(false, EPERM)
+}
+
+/// Whether the caller is managed, decided as [`subject::current`] does
+/// (its uid or login uid in a managed range, or a listed cgroup on its
+/// route to the root), with the ancestor walk under `bpf_loop` so that
+/// eight rarely-run hooks do not each cost the verifier the unrolled walk.
+/// Returns the subjects with `by_cgroup` holding only whether any cgroup
+/// is listed (all a refusal needs).
+#[inline(always)]
+fn managed(config: &Config) -> Option<Subjects> {
+    // SAFETY: helper without pointer arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let mut listed = 0u64;
+    // SAFETY: bpf_loop calls `ancestor_listed` with a pointer to `listed`,
+    // which outlives the call.
+    unsafe {
+        bpf_loop(
+            (MAX_CGROUP_DEPTH + 1) as u32,
+            ancestor_listed as *mut c_void,
+            (&mut listed as *mut u64).cast(),
+            0,
+        );
+    }
+    let uid = bpf_get_current_uid_gid() as u32;
+    let login = if config.uid_ranges_len > 0 {
+        subject::login_uid()
+    } else {
+        LOGIN_UID_UNSET
+    };
+    let mut by_cgroup = [0u64; MAX_CGROUP_SUBJECTS];
+    by_cgroup[0] = listed;
+    Subjects::resolve(config, uid, login, cgroup, by_cgroup)
+}
+
+/// One level of the caller's cgroup ancestry: stops at the first listed
+/// one (or past the caller's own cgroup).
+extern "C" fn ancestor_listed(level: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: helper without pointer arguments.
+    let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if id == 0 {
+        return 1;
+    }
+    // SAFETY: a map lookup with a key on the stack.
+    match unsafe { WARD_MANAGED_CGROUPS.get(&id) } {
+        Some(m) => {
+            // SAFETY: `ctx` is the u64 `managed` passed to bpf_loop.
+            unsafe { *(ctx as *mut u64) = ward_abi::subject::cgroup(m.key) };
+            1
+        }
+        None => 0,
+    }
 }
 
 /// The first five bytes of a kernel object name at `name`.

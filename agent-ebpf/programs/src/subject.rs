@@ -41,7 +41,7 @@ pub fn current<const LOGIN: bool>(config: &Config) -> Option<Subjects> {
 }
 
 #[inline(always)]
-fn login_uid() -> u32 {
+pub fn login_uid() -> u32 {
     // SAFETY: a read-only global; the verifier sees the loaded constant.
     let off = unsafe { core::ptr::read_volatile(&LOGINUID_OFF) };
     if off == NO_OFFSET {

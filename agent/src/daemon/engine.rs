@@ -178,6 +178,7 @@ impl Engine {
                 started: SystemTime::now(),
             },
         };
+        engine.heal_audit()?;
         engine.reconcile()?;
         Ok((engine, stream))
     }
@@ -197,6 +198,46 @@ impl Engine {
         }
         self.recent.push_back(e.clone());
         let _ = self.events.send(e);
+    }
+
+    /// Every change is stored first, put in the kernel second and audited
+    /// third, so one that wardd died in the middle of may lack its audit
+    /// record. Only the last changes can (one runs at a time): each is
+    /// looked up in the lifecycle log's tail, and a missing record is
+    /// written now, marked `recovered`. A retried call finds the change
+    /// stored and writes nothing, so each change is audited once.
+    fn heal_audit(&mut self) -> Result<(), EngineError> {
+        const CHANGES: usize = 8;
+        const TAIL_BYTES: u64 = 256 * 1024;
+        let latest = self.store.latest(CHANGES)?;
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let written = lifecycle_tail(&self.config.agent.lifecycle_log(), TAIL_BYTES);
+        for s in latest {
+            let Some(g) = &s.record.grant else { continue };
+            let kind = match GrantState::try_from(s.record.state) {
+                Ok(GrantState::Active | GrantState::Scheduled) => "grant_pushed",
+                Ok(GrantState::Revoked) => "grant_revoked",
+                Ok(GrantState::Expired) => "grant_expired",
+                _ => continue,
+            };
+            if written.contains(&(g.id.clone(), kind.to_owned())) {
+                continue;
+            }
+            tracing::warn!(grant = %g.id, kind, "audit record missing after a restart; writing it");
+            self.record(
+                kind,
+                Some(&g.id),
+                "agent",
+                serde_json::json!({
+                    "recovered": true,
+                    "why": "wardd stopped between storing this change and auditing it",
+                }),
+                true,
+            )?;
+        }
+        Ok(())
     }
 
     /// Rebuilds the kernel table from the store: grants that ended while
@@ -1158,6 +1199,37 @@ fn protection_entries(config: &Config) -> Vec<(String, Entry)> {
                 }
             }
             Err(e) => tracing::warn!(%path, error = %e, "cannot protect ward's own file"),
+        }
+    }
+    out
+}
+
+/// The (grant id, kind) of the lifecycle records in the last `bytes` of
+/// the lifecycle log (a partial first line is skipped).
+fn lifecycle_tail(
+    path: &std::path::Path,
+    bytes: u64,
+) -> std::collections::HashSet<(String, String)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = std::collections::HashSet::new();
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return out;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(bytes);
+    let mut raw = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut raw).is_err() {
+        return out;
+    }
+    // The cut may fall inside a character: lossy, and that line is skipped.
+    let text = String::from_utf8_lossy(&raw);
+    let lines = text.lines().skip(usize::from(start > 0));
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(id), Some(kind)) = (v["grant_id"].as_str(), v["kind"].as_str()) {
+            out.insert((id.to_owned(), kind.to_owned()));
         }
     }
     out

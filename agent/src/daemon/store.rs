@@ -186,6 +186,16 @@ impl Store {
         Ok((rows, next))
     }
 
+    /// The `n` grants changed last (pushed, or ended), newest first.
+    pub fn latest(&self, n: usize) -> Result<Vec<Stored>, StoreError> {
+        let mut stmt = self.db.prepare(
+            "SELECT kernel_id, id, body, state, received_ms, ended_ms FROM grants \
+             ORDER BY MAX(received_ms, ended_ms) DESC, kernel_id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![n as i64], row)?;
+        rows.map(|r| decode(r?)).collect()
+    }
+
     fn select(
         &self,
         condition: &str,

@@ -135,6 +135,16 @@ fn selected_lockdown(s: &str) -> Option<&str> {
         .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
 }
 
+/// Prints a report as text or JSON; returns the exit status it implies.
+pub fn print(report: &Report, json: bool) -> Result<i32, serde_json::Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render_text(report));
+    }
+    Ok(report.exit_code())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -146,14 +156,4 @@ mod tests {
         assert_eq!(super::selected_lockdown("[none] integrity"), Some("none"));
         assert_eq!(super::selected_lockdown(""), None);
     }
-}
-
-/// Prints a report as text or JSON; returns the exit status it implies.
-pub fn print(report: &Report, json: bool) -> Result<i32, serde_json::Error> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        print!("{}", render_text(report));
-    }
-    Ok(report.exit_code())
 }

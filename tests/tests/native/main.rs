@@ -2,6 +2,7 @@
 //! Enforcement here is confined to cgroups the tests create.
 
 mod bench;
+mod chaos;
 mod connect;
 mod coordinator;
 mod daemon;
