@@ -36,8 +36,13 @@ pub fn all(
         })?;
     }
     let mut unpinned = Vec::new();
-    if config.hooks.lsm {
-        let btf = crate::btf::aya_btf()?;
+    // Parsing the kernel's BTF is the slow part of loading: once.
+    let btf = if config.hooks.lsm || config.hooks.cgroup_connect.is_some() {
+        Some(crate::btf::aya_btf()?)
+    } else {
+        None
+    };
+    if let (true, Some(btf)) = (config.hooks.lsm, &btf) {
         let optional = if offsets.acl_hooks {
             &programs::WRITE_HOOKS_IF_PRESENT[..]
         } else {
@@ -63,7 +68,7 @@ pub fn all(
             .chain(&programs::GUARD_HOOKS)
             .chain(optional)
         {
-            lsm(ebpf, name, hook, &btf, links.as_deref())?;
+            lsm(ebpf, name, hook, btf, links.as_deref())?;
         }
         // Loaded, not attached: `ward explain` attaches it while it asks.
         let program: &mut Lsm = ebpf
@@ -72,13 +77,12 @@ pub fn all(
             .try_into()
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
         program
-            .load("inode_getattr", &btf)
+            .load("inode_getattr", btf)
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
     }
-    if config.hooks.lsm || config.hooks.cgroup_connect.is_some() {
-        let btf = crate::btf::aya_btf()?;
+    if let Some(btf) = &btf {
         for (name, tracepoint) in programs::CGROUP_TRACEPOINTS {
-            traced(ebpf, name, tracepoint, &btf, links.as_deref())?;
+            traced(ebpf, name, tracepoint, btf, links.as_deref())?;
         }
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
