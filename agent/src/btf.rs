@@ -77,9 +77,12 @@ pub struct KernelOffsets {
     pub setattr_dentry_arg: u64,
     /// Whether the kernel has the `inode_set_acl` hooks (6.2+).
     pub acl_hooks: bool,
-    /// Management by path: `struct cgroup.kn`, `struct kernfs_node.id`.
+    /// Management by path: `struct cgroup.{kn, root}`,
+    /// `struct kernfs_node.id`, `struct cgroup_root.hierarchy_id`.
     pub cgroup_kn: u64,
     pub kernfs_node_id: u64,
+    pub cgroup_root: u64,
+    pub cgroup_root_hierarchy_id: u64,
     /// Self-protection: `struct task_struct.tgid`, `struct bpf_map.name`,
     /// `struct bpf_prog.aux`, `struct bpf_prog_aux.name`,
     /// `struct vfsmount.mnt_sb`.
@@ -116,6 +119,8 @@ impl KernelOffsets {
         acl_hooks: false,
         cgroup_kn: 0,
         kernfs_node_id: 0,
+        cgroup_root: 0,
+        cgroup_root_hierarchy_id: 0,
         task_tgid: 0,
         bpf_map_name: 0,
         bpf_prog_aux: 0,
@@ -171,6 +176,8 @@ impl KernelOffsets {
             acl_hooks: types.id_of("bpf_lsm_inode_set_acl").is_some(),
             cgroup_kn: byte_offset(&types, "cgroup", "kn")?,
             kernfs_node_id: byte_offset(&types, "kernfs_node", "id")?,
+            cgroup_root: byte_offset(&types, "cgroup", "root")?,
+            cgroup_root_hierarchy_id: byte_offset(&types, "cgroup_root", "hierarchy_id")?,
             task_tgid: byte_offset(&types, "task_struct", "tgid")?,
             bpf_map_name: byte_offset(&types, "bpf_map", "name")?,
             bpf_prog_aux: byte_offset(&types, "bpf_prog", "aux")?,

@@ -33,6 +33,12 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::UNIX_PATH_OFF, &offsets.unix_sock_path, true)
         .override_global(globals::CGROUP_KN_OFF, &offsets.cgroup_kn, true)
         .override_global(globals::KN_ID_OFF, &offsets.kernfs_node_id, true)
+        .override_global(globals::CGROUP_ROOT_OFF, &offsets.cgroup_root, true)
+        .override_global(
+            globals::HIERARCHY_ID_OFF,
+            &offsets.cgroup_root_hierarchy_id,
+            true,
+        )
         .override_global(globals::TASK_TGID_OFF, &offsets.task_tgid, true)
         .override_global(globals::MAP_NAME_OFF, &offsets.bpf_map_name, true)
         .override_global(globals::PROG_AUX_OFF, &offsets.bpf_prog_aux, true)

@@ -149,6 +149,10 @@ pub mod globals {
     pub const CGROUP_KN_OFF: &str = "CGROUP_KN_OFF";
     /// `offsetof(struct kernfs_node, id)`: a cgroup's id.
     pub const KN_ID_OFF: &str = "KN_ID_OFF";
+    /// `offsetof(struct cgroup, root)`.
+    pub const CGROUP_ROOT_OFF: &str = "CGROUP_ROOT_OFF";
+    /// `offsetof(struct cgroup_root, hierarchy_id)`.
+    pub const HIERARCHY_ID_OFF: &str = "HIERARCHY_ID_OFF";
     /// `offsetof(struct task_struct, tgid)`.
     pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
     /// `offsetof(struct bpf_map, name)`.

@@ -23,9 +23,31 @@ static CGROUP_KN_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static KN_ID_OFF: u64 = 0;
 
-/// The id of `struct cgroup *cgrp` (its kernfs node's), 0 if unreadable.
+/// `offsetof(struct cgroup, root)`.
+#[unsafe(no_mangle)]
+static CGROUP_ROOT_OFF: u64 = 0;
+/// `offsetof(struct cgroup_root, hierarchy_id)`.
+#[unsafe(no_mangle)]
+static HIERARCHY_ID_OFF: u64 = 0;
+
+/// The id of `struct cgroup *cgrp` on the v2 hierarchy (its kernfs
+/// node's), 0 if unreadable or on a v1 hierarchy: v1 cgroups are created
+/// at the same paths on hybrid hosts, and their ids are numbers from
+/// another kernfs, which could equal a v2 id.
 #[inline(always)]
 fn cgroup_id(cgrp: *const u8) -> u64 {
+    // SAFETY: probe-reads of the traced cgroup's root at BTF offsets.
+    let on_v2 = unsafe {
+        let root: *const u8 = bpf_probe_read_kernel(cgrp.add(rodata(&CGROUP_ROOT_OFF)) as *const _)
+            .unwrap_or(core::ptr::null());
+        // The default (v2) hierarchy is hierarchy 0, as /proc/PID/cgroup
+        // prints it ("0::/...").
+        !root.is_null()
+            && bpf_probe_read_kernel(root.add(rodata(&HIERARCHY_ID_OFF)) as *const i32) == Ok(0)
+    };
+    if !on_v2 {
+        return 0;
+    }
     // SAFETY: probe-reads of the traced cgroup at BTF offsets; a failed
     // read yields 0, never a valid id.
     unsafe {
@@ -64,9 +86,12 @@ pub fn ward_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
             return 0;
         };
         let id = cgroup_id(cgrp);
+        if id == 0 {
+            return 0; // a v1 hierarchy's cgroup: ward decides on v2 ids only
+        }
         let mut entry = *managed;
         entry.flags |= MANAGED_BY_PATH;
-        if id == 0 || WARD_MANAGED_CGROUPS.insert(&id, &entry, 0).is_err() {
+        if WARD_MANAGED_CGROUPS.insert(&id, &entry, 0).is_err() {
             // Cannot fail mkdir from here: count it, and the agent says so.
             if let Some(missed) = WARD_CGROUP_MISSED.get_ptr_mut(0) {
                 *missed += 1;
@@ -82,6 +107,9 @@ pub fn ward_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
 pub fn ward_cgroup_rmdir(ctx: BtfTracePointContext) -> i32 {
     let cgrp: *const u8 = ctx.arg(0);
     let id = cgroup_id(cgrp);
+    if id == 0 {
+        return 0;
+    }
     // SAFETY: a lookup and a delete with keys on the stack.
     unsafe {
         if let Some(m) = WARD_MANAGED_CGROUPS.get(&id)

@@ -358,6 +358,7 @@ impl Engine {
             self.config.agent.max_grant_duration,
             self.cgroup_root.as_deref(),
         )?;
+        reaches_own_files(&self.config, &valid)?;
         self.list_workload(&valid.grantee)?;
         if let Some(p) = &self.policy {
             let start = valid.not_before.max(now);
@@ -1233,6 +1234,41 @@ fn lifecycle_tail(
         }
     }
     out
+}
+
+/// A grant must not give a managed subject what would switch ward off:
+/// write on (or read of a key among) ward's own files, by naming one, a
+/// tree inside one, or a tree above one (`/etc/` holds `/etc/ward/`).
+fn reaches_own_files(config: &Config, valid: &grant::ValidGrant) -> Result<(), InvalidGrant> {
+    let own = own_files(config);
+    let mut index: Vec<&Object> = Vec::new();
+    for (op, object) in &valid.targets {
+        let Object::Path(p) = object else { continue };
+        if !index.contains(&object) {
+            index.push(object);
+        }
+        let i = index.len() - 1;
+        let granted = p.as_str();
+        for (what, path, ops) in &own {
+            if !ops.contains(op) {
+                continue;
+            }
+            let overlaps = granted == path
+                || (granted.ends_with('/') && path.starts_with(granted))
+                || (path.ends_with('/') && granted.starts_with(path.as_str()));
+            if overlaps {
+                return Err(InvalidGrant {
+                    field: format!("objects[{i}]"),
+                    reason: format!(
+                        "`{granted}` reaches ward's own {what} `{path}` for {}; \
+                         ward does not grant what would let it be switched off",
+                        format!("{op:?}").to_lowercase()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// ward's own files, which no managed subject may change (keys: nor

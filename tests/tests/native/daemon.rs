@@ -596,7 +596,23 @@ fn every_bad_grant_is_refused_whole_with_its_field_named() {
     let _wardd = h.start();
     let net = format!("127.0.0.1:{}", h.addr.port());
     let unmanaged = rel(h.sb.unmanaged.path());
-    let cases: [(&[&str], &str); 7] = [
+    let own_tree = format!("{}/", h.dir.path().display());
+    let own_state = format!("{}/state/grants.db", h.dir.path().display());
+    let cases: [(&[&str], &str); 9] = [
+        (
+            // A tree above ward's own config, state and audit log.
+            &[
+                "grant", "--user", "root", "--write", &own_tree, "--for", "5m", "--reason", "x",
+            ],
+            "reaches ward's own",
+        ),
+        (
+            // ward's grant store itself.
+            &[
+                "grant", "--user", "root", "--write", &own_state, "--for", "5m", "--reason", "x",
+            ],
+            "reaches ward's own",
+        ),
         (
             // A cgroup outside every managed subtree: a grant there would
             // reach processes ward does not enforce on.
