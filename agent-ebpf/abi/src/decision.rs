@@ -87,12 +87,12 @@ impl Subjects {
 /// `bpf_get_current_ancestor_cgroup_id` counts levels), deepest first, at
 /// most [`MAX_CGROUP_SUBJECTS`], as the subjects their keys make.
 /// `ancestor(level)` returns 0 past the caller's own cgroup; `listed(id)`
-/// the cgroup's [`crate::ManagedCgroup::key`], 0 when it is not listed.
+/// the cgroup's [`crate::ManagedCgroup::key`] if it is listed.
 #[inline(always)]
 pub fn listed_ancestors(
     max_depth: i32,
     mut ancestor: impl FnMut(i32) -> u64,
-    mut listed: impl FnMut(u64) -> u64,
+    mut listed: impl FnMut(u64) -> Option<u64>,
 ) -> ([u64; MAX_CGROUP_SUBJECTS], u64) {
     let mut found = [0u64; MAX_CGROUP_SUBJECTS];
     let mut deepest = 0u64;
@@ -103,8 +103,7 @@ pub fn listed_ancestors(
             break;
         }
         deepest = id;
-        let key = listed(id);
-        if key != 0 {
+        if let Some(key) = listed(id) {
             // Shift down: the newest (deepest) goes first; the shallowest
             // falls off when more than MAX_CGROUP_SUBJECTS are listed.
             let mut i = MAX_CGROUP_SUBJECTS - 1;

@@ -113,7 +113,7 @@ fn managed_ancestors(config: &Config, cgroup: u64) -> [u64; MAX_CGROUP_SUBJECTS]
         // SAFETY: helper without pointer arguments.
         |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
         // SAFETY: a map lookup with a key on the stack.
-        |id| unsafe { WARD_MANAGED_CGROUPS.get(&id) }.map_or(0, |m| m.key),
+        |id| unsafe { WARD_MANAGED_CGROUPS.get(&id) }.map(|m| m.key),
     );
     // A task moved to another cgroup between the id read and the walk got
     // the other cgroup's answer: right for this call, wrong to remember

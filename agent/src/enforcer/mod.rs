@@ -681,10 +681,10 @@ impl Enforcer {
             ward_abi::MAX_CGROUP_DEPTH,
             |level| ancestors.get(level as usize).copied().unwrap_or(0),
             |id| match kmaps::cgroup_listed(&mut self.ebpf, id) {
-                Ok(key) => key,
+                Ok(key) => (key != 0).then_some(key),
                 Err(e) => {
                     listed_err = Some(e);
-                    0
+                    None
                 }
             },
         );
