@@ -14,6 +14,7 @@ pub const NIGHTLY: &str = "nightly";
 
 pub fn all(ws: &Workspace) -> Result<()> {
     ebpf_toolchain(ws)?;
+    cargo_fuzz(ws)?;
     vm_packages()
 }
 
@@ -90,6 +91,19 @@ fn bpf_linker(ws: &Workspace) -> Result<()> {
         .arg("--root")
         .arg(ws.target().join("tools"))
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz`; it runs under nightly
+/// (`cargo +nightly fuzz`), which libFuzzer's instrumentation needs.
+pub fn cargo_fuzz(ws: &Workspace) -> Result<()> {
+    if ws.tools_bin().join("cargo-fuzz").exists() {
+        return Ok(());
+    }
+    step("installing cargo-fuzz (once; about a minute)");
+    run(Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--version", "=0.13.2", "--locked"])
+        .arg("--root")
+        .arg(ws.target().join("tools")))
 }
 
 fn file_name(p: &Path) -> String {

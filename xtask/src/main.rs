@@ -6,6 +6,7 @@
 mod bench;
 mod bootstrap;
 mod ebpf;
+mod fuzz;
 mod guest;
 mod install;
 mod kernels;
@@ -51,13 +52,24 @@ enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Run everything: fmt, clippy, unit and native integration tests, and
-    /// the kernel suites in a VM on every test kernel. Ends with one line
-    /// `N passed, M failed`; exits non-zero on any failure.
+    /// Run everything: fmt, clippy, unit and native integration tests, every
+    /// fuzz target for 20 s, and the kernel suites in a VM on every test
+    /// kernel. Ends with one line `N passed, M failed`; exits non-zero on
+    /// any failure.
     Test {
         /// Seconds before each VM suite is killed.
         #[arg(long, default_value_t = 2400)]
         vm_timeout: u64,
+    },
+    /// Run the `fuzz/` targets (cargo-fuzz, nightly) for a bounded time each
+    /// and print executions, exec/s and crashes per target. A crash's input
+    /// is copied into `fuzz/corpus/TARGET/`; exits non-zero on any crash.
+    Fuzz {
+        /// Seconds per target (libFuzzer's -max_total_time).
+        #[arg(long, default_value_t = fuzz::TEST_SECONDS)]
+        seconds: u64,
+        /// Targets to run (default: all; `cargo fuzz list` names them).
+        targets: Vec<String>,
     },
     /// Boot a VM with wardd enforcing a sample config, and walk a JIT grant
     /// for alice from deny to allow to expiry, narrated on the console.
@@ -118,6 +130,14 @@ fn run() -> Result<ExitCode> {
             cmd,
         } => vm::run_command(&ws, &kernel, timeout, &cmd),
         Command::Test { vm_timeout } => test::run(&ws, vm_timeout),
+        Command::Fuzz { seconds, targets } => {
+            // The agent crate embeds the eBPF object.
+            if !ebpf::object(&ws).exists() {
+                bootstrap::ebpf_toolchain(&ws)?;
+                ebpf::build(&ws)?;
+            }
+            fuzz::command(&ws, &targets, seconds)
+        }
         Command::Bench { only, report_only } => {
             if report_only {
                 bench::report(&ws)?;

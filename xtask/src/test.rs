@@ -8,7 +8,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    Workspace, bootstrap, ebpf, guest, kernels,
+    Workspace, bootstrap, ebpf, fuzz, guest, kernels,
     process::{step, succeeds, tee},
     tally::Tally,
     vm,
@@ -43,6 +43,33 @@ fn cargo(ws: &Workspace, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     c.args(args).current_dir(&ws.root);
     c
+}
+
+/// Every fuzz target for [`fuzz::TEST_SECONDS`], one result each: a crash
+/// (or a target that did not run) fails the run.
+fn fuzz_targets(ws: &Workspace, tally: &mut Tally) {
+    match fuzz::run_all(ws, &[], fuzz::TEST_SECONDS) {
+        Ok(outcomes) => {
+            if outcomes.is_empty() {
+                tally.fail("fuzz: no targets ran");
+            }
+            for o in outcomes {
+                let what = if o.crashes > 0 {
+                    format!(
+                        "fuzz {}: {} crash(es); input kept in fuzz/corpus/{}, libFuzzer's output in {}",
+                        o.target,
+                        o.crashes,
+                        o.target,
+                        o.log.display()
+                    )
+                } else {
+                    format!("fuzz {}: see {}", o.target, o.log.display())
+                };
+                tally.record(o.ok, &what);
+            }
+        }
+        Err(e) => tally.fail(format!("fuzz: {e:#}")),
+    }
 }
 
 fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
@@ -101,6 +128,9 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     } else if summaries == 0 {
         tally.fail("cargo test ran no test binary");
     }
+
+    step("fuzz targets");
+    fuzz_targets(ws, tally);
 
     step("kernel suites in test VMs");
     let binaries = guest::build(ws)?;
