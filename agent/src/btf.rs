@@ -87,6 +87,9 @@ pub struct KernelOffsets {
     /// `struct bpf_prog.aux`, `struct bpf_prog_aux.name`,
     /// `struct vfsmount.mnt_sb`.
     pub task_tgid: u64,
+    /// `struct task_struct.pid`, `struct super_block.s_magic`.
+    pub task_pid: u64,
+    pub sb_s_magic: u64,
     pub bpf_map_name: u64,
     pub bpf_prog_aux: u64,
     pub bpf_prog_aux_name: u64,
@@ -122,6 +125,8 @@ impl KernelOffsets {
         cgroup_root: 0,
         cgroup_root_hierarchy_id: 0,
         task_tgid: 0,
+        task_pid: 0,
+        sb_s_magic: 0,
         bpf_map_name: 0,
         bpf_prog_aux: 0,
         bpf_prog_aux_name: 0,
@@ -179,6 +184,8 @@ impl KernelOffsets {
             cgroup_root: byte_offset(&types, "cgroup", "root")?,
             cgroup_root_hierarchy_id: byte_offset(&types, "cgroup_root", "hierarchy_id")?,
             task_tgid: byte_offset(&types, "task_struct", "tgid")?,
+            task_pid: byte_offset(&types, "task_struct", "pid")?,
+            sb_s_magic: byte_offset(&types, "super_block", "s_magic")?,
             bpf_map_name: byte_offset(&types, "bpf_map", "name")?,
             bpf_prog_aux: byte_offset(&types, "bpf_prog", "aux")?,
             bpf_prog_aux_name: byte_offset(&types, "bpf_prog_aux", "name")?,

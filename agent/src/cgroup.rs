@@ -82,9 +82,10 @@ pub fn check_path(rel: &str) -> Result<(), &'static str> {
     if rel.bytes().any(|b| b == 0 || b == b'\n') {
         return Err("must not contain NUL or newline");
     }
-    // "/" + rel + NUL must fit the kernel's key.
-    if rel.len() + 2 > ward_abi::CGROUP_PATH_LEN {
-        return Err("longer than ward can follow (254 bytes)");
+    // "/" + rel + NUL must fit the kernel's key with a byte to spare: a
+    // longer name the kernel truncates to the key's size would match.
+    if rel.len() + 2 >= ward_abi::CGROUP_PATH_LEN {
+        return Err("longer than ward can follow (253 bytes)");
     }
     Ok(())
 }
@@ -184,8 +185,11 @@ mod tests {
         for bad in ["", "/abs", "a//b", "a/./b", "a/../b", "trailing/", "nul\0"] {
             assert!(check_path(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(check_path(&"x".repeat(254)).is_ok());
-        assert!(check_path(&"x".repeat(255)).is_err());
+        assert!(check_path(&"x".repeat(253)).is_ok());
+        assert!(
+            check_path(&"x".repeat(254)).is_err(),
+            "would fill the key: truncated names match"
+        );
         let k = kernel_path("a/b");
         assert_eq!(&k.path[..5], b"/a/b\0");
         let (a, b) = (path_key("a/b"), path_key("a/c"));

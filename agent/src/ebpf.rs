@@ -40,6 +40,8 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
             true,
         )
         .override_global(globals::TASK_TGID_OFF, &offsets.task_tgid, true)
+        .override_global(globals::TASK_PID_OFF, &offsets.task_pid, true)
+        .override_global(globals::S_MAGIC_OFF, &offsets.sb_s_magic, true)
         .override_global(globals::MAP_NAME_OFF, &offsets.bpf_map_name, true)
         .override_global(globals::PROG_AUX_OFF, &offsets.bpf_prog_aux, true)
         .override_global(globals::PROG_AUX_NAME_OFF, &offsets.bpf_prog_aux_name, true)

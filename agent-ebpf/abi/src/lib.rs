@@ -155,6 +155,10 @@ pub mod globals {
     pub const HIERARCHY_ID_OFF: &str = "HIERARCHY_ID_OFF";
     /// `offsetof(struct task_struct, tgid)`.
     pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
+    /// `offsetof(struct task_struct, pid)`.
+    pub const TASK_PID_OFF: &str = "TASK_PID_OFF";
+    /// `offsetof(struct super_block, s_magic)`.
+    pub const S_MAGIC_OFF: &str = "S_MAGIC_OFF";
     /// `offsetof(struct bpf_map, name)`.
     pub const MAP_NAME_OFF: &str = "MAP_NAME_OFF";
     /// `offsetof(struct bpf_prog, aux)`.
@@ -221,7 +225,10 @@ pub mod programs {
     ];
     /// Self-protection, as (program, LSM hook): ward's BPF objects, the
     /// daemon, the pins' mount, kernel modules and kexec.
-    pub const GUARD_HOOKS: [(&str, &str); 8] = [
+    pub const GUARD_HOOKS: [(&str, &str); 11] = [
+        ("ward_file_send_sigiotask", "file_send_sigiotask"),
+        ("ward_sb_mount", "sb_mount"),
+        ("ward_move_mount", "move_mount"),
         ("ward_bpf_map", "bpf_map"),
         ("ward_bpf_prog", "bpf_prog"),
         ("ward_bpf", "bpf"),
@@ -238,6 +245,9 @@ pub mod programs {
         ("ward_cgroup_mkdir", "cgroup_mkdir"),
         ("ward_cgroup_rmdir", "cgroup_rmdir"),
     ];
+    /// wardd's exit, as (program, BTF tracepoint): its tgid stops being
+    /// exempt, so no later process that gets the same pid is.
+    pub const DAEMON_EXIT: (&str, &str) = ("ward_daemon_exit", "sched_process_exit");
     /// cgroup `sendmsg4`/`sendmsg6` (UDP with an address), for kernels
     /// without BPF LSM.
     pub const SENDMSG4: &str = "ward_sendmsg4";
@@ -552,6 +562,12 @@ pub mod tamper {
     pub const MODULE: u32 = 7;
     /// Loading a kernel for kexec.
     pub const KEXEC: u32 = 8;
+    /// Loading or attaching a BPF program.
+    pub const BPF_LOAD: u32 = 9;
+    /// Changing its own audit login uid (shedding management).
+    pub const LOGINUID: u32 = 10;
+    /// Leaving its managed cgroup.
+    pub const CGROUP_ESCAPE: u32 = 11;
 }
 
 /// Value of [`maps::SUBJECT_CACHE`].

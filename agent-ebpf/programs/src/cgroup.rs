@@ -12,7 +12,10 @@ use aya_ebpf::{
 use ward_abi::{CGROUP_PATH_LEN, MANAGED_BY_PATH};
 
 use crate::{
-    maps::{WARD_CGROUP_MISSED, WARD_CGROUP_PATH_SCRATCH, WARD_CGROUP_PATHS, WARD_MANAGED_CGROUPS},
+    maps::{
+        WARD_CGROUP_MISSED, WARD_CGROUP_PATH_SCRATCH, WARD_CGROUP_PATHS, WARD_GUARD,
+        WARD_MANAGED_CGROUPS,
+    },
     rodata,
 };
 
@@ -120,3 +123,31 @@ pub fn ward_cgroup_rmdir(ctx: BtfTracePointContext) -> i32 {
     }
     0
 }
+
+/// `sched_process_exit(struct task_struct *p)`: when wardd's main thread
+/// exits, its tgid stops being exempt from the guard hooks, before the pid
+/// can be given to anyone else.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn ward_daemon_exit(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let Some(guard) = WARD_GUARD.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the guard map's value; probe-reads of the exiting task.
+    unsafe {
+        let daemon = (*guard).daemon_tgid;
+        if daemon == 0 {
+            return 0;
+        }
+        let pid: u32 =
+            bpf_probe_read_kernel(task.add(rodata(&TASK_PID_OFF)) as *const u32).unwrap_or(0);
+        if pid == daemon {
+            (*guard).daemon_tgid = 0;
+        }
+    }
+    0
+}
+
+/// `offsetof(struct task_struct, pid)`.
+#[unsafe(no_mangle)]
+static TASK_PID_OFF: u64 = 0;

@@ -58,6 +58,26 @@ pub fn parent(dentry: usize) -> usize {
     read_u64(dentry, rodata(&D_PARENT_OFF)) as usize
 }
 
+/// `offsetof(struct super_block, s_magic)`.
+#[unsafe(no_mangle)]
+static S_MAGIC_OFF: u64 = 0;
+
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// Whether `dentry` is a process's `loginuid` file in procfs: writing it
+/// is how a process changes (or clears) its audit login uid.
+#[inline(always)]
+pub fn is_proc_loginuid(dentry: usize) -> bool {
+    let sb = read_u64(dentry, rodata(&D_SB_OFF)) as usize;
+    if sb == 0 || read_u64(sb, rodata(&S_MAGIC_OFF)) != PROC_SUPER_MAGIC {
+        return false;
+    }
+    let name = read_u64(dentry, rodata(&D_NAME_OFF)) as *const u8;
+    // SAFETY: a probe-read of the dentry's name; a failed read matches nothing.
+    let bytes = unsafe { bpf_probe_read_kernel(name as *const [u8; 9]).unwrap_or([0; 9]) };
+    &bytes == b"loginuid\0"
+}
+
 /// The kernel `s_dev` of a `struct super_block *`.
 #[inline(always)]
 pub fn sb_dev(sb: usize) -> u32 {

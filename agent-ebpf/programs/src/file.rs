@@ -250,6 +250,12 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
+    // A managed process (root after sudo too) may not rewrite its login
+    // uid: clearing it would shed management.
+    if op == Op::Write && dentry::is_proc_loginuid(file_dentry(file as usize)) {
+        crate::events::report_tamper(who, ward_abi::tamper::LOGINUID, 0);
+        return -(ward_abi::EPERM);
+    }
     let epoch = held::epoch();
     let outcome = decide_dentry(config, who, file_dentry(file as usize), op, also, true);
     if !outcome.allow {
@@ -438,6 +444,28 @@ write_hook!(ward_inode_removexattr, "inode_removexattr", 1, 3);
 write_hook!(ward_inode_set_acl, "inode_set_acl", 1, 4);
 // (idmap, dentry, acl_name), 6.2+.
 write_hook!(ward_inode_remove_acl, "inode_remove_acl", 1, 3);
+
+/// Mounting on a protected file or directory changes what every name of
+/// it shows (a policy file replaced by a bind mount, a tree hidden by a
+/// tmpfs): a write to it. `sb_mount(dev_name, path, type, flags, data)`.
+#[lsm(hook = "sb_mount")]
+pub fn ward_sb_mount(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(5);
+    if earlier != 0 {
+        return earlier;
+    }
+    check(dentry::of_path(ctx.arg::<usize>(1)), Op::Write, None)
+}
+
+/// `move_mount(from_path, to_path)`: the new mount point, as for sb_mount.
+#[lsm(hook = "move_mount")]
+pub fn ward_move_mount(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return earlier;
+    }
+    check(dentry::of_path(ctx.arg::<usize>(1)), Op::Write, None)
+}
 
 /// `inode_link(old_dentry, dir, new_dentry)`: another name for a file is a
 /// change to it, and to the tree the name lands in.

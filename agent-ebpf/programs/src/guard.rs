@@ -46,7 +46,15 @@ static PROG_AUX_NAME_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static MNT_SB_OFF: u64 = 0;
 
-/// `enum bpf_cmd`: the commands that detach or replace a link.
+/// `enum bpf_cmd`: what a managed subject may not do with bpf(): load a
+/// program (an fmod_ret program on `security_bpf_map` returning 1 would
+/// skip every LSM, ward's refusals included; a tracing program could
+/// `bpf_send_signal` wardd), attach one, or detach or replace a link.
+const BPF_PROG_LOAD: i32 = 5;
+const BPF_PROG_ATTACH: i32 = 8;
+const BPF_PROG_DETACH: i32 = 9;
+const BPF_RAW_TRACEPOINT_OPEN: i32 = 17;
+const BPF_LINK_CREATE: i32 = 28;
 const BPF_LINK_UPDATE: i32 = 29;
 const BPF_LINK_DETACH: i32 = 34;
 /// `enum kernel_read_file_id` / `kernel_load_data_id` (same order).
@@ -169,15 +177,37 @@ pub fn ward_bpf_prog(ctx: LsmContext) -> i32 {
 }
 
 /// A link fd can be had from a pin without any hook seeing the link, so
-/// the commands that use one to detach or replace are refused to managed
-/// subjects for every link.
+/// detaching and replacing are refused to managed subjects for every link;
+/// so are loading and attaching programs, which could override any LSM.
 #[lsm(hook = "bpf")]
 pub fn ward_bpf(ctx: LsmContext) -> i32 {
     let cmd: i32 = ctx.arg(0);
-    if cmd != BPF_LINK_UPDATE && cmd != BPF_LINK_DETACH {
+    let what = match cmd {
+        BPF_LINK_UPDATE | BPF_LINK_DETACH | BPF_PROG_DETACH => tamper::BPF_LINK,
+        BPF_PROG_LOAD | BPF_PROG_ATTACH | BPF_RAW_TRACEPOINT_OPEN | BPF_LINK_CREATE => {
+            tamper::BPF_LOAD
+        }
+        _ => return 0,
+    };
+    refuse_managed(what, cmd as u64)
+}
+
+/// `file_send_sigiotask(tsk, fown, sig)`: a signal by `F_SETOWN`/`F_SETSIG`
+/// and I/O, which never passes `task_kill`. wardd asks for none, so none
+/// reaches it, whoever arranged it.
+#[lsm(hook = "file_send_sigiotask")]
+pub fn ward_file_send_sigiotask(ctx: LsmContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    if !is_daemon(task) {
         return 0;
     }
-    refuse_managed(tamper::BPF_LINK, cmd as u64)
+    let sig: i32 = ctx.arg(2);
+    if let Some(config) = config()
+        && let Some(who) = managed(config)
+    {
+        report_tamper(&who, tamper::SIGNAL, sig as u64);
+    }
+    verdict(false, EPERM)
 }
 
 /// The tgid of a `struct task_struct *`, 0 if unreadable.

@@ -2,7 +2,8 @@
 //!
 //! Local callers are identified by the kernel (`SO_PEERCRED` and
 //! `SO_PEERGROUPS` on the unix socket, captured at connect): root and
-//! members of the admin group administer; any other local user may see
+//! members of the admin group administer, unless their audit login uid is
+//! a managed one (a managed human after sudo); any other local user may see
 //! their own grants and ask about themselves. Remote
 //! callers are identified by their client certificate (mutual TLS) and must
 //! be listed in the config.
@@ -51,14 +52,28 @@ impl Caller {
 
 /// The local caller of a request on the unix socket, from the credentials
 /// its connection was made with (see `peer`).
-pub fn local<T>(req: &Request<T>, admin_group: &str) -> Result<Caller, Status> {
+pub fn local<T>(
+    req: &Request<T>,
+    admin_group: &str,
+    managed_uids: &[[u32; 2]],
+) -> Result<Caller, Status> {
     let peer = req
         .extensions()
         .get::<Option<Peer>>()
         .and_then(Option::as_ref)
         .ok_or_else(|| Status::unauthenticated("the kernel gave no peer credentials"))?;
-    let admin =
-        peer.uid == 0 || users::group_gid(admin_group).is_some_and(|gid| peer.in_group(gid));
+    // A managed human stays managed through sudo: as root they must not
+    // grant themselves what policy and reviewers did not. Their login uid
+    // is read when they connect; unreadable counts as managed.
+    let managed_login = match peer.login_uid {
+        Err(()) => true,
+        Ok(None) => false,
+        Ok(Some(login)) => managed_uids
+            .iter()
+            .any(|[first, last]| (*first..=*last).contains(&login)),
+    };
+    let admin = !managed_login
+        && (peer.uid == 0 || users::group_gid(admin_group).is_some_and(|gid| peer.in_group(gid)));
     Ok(Caller::Local {
         uid: peer.uid,
         pid: peer.pid,

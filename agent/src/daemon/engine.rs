@@ -94,6 +94,8 @@ pub struct Engine {
     /// When the listed paths were last re-resolved.
     objects_checked: std::time::Instant,
     objects_refreshes: u32,
+    /// Cgroups the kernel could not list, as last reported.
+    cgroups_missed: u64,
     pub startup: Startup,
 }
 
@@ -170,6 +172,7 @@ impl Engine {
             trimmer: crate::memory::Trimmer::new(Duration::from_secs(1)),
             objects_checked: std::time::Instant::now(),
             objects_refreshes: 0,
+            cgroups_missed: 0,
             startup: Startup {
                 kernel: crate::kernel::release(),
                 file_and_exec,
@@ -476,6 +479,25 @@ impl Engine {
             let changed = self.enforcer.refresh_objects(scan)?;
             if changed > 0 {
                 tracing::info!(changed, "protected inodes re-resolved");
+            }
+            // A cgroup created at a managed path that the kernel could not
+            // list ran unmanaged: say so, every time it happens.
+            let missed = self.enforcer.cgroups_missed()?;
+            if missed > self.cgroups_missed {
+                let new = missed - self.cgroups_missed;
+                self.cgroups_missed = missed;
+                tracing::error!(
+                    new,
+                    total = missed,
+                    "cgroups created at managed paths were NOT managed: the managed-cgroup map is full (raise limits.max_cgroups)"
+                );
+                self.record(
+                    "cgroups_unmanaged",
+                    None,
+                    "kernel",
+                    serde_json::json!({ "new": new, "total": missed }),
+                    true,
+                )?;
             }
         }
         let now = SystemTime::now();
@@ -1248,11 +1270,14 @@ fn reaches_own_files(config: &Config, valid: &grant::ValidGrant) -> Result<(), I
             index.push(object);
         }
         let i = index.len() - 1;
-        let granted = p.as_str();
+        // Compared as the files are reached: through symlinks too.
+        let resolved = canonical(p.as_str());
+        let granted = resolved.as_str();
         for (what, path, ops) in &own {
             if !ops.contains(op) {
                 continue;
             }
+            let path = &canonical(path);
             let overlaps = granted == path
                 || (granted.ends_with('/') && path.starts_with(granted))
                 || (path.ends_with('/') && granted.starts_with(path.as_str()));
@@ -1269,6 +1294,21 @@ fn reaches_own_files(config: &Config, valid: &grant::ValidGrant) -> Result<(), I
         }
     }
     Ok(())
+}
+
+/// `path` with its symlinks resolved, keeping a tree's trailing `/`; as
+/// given when it does not exist.
+fn canonical(path: &str) -> String {
+    match std::fs::canonicalize(path) {
+        Ok(p) => {
+            let mut s = p.to_string_lossy().into_owned();
+            if path.ends_with('/') && !s.ends_with('/') {
+                s.push('/');
+            }
+            s
+        }
+        Err(_) => path.to_owned(),
+    }
 }
 
 /// ward's own files, which no managed subject may change (keys: nor
@@ -1292,7 +1332,20 @@ fn own_files(config: &Config) -> Vec<(&'static str, String, &'static [Op])> {
     let a = &config.agent;
     if let Some(src) = &config.source {
         file("config", src, W);
+        // ward's own configuration directory (/etc/ward/) as a whole, so
+        // that it cannot be renamed away and replaced; a shared directory
+        // (the config sits in /etc itself, say) keeps only the files.
+        if let Some(dir) = src.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("ward"))
+        {
+            file("config directory", &tree(dir), W);
+        }
     }
+    // Kernel settings: core_pattern and modprobe name helpers the kernel
+    // runs as unmanaged root, ns_last_pid picks pids, and so on.
+    file("kernel settings", std::path::Path::new("/proc/sys/"), W);
     if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
         file("binary", &exe, W);
         file("binary", &exe.with_file_name("ward"), W);

@@ -23,6 +23,11 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// Supplementary groups at connect time.
     pub groups: Vec<u32>,
+    /// The audit login uid at accept (`None`: unset), read from
+    /// `/proc/PID/loginuid` right after accept; `Err` if it could not be.
+    /// Its holder cannot change it once managed (the kernel refuses), so
+    /// only pid reuse within the moment after accept could mislead it.
+    pub login_uid: Result<Option<u32>, ()>,
 }
 
 impl Peer {
@@ -34,6 +39,7 @@ impl Peer {
             gid: cred.gid(),
             pid: cred.pid(),
             groups: peer_groups(stream.as_raw_fd())?,
+            login_uid: cred.pid().map_or(Err(()), login_uid_of),
         })
     }
 
@@ -64,6 +70,23 @@ pub fn admit(stream: UnixStream, slots: &Arc<Slots<u32>>) -> Option<PeerStream> 
         other => Some(slots.admit(other.as_ref().map_or(u32::MAX, |p| p.uid))?),
     };
     Some(Held::new(stream, peer, slot))
+}
+
+/// A process's audit login uid (`None` when unset).
+fn login_uid_of(pid: i32) -> Result<Option<u32>, ()> {
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/loginuid")) {
+        Ok(t) => t,
+        // A kernel without audit has no login uids at all.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::path::Path::new(&format!("/proc/{pid}")).exists() =>
+        {
+            return Ok(None);
+        }
+        Err(_) => return Err(()),
+    };
+    let v: u32 = text.trim().parse().map_err(|_| ())?;
+    Ok((v != u32::MAX).then_some(v))
 }
 
 /// `SO_PEERGROUPS`: the supplementary groups of the connecting task.

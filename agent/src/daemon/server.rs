@@ -186,6 +186,7 @@ pub async fn run(
         engine.clone(),
         Transport::Local {
             admin_group: config.agent.admin_group.clone(),
+            managed_uids: config.enforce.managed_uids.clone(),
         },
         reader,
     );

@@ -23,6 +23,9 @@ use super::{
 pub enum Transport {
     Local {
         admin_group: String,
+        /// Managed uid ranges: a caller whose audit login uid is in one
+        /// (a managed human after sudo) never administers.
+        managed_uids: Vec<[u32; 2]>,
     },
     Tls {
         allowed: Vec<String>,
@@ -95,7 +98,10 @@ impl AgentService {
     /// Authenticates the caller; a failure is audited and refused.
     async fn caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
         let result = match &self.transport {
-            Transport::Local { admin_group } => authz::local(req, admin_group),
+            Transport::Local {
+                admin_group,
+                managed_uids,
+            } => authz::local(req, admin_group, managed_uids),
             Transport::Tls { allowed, .. } => authz::remote(req, allowed),
         };
         if let Err(status) = &result {

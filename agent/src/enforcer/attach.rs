@@ -81,7 +81,10 @@ pub fn all(
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
     }
     if let Some(btf) = &btf {
-        for (name, tracepoint) in programs::CGROUP_TRACEPOINTS {
+        for (name, tracepoint) in programs::CGROUP_TRACEPOINTS
+            .iter()
+            .chain([&programs::DAEMON_EXIT])
+        {
             traced(ebpf, name, tracepoint, btf, links.as_deref())?;
         }
     }

@@ -173,6 +173,12 @@ fn tamper(what: u32, detail: u64) -> (&'static str, String) {
         ),
         t::MODULE => ("module", "a kernel module load".into()),
         t::KEXEC => ("kexec", "a kexec kernel load".into()),
+        t::BPF_LOAD => (
+            "bpf-load",
+            format!("loading or attaching a BPF program (bpf command {detail})"),
+        ),
+        t::LOGINUID => ("loginuid", "its own audit login uid".into()),
+        t::CGROUP_ESCAPE => ("cgroup-escape", "leaving its managed cgroup".into()),
         _ => ("unknown", format!("tamper {what} ({detail})")),
     }
 }

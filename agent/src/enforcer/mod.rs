@@ -209,6 +209,16 @@ impl Enforcer {
             reason: reason.to_owned(),
         })?;
         let key = crate::cgroup::path_key(rel);
+        if let Some((other, _)) = self
+            .paths
+            .iter()
+            .find(|(p, k)| **k == key && p.as_str() != rel)
+        {
+            return Err(EnforcerError::CgroupPath {
+                path: rel.to_owned(),
+                reason: format!("its key collides with the followed path `{other}`"),
+            });
+        }
         let value = ManagedCgroup {
             key,
             flags: ward_abi::MANAGED_BY_PATH,
@@ -224,8 +234,14 @@ impl Enforcer {
             Some(value),
             max,
         )?;
-        if let Ok(id) = crate::cgroup::cgroup_id(&root.join(rel)) {
+        let dir = root.join(rel);
+        if let Ok(id) = crate::cgroup::cgroup_id(&dir) {
             kmaps::set_managed(&mut self.ebpf, id, Some(value), max)?;
+            // Removed between the stat and the insert: its rmdir came too
+            // early to forget it, so forget it here.
+            if crate::cgroup::cgroup_id(&dir).ok() != Some(id) {
+                kmaps::set_managed(&mut self.ebpf, id, None, max)?;
+            }
         }
         self.paths.insert(rel.to_owned(), key);
         Ok(key)

@@ -294,6 +294,104 @@ fn root_with_a_managed_login_uid_cannot_switch_ward_off() {
         }
     });
 
+    // Shedding management: clearing the login uid.
+    // SAFETY: open and write only.
+    attempt("clear /proc/self/loginuid", || unsafe {
+        let fd = libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_WRONLY);
+        if fd < 0 {
+            return errno();
+        }
+        let unset = b"4294967295";
+        if libc::write(fd, unset.as_ptr().cast(), unset.len()) < 0 {
+            errno()
+        } else {
+            0
+        }
+    });
+    // Its own BPF program (an fmod_ret on security_bpf_map returning 1
+    // would skip every LSM): no program loads at all. A minimal socket
+    // filter ("r0 = 0; exit") is enough to reach the check.
+    // SAFETY: bpf only.
+    attempt("BPF_PROG_LOAD", || unsafe {
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+        let license = c"GPL";
+        // prog_type 1 (socket filter), insn_cnt 2, insns, license.
+        let mut attr = [0u64; 16];
+        attr[0] = 1 | (2u64 << 32);
+        attr[1] = insns.as_ptr() as u64;
+        attr[2] = license.as_ptr() as u64;
+        let r = libc::syscall(libc::SYS_bpf, 5i64, attr.as_ptr(), 128u32);
+        if r < 0 { errno() } else { 0 }
+    });
+    // A bind mount over its config: a write to it.
+    let config = cpath(&g.dir.path().join("agent.toml"));
+    let fake = cpath(&g.dir.file("fake.toml"));
+    // SAFETY: unshare and mount only (a private mount namespace, so a
+    // missing refusal would not leak out of this child).
+    attempt("bind mount over agent.toml", || unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) < 0 {
+            return 100;
+        }
+        let none = c"none";
+        let root = c"/";
+        libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        if libc::mount(
+            fake.as_ptr(),
+            config.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) < 0
+        {
+            errno()
+        } else {
+            0
+        }
+    });
+    // Kernel settings that name helpers the kernel runs as unmanaged root.
+    // SAFETY: open only.
+    attempt("write core_pattern", || unsafe {
+        let fd = libc::open(c"/proc/sys/kernel/core_pattern".as_ptr(), libc::O_WRONLY);
+        if fd < 0 { errno() } else { 0 }
+    });
+    // Its control socket: as root, but a managed human's root, no grant.
+    let out = {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(ward_tests::ward_bin());
+        cmd.args([
+            "grant",
+            "--user",
+            "ward-nobody",
+            "--read",
+            g.secret.to_str().unwrap(),
+            "--for",
+            "5m",
+            "--reason",
+            "INC-1",
+        ])
+        .env("WARD_SOCKET", g.dir.path().join("agent.sock"));
+        // SAFETY: open and write in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                std::fs::write("/proc/self/loginuid", "1500")?;
+                Ok(())
+            });
+        }
+        cmd.output().expect("run ward")
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a managed human's root may not push grants: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Nothing of that switched anything off.
     assert!(g.wardd.pid().is_some_and(|p| p as i32 == pid));
     // SAFETY: signal 0 probes only.
