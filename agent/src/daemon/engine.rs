@@ -1339,6 +1339,9 @@ fn own_files(config: &Config) -> Vec<(&'static str, String, &'static [Op])> {
             && dir
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().contains("ward"))
+            // Not when the control socket lies inside: connecting to it
+            // is a write, and every user must reach it.
+            && !a.socket.starts_with(dir)
         {
             file("config directory", &tree(dir), W);
         }
