@@ -162,10 +162,7 @@ pub fn lsm(
             .take_link(link_id)
             .map_err(program_err(name))?
             .into();
-        link.pin(&pin).map_err(|e| EnforcerError::Pin {
-            path: pin.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        pin_link(link, &pin)?;
     }
     Ok(true)
 }
@@ -195,10 +192,16 @@ fn traced(
             .take_link(link_id)
             .map_err(program_err(name))?
             .into();
-        link.pin(&pin).map_err(|e| EnforcerError::Pin {
-            path: pin.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        pin_link(link, &pin)?;
     }
+    Ok(())
+}
+
+/// Pins an attached program's link, so it outlives the agent.
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), EnforcerError> {
+    link.pin(pin).map_err(|e| EnforcerError::Pin {
+        path: pin.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     Ok(())
 }
