@@ -94,6 +94,15 @@ pub struct KernelOffsets {
     pub bpf_prog_aux: u64,
     pub bpf_prog_aux_name: u64,
     pub vfsmount_mnt_sb: u64,
+    /// Active teardown: `struct sock_common.{skc_daddr, skc_dport,
+    /// skc_num, skc_family}`; the IPv6 addresses are
+    /// [`ward_abi::NO_OFFSET`] on kernels without IPv6.
+    pub skc_daddr: u64,
+    pub skc_dport: u64,
+    pub skc_num: u64,
+    pub skc_family: u64,
+    pub skc_v6_daddr: u64,
+    pub skc_v6_rcv_saddr: u64,
 }
 
 impl KernelOffsets {
@@ -131,6 +140,12 @@ impl KernelOffsets {
         bpf_prog_aux: 0,
         bpf_prog_aux_name: 0,
         vfsmount_mnt_sb: 0,
+        skc_daddr: 0,
+        skc_dport: 0,
+        skc_num: 0,
+        skc_family: 0,
+        skc_v6_daddr: ward_abi::NO_OFFSET,
+        skc_v6_rcv_saddr: ward_abi::NO_OFFSET,
     };
 
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
@@ -190,6 +205,14 @@ impl KernelOffsets {
             bpf_prog_aux: byte_offset(&types, "bpf_prog", "aux")?,
             bpf_prog_aux_name: byte_offset(&types, "bpf_prog_aux", "name")?,
             vfsmount_mnt_sb: byte_offset(&types, "vfsmount", "mnt_sb")?,
+            skc_daddr: byte_offset(&types, "sock_common", "skc_daddr")?,
+            skc_dport: byte_offset(&types, "sock_common", "skc_dport")?,
+            skc_num: byte_offset(&types, "sock_common", "skc_num")?,
+            skc_family: byte_offset(&types, "sock_common", "skc_family")?,
+            skc_v6_daddr: byte_offset(&types, "sock_common", "skc_v6_daddr")
+                .unwrap_or(ward_abi::NO_OFFSET),
+            skc_v6_rcv_saddr: byte_offset(&types, "sock_common", "skc_v6_rcv_saddr")
+                .unwrap_or(ward_abi::NO_OFFSET),
         })
     }
 }

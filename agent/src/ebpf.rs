@@ -45,7 +45,17 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::MAP_NAME_OFF, &offsets.bpf_map_name, true)
         .override_global(globals::PROG_AUX_OFF, &offsets.bpf_prog_aux, true)
         .override_global(globals::PROG_AUX_NAME_OFF, &offsets.bpf_prog_aux_name, true)
-        .override_global(globals::MNT_SB_OFF, &offsets.vfsmount_mnt_sb, true);
+        .override_global(globals::MNT_SB_OFF, &offsets.vfsmount_mnt_sb, true)
+        .override_global(globals::SKC_DADDR_OFF, &offsets.skc_daddr, true)
+        .override_global(globals::SKC_DPORT_OFF, &offsets.skc_dport, true)
+        .override_global(globals::SKC_NUM_OFF, &offsets.skc_num, true)
+        .override_global(globals::SKC_FAMILY_OFF, &offsets.skc_family, true)
+        .override_global(globals::SKC_V6_DADDR_OFF, &offsets.skc_v6_daddr, true)
+        .override_global(
+            globals::SKC_V6_RCV_SADDR_OFF,
+            &offsets.skc_v6_rcv_saddr,
+            true,
+        );
     loader
 }
 

@@ -117,6 +117,7 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
+    ("xz-utils", "/usr/bin/xz"),
     // systemd-analyze verifies the unit file in the tests.
     ("systemd", "/usr/bin/systemd-analyze"),
     // The coordinator's shared store is tested against a real server.

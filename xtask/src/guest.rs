@@ -38,6 +38,11 @@ mount -t tmpfs tmpfs /tmp
 ip link set lo up
 # Everything from here goes to the results port; the console keeps the kernel log.
 exec >/dev/ttyS1 2>&1
+# sock_diag's inet handlers (connection teardown), which a real host loads
+# on demand.
+for m in inet_diag tcp_diag; do
+  insmod /lib/modules/$(uname -r)/$m.ko || echo "WARD-VM-NOTE could not load $m"
+done
 finish() { echo "WARD-VM-EXIT $1"; sync; poweroff -f; }
 lsm=$(cat /sys/kernel/security/lsm 2>/dev/null)
 case ",$lsm," in
@@ -140,6 +145,19 @@ pub fn pack(ws: &Workspace, bins: &GuestBinaries, script: &str) -> Result<PathBu
         install(path, &root.join("ward/tests").join(name))?;
     }
     write_exec(&root.join("init"), INIT)?;
+    // Every fetched kernel's modules: one image boots each of them.
+    for kernel in fs::read_dir(ws.target().join("kernels"))?.flatten() {
+        let Ok(version) = fs::read_to_string(kernel.path().join("version")) else {
+            continue;
+        };
+        let dir = root.join("lib/modules").join(version.trim());
+        fs::create_dir_all(&dir)?;
+        for module in crate::kernels::MODULES {
+            let from = kernel.path().join("modules").join(module);
+            fs::copy(&from, dir.join(module))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
     write_exec(&root.join("ward/run.sh"), script)?;
     // Tests look users up by name; give root a passwd entry.
     fs::write(

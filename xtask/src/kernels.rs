@@ -64,7 +64,9 @@ pub fn fetch(ws: &Workspace, line: &'static KernelLine) -> Result<Kernel> {
     let dir = ws.target().join("kernels").join(line.name);
     let vmlinuz = dir.join("vmlinuz");
     let version_file = dir.join("version");
-    if let (true, Ok(version)) = (vmlinuz.exists(), fs::read_to_string(&version_file)) {
+    let modules = dir.join("modules");
+    let complete = vmlinuz.exists() && MODULES.iter().all(|m| modules.join(m).exists());
+    if let (true, Ok(version)) = (complete, fs::read_to_string(&version_file)) {
         return Ok(Kernel {
             line: line.name,
             version: version.trim().to_owned(),
@@ -105,6 +107,7 @@ pub fn fetch(ws: &Workspace, line: &'static KernelLine) -> Result<Kernel> {
         })
         .context("kernel package has no /boot/vmlinuz-*")?;
     fs::copy(&image, &vmlinuz)?;
+    keep_modules(&unpacked, &modules)?;
     fs::write(&version_file, format!("{version}\n"))?;
     let _ = fs::remove_dir_all(&unpacked);
     let _ = fs::remove_file(&deb);
@@ -113,6 +116,50 @@ pub fn fetch(ws: &Workspace, line: &'static KernelLine) -> Result<Kernel> {
         version,
         vmlinuz,
     })
+}
+
+/// The modules the guest loads at boot (in this order): sock_diag's inet
+/// handlers, which `SOCK_DESTROY` (connection teardown) needs. Debian
+/// builds them as modules; a real host loads them on demand.
+pub const MODULES: &[&str] = &["inet_diag.ko", "tcp_diag.ko"];
+
+/// Copies [`MODULES`] out of an unpacked kernel package into `to`,
+/// decompressed (the guest's busybox `insmod` reads plain ELF).
+fn keep_modules(unpacked: &Path, to: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir_all(to)?;
+    let found = output(
+        Command::new("find")
+            .arg(unpacked)
+            .args(["-name", "*_diag.ko*"]),
+    )?;
+    for module in MODULES {
+        let path = found
+            .lines()
+            .map(Path::new)
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n == *module || n.strip_suffix(".xz") == Some(*module)
+                })
+            })
+            .with_context(|| format!("the kernel package has no {module}"))?;
+        let target = to.join(module);
+        if path.extension().is_some_and(|x| x == "xz") {
+            let plain = Command::new("xz")
+                .arg("-dc")
+                .arg(path)
+                .output()
+                .context("running xz")?;
+            if !plain.status.success() {
+                bail!("xz could not decompress {}", path.display());
+            }
+            fs::write(&target, plain.stdout)?;
+        } else {
+            fs::copy(path, &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// apt with its own sources, lists and cache: only `update`, dependency

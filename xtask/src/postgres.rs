@@ -24,6 +24,13 @@ pub struct Postgres {
     pub ca: PathBuf,
 }
 
+impl Postgres {
+    /// The server's own `psql`, for tests that hold a real session.
+    pub fn psql(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+}
+
 /// A throwaway CA and a server certificate for localhost and 127.0.0.1,
 /// made once per cluster with the openssl command.
 fn make_certificates(dir: &Path) -> Result<()> {

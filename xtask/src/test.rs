@@ -118,7 +118,8 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     let mut test = cargo(ws, &["test", "--no-fail-fast"]);
     if let Some(pg) = &postgres {
         test.env("WARD_TEST_POSTGRES", &pg.url)
-            .env("WARD_TEST_POSTGRES_CA", &pg.ca);
+            .env("WARD_TEST_POSTGRES_CA", &pg.ca)
+            .env("WARD_TEST_PSQL", pg.psql());
     }
     let (ok, out) = tee(&mut test)?;
     drop(postgres);

@@ -167,6 +167,15 @@ pub mod globals {
     pub const PROG_AUX_NAME_OFF: &str = "PROG_AUX_NAME_OFF";
     /// `offsetof(struct vfsmount, mnt_sb)`.
     pub const MNT_SB_OFF: &str = "MNT_SB_OFF";
+    /// Active teardown: `struct sock_common.{skc_daddr, skc_dport,
+    /// skc_num, skc_family}`, and `{skc_v6_daddr, skc_v6_rcv_saddr}` or
+    /// [`super::NO_OFFSET`] on kernels without IPv6.
+    pub const SKC_DADDR_OFF: &str = "SKC_DADDR_OFF";
+    pub const SKC_DPORT_OFF: &str = "SKC_DPORT_OFF";
+    pub const SKC_NUM_OFF: &str = "SKC_NUM_OFF";
+    pub const SKC_FAMILY_OFF: &str = "SKC_FAMILY_OFF";
+    pub const SKC_V6_DADDR_OFF: &str = "SKC_V6_DADDR_OFF";
+    pub const SKC_V6_RCV_SADDR_OFF: &str = "SKC_V6_RCV_SADDR_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -223,6 +232,11 @@ pub mod programs {
         ("ward_unix_stream_connect", "unix_stream_connect"),
         ("ward_unix_may_send", "unix_may_send"),
     ];
+    /// Active teardown: a TCP socket iterator (`iter/tcp`) that names the
+    /// held connections whose permission has ended ([`super::EndedConn`]),
+    /// for the agent to reset. Loaded by every agent, never attached to a
+    /// hook or pinned: the agent runs it.
+    pub const TCP_ENDED: &str = "ward_tcp_ended";
     /// Self-protection, as (program, LSM hook): ward's BPF objects, the
     /// daemon, the pins' mount, kernel modules and kexec.
     pub const GUARD_HOOKS: [(&str, &str); 11] = [
@@ -252,6 +266,9 @@ pub mod programs {
     /// without BPF LSM.
     pub const SENDMSG4: &str = "ward_sendmsg4";
     pub const SENDMSG6: &str = "ward_sendmsg6";
+    /// cgroup `sock_release`, for kernels without BPF LSM: forgets a held
+    /// connection when its socket is closed.
+    pub const SOCK_RELEASE: &str = "ward_sock_release";
     /// cgroup `connect4`, for kernels without BPF LSM.
     pub const CONNECT4: &str = "ward_connect4";
     /// cgroup `connect6`, for kernels without BPF LSM.
@@ -396,6 +413,26 @@ pub struct Held {
     pub family: u16,
     /// [`HELD_ALLOWED`] or [`HELD_DENIED`].
     pub state: u32,
+}
+
+/// A held TCP connection whose permission has ended, as the teardown
+/// iterator ([`programs::TCP_ENDED`]) writes it: what `SOCK_DESTROY` needs
+/// to find exactly that socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndedConn {
+    /// The socket's cookie (unique for the boot), so that a socket that
+    /// reused the addresses is never the one reset.
+    pub cookie: u64,
+    /// Local and remote address: IPv4 in the first 4 bytes for
+    /// [`EndedConn::family`] `AF_INET` (2), else IPv6 (10).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad: u16,
 }
 
 /// Bits of `subject` + `op` at the start of every network rule key.

@@ -25,6 +25,7 @@ mod net;
 mod probe;
 mod steps;
 mod subject;
+mod teardown;
 
 /// A layout global (an offset user space set from the kernel's BTF).
 #[inline(always)]

@@ -4,9 +4,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::LpmTrie};
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
-    macros::{cgroup_sock_addr, lsm},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm},
     maps::lpm_trie::Key,
-    programs::{LsmContext, SockAddrContext},
+    programs::{LsmContext, SockAddrContext, SockContext},
 };
 use ward_abi::{
     Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, Op, Rule,
@@ -207,7 +207,7 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 /// Whether a held connection may still be used; decides again when the
 /// rules changed or its allow's deadline passed.
 #[inline(always)]
-fn held_use(sk: u64) -> bool {
+pub(crate) fn held_use(sk: u64) -> bool {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let epoch = held::epoch();
@@ -325,7 +325,7 @@ fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
 
 /// The socket's bound IPv4 address (0.0.0.0 if none).
 #[inline(always)]
-fn bound_v4(sk: u64) -> [u8; 4] {
+pub(crate) fn bound_v4(sk: u64) -> [u8; 4] {
     // SAFETY: a probe read of the socket's bound IPv4 address.
     unsafe { bpf_probe_read_kernel((sk as usize + rodata(&SK_RCV_SADDR_OFF)) as *const [u8; 4]) }
         .unwrap_or([0; 4])
@@ -366,14 +366,38 @@ fn cgroup_dest6(ctx: &SockAddrContext) -> Option<Dest> {
     })
 }
 
+/// A cgroup hook's socket, the key of a held connection: the kernel's
+/// `struct sock *` behind the context's `bpf_sock`.
+#[inline(always)]
+fn cgroup_sock(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: `sk` is the context's socket, always set in these hooks.
+    unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk as u64 }
+}
+
+/// Connects where the kernel has no BPF LSM. An allowed connection to a
+/// protected destination is held, as under the LSM, so that the agent's
+/// teardown resets it when its permission ends (no send or receive hook
+/// checks it here).
 #[cgroup_sock_addr(connect4)]
 pub fn ward_connect4(ctx: SockAddrContext) -> i32 {
-    i32::from(check_connect::<false>(|| cgroup_dest4(&ctx)).0.allow)
+    let epoch = held::epoch();
+    let (outcome, decided) = check_connect::<false>(|| cgroup_dest4(&ctx));
+    i32::from(hold(cgroup_sock(&ctx), epoch, outcome, decided))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn ward_connect6(ctx: SockAddrContext) -> i32 {
-    i32::from(check_connect::<false>(|| cgroup_dest6(&ctx)).0.allow)
+    let epoch = held::epoch();
+    let (outcome, decided) = check_connect::<false>(|| cgroup_dest6(&ctx));
+    i32::from(hold(cgroup_sock(&ctx), epoch, outcome, decided))
+}
+
+/// cgroup `sock_release`, where the kernel has no BPF LSM: a closed
+/// socket is no longer held.
+#[cgroup_sock(sock_release)]
+pub fn ward_sock_release(ctx: SockContext) -> i32 {
+    held::forget(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, ctx.sock as u64);
+    1
 }
 
 /// UDP sends with an address, where the kernel has no BPF LSM.

@@ -523,6 +523,17 @@ impl Engine {
         Ok(())
     }
 
+    /// The next deadline (boot clock) at which a held connection may have
+    /// to be reset; see [`Enforcer::next_connect_deadline`].
+    pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
+        self.enforcer.next_connect_deadline(after)
+    }
+
+    /// Resets held connections whose permission has ended.
+    pub fn end_connections(&mut self) {
+        self.enforcer.end_connections_logged();
+    }
+
     /// Starts a scheduled grant: validated again, into the kernel (which
     /// refuses a conflict), and only then marked active in the store.
     fn activate(&mut self, s: &Stored, g: &pb::Grant, now: SystemTime) -> Result<(), EngineError> {

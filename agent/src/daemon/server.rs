@@ -150,6 +150,27 @@ pub async fn run(
         }
     });
 
+    // The kernel ends a held connection at its next send or receive on its
+    // own; this resets it at the deadline itself, so its peer sees the end
+    // then. Revokes and policy changes reset at once, where they apply.
+    const TEARDOWN_POLL: Duration = Duration::from_millis(100);
+    let resetter = engine.clone();
+    essential.spawn("connection teardown", async move {
+        // Deadlines that passed while no agent ran.
+        resetter.lock().await.end_connections();
+        loop {
+            let now = crate::enforcer::boot_ns();
+            let next = resetter.lock().await.next_connect_deadline(now);
+            match next {
+                Some(deadline) if deadline <= now + TEARDOWN_POLL.as_nanos() as u64 => {
+                    sleep_until_boot(deadline).await;
+                    resetter.lock().await.end_connections();
+                }
+                _ => tokio::time::sleep(TEARDOWN_POLL).await,
+            }
+        }
+    });
+
     // Connection limits, not the default 1,024 descriptors, should decide
     // how many callers are served.
     if let Err(e) = transport::raise_descriptor_limit() {
@@ -329,4 +350,30 @@ fn tls_server(
     Ok(server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.recv().await;
     }))
+}
+
+/// Sleeps until `deadline` on the boot clock (`CLOCK_BOOTTIME`, the
+/// kernel's clock for deadlines), to within the timer slack: tokio's
+/// millisecond timer for all but the last 2 ms, then an absolute
+/// `clock_nanosleep` on a blocking thread.
+async fn sleep_until_boot(deadline: u64) {
+    const COARSE_MARGIN: u64 = 2_000_000;
+    let now = crate::enforcer::boot_ns();
+    if deadline > now + COARSE_MARGIN {
+        tokio::time::sleep(Duration::from_nanos(deadline - now - COARSE_MARGIN)).await;
+    }
+    let precise = tokio::task::spawn_blocking(move || {
+        let at = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline));
+        nix::time::clock_nanosleep(
+            nix::time::ClockId::CLOCK_BOOTTIME,
+            nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
+            &at,
+        )
+    })
+    .await;
+    if !matches!(precise, Ok(Ok(_))) {
+        // Never early: fall back to the coarse timer.
+        let now = crate::enforcer::boot_ns();
+        tokio::time::sleep(Duration::from_nanos(deadline.saturating_sub(now))).await;
+    }
 }

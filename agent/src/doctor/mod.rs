@@ -43,9 +43,14 @@ pub struct Capabilities {
     pub network: bool,
     /// How a use already under way (an open file, a connection) ends when
     /// its permission does: `"lsm"`, checked at every read, write, send
-    /// and receive on the kernel's clock; or `"none"`, only new opens and
-    /// connects are refused.
+    /// and receive on the kernel's clock; `"reset"` (cgroup hooks only),
+    /// TCP connections are reset by the agent and nothing else ends; or
+    /// `"none"`, only new opens and connects are refused.
     pub use_in_progress: &'static str,
+    /// How a held connection's peer learns that it ended: `"sock_destroy"`,
+    /// reset at the deadline (or the revoke) through sock_diag; or
+    /// `"none"`, only when the holder next sends or receives.
+    pub connection_teardown: &'static str,
     /// Whether managed subjects (root after `sudo` included) are kept from
     /// switching ward off: its BPF objects, the daemon, the pins' mount,
     /// kernel modules and kexec (`"lsm"`), or not at all (`"none"`).
@@ -99,6 +104,7 @@ pub fn run() -> Report {
         probes::lsm_program(&probe_offsets),
         probes::cgroup_v2(),
         probes::cgroup_sock_addr(&probe_offsets),
+        probes::connection_teardown(),
     ];
     let mut report = Report {
         kernel: crate::kernel::release(),
@@ -108,14 +114,28 @@ pub fn run() -> Report {
             file_and_exec: false,
             network: false,
             use_in_progress: "none",
+            connection_teardown: "none",
             self_protection: "none",
         },
     };
     let lsm = report.ok("bpf_lsm") && report.ok("lsm_program") && report.ok("btf");
+    let network = lsm || report.ok("cgroup_sock_addr");
+    let teardown = report.ok("sock_destroy");
     report.capabilities = Capabilities {
         file_and_exec: lsm,
-        network: lsm || report.ok("cgroup_sock_addr"),
-        use_in_progress: if lsm { "lsm" } else { "none" },
+        network,
+        use_in_progress: if lsm {
+            "lsm"
+        } else if network && teardown {
+            "reset"
+        } else {
+            "none"
+        },
+        connection_teardown: if network && teardown {
+            "sock_destroy"
+        } else {
+            "none"
+        },
         self_protection: if lsm { "lsm" } else { "none" },
     };
     report

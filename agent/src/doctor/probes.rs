@@ -25,6 +25,33 @@ fn check(id: &'static str, title: &'static str, status: Status, detail: String) 
     }
 }
 
+/// Whether connections whose permission ends can be reset: asks sock_diag
+/// to destroy a listening socket made for the purpose.
+pub fn connection_teardown() -> Check {
+    let (id, title) = ("sock_destroy", "Connection reset (sock_diag SOCK_DESTROY)");
+    match crate::enforcer::teardown_probe() {
+        Ok(()) => check(
+            id,
+            title,
+            Status::Ok,
+            "a held connection is reset when its permission ends".to_owned(),
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            check(id, title, Status::Error, format!("{e} (run as root)"))
+        }
+        Err(e) => check(
+            id,
+            title,
+            Status::Unavailable,
+            format!(
+                "{e}: needs CONFIG_INET_DIAG_DESTROY and the inet_diag and tcp_diag modules; \
+                 without it a connection whose permission ends fails at its next send or \
+                 receive, but its peer is not reset"
+            ),
+        ),
+    }
+}
+
 pub fn kernel_version() -> Check {
     check("kernel", "Kernel version", Status::Ok, kernel::release())
 }

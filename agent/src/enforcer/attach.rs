@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{BtfTracePoint, CgroupSock, CgroupSockAddr, Iter, Lsm, links::FdLink},
 };
 use ward_abi::programs;
 
@@ -81,6 +81,15 @@ pub fn all(
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
     }
     if let Some(btf) = &btf {
+        // Loaded, never attached or pinned: each teardown pass runs it.
+        if let Err(e) = iter(ebpf, programs::TCP_ENDED, "tcp", btf) {
+            tracing::error!(
+                error = %e,
+                "connection teardown unavailable: a connection whose permission ends is not reset (under BPF LSM it still fails at its next send or receive)"
+            );
+        }
+    }
+    if let Some(btf) = &btf {
         for (name, tracepoint) in programs::CGROUP_TRACEPOINTS
             .iter()
             .chain([&programs::DAEMON_EXIT])
@@ -93,6 +102,7 @@ pub fn all(
             path: cgroup.clone(),
             source,
         })?;
+        cgroup_sock_release(ebpf, &cg, cgroup, links.as_deref(), &mut unpinned)?;
         for (name, attach_type) in [
             (programs::CONNECT4, cgroup_link::BPF_CGROUP_INET4_CONNECT),
             (programs::CONNECT6, cgroup_link::BPF_CGROUP_INET6_CONNECT),
@@ -127,6 +137,46 @@ pub fn all(
         }
     }
     Ok(unpinned)
+}
+
+/// Attaches cgroup `sock_release` (forgetting held connections), pinned
+/// like the connect hooks.
+fn cgroup_sock_release(
+    ebpf: &mut Ebpf,
+    cg: &std::fs::File,
+    cgroup: &Path,
+    links: Option<&Path>,
+    unpinned: &mut Vec<OwnedFd>,
+) -> Result<(), EnforcerError> {
+    let name = programs::SOCK_RELEASE;
+    let pin = links.map(|d| d.join(name));
+    if pin.as_ref().is_some_and(|p| p.exists()) {
+        tracing::debug!(program = name, "adopting pinned cgroup link");
+        return Ok(());
+    }
+    let program: &mut CgroupSock = ebpf
+        .program_mut(name)
+        .ok_or(EnforcerError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    program.load().map_err(program_err(name))?;
+    let prog_fd = program.fd().map_err(program_err(name))?;
+    let link = cgroup_link::attach(
+        prog_fd.as_fd(),
+        cg.as_fd(),
+        cgroup_link::BPF_CGROUP_INET_SOCK_RELEASE,
+    )
+    .map_err(|e| EnforcerError::Attach {
+        name,
+        target: cgroup.to_owned(),
+        source: e,
+    })?;
+    match pin {
+        Some(pin) => cgroup_link::pin(link.as_fd(), &pin)
+            .map_err(|source| EnforcerError::Pin { path: pin, source })?,
+        None => unpinned.push(link),
+    }
+    Ok(())
 }
 
 /// Loads and attaches one LSM program; with `links`, pins its link there,
@@ -195,6 +245,16 @@ fn traced(
         pin_link(link, &pin)?;
     }
     Ok(())
+}
+
+/// Loads an iterator program (`iter/{target}`).
+fn iter(ebpf: &mut Ebpf, name: &'static str, target: &str, btf: &Btf) -> Result<(), EnforcerError> {
+    let program: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or(EnforcerError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    program.load(target, btf).map_err(program_err(name))
 }
 
 /// Pins an attached program's link, so it outlives the agent.

@@ -23,6 +23,7 @@ pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 pub const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 pub const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+pub const BPF_CGROUP_INET_SOCK_RELEASE: u32 = 34;
 
 /// `union bpf_attr` is at most 128 bytes here; unused bytes must be zero.
 type Attr = [u64; 16];

@@ -53,6 +53,8 @@ pub enum EnforcerError {
     Events(std::io::Error),
     #[error("explain: {0}")]
     Explain(String),
+    #[error("connection teardown: {0}")]
+    Teardown(String),
     #[error("cgroup path `{path}`: {reason}")]
     CgroupPath { path: String, reason: String },
 }

@@ -20,6 +20,7 @@ mod kmaps;
 mod objects;
 mod path;
 mod table;
+mod teardown;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -35,6 +36,7 @@ pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
 pub use path::{PathPattern, PathPatternError};
 pub use table::{Entry, Expiry, Object, Subject, TableError};
+pub use teardown::{Teardown, probe as teardown_probe};
 pub use ward_policy::net::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
@@ -334,7 +336,7 @@ impl Enforcer {
         let gone = self.objects.retain(|p| used.contains(p));
         kmaps::apply_objects(&mut self.ebpf, &gone, &self.config)?;
         kmaps::reconcile_objects(&mut self.ebpf, &self.objects)?;
-        kmaps::bump_epoch(&mut self.ebpf)?;
+        self.rules_changed()?;
         for p in self.objects.unresolved() {
             tracing::warn!(path = %p, "path names nothing yet: not enforced until it exists");
         }
@@ -455,7 +457,7 @@ impl Enforcer {
         let Some(entries) = self.grants.remove(&grant_id) else {
             // An adopted table may hold grants this process never saw.
             let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
-            kmaps::bump_epoch(&mut self.ebpf)?;
+            self.rules_changed()?;
             return Ok(removed > 0);
         };
         let touched = entries
@@ -471,7 +473,7 @@ impl Enforcer {
     /// must reach them).
     fn sync(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let written = self.write_slots(slots);
-        let bumped = kmaps::bump_epoch(&mut self.ebpf);
+        let bumped = self.rules_changed();
         written.and(bumped)
     }
 
@@ -515,6 +517,90 @@ impl Enforcer {
     pub fn stats(&mut self) -> Result<Stats, EnforcerError> {
         kmaps::stats(&mut self.ebpf)
     }
+
+    /// Tells held uses that the rules changed (each decides again at its
+    /// next call), then resets the connections that change ended. A reset
+    /// that fails is logged, not returned: the change is in force, and the
+    /// connection still fails at its holder's next send or receive.
+    fn rules_changed(&mut self) -> Result<(), EnforcerError> {
+        kmaps::bump_epoch(&mut self.ebpf)?;
+        self.end_connections_logged();
+        Ok(())
+    }
+
+    /// [`Enforcer::end_connections`], with the outcome in the log.
+    pub fn end_connections_logged(&mut self) {
+        match self.end_connections() {
+            Ok(t) => {
+                if t.reset + t.gone > 0 {
+                    tracing::info!(reset = t.reset, gone = t.gone, "ended connections reset");
+                }
+                for why in &t.failed {
+                    tracing::error!(connection = %why, "could not reset an ended connection; it fails at its next send or receive");
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "could not look for ended connections; they fail at their next send or receive, but their peers are not reset"
+            ),
+        }
+    }
+
+    /// Resets every held TCP connection (in this agent's network
+    /// namespace) whose permission has ended: the kernel's iterator names
+    /// them with the decision every send and receive takes, and sock_diag
+    /// aborts each. Nothing to do, and no iteration, while no connection
+    /// is held.
+    pub fn end_connections(&mut self) -> Result<Teardown, EnforcerError> {
+        if kmaps::held(&mut self.ebpf)?.1 == 0 {
+            return Ok(Teardown::default());
+        }
+        let name = ward_abi::programs::TCP_ENDED;
+        let program: &mut aya::programs::Iter = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(EnforcerError::MissingProgram(name))?
+            .try_into()
+            .map_err(attach::program_err(name))?;
+        let link_id = program.attach().map_err(attach::program_err(name))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(attach::program_err(name))?;
+        let mut file = link
+            .into_file()
+            .map_err(|e| EnforcerError::Teardown(format!("creating the iterator: {e}")))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| EnforcerError::Teardown(format!("running the iterator: {e}")))?;
+        let ended = teardown::parse(&bytes);
+        if ended.is_empty() {
+            return Ok(Teardown::default());
+        }
+        let mut resetter =
+            teardown::Resetter::open().map_err(|e| EnforcerError::Teardown(e.to_string()))?;
+        Ok(resetter.reset_all(&ended))
+    }
+
+    /// The next deadline after `after` (boot clock) of an allow to connect,
+    /// from a grant or a policy time window: when a held connection may
+    /// have to be reset.
+    pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
+        let policy = self
+            .policy
+            .iter()
+            .filter(|(slot, _)| slot.op == ward_abi::Op::Connect)
+            .flat_map(|(_, entries)| entries);
+        self.grants
+            .values()
+            .flatten()
+            .filter(|e| e.op == ward_abi::Op::Connect)
+            .chain(policy)
+            .filter_map(|e| match e.expires {
+                Expiry::AtBootNs(ns) if ns > after => Some(ns),
+                _ => None,
+            })
+            .min()
+    }
 }
 
 impl Enforcer {
@@ -527,7 +613,7 @@ impl Enforcer {
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
         if !changes.is_empty() {
             // A new inode under a name changes what a held file's walk finds.
-            kmaps::bump_epoch(&mut self.ebpf)?;
+            self.rules_changed()?;
         }
         Ok(changes.len())
     }

@@ -67,12 +67,27 @@ fn doctor_text_says_what_is_unavailable() {
             text.contains("cgroup connect4/connect6/sendmsg4/sendmsg6 hooks only"),
             "{text}"
         );
-        // Without BPF LSM nothing ends a use already under way: said, not hidden.
-        assert_eq!(report["capabilities"]["use_in_progress"], "none");
-        assert!(
-            text.contains("use in progress:            NOT ENDED"),
-            "{text}"
+        // Without BPF LSM only connections end (reset by wardd), and only
+        // where sock_diag can destroy sockets: said, not hidden.
+        let teardown = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "sock_destroy" && c["status"] == "ok");
+        let (in_use, line) = if teardown {
+            (
+                "reset",
+                "use in progress:            TCP connections made under a grant are reset",
+            )
+        } else {
+            ("none", "use in progress:            NOT ENDED")
+        };
+        assert_eq!(report["capabilities"]["use_in_progress"], in_use);
+        assert_eq!(
+            report["capabilities"]["connection_teardown"],
+            if teardown { "sock_destroy" } else { "none" }
         );
+        assert!(text.contains(line), "{text}");
     }
 }
 

@@ -10,4 +10,5 @@ mod dist;
 mod doctor;
 mod pinning;
 mod policy;
+mod teardown;
 mod tls;

@@ -13,6 +13,7 @@ fn doctor_reports_working_bpf_lsm() {
         "btf",
         "cgroup_v2",
         "cgroup_sock_addr",
+        "sock_destroy",
     ] {
         let check = report["checks"]
             .as_array()
@@ -24,6 +25,10 @@ fn doctor_reports_working_bpf_lsm() {
     }
     assert_eq!(report["capabilities"]["file_and_exec"], true);
     assert_eq!(report["capabilities"]["use_in_progress"], "lsm");
+    assert_eq!(
+        report["capabilities"]["connection_teardown"],
+        "sock_destroy"
+    );
     assert_eq!(code, 0, "all checks pass, so exit 0");
 
     let (code, text, _) = ward(&["doctor"]);
@@ -34,6 +39,10 @@ fn doctor_reports_working_bpf_lsm() {
     );
     assert!(
         text.contains("use in progress:            ends at the deadline"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connection teardown:        a held connection is reset"),
         "{text}"
     );
 }

@@ -267,6 +267,93 @@ fn a_tcp_session_ends_at_revoke() {
     assert_eq!(h.try_use(Use::Recv), SOCK_ENDED, "receive after revoke");
 }
 
+/// What the peer of a connection sees next: data, the end, or a reset.
+fn peer_sees(peer: &mut std::net::TcpStream) -> std::io::Result<usize> {
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut b = [0u8; 16];
+    peer.read(&mut b)
+}
+
+fn is_reset(r: &std::io::Result<usize>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn a_tcp_session_is_reset_at_its_deadline_and_the_peer_sees_it() {
+    let mut n = net("reset-deadline", "127.0.0.1:0", |p| {
+        format!("127.0.0.1/32:{p}")
+    });
+    let to = n.listener.local_addr().unwrap();
+    let deadline = deadline_in(Duration::from_millis(2000));
+    n.grant(220, Expiry::AtBootNs(deadline));
+    let mut h = Holder::start(&n.managed, Target::Tcp(to));
+    assert_eq!(h.opened, OPENED, "connected under the grant");
+    let (mut peer, _) = n.listener.accept().expect("accept");
+    assert_eq!(h.try_use(Use::Send), OPENED, "send under the grant");
+    assert_eq!(peer_sees(&mut peer).expect("the byte"), 1);
+    // While the grant holds, a teardown pass leaves the connection alone.
+    let early = n.enforcer.end_connections().expect("teardown pass");
+    assert_eq!(early.reset, 0, "nothing ended yet: {early:?}");
+    assert!(boot_ns() < deadline, "the test overran the grant window");
+    pass(deadline);
+    // What wardd's deadline timer runs.
+    let t = n.enforcer.end_connections().expect("teardown pass");
+    assert_eq!((t.reset, t.failed.len()), (1, 0), "{t:?}");
+    assert!(
+        is_reset(&peer_sees(&mut peer)),
+        "the peer sees a reset, without the holder doing anything"
+    );
+    assert_ne!(h.try_use(Use::Send), OPENED, "the holder's next send fails");
+    // Reset once: the socket is gone from the kernel's tables.
+    let again = n.enforcer.end_connections().expect("teardown pass");
+    assert_eq!(again.reset, 0, "{again:?}");
+}
+
+#[test]
+fn a_tcp_session_is_reset_at_revoke_ipv6() {
+    let mut n = net("reset-revoke6", "[::1]:0", |p| format!("::1/128:{p}"));
+    let to = n.listener.local_addr().unwrap();
+    n.grant(221, Expiry::Never);
+    let mut h = Holder::start(&n.managed, Target::Tcp(to));
+    assert_eq!(h.opened, OPENED);
+    let (mut peer, _) = n.listener.accept().expect("accept");
+    assert_eq!(h.try_use(Use::Send), OPENED);
+    assert_eq!(peer_sees(&mut peer).expect("the byte"), 1);
+    assert!(n.enforcer.revoke(221).expect("revoke"));
+    // The revoke itself resets: no timer, no holder call.
+    assert!(is_reset(&peer_sees(&mut peer)), "the peer sees a reset");
+    assert_ne!(
+        h.try_use(Use::Recv),
+        OPENED,
+        "the holder's next receive fails"
+    );
+}
+
+#[test]
+fn a_connection_nothing_ended_is_never_reset() {
+    // Two destinations, one protected and granted, one not protected: a
+    // forbid-free policy change resets neither.
+    let mut n = net("reset-none", "127.0.0.1:0", |p| format!("127.0.0.1/32:{p}"));
+    let open = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let to = n.listener.local_addr().unwrap();
+    n.grant(222, Expiry::Never);
+    let mut granted = Holder::start(&n.managed, Target::Tcp(to));
+    let mut free = Holder::start(&n.managed, Target::Tcp(open.local_addr().unwrap()));
+    assert_eq!((granted.opened, free.opened), (OPENED, OPENED));
+    let (mut p1, _) = n.listener.accept().expect("accept");
+    let (mut p2, _) = open.accept().expect("accept");
+    // Another grant comes and goes: the rules change twice.
+    n.grant(223, Expiry::Never);
+    assert!(n.enforcer.revoke(223).expect("revoke"));
+    let t = n.enforcer.end_connections().expect("teardown pass");
+    assert_eq!(t.reset, 0, "{t:?}");
+    assert_eq!(granted.try_use(Use::Send), OPENED);
+    assert_eq!(free.try_use(Use::Send), OPENED);
+    assert_eq!(peer_sees(&mut p1).expect("byte"), 1);
+    assert_eq!(peer_sees(&mut p2).expect("byte"), 1);
+}
+
 #[test]
 fn unconnected_udp_sendto_is_decided_like_connect() {
     for (bind, pattern) in [("127.0.0.1:0", "127.0.0.1/32"), ("[::1]:0", "::1/128")] {

@@ -1,0 +1,234 @@
+//! Active teardown: a connection whose permission has ended is reset, so
+//! that the peer sees it end at the deadline (or at the revoke), not only
+//! when the holder next sends or receives.
+//!
+//! The kernel names the connections ([`ward_abi::programs::TCP_ENDED`], a
+//! TCP socket iterator that takes the same decision as every send and
+//! receive); this module resets each with sock_diag's `SOCK_DESTROY`
+//! (`CONFIG_INET_DIAG_DESTROY`), which aborts the socket: a reset to the
+//! peer, `ECONNABORTED` to the holder. The cookie in each request makes
+//! the kernel refuse a socket that merely reuses the addresses.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr as InetAddr},
+};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use ward_abi::EndedConn;
+
+/// `SOCK_DESTROY` in `<linux/sock_diag.h>`.
+const SOCK_DESTROY: u16 = 21;
+/// An `idiag_cookie` that matches any socket.
+const NO_COOKIE: [u8; 8] = [0xff; 8];
+
+/// What one teardown pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Teardown {
+    /// Connections reset.
+    pub reset: usize,
+    /// Connections already gone by the time they were reset (closed, or
+    /// reset by the holder's own failed call).
+    pub gone: usize,
+    /// Connections that could not be reset, with why. They still fail at
+    /// their holder's next send or receive.
+    pub failed: Vec<String>,
+}
+
+/// Parses the iterator's output: whole [`EndedConn`] records.
+pub fn parse(bytes: &[u8]) -> Vec<EndedConn> {
+    const LEN: usize = std::mem::size_of::<EndedConn>();
+    bytes
+        .chunks_exact(LEN)
+        .map(|c| {
+            // SAFETY: EndedConn is plain old data of exactly LEN bytes, and
+            // the read is unaligned.
+            unsafe { std::ptr::read_unaligned(c.as_ptr() as *const EndedConn) }
+        })
+        .collect()
+}
+
+/// A sock_diag socket for `SOCK_DESTROY` requests.
+pub struct Resetter {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Resetter {
+    pub fn open() -> io::Result<Resetter> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Resetter { socket, seq: 0 })
+    }
+
+    /// Resets every connection in `ended`.
+    pub fn reset_all(&mut self, ended: &[EndedConn]) -> Teardown {
+        let mut t = Teardown::default();
+        for c in ended {
+            match self.reset(c) {
+                Ok(true) => t.reset += 1,
+                Ok(false) => t.gone += 1,
+                Err(e) => t.failed.push(format!("{}: {e}", describe(c))),
+            }
+        }
+        t
+    }
+
+    /// Resets one connection; `Ok(false)` when no such socket exists (any
+    /// more).
+    pub fn reset(&mut self, c: &EndedConn) -> io::Result<bool> {
+        let (family, src, dst) = match c.family {
+            2 => (AF_INET, v4(&c.src), v4(&c.dst)),
+            10 => (AF_INET6, v6(&c.src), v6(&c.dst)),
+            f => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("address family {f}"),
+                ));
+            }
+        };
+        let cookie = if c.cookie == 0 {
+            NO_COOKIE
+        } else {
+            c.cookie.to_ne_bytes()
+        };
+        let request = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: SocketId {
+                source_port: c.sport,
+                destination_port: c.dport,
+                source_address: src,
+                destination_address: dst,
+                interface_id: 0,
+                cookie,
+            },
+        };
+        match self.request(request) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one `SOCK_DESTROY` and waits for the kernel's answer.
+    fn request(&mut self, request: InetRequest) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+        packet.finalize();
+        // The crate knows sock_diag's dump request; a destroy request has
+        // the same body under another message type.
+        packet.header.message_type = SOCK_DESTROY;
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+        let mut answer = vec![0u8; 4096];
+        loop {
+            let n = self.socket.recv(&mut &mut answer[..], 0)?;
+            let reply = <NetlinkMessage<SockDiagMessage>>::deserialize(&answer[..n])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if reply.header.sequence_number != self.seq {
+                continue; // an answer to an earlier request that timed out
+            }
+            return match reply.payload {
+                NetlinkPayload::Error(e) => match e.code {
+                    None => Ok(()),
+                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                },
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+/// Whether this kernel resets connections on request: destroys a
+/// listening socket made for the purpose. `Err` says why not
+/// (`EOPNOTSUPP`: built without `CONFIG_INET_DIAG_DESTROY`; `ENOENT`: no
+/// `inet_diag`/`tcp_diag`).
+pub fn probe() -> io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let InetAddr::V4(local) = listener.local_addr()? else {
+        return Err(io::Error::other("bound an IPv4 address, got another"));
+    };
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&local.ip().octets());
+    let probe = EndedConn {
+        cookie: 0,
+        src,
+        dst: [0; 16],
+        sport: local.port(),
+        dport: 0,
+        family: 2,
+        _pad: 0,
+    };
+    match Resetter::open()?.reset(&probe)? {
+        true => Ok(()),
+        false => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+    }
+}
+
+fn v4(a: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+}
+
+fn v6(a: &[u8; 16]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(*a))
+}
+
+/// `src -> dst` of a record, for logs.
+pub fn describe(c: &EndedConn) -> String {
+    let (src, dst) = match c.family {
+        2 => (v4(&c.src), v4(&c.dst)),
+        _ => (v6(&c.src), v6(&c.dst)),
+    };
+    format!(
+        "{} -> {}",
+        InetAddr::new(src, c.sport),
+        InetAddr::new(dst, c.dport)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_whole_and_a_torn_tail_is_dropped() {
+        let c = EndedConn {
+            cookie: 7,
+            src: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [10, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            sport: 40000,
+            dport: 5432,
+            family: 2,
+            _pad: 0,
+        };
+        let mut bytes = Vec::new();
+        for _ in 0..2 {
+            // SAFETY: plain old data viewed as bytes.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(
+                    &c as *const EndedConn as *const u8,
+                    std::mem::size_of::<EndedConn>(),
+                )
+            });
+        }
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(parse(&bytes), vec![c, c]);
+        assert_eq!(describe(&c), "127.0.0.1:40000 -> 10.0.0.5:5432");
+    }
+}

@@ -1,0 +1,281 @@
+//! A connection made under a grant ends when the grant does, for its peer
+//! too: `wardd` resets it at the deadline and at revoke. Here, on the
+//! host's cgroup hooks (no BPF LSM), against a real listener and a real
+//! PostgreSQL server with a `psql` session, as a user would see it.
+
+use std::{
+    ffi::CString,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use ward_agent::cgroup::OwnedCgroup;
+use ward_tests::{
+    OpenOutcome,
+    holder::{Holder, Target, Use},
+};
+
+use crate::daemon::{Host, host, host_protecting};
+
+const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
+
+/// What the peer sees next, waiting up to 10 s: data, the end, or a reset.
+fn peer_sees(peer: &mut TcpStream) -> std::io::Result<usize> {
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut b = [0u8; 16];
+    peer.read(&mut b)
+}
+
+fn is_reset(r: &std::io::Result<usize>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_connection_is_reset_at_its_grants_deadline_and_at_revoke() {
+    let h = host("reset", "");
+    let _wardd = h.start();
+    // Taken before the push, so never later than the grant's own start.
+    let granted = Instant::now();
+    let (code, out, err) = h.grant("g1", "2s");
+    assert_eq!(code, 0, "{out}{err}");
+    let mut holder = Holder::start(&h.sb.managed, Target::Tcp(h.addr));
+    assert_eq!(
+        holder.opened,
+        OpenOutcome::Opened,
+        "connected under the grant"
+    );
+    let (mut peer, _) = h.listener.accept().expect("accept");
+    assert_eq!(holder.try_use(Use::Send), OpenOutcome::Opened);
+    assert_eq!(peer_sees(&mut peer).expect("the byte"), 1);
+    // Nothing but the deadline: the holder stays quiet, the peer waits.
+    let seen = peer_sees(&mut peer);
+    let after = granted.elapsed();
+    assert!(is_reset(&seen), "the peer sees a reset: {seen:?}");
+    assert!(
+        after >= Duration::from_secs(2),
+        "reset before the deadline ({after:?})"
+    );
+    assert_ne!(
+        holder.try_use(Use::Send),
+        OpenOutcome::Opened,
+        "the holder's next send fails"
+    );
+    assert_eq!(h.connect(), DENIED, "a new connect after the deadline");
+
+    let (code, _, err) = h.grant("g2", "1h");
+    assert_eq!(code, 0, "{err}");
+    let mut holder = Holder::start(&h.sb.managed, Target::Tcp(h.addr));
+    assert_eq!(holder.opened, OpenOutcome::Opened);
+    let (mut peer, _) = h.listener.accept().expect("accept");
+    assert_eq!(holder.try_use(Use::Send), OpenOutcome::Opened);
+    assert_eq!(peer_sees(&mut peer).expect("the byte"), 1);
+    let (code, _, err) = h.ward(&["revoke", "g2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        is_reset(&peer_sees(&mut peer)),
+        "the peer sees a reset at revoke"
+    );
+    assert_ne!(holder.try_use(Use::Send), OpenOutcome::Opened);
+    assert_eq!(h.connect(), DENIED, "a new connect after revoke");
+}
+
+/// The test PostgreSQL server (`cargo xtask test` starts it).
+struct Server {
+    url: String,
+    port: u16,
+    psql: String,
+}
+
+fn server() -> Server {
+    let url = std::env::var("WARD_TEST_POSTGRES")
+        .expect("WARD_TEST_POSTGRES is not set: the PostgreSQL tests run under `cargo xtask test`");
+    let psql = std::env::var("WARD_TEST_PSQL")
+        .expect("WARD_TEST_PSQL is not set: the PostgreSQL tests run under `cargo xtask test`");
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in WARD_TEST_POSTGRES");
+    Server { url, port, psql }
+}
+
+impl Server {
+    fn url_for(&self, app: &str) -> String {
+        format!("{}?application_name={app}&connect_timeout=5", self.url)
+    }
+
+    /// Backends of `app` the server has, asked as an unmanaged client.
+    fn backends(&self, app: &str) -> usize {
+        let out = Command::new(&self.psql)
+            .args(["-X", "-t", "-A", "-c"])
+            .arg(format!(
+                "select count(*) from pg_stat_activity where application_name = '{app}'"
+            ))
+            .arg(&self.url)
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+/// `psql` in `cgroup`, reading queries from its stdin.
+struct Session {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Session {
+    fn start(s: &Server, cgroup: &OwnedCgroup, app: &str) -> Session {
+        let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
+            .expect("path has NUL");
+        let mut cmd = Command::new(&s.psql);
+        cmd.args(["-X", "-t", "-A", "-q"])
+            .arg(s.url_for(app))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: open and write only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("psql starts");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Session { child, lines }
+    }
+
+    /// Runs `select 'WORD'`; whether the answer came back.
+    fn alive(&mut self, word: &str) -> bool {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        if writeln!(stdin, "select '{word}';").is_err() {
+            return false;
+        }
+        let _ = stdin.flush();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) if l == word => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Ends psql; its stderr.
+    fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().expect("psql exits");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn psql_host(tag: &str, s: &Server) -> Host {
+    host_protecting(
+        tag,
+        false,
+        &format!("[protect]\nnetworks = [\"127.0.0.1/32:{}\"]", s.port),
+    )
+}
+
+fn grant_db(h: &Host, s: &Server, id: &str, duration: &str) {
+    let (code, out, err) = h.ward(&[
+        "grant",
+        "--workload",
+        &h.managed_workload(),
+        "--connect",
+        &format!("127.0.0.1:{}", s.port),
+        "--for",
+        duration,
+        "--reason",
+        "INC-7 database access",
+        "--id",
+        id,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_psql_session_ends_at_its_grants_deadline() {
+    let s = server();
+    let h = psql_host("psql-deadline", &s);
+    let _wardd = h.start();
+    let app = "ward-held-deadline";
+    let granted = Instant::now();
+    grant_db(&h, &s, "db1", "3s");
+    let mut session = Session::start(&s, &h.sb.managed, app);
+    assert!(session.alive("alive-1"), "a query under the grant");
+    assert_eq!(s.backends(app), 1, "the server serves the session");
+    // The session sits idle; at the deadline the server's backend sees the
+    // reset and goes, with nothing sent by psql.
+    wait_until(
+        "the server to drop the session",
+        Duration::from_secs(15),
+        || s.backends(app) == 0,
+    );
+    assert!(granted.elapsed() >= Duration::from_secs(3), "ended early");
+    assert!(!session.alive("alive-2"), "psql's next query fails");
+    let stderr = session.finish();
+    assert!(
+        stderr.to_lowercase().contains("connection"),
+        "psql says the connection is gone: {stderr}"
+    );
+    let fresh = Session::start(&s, &h.sb.managed, app);
+    let stderr = fresh.finish();
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "a new session is refused: {stderr}"
+    );
+}
+
+#[test]
+fn a_psql_session_ends_at_revoke() {
+    let s = server();
+    let h = psql_host("psql-revoke", &s);
+    let _wardd = h.start();
+    let app = "ward-held-revoke";
+    grant_db(&h, &s, "db2", "1h");
+    let mut session = Session::start(&s, &h.sb.managed, app);
+    assert!(session.alive("alive-1"), "a query under the grant");
+    assert_eq!(s.backends(app), 1);
+    let (code, _, err) = h.ward(&["revoke", "db2"]);
+    assert_eq!(code, 0, "{err}");
+    // The revoke resets at once: poll briefly, then the session is gone.
+    wait_until(
+        "the server to drop the session",
+        Duration::from_secs(5),
+        || s.backends(app) == 0,
+    );
+    assert!(!session.alive("alive-2"), "psql's next query fails");
+    session.finish();
+}
