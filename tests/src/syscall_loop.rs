@@ -1,7 +1,9 @@
 //! The syscall loops the overhead benchmarks time: open for read, open for
-//! write, execve of a tiny static binary, and TCP connect to a loopback
-//! listener. Each op goes straight to libc, so the loop itself adds as
-//! little as possible to what the hooks cost.
+//! write, execve of a tiny static binary, TCP connect to a loopback
+//! listener, and the uses of what is already open (a read through an open
+//! file, a send and receive on a connection). Each op goes straight to
+//! libc, so the loop itself adds as little as possible to what the hooks
+//! cost.
 
 use std::{
     collections::BTreeMap,
@@ -11,6 +13,8 @@ use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
+
+use std::cell::Cell;
 
 /// What one op of a loop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +28,22 @@ pub enum Syscall {
     /// TCP `connect` to a loopback listener, `accept`, and an RST close (no
     /// TIME_WAIT, so long loops never run out of ports).
     Connect,
+    /// `pread` of one byte through a file opened once, by the caller of
+    /// the first op (so under a grant it is a held use).
+    Read,
+    /// One byte sent and received each way on a loopback connection made
+    /// once, by the caller of the first op.
+    SendRecv,
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 4] = [
+    pub const ALL: [Syscall; 6] = [
         Syscall::OpenRead,
         Syscall::OpenWrite,
         Syscall::Exec,
         Syscall::Connect,
+        Syscall::Read,
+        Syscall::SendRecv,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +52,8 @@ impl Syscall {
             Syscall::OpenWrite => "open_write",
             Syscall::Exec => "exec",
             Syscall::Connect => "connect",
+            Syscall::Read => "read",
+            Syscall::SendRecv => "send_recv",
         }
     }
 }
@@ -56,6 +70,17 @@ pub enum Target {
     Connect {
         listener: TcpListener,
         addr: SocketAddr,
+    },
+    /// The open file (-1 until the first op opens it).
+    Read {
+        path: CString,
+        fd: Cell<i32>,
+    },
+    /// The connection's two ends (-1 until the first op connects).
+    SendRecv {
+        listener: TcpListener,
+        addr: SocketAddr,
+        ends: Cell<(i32, i32)>,
     },
 }
 
@@ -80,6 +105,45 @@ impl Target {
         let listener = TcpListener::bind(addr).expect("bind the benchmark listener");
         let addr = listener.local_addr().expect("listener address");
         Target::Connect { listener, addr }
+    }
+
+    /// Reads through `path`, opened at the first op.
+    pub fn read(path: &Path) -> Target {
+        Target::Read {
+            path: c_path(path),
+            fd: Cell::new(-1),
+        }
+    }
+
+    /// Sends and receives on a connection to a listener on `addr`, made at
+    /// the first op.
+    pub fn send_recv(addr: SocketAddr) -> Target {
+        let listener = TcpListener::bind(addr).expect("bind the benchmark listener");
+        let addr = listener.local_addr().expect("listener address");
+        Target::SendRecv {
+            listener,
+            addr,
+            ends: Cell::new((-1, -1)),
+        }
+    }
+
+    /// Closes what the first op opened, so that the next op opens it again
+    /// as its caller (managed or not, granted or not).
+    pub fn reopen(&self) {
+        // SAFETY: closing descriptors this target owns.
+        unsafe {
+            match self {
+                Target::Read { fd, .. } if fd.get() >= 0 => {
+                    libc::close(fd.replace(-1));
+                }
+                Target::SendRecv { ends, .. } if ends.get().0 >= 0 => {
+                    let (a, b) = ends.replace((-1, -1));
+                    libc::close(a);
+                    libc::close(b);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// ns per op over `ops` ops, by this machine's clock, after a warm-up.
@@ -122,8 +186,49 @@ impl Target {
             }
             Target::Exec { path } => spawn_and_wait(path),
             Target::Connect { listener, addr } => connect_once(listener, *addr),
+            Target::Read { path, fd } => {
+                if fd.get() < 0 {
+                    // SAFETY: open of a valid C string.
+                    fd.set(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) });
+                    assert!(fd.get() >= 0, "open {path:?} failed during the benchmark");
+                }
+                let mut b = 0u8;
+                // SAFETY: a one-byte read into a live byte.
+                let n = unsafe { libc::pread(fd.get(), (&mut b as *mut u8).cast(), 1, 0) };
+                assert!(n >= 0, "pread failed during the benchmark");
+            }
+            Target::SendRecv {
+                listener,
+                addr,
+                ends,
+            } => {
+                if ends.get().0 < 0 {
+                    ends.set(connected_pair(listener, *addr));
+                }
+                let (a, b) = ends.get();
+                let mut byte = 0u8;
+                let p = (&mut byte as *mut u8).cast();
+                // SAFETY: one-byte sends and blocking receives on the pair.
+                unsafe {
+                    let ok = libc::send(a, p, 1, 0) == 1
+                        && libc::recv(b, p, 1, 0) == 1
+                        && libc::send(b, p, 1, 0) == 1
+                        && libc::recv(a, p, 1, 0) == 1;
+                    assert!(ok, "send/recv failed during the benchmark");
+                }
+            }
         }
     }
+}
+
+/// A connection to `addr` and its accepted end, without Nagle's delay.
+fn connected_pair(listener: &TcpListener, addr: SocketAddr) -> (i32, i32) {
+    let a = std::net::TcpStream::connect(addr).expect("connect during the benchmark");
+    let (b, _) = listener.accept().expect("accept during the benchmark");
+    a.set_nodelay(true).expect("nodelay");
+    b.set_nodelay(true).expect("nodelay");
+    use std::os::fd::IntoRawFd;
+    (a.into_raw_fd(), b.into_raw_fd())
 }
 
 fn c_path(path: &Path) -> CString {

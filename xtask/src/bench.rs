@@ -119,7 +119,11 @@ fn summary_md(out: &std::path::Path) -> String {
     if let Ok(v) = read_json(out, "syscall_overhead")
         && let Ok(all) = serde_json::from_value::<Vec<serde_json::Value>>(v)
     {
-        let loops: Vec<(&str, Overheads<'_>)> = SYSCALLS
+        let loops: Vec<(&str, Overheads<'_>)> = SYSCALLS[..OPEN_LOOPS]
+            .iter()
+            .filter_map(|(s, _)| Some((*s, Overheads::of(&all, s)?)))
+            .collect();
+        let uses: Vec<(&str, Overheads<'_>)> = SYSCALLS[OPEN_LOOPS..]
             .iter()
             .filter_map(|(s, _)| Some((*s, Overheads::of(&all, s)?)))
             .collect();
@@ -154,6 +158,39 @@ fn summary_md(out: &std::path::Path) -> String {
                 ),
                 cells.join("; "),
                 format!("≤ {limit}× floor"),
+            ]);
+        }
+        // The use hooks (issue: read/write and send/recv through what a
+        // managed caller holds, against the floor of those hooks).
+        for (cond, limit, label) in [
+            (
+                "unmanaged",
+                None,
+                "use of an open file or connection, unmanaged caller, nothing held",
+            ),
+            (
+                "managed_granted",
+                Some(2.0),
+                "use of a file or connection held under a grant, managed caller",
+            ),
+        ] {
+            let cells: Vec<String> = uses
+                .iter()
+                .map(|(name, o)| {
+                    let x = o.x_floor_bpf(cond, Some(100_000), trampoline);
+                    let met = limit.map_or(String::new(), |l| format!("{}; ", verdict(x <= l)));
+                    format!(
+                        "{name} {x:.2}× ({met}timed {:.2}×)",
+                        o.x_floor_timed(cond, Some(100_000))
+                    )
+                })
+                .collect();
+            rows.push([
+                format!(
+                    "{label}: × empty-program floor from bpf_stats, 100k entries (6.12 VM, icount)"
+                ),
+                cells.join("; "),
+                limit.map_or(String::new(), |l| format!("≤ {l}× floor")),
             ]);
         }
         let growth = loops
@@ -246,6 +283,21 @@ fn summary_md(out: &std::path::Path) -> String {
             format!(
                 "median {} µs, max {max} µs ({})",
                 e["median_us"],
+                verdict(max < 1000.0)
+            ),
+            "< 1 ms".into(),
+        ]);
+    }
+    if let Ok(t) = read_json(out, "teardown_precision") {
+        let max = t["max_us"].as_f64().unwrap_or(f64::NAN);
+        rows.push([
+            format!(
+                "connection reset, peer sees the reset after the deadline ({} grants, native)",
+                t["n"]
+            ),
+            format!(
+                "median {} µs, max {max} µs ({})",
+                t["median_us"],
                 verdict(max < 1000.0)
             ),
             "< 1 ms".into(),
@@ -391,7 +443,7 @@ fn connect_native_md(out: &std::path::Path) -> Result<String> {
 }
 
 /// The loops the VM times, as named in its BENCH lines.
-const SYSCALLS: [(&str, &str); 4] = [
+const SYSCALLS: [(&str, &str); 6] = [
     ("open_read", "open+close (read)"),
     ("open_write", "open+close (write)"),
     (
@@ -399,7 +451,15 @@ const SYSCALLS: [(&str, &str); 4] = [
         "posix_spawn+execve+wait of a 129-byte static binary",
     ),
     ("connect", "TCP connect+accept+close on loopback"),
+    ("read", "pread of 1 byte through a file opened once"),
+    (
+        "send_recv",
+        "1 byte sent and received each way on a loopback connection made once",
+    ),
 ];
+
+/// How many of [`SYSCALLS`] open something (the rest use what is open).
+const OPEN_LOOPS: usize = 4;
 
 /// Runs one benchmark test in the 6.12 VM under icount and keeps the JSON
 /// rows it printed after `prefix` in `target/bench/{json}.json`.
@@ -825,6 +885,7 @@ fn report_json(out: &std::path::Path) -> Result<()> {
     for name in [
         "push_to_enforced",
         "expiry_precision",
+        "teardown_precision",
         "memory",
         "coordinator_request_to_enforced",
         "coordinator_fan_out",

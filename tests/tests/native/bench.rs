@@ -188,6 +188,65 @@ fn expiry_precision() {
     ward_tests::bench::record("expiry_precision", &s);
 }
 
+/// How long after `expires_at` the peer of a connection made under a grant
+/// sees it reset, over 200 grants with staggered deadlines: wardd's
+/// deadline timer, the kernel's iterator and sock_diag, end to end.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn teardown_precision() {
+    use std::io::Read;
+    let h = host("bench-teardown", "");
+    let _wardd = h.start();
+    ward_tests::bench::enter_cgroup(h.sb.managed.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
+    let n: u64 = std::env::var("WARD_BENCH_EXPIRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (mut late, mut early, mut not_reset) = (Vec::new(), 0u64, 0u64);
+    for i in 0..n {
+        let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
+        let grant = connect_grant(
+            format!("teardown-{i}"),
+            &h.managed_workload(),
+            format!("127.0.0.1/32:{}", h.addr.port()),
+            expires.as_millis() as i64,
+        );
+        rt.block_on(client.push_grant(pb::PushGrantRequest {
+            grant: Some(grant),
+            ..Default::default()
+        }))
+        .unwrap();
+        let deadline = Duration::from_millis(expires.as_millis() as u64);
+        // This process is the grantee: its connection is held.
+        let _held = TcpStream::connect(h.addr).expect("allowed before its deadline");
+        let (mut peer, _) = h.listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        let r = peer.read(&mut b);
+        let at = unix_now();
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                if at < deadline {
+                    early += 1;
+                }
+                late.push(at.saturating_sub(deadline));
+            }
+            _ => not_reset += 1,
+        }
+    }
+    ward_tests::bench::leave_cgroup();
+    assert_eq!(not_reset, 0, "every connection is reset");
+    let mut s = ward_tests::bench::summary(late);
+    s["reset_before_deadline"] = early.into();
+    s["target_us"] = 1000.into();
+    ward_tests::bench::record("teardown_precision", &s);
+}
+
 /// Sums what the kernel charges for wardd's maps (fdinfo `memlock`).
 fn map_memory(pid: u32) -> u64 {
     let mut total = 0;

@@ -4,7 +4,9 @@
 //! counts instructions, so timings repeat exactly and ratios between
 //! conditions in the same run are meaningful. Ignored by `cargo test`.
 //!
-//! Four loops (open for read, open for write, execve, connect) under:
+//! Six loops (open for read, open for write, execve, connect, and the uses
+//! of what is open: a read through a file, a send and receive on a
+//! connection) under:
 //! no ward; the floor (an empty LSM program on the same hooks); ward loaded
 //! with the caller unmanaged; managed caller and unprotected object; managed
 //! caller and protected object allowed by a grant. Each ward condition runs
@@ -33,9 +35,9 @@ const RUNS: usize = 3;
 /// slow loops (exec, connect) finish in minutes under TCG.
 fn ops(syscall: Syscall) -> u32 {
     match syscall {
-        Syscall::OpenRead | Syscall::OpenWrite => 20_000,
+        Syscall::OpenRead | Syscall::OpenWrite | Syscall::Read => 20_000,
         Syscall::Exec => 2_000,
-        Syscall::Connect => 5_000,
+        Syscall::Connect | Syscall::SendRecv => 5_000,
     }
 }
 
@@ -47,6 +49,8 @@ fn stats_ops(syscall: Syscall) -> u32 {
 /// ns per op over [`RUNS`] runs: (median, min, max). `between` runs
 /// untimed every 1,000 ops.
 fn measure(target: &Target, syscall: Syscall, between: &mut dyn FnMut()) -> (f64, f64, f64) {
+    // A use loop opens its file or connection again, as this caller.
+    target.reopen();
     let mut v: Vec<f64> = (0..RUNS)
         .map(|_| target.ns_per_op_between(ops(syscall), 1_000, between))
         .collect();
@@ -97,6 +101,12 @@ fn pairs(dir: &TempDir) -> Vec<Pair> {
     let net = NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap();
     let other_addr: SocketAddr = "127.0.0.2:0".parse().unwrap();
     let exe_rule = PathPattern::parse(&exe.display().to_string()).unwrap();
+    let data_read = data.clone();
+    let held_net = Target::send_recv("127.0.0.1:0".parse().unwrap());
+    let Target::SendRecv { addr, .. } = &held_net else {
+        unreachable!()
+    };
+    let held_pattern = NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap();
     vec![
         Pair {
             syscall: Syscall::OpenRead,
@@ -126,6 +136,20 @@ fn pairs(dir: &TempDir) -> Vec<Pair> {
             op: Op::Connect,
             object: Object::Net(net),
         },
+        Pair {
+            syscall: Syscall::Read,
+            protected: Target::read(&file),
+            unprotected: Target::read(&other),
+            op: Op::Read,
+            object: Object::Path(data_read),
+        },
+        Pair {
+            syscall: Syscall::SendRecv,
+            protected: held_net,
+            unprotected: Target::send_recv("127.0.0.2:0".parse().unwrap()),
+            op: Op::Connect,
+            object: Object::Net(held_pattern),
+        },
     ]
 }
 
@@ -139,6 +163,11 @@ fn load_floor(syscall: Syscall) -> Vec<aya::Ebpf> {
             (programs::PROBE_LSM, "bprm_check_security"),
         ],
         Syscall::Connect => &[(programs::PROBE_LSM_CONNECT, "socket_connect")],
+        Syscall::Read => &[(programs::PROBE_LSM, "file_permission")],
+        Syscall::SendRecv => &[
+            (programs::PROBE_LSM, "socket_sendmsg"),
+            (programs::PROBE_LSM, "socket_recvmsg"),
+        ],
     };
     let offsets = KernelOffsets::from_running_kernel().unwrap();
     let btf = ward_agent::btf::aya_btf().unwrap();

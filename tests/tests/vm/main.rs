@@ -18,3 +18,4 @@ mod routes;
 mod self_protection;
 mod subjects;
 mod support;
+mod uring;
