@@ -166,8 +166,8 @@ fn a_hundred_thousand_entries_load_and_lookups_still_work() {
 }
 
 /// The routes to a destination that the cgroup hooks see besides connect:
-/// UDP datagrams with an address (sendmsg4/sendmsg6), and 0.0.0.0 / `::`
-/// decided as where Linux sends them.
+/// UDP datagrams with an address (sendmsg4/sendmsg6), TCP Fast Open, and
+/// 0.0.0.0 / `::` decided as where Linux sends them.
 #[test]
 fn udp_sends_and_the_any_address_meet_the_same_rules() {
     let sb = sandbox("routes");
@@ -198,6 +198,26 @@ fn udp_sends_and_the_any_address_meet_the_same_rules() {
         );
         enforcer.revoke(GRANT_ID).unwrap();
     }
+
+    // TCP Fast Open connects from sendto: the cgroup connect hooks run
+    // for it too (the kernel's pre_connect).
+    let tfo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = tfo.local_addr().unwrap();
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", to.port())).unwrap());
+    enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+    assert_eq!(
+        ward_tests::send_to(&sb.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        denied,
+        "MSG_FASTOPEN without a grant"
+    );
+    let g = grant_for(&sb.managed, Op::Connect, &object, GRANT_ID, Expiry::Never);
+    enforcer.grant(GRANT_ID, vec![g]).unwrap();
+    assert_eq!(
+        ward_tests::send_to(&sb.managed, to, libc::SOCK_STREAM, libc::MSG_FASTOPEN),
+        OpenOutcome::Opened,
+        "MSG_FASTOPEN with a grant"
+    );
+    enforcer.revoke(GRANT_ID).unwrap();
 
     let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = tcp.local_addr().unwrap().port();
