@@ -103,6 +103,10 @@ pub struct KernelOffsets {
     pub skc_family: u64,
     pub skc_v6_daddr: u64,
     pub skc_v6_rcv_saddr: u64,
+    /// `struct sock_common.skc_cookie`; `struct sock.sk_protocol` or
+    /// [`ward_abi::NO_OFFSET`] where it is a bitfield (before 5.6).
+    pub skc_cookie: u64,
+    pub sk_protocol: u64,
 }
 
 impl KernelOffsets {
@@ -146,6 +150,8 @@ impl KernelOffsets {
         skc_family: 0,
         skc_v6_daddr: ward_abi::NO_OFFSET,
         skc_v6_rcv_saddr: ward_abi::NO_OFFSET,
+        skc_cookie: 0,
+        sk_protocol: ward_abi::NO_OFFSET,
     };
 
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
@@ -213,6 +219,8 @@ impl KernelOffsets {
                 .unwrap_or(ward_abi::NO_OFFSET),
             skc_v6_rcv_saddr: byte_offset(&types, "sock_common", "skc_v6_rcv_saddr")
                 .unwrap_or(ward_abi::NO_OFFSET),
+            skc_cookie: byte_offset(&types, "sock_common", "skc_cookie")?,
+            sk_protocol: byte_offset(&types, "sock", "sk_protocol").unwrap_or(ward_abi::NO_OFFSET),
         })
     }
 }

@@ -55,7 +55,9 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
             globals::SKC_V6_RCV_SADDR_OFF,
             &offsets.skc_v6_rcv_saddr,
             true,
-        );
+        )
+        .override_global(globals::SKC_COOKIE_OFF, &offsets.skc_cookie, true)
+        .override_global(globals::SK_PROTOCOL_OFF, &offsets.sk_protocol, true);
     loader
 }
 

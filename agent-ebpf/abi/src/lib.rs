@@ -176,6 +176,11 @@ pub mod globals {
     pub const SKC_FAMILY_OFF: &str = "SKC_FAMILY_OFF";
     pub const SKC_V6_DADDR_OFF: &str = "SKC_V6_DADDR_OFF";
     pub const SKC_V6_RCV_SADDR_OFF: &str = "SKC_V6_RCV_SADDR_OFF";
+    /// `offsetof(struct sock_common, skc_cookie)`.
+    pub const SKC_COOKIE_OFF: &str = "SKC_COOKIE_OFF";
+    /// `offsetof(struct sock, sk_protocol)`, or [`super::NO_OFFSET`] where
+    /// it is a bitfield.
+    pub const SK_PROTOCOL_OFF: &str = "SK_PROTOCOL_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -232,10 +237,14 @@ pub mod programs {
         ("ward_unix_stream_connect", "unix_stream_connect"),
         ("ward_unix_may_send", "unix_may_send"),
     ];
-    /// Active teardown: a TCP socket iterator (`iter/tcp`) that names the
-    /// held connections whose permission has ended ([`super::EndedConn`]),
-    /// for the agent to reset. Loaded by every agent, never attached to a
-    /// hook or pinned: the agent runs it.
+    /// Active teardown: an iterator over [`super::maps::HELD_SOCKS`]
+    /// (`iter/bpf_map_elem`) that names the held TCP connections whose
+    /// permission has ended ([`super::EndedConn`]), for the agent to reset.
+    /// Loaded by every agent, never attached to a hook or pinned: the
+    /// agent runs it.
+    pub const HELD_ENDED: &str = "ward_held_ended";
+    /// The same over every TCP socket (`iter/tcp`), for kernels that refuse
+    /// the map iterator: a pass then costs a walk of the TCP tables.
     pub const TCP_ENDED: &str = "ward_tcp_ended";
     /// Self-protection, as (program, LSM hook): ward's BPF objects, the
     /// daemon, the pins' mount, kernel modules and kexec.
@@ -416,13 +425,15 @@ pub struct Held {
 }
 
 /// A held TCP connection whose permission has ended, as the teardown
-/// iterator ([`programs::TCP_ENDED`]) writes it: what `SOCK_DESTROY` needs
+/// iterator ([`programs::HELD_ENDED`]) writes it: what `SOCK_DESTROY` needs
 /// to find exactly that socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndedConn {
     /// The socket's cookie (unique for the boot), so that a socket that
-    /// reused the addresses is never the one reset.
+    /// reused the addresses is never the one reset; 0 when the kernel has
+    /// not made one for it (then its addresses, which name one live
+    /// socket, decide).
     pub cookie: u64,
     /// Local and remote address: IPv4 in the first 4 bytes for
     /// [`EndedConn::family`] `AF_INET` (2), else IPv6 (10).

@@ -1,17 +1,17 @@
-//! Active teardown: a TCP socket iterator that names every held connection
-//! whose permission has ended (the deadline passed, or a revoke, release,
-//! forbid or policy change took it away), so that the agent can reset it
-//! with sock_diag's `SOCK_DESTROY`: the peer gets a reset, the holder an
-//! error on its next call. The decision is [`net::held_use`], the one every
-//! send and receive on the connection takes, so the iterator never ends a
+//! Active teardown: an iterator over the held connections
+//! (`iter/bpf_map_elem` on `WARD_HELD_SOCKS`) that names each one whose
+//! permission has ended (the deadline passed, or a revoke, release, forbid
+//! or policy change took it away), so that the agent can reset it with
+//! sock_diag's `SOCK_DESTROY`: the peer gets a reset, the holder an error
+//! on its next call. The decision is [`net::held_use`], the one every send
+//! and receive on the connection takes, so the iterator never ends a
 //! connection the hooks would still allow, nor spares one they would not.
+//! It visits held connections only, so a pass costs microseconds however
+//! many sockets the host has.
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_kernel,
-    generated::{bpf_get_socket_cookie, bpf_seq_write},
-};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_seq_write};
 use ward_abi::{EndedConn, NO_OFFSET};
 
 use crate::{net, rodata};
@@ -29,14 +29,33 @@ static SKC_FAMILY_OFF: u64 = 0;
 static SKC_V6_DADDR_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static SKC_V6_RCV_SADDR_OFF: u64 = 0;
+/// `offsetof(struct sock_common, skc_cookie)`.
+#[unsafe(no_mangle)]
+static SKC_COOKIE_OFF: u64 = 0;
+/// `offsetof(struct sock, sk_protocol)`, or [`NO_OFFSET`] where it is a
+/// bitfield (before 5.6): then every held socket is offered as TCP.
+#[unsafe(no_mangle)]
+static SK_PROTOCOL_OFF: u64 = 0;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
 
 /// The kernel's `struct bpf_iter_meta` (prefix).
 #[repr(C)]
 pub struct IterMeta {
     pub seq: *mut c_void,
+}
+
+/// The kernel's `struct bpf_iter__bpf_map_elem`: the context of an
+/// `iter/bpf_map_elem` program.
+#[repr(C)]
+pub struct IterMapElem {
+    pub meta: *const IterMeta,
+    pub map: *const c_void,
+    /// The held socket's key (its `struct sock *`), null at the end.
+    pub key: *const u64,
+    pub value: *mut c_void,
 }
 
 /// The kernel's `struct bpf_iter__tcp`: the context of an `iter/tcp` program.
@@ -54,9 +73,26 @@ fn field<T>(sk: u64, off: &u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel((sk as usize + rodata(off)) as *const T) }.ok()
 }
 
-/// One call per socket in the agent's network namespace (listening,
-/// established, time-wait and request sockets alike), then one with no
-/// socket at the end.
+/// One call per held connection, then one with no key at the end.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/bpf_map_elem")]
+pub extern "C" fn ward_held_ended(ctx: *const IterMapElem) -> i32 {
+    // SAFETY: the iterator's context, as the kernel lays it out.
+    let (meta, at) = unsafe { ((*ctx).meta, (*ctx).key) };
+    if at.is_null() {
+        return 0;
+    }
+    // SAFETY: the element's 8-byte key.
+    let key = unsafe { *at };
+    if !net::held_use(key) {
+        report_ended(meta, key);
+    }
+    0
+}
+
+/// The same over every TCP socket of the agent's network namespace, for
+/// kernels that refuse the map iterator: one call per socket (listening,
+/// established, time-wait and request sockets alike), then one with none.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
@@ -66,15 +102,28 @@ pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
         return 0;
     }
     let key = sk as u64;
-    if net::held_use(key) {
-        return 0; // not held, or still allowed
+    if !net::held_use(key) {
+        report_ended(meta, key);
+    }
+    0
+}
+
+/// Writes the held connection `key`, whose permission has ended, to the
+/// iterator's output, if it is TCP.
+#[inline(always)]
+fn report_ended(meta: *const IterMeta, key: u64) {
+    if rodata(&SK_PROTOCOL_OFF) as u64 != NO_OFFSET
+        && field::<u16>(key, &SK_PROTOCOL_OFF) != Some(IPPROTO_TCP)
+    {
+        return; // a UDP socket: its sends fail, and there is no peer to reset
     }
     let Some(family) = field::<u16>(key, &SKC_FAMILY_OFF) else {
-        return 0;
+        return;
     };
     let mut ended = EndedConn {
-        // SAFETY: the context's socket, non-null.
-        cookie: unsafe { bpf_get_socket_cookie(sk) },
+        // 0 when nobody asked for it yet: the agent then matches by
+        // addresses alone, which name one live socket.
+        cookie: field::<u64>(key, &SKC_COOKIE_OFF).unwrap_or(0),
         sport: field::<u16>(key, &SKC_NUM_OFF).unwrap_or(0),
         dport: u16::from_be(field::<u16>(key, &SKC_DPORT_OFF).unwrap_or(0)),
         family,
@@ -83,7 +132,7 @@ pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
     match family {
         AF_INET => {
             let Some(dst) = field::<[u8; 4]>(key, &SKC_DADDR_OFF) else {
-                return 0;
+                return;
             };
             let src = net::bound_v4(key);
             ended.dst[..4].copy_from_slice(&dst);
@@ -94,12 +143,12 @@ pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
                 field::<[u8; 16]>(key, &SKC_V6_DADDR_OFF),
                 field::<[u8; 16]>(key, &SKC_V6_RCV_SADDR_OFF),
             ) else {
-                return 0;
+                return;
             };
             ended.dst = dst;
             ended.src = src;
         }
-        _ => return 0,
+        _ => return,
     }
     // SAFETY: the iterator's seq_file, and a record on the stack.
     unsafe {
@@ -109,5 +158,4 @@ pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
             core::mem::size_of::<EndedConn>() as u32,
         );
     }
-    0
 }

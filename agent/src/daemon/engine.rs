@@ -534,6 +534,11 @@ impl Engine {
         self.enforcer.end_connections_logged();
     }
 
+    /// See [`Enforcer::teardown_handle`].
+    pub fn teardown_handle(&self) -> Result<crate::enforcer::TeardownHandle, EngineError> {
+        Ok(self.enforcer.teardown_handle()?)
+    }
+
     /// Starts a scheduled grant: validated again, into the kernel (which
     /// refuses a conflict), and only then marked active in the store.
     fn activate(&mut self, s: &Stored, g: &pb::Grant, now: SystemTime) -> Result<(), EngineError> {

@@ -153,20 +153,42 @@ pub async fn run(
     // The kernel ends a held connection at its next send or receive on its
     // own; this resets it at the deadline itself, so its peer sees the end
     // then. Revokes and policy changes reset at once, where they apply.
+    // The reset at a deadline takes no engine lock: a store write in
+    // progress must not delay it.
     const TEARDOWN_POLL: Duration = Duration::from_millis(100);
     let resetter = engine.clone();
     essential.spawn("connection teardown", async move {
         // Deadlines that passed while no agent ran.
         resetter.lock().await.end_connections();
+        let mut handle = None;
+        let mut said = false;
+        let mut handled = crate::enforcer::boot_ns();
         loop {
-            let now = crate::enforcer::boot_ns();
-            let next = resetter.lock().await.next_connect_deadline(now);
-            match next {
-                Some(deadline) if deadline <= now + TEARDOWN_POLL.as_nanos() as u64 => {
-                    sleep_until_boot(deadline).await;
-                    resetter.lock().await.end_connections();
+            if handle.is_none() {
+                match resetter.lock().await.teardown_handle() {
+                    Ok(h) => handle = Some(h),
+                    Err(e) if !said => {
+                        said = true;
+                        tracing::error!(error = %e, "connection teardown unavailable: connections whose permission ends are not reset");
+                    }
+                    Err(_) => {}
                 }
-                _ => tokio::time::sleep(TEARDOWN_POLL).await,
+            }
+            // After the last deadline handled, not after now: one that
+            // passed while the engine was busy is handled at once.
+            let (now, next) = {
+                let e = resetter.lock().await;
+                (crate::enforcer::boot_ns(), e.next_connect_deadline(handled))
+            };
+            match (next, handle.take()) {
+                (Some(deadline), Some(h)) if deadline <= now + TEARDOWN_POLL.as_nanos() as u64 => {
+                    handle = reset_at(deadline, h).await;
+                    handled = deadline;
+                }
+                (_, h) => {
+                    handle = h;
+                    tokio::time::sleep(TEARDOWN_POLL).await;
+                }
             }
         }
     });
@@ -352,28 +374,48 @@ fn tls_server(
     }))
 }
 
-/// Sleeps until `deadline` on the boot clock (`CLOCK_BOOTTIME`, the
-/// kernel's clock for deadlines), to within the timer slack: tokio's
-/// millisecond timer for all but the last 2 ms, then an absolute
-/// `clock_nanosleep` on a blocking thread.
-async fn sleep_until_boot(deadline: u64) {
+/// At `deadline` on the boot clock (`CLOCK_BOOTTIME`, the kernel's clock
+/// for deadlines), to within the timer slack, resets the connections whose
+/// permission ended: tokio's millisecond timer for all but the last 2 ms,
+/// then an absolute `clock_nanosleep` and the reset on a blocking thread.
+async fn reset_at(
+    deadline: u64,
+    mut handle: crate::enforcer::TeardownHandle,
+) -> Option<crate::enforcer::TeardownHandle> {
     const COARSE_MARGIN: u64 = 2_000_000;
     let now = crate::enforcer::boot_ns();
     if deadline > now + COARSE_MARGIN {
         tokio::time::sleep(Duration::from_nanos(deadline - now - COARSE_MARGIN)).await;
     }
-    let precise = tokio::task::spawn_blocking(move || {
+    let done = tokio::task::spawn_blocking(move || {
         let at = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline));
-        nix::time::clock_nanosleep(
-            nix::time::ClockId::CLOCK_BOOTTIME,
-            nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
-            &at,
-        )
+        // Never early: a wake-up before the deadline (EINTR) sleeps again.
+        while crate::enforcer::boot_ns() < deadline {
+            let _ = nix::time::clock_nanosleep(
+                nix::time::ClockId::CLOCK_BOOTTIME,
+                nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
+                &at,
+            );
+        }
+        let woke = crate::enforcer::boot_ns();
+        let outcome = handle.run();
+        tracing::debug!(
+            late_us = (woke - deadline) / 1000,
+            took_us = (crate::enforcer::boot_ns() - woke) / 1000,
+            reset = outcome.as_ref().map_or(0, |t| t.reset),
+            "teardown at a deadline"
+        );
+        crate::enforcer::log_teardown(outcome);
+        handle
     })
     .await;
-    if !matches!(precise, Ok(Ok(_))) {
-        // Never early: fall back to the coarse timer.
-        let now = crate::enforcer::boot_ns();
-        tokio::time::sleep(Duration::from_nanos(deadline.saturating_sub(now))).await;
+    match done {
+        Ok(h) => Some(h),
+        // The closure does not panic; if it ever did, the caller makes a
+        // new handle.
+        Err(e) => {
+            tracing::error!(error = %e, "connection teardown thread failed");
+            None
+        }
     }
 }

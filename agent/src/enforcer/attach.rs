@@ -81,12 +81,18 @@ pub fn all(
             .map_err(program_err(programs::EXPLAIN_GETATTR))?;
     }
     if let Some(btf) = &btf {
-        // Loaded, never attached or pinned: each teardown pass runs it.
-        if let Err(e) = iter(ebpf, programs::TCP_ENDED, "tcp", btf) {
-            tracing::error!(
-                error = %e,
-                "connection teardown unavailable: a connection whose permission ends is not reset (under BPF LSM it still fails at its next send or receive)"
-            );
+        // Loaded, never attached or pinned: each teardown pass runs one.
+        // The map iterator visits held connections only; some kernels (and
+        // sandboxes) refuse it, and then the TCP iterator walks every socket.
+        let by_map = iter(ebpf, programs::HELD_ENDED, "bpf_map_elem", btf);
+        if let Err(e) = &by_map {
+            tracing::warn!(error = %e, "the held-connection iterator is refused; teardown walks every TCP socket instead");
+            if let Err(e) = iter(ebpf, programs::TCP_ENDED, "tcp", btf) {
+                tracing::error!(
+                    error = %e,
+                    "connection teardown unavailable: a connection whose permission ends is not reset (under BPF LSM it still fails at its next send or receive)"
+                );
+            }
         }
     }
     if let Some(btf) = &btf {

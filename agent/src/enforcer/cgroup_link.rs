@@ -15,8 +15,7 @@ use std::{
     path::Path,
 };
 
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_LINK_CREATE: libc::c_long = 28;
+use super::bpf_sys::{Attr, BPF_LINK_CREATE, BPF_OBJ_PIN, bpf};
 
 /// `enum bpf_attach_type` values (uapi, stable).
 pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -24,26 +23,6 @@ pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 pub const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 pub const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
 pub const BPF_CGROUP_INET_SOCK_RELEASE: u32 = 34;
-
-/// `union bpf_attr` is at most 128 bytes here; unused bytes must be zero.
-type Attr = [u64; 16];
-
-fn bpf(cmd: libc::c_long, attr: &Attr) -> io::Result<i32> {
-    // SAFETY: `attr` is a zero-padded bpf_attr of the size we pass.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_ptr(),
-            std::mem::size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as i32)
-    }
-}
 
 /// Attaches a loaded program to a cgroup; returns the link.
 pub fn attach(

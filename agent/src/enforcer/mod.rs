@@ -11,6 +11,7 @@
 //! by entry, each edit atomic on its own.
 
 mod attach;
+mod bpf_sys;
 mod bpffs;
 mod cgroup_link;
 mod clock;
@@ -36,7 +37,9 @@ pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
 pub use path::{PathPattern, PathPatternError};
 pub use table::{Entry, Expiry, Object, Subject, TableError};
-pub use teardown::{Teardown, probe as teardown_probe};
+pub use teardown::{
+    Handle as TeardownHandle, Teardown, log_outcome as log_teardown, probe as teardown_probe,
+};
 pub use ward_policy::net::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
@@ -131,6 +134,8 @@ pub struct Enforcer {
     paths: std::collections::BTreeMap<String, u64>,
     /// Links that are not pinned: closing them detaches their programs.
     _links: Vec<OwnedFd>,
+    /// Made at the first teardown pass.
+    teardown: Option<teardown::Handle>,
 }
 
 impl Enforcer {
@@ -170,6 +175,7 @@ impl Enforcer {
             objects: objects::Objects::default(),
             paths: Default::default(),
             _links: links,
+            teardown: None,
         })
     }
 
@@ -530,55 +536,30 @@ impl Enforcer {
 
     /// [`Enforcer::end_connections`], with the outcome in the log.
     pub fn end_connections_logged(&mut self) {
-        match self.end_connections() {
-            Ok(t) => {
-                if t.reset + t.gone > 0 {
-                    tracing::info!(reset = t.reset, gone = t.gone, "ended connections reset");
-                }
-                for why in &t.failed {
-                    tracing::error!(connection = %why, "could not reset an ended connection; it fails at its next send or receive");
-                }
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "could not look for ended connections; they fail at their next send or receive, but their peers are not reset"
-            ),
-        }
+        teardown::log_outcome(self.end_connections());
     }
 
     /// Resets every held TCP connection (in this agent's network
     /// namespace) whose permission has ended: the kernel's iterator names
     /// them with the decision every send and receive takes, and sock_diag
-    /// aborts each. Nothing to do, and no iteration, while no connection
-    /// is held.
+    /// aborts each.
     pub fn end_connections(&mut self) -> Result<Teardown, EnforcerError> {
         if kmaps::held(&mut self.ebpf)?.1 == 0 {
             return Ok(Teardown::default());
         }
-        let name = ward_abi::programs::TCP_ENDED;
-        let program: &mut aya::programs::Iter = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(EnforcerError::MissingProgram(name))?
-            .try_into()
-            .map_err(attach::program_err(name))?;
-        let link_id = program.attach().map_err(attach::program_err(name))?;
-        let link = program
-            .take_link(link_id)
-            .map_err(attach::program_err(name))?;
-        let mut file = link
-            .into_file()
-            .map_err(|e| EnforcerError::Teardown(format!("creating the iterator: {e}")))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes)
-            .map_err(|e| EnforcerError::Teardown(format!("running the iterator: {e}")))?;
-        let ended = teardown::parse(&bytes);
-        if ended.is_empty() {
-            return Ok(Teardown::default());
+        if self.teardown.is_none() {
+            self.teardown = Some(teardown::Handle::new(&self.ebpf)?);
         }
-        let mut resetter =
-            teardown::Resetter::open().map_err(|e| EnforcerError::Teardown(e.to_string()))?;
-        Ok(resetter.reset_all(&ended))
+        match &mut self.teardown {
+            Some(t) => t.run(),
+            None => Ok(Teardown::default()),
+        }
+    }
+
+    /// A teardown handle with descriptors of its own, for a caller that
+    /// runs it at deadlines without holding the enforcer.
+    pub fn teardown_handle(&self) -> Result<teardown::Handle, EnforcerError> {
+        teardown::Handle::new(&self.ebpf)
     }
 
     /// The next deadline after `after` (boot clock) of an allow to connect,

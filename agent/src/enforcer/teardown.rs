@@ -2,16 +2,25 @@
 //! that the peer sees it end at the deadline (or at the revoke), not only
 //! when the holder next sends or receives.
 //!
-//! The kernel names the connections ([`ward_abi::programs::TCP_ENDED`], a
-//! TCP socket iterator that takes the same decision as every send and
-//! receive); this module resets each with sock_diag's `SOCK_DESTROY`
-//! (`CONFIG_INET_DIAG_DESTROY`), which aborts the socket: a reset to the
-//! peer, `ECONNABORTED` to the holder. The cookie in each request makes
-//! the kernel refuse a socket that merely reuses the addresses.
+//! The kernel names the connections ([`ward_abi::programs::HELD_ENDED`],
+//! an iterator over the held connections that takes the same decision as
+//! every send and receive); this module resets each with sock_diag's
+//! `SOCK_DESTROY` (`CONFIG_INET_DIAG_DESTROY`), which aborts the socket: a
+//! reset to the peer, `ECONNABORTED` to the holder. The cookie in each
+//! request makes the kernel refuse a socket that merely reuses the
+//! addresses. A [`Handle`] owns its own descriptors for the program and
+//! the maps, so wardd's deadline timer runs it without the engine's lock.
 
 use std::{
-    io,
+    fs::File,
+    io::{self, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr as InetAddr},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, Map, MapData},
 };
 
 use netlink_packet_core::{
@@ -23,7 +32,148 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
-use ward_abi::EndedConn;
+use ward_abi::{EndedConn, HELD_SOCKS_SLOT, maps, programs};
+
+use super::{
+    EnforcerError,
+    bpf_sys::{Attr, BPF_ITER_CREATE, BPF_LINK_CREATE, BPF_TRACE_ITER, bpf},
+};
+
+/// Runs the teardown iterator and resets what it names.
+pub struct Handle {
+    program: OwnedFd,
+    /// The held-connection map, for the map iterator; `None` with the TCP
+    /// iterator.
+    over: Option<OwnedFd>,
+    counts: Array<MapData, u64>,
+    resetter: Option<Resetter>,
+}
+
+fn err(what: &str) -> impl FnOnce(io::Error) -> EnforcerError + '_ {
+    move |e| EnforcerError::Teardown(format!("{what}: {e}"))
+}
+
+fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, EnforcerError> {
+    let data = match ebpf.map(name).ok_or(EnforcerError::MissingMap(name))? {
+        Map::HashMap(d) | Map::Array(d) => d,
+        _ => {
+            return Err(EnforcerError::Teardown(format!(
+                "map {name} has another type"
+            )));
+        }
+    };
+    data.fd().as_fd().try_clone_to_owned().map_err(err(name))
+}
+
+fn held_count_err(source: aya::maps::MapError) -> EnforcerError {
+    EnforcerError::Map {
+        name: maps::HELD_COUNT,
+        source,
+    }
+}
+
+impl Handle {
+    /// A handle on the loaded iterator (the map iterator, else the TCP
+    /// one) and the held-connection maps, with descriptors of its own.
+    /// `Err` when neither iterator is loaded.
+    pub fn new(ebpf: &Ebpf) -> Result<Handle, EnforcerError> {
+        let loaded = |name: &'static str| {
+            ebpf.program(name)
+                .and_then(|p| p.fd().ok())
+                .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
+        };
+        let (program, over) = match loaded(programs::HELD_ENDED) {
+            Some(p) => (p, Some(map_fd(ebpf, maps::HELD_SOCKS)?)),
+            None => (
+                loaded(programs::TCP_ENDED).ok_or_else(|| {
+                    EnforcerError::Teardown("neither teardown iterator is loaded".into())
+                })?,
+                None,
+            ),
+        };
+        let counts = MapData::from_fd(map_fd(ebpf, maps::HELD_COUNT)?).map_err(held_count_err)?;
+        let counts = Array::try_from(Map::Array(counts)).map_err(held_count_err)?;
+        Ok(Handle {
+            program,
+            over,
+            counts,
+            resetter: None,
+        })
+    }
+
+    /// Resets every held TCP connection (of this agent's network
+    /// namespace) whose permission has ended. Nothing to do, and no
+    /// iteration, while no connection is held.
+    pub fn run(&mut self) -> Result<Teardown, EnforcerError> {
+        let held = self
+            .counts
+            .get(&HELD_SOCKS_SLOT, 0)
+            .map_err(held_count_err)?;
+        if held == 0 {
+            return Ok(Teardown::default());
+        }
+        let mut file = iterator(self.program.as_fd(), self.over.as_ref().map(|m| m.as_fd()))
+            .map_err(err("creating the iterator"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(err("running the iterator"))?;
+        let ended = parse(&bytes);
+        if ended.is_empty() {
+            return Ok(Teardown::default());
+        }
+        let resetter = match &mut self.resetter {
+            Some(r) => r,
+            None => self
+                .resetter
+                .insert(Resetter::open().map_err(err("sock_diag"))?),
+        };
+        Ok(resetter.reset_all(&ended))
+    }
+}
+
+/// Logs what a teardown pass did: resets at info, failures loudly.
+pub fn log_outcome(outcome: Result<Teardown, EnforcerError>) {
+    match outcome {
+        Ok(t) => {
+            if t.reset > 0 {
+                tracing::info!(reset = t.reset, gone = t.gone, "ended connections reset");
+            }
+            for why in &t.failed {
+                tracing::error!(connection = %why, "could not reset an ended connection; it fails at its next send or receive");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "could not look for ended connections; they fail at their next send or receive, but their peers are not reset"
+        ),
+    }
+}
+
+/// An iterator instance of `program` (over the elements of `map`, for a
+/// map iterator): a link, then a readable file (each read runs the
+/// program).
+fn iterator(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<File> {
+    // union bpf_iter_link_info: { map: { map_fd u32 } }, 16 bytes.
+    let info: [u32; 4] = [map.map_or(0, |m| m.as_raw_fd() as u32), 0, 0, 0];
+    let mut attr: Attr = [0; 16];
+    // link_create: prog_fd u32, target_fd u32, attach_type u32, flags u32,
+    // iter_info u64, iter_info_len u32.
+    attr[0] = u64::from(program.as_raw_fd() as u32);
+    attr[1] = u64::from(BPF_TRACE_ITER);
+    if map.is_some() {
+        attr[2] = info.as_ptr() as u64;
+        attr[3] = std::mem::size_of_val(&info) as u64;
+    }
+    let link = bpf(BPF_LINK_CREATE, &attr)?;
+    // SAFETY: a new fd the kernel returned, owned by nothing else.
+    let link = unsafe { OwnedFd::from_raw_fd(link) };
+    let mut attr: Attr = [0; 16];
+    // iter_create: link_fd u32, flags u32.
+    attr[0] = u64::from(link.as_raw_fd() as u32);
+    let iter = bpf(BPF_ITER_CREATE, &attr)?;
+    // SAFETY: as above; the iterator keeps the link's program alive.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(iter) }))
+}
 
 /// `SOCK_DESTROY` in `<linux/sock_diag.h>`.
 const SOCK_DESTROY: u16 = 21;

@@ -196,7 +196,7 @@ fn expiry_precision() {
 fn teardown_precision() {
     use std::io::Read;
     let h = host("bench-teardown", "");
-    let _wardd = h.start();
+    let wardd = h.start();
     ward_tests::bench::enter_cgroup(h.sb.managed.path());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -240,6 +240,9 @@ fn teardown_precision() {
         }
     }
     ward_tests::bench::leave_cgroup();
+    if std::env::var_os("WARD_BENCH_LOG").is_some() {
+        println!("{}", wardd.log());
+    }
     assert_eq!(not_reset, 0, "every connection is reset");
     let mut s = ward_tests::bench::summary(late);
     s["reset_before_deadline"] = early.into();
