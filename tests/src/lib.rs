@@ -223,6 +223,45 @@ pub fn send_to(cg: &OwnedCgroup, to: std::net::SocketAddr, kind: i32, flags: i32
     })
 }
 
+/// `sendmmsg` of two datagrams to `to` on a fresh UDP socket: 0 when both
+/// went, else the errno of the first refused.
+pub fn send_mmsg(cg: &OwnedCgroup, to: std::net::SocketAddr) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(to);
+    attempt(cg, || {
+        // SAFETY: socket, sendmmsg, close; every pointer in the headers
+        // points at locals that outlive the call.
+        unsafe {
+            let s = libc::socket(family, libc::SOCK_DGRAM, 0);
+            if s < 0 {
+                return errno();
+            }
+            let mut byte = *b"x";
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut addr = storage;
+            let mut msgs: [libc::mmsghdr; 2] = std::mem::zeroed();
+            for m in &mut msgs {
+                m.msg_hdr.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+                m.msg_hdr.msg_namelen = len;
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            let r = libc::sendmmsg(s, msgs.as_mut_ptr(), 2, libc::MSG_NOSIGNAL);
+            let e = if r < 0 {
+                errno()
+            } else if r < 2 {
+                libc::EAGAIN
+            } else {
+                0
+            };
+            libc::close(s);
+            e
+        }
+    })
+}
+
 /// `connect` from a socket first bound to `from`.
 pub fn connect_from(
     cg: &OwnedCgroup,

@@ -30,6 +30,9 @@ pub enum Section {
     Syscalls,
     /// The file walk by depth, against Landlock, in the 6.12 VM under icount.
     Walk,
+    /// The use hooks (read through an open file, send and receive on a
+    /// connection), in the 6.12 VM under icount.
+    Uses,
 }
 
 pub fn run_all(ws: &Workspace, only: &[Section]) -> Result<()> {
@@ -61,6 +64,9 @@ pub fn run_all(ws: &Workspace, only: &[Section]) -> Result<()> {
     }
     if wanted(Section::Syscalls) {
         icount_bench(ws, "bench::syscall_overhead", "BENCH ", "syscall_overhead")?;
+    }
+    if wanted(Section::Uses) {
+        icount_bench(ws, "bench::use_overhead", "BENCH ", "use_overhead")?;
     }
     if wanted(Section::Walk) {
         icount_bench(
@@ -116,9 +122,7 @@ fn report_md(out: &std::path::Path) -> String {
 fn summary_md(out: &std::path::Path) -> String {
     let mut rows: Vec<[String; 3]> = Vec::new();
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
-    if let Ok(v) = read_json(out, "syscall_overhead")
-        && let Ok(all) = serde_json::from_value::<Vec<serde_json::Value>>(v)
-    {
+    if let Ok(all) = syscall_rows(out) {
         let loops: Vec<(&str, Overheads<'_>)> = SYSCALLS[..OPEN_LOOPS]
             .iter()
             .filter_map(|(s, _)| Some((*s, Overheads::of(&all, s)?)))
@@ -561,7 +565,7 @@ fn walk_md(out: &std::path::Path) -> Result<String> {
 }
 
 fn syscall_md(out: &std::path::Path) -> Result<String> {
-    let rows: Vec<serde_json::Value> = serde_json::from_value(read_json(out, "syscall_overhead")?)?;
+    let rows = syscall_rows(out)?;
     let mut md = String::from(
         "\n## Syscall overhead (6.12 VM, one vCPU, icount: ns = instructions)\n\n\
          Each figure: median of 3 timed runs (min–max in syscall_overhead.json). \
@@ -838,6 +842,25 @@ fn coordinator_md(out: &std::path::Path) -> Result<String> {
     Ok(md)
 }
 
+/// The VM loops' rows: the opening loops and the use loops, each from its
+/// own run (`--only syscalls`, `--only uses`); at least one must be there.
+fn syscall_rows(out: &std::path::Path) -> Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    let mut first_err = None;
+    for name in ["syscall_overhead", "use_overhead"] {
+        match read_json(out, name).and_then(|v| Ok(serde_json::from_value::<Vec<_>>(v)?)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match (rows.is_empty(), first_err) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(rows),
+    }
+}
+
 fn read_json(out: &std::path::Path, name: &str) -> Result<serde_json::Value> {
     let path = out.join(format!("{name}.json"));
     serde_json::from_str(
@@ -892,6 +915,7 @@ fn report_json(out: &std::path::Path) -> Result<()> {
         "coordinator_approvals",
         "policy_compile",
         "syscall_overhead",
+        "use_overhead",
         "connect_native",
     ] {
         if let Ok(v) = read_json(out, name) {
@@ -905,7 +929,7 @@ fn report_json(out: &std::path::Path) -> Result<()> {
 /// One SVG per loop: overhead against table size, per condition, with
 /// the floor.
 fn plot(out: &std::path::Path) -> Result<String> {
-    let rows: Vec<serde_json::Value> = serde_json::from_value(read_json(out, "syscall_overhead")?)?;
+    let rows = syscall_rows(out)?;
     let mut md = String::from("\n");
     for (syscall, what) in SYSCALLS {
         let Some(o) = Overheads::of(&rows, syscall) else {

@@ -189,12 +189,22 @@ fn udp_sends_and_the_any_address_meet_the_same_rules() {
             OpenOutcome::Opened,
             "{to}: unmanaged"
         );
+        assert_eq!(
+            ward_tests::send_mmsg(&sb.managed, to),
+            denied,
+            "{to}: UDP sendmmsg without a grant"
+        );
         let g = grant_for(&sb.managed, Op::Connect, &object, GRANT_ID, Expiry::Never);
         enforcer.grant(GRANT_ID, vec![g]).unwrap();
         assert_eq!(
             ward_tests::send_to(&sb.managed, to, libc::SOCK_DGRAM, 0),
             OpenOutcome::Opened,
             "{to}: UDP sendto with a grant"
+        );
+        assert_eq!(
+            ward_tests::send_mmsg(&sb.managed, to),
+            OpenOutcome::Opened,
+            "{to}: UDP sendmmsg with a grant"
         );
         enforcer.revoke(GRANT_ID).unwrap();
     }

@@ -196,11 +196,27 @@ fn filler(entries: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// The loops that open something: open for read and write, exec, connect.
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn syscall_overhead() {
+    overhead(|s| !matches!(s, Syscall::Read | Syscall::SendRecv));
+}
+
+/// The loops that use what is open: a read through a file, a send and
+/// receive on a connection (held uses when granted).
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn use_overhead() {
+    overhead(|s| matches!(s, Syscall::Read | Syscall::SendRecv));
+}
+
+fn overhead(wanted: impl Fn(Syscall) -> bool) {
     let dir = TempDir::new("bench");
-    let pairs = pairs(&dir);
+    let pairs: Vec<Pair> = pairs(&dir)
+        .into_iter()
+        .filter(|p| wanted(p.syscall))
+        .collect();
     let root = cgroup2_mount().unwrap();
     let managed = OwnedCgroup::create(&root, "ward-bench").unwrap();
     let none = std::collections::BTreeMap::new();

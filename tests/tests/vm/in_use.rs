@@ -355,7 +355,7 @@ fn a_connection_nothing_ended_is_never_reset() {
 }
 
 #[test]
-fn unconnected_udp_sendto_is_decided_like_connect() {
+fn unconnected_udp_sendto_and_sendmmsg_are_decided_like_connect() {
     for (bind, pattern) in [("127.0.0.1:0", "127.0.0.1/32"), ("[::1]:0", "::1/128")] {
         let udp = UdpSocket::bind(bind).expect("udp");
         let to = udp.local_addr().unwrap();
@@ -369,12 +369,22 @@ fn unconnected_udp_sendto_is_decided_like_connect() {
             REFUSED,
             "{to}: sendto without a grant"
         );
+        assert_eq!(
+            ward_tests::send_mmsg(&managed, to),
+            REFUSED,
+            "{to}: sendmmsg without a grant"
+        );
         let g = grant_for(&managed, Op::Connect, &object, 220, Expiry::Never);
         e.grant(220, vec![g]).expect("grant");
         assert_eq!(
             ward_tests::send_to(&managed, to, libc::SOCK_DGRAM, 0),
             OPENED,
             "{to}: sendto with a grant"
+        );
+        assert_eq!(
+            ward_tests::send_mmsg(&managed, to),
+            OPENED,
+            "{to}: sendmmsg with a grant"
         );
     }
 }
