@@ -1,6 +1,96 @@
 //! What the benchmark tests share: summaries and where results go.
 
-use std::time::Duration;
+use std::{
+    io::Read,
+    net::{TcpListener, TcpStream},
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ward_proto::v1::{self as pb, object, subject};
+
+/// A grant letting `workload` connect to `network` until `expires_ms`.
+pub fn connect_grant(id: String, workload: &str, network: String, expires_ms: i64) -> pb::Grant {
+    pb::Grant {
+        id,
+        subject: Some(pb::Subject {
+            kind: Some(subject::Kind::Workload(workload.to_owned())),
+        }),
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(object::Kind::Network(network)),
+        }],
+        expires_at_unix_ms: expires_ms,
+        reason: "bench".into(),
+        ..Default::default()
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+/// How long after `expires_at` the peer of a connection made under a grant
+/// sees it reset, over `WARD_BENCH_EXPIRIES` (200) grants with deadlines
+/// 200-399 ms ahead, pushed to the wardd at `socket` for `workload` (whose
+/// cgroup is `cgroup`) to connect to `listener`, which wardd protects.
+/// This process joins the cgroup to be the grantee, and leaves it.
+pub fn teardown_precision(
+    socket: &Path,
+    cgroup: &Path,
+    workload: &str,
+    listener: &TcpListener,
+) -> serde_json::Value {
+    let to = listener.local_addr().unwrap();
+    enter_cgroup(cgroup);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(ward_agent::client::connect(socket)).unwrap();
+    let n: u64 = std::env::var("WARD_BENCH_EXPIRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (mut late, mut early, mut not_reset) = (Vec::new(), 0u64, 0u64);
+    for i in 0..n {
+        let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
+        let grant = connect_grant(
+            format!("teardown-{i}"),
+            workload,
+            format!("127.0.0.1/32:{}", to.port()),
+            expires.as_millis() as i64,
+        );
+        rt.block_on(client.push_grant(pb::PushGrantRequest {
+            grant: Some(grant),
+            ..Default::default()
+        }))
+        .unwrap();
+        let deadline = Duration::from_millis(expires.as_millis() as u64);
+        // This process is the grantee: its connection is held.
+        let _held = TcpStream::connect(to).expect("allowed before its deadline");
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        let r = peer.read(&mut b);
+        let at = unix_now();
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                if at < deadline {
+                    early += 1;
+                }
+                late.push(at.saturating_sub(deadline));
+            }
+            _ => not_reset += 1,
+        }
+    }
+    leave_cgroup();
+    assert_eq!(not_reset, 0, "every connection is reset");
+    let mut s = summary(late);
+    s["reset_before_deadline"] = early.into();
+    s["target_us"] = 1000.into();
+    s
+}
 
 /// Median, p99, min and max of samples, in µs.
 pub fn summary(mut samples: Vec<Duration>) -> serde_json::Value {

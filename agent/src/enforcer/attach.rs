@@ -104,20 +104,37 @@ pub fn all(
         }
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
-        let cg = std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {
-            path: cgroup.clone(),
-            source,
-        })?;
-        cgroup_sock_release(ebpf, &cg, cgroup, links.as_deref(), &mut unpinned)?;
+        let hooks = CgroupHooks {
+            cg: std::fs::File::open(cgroup).map_err(|source| EnforcerError::Pin {
+                path: cgroup.clone(),
+                source,
+            })?,
+            path: cgroup,
+            links: links.as_deref(),
+        };
+        let name = programs::SOCK_RELEASE;
+        if !adopted(hooks.links, name) {
+            let program: &mut CgroupSock = ebpf
+                .program_mut(name)
+                .ok_or(EnforcerError::MissingProgram(name))?
+                .try_into()
+                .map_err(program_err(name))?;
+            program.load().map_err(program_err(name))?;
+            let fd = program.fd().map_err(program_err(name))?;
+            hooks.link(
+                name,
+                fd.as_fd(),
+                cgroup_link::BPF_CGROUP_INET_SOCK_RELEASE,
+                &mut unpinned,
+            )?;
+        }
         for (name, attach_type) in [
             (programs::CONNECT4, cgroup_link::BPF_CGROUP_INET4_CONNECT),
             (programs::CONNECT6, cgroup_link::BPF_CGROUP_INET6_CONNECT),
             (programs::SENDMSG4, cgroup_link::BPF_CGROUP_UDP4_SENDMSG),
             (programs::SENDMSG6, cgroup_link::BPF_CGROUP_UDP6_SENDMSG),
         ] {
-            let pin = links.as_ref().map(|d| d.join(name));
-            if pin.as_ref().is_some_and(|p| p.exists()) {
-                tracing::debug!(program = name, "adopting pinned cgroup link");
+            if adopted(hooks.links, name) {
                 continue;
             }
             let program: &mut CgroupSockAddr = ebpf
@@ -126,63 +143,56 @@ pub fn all(
                 .try_into()
                 .map_err(program_err(name))?;
             program.load().map_err(program_err(name))?;
-            let prog_fd = program.fd().map_err(program_err(name))?;
-            let link =
-                cgroup_link::attach(prog_fd.as_fd(), cg.as_fd(), attach_type).map_err(|e| {
-                    EnforcerError::Attach {
-                        name,
-                        target: cgroup.clone(),
-                        source: e,
-                    }
-                })?;
-            match pin {
-                Some(pin) => cgroup_link::pin(link.as_fd(), &pin)
-                    .map_err(|source| EnforcerError::Pin { path: pin, source })?,
-                None => unpinned.push(link),
-            }
+            let fd = program.fd().map_err(program_err(name))?;
+            hooks.link(name, fd.as_fd(), attach_type, &mut unpinned)?;
         }
     }
     Ok(unpinned)
 }
 
-/// Attaches cgroup `sock_release` (forgetting held connections), pinned
-/// like the connect hooks.
-fn cgroup_sock_release(
-    ebpf: &mut Ebpf,
-    cg: &std::fs::File,
-    cgroup: &Path,
-    links: Option<&Path>,
-    unpinned: &mut Vec<OwnedFd>,
-) -> Result<(), EnforcerError> {
-    let name = programs::SOCK_RELEASE;
-    let pin = links.map(|d| d.join(name));
-    if pin.as_ref().is_some_and(|p| p.exists()) {
-        tracing::debug!(program = name, "adopting pinned cgroup link");
-        return Ok(());
+/// Whether `name`'s link is pinned under `links` already (by an earlier
+/// agent): then it is adopted, not attached again.
+fn adopted(links: Option<&Path>, name: &str) -> bool {
+    let pinned = links.is_some_and(|d| d.join(name).exists());
+    if pinned {
+        tracing::debug!(program = name, "adopting pinned link");
     }
-    let program: &mut CgroupSock = ebpf
-        .program_mut(name)
-        .ok_or(EnforcerError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
-    program.load().map_err(program_err(name))?;
-    let prog_fd = program.fd().map_err(program_err(name))?;
-    let link = cgroup_link::attach(
-        prog_fd.as_fd(),
-        cg.as_fd(),
-        cgroup_link::BPF_CGROUP_INET_SOCK_RELEASE,
-    )
-    .map_err(|e| EnforcerError::Attach {
-        name,
-        target: cgroup.to_owned(),
-        source: e,
-    })?;
-    match pin {
-        Some(pin) => cgroup_link::pin(link.as_fd(), &pin)
-            .map_err(|source| EnforcerError::Pin { path: pin, source })?,
-        None => unpinned.push(link),
+    pinned
+}
+
+/// The cgroup the cgroup hooks attach to, and where their links are pinned.
+struct CgroupHooks<'a> {
+    cg: std::fs::File,
+    path: &'a Path,
+    links: Option<&'a Path>,
+}
+
+impl CgroupHooks<'_> {
+    /// Links a loaded program to the cgroup and pins the link under
+    /// `links` (without a pin directory, `unpinned` keeps it).
+    fn link(
+        &self,
+        name: &'static str,
+        program: std::os::fd::BorrowedFd<'_>,
+        attach_type: u32,
+        unpinned: &mut Vec<OwnedFd>,
+    ) -> Result<(), EnforcerError> {
+        let link = cgroup_link::attach(program, self.cg.as_fd(), attach_type).map_err(|e| {
+            EnforcerError::Attach {
+                name,
+                target: self.path.to_owned(),
+                source: e,
+            }
+        })?;
+        match self.links.map(|d| d.join(name)) {
+            Some(pin) => cgroup_link::pin(link.as_fd(), &pin)
+                .map_err(|source| EnforcerError::Pin { path: pin, source }),
+            None => {
+                unpinned.push(link);
+                Ok(())
+            }
+        }
     }
-    Ok(())
 }
 
 /// Loads and attaches one LSM program; with `links`, pins its link there,
@@ -194,11 +204,10 @@ pub fn lsm(
     btf: &Btf,
     links: Option<&Path>,
 ) -> Result<bool, EnforcerError> {
-    let pin = links.map(|d| d.join(name));
-    if pin.as_ref().is_some_and(|p| p.exists()) {
-        tracing::debug!(program = name, "adopting pinned link");
+    if adopted(links, name) {
         return Ok(false);
     }
+    let pin = links.map(|d| d.join(name));
     let program: &mut Lsm = ebpf
         .program_mut(name)
         .ok_or(EnforcerError::MissingProgram(name))?
@@ -231,11 +240,10 @@ fn traced(
     btf: &Btf,
     links: Option<&Path>,
 ) -> Result<(), EnforcerError> {
-    let pin = links.map(|d| d.join(name));
-    if pin.as_ref().is_some_and(|p| p.exists()) {
-        tracing::debug!(program = name, "adopting pinned link");
+    if adopted(links, name) {
         return Ok(());
     }
+    let pin = links.map(|d| d.join(name));
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or(EnforcerError::MissingProgram(name))?

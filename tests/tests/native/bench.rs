@@ -7,26 +7,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use ward_proto::v1::{self as pb, object, subject};
+use ward_proto::v1 as pb;
+
+use ward_tests::bench::connect_grant;
 
 use crate::daemon::host;
-
-/// A grant letting `workload` connect to `network` until `expires_ms`.
-fn connect_grant(id: String, workload: &str, network: String, expires_ms: i64) -> pb::Grant {
-    pb::Grant {
-        id,
-        subject: Some(pb::Subject {
-            kind: Some(subject::Kind::Workload(workload.to_owned())),
-        }),
-        operations: vec![pb::Operation::Connect as i32],
-        objects: vec![pb::Object {
-            kind: Some(object::Kind::Network(network)),
-        }],
-        expires_at_unix_ms: expires_ms,
-        reason: "bench".into(),
-        ..Default::default()
-    }
-}
 
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
@@ -194,59 +179,17 @@ fn expiry_precision() {
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn teardown_precision() {
-    use std::io::Read;
     let h = host("bench-teardown", "");
     let wardd = h.start();
-    ward_tests::bench::enter_cgroup(h.sb.managed.path());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut client = rt.block_on(ward_agent::client::connect(&h.socket)).unwrap();
-    let n: u64 = std::env::var("WARD_BENCH_EXPIRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let (mut late, mut early, mut not_reset) = (Vec::new(), 0u64, 0u64);
-    for i in 0..n {
-        let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
-        let grant = connect_grant(
-            format!("teardown-{i}"),
-            &h.managed_workload(),
-            format!("127.0.0.1/32:{}", h.addr.port()),
-            expires.as_millis() as i64,
-        );
-        rt.block_on(client.push_grant(pb::PushGrantRequest {
-            grant: Some(grant),
-            ..Default::default()
-        }))
-        .unwrap();
-        let deadline = Duration::from_millis(expires.as_millis() as u64);
-        // This process is the grantee: its connection is held.
-        let _held = TcpStream::connect(h.addr).expect("allowed before its deadline");
-        let (mut peer, _) = h.listener.accept().unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut b = [0u8; 1];
-        let r = peer.read(&mut b);
-        let at = unix_now();
-        match r {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                if at < deadline {
-                    early += 1;
-                }
-                late.push(at.saturating_sub(deadline));
-            }
-            _ => not_reset += 1,
-        }
-    }
-    ward_tests::bench::leave_cgroup();
+    let s = ward_tests::bench::teardown_precision(
+        &h.socket,
+        h.sb.managed.path(),
+        &h.managed_workload(),
+        &h.listener,
+    );
     if std::env::var_os("WARD_BENCH_LOG").is_some() {
         println!("{}", wardd.log());
     }
-    assert_eq!(not_reset, 0, "every connection is reset");
-    let mut s = ward_tests::bench::summary(late);
-    s["reset_before_deadline"] = early.into();
-    s["target_us"] = 1000.into();
     ward_tests::bench::record("teardown_precision", &s);
 }
 

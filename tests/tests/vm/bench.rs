@@ -530,3 +530,53 @@ fn file_walk_against_landlock() {
         }
     }
 }
+
+/// The connection reset at a grant's deadline, through wardd with BPF LSM
+/// (the held-connection map iterator), in wall-clock time under plain
+/// emulation (no icount): every instruction runs many times slower than
+/// on hardware, so the figure is an upper bound. Run with `cargo xtask vm
+/// -- /ward/tests/kernel --ignored --nocapture teardown_precision_lsm`.
+#[test]
+#[ignore = "benchmark: wall-clock under emulation"]
+fn teardown_precision_lsm() {
+    let dir = TempDir::new("bench-teardown");
+    let d = dir.path().display();
+    let root = cgroup2_mount().unwrap();
+    let managed = OwnedCgroup::create(&root, "ward-bench-teardown").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[agent]
+socket = "{d}/agent.sock"
+state_dir = "{d}/state"
+audit_log = "{d}/audit.jsonl"
+pin_dir = "/sys/fs/bpf/ward-bench-teardown"
+
+[enforce]
+hooks = "lsm"
+managed_cgroups = ["ward-bench-teardown"]
+
+[protect]
+networks = ["127.0.0.1/32:{port}"]
+"#
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("agent.sock");
+    let wardd = ward_tests::wardd::Wardd::start(&config, &socket, &[]);
+    let s = ward_tests::bench::teardown_precision(
+        &socket,
+        managed.path(),
+        "ward-bench-teardown",
+        &listener,
+    );
+    println!("BENCH {}", serde_json::json!({"teardown_precision_lsm": s}));
+    if std::env::var_os("WARD_BENCH_LOG").is_some() {
+        println!("{}", wardd.log());
+    }
+    drop(wardd);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/ward-bench-teardown");
+}
