@@ -131,7 +131,35 @@ fn summary_md(out: &std::path::Path) -> String {
             .iter()
             .filter_map(|(s, _)| Some((*s, Overheads::of(&all, s)?)))
             .collect();
-        let trampoline = loops.first().map_or(f64::NAN, |(_, o)| o.trampoline_ns());
+        // One hook invocation outside the program, from the first loop
+        // measured (open_read, or read when only the use loops ran).
+        let trampoline = loops
+            .first()
+            .or(uses.first())
+            .map_or(f64::NAN, |(_, o)| o.trampoline_ns());
+        let floor_row = |group: &[(&str, Overheads<'_>)],
+                         cond: &str,
+                         limit: Option<f64>,
+                         label: &str| {
+            let cells: Vec<String> = group
+                .iter()
+                .map(|(name, o)| {
+                    let x = o.x_floor_bpf(cond, Some(100_000), trampoline);
+                    let met = limit.map_or(String::new(), |l| format!("{}; ", verdict(x <= l)));
+                    format!(
+                        "{name} {x:.2}× ({met}timed {:.2}×)",
+                        o.x_floor_timed(cond, Some(100_000))
+                    )
+                })
+                .collect();
+            [
+                format!(
+                    "{label}: × empty-program floor from bpf_stats, 100k entries (6.12 VM, icount)"
+                ),
+                cells.join("; "),
+                limit.map_or(String::new(), |l| format!("≤ {l}× floor")),
+            ]
+        };
         for (cond, limit, label) in [
             ("unmanaged", 1.2, "unmanaged caller"),
             (
@@ -145,27 +173,12 @@ fn summary_md(out: &std::path::Path) -> String {
                 "managed caller, protected object allowed by a grant",
             ),
         ] {
-            let cells: Vec<String> = loops
-                .iter()
-                .map(|(name, o)| {
-                    let x = o.x_floor_bpf(cond, Some(100_000), trampoline);
-                    format!(
-                        "{name} {x:.2}× ({}; timed {:.2}×)",
-                        verdict(x <= limit),
-                        o.x_floor_timed(cond, Some(100_000))
-                    )
-                })
-                .collect();
-            rows.push([
-                format!(
-                    "{label}: × empty-program floor from bpf_stats, 100k entries (6.12 VM, icount)"
-                ),
-                cells.join("; "),
-                format!("≤ {limit}× floor"),
-            ]);
+            if !loops.is_empty() {
+                rows.push(floor_row(&loops, cond, Some(limit), label));
+            }
         }
-        // The use hooks (issue: read/write and send/recv through what a
-        // managed caller holds, against the floor of those hooks).
+        // The use hooks: read/write and send/recv through what a managed
+        // caller holds, against the floor of those hooks.
         for (cond, limit, label) in [
             (
                 "unmanaged",
@@ -178,24 +191,9 @@ fn summary_md(out: &std::path::Path) -> String {
                 "use of a file or connection held under a grant, managed caller",
             ),
         ] {
-            let cells: Vec<String> = uses
-                .iter()
-                .map(|(name, o)| {
-                    let x = o.x_floor_bpf(cond, Some(100_000), trampoline);
-                    let met = limit.map_or(String::new(), |l| format!("{}; ", verdict(x <= l)));
-                    format!(
-                        "{name} {x:.2}× ({met}timed {:.2}×)",
-                        o.x_floor_timed(cond, Some(100_000))
-                    )
-                })
-                .collect();
-            rows.push([
-                format!(
-                    "{label}: × empty-program floor from bpf_stats, 100k entries (6.12 VM, icount)"
-                ),
-                cells.join("; "),
-                limit.map_or(String::new(), |l| format!("≤ {l}× floor")),
-            ]);
+            if !uses.is_empty() {
+                rows.push(floor_row(&uses, cond, limit, label));
+            }
         }
         let growth = loops
             .iter()
@@ -576,7 +574,10 @@ fn syscall_md(out: &std::path::Path) -> Result<String> {
          (the stats add two clock reads per run). Granted opens emit an audit event each; \
          the ring is drained between timed chunks of 1,000 ops, as wardd drains it.\n",
     );
-    let trampoline = Overheads::of(&rows, SYSCALLS[0].0).map_or(f64::NAN, |o| o.trampoline_ns());
+    let trampoline = SYSCALLS
+        .iter()
+        .find_map(|(s, _)| Overheads::of(&rows, s))
+        .map_or(f64::NAN, |o| o.trampoline_ns());
     md.push_str(&format!(
         "\nOne hook invocation outside the program (the BPF trampoline), from the open_read floor: \
          {trampoline:.0} ns. *× floor, bpf_stats* = (trampolines + ward's in-BPF time) / \
