@@ -32,7 +32,7 @@ fn unix_now() -> Duration {
 
 /// How long after `expires_at` the peer of a connection made under a grant
 /// sees it reset, over `WARD_BENCH_EXPIRIES` (200) grants with deadlines
-/// 200-399 ms ahead, pushed to the wardd at `socket` for `workload` (whose
+/// `ahead_ms` to twice that ahead, pushed to the wardd at `socket` for `workload` (whose
 /// cgroup is `cgroup`) to connect to `listener`, which wardd protects.
 /// This process joins the cgroup to be the grantee, and leaves it.
 pub fn teardown_precision(
@@ -40,6 +40,7 @@ pub fn teardown_precision(
     cgroup: &Path,
     workload: &str,
     listener: &TcpListener,
+    ahead_ms: u64,
 ) -> serde_json::Value {
     let to = listener.local_addr().unwrap();
     enter_cgroup(cgroup);
@@ -54,7 +55,7 @@ pub fn teardown_precision(
         .unwrap_or(200);
     let (mut late, mut early, mut not_reset) = (Vec::new(), 0u64, 0u64);
     for i in 0..n {
-        let expires = unix_now() + Duration::from_millis(200 + (i * 37) % 200);
+        let expires = unix_now() + Duration::from_millis(ahead_ms + (i * 37) % ahead_ms);
         let grant = connect_grant(
             format!("teardown-{i}"),
             workload,

@@ -186,6 +186,7 @@ fn teardown_precision() {
         h.sb.managed.path(),
         &h.managed_workload(),
         &h.listener,
+        200,
     );
     if std::env::var_os("WARD_BENCH_LOG").is_some() {
         println!("{}", wardd.log());

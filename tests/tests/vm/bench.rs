@@ -535,7 +535,8 @@ fn file_walk_against_landlock() {
 /// (the held-connection map iterator), in wall-clock time under plain
 /// emulation (no icount): every instruction runs many times slower than
 /// on hardware, so the figure is an upper bound. Run with `cargo xtask vm
-/// -- /ward/tests/kernel --ignored --nocapture teardown_precision_lsm`.
+/// -- /ward/tests/kernel --ignored --nocapture teardown_precision_lsm`
+/// (`WARD_BENCH_EXPIRIES` grants, deadlines 2-4 s ahead).
 #[test]
 #[ignore = "benchmark: wall-clock under emulation"]
 fn teardown_precision_lsm() {
@@ -572,6 +573,8 @@ networks = ["127.0.0.1/32:{port}"]
         managed.path(),
         "ward-bench-teardown",
         &listener,
+        // Emulation makes a push and a connect take hundreds of ms.
+        2000,
     );
     println!("BENCH {}", serde_json::json!({"teardown_precision_lsm": s}));
     if std::env::var_os("WARD_BENCH_LOG").is_some() {
