@@ -71,7 +71,9 @@ pub fn teardown_precision(
         // This process is the grantee: its connection is held.
         let _held = TcpStream::connect(to).expect("allowed before its deadline");
         let (mut peer, _) = listener.accept().unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // Past the latest deadline, with room for a late reset.
+        let wait = Duration::from_millis(2 * ahead_ms) + Duration::from_secs(2);
+        peer.set_read_timeout(Some(wait)).unwrap();
         let mut b = [0u8; 1];
         let r = peer.read(&mut b);
         let at = unix_now();
