@@ -544,16 +544,18 @@ impl Enforcer {
     /// them with the decision every send and receive takes, and sock_diag
     /// aborts each.
     pub fn end_connections(&mut self) -> Result<Teardown, EnforcerError> {
-        if kmaps::held(&mut self.ebpf)?.1 == 0 {
-            return Ok(Teardown::default());
-        }
         if self.teardown.is_none() {
+            // Made once something is held (the handle checks the count
+            // itself from then on), so a kernel without the iterator says
+            // so only when there is a connection to end.
+            if kmaps::held(&mut self.ebpf)?.1 == 0 {
+                return Ok(Teardown::default());
+            }
             self.teardown = Some(teardown::Handle::new(&self.ebpf)?);
         }
-        match &mut self.teardown {
-            Some(t) => t.run(),
-            None => Ok(Teardown::default()),
-        }
+        self.teardown
+            .as_mut()
+            .map_or(Ok(Teardown::default()), teardown::Handle::run)
     }
 
     /// A teardown handle with descriptors of its own, for a caller that
