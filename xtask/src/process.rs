@@ -3,14 +3,18 @@
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
+    sync::OnceLock,
     time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
 
-/// One progress line, prefixed so it stands out among cargo's output.
+/// One progress line, prefixed so it stands out among cargo's output,
+/// with the seconds since the first (where a long run spent its time).
 pub fn step(msg: impl AsRef<str>) {
-    println!("==> {}", msg.as_ref());
+    static STARTED: OnceLock<Instant> = OnceLock::new();
+    let at = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    println!("==> [{at:>4}s] {}", msg.as_ref());
     let _ = std::io::stdout().flush();
 }
 

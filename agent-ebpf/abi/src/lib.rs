@@ -101,6 +101,11 @@ pub mod maps {
     /// u32 [`super::HELD_FILES_SLOT`] / [`super::HELD_SOCKS_SLOT`] -> u64:
     /// how many entries each held map has, so hooks skip it when empty.
     pub const HELD_COUNT: &str = "WARD_HELD_COUNT";
+    /// u32 0 -> u64: the time (boot clock) a teardown pass decides as of.
+    /// 0 for a pass that ends what has ended now; else the pass is a
+    /// look-ahead that names what will have ended then, and records
+    /// nothing. Only the agent's teardown pass reads it.
+    pub const TEARDOWN_AS_OF: &str = "WARD_TEARDOWN_AS_OF";
 }
 
 /// Names of the read-only globals that user space sets before load.

@@ -99,3 +99,7 @@ pub static WARD_HELD_SOCKS: HashMap<u64, Held> = HashMap::with_max_entries(65536
 /// [`ward_abi::HELD_SOCKS_SLOT`]), so that hooks skip an empty one.
 #[map]
 pub static WARD_HELD_COUNT: Array<u64> = Array::with_max_entries(2, 0);
+
+/// See [`ward_abi::maps::TEARDOWN_AS_OF`].
+#[map]
+pub static WARD_TEARDOWN_AS_OF: Array<u64> = Array::with_max_entries(1, 0);

@@ -85,21 +85,31 @@ fn check_connect<const LOGIN: bool>(
     let Some(dest) = dest() else {
         return (Outcome::UNPROTECTED, None);
     };
-    let outcome = decide_dest(config, who, &dest, true);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let outcome = decide_dest(config, who, &dest, now, Report::All);
     (outcome, Some((who, dest)))
 }
 
-/// Decides a destination for `who`. `audit_allow` as in the file hooks:
-/// a held connection decided again reports only an end.
+/// Which decisions become events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// Every decision: a new connection is audited.
+    All,
+    /// Ends only: a held connection decided again.
+    Denials,
+    /// None: a look-ahead, which decides nothing that happens.
+    Nothing,
+}
+
+/// Decides a destination for `who` as of `now` (boot clock).
 #[inline(always)]
-fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, audit_allow: bool) -> Outcome {
+fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: Report) -> Outcome {
     let rules: &LpmTrie<NetKey, Rule> = if config.active == 0 {
         &WARD_NET_RULES_0
     } else {
         &WARD_NET_RULES_1
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     let verdict = steps::decide(
         who,
         now,
@@ -113,7 +123,7 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, audit_allow: bool) 
     let Some(verdict) = verdict else {
         return Outcome::UNPROTECTED;
     };
-    if !verdict.allow || audit_allow {
+    if events == Report::All || (events == Report::Denials && !verdict.allow) {
         let object = Object::Addr {
             addr: &dest.addr,
             port: dest.port,
@@ -209,7 +219,14 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 #[inline(always)]
 pub(crate) fn held_use(sk: u64) -> bool {
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, false)
+}
+
+/// [`held_use`] as of `now`; with `look_ahead`, it records nothing and
+/// reports nothing: what the connection's next use would be told at `now`
+/// if no rule changes before then.
+#[inline(always)]
+pub(crate) fn held_use_as_of(sk: u64, now: u64, look_ahead: bool) -> bool {
     let epoch = held::epoch();
     match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
         Recall::NotHeld => true,
@@ -226,8 +243,15 @@ pub(crate) fn held_use(sk: u64) -> bool {
                     family: (*entry).family,
                 }
             };
-            let outcome = decide_dest(config, who, &dest, false);
-            held::settle(entry, epoch, outcome);
+            let events = if look_ahead {
+                Report::Nothing
+            } else {
+                Report::Denials
+            };
+            let outcome = decide_dest(config, who, &dest, now, events);
+            if !look_ahead {
+                held::settle(entry, epoch, outcome);
+            }
             outcome.allow
         }
     }

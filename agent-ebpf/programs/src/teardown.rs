@@ -8,13 +8,17 @@
 //! connection the hooks would still allow, nor spares one they would not.
 //! It visits held connections only, so a pass costs microseconds however
 //! many sockets the host has.
+//!
+//! A look-ahead pass (the agent sets [`WARD_TEARDOWN_AS_OF`]) names what
+//! will have ended at a coming deadline and changes nothing, so that at
+//! the deadline itself the agent only resets.
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_seq_write};
+use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_seq_write};
 use ward_abi::{EndedConn, NO_OFFSET};
 
-use crate::{net, rodata};
+use crate::{maps::WARD_TEARDOWN_AS_OF, net, rodata};
 
 /// `offsetof(struct sock_common, ...)`, from the kernel's BTF.
 #[unsafe(no_mangle)]
@@ -84,7 +88,7 @@ pub extern "C" fn ward_held_ended(ctx: *const IterMapElem) -> i32 {
     }
     // SAFETY: the element's 8-byte key.
     let key = unsafe { *at };
-    if !net::held_use(key) {
+    if !still_allowed(key) {
         report_ended(meta, key);
     }
     0
@@ -102,10 +106,27 @@ pub extern "C" fn ward_tcp_ended(ctx: *const IterTcp) -> i32 {
         return 0;
     }
     let key = sk as u64;
-    if !net::held_use(key) {
+    if !still_allowed(key) {
         report_ended(meta, key);
     }
     0
+}
+
+/// The held connection's decision, now or, in a look-ahead pass, as of
+/// the agent's [`WARD_TEARDOWN_AS_OF`].
+#[inline(always)]
+fn still_allowed(key: u64) -> bool {
+    // SAFETY: an aligned u64 in a map value, read in one load.
+    let as_of = WARD_TEARDOWN_AS_OF
+        .get(0)
+        .map_or(0, |t| unsafe { core::ptr::read_volatile(t) });
+    let (now, look_ahead) = if as_of == 0 {
+        // SAFETY: helper without arguments.
+        (unsafe { bpf_ktime_get_boot_ns() }, false)
+    } else {
+        (as_of, true)
+    };
+    net::held_use_as_of(key, now, look_ahead)
 }
 
 /// Writes the held connection `key`, whose permission has ended, to the

@@ -136,6 +136,8 @@ pub struct Enforcer {
     _links: Vec<OwnedFd>,
     /// Made at the first teardown pass.
     teardown: Option<teardown::Handle>,
+    /// Writes to the rules, for look-ahead teardown passes.
+    writes: teardown::RuleWrites,
 }
 
 impl Enforcer {
@@ -176,6 +178,7 @@ impl Enforcer {
             paths: Default::default(),
             _links: links,
             teardown: None,
+            writes: teardown::RuleWrites::default(),
         })
     }
 
@@ -302,6 +305,7 @@ impl Enforcer {
     /// Replaces the policy part of the table in one step. On any error the
     /// previous table stays in force, untouched.
     pub fn apply(&mut self, policy: &[Entry]) -> Result<(), EnforcerError> {
+        let _writing = self.writes.begin();
         let policy = table::index(policy)?;
         let mut merged = policy.clone();
         for entries in self.grants.values() {
@@ -374,6 +378,7 @@ impl Enforcer {
     /// incremental recompile changed. Each touched slot is rewritten once;
     /// on any error the model is put back and the touched slots re-synced.
     pub fn update_policy(&mut self, remove: &[Entry], add: &[Entry]) -> Result<(), EnforcerError> {
+        let _writing = self.writes.begin();
         let mut touched = BTreeSet::new();
         let mut removed = Vec::new();
         for e in remove {
@@ -436,6 +441,7 @@ impl Enforcer {
     /// Adds (or replaces) a grant's entries in the live table. Refused whole
     /// if any entry is invalid or the table is full.
     pub fn grant(&mut self, grant_id: u64, entries: Vec<Entry>) -> Result<(), EnforcerError> {
+        let _writing = self.writes.begin();
         let mut touched = BTreeSet::new();
         for e in &entries {
             touched.insert(e.slot()?);
@@ -460,6 +466,7 @@ impl Enforcer {
 
     /// Removes a grant: its access ends at once.
     pub fn revoke(&mut self, grant_id: u64) -> Result<bool, EnforcerError> {
+        let _writing = self.writes.begin();
         let Some(entries) = self.grants.remove(&grant_id) else {
             // An adopted table may hold grants this process never saw.
             let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
@@ -551,7 +558,7 @@ impl Enforcer {
             if kmaps::held(&mut self.ebpf)?.1 == 0 {
                 return Ok(Teardown::default());
             }
-            self.teardown = Some(teardown::Handle::new(&self.ebpf)?);
+            self.teardown = Some(teardown::Handle::new(&self.ebpf, self.writes.clone())?);
         }
         self.teardown
             .as_mut()
@@ -561,7 +568,7 @@ impl Enforcer {
     /// A teardown handle with descriptors of its own, for a caller that
     /// runs it at deadlines without holding the enforcer.
     pub fn teardown_handle(&self) -> Result<teardown::Handle, EnforcerError> {
-        teardown::Handle::new(&self.ebpf)
+        teardown::Handle::new(&self.ebpf, self.writes.clone())
     }
 
     /// The next deadline after `after` (boot clock) of an allow to connect,
@@ -592,6 +599,7 @@ impl Enforcer {
     /// `scan_links`, also files in trees that gained a second name.
     /// Returns how many kernel entries changed.
     pub fn refresh_objects(&mut self, scan_links: bool) -> Result<usize, EnforcerError> {
+        let _writing = self.writes.begin();
         let changes = self.objects.refresh(scan_links);
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
         if !changes.is_empty() {

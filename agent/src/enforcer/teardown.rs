@@ -16,6 +16,10 @@ use std::{
     io::{self, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr as InetAddr},
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::{
@@ -46,7 +50,56 @@ pub struct Handle {
     /// iterator.
     over: Option<OwnedFd>,
     counts: Array<MapData, u64>,
+    as_of: Array<MapData, u64>,
+    writes: RuleWrites,
     resetter: Option<Resetter>,
+}
+
+/// Every handle of the process sets the kernel's as-of time for the pass
+/// it runs: one pass at a time.
+static PASS: Mutex<()> = Mutex::new(());
+
+/// Counts the enforcer's writes to the rules: odd while one is under way.
+/// A look-ahead stands only while the count is what it was.
+#[derive(Clone, Default)]
+pub struct RuleWrites(Arc<AtomicU64>);
+
+impl RuleWrites {
+    /// Marks a write under way until the guard drops.
+    pub fn begin(&self) -> RuleWrite {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        RuleWrite(self.0.clone())
+    }
+
+    /// The count, if no write is under way.
+    fn settled(&self) -> Option<u64> {
+        let n = self.0.load(Ordering::SeqCst);
+        n.is_multiple_of(2).then_some(n)
+    }
+}
+
+/// A write to the rules under way; see [`RuleWrites`].
+pub struct RuleWrite(Arc<AtomicU64>);
+
+impl Drop for RuleWrite {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What a look-ahead pass found: the connections whose permission ends
+/// at `at`, if the rules do not change before then.
+pub struct Foreseen {
+    at: u64,
+    writes: u64,
+    ending: Vec<EndedConn>,
+}
+
+impl Foreseen {
+    /// The connections it named.
+    pub fn ending(&self) -> &[EndedConn] {
+        &self.ending
+    }
 }
 
 fn err(what: &str) -> impl FnOnce(io::Error) -> EnforcerError + '_ {
@@ -76,7 +129,7 @@ impl Handle {
     /// A handle on the loaded iterator (the map iterator, else the TCP
     /// one) and the held-connection maps, with descriptors of its own.
     /// `Err` when neither iterator is loaded.
-    pub fn new(ebpf: &Ebpf) -> Result<Handle, EnforcerError> {
+    pub fn new(ebpf: &Ebpf, writes: RuleWrites) -> Result<Handle, EnforcerError> {
         let loaded = |name: &'static str| {
             ebpf.program(name)
                 .and_then(|p| p.fd().ok())
@@ -93,10 +146,18 @@ impl Handle {
         };
         let counts = MapData::from_fd(map_fd(ebpf, maps::HELD_COUNT)?).map_err(held_count_err)?;
         let counts = Array::try_from(Map::Array(counts)).map_err(held_count_err)?;
+        let as_of_err = |source| EnforcerError::Map {
+            name: maps::TEARDOWN_AS_OF,
+            source,
+        };
+        let as_of = MapData::from_fd(map_fd(ebpf, maps::TEARDOWN_AS_OF)?).map_err(as_of_err)?;
+        let as_of = Array::try_from(Map::Array(as_of)).map_err(as_of_err)?;
         Ok(Handle {
             program,
             over,
             counts,
+            as_of,
+            writes,
             resetter: None,
         })
     }
@@ -105,19 +166,82 @@ impl Handle {
     /// namespace) whose permission has ended. Nothing to do, and no
     /// iteration, while no connection is held.
     pub fn run(&mut self) -> Result<Teardown, EnforcerError> {
+        let ended = self.pass(0)?;
+        self.reset(&ended)
+    }
+
+    /// A look-ahead, taken before `deadline` (boot clock): the held
+    /// connections whose permission will have ended then, unless the
+    /// rules change first. `None` while the rules are being written.
+    pub fn foresee(&mut self, deadline: u64) -> Result<Option<Foreseen>, EnforcerError> {
+        let Some(writes) = self.writes.settled() else {
+            return Ok(None);
+        };
+        let ending = self.pass(deadline.max(1))?;
+        Ok(Some(Foreseen {
+            at: deadline,
+            writes,
+            ending,
+        }))
+    }
+
+    /// At the deadline of `foreseen`: resets what it named, if no rule was
+    /// written since, then makes a whole pass for what it could not know
+    /// (a connection made since, a rule written). Before the deadline, or
+    /// after a write, only the whole pass: never an early reset.
+    pub fn reset_foreseen(&mut self, foreseen: Foreseen) -> Result<Teardown, EnforcerError> {
+        let stands =
+            super::boot_ns() >= foreseen.at && self.writes.settled() == Some(foreseen.writes);
+        if !stands {
+            return self.run();
+        }
+        let started = super::boot_ns();
+        let mut done = self.reset(&foreseen.ending)?;
+        tracing::debug!(
+            late_us = (super::boot_ns() - foreseen.at) / 1000,
+            took_us = (super::boot_ns() - started) / 1000,
+            reset = done.reset,
+            "foreseen connections reset"
+        );
+        let mut rest = self.pass(0)?;
+        rest.retain(|c| !foreseen.ending.contains(c));
+        let rest = self.reset(&rest)?;
+        done.reset += rest.reset;
+        done.gone += rest.gone;
+        done.failed.extend(rest.failed);
+        Ok(done)
+    }
+
+    /// Runs the iterator as of `as_of` (0: now) and returns what it named.
+    fn pass(&mut self, as_of: u64) -> Result<Vec<EndedConn>, EnforcerError> {
         let held = self
             .counts
             .get(&HELD_SOCKS_SLOT, 0)
             .map_err(held_count_err)?;
         if held == 0 {
-            return Ok(Teardown::default());
+            return Ok(Vec::new());
         }
-        let mut file = iterator(self.program.as_fd(), self.over.as_ref().map(|m| m.as_fd()))
-            .map_err(err("creating the iterator"))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(err("running the iterator"))?;
-        let ended = parse(&bytes);
+        let _one = PASS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let set_err = |source| EnforcerError::Map {
+            name: maps::TEARDOWN_AS_OF,
+            source,
+        };
+        self.as_of.set(0, as_of, 0).map_err(set_err)?;
+        let read = iterator(self.program.as_fd(), self.over.as_ref().map(|m| m.as_fd()))
+            .map_err(err("creating the iterator"))
+            .and_then(|mut file| {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)
+                    .map_err(err("running the iterator"))?;
+                Ok(bytes)
+            });
+        if as_of != 0 {
+            self.as_of.set(0, 0, 0).map_err(set_err)?;
+        }
+        Ok(parse(&read?))
+    }
+
+    fn reset(&mut self, ended: &[EndedConn]) -> Result<Teardown, EnforcerError> {
         if ended.is_empty() {
             return Ok(Teardown::default());
         }
@@ -127,7 +251,7 @@ impl Handle {
                 .resetter
                 .insert(Resetter::open().map_err(err("sock_diag"))?),
         };
-        Ok(resetter.reset_all(&ended))
+        Ok(resetter.reset_all(ended))
     }
 }
 

@@ -34,7 +34,7 @@ pub fn sandbox(tag: &str) -> Sandbox {
     }
 }
 
-fn cgroup_enforcer(sb: &Sandbox, max_net_rules: u32) -> Enforcer {
+pub fn cgroup_enforcer(sb: &Sandbox, max_net_rules: u32) -> Enforcer {
     Enforcer::load(EnforcerConfig {
         max_net_rules,
         hooks: Hooks {

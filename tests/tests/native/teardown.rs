@@ -92,6 +92,94 @@ fn a_connection_is_reset_at_its_grants_deadline_and_at_revoke() {
     assert_eq!(h.connect(), DENIED, "a new connect after revoke");
 }
 
+/// The look-ahead wardd takes before a deadline (so that at the deadline
+/// only the resets remain) resets nothing early, and nothing a rule
+/// written since allows: here through the library, on the cgroup hooks.
+#[test]
+fn a_look_ahead_resets_at_its_deadline_only_and_a_rule_written_since_voids_it() {
+    use ward_abi::Op;
+    use ward_agent::enforcer::{Expiry, NetPattern, Object, boot_ns};
+    use ward_tests::lifecycle::{grant_for, protection};
+
+    let sb = crate::connect::sandbox("ahead");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let object = Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap());
+    let mut enforcer = crate::connect::cgroup_enforcer(&sb, 1024);
+    enforcer.manage_cgroup(sb.managed.id()).unwrap();
+    enforcer.apply(&[protection(Op::Connect, &object)]).unwrap();
+    let grant = |until: u64| {
+        vec![grant_for(
+            &sb.managed,
+            Op::Connect,
+            &object,
+            1,
+            Expiry::AtBootNs(until),
+        )]
+    };
+    let deadline = boot_ns() + 1_500_000_000;
+    enforcer.grant(1, grant(deadline)).unwrap();
+    let mut holder = Holder::start(&sb.managed, Target::Tcp(addr));
+    assert_eq!(
+        holder.opened,
+        OpenOutcome::Opened,
+        "connected under the grant"
+    );
+    let (mut peer, _) = listener.accept().expect("accept");
+    let mut handle = enforcer.teardown_handle().unwrap();
+
+    let early = handle
+        .foresee(deadline)
+        .unwrap()
+        .expect("no write under way");
+    assert_eq!(
+        early.ending().len(),
+        1,
+        "the look-ahead names the connection"
+    );
+    let t = handle.reset_foreseen(early).unwrap();
+    assert_eq!(t.reset, 0, "nothing is reset before the deadline");
+
+    let voided = handle
+        .foresee(deadline)
+        .unwrap()
+        .expect("no write under way");
+    assert_eq!(voided.ending().len(), 1);
+    // Extended after the look-ahead, before the deadline.
+    enforcer
+        .grant(1, grant(boot_ns() + 3_600_000_000_000))
+        .unwrap();
+    while boot_ns() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = handle.reset_foreseen(voided).unwrap();
+    assert_eq!(t.reset, 0, "a rule written since the look-ahead voids it");
+    assert_eq!(holder.try_use(Use::Send), OpenOutcome::Opened);
+    assert_eq!(
+        peer_sees(&mut peer).expect("the byte"),
+        1,
+        "still connected"
+    );
+
+    let deadline = boot_ns() + 1_000_000_000;
+    enforcer.grant(1, grant(deadline)).unwrap();
+    let foreseen = handle
+        .foresee(deadline)
+        .unwrap()
+        .expect("no write under way");
+    assert_eq!(foreseen.ending().len(), 1);
+    while boot_ns() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = handle.reset_foreseen(foreseen).unwrap();
+    assert_eq!(
+        (t.reset, t.failed.len()),
+        (1, 0),
+        "reset at the deadline: {t:?}"
+    );
+    assert!(is_reset(&peer_sees(&mut peer)), "the peer sees the reset");
+}
+
 /// The test PostgreSQL server (`cargo xtask test` starts it).
 struct Server {
     url: String,
