@@ -33,6 +33,11 @@ impl Tally {
             let Some(rest) = line.strip_prefix("test ") else {
                 continue;
             };
+            // `--report-time` adds ` <1.234s>`.
+            let rest = match rest.rfind(" <") {
+                Some(at) if rest.ends_with("s>") => &rest[..at],
+                _ => rest,
+            };
             if let Some(name) = rest.strip_suffix(" ... ok") {
                 let _ = name;
                 self.passed += 1;
@@ -73,14 +78,17 @@ test a::one ... ok
 test a::two ... FAILED
 test b ... ok
 test c ... ignored
+test d ... ok <12.345s>
+test e ... FAILED <1.000s>
 
-test result: FAILED. 2 passed; 1 failed; 1 ignored
+test result: FAILED. 3 passed; 2 failed; 1 ignored
 ";
         let mut t = Tally::default();
         assert_eq!(t.add_libtest("unit", out), 1);
         t.fail("vm 6.1: timed out");
-        assert_eq!(t.failed(), 2);
-        assert!(t.report().ends_with("2 passed, 2 failed"));
+        assert_eq!(t.failed(), 3);
+        assert!(t.report().ends_with("3 passed, 3 failed"));
         assert!(t.report().contains("unit: a::two"));
+        assert!(t.report().contains("unit: e\n"));
     }
 }

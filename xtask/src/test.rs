@@ -15,13 +15,49 @@ use crate::{
 };
 
 /// The guest runs every test binary; each must end with a libtest summary.
-const SUITE_SCRIPT: &str = r#"rc=0
+/// The kernel suite's modules that shard 0 runs; shard 1 runs the rest
+/// (`--skip` each), so a new module is never left out. Chosen so that the
+/// two take about as long (per-test times are in the log).
+const SHARD_0: &[&str] = &[
+    "in_use::",
+    "uring::",
+    "doctor::",
+    "bypass::",
+    "lifecycle::",
+    "file_open::",
+    "events::",
+];
+/// Shards per kernel: the four VMs run two at a time, the slowest kernel's
+/// first, so neither core idles while the other kernel's suite finishes.
+const SHARDS: usize = 2;
+
+/// Runs in the guest. Shard 0: every test binary, the kernel suite
+/// filtered to [`SHARD_0`]; shard 1: the kernel suite without them.
+fn suite_script() -> String {
+    let only = SHARD_0.join(" ");
+    let skip: Vec<String> = SHARD_0.iter().map(|m| format!("--skip {m}")).collect();
+    format!(
+        r#"rc=0
+case "$WARD_SHARD" in
+  0) only="{only}" ;;
+  1) only="{skip}" ;;
+  *) only="" ;;
+esac
 for t in /ward/tests/*; do
-  echo "WARD-SUITE $(basename "$t")"
-  "$t" --test-threads=1 || rc=1
+  name=$(basename "$t")
+  if [ "$WARD_SHARD" = 1 ] && [ "$name" != kernel ]; then continue; fi
+  echo "WARD-SUITE $name"
+  if [ "$name" = kernel ]; then
+    RUSTC_BOOTSTRAP=1 "$t" --test-threads=1 -Z unstable-options --report-time $only || rc=1
+  else
+    "$t" --test-threads=1 || rc=1
+  fi
 done
 exit $rc
-"#;
+"#,
+        skip = skip.join(" ")
+    )
+}
 
 pub fn run(ws: &Workspace, vm_timeout: u64) -> Result<ExitCode> {
     let started = Instant::now();
@@ -138,28 +174,56 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     let image = guest::pack(
         ws,
         &binaries,
-        &format!("{}{SUITE_SCRIPT}", guest::GUEST_ENV),
+        &format!("{}{}", guest::GUEST_ENV, suite_script()),
     )?;
-    let expected = binaries.tests.len();
-    // The kernels boot side by side: each suite runs one test at a time,
-    // mostly in the verifier, so one VM keeps about one core busy.
+    // Two VMs at a time: each runs one test at a time, mostly in the
+    // verifier, so one VM keeps about one core busy. The last kernel
+    // (6.1, the slowest) goes first.
+    let jobs: Vec<(&kernels::Kernel, usize)> = kernels
+        .iter()
+        .rev()
+        .flat_map(|k| (0..SHARDS).map(move |shard| (k, shard)))
+        .collect();
     let timeout = Duration::from_secs(vm_timeout);
-    let outcomes: Vec<Result<vm::Outcome>> = std::thread::scope(|s| {
-        let running: Vec<_> = kernels
-            .iter()
-            .map(|kernel| s.spawn(|| vm::boot(ws, kernel, &image, timeout)))
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Vec<Vec<(usize, Result<vm::Outcome>)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&(kernel, shard)) = jobs.get(i) else {
+                            return done;
+                        };
+                        done.push((i, vm::boot_shard(ws, kernel, &image, timeout, shard)));
+                    }
+                })
+            })
             .collect();
-        running
+        workers
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the VM runner panicked")))
+                h.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, Err(anyhow::anyhow!("a VM runner panicked")))]
+                })
             })
             .collect()
     });
-    for (kernel, outcome) in kernels.iter().zip(outcomes) {
+    let mut outcomes: Vec<_> = outcomes.into_iter().flatten().collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    if outcomes.len() < jobs.len() {
+        tally.fail("a VM runner panicked: some kernel suites did not run");
+    }
+    for (i, outcome) in outcomes {
+        let Some(&(kernel, shard)) = jobs.get(i) else {
+            tally.fail("a VM runner panicked");
+            continue;
+        };
         let outcome = outcome?;
-        let suite = format!("vm {}", kernel.line);
+        let suite = format!("vm {}/{shard}", kernel.line);
+        // Shard 0 runs every test binary, the others the kernel suite.
+        let expected = if shard == 0 { binaries.tests.len() } else { 1 };
         let summaries = tally.add_libtest(&suite, &outcome.results);
         if let Some(why) = &outcome.failure {
             tally.fail(format!("{suite}: suite did not complete: {why}"));

@@ -58,6 +58,28 @@ pub fn boot(
     boot_on(ws, kernel, initramfs, timeout, Machine::Test)
 }
 
+/// [`boot`] for one shard of the suites: the guest's init sees
+/// `WARD_SHARD=shard` in its environment (the kernel hands unknown
+/// `NAME=value` parameters to init), and the output is tagged with it.
+pub fn boot_shard(
+    ws: &Workspace,
+    kernel: &Kernel,
+    initramfs: &Path,
+    timeout: Duration,
+    shard: usize,
+) -> Result<Outcome> {
+    let tag = format!("{}/{shard}", kernel.line);
+    boot_with(
+        ws,
+        kernel,
+        initramfs,
+        timeout,
+        Machine::Test,
+        &tag,
+        &format!(" WARD_SHARD={shard}"),
+    )
+}
+
 pub fn boot_on(
     ws: &Workspace,
     kernel: &Kernel,
@@ -65,15 +87,29 @@ pub fn boot_on(
     timeout: Duration,
     machine: Machine,
 ) -> Result<Outcome> {
+    boot_with(ws, kernel, initramfs, timeout, machine, kernel.line, "")
+}
+
+fn boot_with(
+    ws: &Workspace,
+    kernel: &Kernel,
+    initramfs: &Path,
+    timeout: Duration,
+    machine: Machine,
+    tag: &str,
+    cmdline: &str,
+) -> Result<Outcome> {
     let logs = ws.target().join("vm/logs");
     fs::create_dir_all(&logs)?;
-    let console_log = logs.join(format!("{}-console.log", kernel.line));
-    let results_log = logs.join(format!("{}-results.log", kernel.line));
+    let file_tag = tag.replace('/', "-");
+    let console_log = logs.join(format!("{file_tag}-console.log"));
+    let results_log = logs.join(format!("{file_tag}-results.log"));
     fs::write(&results_log, "")?;
     step(format!(
-        "booting {} in qemu (timeout {}s)",
+        "booting {} in qemu (timeout {}s){}",
         kernel.version,
-        timeout.as_secs()
+        timeout.as_secs(),
+        cmdline
     ));
     let started = Instant::now();
     let cpus: &[&str] = match machine {
@@ -100,7 +136,9 @@ pub fn boot_on(
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg("console=ttyS0 quiet panic=-1 rdinit=/init lsm=lockdown,capability,landlock,bpf")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 rdinit=/init lsm=lockdown,capability,landlock,bpf{cmdline}"
+        ))
         .stdin(Stdio::null())
         .spawn()
         .context("starting qemu-system-x86_64")?;
@@ -109,14 +147,14 @@ pub fn boot_on(
     let mut timed_out = false;
     loop {
         let done = qemu.try_wait()?.is_some();
-        shown = echo_new(&results_log, shown, kernel.line)?;
+        shown = echo_new(&results_log, shown, tag)?;
         if done {
             break;
         }
         if started.elapsed() > timeout {
             let _ = qemu.kill();
             let _ = qemu.wait();
-            echo_new(&results_log, shown, kernel.line)?;
+            echo_new(&results_log, shown, tag)?;
             timed_out = true;
             break;
         }
@@ -149,7 +187,7 @@ pub fn boot_on(
     };
     println!(
         "    {}: {} in {:.1}s",
-        kernel.line,
+        tag,
         match (&outcome.failure, outcome.exit) {
             (Some(f), _) => format!("FAILED: {f}"),
             (None, Some(0)) => "exit 0".to_owned(),
