@@ -541,31 +541,21 @@ fn file_walk_against_landlock() {
 #[ignore = "benchmark: wall-clock under emulation"]
 fn teardown_precision_lsm() {
     let dir = TempDir::new("bench-teardown");
-    let d = dir.path().display();
     let root = cgroup2_mount().unwrap();
     let managed = OwnedCgroup::create(&root, "ward-bench-teardown").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[agent]
-socket = "{d}/agent.sock"
-state_dir = "{d}/state"
-audit_log = "{d}/audit.jsonl"
-pin_dir = "/sys/fs/bpf/ward-bench-teardown"
-
-[enforce]
-hooks = "lsm"
-managed_cgroups = ["ward-bench-teardown"]
+    let config = crate::support::agent_config(
+        dir.path(),
+        "/sys/fs/bpf/ward-bench-teardown",
+        &format!(
+            r#"managed_cgroups = ["ward-bench-teardown"]
 
 [protect]
 networks = ["127.0.0.1/32:{port}"]
 "#
         ),
-    )
-    .unwrap();
+    );
     let socket = dir.path().join("agent.sock");
     let wardd = ward_tests::wardd::Wardd::start(&config, &socket, &[]);
     let s = ward_tests::bench::teardown_precision(

@@ -59,31 +59,19 @@ struct Agent {
 impl Agent {
     fn start(tag: &str, policy: &str, directory: &str) -> Agent {
         let dir = TempDir::new(tag);
-        let d = dir.path().display();
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
         std::fs::write(dir.path().join("directory.toml"), directory).unwrap();
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[agent]
-socket = "{d}/agent.sock"
-state_dir = "{d}/state"
-audit_log = "{d}/audit.jsonl"
-pin_dir = "/sys/fs/bpf/ward-{tag}"
-
-[enforce]
-hooks = "lsm"
-managed_uids = [[1000, 1999]]
+        let config = crate::support::agent_config(
+            dir.path(),
+            &format!("/sys/fs/bpf/ward-{tag}"),
+            r#"managed_uids = [[1000, 1999]]
 
 [policy]
 files = ["policy.cedar"]
 directory = "directory.toml"
 reload_interval = "100ms"
-"#
-            ),
-        )
-        .unwrap();
+"#,
+        );
         let wardd = Wardd::start(&config, &dir.path().join("agent.sock"), &[]);
         Agent { dir, wardd }
     }

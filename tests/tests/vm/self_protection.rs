@@ -95,29 +95,18 @@ impl Guarded {
         )
         .expect("mount a bpffs");
         let pins = bpffs.join("ward");
-        let d = dir.path().display();
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[agent]
-socket = "{d}/agent.sock"
-state_dir = "{d}/state"
-audit_log = "{d}/audit.jsonl"
-pin_dir = "{pins}"
-
-[enforce]
-hooks = "lsm"
-managed_uids = [[1000, 1999]]
+        let config = crate::support::agent_config(
+            dir.path(),
+            &pins.display().to_string(),
+            &format!(
+                r#"managed_uids = [[1000, 1999]]
 
 [protect]
 paths = ["{secret}"]
 "#,
-                pins = pins.display(),
                 secret = secret.display()
             ),
-        )
-        .unwrap();
+        );
         let wardd = Wardd::start(&config, &dir.path().join("agent.sock"), &[]);
         Guarded {
             dir,
