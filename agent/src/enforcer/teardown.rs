@@ -41,6 +41,7 @@ use ward_abi::{EndedConn, HELD_SOCKS_SLOT, maps, programs};
 use super::{
     EnforcerError,
     bpf_sys::{Attr, BPF_ITER_CREATE, BPF_LINK_CREATE, BPF_TRACE_ITER, bpf},
+    error::map_err,
 };
 
 /// Runs the teardown iterator and resets what it names.
@@ -118,11 +119,10 @@ fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, EnforcerError> {
     data.fd().as_fd().try_clone_to_owned().map_err(err(name))
 }
 
-fn held_count_err(source: aya::maps::MapError) -> EnforcerError {
-    EnforcerError::Map {
-        name: maps::HELD_COUNT,
-        source,
-    }
+/// A u64 array map of `ebpf`, on a descriptor of its own.
+fn u64_array(ebpf: &Ebpf, name: &'static str) -> Result<Array<MapData, u64>, EnforcerError> {
+    let data = MapData::from_fd(map_fd(ebpf, name)?).map_err(map_err(name))?;
+    Array::try_from(Map::Array(data)).map_err(map_err(name))
 }
 
 impl Handle {
@@ -144,19 +144,11 @@ impl Handle {
                 None,
             ),
         };
-        let counts = MapData::from_fd(map_fd(ebpf, maps::HELD_COUNT)?).map_err(held_count_err)?;
-        let counts = Array::try_from(Map::Array(counts)).map_err(held_count_err)?;
-        let as_of_err = |source| EnforcerError::Map {
-            name: maps::TEARDOWN_AS_OF,
-            source,
-        };
-        let as_of = MapData::from_fd(map_fd(ebpf, maps::TEARDOWN_AS_OF)?).map_err(as_of_err)?;
-        let as_of = Array::try_from(Map::Array(as_of)).map_err(as_of_err)?;
         Ok(Handle {
             program,
             over,
-            counts,
-            as_of,
+            counts: u64_array(ebpf, maps::HELD_COUNT)?,
+            as_of: u64_array(ebpf, maps::TEARDOWN_AS_OF)?,
             writes,
             resetter: None,
         })
@@ -217,28 +209,21 @@ impl Handle {
         let held = self
             .counts
             .get(&HELD_SOCKS_SLOT, 0)
-            .map_err(held_count_err)?;
+            .map_err(map_err(maps::HELD_COUNT))?;
         if held == 0 {
             return Ok(Vec::new());
         }
+        // Every pass sets its own as-of time, under the lock.
         let _one = PASS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let set_err = |source| EnforcerError::Map {
-            name: maps::TEARDOWN_AS_OF,
-            source,
-        };
-        self.as_of.set(0, as_of, 0).map_err(set_err)?;
-        let read = iterator(self.program.as_fd(), self.over.as_ref().map(|m| m.as_fd()))
-            .map_err(err("creating the iterator"))
-            .and_then(|mut file| {
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes)
-                    .map_err(err("running the iterator"))?;
-                Ok(bytes)
-            });
-        if as_of != 0 {
-            self.as_of.set(0, 0, 0).map_err(set_err)?;
-        }
-        Ok(parse(&read?))
+        self.as_of
+            .set(0, as_of, 0)
+            .map_err(map_err(maps::TEARDOWN_AS_OF))?;
+        let mut file = iterator(self.program.as_fd(), self.over.as_ref().map(|m| m.as_fd()))
+            .map_err(err("creating the iterator"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(err("running the iterator"))?;
+        Ok(parse(&bytes))
     }
 
     fn reset(&mut self, ended: &[EndedConn]) -> Result<Teardown, EnforcerError> {
