@@ -23,12 +23,20 @@ pub enum Use {
     /// recv without waiting: EAGAIN when nothing is there, which counts
     /// as allowed.
     Recv = b'v',
+    /// recv without waiting, where only a byte received counts: EAGAIN
+    /// when nothing has arrived.
+    Received = b'g',
 }
 
 /// What the holder opens first.
 pub enum Target<'a> {
-    File { path: &'a Path, flags: i32 },
+    File {
+        path: &'a Path,
+        flags: i32,
+    },
     Tcp(std::net::SocketAddr),
+    /// A connected UDP socket.
+    Udp(std::net::SocketAddr),
 }
 
 /// The child and the two pipe ends that talk to it.
@@ -46,13 +54,15 @@ impl Holder {
     pub fn start(cgroup: &OwnedCgroup, target: Target<'_>) -> Holder {
         let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
             .expect("path has NUL");
-        let (path, flags, addr) = match target {
+        let (path, flags, addr, kind) = match target {
             Target::File { path, flags } => (
                 Some(CString::new(path.as_os_str().as_bytes()).expect("path has NUL")),
                 flags,
                 None,
+                0,
             ),
-            Target::Tcp(a) => (None, 0, Some(sockaddr(a))),
+            Target::Tcp(a) => (None, 0, Some(sockaddr(a)), libc::SOCK_STREAM),
+            Target::Udp(a) => (None, 0, Some(sockaddr(a)), libc::SOCK_DGRAM),
         };
         let mut to_child = [0; 2];
         let mut from_child = [0; 2];
@@ -70,7 +80,7 @@ impl Holder {
                     &procs,
                     path.as_deref(),
                     flags,
-                    addr.as_ref(),
+                    addr.as_ref().map(|a| (a, kind)),
                     to_child[0],
                     from_child[1],
                 );
@@ -129,7 +139,7 @@ unsafe fn serve(
     procs: &CString,
     path: Option<&std::ffi::CStr>,
     flags: i32,
-    addr: Option<&(i32, libc::sockaddr_storage, libc::socklen_t)>,
+    addr: Option<(&(i32, libc::sockaddr_storage, libc::socklen_t), i32)>,
     commands: libc::c_int,
     answers: libc::c_int,
 ) -> ! {
@@ -138,6 +148,18 @@ unsafe fn serve(
         let reply = |code: i32| {
             libc::write(answers, (&code as *const i32).cast(), 4);
         };
+        // Another holder's pipe ends, inherited through fork, would keep
+        // that holder from ever seeing its end of commands.
+        let (lo, hi) = (commands.min(answers) as u32, commands.max(answers) as u32);
+        for (first, last) in [
+            (3, lo.wrapping_sub(1)),
+            (lo + 1, hi - 1),
+            (hi + 1, u32::MAX),
+        ] {
+            if first <= last && last >= 3 {
+                libc::syscall(libc::SYS_close_range, first, last, 0);
+            }
+        }
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
         if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
             reply(200);
@@ -146,8 +168,8 @@ unsafe fn serve(
         libc::close(fd);
         let held = match (path, addr) {
             (Some(p), _) => libc::open(p.as_ptr(), flags | libc::O_CLOEXEC),
-            (None, Some((family, storage, len))) => {
-                let s = libc::socket(*family, libc::SOCK_STREAM, 0);
+            (None, Some(((family, storage, len), kind))) => {
+                let s = libc::socket(*family, kind, 0);
                 if s >= 0
                     && libc::connect(s, (storage as *const libc::sockaddr_storage).cast(), *len)
                         != 0
@@ -193,6 +215,13 @@ unsafe fn serve(
                 b'v' => {
                     libc::recv(held, buf, 1, libc::MSG_DONTWAIT) >= 0
                         || *libc::__errno_location() == libc::EAGAIN
+                }
+                b'g' => {
+                    let n = libc::recv(held, buf, 1, libc::MSG_DONTWAIT);
+                    if n == 0 {
+                        *libc::__errno_location() = libc::ENODATA; // the peer closed
+                    }
+                    n == 1
                 }
                 _ => false,
             };

@@ -283,6 +283,11 @@ pub mod programs {
     /// cgroup `sock_release`, for kernels without BPF LSM: forgets a held
     /// connection when its socket is closed.
     pub const SOCK_RELEASE: &str = "ward_sock_release";
+    /// cgroup `skb` egress and ingress, for kernels without BPF LSM: a held
+    /// connection whose permission has ended carries no more packets,
+    /// with or without the agent.
+    pub const SKB_EGRESS: &str = "ward_skb_egress";
+    pub const SKB_INGRESS: &str = "ward_skb_ingress";
     /// cgroup `connect4`, for kernels without BPF LSM.
     pub const CONNECT4: &str = "ward_connect4";
     /// cgroup `connect6`, for kernels without BPF LSM.

@@ -4,9 +4,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::LpmTrie};
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
-    macros::{cgroup_sock, cgroup_sock_addr, lsm},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm},
     maps::lpm_trie::Key,
-    programs::{LsmContext, SockAddrContext, SockContext},
+    programs::{LsmContext, SkBuffContext, SockAddrContext, SockContext},
 };
 use ward_abi::{
     Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, Op, Rule,
@@ -219,14 +219,29 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 #[inline(always)]
 pub(crate) fn held_use(sk: u64) -> bool {
     // SAFETY: helper without arguments.
-    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, false)
+    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, Recheck::Use)
 }
 
-/// [`held_use`] as of `now`; with `look_ahead`, it records nothing and
-/// reports nothing: what the connection's next use would be told at `now`
-/// if no rule changes before then.
+/// Who asks [`held_use_as_of`], which says what a new decision leaves
+/// behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recheck {
+    /// A send, a receive or a teardown pass: the decision is recorded on
+    /// the held entry, and an end is reported.
+    Use,
+    /// A packet of the connection, maybe in softirq, where the current
+    /// task is nobody's: an allow is recorded, nothing is reported. An end
+    /// stays undecided, for the agent's teardown pass to record and audit
+    /// when it resets the connection.
+    Packet,
+    /// A look-ahead: what the next use would be told at `now` if no rule
+    /// changes before then. Records and reports nothing.
+    LookAhead,
+}
+
+/// [`held_use`] as of `now`, for `asker`.
 #[inline(always)]
-pub(crate) fn held_use_as_of(sk: u64, now: u64, look_ahead: bool) -> bool {
+pub(crate) fn held_use_as_of(sk: u64, now: u64, asker: Recheck) -> bool {
     let epoch = held::epoch();
     match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
         Recall::NotHeld => true,
@@ -243,13 +258,13 @@ pub(crate) fn held_use_as_of(sk: u64, now: u64, look_ahead: bool) -> bool {
                     family: (*entry).family,
                 }
             };
-            let events = if look_ahead {
-                Report::Nothing
-            } else {
+            let events = if asker == Recheck::Use {
                 Report::Denials
+            } else {
+                Report::Nothing
             };
             let outcome = decide_dest(config, who, &dest, now, events);
-            if !look_ahead {
+            if asker == Recheck::Use || (asker == Recheck::Packet && outcome.allow) {
                 held::settle(entry, epoch, outcome);
             }
             outcome.allow
@@ -433,4 +448,57 @@ pub fn ward_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn ward_sendmsg6(ctx: SockAddrContext) -> i32 {
     i32::from(check_connect::<false>(|| cgroup_dest6(&ctx)).0.allow)
+}
+
+/// Packets of held connections, where the kernel has no BPF LSM (cgroup
+/// `skb` egress and ingress). Once a connection's permission has ended,
+/// on the kernel's clock, nothing more of it leaves or arrives, whether or
+/// not the agent is there to reset it: TCP data stays queued and
+/// unacknowledged, a connected UDP socket's send fails with EPERM.
+/// Resets pass, so that the agent's teardown (which sends one from the
+/// held socket itself) and the peer can still end it.
+#[cgroup_skb(egress)]
+pub fn ward_skb_egress(ctx: SkBuffContext) -> i32 {
+    held_packet(&ctx)
+}
+
+#[cgroup_skb(ingress)]
+pub fn ward_skb_ingress(ctx: SkBuffContext) -> i32 {
+    held_packet(&ctx)
+}
+
+/// 1 to pass the packet, 0 to drop it.
+#[inline(always)]
+fn held_packet(ctx: &SkBuffContext) -> i32 {
+    if !held::any(HELD_SOCKS_SLOT) {
+        return 1;
+    }
+    // SAFETY: the context's socket, a pointer the verifier lets us read
+    // as a number: the key the connect hooks held it by.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk } as u64;
+    if sk == 0 {
+        return 1;
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    i32::from(held_use_as_of(sk, now, Recheck::Packet) || is_tcp_reset(ctx))
+}
+
+const IPPROTO_TCP: u8 = 6;
+const TCP_RST: u8 = 0x04;
+
+/// Whether the packet (from its network header on) is a TCP segment with
+/// RST set. IPv6 extension headers are not followed: such a packet counts
+/// as no reset, and a held connection's is dropped.
+#[inline(always)]
+fn is_tcp_reset(ctx: &SkBuffContext) -> bool {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return false;
+    };
+    let (proto, tcp) = match first >> 4 {
+        4 => (ctx.load::<u8>(9), usize::from(first & 0x0f) * 4),
+        6 => (ctx.load::<u8>(6), 40),
+        _ => return false,
+    };
+    proto == Ok(IPPROTO_TCP) && ctx.load::<u8>(tcp + 13).is_ok_and(|f| f & TCP_RST != 0)
 }

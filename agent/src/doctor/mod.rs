@@ -43,9 +43,10 @@ pub struct Capabilities {
     pub network: bool,
     /// How a use already under way (an open file, a connection) ends when
     /// its permission does: `"lsm"`, checked at every read, write, send
-    /// and receive on the kernel's clock; `"reset"` (cgroup hooks only),
-    /// TCP connections are reset by the agent and nothing else ends; or
-    /// `"none"`, only new opens and connects are refused.
+    /// and receive on the kernel's clock; `"packets"` (cgroup hooks only),
+    /// a held connection carries no more packets, on the kernel's clock,
+    /// and open files are not ended; or `"none"`, only new opens and
+    /// connects are refused.
     pub use_in_progress: &'static str,
     /// How a held connection's peer learns that it ended: `"sock_destroy"`,
     /// reset at the deadline (or the revoke) through sock_diag; or
@@ -126,8 +127,8 @@ pub fn run() -> Report {
         network,
         use_in_progress: if lsm {
             "lsm"
-        } else if network && teardown {
-            "reset"
+        } else if network {
+            "packets"
         } else {
             "none"
         },

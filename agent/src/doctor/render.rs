@@ -42,9 +42,10 @@ pub fn render_text(report: &Report) -> String {
     let in_use = if caps.use_in_progress == "lsm" {
         "ends at the deadline, revoke or forbid: every read, write, send and \
          receive through a held file or connection is checked (BPF LSM)"
-    } else if caps.use_in_progress == "reset" {
-        "TCP connections made under a grant are reset when it ends (by wardd); \
-         nothing else is ended on this kernel"
+    } else if caps.use_in_progress == "packets" {
+        "connections made under a grant carry no more packets once it ends, on \
+         the kernel's clock, with or without wardd (cgroup skb hooks); open files \
+         are NOT ended on this kernel"
     } else {
         "NOT ENDED on this kernel: open files and connections made under a grant \
          keep working after it ends; only new opens and connects are refused"
@@ -53,9 +54,12 @@ pub fn render_text(report: &Report) -> String {
     let teardown = if caps.connection_teardown == "sock_destroy" {
         "a held connection is reset when its permission ends: the peer sees a \
          reset at the deadline or revoke (sock_diag SOCK_DESTROY)"
-    } else {
+    } else if caps.file_and_exec {
         "NOT AVAILABLE: a connection whose permission ends fails at its holder's \
          next send or receive, but its peer is not reset"
+    } else {
+        "NOT AVAILABLE: a connection whose permission ends carries no more \
+         packets, but neither end is told (no reset)"
     };
     let _ = writeln!(out, "connection teardown:        {teardown}");
     let guard = if caps.self_protection == "lsm" {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, CgroupSock, CgroupSockAddr, Iter, Lsm, links::FdLink},
+    programs::{BtfTracePoint, Iter, Lsm, Program, ProgramError, links::FdLink},
 };
 use ward_abi::programs;
 
@@ -112,42 +112,40 @@ pub fn all(
             path: cgroup,
             links: links.as_deref(),
         };
-        let name = programs::SOCK_RELEASE;
-        if !adopted(hooks.links, name) {
-            let program: &mut CgroupSock = ebpf
-                .program_mut(name)
-                .ok_or(EnforcerError::MissingProgram(name))?
-                .try_into()
-                .map_err(program_err(name))?;
-            program.load().map_err(program_err(name))?;
-            let fd = program.fd().map_err(program_err(name))?;
-            hooks.link(
-                name,
-                fd.as_fd(),
-                cgroup_link::BPF_CGROUP_INET_SOCK_RELEASE,
-                &mut unpinned,
-            )?;
-        }
         for (name, attach_type) in [
+            (
+                programs::SOCK_RELEASE,
+                cgroup_link::BPF_CGROUP_INET_SOCK_RELEASE,
+            ),
             (programs::CONNECT4, cgroup_link::BPF_CGROUP_INET4_CONNECT),
             (programs::CONNECT6, cgroup_link::BPF_CGROUP_INET6_CONNECT),
             (programs::SENDMSG4, cgroup_link::BPF_CGROUP_UDP4_SENDMSG),
             (programs::SENDMSG6, cgroup_link::BPF_CGROUP_UDP6_SENDMSG),
+            (programs::SKB_EGRESS, cgroup_link::BPF_CGROUP_INET_EGRESS),
+            (programs::SKB_INGRESS, cgroup_link::BPF_CGROUP_INET_INGRESS),
         ] {
             if adopted(hooks.links, name) {
                 continue;
             }
-            let program: &mut CgroupSockAddr = ebpf
+            let program = ebpf
                 .program_mut(name)
-                .ok_or(EnforcerError::MissingProgram(name))?
-                .try_into()
-                .map_err(program_err(name))?;
-            program.load().map_err(program_err(name))?;
+                .ok_or(EnforcerError::MissingProgram(name))?;
+            load_cgroup_program(program).map_err(program_err(name))?;
             let fd = program.fd().map_err(program_err(name))?;
             hooks.link(name, fd.as_fd(), attach_type, &mut unpinned)?;
         }
     }
     Ok(unpinned)
+}
+
+/// Loads one of the cgroup programs, whichever of their kinds it is.
+fn load_cgroup_program(program: &mut Program) -> Result<(), ProgramError> {
+    match program {
+        Program::CgroupSock(p) => p.load(),
+        Program::CgroupSockAddr(p) => p.load(),
+        Program::CgroupSkb(p) => p.load(),
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
 }
 
 /// Whether `name`'s link is pinned under `links` already (by an earlier

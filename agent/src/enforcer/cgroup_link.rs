@@ -18,6 +18,8 @@ use std::{
 use super::bpf_sys::{Attr, BPF_LINK_CREATE, BPF_OBJ_PIN, bpf};
 
 /// `enum bpf_attach_type` values (uapi, stable).
+pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
+pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
 pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 pub const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;

@@ -43,7 +43,7 @@ pub use teardown::{
 pub use ward_policy::net::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
-use table::{Grants, Index, Slot};
+use table::{Grants, Policy, Slot};
 
 /// Which hooks to attach.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ pub struct Enforcer {
     config: EnforcerConfig,
     /// Whether the programs were already attached by an earlier agent.
     adopted: bool,
-    policy: Index,
+    policy: Policy,
     grants: Grants,
     objects: objects::Objects,
     /// Followed cgroup paths (relative to the cgroup root) -> their keys.
@@ -172,7 +172,7 @@ impl Enforcer {
             ebpf,
             config,
             adopted,
-            policy: Index::new(),
+            policy: Policy::default(),
             grants: Grants::default(),
             objects: objects::Objects::default(),
             paths: Default::default(),
@@ -334,7 +334,7 @@ impl Enforcer {
         kconfig.active = idle;
         kmaps::write_config(&mut self.ebpf, &kconfig)?;
         kmaps::bump_epoch(&mut self.ebpf)?;
-        self.policy = policy;
+        self.policy = Policy::new(policy);
         // Objects no rule of the new table names go, after the flip.
         let used: BTreeSet<PathPattern> = values
             .iter()
@@ -383,14 +383,7 @@ impl Enforcer {
         let mut removed = Vec::new();
         for e in remove {
             let slot = e.slot()?;
-            if let Some(entries) = self.policy.get_mut(&slot)
-                && let Some(i) = entries.iter().position(|x| x == e)
-            {
-                removed.push(entries.remove(i));
-                if entries.is_empty() {
-                    self.policy.remove(&slot);
-                }
-            }
+            removed.extend(self.policy.remove(&slot, e));
             touched.insert(slot);
         }
         let mut added = Vec::new();
@@ -402,7 +395,7 @@ impl Enforcer {
                     return Err(err.into());
                 }
             };
-            self.policy.entry(slot.clone()).or_default().push(e.clone());
+            self.policy.push(slot.clone(), e.clone());
             added.push(e.clone());
             touched.insert(slot);
         }
@@ -421,19 +414,13 @@ impl Enforcer {
 
     fn undo_policy_edit(&mut self, removed: &[Entry], added: &[Entry]) {
         for e in added {
-            if let Ok(slot) = e.slot()
-                && let Some(entries) = self.policy.get_mut(&slot)
-                && let Some(i) = entries.iter().position(|x| x == e)
-            {
-                entries.remove(i);
-                if entries.is_empty() {
-                    self.policy.remove(&slot);
-                }
+            if let Ok(slot) = e.slot() {
+                self.policy.remove(&slot, e);
             }
         }
         for e in removed {
             if let Ok(slot) = e.slot() {
-                self.policy.entry(slot).or_default().push(e.clone());
+                self.policy.push(slot, e.clone());
             }
         }
     }
@@ -493,12 +480,7 @@ impl Enforcer {
     fn write_slots(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let active = kmaps::read_config(&mut self.ebpf)?.active;
         for slot in slots {
-            let entries = self
-                .policy
-                .get(slot)
-                .into_iter()
-                .flatten()
-                .chain(self.grants.at(slot));
+            let entries = self.policy.at(slot).chain(self.grants.at(slot));
             let rule = table::combine(entries)?;
             kmaps::put(
                 &mut self.ebpf,
@@ -575,21 +557,11 @@ impl Enforcer {
     /// from a grant or a policy time window: when a held connection may
     /// have to be reset.
     pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
-        let policy = self
-            .policy
-            .iter()
-            .filter(|(slot, _)| slot.op == ward_abi::Op::Connect)
-            .flat_map(|(_, entries)| entries);
-        self.grants
-            .values()
-            .flatten()
-            .filter(|e| e.op == ward_abi::Op::Connect)
-            .chain(policy)
-            .filter_map(|e| match e.expires {
-                Expiry::AtBootNs(ns) if ns > after => Some(ns),
-                _ => None,
-            })
-            .min()
+        let (grants, policy) = (
+            self.grants.next_connect_deadline(after),
+            self.policy.next_connect_deadline(after),
+        );
+        grants.into_iter().chain(policy).min()
     }
 }
 

@@ -181,6 +181,86 @@ pub fn combine<'a>(
 /// Entries grouped by slot.
 pub type Index = BTreeMap<Slot, Vec<Entry>>;
 
+/// The boot-clock deadlines of connect entries, counted: when a held
+/// connection may have to be reset. The next one after a time is found in
+/// O(log n), however many grants there are.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectDeadlines(BTreeMap<u64, usize>);
+
+impl ConnectDeadlines {
+    fn of(e: &Entry) -> Option<u64> {
+        match e.expires {
+            Expiry::AtBootNs(ns) if e.op == Op::Connect => Some(ns),
+            _ => None,
+        }
+    }
+
+    pub fn add(&mut self, e: &Entry) {
+        if let Some(ns) = Self::of(e) {
+            *self.0.entry(ns).or_default() += 1;
+        }
+    }
+
+    pub fn remove(&mut self, e: &Entry) {
+        if let Some(ns) = Self::of(e)
+            && let std::collections::btree_map::Entry::Occupied(mut n) = self.0.entry(ns)
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+
+    /// The first deadline later than `after`.
+    pub fn next_after(&self, after: u64) -> Option<u64> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.0
+            .range((Excluded(after), Unbounded))
+            .next()
+            .map(|(ns, _)| *ns)
+    }
+}
+
+/// The policy part of the table by slot, with its connect deadlines.
+#[derive(Debug, Default, Clone)]
+pub struct Policy {
+    by_slot: Index,
+    deadlines: ConnectDeadlines,
+}
+
+impl Policy {
+    pub fn new(by_slot: Index) -> Policy {
+        let mut deadlines = ConnectDeadlines::default();
+        by_slot.values().flatten().for_each(|e| deadlines.add(e));
+        Policy { by_slot, deadlines }
+    }
+
+    pub fn at(&self, slot: &Slot) -> impl Iterator<Item = &Entry> {
+        self.by_slot.get(slot).into_iter().flatten()
+    }
+
+    pub fn push(&mut self, slot: Slot, e: Entry) {
+        self.deadlines.add(&e);
+        self.by_slot.entry(slot).or_default().push(e);
+    }
+
+    /// Removes one entry equal to `e` from `slot`, if there is one.
+    pub fn remove(&mut self, slot: &Slot, e: &Entry) -> Option<Entry> {
+        let entries = self.by_slot.get_mut(slot)?;
+        let removed = entries.remove(entries.iter().position(|x| x == e)?);
+        if entries.is_empty() {
+            self.by_slot.remove(slot);
+        }
+        self.deadlines.remove(&removed);
+        Some(removed)
+    }
+
+    pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
+        self.deadlines.next_after(after)
+    }
+}
+
 /// Grants by id, with an index of which grants touch each slot, so that
 /// syncing a slot costs the grants on it, not every grant there is.
 #[derive(Debug, Default, Clone)]
@@ -189,6 +269,7 @@ pub struct Grants {
     /// Sorted ids per slot. Nearly every slot holds one grant, and a Vec of
     /// one is a fifth of the memory of a one-element BTreeSet.
     by_slot: BTreeMap<Slot, Vec<u64>>,
+    deadlines: ConnectDeadlines,
 }
 
 impl Grants {
@@ -209,6 +290,7 @@ impl Grants {
     pub fn insert(&mut self, id: u64, entries: Vec<Entry>) -> Option<Vec<Entry>> {
         let old = self.remove(&id);
         for e in &entries {
+            self.deadlines.add(e);
             if let Ok(slot) = e.slot() {
                 let ids = self.by_slot.entry(slot).or_default();
                 if let Err(at) = ids.binary_search(&id) {
@@ -223,6 +305,7 @@ impl Grants {
     pub fn remove(&mut self, id: &u64) -> Option<Vec<Entry>> {
         let old = self.by_id.remove(id)?;
         for e in &old {
+            self.deadlines.remove(e);
             if let Ok(slot) = e.slot()
                 && let Some(ids) = self.by_slot.get_mut(&slot)
             {
@@ -237,6 +320,10 @@ impl Grants {
 
     pub fn values(&self) -> impl Iterator<Item = &Vec<Entry>> {
         self.by_id.values()
+    }
+
+    pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
+        self.deadlines.next_after(after)
     }
 
     /// The grant entries that land in `slot`.
@@ -323,5 +410,49 @@ mod tests {
         let mut e = entry(Effect::Allow, Expiry::Never, 1);
         e.op = Op::Connect;
         assert!(matches!(e.slot(), Err(TableError::OpMismatch { .. })));
+    }
+
+    #[test]
+    fn the_next_connect_deadline_follows_grants_and_policy_edits() {
+        let connect = |ns: u64, id| Entry {
+            subject: Subject::Uid(1000),
+            op: Op::Connect,
+            object: Object::Net(NetPattern::parse("10.0.0.0/8:443").unwrap()),
+            effect: Effect::Allow,
+            expires: Expiry::AtBootNs(ns),
+            rule_id: id,
+            from_grant: true,
+        };
+        let mut g = Grants::default();
+        g.insert(1, vec![connect(300, 1), connect(100, 1)]);
+        g.insert(2, vec![connect(100, 2)]);
+        // A file read's deadline is not a connection's.
+        g.insert(3, vec![entry(Effect::Allow, Expiry::AtBootNs(50), 3)]);
+        assert_eq!(g.next_connect_deadline(0), Some(100));
+        assert_eq!(g.next_connect_deadline(100), Some(300), "strictly after");
+        g.remove(&2);
+        assert_eq!(
+            g.next_connect_deadline(0),
+            Some(100),
+            "grant 1 still ends at 100"
+        );
+        g.insert(1, vec![connect(500, 1)]);
+        assert_eq!(g.next_connect_deadline(0), Some(500), "replaced whole");
+        g.remove(&1);
+        assert_eq!(g.next_connect_deadline(0), None);
+
+        let e = connect(200, 7);
+        let slot = e.slot().unwrap();
+        let mut p = Policy::new(index([&e]).unwrap());
+        assert_eq!(p.next_connect_deadline(0), Some(200));
+        p.push(slot.clone(), connect(150, 8));
+        assert_eq!(p.next_connect_deadline(0), Some(150));
+        assert!(p.remove(&slot, &connect(150, 8)).is_some());
+        assert!(
+            p.remove(&slot, &connect(150, 8)).is_none(),
+            "only what is there"
+        );
+        assert_eq!(p.next_connect_deadline(0), Some(200));
+        assert_eq!(p.next_connect_deadline(u64::MAX), None);
     }
 }

@@ -67,22 +67,27 @@ fn doctor_text_says_what_is_unavailable() {
             text.contains("cgroup connect4/connect6/sendmsg4/sendmsg6 hooks only"),
             "{text}"
         );
-        // Without BPF LSM only connections end (reset by wardd), and only
-        // where sock_diag can destroy sockets: said, not hidden.
+        // Without BPF LSM only connections end (their packets dropped by
+        // the cgroup skb hooks), and only where sock_diag can destroy
+        // sockets does wardd reset them: said, not hidden.
         let teardown = report["checks"]
             .as_array()
             .unwrap()
             .iter()
             .any(|c| c["id"] == "sock_destroy" && c["status"] == "ok");
-        let (in_use, line) = if teardown {
-            (
-                "reset",
-                "use in progress:            TCP connections made under a grant are reset",
-            )
+        assert_eq!(report["capabilities"]["use_in_progress"], "packets");
+        assert!(
+            text.contains(
+                "use in progress:            connections made under a grant carry no more packets"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("open files are NOT ended"), "{text}");
+        let line = if teardown {
+            "connection teardown:        a held connection is reset"
         } else {
-            ("none", "use in progress:            NOT ENDED")
+            "connection teardown:        NOT AVAILABLE"
         };
-        assert_eq!(report["capabilities"]["use_in_progress"], in_use);
         assert_eq!(
             report["capabilities"]["connection_teardown"],
             if teardown { "sock_destroy" } else { "none" }

@@ -180,6 +180,103 @@ fn a_look_ahead_resets_at_its_deadline_only_and_a_rule_written_since_voids_it() 
     assert!(is_reset(&peer_sees(&mut peer)), "the peer sees the reset");
 }
 
+/// Where the kernel has no BPF LSM, no hook sees a held connection's
+/// sends and receives, and the agent's reset ends it. With no agent there
+/// (here the library, whose teardown nobody runs, as when wardd is down),
+/// a connection past its deadline must still carry nothing more, either
+/// way, and a connected UDP socket's send must fail. When a teardown pass
+/// runs again, the peer sees the reset.
+#[test]
+fn past_its_deadline_a_held_connection_carries_nothing_with_no_agent_to_reset_it() {
+    use std::net::{TcpListener, UdpSocket};
+    use ward_abi::Op;
+    use ward_agent::enforcer::{Expiry, NetPattern, Object, boot_ns};
+    use ward_tests::lifecycle::{grant_for, protection};
+
+    let sb = crate::connect::sandbox("quiet");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // Another address: one network holds one port range per subject.
+    let udp = UdpSocket::bind("127.0.0.2:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (tcp_addr, udp_addr) = (listener.local_addr().unwrap(), udp.local_addr().unwrap());
+    let objects = [tcp_addr, udp_addr]
+        .map(|a| Object::Net(NetPattern::parse(&format!("{}/32:{}", a.ip(), a.port())).unwrap()));
+    let mut enforcer = crate::connect::cgroup_enforcer(&sb, 1024);
+    enforcer.manage_cgroup(sb.managed.id()).unwrap();
+    let protections: Vec<_> = objects.iter().map(|o| protection(Op::Connect, o)).collect();
+    enforcer.apply(&protections).unwrap();
+    let deadline = boot_ns() + 2_000_000_000;
+    let grants = objects
+        .iter()
+        .map(|o| grant_for(&sb.managed, Op::Connect, o, 1, Expiry::AtBootNs(deadline)))
+        .collect();
+    enforcer.grant(1, grants).unwrap();
+
+    let mut tcp = Holder::start(&sb.managed, Target::Tcp(tcp_addr));
+    assert_eq!(tcp.opened, OpenOutcome::Opened, "connected under the grant");
+    let (mut peer, _) = listener.accept().expect("accept");
+    // One more, idle throughout: with nothing of its peer's unacknowledged,
+    // only the agent's own reset can tell that peer the connection ended.
+    let quiet = Holder::start(&sb.managed, Target::Tcp(tcp_addr));
+    assert_eq!(quiet.opened, OpenOutcome::Opened);
+    let (mut quiet_peer, _) = listener.accept().expect("accept");
+    let mut dgram = Holder::start(&sb.managed, Target::Udp(udp_addr));
+    assert_eq!(
+        dgram.opened,
+        OpenOutcome::Opened,
+        "UDP connected under the grant"
+    );
+    let received = |udp: &UdpSocket| udp.recv(&mut [0u8; 4]).is_ok();
+    // Under the grant, both ways.
+    assert_eq!(tcp.try_use(Use::Send), OpenOutcome::Opened);
+    assert_eq!(peer_sees(&mut peer).expect("the byte"), 1);
+    peer.write_all(b"x").unwrap();
+    wait_until(
+        "the holder receives the peer's byte",
+        Duration::from_secs(5),
+        || tcp.try_use(Use::Received) == OpenOutcome::Opened,
+    );
+    assert_eq!(dgram.try_use(Use::Send), OpenOutcome::Opened);
+    assert!(received(&udp), "the datagram arrives under the grant");
+
+    while boot_ns() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the deadline, nobody has reset anything.
+    assert_eq!(
+        dgram.try_use(Use::Send),
+        OpenOutcome::Refused(libc::EPERM),
+        "a connected UDP socket's send fails"
+    );
+    assert!(!received(&udp), "no datagram arrives");
+    // TCP queues what it cannot send: the send itself may succeed.
+    let _ = tcp.try_use(Use::Send);
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let seen = peer.read(&mut [0u8; 16]);
+    assert!(
+        matches!(&seen, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the peer receives nothing from the holder: {seen:?}"
+    );
+    peer.write_all(b"y").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        tcp.try_use(Use::Received),
+        OpenOutcome::Refused(libc::EAGAIN),
+        "the holder receives nothing from the peer"
+    );
+
+    // The agent is back: its teardown resets both connections, and the
+    // resets get through.
+    let t = enforcer.teardown_handle().unwrap().run().unwrap();
+    assert_eq!((t.reset, t.failed.len()), (2, 0), "two resets: {t:?}");
+    for p in [&mut quiet_peer, &mut peer] {
+        let seen = peer_sees(p);
+        assert!(is_reset(&seen), "the peer sees the reset: {seen:?}");
+    }
+    drop(quiet);
+}
+
 /// The test PostgreSQL server (`cargo xtask test` starts it).
 struct Server {
     url: String,
