@@ -84,7 +84,7 @@ fn cargo(ws: &Workspace, args: &[&str]) -> Command {
 /// Every fuzz target for [`fuzz::TEST_SECONDS`], one result each: a crash
 /// (or a target that did not run) fails the run.
 fn fuzz_targets(ws: &Workspace, tally: &mut Tally) {
-    match fuzz::run_all(ws, &[], fuzz::TEST_SECONDS) {
+    match fuzz::run_all(ws, &[], fuzz::TEST_SECONDS, fuzz::Build::Quick) {
         Ok(outcomes) => {
             if outcomes.is_empty() {
                 tally.fail("fuzz: no targets ran");
