@@ -211,8 +211,8 @@ fn held_use(file: usize, op: Op) -> i32 {
     match held::recall(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64, epoch, now) {
         Recall::NotHeld => ALLOW,
         Recall::Stands(allow) => code(allow),
-        Recall::Decide(entry, who) => {
-            let Some(config) = config() else {
+        Recall::Decide(entry) => {
+            let (Some(config), Some(who)) = (config(), held::subjects_in_slot(entry)) else {
                 return DENY;
             };
             let outcome = decide_dentry(config, who, file_dentry(file), op, None, false);

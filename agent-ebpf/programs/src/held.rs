@@ -129,9 +129,8 @@ pub enum Recall {
     NotHeld,
     /// The last decision stands.
     Stands(bool),
-    /// Decide again, for these subjects (this CPU's subject slot), and
-    /// [`settle`] the entry.
-    Decide(*mut Held, &'static Subjects),
+    /// Decide again, for the entry's subjects, and [`settle`] it.
+    Decide(*mut Held),
 }
 
 #[inline(always)]
@@ -153,13 +152,21 @@ pub fn recall(map: &HashMap<u64, Held>, slot: u32, key: u64, epoch: u64, now: u6
             return Recall::Stands(true);
         }
     }
-    let Some(scratch) = WARD_SUBJECT_SCRATCH.get_ptr_mut(0) else {
-        return Recall::Stands(false); // cannot decide: fail closed
-    };
-    // SAFETY: this CPU's slot, a map value that lives for the program.
+    Recall::Decide(held)
+}
+
+/// A held use's subjects, copied into this CPU's subject slot, where the
+/// task-context hooks decide from (`None`: fail closed). Not for programs
+/// that may run in softirq: one can interrupt a hook on the same CPU
+/// mid-decision, and must not overwrite the slot that hook is reading.
+#[inline(always)]
+pub fn subjects_in_slot(held: *mut Held) -> Option<&'static Subjects> {
+    let scratch = WARD_SUBJECT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, a map value that lives for the program, and
+    // the live held entry recall returned.
     unsafe {
-        *scratch = h.who;
-        Recall::Decide(held, &*scratch)
+        *scratch = (*held).who;
+        Some(&*scratch)
     }
 }
 

@@ -219,57 +219,51 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 #[inline(always)]
 pub(crate) fn held_use(sk: u64) -> bool {
     // SAFETY: helper without arguments.
-    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, Recheck::Use)
+    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, false)
 }
 
-/// Who asks [`held_use_as_of`], which says what a new decision leaves
-/// behind.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recheck {
-    /// A send, a receive or a teardown pass: the decision is recorded on
-    /// the held entry, and an end is reported.
-    Use,
-    /// A packet of the connection, maybe in softirq, where the current
-    /// task is nobody's: an allow is recorded, nothing is reported. An end
-    /// stays undecided, for the agent's teardown pass to record and audit
-    /// when it resets the connection.
-    Packet,
-    /// A look-ahead: what the next use would be told at `now` if no rule
-    /// changes before then. Records and reports nothing.
-    LookAhead,
-}
-
-/// [`held_use`] as of `now`, for `asker`.
+/// [`held_use`] as of `now`; with `look_ahead`, it records nothing and
+/// reports nothing: what the connection's next use would be told at `now`
+/// if no rule changes before then.
 #[inline(always)]
-pub(crate) fn held_use_as_of(sk: u64, now: u64, asker: Recheck) -> bool {
+pub(crate) fn held_use_as_of(sk: u64, now: u64, look_ahead: bool) -> bool {
     let epoch = held::epoch();
     match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
         Recall::NotHeld => true,
         Recall::Stands(allow) => allow,
-        Recall::Decide(entry, who) => {
-            let Some(config) = config() else {
+        Recall::Decide(entry) => {
+            let Some(who) = held::subjects_in_slot(entry) else {
                 return false;
             };
-            // SAFETY: the live map value recall found.
-            let dest = unsafe {
-                Dest {
-                    addr: (*entry).addr,
-                    port: (*entry).port,
-                    family: (*entry).family,
-                }
-            };
-            let events = if asker == Recheck::Use {
-                Report::Denials
-            } else {
+            let events = if look_ahead {
                 Report::Nothing
+            } else {
+                Report::Denials
             };
-            let outcome = decide_dest(config, who, &dest, now, events);
-            if asker == Recheck::Use || (asker == Recheck::Packet && outcome.allow) {
+            let outcome = decide_held(entry, who, now, events);
+            if !look_ahead {
                 held::settle(entry, epoch, outcome);
             }
             outcome.allow
         }
     }
+}
+
+/// A held connection's destination decided again for `who`.
+#[inline(always)]
+fn decide_held(entry: *mut ward_abi::Held, who: &Subjects, now: u64, events: Report) -> Outcome {
+    let Some(config) = config() else {
+        return Outcome::DENY;
+    };
+    // SAFETY: the live map value recall found.
+    let dest = unsafe {
+        Dest {
+            addr: (*entry).addr,
+            port: (*entry).port,
+            family: (*entry).family,
+        }
+    };
+    decide_dest(config, who, &dest, now, events)
 }
 
 /// `socket_sendmsg(sock, msg, size)`. A send that carries an address is
@@ -479,9 +473,33 @@ fn held_packet(ctx: &SkBuffContext) -> i32 {
     if sk == 0 {
         return 1;
     }
+    i32::from(held_packet_allowed(sk) || is_tcp_reset(ctx))
+}
+
+/// [`held_use`] for a packet. A packet may be decided in softirq, where the
+/// current task is nobody's and a hook interrupted on this CPU may be
+/// mid-decision: the entry's own subjects are decided from (not this CPU's
+/// subject slot), an allow is recorded, and nothing is reported. An end
+/// stays undecided, for the agent's teardown pass to record and audit when
+/// it resets the connection.
+#[inline(always)]
+fn held_packet_allowed(sk: u64) -> bool {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    i32::from(held_use_as_of(sk, now, Recheck::Packet) || is_tcp_reset(ctx))
+    let epoch = held::epoch();
+    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
+        Recall::NotHeld => true,
+        Recall::Stands(allow) => allow,
+        Recall::Decide(entry) => {
+            // SAFETY: the live map value recall found.
+            let who = unsafe { &(*entry).who };
+            let outcome = decide_held(entry, who, now, Report::Nothing);
+            if outcome.allow {
+                held::settle(entry, epoch, outcome);
+            }
+            outcome.allow
+        }
+    }
 }
 
 const IPPROTO_TCP: u8 = 6;

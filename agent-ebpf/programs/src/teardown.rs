@@ -18,11 +18,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_seq_write};
 use ward_abi::{EndedConn, NO_OFFSET};
 
-use crate::{
-    maps::WARD_TEARDOWN_AS_OF,
-    net::{self, Recheck},
-    rodata,
-};
+use crate::{maps::WARD_TEARDOWN_AS_OF, net, rodata};
 
 /// `offsetof(struct sock_common, ...)`, from the kernel's BTF.
 #[unsafe(no_mangle)]
@@ -124,13 +120,13 @@ fn still_allowed(key: u64) -> bool {
     let as_of = WARD_TEARDOWN_AS_OF
         .get(0)
         .map_or(0, |t| unsafe { core::ptr::read_volatile(t) });
-    let (now, asker) = if as_of == 0 {
+    let (now, look_ahead) = if as_of == 0 {
         // SAFETY: helper without arguments.
-        (unsafe { bpf_ktime_get_boot_ns() }, Recheck::Use)
+        (unsafe { bpf_ktime_get_boot_ns() }, false)
     } else {
-        (as_of, Recheck::LookAhead)
+        (as_of, true)
     };
-    net::held_use_as_of(key, now, asker)
+    net::held_use_as_of(key, now, look_ahead)
 }
 
 /// Writes the held connection `key`, whose permission has ended, to the

@@ -128,14 +128,14 @@ fn minute_now() -> (u64, SystemTime) {
 #[test]
 fn a_time_window_closes_in_the_kernel_and_the_next_opens_at_its_boundary() {
     setup_file();
-    // Leave a few seconds before the boundary to set up, and keep both
-    // windows inside one day.
+    // Leave half a minute before the boundary to set up (an agent start
+    // under emulation took 16 s once), and keep both windows inside one day.
     loop {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        if secs % 60 <= 45 && minute_now().0 < 1438 {
+        if secs % 60 <= 30 && minute_now().0 < 1438 {
             break;
         }
         std::thread::sleep(
