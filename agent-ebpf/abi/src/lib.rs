@@ -298,6 +298,9 @@ pub mod programs {
     /// An LSM `socket_connect` program that passes on the earlier verdict:
     /// the benchmarks' empty-program floor for connect.
     pub const PROBE_LSM_CONNECT: &str = "ward_probe_lsm_connect";
+    /// An LSM program that allows, on any hook: the benchmarks' floor for
+    /// the use hooks.
+    pub const PROBE_LSM_ALLOW: &str = "ward_probe_lsm_allow";
     /// A cgroup `connect4` program that allows everything, for the same probe.
     pub const PROBE_CONNECT4: &str = "ward_probe_connect4";
 }

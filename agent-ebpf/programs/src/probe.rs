@@ -19,6 +19,15 @@ pub fn ward_probe_lsm_connect(ctx: LsmContext) -> i32 {
     ctx.arg::<i32>(3)
 }
 
+/// Allows, on any hook: the benchmarks' empty-program floor for the use
+/// hooks (`file_permission`, `socket_sendmsg`, `socket_recvmsg`), whose
+/// earlier verdicts sit at other arguments. Kernels from 6.10 check an LSM
+/// program's return range, and a pass-through of the wrong argument fails.
+#[lsm(hook = "file_permission")]
+pub fn ward_probe_lsm_allow(_ctx: LsmContext) -> i32 {
+    0
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ward_probe_connect4(_ctx: SockAddrContext) -> i32 {
     1 // allow

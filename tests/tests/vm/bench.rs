@@ -163,10 +163,10 @@ fn load_floor(syscall: Syscall) -> Vec<aya::Ebpf> {
             (programs::PROBE_LSM, "bprm_check_security"),
         ],
         Syscall::Connect => &[(programs::PROBE_LSM_CONNECT, "socket_connect")],
-        Syscall::Read => &[(programs::PROBE_LSM, "file_permission")],
+        Syscall::Read => &[(programs::PROBE_LSM_ALLOW, "file_permission")],
         Syscall::SendRecv => &[
-            (programs::PROBE_LSM, "socket_sendmsg"),
-            (programs::PROBE_LSM, "socket_recvmsg"),
+            (programs::PROBE_LSM_ALLOW, "socket_sendmsg"),
+            (programs::PROBE_LSM_ALLOW, "socket_recvmsg"),
         ],
     };
     let offsets = KernelOffsets::from_running_kernel().unwrap();
