@@ -464,9 +464,6 @@ pub fn ward_skb_ingress(ctx: SkBuffContext) -> i32 {
 /// 1 to pass the packet, 0 to drop it.
 #[inline(always)]
 fn held_packet(ctx: &SkBuffContext) -> i32 {
-    if !held::any(HELD_SOCKS_SLOT) {
-        return 1;
-    }
     // SAFETY: the context's socket, a pointer the verifier lets us read
     // as a number: the key the connect hooks held it by.
     let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk } as u64;
@@ -502,7 +499,7 @@ fn held_packet_allowed(sk: u64) -> bool {
     }
 }
 
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 const TCP_RST: u8 = 0x04;
 
 /// Whether the packet (from its network header on) is a TCP segment with

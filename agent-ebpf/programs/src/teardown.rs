@@ -43,7 +43,6 @@ static SK_PROTOCOL_OFF: u64 = 0;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const IPPROTO_TCP: u16 = 6;
 
 /// The kernel's `struct bpf_iter_meta` (prefix).
 #[repr(C)]
@@ -134,7 +133,7 @@ fn still_allowed(key: u64) -> bool {
 #[inline(always)]
 fn report_ended(meta: *const IterMeta, key: u64) {
     if rodata(&SK_PROTOCOL_OFF) as u64 != NO_OFFSET
-        && field::<u16>(key, &SK_PROTOCOL_OFF) != Some(IPPROTO_TCP)
+        && field::<u16>(key, &SK_PROTOCOL_OFF) != Some(u16::from(net::IPPROTO_TCP))
     {
         return; // a UDP socket: its sends fail, and there is no peer to reset
     }
