@@ -15,6 +15,8 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::F_PATH_OFF, &offsets.file_f_path, true)
         .override_global(globals::F_MODE_OFF, &offsets.file_f_mode, true)
         .override_global(globals::F_FLAGS_OFF, &offsets.file_f_flags, true)
+        .override_global(globals::F_INODE_OFF, &offsets.file_f_inode, true)
+        .override_global(globals::S_ROOT_OFF, &offsets.sb_s_root, true)
         .override_global(globals::BPRM_FILE_OFF, &offsets.bprm_file, true)
         .override_global(globals::LOGINUID_OFF, &offsets.task_loginuid, true)
         .override_global(globals::PATH_DENTRY_OFF, &offsets.path_dentry, true)

@@ -394,32 +394,37 @@ fn incomplete() -> Verdict {
     }
 }
 
-/// Steps of a [`FileDecision`]: for the protection and then each subject
-/// slot, one step per chain entry.
+/// Most steps a [`FileDecision`] takes: for the protection and then each
+/// subject slot, one step per chain entry. A decision takes only
+/// [`FileDecision::steps`] of them: its subjects times its chain's length.
 pub const FILE_STEPS: u32 = ((1 + SUBJECT_SLOTS) * MAX_CHAIN) as u32;
 
-/// The file decision over a walk's chain, as [`FILE_STEPS`] small steps of
-/// one map lookup each. User space runs them in a loop ([`decide_file`]);
-/// the eBPF programs run the very same `step` from a `bpf_loop` callback,
-/// which the verifier checks a few times instead of unrolling 56 lookups.
+/// The file decision over a walk's chain, as small steps of one map lookup
+/// each. User space runs them in a loop ([`decide_file`]); the eBPF
+/// programs run the very same [`FileDecision::step_at`] from a `bpf_loop`
+/// callback, which the verifier checks a few times instead of unrolling
+/// every lookup.
 ///
 /// Order: the protection (the deepest object with a protection entry),
 /// then each subject's deepest object with an entry of its own, as
-/// [`decide`] does for networks.
+/// [`decide`] does for networks. Only the caller's subjects are stepped
+/// through, and only as far as the chain goes: a caller with one subject
+/// under one protected object takes two steps, not [`FILE_STEPS`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct FileDecision {
     /// The walk's chain. The eBPF side walks straight into it (a per-CPU
     /// slot), so it is never copied.
     pub chain: Chain,
-    /// [`subject::PROTECTED`], then the caller's subject slots.
+    /// [`subject::PROTECTED`], then the caller's non-zero subjects in slot
+    /// order (see [`Subjects::slot`]); `rows` of them are used.
     slots: [u64; 1 + SUBJECT_SLOTS],
+    rows: u32,
     op: u32,
     /// The current slot already found its rule.
     found: u32,
     /// 1 once the protection is known, 2 if the object is unprotected.
     protected: u32,
-    _pad: u32,
     deciding: Deciding,
 }
 
@@ -434,10 +439,10 @@ impl FileDecision {
         let mut d = FileDecision {
             chain: *chain,
             slots: [0; 1 + SUBJECT_SLOTS],
+            rows: 0,
             op: 0,
             found: 0,
             protected: NOT_YET,
-            _pad: 0,
             deciding: Deciding {
                 protection: none,
                 protected_at: 0,
@@ -459,11 +464,21 @@ impl FileDecision {
     #[inline(always)]
     pub fn reset(&mut self, who: &Subjects, op: Op, now: u64) {
         self.slots[0] = subject::PROTECTED;
+        // Pack the non-zero subjects: a zero one considers nothing, so
+        // skipping it changes no answer, only how many steps there are.
+        let mut rows = 1usize;
         let mut i = 0;
         while i < SUBJECT_SLOTS {
-            self.slots[i + 1] = who.slot(i);
+            let subject = who.slot(i);
+            if subject != 0
+                && let Some(slot) = self.slots.get_mut(rows)
+            {
+                *slot = subject;
+                rows += 1;
+            }
             i += 1;
         }
+        self.rows = rows as u32;
         self.op = op as u32;
         self.found = 0;
         self.protected = NOT_YET;
@@ -474,15 +489,58 @@ impl FileDecision {
         self.deciding.decided_subject = 0;
     }
 
-    /// One step; true when the decision is final and the rest can be
+    /// How many steps this decision takes: a row (the protection, then each
+    /// subject) per object of the chain.
+    #[inline(always)]
+    pub fn steps(&self) -> u32 {
+        self.rows * self.len()
+    }
+
+    /// The chain's length, as the steps count it (never past
+    /// [`MAX_CHAIN`], which the walk does not fill beyond).
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        if (self.chain.len as usize) < MAX_CHAIN {
+            self.chain.len
+        } else {
+            MAX_CHAIN as u32
+        }
+    }
+
+    /// Where step `index` is: its row (protection, then subjects) and its
+    /// position in the chain. The eBPF side bounds both on the registers it
+    /// indexes with before [`FileDecision::step_at`].
+    #[inline(always)]
+    pub fn position(&self, index: u32) -> (usize, usize) {
+        let len = self.len();
+        if len == 0 {
+            return (usize::MAX, usize::MAX);
+        }
+        ((index / len) as usize, (index % len) as usize)
+    }
+
+    /// Step `index`; true when the decision is final and the rest can be
     /// skipped.
     #[inline(always)]
     pub fn step(&mut self, index: u32, get: impl Fn(&FileKey) -> Option<Rule>) -> bool {
-        let slot = (index as usize) / MAX_CHAIN;
-        let at = (index as usize) % MAX_CHAIN;
+        let (row, at) = self.position(index);
+        self.step_at(row, at, get)
+    }
+
+    /// The step for `row` at chain position `at` (see [`Self::position`]).
+    #[inline(always)]
+    pub fn step_at(
+        &mut self,
+        row: usize,
+        at: usize,
+        get: impl Fn(&FileKey) -> Option<Rule>,
+    ) -> bool {
+        if row >= 1 + SUBJECT_SLOTS || at >= MAX_CHAIN {
+            return true;
+        }
         if at == 0 {
             self.found = 0;
-            if slot == 1 && self.protected != PROTECTED {
+            if row == 1 && self.protected != PROTECTED {
                 // No object on the route has a protection entry.
                 self.protected = UNPROTECTED;
                 return true;
@@ -491,9 +549,9 @@ impl FileDecision {
         if self.found != 0 || at as u32 >= self.chain.len {
             return false;
         }
-        let subject = self.slots.get(slot).copied().unwrap_or(0);
-        if slot != 0 && subject == 0 {
-            return false;
+        let subject = self.slots.get(row).copied().unwrap_or(0);
+        if row != 0 && subject == 0 {
+            return false; // the protection's subject is 0; a subject's never is
         }
         let key = FileKey {
             subject,
@@ -508,7 +566,7 @@ impl FileDecision {
             rule,
             at: at as u32,
         };
-        if slot == 0 {
+        if row == 0 {
             self.protected = PROTECTED;
             self.deciding.protection = rule;
             self.deciding.protected_at = found.at;
@@ -541,12 +599,191 @@ pub fn decide_file(
         Ok(Some(())) => {}
     }
     let mut d = FileDecision::new(chain, who, op, now);
+    let steps = d.steps();
     let mut i = 0;
-    while i < FILE_STEPS {
+    while i < steps {
         if d.step(i, &get) {
             break;
         }
         i += 1;
     }
     d.verdict()
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::{Effect, NEVER};
+
+    /// The file decision as the README states it, written plainly: the
+    /// deepest protected object, then each subject's deepest rule in slot
+    /// order; any deny wins, an allow counts until its deadline.
+    fn reference(
+        chain: &Chain,
+        who: &Subjects,
+        op: Op,
+        now: u64,
+        rules: &HashMap<(u64, u32, u32), Rule>,
+    ) -> Option<(bool, u64, u64, u32)> {
+        if chain.complete == 0 {
+            return Some((false, RULE_WALK_INCOMPLETE, 0, 0));
+        }
+        let ids = &chain.ids[..chain.len as usize];
+        let deepest = |subject: u64| {
+            ids.iter()
+                .enumerate()
+                .find_map(|(at, id)| rules.get(&(subject, op as u32, *id)).map(|r| (at, *r)))
+        };
+        let (protected_at, protection) = deepest(subject::PROTECTED)?;
+        let mut decided = (false, protection.rule_id, 0u64);
+        for i in 0..SUBJECT_SLOTS {
+            let s = who.slot(i);
+            if s == 0 {
+                continue;
+            }
+            let Some((_, rule)) = deepest(s) else {
+                continue;
+            };
+            if rule.effect != Effect::Allow as u32 {
+                return Some((false, rule.rule_id, s, protected_at as u32));
+            }
+            if !decided.0 && now < rule.expires_ns {
+                decided = (true, rule.rule_id, s);
+            }
+        }
+        Some((decided.0, decided.1, decided.2, protected_at as u32))
+    }
+
+    /// A small xorshift, so the cases repeat without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn the_stepped_file_decision_is_the_plain_one_for_every_chain_and_subject_set() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let candidates = [
+            subject::uid(1000),
+            subject::uid(1001),
+            subject::cgroup(7),
+            subject::cgroup(8),
+            subject::cgroup(9),
+        ];
+        let mut decided_by_rule = 0;
+        for case in 0..20_000u64 {
+            let len = rng.below(MAX_CHAIN as u64 + 1) as usize;
+            let mut chain = Chain {
+                ids: [0; MAX_CHAIN],
+                levels: [0; MAX_CHAIN],
+                len: len as u32,
+                complete: u32::from(rng.below(20) != 0),
+            };
+            for (at, id) in chain.ids.iter_mut().enumerate().take(len) {
+                *id = 100 + at as u32;
+            }
+            let pick = |rng: &mut Rng| {
+                if rng.below(3) == 0 {
+                    0
+                } else {
+                    candidates[rng.below(candidates.len() as u64) as usize]
+                }
+            };
+            let who = Subjects {
+                uid: 1000,
+                login_uid: LOGIN_UID_UNSET,
+                cgroup: 7,
+                by_uid: pick(&mut rng),
+                by_login: pick(&mut rng),
+                by_cgroup: [
+                    pick(&mut rng),
+                    pick(&mut rng),
+                    pick(&mut rng),
+                    pick(&mut rng),
+                ],
+            };
+            let op = [Op::Read, Op::Write, Op::Exec][rng.below(3) as usize];
+            let now = 1_000;
+            let mut rules = HashMap::new();
+            for n in 0..rng.below(12) {
+                let subject = if rng.below(3) == 0 {
+                    subject::PROTECTED
+                } else {
+                    candidates[rng.below(candidates.len() as u64) as usize]
+                };
+                let id = 100 + rng.below(MAX_CHAIN as u64) as u32;
+                let effect = if rng.below(4) == 0 {
+                    Effect::Deny
+                } else {
+                    Effect::Allow
+                };
+                let expires_ns = [NEVER, 500, 2_000][rng.below(3) as usize];
+                rules.insert(
+                    (subject, op as u32, id),
+                    Rule {
+                        effect: effect as u32,
+                        flags: 0,
+                        expires_ns,
+                        rule_id: case * 100 + n + 1,
+                        port_first: 0,
+                        port_last: u16::MAX,
+                        key_bits: 0,
+                    },
+                );
+            }
+            let got = decide_file(&chain, &who, op, now, |k| {
+                rules.get(&(k.subject, k.op, k.object)).copied()
+            })
+            .map(|v| (v.allow, v.rule_id, v.decided_subject, v.protected_at));
+            let want = reference(&chain, &who, op, now, &rules);
+            assert_eq!(
+                got, want,
+                "case {case}: chain {chain:?} who {who:?} rules {rules:?}"
+            );
+            if matches!(want, Some((_, _, s, _)) if s != 0) {
+                decided_by_rule += 1;
+            }
+        }
+        // The cases reach real decisions, not only "unprotected".
+        assert!(decided_by_rule > 1_000, "{decided_by_rule}");
+    }
+
+    #[test]
+    fn a_decision_takes_a_step_per_subject_and_object_not_every_slot() {
+        let mut chain = Chain {
+            ids: [0; MAX_CHAIN],
+            levels: [0; MAX_CHAIN],
+            len: 1,
+            complete: 1,
+        };
+        chain.ids[0] = 100;
+        let who = Subjects {
+            uid: 1000,
+            login_uid: LOGIN_UID_UNSET,
+            cgroup: 0,
+            by_uid: subject::uid(1000),
+            by_login: 0,
+            by_cgroup: [0; MAX_CGROUP_SUBJECTS],
+        };
+        let d = FileDecision::new(&chain, &who, Op::Read, 0);
+        assert_eq!(d.steps(), 2);
+        chain.len = MAX_CHAIN as u32;
+        let all = Subjects {
+            by_login: subject::uid(1001),
+            by_cgroup: [subject::cgroup(1); MAX_CGROUP_SUBJECTS],
+            ..who
+        };
+        assert_eq!(
+            FileDecision::new(&chain, &all, Op::Read, 0).steps(),
+            FILE_STEPS
+        );
+    }
 }

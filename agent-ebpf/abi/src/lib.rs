@@ -93,6 +93,14 @@ pub mod maps {
     /// or objects; a [`super::Held`] use decided in an older epoch is
     /// decided again.
     pub const RULES_EPOCH: &str = "WARD_RULES_EPOCH";
+    /// Inode storage of [`super::CachedWalk`]: a walk's chain, kept on
+    /// the inode it started from while nothing that could change it has
+    /// happened (see [`FS_GENERATION`]).
+    pub const WALK_CACHE: &str = "WARD_WALK_CACHE";
+    /// u32 0 -> u64: bumped by the kernel before and after every rename
+    /// and whenever an inode gains a name, so a cached walk that could
+    /// have seen the tree change is stale.
+    pub const FS_GENERATION: &str = "WARD_FS_GENERATION";
     /// `struct file *` -> [`super::Held`]: open files of protected objects.
     pub const HELD_FILES: &str = "WARD_HELD_FILES";
     /// `struct sock *` -> [`super::Held`]: connections to protected
@@ -164,6 +172,10 @@ pub mod globals {
     pub const TASK_PID_OFF: &str = "TASK_PID_OFF";
     /// `offsetof(struct super_block, s_magic)`.
     pub const S_MAGIC_OFF: &str = "S_MAGIC_OFF";
+    /// `offsetof(struct super_block, s_root)`.
+    pub const S_ROOT_OFF: &str = "S_ROOT_OFF";
+    /// `offsetof(struct file, f_inode)`.
+    pub const F_INODE_OFF: &str = "F_INODE_OFF";
     /// `offsetof(struct bpf_map, name)`.
     pub const MAP_NAME_OFF: &str = "MAP_NAME_OFF";
     /// `offsetof(struct bpf_prog, aux)`.
@@ -199,6 +211,14 @@ pub mod programs {
     pub const MMAP_FILE: &str = "ward_mmap_file";
     /// LSM `file_mprotect`: making a file's mapping executable later.
     pub const FILE_MPROTECT: &str = "ward_file_mprotect";
+    /// What keeps the walk cache ([`super::maps::WALK_CACHE`]) honest, as
+    /// (program, LSM hook): an inode gaining a name bumps
+    /// [`super::maps::FS_GENERATION`] (`inode_rename` bumps it too, before
+    /// the move). Attached before any program that reads the cache.
+    pub const WALK_CACHE_HOOKS: [(&str, &str); 1] = [("ward_d_instantiate", "d_instantiate")];
+    /// fexit of `vfs_rename`: bumps the generation again once the move is
+    /// done, so a walk that ran during it is stale too.
+    pub const RENAME_DONE: (&str, &str) = ("ward_rename_done", "vfs_rename");
     /// LSM `inode_getattr`: answers `ward explain` with the kernel's walk of
     /// the object the agent stats. Attached only while explaining.
     pub const EXPLAIN_GETATTR: &str = "ward_explain_getattr";
@@ -629,6 +649,31 @@ pub mod tamper {
     pub const LOGINUID: u32 = 10;
     /// Leaving its managed cgroup.
     pub const CGROUP_ESCAPE: u32 = 11;
+}
+
+/// `struct bpf_spin_lock`, under the name the verifier looks for in a map
+/// value's BTF.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct bpf_spin_lock {
+    pub val: u32,
+}
+
+/// Value of [`maps::WALK_CACHE`]: the chain a walk found from `dentry`,
+/// valid while the rules epoch and the fs generation it was found in
+/// stand. Read and written under `lock`: two CPUs may fill it at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CachedWalk {
+    pub lock: bpf_spin_lock,
+    pub _pad: u32,
+    pub epoch: u64,
+    pub fs_generation: u64,
+    /// The `struct dentry *` walked from: an inode with several names has
+    /// a chain per name, and only this one's is kept.
+    pub dentry: u64,
+    pub chain: Chain,
 }
 
 /// Value of [`maps::SUBJECT_CACHE`].

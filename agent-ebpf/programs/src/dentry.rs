@@ -13,7 +13,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use ward_abi::{Chain, EVENT_NAME_LEN, EVENT_NAMES, InodeKey, MAX_CHAIN, MAX_WALK_DEPTH};
 
-use crate::{maps::WARD_OBJECTS, rodata};
+use crate::{maps::WARD_OBJECTS, rodata, walk_cache};
 
 /// Layout of the dentry, inode and super block on the running kernel, from
 /// its BTF (see `ward_abi::globals`).
@@ -31,6 +31,9 @@ static D_NAME_OFF: u64 = 0;
 static I_INO_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static S_DEV_OFF: u64 = 0;
+/// `offsetof(struct super_block, s_root)`.
+#[unsafe(no_mangle)]
+static S_ROOT_OFF: u64 = 0;
 
 /// Reads a kernel pointer or scalar at `base + off`; 0 when unreadable.
 #[inline(always)]
@@ -143,6 +146,12 @@ struct Walk {
     _pad: u32,
 }
 
+/// A dentry's super block, or 0.
+#[inline(always)]
+fn super_block(dentry: usize) -> usize {
+    read_u64(dentry, rodata(&D_SB_OFF)) as usize
+}
+
 /// One level of the walk, as a `bpf_loop` callback: the verifier checks
 /// it once instead of unrolling every level. 1 stops the loop.
 ///
@@ -184,6 +193,8 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
         w.reached_root = 1;
         return 1;
     }
+    // Stays on the last dentry when the root is reached: `walk` compares
+    // it with the super block's root.
     w.dentry = up;
     0
 }
@@ -191,8 +202,18 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
 /// Walks from `dentry` to its filesystem's root, collecting the objects on
 /// the way into `chain`, deepest first. `complete` stays 0 if the root was
 /// not reached (or the objects did not fit).
+///
+/// `inode` is the dentry's inode as the hook's BTF pointer, or null: with
+/// it, a walk already made from this dentry is taken from the inode's
+/// cache while it stands (see [`walk_cache`]), and a new one is kept.
 #[inline(always)]
-pub fn walk(dentry: usize, chain: *mut Chain) {
+pub fn walk(dentry: usize, inode: *mut aya_ebpf::bindings::inode, chain: *mut Chain) {
+    // Read before anything else: a change from here on makes what this
+    // walk finds stale on arrival.
+    let tag = walk_cache::tag();
+    if dentry != 0 && walk_cache::recall(inode, dentry, tag, chain) {
+        return;
+    }
     // SAFETY: `chain` is a map value (a per-CPU slot) of the caller's.
     unsafe {
         (*chain).len = 0;
@@ -224,6 +245,21 @@ pub fn walk(dentry: usize, chain: *mut Chain) {
         (*chain).len = bounded::<{ 2 * MAX_CHAIN - 1 }>((*chain).len as usize) as u32;
         (*chain).complete = u32::from(w.reached_root != 0 && w.overflow == 0);
     }
+    if inode.is_null() || w.reached_root == 0 {
+        return;
+    }
+    // Kept only for a walk that reached the filesystem's own root (not a
+    // disconnected dentry's), on a filesystem whose names move only by
+    // vfs_rename.
+    let sb = super_block(dentry);
+    if sb == 0
+        || read_u64(sb, rodata(&S_ROOT_OFF)) as usize != w.dentry
+        || !walk_cache::cacheable_fs(read_u64(sb, rodata(&S_MAGIC_OFF)))
+    {
+        return;
+    }
+    // SAFETY: as above.
+    walk_cache::remember(inode, dentry, tag, unsafe { &*chain });
 }
 
 /// The names from `dentry` up, leaf first, into `out`: what an event shows

@@ -8,10 +8,13 @@
 //!   (both ends), mkdir/rmdir/mknod/symlink, attributes (`inode_setattr`:
 //!   truncate, chmod, chown, utimes), xattrs and ACLs.
 
+use core::ptr::null_mut;
+
 use aya_ebpf::{
+    bindings::inode,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::lsm,
-    programs::LsmContext,
+    macros::{fexit, lsm},
+    programs::{FExitContext, LsmContext},
 };
 use ward_abi::{
     Config, EACCES, EVENT_NAMES, HELD_FILES_SLOT, MAX_CHAIN, Op,
@@ -23,7 +26,7 @@ use crate::{
     events::{Object, report},
     held::{self, Outcome, Recall},
     maps::{WARD_DECISION_SCRATCH, WARD_EXPLAIN, WARD_HELD_FILES, WARD_SUBJECT_SCRATCH, config},
-    rodata, steps, subject,
+    rodata, steps, subject, walk_cache,
 };
 
 /// `offsetof(struct file, f_path)`, from the kernel's BTF.
@@ -32,6 +35,9 @@ static F_PATH_OFF: u64 = 0;
 /// `offsetof(struct file, f_mode)`.
 #[unsafe(no_mangle)]
 static F_MODE_OFF: u64 = 0;
+/// `offsetof(struct file, f_inode)`.
+#[unsafe(no_mangle)]
+static F_INODE_OFF: u64 = 0;
 /// `offsetof(struct file, f_flags)`.
 #[unsafe(no_mangle)]
 static F_FLAGS_OFF: u64 = 0;
@@ -66,6 +72,15 @@ fn file_dentry(file: usize) -> usize {
     dentry::of_path(file + rodata(&F_PATH_OFF))
 }
 
+/// The inode of a `struct file *` that the hook got from the kernel, as a
+/// BTF pointer (what inode storage is found through; see `walk_cache`).
+#[inline(always)]
+fn file_inode(file: *const u8) -> *mut inode {
+    // SAFETY: `file` is a trusted BTF pointer of the hook's; the offset is
+    // the kernel's own, so this loads the `f_inode` pointer field.
+    unsafe { *(file.add(rodata(&F_INODE_OFF)) as *const *mut inode) }
+}
+
 /// The caller, if managed: everyone else is decided here, before any walk.
 ///
 /// The subjects are kept in a per-CPU slot and read back from there: what
@@ -86,6 +101,8 @@ fn managed() -> Option<(&'static Config, &'static Subjects)> {
 
 /// Decides `op` (and then `also`, if given) on `dentry` for a managed
 /// caller. One walk serves both; it fills this CPU's decision slot.
+/// `inode`: the dentry's inode as a BTF pointer, to find and keep the walk
+/// in its cache; null to walk without it.
 /// `audit_allow`: report an allow by a grant (each new use is audited; a
 /// held use decided again is not, or every read would be).
 #[inline(always)]
@@ -93,6 +110,7 @@ fn decide_dentry(
     config: &Config,
     who: &Subjects,
     dentry: usize,
+    inode: *mut inode,
     op: Op,
     also: Option<Op>,
     audit_allow: bool,
@@ -102,7 +120,7 @@ fn decide_dentry(
     };
     // SAFETY: this CPU's slot, a map value that lives for the program.
     let chain = unsafe { core::ptr::addr_of_mut!((*decision).chain) };
-    dentry::walk(dentry, chain);
+    dentry::walk(dentry, inode, chain);
     // SAFETY: as above.
     let chain = unsafe { &*chain };
     if chain.complete != 0 && chain.len == 0 {
@@ -186,7 +204,18 @@ fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    code(decide_dentry(config, who, dentry, op, also, true).allow)
+    code(decide_dentry(config, who, dentry, null_mut(), op, also, true).allow)
+}
+
+/// The whole check for an open file the hook was given (its inode's walk
+/// cache is used).
+#[inline(always)]
+fn check_file(file: *const u8, op: Op) -> i32 {
+    let Some((config, who)) = managed() else {
+        return ALLOW;
+    };
+    let dentry = file_dentry(file as usize);
+    code(decide_dentry(config, who, dentry, file_inode(file), op, None, true).allow)
 }
 
 /// A change that touches two names (link, rename): both must be writable.
@@ -195,10 +224,10 @@ fn check_write_both(a: usize, b: usize) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    if !decide_dentry(config, who, a, Op::Write, None, true).allow {
+    if !decide_dentry(config, who, a, null_mut(), Op::Write, None, true).allow {
         return DENY;
     }
-    code(decide_dentry(config, who, b, Op::Write, None, true).allow)
+    code(decide_dentry(config, who, b, null_mut(), Op::Write, None, true).allow)
 }
 
 /// A use of an open file (read, write, map): if the file is held, whether
@@ -215,7 +244,8 @@ fn held_use(file: usize, op: Op) -> i32 {
             let (Some(config), Some(who)) = (config(), held::subjects_in_slot(entry)) else {
                 return DENY;
             };
-            let outcome = decide_dentry(config, who, file_dentry(file), op, None, false);
+            let outcome =
+                decide_dentry(config, who, file_dentry(file), null_mut(), op, None, false);
             held::settle(entry, epoch, outcome);
             code(outcome.allow)
         }
@@ -257,7 +287,8 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
         return -(ward_abi::EPERM);
     }
     let epoch = held::epoch();
-    let outcome = decide_dentry(config, who, file_dentry(file as usize), op, also, true);
+    let dentry = file_dentry(file as usize);
+    let outcome = decide_dentry(config, who, dentry, file_inode(file), op, also, true);
     if !outcome.allow {
         return DENY;
     }
@@ -317,7 +348,7 @@ pub fn ward_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return ALLOW;
     }
-    check(file_dentry(file as usize), Op::Exec, None)
+    check_file(file, Op::Exec)
 }
 
 /// `mmap_file(file, reqprot, prot, flags)`: a file's code mapped
@@ -341,7 +372,7 @@ pub fn ward_mmap_file(ctx: LsmContext) -> i32 {
     if held != ALLOW || prot & PROT_EXEC == 0 {
         return held;
     }
-    check(file_dentry(file), Op::Exec, None)
+    check_file(file as *const u8, Op::Exec)
 }
 
 /// `file_mprotect(vma, reqprot, prot)`: making a file mapping executable
@@ -481,13 +512,34 @@ pub fn ward_inode_link(ctx: LsmContext) -> i32 {
 /// `inode_rename(old_dir, old_dentry, new_dir, new_dentry)`: out of, into
 /// and inside a tree, and `RENAME_EXCHANGE` (the new dentry is then
 /// positive and is itself moved).
+///
+/// Whoever renames, every cached walk is stale from here (and again once
+/// the move is done: [`ward_rename_done`]).
 #[lsm(hook = "inode_rename")]
 pub fn ward_inode_rename(ctx: LsmContext) -> i32 {
+    walk_cache::invalidate();
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
         return earlier;
     }
     check_write_both(ctx.arg(1), ctx.arg(3))
+}
+
+/// fexit of `vfs_rename`: the move is done (or failed); a walk that ran
+/// while it was under way is stale.
+#[fexit(function = "vfs_rename")]
+pub fn ward_rename_done(_ctx: FExitContext) -> i32 {
+    walk_cache::invalidate();
+    0
+}
+
+/// `d_instantiate(dentry, inode)`: an inode gains a name (a create, a
+/// link, a lookup). A dentry made at a freed one's address for the same
+/// inode must not inherit its cached walk. Decides nothing.
+#[lsm(hook = "d_instantiate")]
+pub fn ward_d_instantiate(_ctx: LsmContext) -> i32 {
+    walk_cache::invalidate();
+    0
 }
 
 /// `inode_setattr(idmap, dentry, attr)` (6.8+): truncate and ftruncate,
@@ -530,7 +582,8 @@ pub fn ward_explain_getattr(ctx: LsmContext) -> i32 {
         }
         let d = dentry::of_path(ctx.arg::<usize>(0));
         let key = dentry::identity(d);
-        dentry::walk(d, core::ptr::addr_of_mut!((*slot).chain));
+        // Never from the cache: explain shows what a walk finds now.
+        dentry::walk(d, null_mut(), core::ptr::addr_of_mut!((*slot).chain));
         (*slot).dev = key.dev;
         (*slot).ino = key.ino;
         (*slot).done = 1;

@@ -26,6 +26,7 @@ mod probe;
 mod steps;
 mod subject;
 mod teardown;
+mod walk_cache;
 
 /// A layout global (an offset user space set from the kernel's BTF).
 #[inline(always)]

@@ -8,9 +8,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use ward_abi::{
     FileKey, Rule,
-    decision::{
-        Deciding, FILE_STEPS, FileDecision, MostSpecific, SUBJECT_SLOTS, Subjects, Verdict,
-    },
+    decision::{Deciding, FileDecision, MostSpecific, SUBJECT_SLOTS, Subjects, Verdict},
 };
 
 use crate::maps::{WARD_FILE_RULES_0, WARD_FILE_RULES_1};
@@ -85,12 +83,18 @@ extern "C" fn file_step(index: u64, ctx: *mut c_void) -> i64 {
     // bpf_loop; its `decision` is this CPU's scratch slot.
     let l = unsafe { &mut *(ctx as *mut FileLoop) };
     let active = l.active;
-    // Bounded on the register itself: the step's own checks are on a copy
-    // LLVM may not reuse (see `dentry::bounded`).
-    let index = crate::dentry::bounded::<63>(index as usize) as u32;
     // SAFETY: as above.
     let decision = unsafe { &mut *l.decision };
-    i64::from(decision.step(index, |key| file_rule(active, key)))
+    let (row, at) = decision.position(index as u32);
+    // Out of range ends the loop; what is in range is then bounded on the
+    // registers themselves, since the step's own checks are on copies
+    // LLVM may not reuse (see `dentry::bounded`).
+    if row > SUBJECT_SLOTS || at >= ward_abi::MAX_CHAIN {
+        return 1;
+    }
+    let row = crate::dentry::bounded::<7>(row);
+    let at = crate::dentry::bounded::<7>(at);
+    i64::from(decision.step_at(row, at, |key| file_rule(active, key)))
 }
 
 /// `ward_abi::decision::decide_file` for the chain already in `decision`
@@ -110,7 +114,7 @@ pub fn decide_file(
     // outlives the call.
     unsafe {
         bpf_loop(
-            FILE_STEPS,
+            (*decision).steps(),
             file_step as *mut c_void,
             (&mut l as *mut FileLoop).cast(),
             0,

@@ -48,6 +48,9 @@ pub struct KernelOffsets {
     pub file_f_mode: u64,
     /// `offsetof(struct file, f_flags)`.
     pub file_f_flags: u64,
+    /// `struct file.f_inode`, `struct super_block.s_root`: the walk cache.
+    pub file_f_inode: u64,
+    pub sb_s_root: u64,
     /// `offsetof(struct linux_binprm, file)`.
     pub bprm_file: u64,
     /// `offsetof(struct task_struct, loginuid)`, or [`ward_abi::NO_OFFSET`]
@@ -116,6 +119,8 @@ impl KernelOffsets {
         file_f_path: 0,
         file_f_mode: 0,
         file_f_flags: 0,
+        file_f_inode: 0,
+        sb_s_root: 0,
         bprm_file: 0,
         task_loginuid: ward_abi::NO_OFFSET,
         path_dentry: 0,
@@ -207,6 +212,8 @@ fn offsets(l: &impl Layout) -> Result<KernelOffsets, BtfError> {
         file_f_path: l.byte_offset("file", "f_path")?,
         file_f_mode: l.byte_offset("file", "f_mode")?,
         file_f_flags: l.byte_offset("file", "f_flags")?,
+        file_f_inode: l.byte_offset("file", "f_inode")?,
+        sb_s_root: l.byte_offset("super_block", "s_root")?,
         bprm_file: l.byte_offset("linux_binprm", "file")?,
         task_loginuid: l
             .byte_offset("task_struct", "loginuid")

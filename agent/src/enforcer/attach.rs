@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, Iter, Lsm, Program, ProgramError, links::FdLink},
+    programs::{BtfTracePoint, FExit, Iter, Lsm, Program, ProgramError, links::FdLink},
 };
 use ward_abi::programs;
 
@@ -53,6 +53,13 @@ pub fn all(
         } else {
             programs::SETATTR
         };
+        // What keeps the walk cache honest goes first: no program may read
+        // the cache before every change that makes it stale is seen.
+        for (name, hook) in &programs::WALK_CACHE_HOOKS {
+            lsm(ebpf, name, hook, btf, links.as_deref())?;
+        }
+        let (name, function) = programs::RENAME_DONE;
+        fexit(ebpf, name, function, btf, links.as_deref())?;
         let hooks = [
             setattr,
             (programs::FILE_OPEN, "file_open"),
@@ -248,6 +255,35 @@ fn traced(
         .try_into()
         .map_err(program_err(name))?;
     program.load(tracepoint, btf).map_err(program_err(name))?;
+    let link_id = program.attach().map_err(program_err(name))?;
+    if let Some(pin) = pin {
+        let link: FdLink = program
+            .take_link(link_id)
+            .map_err(program_err(name))?
+            .into();
+        pin_link(link, &pin)?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches one fexit program, pinned like [`lsm`].
+fn fexit(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    function: &str,
+    btf: &Btf,
+    links: Option<&Path>,
+) -> Result<(), EnforcerError> {
+    if adopted(links, name) {
+        return Ok(());
+    }
+    let pin = links.map(|d| d.join(name));
+    let program: &mut FExit = ebpf
+        .program_mut(name)
+        .ok_or(EnforcerError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    program.load(function, btf).map_err(program_err(name))?;
     let link_id = program.attach().map_err(program_err(name))?;
     if let Some(pin) = pin {
         let link: FdLink = program

@@ -20,7 +20,7 @@ use super::{
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 17] = [
+const PERSISTENT: [&str; 19] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
     maps::CGROUP_PATHS,
@@ -40,6 +40,10 @@ const PERSISTENT: [&str; 17] = [
     maps::HELD_FILES,
     maps::HELD_SOCKS,
     maps::HELD_COUNT,
+    // Every program that reads or invalidates the walk cache must share
+    // one cache and one generation, whichever agent attached it.
+    maps::WALK_CACHE,
+    maps::FS_GENERATION,
 ];
 
 /// Loads the object with configured sizes; reuses pinned maps when an

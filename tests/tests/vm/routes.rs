@@ -768,3 +768,106 @@ fn execveat_of_a_descriptor_is_exec() {
         "execveat with a grant"
     );
 }
+
+// ---- A walk remembered, then the tree changes --------------------------
+//
+// The kernel keeps each walk's answer on the inode it started from (the
+// walk cache). Each case below lets the managed user open a file first, so
+// its walk is kept, then changes what lies above it the way root (or a
+// deploy) would: the next open must see the change.
+
+/// A file of the user's outside the tree, opened once by the user.
+fn opened_outside(fx: &Fixture, name: &str) -> PathBuf {
+    let f = fx.out.join(name);
+    std::fs::write(&f, b"x").unwrap();
+    chown(&f, USER);
+    chmod(&f, 0o666);
+    let cf = c(&f);
+    for _ in 0..2 {
+        assert_eq!(
+            as_user(|| open_close(&cf, libc::O_RDONLY)),
+            OpenOutcome::Opened,
+            "{name} outside the tree"
+        );
+    }
+    f
+}
+
+#[test]
+fn a_file_moved_into_the_tree_after_it_was_opened_is_protected() {
+    let mut fx = Fixture::new("cache-mv", &[Op::Read, Op::Write]);
+    let f = opened_outside(&fx, "moved.txt");
+    let inside = fx.tree.join("moved.txt");
+    std::fs::rename(&f, &inside).unwrap();
+    let ci = c(&inside);
+    denied_then_granted(&mut fx, Op::Read, "a file root moved in", || {
+        open_close(&ci, libc::O_RDONLY)
+    });
+}
+
+#[test]
+fn a_directory_moved_into_the_tree_after_its_files_were_opened_protects_them() {
+    let mut fx = Fixture::new("cache-dir", &[Op::Read, Op::Write]);
+    let d = fx.out.join("bundle");
+    std::fs::create_dir(&d).unwrap();
+    chmod(&d, 0o777);
+    let f = d.join("inner.txt");
+    std::fs::write(&f, b"x").unwrap();
+    chmod(&f, 0o666);
+    let cf = c(&f);
+    assert_eq!(
+        as_user(|| open_close(&cf, libc::O_RDONLY)),
+        OpenOutcome::Opened,
+        "outside the tree"
+    );
+    // The file's own name is unchanged: only a directory above it moves.
+    std::fs::rename(&d, fx.sub.join("bundle")).unwrap();
+    let ci = c(&fx.sub.join("bundle/inner.txt"));
+    denied_then_granted(&mut fx, Op::Read, "a directory root moved in", || {
+        open_close(&ci, libc::O_RDONLY)
+    });
+}
+
+#[test]
+fn a_file_linked_into_the_tree_and_unlinked_outside_is_protected() {
+    let mut fx = Fixture::new("cache-ln", &[Op::Read, Op::Write]);
+    let f = opened_outside(&fx, "linked.txt");
+    let inside = fx.tree.join("linked.txt");
+    std::fs::hard_link(&f, &inside).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    let ci = c(&inside);
+    denied_then_granted(&mut fx, Op::Read, "a file root linked in", || {
+        open_close(&ci, libc::O_RDONLY)
+    });
+}
+
+#[test]
+fn files_opened_before_a_tree_is_protected_are_protected_at_once() {
+    let mut fx = Fixture::new("cache-new", &[Op::Read]);
+    let later = fx.dir.path().join("later");
+    std::fs::create_dir(&later).unwrap();
+    chmod(&later, 0o777);
+    let f = later.join("data.txt");
+    std::fs::write(&f, b"x").unwrap();
+    chmod(&f, 0o666);
+    let cf = c(&f);
+    assert_eq!(
+        as_user(|| open_close(&cf, libc::O_RDONLY)),
+        OpenOutcome::Opened,
+        "before protection"
+    );
+    let mut entries = vec![protection(Op::Read, &tree_object(&fx.tree))];
+    entries.push(protection(Op::Read, &tree_object(&later)));
+    fx.enforcer.apply(&entries).expect("apply protection");
+    assert_eq!(
+        as_user(|| open_close(&cf, libc::O_RDONLY)),
+        DENIED,
+        "protected after it was opened"
+    );
+    fx.grant_on(Op::Read, tree_object(&later));
+    assert_eq!(
+        as_user(|| open_close(&cf, libc::O_RDONLY)),
+        OpenOutcome::Opened,
+        "with a grant"
+    );
+}

@@ -1,0 +1,141 @@
+//! The walk's answer, kept on the inode it started from.
+//!
+//! A walk costs a `bpf_loop` step per level up to the filesystem's root.
+//! What it finds (the chain of objects on the route) changes only when a
+//! name changes or the listed objects do, so it is kept in the inode's
+//! local storage, tagged with the rules epoch (bumped by the agent after
+//! every change to the objects) and the fs generation, which the kernel
+//! bumps:
+//!
+//! - before every rename (`inode_rename`) and after it (fexit of
+//!   `vfs_rename`), so a walk that overlapped the move is stale;
+//! - whenever an inode gains a name (`d_instantiate`: creates, links,
+//!   lookups), so a dentry freed and another made at its address for the
+//!   same inode never inherits its chain.
+//!
+//! A cached chain is used only for the very dentry it was walked from, on
+//! filesystems where names move only through `vfs_rename` (block-device
+//! filesystems and tmpfs: no server renames behind the kernel's back), and
+//! only if the walk reached that filesystem's root (a disconnected dentry,
+//! from `open_by_handle_at`, is walked every time). Inode storage is freed
+//! with the inode, so an entry never outlives what it describes.
+
+use aya_ebpf::{
+    bindings::inode,
+    btf_maps::InodeStorage,
+    helpers::{bpf_spin_lock, bpf_spin_unlock},
+    macros::btf_map,
+};
+use ward_abi::{CachedWalk, Chain};
+
+use crate::{held, maps::WARD_FS_GENERATION};
+
+#[btf_map]
+static WARD_WALK_CACHE: InodeStorage<CachedWalk> = InodeStorage::new();
+
+// include/uapi/linux/magic.h: the filesystems whose names move only by
+// vfs_rename.
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+const XFS_SUPER_MAGIC: u64 = 0x5846_5342;
+const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Whether walks on a filesystem of this magic may be cached.
+#[inline(always)]
+pub fn cacheable_fs(magic: u64) -> bool {
+    matches!(
+        magic,
+        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC | TMPFS_MAGIC
+    )
+}
+
+/// What a cached walk must match: read before the walk, so that anything
+/// that changes during it makes the result stale on arrival.
+#[derive(Clone, Copy)]
+pub struct Tag {
+    epoch: u64,
+    fs_generation: u64,
+}
+
+#[inline(always)]
+pub fn tag() -> Tag {
+    let fs_generation = match WARD_FS_GENERATION.get(0) {
+        // SAFETY: an aligned u64 in a map value, read in one load.
+        Some(g) => unsafe { core::ptr::read_volatile(g) },
+        None => 0,
+    };
+    Tag {
+        epoch: held::epoch(),
+        fs_generation,
+    }
+}
+
+/// Bumps the fs generation: every cached walk is stale from here on.
+#[inline(always)]
+pub fn invalidate() {
+    if let Some(p) = WARD_FS_GENERATION.get_ptr_mut(0) {
+        // SAFETY: an aligned u64 in a map value that lives for the program;
+        // one atomic add (see `held::add`).
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {d}",
+                p = in(reg) p,
+                d = in(reg) 1u64,
+            );
+        }
+    }
+}
+
+/// Copies the cached chain of `dentry` into `chain` if it is there and
+/// still stands; false otherwise. `inode` is the dentry's inode as a BTF
+/// pointer (inode storage is found through it); null skips the cache.
+#[inline(always)]
+pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> bool {
+    if inode.is_null() {
+        return false;
+    }
+    // SAFETY: a BTF pointer to the inode, from the hook's own arguments.
+    let entry = unsafe { WARD_WALK_CACHE.get_ptr_mut(inode) };
+    if entry.is_null() {
+        return false;
+    }
+    // SAFETY: the storage value lives while the inode does, and the hook
+    // holds a reference to it; `chain` is this CPU's scratch slot. The
+    // lock keeps a concurrent `remember` from being read half-written.
+    unsafe {
+        let lock = core::ptr::addr_of_mut!((*entry).lock).cast();
+        bpf_spin_lock(lock);
+        let hit = (*entry).epoch == tag.epoch
+            && (*entry).fs_generation == tag.fs_generation
+            && (*entry).dentry == dentry as u64;
+        if hit {
+            *chain = (*entry).chain;
+        }
+        bpf_spin_unlock(lock);
+        hit
+    }
+}
+
+/// Keeps a complete walk's chain on `inode`, tagged with what was read
+/// before the walk began.
+#[inline(always)]
+pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: &Chain) {
+    if inode.is_null() || chain.complete == 0 {
+        return;
+    }
+    // SAFETY: as in `recall`; a failed allocation only costs a walk.
+    let entry = unsafe { WARD_WALK_CACHE.get_or_insert_ptr_mut(inode, None) };
+    if entry.is_null() {
+        return;
+    }
+    // SAFETY: as in `recall`.
+    unsafe {
+        let lock = core::ptr::addr_of_mut!((*entry).lock).cast();
+        bpf_spin_lock(lock);
+        (*entry).epoch = tag.epoch;
+        (*entry).fs_generation = tag.fs_generation;
+        (*entry).dentry = dentry as u64;
+        (*entry).chain = *chain;
+        bpf_spin_unlock(lock);
+    }
+}
