@@ -258,8 +258,7 @@ pub fn walk(dentry: usize, inode: *mut aya_ebpf::bindings::inode, chain: *mut Ch
     {
         return;
     }
-    // SAFETY: as above.
-    walk_cache::remember(inode, dentry, tag, unsafe { &*chain });
+    walk_cache::remember(inode, dentry, tag, chain);
 }
 
 /// The names from `dentry` up, leaf first, into `out`: what an event shows

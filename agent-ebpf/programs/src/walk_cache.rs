@@ -86,6 +86,26 @@ pub fn invalidate() {
     }
 }
 
+/// Words in a [`Chain`].
+const CHAIN_WORDS: usize = core::mem::size_of::<Chain>() / 8;
+const _: () = assert!(core::mem::size_of::<Chain>() == CHAIN_WORDS * 8);
+
+/// Copies a chain word by word, inline: under a spin lock the verifier
+/// allows no calls, and a plain assignment may become one to `memcpy`.
+///
+/// # Safety
+/// Both point to 8-aligned chains in map memory.
+#[inline(always)]
+unsafe fn copy_chain(from: *const Chain, to: *mut Chain) {
+    let (from, to) = (from as *const u64, to as *mut u64);
+    let mut i = 0;
+    while i < CHAIN_WORDS {
+        // SAFETY: within both chains (the caller's promise).
+        unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+        i += 1;
+    }
+}
+
 /// Copies the cached chain of `dentry` into `chain` if it is there and
 /// still stands; false otherwise. `inode` is the dentry's inode as a BTF
 /// pointer (inode storage is found through it); null skips the cache.
@@ -109,7 +129,7 @@ pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> 
             && (*entry).fs_generation == tag.fs_generation
             && (*entry).dentry == dentry as u64;
         if hit {
-            *chain = (*entry).chain;
+            copy_chain(core::ptr::addr_of!((*entry).chain), chain);
         }
         bpf_spin_unlock(lock);
         hit
@@ -119,8 +139,9 @@ pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> 
 /// Keeps a complete walk's chain on `inode`, tagged with what was read
 /// before the walk began.
 #[inline(always)]
-pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: &Chain) {
-    if inode.is_null() || chain.complete == 0 {
+pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: *const Chain) {
+    // SAFETY: `chain` is this CPU's scratch slot, just walked into.
+    if inode.is_null() || unsafe { (*chain).complete } == 0 {
         return;
     }
     // SAFETY: as in `recall`; a failed allocation only costs a walk.
@@ -135,7 +156,7 @@ pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: &Chain) {
         (*entry).epoch = tag.epoch;
         (*entry).fs_generation = tag.fs_generation;
         (*entry).dentry = dentry as u64;
-        (*entry).chain = *chain;
+        copy_chain(chain, core::ptr::addr_of_mut!((*entry).chain));
         bpf_spin_unlock(lock);
     }
 }
