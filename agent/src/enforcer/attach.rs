@@ -59,7 +59,7 @@ pub fn all(
             lsm(ebpf, name, hook, btf, links.as_deref())?;
         }
         let (name, function) = programs::RENAME_DONE;
-        fexit(ebpf, name, function, btf, links.as_deref())?;
+        traced(ebpf, name, function, Traced::FExit, btf, links.as_deref())?;
         let hooks = [
             setattr,
             (programs::FILE_OPEN, "file_open"),
@@ -107,7 +107,14 @@ pub fn all(
             .iter()
             .chain([&programs::DAEMON_EXIT])
         {
-            traced(ebpf, name, tracepoint, btf, links.as_deref())?;
+            traced(
+                ebpf,
+                name,
+                tracepoint,
+                Traced::TracePoint,
+                btf,
+                links.as_deref(),
+            )?;
         }
     }
     if let Some(cgroup) = &config.hooks.cgroup_connect {
@@ -237,60 +244,55 @@ pub fn lsm(
     Ok(true)
 }
 
-/// Loads and attaches one BTF tracepoint program, pinned like [`lsm`].
+/// The BTF-attached program kinds besides LSM.
+#[derive(Clone, Copy)]
+enum Traced {
+    /// A BTF tracepoint (`tp_btf`).
+    TracePoint,
+    /// The exit of a kernel function (`fexit`).
+    FExit,
+}
+
+/// Loads and attaches one BTF tracepoint or fexit program on `target`,
+/// pinned like [`lsm`].
 fn traced(
     ebpf: &mut Ebpf,
     name: &'static str,
-    tracepoint: &str,
+    target: &str,
+    kind: Traced,
     btf: &Btf,
     links: Option<&Path>,
 ) -> Result<(), EnforcerError> {
     if adopted(links, name) {
         return Ok(());
     }
-    let pin = links.map(|d| d.join(name));
-    let program: &mut BtfTracePoint = ebpf
+    let program = ebpf
         .program_mut(name)
-        .ok_or(EnforcerError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
-    program.load(tracepoint, btf).map_err(program_err(name))?;
-    let link_id = program.attach().map_err(program_err(name))?;
-    if let Some(pin) = pin {
-        let link: FdLink = program
-            .take_link(link_id)
-            .map_err(program_err(name))?
-            .into();
-        pin_link(link, &pin)?;
-    }
-    Ok(())
-}
-
-/// Loads and attaches one fexit program, pinned like [`lsm`].
-fn fexit(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    function: &str,
-    btf: &Btf,
-    links: Option<&Path>,
-) -> Result<(), EnforcerError> {
-    if adopted(links, name) {
-        return Ok(());
-    }
-    let pin = links.map(|d| d.join(name));
-    let program: &mut FExit = ebpf
-        .program_mut(name)
-        .ok_or(EnforcerError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
-    program.load(function, btf).map_err(program_err(name))?;
-    let link_id = program.attach().map_err(program_err(name))?;
-    if let Some(pin) = pin {
-        let link: FdLink = program
-            .take_link(link_id)
-            .map_err(program_err(name))?
-            .into();
-        pin_link(link, &pin)?;
+        .ok_or(EnforcerError::MissingProgram(name))?;
+    // Without a pin directory the link stays with the program (and lives
+    // as long as the caller keeps the object).
+    let link: Option<FdLink> = match kind {
+        Traced::TracePoint => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(program_err(name))?;
+            p.load(target, btf).map_err(program_err(name))?;
+            let id = p.attach().map_err(program_err(name))?;
+            match links {
+                Some(_) => Some(p.take_link(id).map_err(program_err(name))?.into()),
+                None => None,
+            }
+        }
+        Traced::FExit => {
+            let p: &mut FExit = program.try_into().map_err(program_err(name))?;
+            p.load(target, btf).map_err(program_err(name))?;
+            let id = p.attach().map_err(program_err(name))?;
+            match links {
+                Some(_) => Some(p.take_link(id).map_err(program_err(name))?.into()),
+                None => None,
+            }
+        }
+    };
+    if let (Some(link), Some(dir)) = (link, links) {
+        pin_link(link, &dir.join(name))?;
     }
     Ok(())
 }
