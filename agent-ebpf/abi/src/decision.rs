@@ -535,7 +535,7 @@ impl FileDecision {
         at: usize,
         get: impl Fn(&FileKey) -> Option<Rule>,
     ) -> bool {
-        if row >= 1 + SUBJECT_SLOTS || at >= MAX_CHAIN {
+        if row > SUBJECT_SLOTS || at >= MAX_CHAIN {
             return true;
         }
         if at == 0 {
