@@ -711,10 +711,13 @@ impl<'a> Overheads<'a> {
         self.row(cond, entries).and_then(|r| r["ns"].as_f64())
     }
 
-    /// Summed in-BPF ns per op of every program that ran.
+    /// Summed in-BPF ns per op of every program that ran; NaN when the
+    /// pass read no stats (a managed caller may not read ward's programs'
+    /// stats: self-protection), never a 0 that would pass for "free".
     fn bpf(&self, cond: &str, entries: Option<u64>) -> f64 {
         self.row(cond, entries)
             .and_then(|r| r["bpf_ns"].as_object())
+            .filter(|m| !m.is_empty())
             .map_or(f64::NAN, |m| m.values().filter_map(|v| v.as_f64()).sum())
     }
 
