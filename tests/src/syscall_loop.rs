@@ -354,15 +354,46 @@ pub fn program_stats() -> BTreeMap<String, (u64, u64)> {
 /// ops of `target`: the kernel's own bpf stats, switched on only for this
 /// pass (they add two clock reads per run, so timed passes run without).
 pub fn bpf_ns_per_op(target: &Target, ops: u32) -> BTreeMap<String, f64> {
+    bpf_ns_per_op_as(target, ops, None)
+}
+
+/// As [`bpf_ns_per_op`], for a caller in a managed cgroup: `cgroups` is
+/// (the caller's cgroup, an unmanaged one). ward's self-protection keeps a
+/// managed process from reading its programs' stats, so the stats are
+/// read from the unmanaged cgroup and the ops run in the caller's.
+pub fn bpf_ns_per_op_as(
+    target: &Target,
+    ops: u32,
+    cgroups: Option<(&Path, &Path)>,
+) -> BTreeMap<String, f64> {
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let join = |cgroup: &Path| {
+        std::fs::write(cgroup.join("cgroup.procs"), "0").expect("join cgroup");
+    };
     let previous = std::fs::read_to_string(SYSCTL).unwrap_or_else(|_| "0".into());
     std::fs::write(SYSCTL, "1").expect("enable bpf stats");
+    if let Some((_, reader)) = cgroups {
+        join(reader);
+    }
     let before = program_stats();
+    if let Some((caller, _)) = cgroups {
+        join(caller);
+    }
     for _ in 0..ops {
         target.once();
     }
+    if let Some((_, reader)) = cgroups {
+        join(reader);
+    }
     let after = program_stats();
+    if let Some((caller, _)) = cgroups {
+        join(caller);
+    }
     std::fs::write(SYSCTL, previous.trim()).expect("restore bpf stats");
+    assert!(
+        !after.is_empty(),
+        "no ward program's stats could be read (a managed reader?)"
+    );
     after
         .into_iter()
         .filter_map(|(name, (count, time))| {

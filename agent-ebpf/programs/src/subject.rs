@@ -1,8 +1,8 @@
 //! Who is calling, and is ward managing them?
 
 use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_uid_gid,
+    generated::bpf_get_current_task_btf,
 };
 use ward_abi::{
     Config, LOGIN_UID_UNSET, MAX_CGROUP_DEPTH, MAX_CGROUP_SUBJECTS, NO_OFFSET, SubjectCacheEntry,
@@ -40,6 +40,9 @@ pub fn current<const LOGIN: bool>(config: &Config) -> Option<Subjects> {
     Subjects::resolve(config, uid, login_uid, cgroup, by_cgroup)
 }
 
+/// The current task's audit login uid. Only tracing-class programs (LSM)
+/// may call this: it reads the task through its BTF pointer, one load
+/// instead of a probe-read helper on every managed check.
 #[inline(always)]
 pub fn login_uid() -> u32 {
     // SAFETY: a read-only global; the verifier sees the loaded constant.
@@ -47,11 +50,14 @@ pub fn login_uid() -> u32 {
     if off == NO_OFFSET {
         return LOGIN_UID_UNSET;
     }
-    // SAFETY: probe-read of the current task's loginuid field, at the offset
-    // the running kernel's BTF gave; a failed read yields "unset".
+    // SAFETY: `current` as a trusted BTF pointer; the offset is the running
+    // kernel's own `loginuid` (a kuid_t: one u32), so this loads that field.
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.add(off as usize) as *const u32).unwrap_or(LOGIN_UID_UNSET)
+        let task = bpf_get_current_task_btf() as *const u8;
+        if task.is_null() {
+            return LOGIN_UID_UNSET;
+        }
+        *(task.add(off as usize) as *const u32)
     }
 }
 

@@ -25,7 +25,7 @@ use ward_tests::{
     TempDir,
     bench::filler_network,
     lifecycle::protection,
-    syscall_loop::{Syscall, Target, bpf_ns_per_op, write_tiny_exit},
+    syscall_loop::{Syscall, Target, bpf_ns_per_op, bpf_ns_per_op_as, write_tiny_exit},
 };
 
 /// Runs of each measurement; the report gives median, min and max.
@@ -281,11 +281,12 @@ fn overhead(wanted: impl Fn(Syscall) -> bool) {
         join(managed.path());
         for p in &pairs {
             let ns = measure(&p.unprotected, p.syscall, &mut drain);
-            let bpf = bpf_ns_per_op(&p.unprotected, stats_ops(p.syscall));
+            let cgroups = Some((managed.path(), root.as_path()));
+            let bpf = bpf_ns_per_op_as(&p.unprotected, stats_ops(p.syscall), cgroups);
             report(p.syscall, "managed_unprotected", Some(entries), ns, &bpf);
             let ns = measure(&p.protected, p.syscall, &mut drain);
             drain();
-            let bpf = bpf_ns_per_op(&p.protected, stats_ops(p.syscall));
+            let bpf = bpf_ns_per_op_as(&p.protected, stats_ops(p.syscall), cgroups);
             drain();
             report(p.syscall, "managed_granted", Some(entries), ns, &bpf);
         }
