@@ -662,12 +662,13 @@ pub struct bpf_spin_lock {
 
 /// Value of [`maps::WALK_CACHE`]: the chain a walk found from `dentry`,
 /// valid while the rules epoch and the fs generation it was found in
-/// stand. Read and written under `lock`: two CPUs may fill it at once.
+/// stand. Written under `lock` (two CPUs may fill it at once), read as a
+/// seqlock: `seq` is odd while a write is under way.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CachedWalk {
     pub lock: bpf_spin_lock,
-    pub _pad: u32,
+    pub seq: u32,
     pub epoch: u64,
     pub fs_generation: u64,
     /// The `struct dentry *` walked from: an inode with several names has

@@ -109,6 +109,12 @@ unsafe fn copy_chain(from: *const Chain, to: *mut Chain) {
 /// Copies the cached chain of `dentry` into `chain` if it is there and
 /// still stands; false otherwise. `inode` is the dentry's inode as a BTF
 /// pointer (inode storage is found through it); null skips the cache.
+///
+/// Read without the lock, as a seqlock: writers (under the lock) make
+/// `seq` odd while they write, so a read that saw the same even `seq`
+/// before and after saw one whole entry. x86's loads are not reordered
+/// with one another, and every access here is volatile (ward is built for
+/// x86_64 hosts).
 #[inline(always)]
 pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> bool {
     if inode.is_null() {
@@ -120,19 +126,23 @@ pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> 
         return false;
     }
     // SAFETY: the storage value lives while the inode does, and the hook
-    // holds a reference to it; `chain` is this CPU's scratch slot. The
-    // lock keeps a concurrent `remember` from being read half-written.
+    // holds a reference to it; `chain` is this CPU's scratch slot, which a
+    // torn read may fill (the walk that follows a miss rewrites it).
     unsafe {
-        let lock = core::ptr::addr_of_mut!((*entry).lock).cast();
-        bpf_spin_lock(lock);
-        let hit = (*entry).epoch == tag.epoch
-            && (*entry).fs_generation == tag.fs_generation
-            && (*entry).dentry == dentry as u64;
-        if hit {
-            copy_chain(core::ptr::addr_of!((*entry).chain), chain);
+        let seq = core::ptr::addr_of!((*entry).seq);
+        let before = core::ptr::read_volatile(seq);
+        if before & 1 != 0 {
+            return false; // being written: walk
         }
-        bpf_spin_unlock(lock);
-        hit
+        let stands = core::ptr::read_volatile(core::ptr::addr_of!((*entry).epoch)) == tag.epoch
+            && core::ptr::read_volatile(core::ptr::addr_of!((*entry).fs_generation))
+                == tag.fs_generation
+            && core::ptr::read_volatile(core::ptr::addr_of!((*entry).dentry)) == dentry as u64;
+        if !stands {
+            return false;
+        }
+        copy_chain(core::ptr::addr_of!((*entry).chain), chain);
+        core::ptr::read_volatile(seq) == before
     }
 }
 
@@ -153,10 +163,16 @@ pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: *const Chain)
     unsafe {
         let lock = core::ptr::addr_of_mut!((*entry).lock).cast();
         bpf_spin_lock(lock);
-        (*entry).epoch = tag.epoch;
-        (*entry).fs_generation = tag.fs_generation;
-        (*entry).dentry = dentry as u64;
+        let seq = core::ptr::addr_of_mut!((*entry).seq);
+        core::ptr::write_volatile(seq, core::ptr::read_volatile(seq).wrapping_add(1));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*entry).epoch), tag.epoch);
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*entry).fs_generation),
+            tag.fs_generation,
+        );
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*entry).dentry), dentry as u64);
         copy_chain(chain, core::ptr::addr_of_mut!((*entry).chain));
+        core::ptr::write_volatile(seq, core::ptr::read_volatile(seq).wrapping_add(1));
         bpf_spin_unlock(lock);
     }
 }
