@@ -1,5 +1,11 @@
 //! The kernel object, embedded at build time, and how to load it portably.
 
+// The walk cache's readers are a seqlock that relies on x86's ordering of
+// loads (the BPF JIT emits plain loads); another architecture needs
+// acquire loads there first.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("ward's kernel programs assume x86_64 load ordering (walk_cache.rs)");
+
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use ward_abi::globals;
 

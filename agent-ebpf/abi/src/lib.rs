@@ -97,9 +97,11 @@ pub mod maps {
     /// the inode it started from while nothing that could change it has
     /// happened (see [`FS_GENERATION`]).
     pub const WALK_CACHE: &str = "WARD_WALK_CACHE";
-    /// u32 0 -> u64: bumped by the kernel before and after every rename
-    /// and whenever an inode gains a name, so a cached walk that could
-    /// have seen the tree change is stale.
+    /// u32 [`super::FS_GENERATION_SLOT`] -> u64: bumped by the kernel
+    /// before and after every rename and whenever an inode gains a name,
+    /// so a cached walk that could have seen the tree change is stale.
+    /// u32 [`super::RENAMES_IN_FLIGHT_SLOT`] -> u64: renames begun and not
+    /// yet ended; while any is, the cache is neither read nor filled.
     pub const FS_GENERATION: &str = "WARD_FS_GENERATION";
     /// `struct file *` -> [`super::Held`]: open files of protected objects.
     pub const HELD_FILES: &str = "WARD_HELD_FILES";
@@ -215,7 +217,11 @@ pub mod programs {
     /// (program, LSM hook): an inode gaining a name bumps
     /// [`super::maps::FS_GENERATION`] (`inode_rename` bumps it too, before
     /// the move). Attached before any program that reads the cache.
-    pub const WALK_CACHE_HOOKS: [(&str, &str); 1] = [("ward_d_instantiate", "d_instantiate")];
+    pub const WALK_CACHE_HOOKS: [(&str, &str); 2] = [
+        ("ward_d_instantiate", "d_instantiate"),
+        // Also a write hook (renaming is a change to both ends).
+        ("ward_inode_rename", "inode_rename"),
+    ];
     /// fexit of `vfs_rename`: bumps the generation again once the move is
     /// done, so a walk that ran during it is stale too.
     pub const RENAME_DONE: (&str, &str) = ("ward_rename_done", "vfs_rename");
@@ -224,7 +230,7 @@ pub mod programs {
     pub const EXPLAIN_GETATTR: &str = "ward_explain_getattr";
     /// The write hooks: every change to a protected object or tree, as
     /// (program, LSM hook). Each decides [`super::Op::Write`].
-    pub const WRITE_HOOKS: [(&str, &str); 10] = [
+    pub const WRITE_HOOKS: [(&str, &str); 9] = [
         ("ward_inode_create", "inode_create"),
         ("ward_inode_link", "inode_link"),
         ("ward_inode_unlink", "inode_unlink"),
@@ -232,7 +238,8 @@ pub mod programs {
         ("ward_inode_mkdir", "inode_mkdir"),
         ("ward_inode_rmdir", "inode_rmdir"),
         ("ward_inode_mknod", "inode_mknod"),
-        ("ward_inode_rename", "inode_rename"),
+        // ("ward_inode_rename", "inode_rename") is attached first, with
+        // WALK_CACHE_HOOKS: it invalidates the walk cache too.
         ("ward_inode_setxattr", "inode_setxattr"),
         ("ward_inode_removexattr", "inode_removexattr"),
     ];
@@ -650,6 +657,10 @@ pub mod tamper {
     /// Leaving its managed cgroup.
     pub const CGROUP_ESCAPE: u32 = 11;
 }
+
+/// Slots of [`maps::FS_GENERATION`].
+pub const FS_GENERATION_SLOT: u32 = 0;
+pub const RENAMES_IN_FLIGHT_SLOT: u32 = 1;
 
 /// `struct bpf_spin_lock`, under the name the verifier looks for in a map
 /// value's BTF.

@@ -517,7 +517,7 @@ pub fn ward_inode_link(ctx: LsmContext) -> i32 {
 /// the move is done: [`ward_rename_done`]).
 #[lsm(hook = "inode_rename")]
 pub fn ward_inode_rename(ctx: LsmContext) -> i32 {
-    walk_cache::invalidate();
+    walk_cache::rename_begins();
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
         return earlier;
@@ -529,7 +529,7 @@ pub fn ward_inode_rename(ctx: LsmContext) -> i32 {
 /// while it was under way is stale.
 #[fexit(function = "vfs_rename")]
 pub fn ward_rename_done(_ctx: FExitContext) -> i32 {
-    walk_cache::invalidate();
+    walk_cache::rename_ends();
     0
 }
 

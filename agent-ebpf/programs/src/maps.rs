@@ -88,7 +88,7 @@ pub static WARD_RULES_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// See [`ward_abi::maps::FS_GENERATION`].
 #[map]
-pub static WARD_FS_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+pub static WARD_FS_GENERATION: Array<u64> = Array::with_max_entries(2, 0);
 
 /// Open files of protected objects (`struct file *` -> Held). A plain
 /// hash, not an LRU: an evicted entry would be a use nobody ends.

@@ -8,7 +8,11 @@
 //! bumps:
 //!
 //! - before every rename (`inode_rename`) and after it (fexit of
-//!   `vfs_rename`), so a walk that overlapped the move is stale;
+//!   `vfs_rename`), so a walk that overlapped the move is stale; and
+//!   while any rename is under way (counted up before, down after) the
+//!   cache is neither read nor filled, so an fexit the kernel skipped (a
+//!   tracing program does not run re-entrantly on one CPU) leaves the
+//!   cache off rather than stale;
 //! - whenever an inode gains a name (`d_instantiate`: creates, links,
 //!   lookups), so a dentry freed and another made at its address for the
 //!   same inode never inherits its chain.
@@ -26,7 +30,7 @@ use aya_ebpf::{
     helpers::{bpf_spin_lock, bpf_spin_unlock},
     macros::btf_map,
 };
-use ward_abi::{CachedWalk, Chain};
+use ward_abi::{CachedWalk, Chain, FS_GENERATION_SLOT, RENAMES_IN_FLIGHT_SLOT};
 
 use crate::{held, maps::WARD_FS_GENERATION};
 
@@ -55,34 +59,70 @@ pub fn cacheable_fs(magic: u64) -> bool {
 pub struct Tag {
     epoch: u64,
     fs_generation: u64,
+    /// No rename was under way: the cache may be used.
+    usable: bool,
+}
+
+/// One slot of the generation map, read in one load (`u64::MAX` when
+/// missing: never usable).
+#[inline(always)]
+fn slot(i: u32) -> u64 {
+    match WARD_FS_GENERATION.get(i) {
+        // SAFETY: an aligned u64 in a map value, read in one load.
+        Some(g) => unsafe { core::ptr::read_volatile(g) },
+        None => u64::MAX,
+    }
 }
 
 #[inline(always)]
 pub fn tag() -> Tag {
-    let fs_generation = match WARD_FS_GENERATION.get(0) {
-        // SAFETY: an aligned u64 in a map value, read in one load.
-        Some(g) => unsafe { core::ptr::read_volatile(g) },
-        None => 0,
-    };
+    let fs_generation = slot(FS_GENERATION_SLOT);
     Tag {
         epoch: held::epoch(),
         fs_generation,
+        usable: fs_generation != u64::MAX && slot(RENAMES_IN_FLIGHT_SLOT) == 0,
+    }
+}
+
+/// Adds `delta` to a slot of the generation map in one atomic instruction
+/// (see `held::add`).
+#[inline(always)]
+fn add(i: u32, delta: i64) {
+    if let Some(p) = WARD_FS_GENERATION.get_ptr_mut(i) {
+        // SAFETY: an aligned u64 in a map value that lives for the program.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {d}",
+                p = in(reg) p,
+                d = in(reg) delta,
+            );
+        }
     }
 }
 
 /// Bumps the fs generation: every cached walk is stale from here on.
 #[inline(always)]
 pub fn invalidate() {
-    if let Some(p) = WARD_FS_GENERATION.get_ptr_mut(0) {
-        // SAFETY: an aligned u64 in a map value that lives for the program;
-        // one atomic add (see `held::add`).
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {d}",
-                p = in(reg) p,
-                d = in(reg) 1u64,
-            );
-        }
+    add(FS_GENERATION_SLOT, 1);
+}
+
+/// A rename begins: every cached walk is stale, and none is used or kept
+/// until it ends.
+#[inline(always)]
+pub fn rename_begins() {
+    add(RENAMES_IN_FLIGHT_SLOT, 1);
+    invalidate();
+}
+
+/// A rename ended (or failed): stale again, and one fewer under way.
+#[inline(always)]
+pub fn rename_ends() {
+    invalidate();
+    // Not below zero: a rename that passed `inode_rename` before it was
+    // attached ends here without having counted up. (Two ends racing
+    // past this check can still wrap it: that only turns the cache off.)
+    if slot(RENAMES_IN_FLIGHT_SLOT) != 0 {
+        add(RENAMES_IN_FLIGHT_SLOT, -1);
     }
 }
 
@@ -117,7 +157,7 @@ unsafe fn copy_chain(from: *const Chain, to: *mut Chain) {
 /// x86_64 hosts).
 #[inline(always)]
 pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> bool {
-    if inode.is_null() {
+    if inode.is_null() || !tag.usable {
         return false;
     }
     // SAFETY: a BTF pointer to the inode, from the hook's own arguments.
@@ -151,7 +191,7 @@ pub fn recall(inode: *mut inode, dentry: usize, tag: Tag, chain: *mut Chain) -> 
 #[inline(always)]
 pub fn remember(inode: *mut inode, dentry: usize, tag: Tag, chain: *const Chain) {
     // SAFETY: `chain` is this CPU's scratch slot, just walked into.
-    if inode.is_null() || unsafe { (*chain).complete } == 0 {
+    if inode.is_null() || !tag.usable || unsafe { (*chain).complete } == 0 {
         return;
     }
     // SAFETY: as in `recall`; a failed allocation only costs a walk.
