@@ -54,12 +54,14 @@ pub fn all(
             programs::SETATTR
         };
         // What keeps the walk cache honest goes first: no program may read
-        // the cache before every change that makes it stale is seen.
+        // the cache before every change that makes it stale is seen. The
+        // end of a rename before its start: a rename counted up must be
+        // counted down (one never counted down would keep the cache off).
+        let (name, function) = programs::RENAME_DONE;
+        traced(ebpf, name, function, Traced::FExit, btf, links.as_deref())?;
         for (name, hook) in &programs::WALK_CACHE_HOOKS {
             lsm(ebpf, name, hook, btf, links.as_deref())?;
         }
-        let (name, function) = programs::RENAME_DONE;
-        traced(ebpf, name, function, Traced::FExit, btf, links.as_deref())?;
         let hooks = [
             setattr,
             (programs::FILE_OPEN, "file_open"),
