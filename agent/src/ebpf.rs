@@ -23,6 +23,13 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
         .override_global(globals::F_FLAGS_OFF, &offsets.file_f_flags, true)
         .override_global(globals::F_INODE_OFF, &offsets.file_f_inode, true)
         .override_global(globals::S_ROOT_OFF, &offsets.sb_s_root, true)
+        .override_global(
+            globals::F_PRIVATE_DATA_OFF,
+            &offsets.file_private_data,
+            true,
+        )
+        .override_global(globals::I_DENTRY_OFF, &offsets.inode_i_dentry, true)
+        .override_global(globals::D_ALIAS_OFF, &offsets.dentry_d_alias, true)
         .override_global(globals::BPRM_FILE_OFF, &offsets.bprm_file, true)
         .override_global(globals::LOGINUID_OFF, &offsets.task_loginuid, true)
         .override_global(globals::PATH_DENTRY_OFF, &offsets.path_dentry, true)

@@ -40,7 +40,7 @@ ip link set lo up
 exec >/dev/ttyS1 2>&1
 # sock_diag's inet handlers (connection teardown), which a real host loads
 # on demand.
-for m in inet_diag tcp_diag; do
+for m in inet_diag tcp_diag overlay; do
   insmod /lib/modules/$(uname -r)/$m.ko || echo "WARD-VM-NOTE could not load $m"
 done
 finish() { echo "WARD-VM-EXIT $1"; sync; poweroff -f; }

@@ -121,18 +121,15 @@ pub fn fetch(ws: &Workspace, line: &'static KernelLine) -> Result<Kernel> {
 /// The modules the guest loads at boot (in this order): sock_diag's inet
 /// handlers, which `SOCK_DESTROY` (connection teardown) needs. Debian
 /// builds them as modules; a real host loads them on demand.
-pub const MODULES: &[&str] = &["inet_diag.ko", "tcp_diag.ko"];
+/// And overlayfs, which the route tests mount in a user namespace.
+pub const MODULES: &[&str] = &["inet_diag.ko", "tcp_diag.ko", "overlay.ko"];
 
 /// Copies [`MODULES`] out of an unpacked kernel package into `to`,
 /// decompressed (the guest's busybox `insmod` reads plain ELF).
 fn keep_modules(unpacked: &Path, to: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(to);
     fs::create_dir_all(to)?;
-    let found = output(
-        Command::new("find")
-            .arg(unpacked)
-            .args(["-name", "*_diag.ko*"]),
-    )?;
+    let found = output(Command::new("find").arg(unpacked).args(["-name", "*.ko*"]))?;
     for module in MODULES {
         let path = found
             .lines()

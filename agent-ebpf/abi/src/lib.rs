@@ -178,6 +178,12 @@ pub mod globals {
     pub const S_ROOT_OFF: &str = "S_ROOT_OFF";
     /// `offsetof(struct file, f_inode)`.
     pub const F_INODE_OFF: &str = "F_INODE_OFF";
+    /// `offsetof(struct file, private_data)`: an overlayfs file's real file.
+    pub const F_PRIVATE_DATA_OFF: &str = "F_PRIVATE_DATA_OFF";
+    /// `offsetof(struct inode, i_dentry)`: the head of its aliases.
+    pub const I_DENTRY_OFF: &str = "I_DENTRY_OFF";
+    /// `offsetof(struct dentry, d_u.d_alias)`: a dentry in its inode's list.
+    pub const D_ALIAS_OFF: &str = "D_ALIAS_OFF";
     /// `offsetof(struct bpf_map, name)`.
     pub const MAP_NAME_OFF: &str = "MAP_NAME_OFF";
     /// `offsetof(struct bpf_prog, aux)`.

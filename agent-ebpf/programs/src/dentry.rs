@@ -54,6 +54,32 @@ pub fn of_path(path: usize) -> usize {
     read_u64(path, rodata(&PATH_DENTRY_OFF)) as usize
 }
 
+/// `offsetof(struct inode, i_dentry)`, `offsetof(struct dentry, d_u.d_alias)`.
+#[unsafe(no_mangle)]
+static I_DENTRY_OFF: u64 = 0;
+#[unsafe(no_mangle)]
+static D_ALIAS_OFF: u64 = 0;
+
+/// The dentry to decide an open file on: its path's, unless that dentry is
+/// not the file's inode's. overlayfs (before 6.6) opens the file under it
+/// under the overlay's path: then an alias of the inode itself, a dentry
+/// in the filesystem the file lives in. 0 if it has none (a deny for
+/// managed callers).
+#[inline(always)]
+pub fn of_file(path_dentry: usize, inode: usize) -> usize {
+    if inode == 0 || path_dentry == 0 {
+        return path_dentry;
+    }
+    if read_u64(path_dentry, rodata(&D_INODE_OFF)) as usize == inode {
+        return path_dentry;
+    }
+    let first = read_u64(inode, rodata(&I_DENTRY_OFF)) as usize;
+    if first == 0 {
+        return 0;
+    }
+    first - rodata(&D_ALIAS_OFF)
+}
+
 /// The parent of a dentry (a negative dentry's parent is the directory it
 /// would be created in).
 #[inline(always)]
@@ -79,6 +105,13 @@ pub fn is_proc_loginuid(dentry: usize) -> bool {
     // SAFETY: a probe-read of the dentry's name; a failed read matches nothing.
     let bytes = unsafe { bpf_probe_read_kernel(name as *const [u8; 9]).unwrap_or([0; 9]) };
     &bytes == b"loginuid\0"
+}
+
+/// Whether `dentry` is on a filesystem of this magic.
+#[inline(always)]
+pub fn on_fs(dentry: usize, magic: u64) -> bool {
+    let sb = read_u64(dentry, rodata(&D_SB_OFF)) as usize;
+    sb != 0 && read_u64(sb, rodata(&S_MAGIC_OFF)) == magic
 }
 
 /// The kernel `s_dev` of a `struct super_block *`.
@@ -214,6 +247,13 @@ pub fn walk(dentry: usize, inode: *mut aya_ebpf::bindings::inode, chain: *mut Ch
     if dentry != 0 && walk_cache::recall(inode, dentry, tag, chain) {
         return;
     }
+    // Walked from the file's own dentry (see `of_file`); kept under that
+    // one, so an open under another path never hits it and walks again.
+    let dentry = if inode.is_null() {
+        dentry
+    } else {
+        of_file(dentry, inode as usize)
+    };
     // SAFETY: `chain` is a map value (a per-CPU slot) of the caller's.
     unsafe {
         (*chain).len = 0;

@@ -66,10 +66,41 @@ const MAY_APPEND: i32 = 0x8;
 const ALLOW: i32 = 0;
 const DENY: i32 = -EACCES;
 
-/// The dentry of a `struct file *`.
+/// `offsetof(struct file, private_data)`.
+#[unsafe(no_mangle)]
+static F_PRIVATE_DATA_OFF: u64 = 0;
+
+/// The dentry a `struct file *` is decided on: its own, even when it was
+/// opened under another filesystem's path (see `dentry::of_file`).
 #[inline(always)]
 fn file_dentry(file: usize) -> usize {
-    dentry::of_path(file + rodata(&F_PATH_OFF))
+    // SAFETY: a probe read of the file's f_inode; failure reads as 0.
+    let inode = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((file + rodata(&F_INODE_OFF)) as *const u64)
+            .unwrap_or(0)
+    } as usize;
+    dentry::of_file(dentry::of_path(file + rodata(&F_PATH_OFF)), inode)
+}
+
+const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+
+/// The file whose code a mapping or an exec runs: for an overlayfs file,
+/// the real file under it (its `private_data`), which is what the
+/// protection is on; otherwise the file itself.
+#[inline(always)]
+fn code_file(file: usize) -> (usize, bool) {
+    if !dentry::on_fs(
+        dentry::of_path(file + rodata(&F_PATH_OFF)),
+        OVERLAYFS_SUPER_MAGIC,
+    ) {
+        return (file, false);
+    }
+    // SAFETY: a probe read of the overlay file's private_data.
+    let real = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((file + rodata(&F_PRIVATE_DATA_OFF)) as *const u64)
+            .unwrap_or(0)
+    } as usize;
+    (real, true)
 }
 
 /// The inode of a `struct file *` that the hook got from the kernel, as a
@@ -207,6 +238,17 @@ fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
     code(decide_dentry(config, who, dentry, null_mut(), op, also, true).allow)
 }
 
+/// Exec of a file's code: on the real file under an overlayfs one (a
+/// mapping or an exec of the overlay file runs the real file's code).
+#[inline(always)]
+fn check_code(file: *const u8) -> i32 {
+    match code_file(file as usize) {
+        (_, false) => check_file(file, Op::Exec),
+        (0, true) => check(0, Op::Exec, None), // no real file: a deny for managed callers
+        (real, true) => check(file_dentry(real), Op::Exec, None),
+    }
+}
+
 /// The whole check for an open file the hook was given (its inode's walk
 /// cache is used).
 #[inline(always)]
@@ -214,7 +256,8 @@ fn check_file(file: *const u8, op: Op) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    let dentry = file_dentry(file as usize);
+    // As in file_open: the walk finds the file's own dentry from its inode.
+    let dentry = dentry::of_path(file as usize + rodata(&F_PATH_OFF));
     code(decide_dentry(config, who, dentry, file_inode(file), op, None, true).allow)
 }
 
@@ -287,7 +330,8 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
         return -(ward_abi::EPERM);
     }
     let epoch = held::epoch();
-    let dentry = file_dentry(file as usize);
+    // The path's dentry: with the inode, the walk finds the file's own.
+    let dentry = dentry::of_path(file as usize + rodata(&F_PATH_OFF));
     let outcome = decide_dentry(config, who, dentry, file_inode(file), op, also, true);
     if !outcome.allow {
         return DENY;
@@ -348,7 +392,7 @@ pub fn ward_bprm_check(ctx: LsmContext) -> i32 {
     if file.is_null() {
         return ALLOW;
     }
-    check_file(file, Op::Exec)
+    check_code(file)
 }
 
 /// `mmap_file(file, reqprot, prot, flags)`: a file's code mapped
@@ -372,7 +416,7 @@ pub fn ward_mmap_file(ctx: LsmContext) -> i32 {
     if held != ALLOW || prot & PROT_EXEC == 0 {
         return held;
     }
-    check_file(file as *const u8, Op::Exec)
+    check_code(file as *const u8)
 }
 
 /// `file_mprotect(vma, reqprot, prot)`: making a file mapping executable

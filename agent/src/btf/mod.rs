@@ -51,6 +51,11 @@ pub struct KernelOffsets {
     /// `struct file.f_inode`, `struct super_block.s_root`: the walk cache.
     pub file_f_inode: u64,
     pub sb_s_root: u64,
+    /// `struct file.private_data`, `struct inode.i_dentry`,
+    /// `struct dentry.d_u.d_alias`: a file's own dentry under overlayfs.
+    pub file_private_data: u64,
+    pub inode_i_dentry: u64,
+    pub dentry_d_alias: u64,
     /// `offsetof(struct linux_binprm, file)`.
     pub bprm_file: u64,
     /// `offsetof(struct task_struct, loginuid)`, or [`ward_abi::NO_OFFSET`]
@@ -121,6 +126,9 @@ impl KernelOffsets {
         file_f_flags: 0,
         file_f_inode: 0,
         sb_s_root: 0,
+        file_private_data: 0,
+        inode_i_dentry: 0,
+        dentry_d_alias: 0,
         bprm_file: 0,
         task_loginuid: ward_abi::NO_OFFSET,
         path_dentry: 0,
@@ -214,6 +222,9 @@ fn offsets(l: &impl Layout) -> Result<KernelOffsets, BtfError> {
         file_f_flags: l.byte_offset("file", "f_flags")?,
         file_f_inode: l.byte_offset("file", "f_inode")?,
         sb_s_root: l.byte_offset("super_block", "s_root")?,
+        file_private_data: l.byte_offset("file", "private_data")?,
+        inode_i_dentry: l.byte_offset("inode", "i_dentry")?,
+        dentry_d_alias: l.byte_offset("dentry", "d_u.d_alias")?,
         bprm_file: l.byte_offset("linux_binprm", "file")?,
         task_loginuid: l
             .byte_offset("task_struct", "loginuid")

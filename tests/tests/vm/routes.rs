@@ -871,3 +871,103 @@ fn files_opened_before_a_tree_is_protected_are_protected_at_once() {
         "with a grant"
     );
 }
+
+#[test]
+fn an_overlay_in_a_user_namespace_over_the_tree_is_the_same_tree() {
+    let mut fx = Fixture::new("overlay", &[Op::Read, Op::Exec]);
+    let other = fx.out.join("lower2");
+    let merged = fx.out.join("merged");
+    for d in [&other, &merged] {
+        std::fs::create_dir(d).unwrap();
+        chown(d, USER);
+    }
+    // Two lower layers and no upper one: a read-only overlay needs no
+    // xattrs on the layers (tmpfs before 6.6 has no user xattrs).
+    let options = c(Path::new(&format!(
+        "lowerdir={}:{}",
+        fx.tree.display(),
+        other.display()
+    )));
+    let target = c(&merged.join("secret.txt"));
+    let dst = c(&merged);
+    let map = uid_map();
+    let mount_overlay = || {
+        // SAFETY: raw syscalls in the child.
+        unsafe {
+            let r = enter_userns(&map);
+            if r != 0 {
+                return r;
+            }
+            if libc::mount(
+                c"overlay".as_ptr(),
+                dst.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            ) != 0
+            {
+                return 193;
+            }
+        }
+        0
+    };
+    let read = || match mount_overlay() {
+        0 => open_close(&target, libc::O_RDONLY),
+        r => r,
+    };
+    denied_then_granted(
+        &mut fx,
+        Op::Read,
+        "read through an overlay in a userns",
+        read,
+    );
+    // With read granted, its code still needs exec: mapping it executable
+    // through the overlay runs the real file's code.
+    let map_exec = || {
+        let r = mount_overlay();
+        if r != 0 {
+            return r;
+        }
+        // SAFETY: open, mmap and close in the child.
+        unsafe {
+            let fd = libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return errno();
+            }
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            );
+            let r = if p == libc::MAP_FAILED { errno() } else { 0 };
+            libc::close(fd);
+            r
+        }
+    };
+    assert_eq!(
+        as_user(map_exec),
+        DENIED,
+        "mapping it executable through the overlay needs exec"
+    );
+    // One grant for both (a grant's id names all of its entries).
+    let both = [Op::Read, Op::Exec]
+        .map(|op| Entry {
+            subject: Subject::Uid(USER),
+            op,
+            object: tree_object(&fx.tree),
+            effect: Effect::Allow,
+            expires: Expiry::Never,
+            rule_id: GRANT,
+            from_grant: true,
+        })
+        .to_vec();
+    fx.enforcer.grant(GRANT, both).expect("grant read and exec");
+    assert_eq!(
+        as_user(map_exec),
+        OpenOutcome::Opened,
+        "with an exec grant too"
+    );
+}
