@@ -240,25 +240,23 @@ fn check(dentry: usize, op: Op, also: Option<Op>) -> i32 {
 
 /// Exec of a file's code: on the real file under an overlayfs one (a
 /// mapping or an exec of the overlay file runs the real file's code).
+/// Unmanaged callers stop before any of it.
 #[inline(always)]
 fn check_code(file: *const u8) -> i32 {
-    match code_file(file as usize) {
-        (_, false) => check_file(file, Op::Exec),
-        (0, true) => check(0, Op::Exec, None), // no real file: a deny for managed callers
-        (real, true) => check(file_dentry(real), Op::Exec, None),
-    }
-}
-
-/// The whole check for an open file the hook was given (its inode's walk
-/// cache is used).
-#[inline(always)]
-fn check_file(file: *const u8, op: Op) -> i32 {
     let Some((config, who)) = managed() else {
         return ALLOW;
     };
-    // As in file_open: the walk finds the file's own dentry from its inode.
-    let dentry = dentry::of_path(file as usize + rodata(&F_PATH_OFF));
-    code(decide_dentry(config, who, dentry, file_inode(file), op, None, true).allow)
+    let (dentry, inode) = match code_file(file as usize) {
+        // The path's dentry: with the inode, the walk finds the file's own.
+        (_, false) => (
+            dentry::of_path(file as usize + rodata(&F_PATH_OFF)),
+            file_inode(file),
+        ),
+        // No real file: a walk of nothing, a deny.
+        (0, true) => (0, null_mut()),
+        (real, true) => (file_dentry(real), null_mut()),
+    };
+    code(decide_dentry(config, who, dentry, inode, Op::Exec, None, true).allow)
 }
 
 /// A change that touches two names (link, rename): both must be writable.
