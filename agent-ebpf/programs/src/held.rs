@@ -46,19 +46,12 @@ pub fn epoch() -> u64 {
     }
 }
 
-/// Adds `delta` to a held count in one atomic instruction (BPF has
-/// atomic add but no compare-and-swap loop that core's atomics need).
+/// Adds `delta` to a held count, atomically.
 #[inline(always)]
 fn add(slot: u32, delta: i64) {
     if let Some(p) = WARD_HELD_COUNT.get_ptr_mut(slot) {
         // SAFETY: an aligned u64 in a map value that lives for the program.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {d}",
-                p = in(reg) p,
-                d = in(reg) delta,
-            );
-        }
+        unsafe { crate::atomic_add(p, delta) };
     }
 }
 

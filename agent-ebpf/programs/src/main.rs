@@ -35,6 +35,23 @@ fn rodata(v: &u64) -> usize {
     unsafe { core::ptr::read_volatile(v) as usize }
 }
 
+/// Adds `delta` to the u64 at `p` in one atomic instruction (BPF has
+/// atomic add but no compare-and-swap loop that core's atomics need).
+///
+/// # Safety
+/// `p` is an aligned u64 in a map value that lives for the program.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, delta: i64) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {d}",
+            p = in(reg) p,
+            d = in(reg) delta,
+        );
+    }
+}
+
 /// An LSM program's return: 0, or `-errno`. The errno goes through
 /// `black_box` because LLVM otherwise turns `if allow { 0 } else { -1 }`
 /// into `-(allow & 1)`, and the verifier loses the range of a negation

@@ -84,19 +84,12 @@ pub fn tag() -> Tag {
     }
 }
 
-/// Adds `delta` to a slot of the generation map in one atomic instruction
-/// (see `held::add`).
+/// Adds `delta` to a slot of the generation map, atomically.
 #[inline(always)]
 fn add(i: u32, delta: i64) {
     if let Some(p) = WARD_FS_GENERATION.get_ptr_mut(i) {
         // SAFETY: an aligned u64 in a map value that lives for the program.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {d}",
-                p = in(reg) p,
-                d = in(reg) delta,
-            );
-        }
+        unsafe { crate::atomic_add(p, delta) };
     }
 }
 
