@@ -323,13 +323,13 @@ pub fn ward_file_open(ctx: LsmContext) -> i32 {
     };
     // A managed process (root after sudo too) may not rewrite its login
     // uid: clearing it would shed management.
-    if op == Op::Write && dentry::is_proc_loginuid(file_dentry(file as usize)) {
+    let dentry = dentry::of_path(file as usize + rodata(&F_PATH_OFF));
+    if op == Op::Write && dentry::is_proc_loginuid(dentry) {
         crate::events::report_tamper(who, ward_abi::tamper::LOGINUID, 0);
         return -(ward_abi::EPERM);
     }
     let epoch = held::epoch();
     // The path's dentry: with the inode, the walk finds the file's own.
-    let dentry = dentry::of_path(file as usize + rodata(&F_PATH_OFF));
     let outcome = decide_dentry(config, who, dentry, file_inode(file), op, also, true);
     if !outcome.allow {
         return DENY;
