@@ -7,7 +7,7 @@
 
 use crate::{
     Chain, Config, Effect, FileKey, KEY_HEADER_BITS, LOGIN_UID_UNSET, MAX_CGROUP_SUBJECTS,
-    MAX_CHAIN, MAX_UID_RANGES, Op, RULE_FROM_GRANT, Rule, subject,
+    MAX_CHAIN, MAX_PORT_RANGES, MAX_UID_RANGES, NetRule, Op, RULE_FROM_GRANT, Rule, subject,
 };
 
 /// A managed caller, as the subjects its rules may be written for.
@@ -174,30 +174,94 @@ pub const MAX_NET_NEST: usize = 8;
 /// [`MAX_NET_NEST`] on the route to a destination.
 pub const RULE_NEST_TOO_DEEP: u64 = u64::MAX - 1;
 
-/// One subject's most specific network entry that covers `port`: the
+/// One subject's most specific network entry that covers the port: the
 /// longest prefix first, then each shorter prefix that contains it. So a
 /// protection (or rule) for `10.20.0.5/32:5432` does not hide one for
 /// `10.20.0.0/16:*` from a connect to port 22. `get(bits)` is the trie's
-/// longest-prefix lookup for the destination with a key of `bits` bits.
+/// longest-prefix lookup for the destination with a key of `bits` bits,
+/// as [`NetRule::pick`] of the entry it finds for the port, or
+/// [`Pick::NONE`].
 #[inline(always)]
-pub fn applicable_net_rule(port: u16, mut get: impl FnMut(u32) -> Option<Rule>) -> Option<Found> {
+pub fn applicable_net_rule(mut get: impl FnMut(u32) -> Pick) -> Option<Found> {
     let mut bits = KEY_HEADER_BITS + 128;
     let mut i = 0;
     while i < MAX_NET_NEST {
-        let rule = get(bits)?;
-        if applies(&rule, port) {
-            return Some(Found { rule, at: 0 });
+        let pick = get(bits);
+        if pick.covers {
+            return Some(Found {
+                rule: pick.rule,
+                at: 0,
+            });
         }
-        if rule.key_bits <= KEY_HEADER_BITS || rule.key_bits > bits {
-            return None; // the shortest prefix, or a value that is not a net rule's
+        if pick.key_bits <= KEY_HEADER_BITS || pick.key_bits > bits {
+            return None; // no entry, the shortest prefix, or a value that is not a net rule's
         }
-        bits = rule.key_bits - 1;
+        bits = pick.key_bits - 1;
         i += 1;
     }
     Some(Found {
         rule: deny_rule(RULE_NEST_TOO_DEEP),
         at: 0,
     })
+}
+
+/// What one network entry says of one port. Plain fields, not Options:
+/// an Option's unset payload is an undefined register to the verifier,
+/// and its niche an invalid BTF member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// Whether a range covers the port; then `rule` decides it.
+    pub covers: bool,
+    pub rule: Rule,
+    /// The entry's [`NetRule::key_bits`].
+    pub key_bits: u32,
+}
+
+impl Pick {
+    /// No entry for the destination.
+    pub const NONE: Pick = Pick {
+        covers: false,
+        rule: deny_rule(0),
+        key_bits: 0,
+    };
+}
+
+impl NetRule {
+    /// The range that decides `port`: of those that cover it, a deny
+    /// beats any allow, and among allows the one that lasts longest wins,
+    /// as entries sharing one range are combined.
+    #[inline(always)]
+    pub fn pick(&self, port: u16) -> Pick {
+        let mut pick = Pick {
+            covers: false,
+            rule: deny_rule(0),
+            key_bits: self.key_bits,
+        };
+        let mut i = 0;
+        while i < MAX_PORT_RANGES {
+            if (i as u32) < self.len {
+                let r = &self.ranges[i];
+                if applies(r, port) && (!pick.covers || outranks(r, &pick.rule)) {
+                    pick.rule = *r;
+                    pick.covers = true;
+                }
+            }
+            i += 1;
+        }
+        pick
+    }
+}
+
+/// Whether `a` decides over `b` where both apply: a deny beats any
+/// allow; among allows, the later deadline.
+#[inline(always)]
+pub fn outranks(a: &Rule, b: &Rule) -> bool {
+    let deny = Effect::Deny as u32;
+    match (a.effect == deny, b.effect == deny) {
+        (_, true) => false,
+        (true, false) => true,
+        (false, false) => a.expires_ns > b.expires_ns,
+    }
 }
 
 /// Where Linux sends a connect or send to the unspecified address, as the
@@ -375,7 +439,7 @@ const fn deny_rule(rule_id: u64) -> Rule {
         rule_id,
         port_first: 0,
         port_last: u16::MAX,
-        key_bits: 0,
+        _pad: 0,
     }
 }
 
@@ -735,7 +799,7 @@ mod tests {
                         rule_id: case * 100 + n + 1,
                         port_first: 0,
                         port_last: u16::MAX,
-                        key_bits: 0,
+                        _pad: 0,
                     },
                 );
             }

@@ -428,11 +428,28 @@ pub struct Rule {
     /// Network rules: the inclusive port range; 0..=65535 for any port.
     pub port_first: u16,
     pub port_last: u16,
-    /// Network rules: the prefix length of this entry's key
-    /// ([`KEY_HEADER_BITS`] + address bits), so that a lookup whose port
-    /// this entry does not cover can go on to the next shorter prefix.
-    /// 0 for file rules.
+    /// Zero: the layout has no implicit padding (map values are copied
+    /// as bytes).
+    pub _pad: u32,
+}
+
+/// How many port ranges one network entry holds: distinct ranges for the
+/// same (subject, operation, network), e.g. PostgreSQL's 5432 and Redis's
+/// 6379 on one address. More is refused, naming the network.
+pub const MAX_PORT_RANGES: usize = 4;
+
+/// Value of the network rule tries: one (subject, operation, network)
+/// with its port ranges, each decided like a [`Rule`] of its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetRule {
+    /// The prefix length of this entry's key ([`KEY_HEADER_BITS`] +
+    /// address bits), so that a lookup whose port no range covers can go
+    /// on to the next shorter prefix.
     pub key_bits: u32,
+    /// How many of `ranges` are used, from the first.
+    pub len: u32,
+    pub ranges: [Rule; MAX_PORT_RANGES],
 }
 
 /// [`Held::state`]: the last decision allowed the use.
@@ -764,6 +781,7 @@ mod pod {
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::ExplainSlot {}
     unsafe impl aya::Pod for super::NetKey {}
+    unsafe impl aya::Pod for super::NetRule {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Held {}

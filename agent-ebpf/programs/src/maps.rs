@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use ward_abi::{
     CgroupPath, Config, ExplainSlot, FileKey, Guard, Held, InodeKey, ManagedCgroup, NetKey,
-    ObjectIds, Rule, SubjectCacheEntry,
+    NetRule, ObjectIds, Rule, SubjectCacheEntry,
     decision::{FileDecision, Subjects},
 };
 
@@ -65,9 +65,9 @@ pub static WARD_SUBJECT_SCRATCH: PerCpuArray<Subjects> = PerCpuArray::with_max_e
 pub static WARD_EXPLAIN: Array<ExplainSlot> = Array::with_max_entries(1, 0);
 
 #[map]
-pub static WARD_NET_RULES_0: LpmTrie<NetKey, Rule> = LpmTrie::with_max_entries(16384, 0);
+pub static WARD_NET_RULES_0: LpmTrie<NetKey, NetRule> = LpmTrie::with_max_entries(16384, 0);
 #[map]
-pub static WARD_NET_RULES_1: LpmTrie<NetKey, Rule> = LpmTrie::with_max_entries(16384, 0);
+pub static WARD_NET_RULES_1: LpmTrie<NetKey, NetRule> = LpmTrie::with_max_entries(16384, 0);
 
 #[map]
 pub static WARD_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{LsmContext, SkBuffContext, SockAddrContext, SockContext},
 };
 use ward_abi::{
-    Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, Op, Rule,
-    decision::{Found, MostSpecific, Subjects, applicable_net_rule, unspecified_dest},
+    Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, NetRule, Op,
+    decision::{Found, MostSpecific, Pick, Subjects, applicable_net_rule, unspecified_dest},
 };
 
 use crate::{
@@ -105,7 +105,7 @@ enum Report {
 /// Decides a destination for `who` as of `now` (boot clock).
 #[inline(always)]
 fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: Report) -> Outcome {
-    let rules: &LpmTrie<NetKey, Rule> = if config.active == 0 {
+    let rules: &LpmTrie<NetKey, NetRule> = if config.active == 0 {
         &WARD_NET_RULES_0
     } else {
         &WARD_NET_RULES_1
@@ -140,7 +140,7 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: R
 /// Per subject, the most specific rule that covers the port, from one
 /// generation's trie.
 struct NetRules<'a> {
-    rules: &'a LpmTrie<NetKey, Rule>,
+    rules: &'a LpmTrie<NetKey, NetRule>,
     addr: [u8; 16],
     port: u16,
 }
@@ -148,8 +148,8 @@ struct NetRules<'a> {
 impl MostSpecific for NetRules<'_> {
     #[inline(always)]
     fn most_specific(&mut self, subject: u64) -> Option<Found> {
-        let (rules, addr) = (self.rules, self.addr);
-        applicable_net_rule(self.port, |bits| {
+        let (rules, addr, port) = (self.rules, self.addr, self.port);
+        applicable_net_rule(|bits| {
             let key = Key::new(
                 bits,
                 NetKey {
@@ -158,7 +158,7 @@ impl MostSpecific for NetRules<'_> {
                     addr,
                 },
             );
-            rules.get(&key).copied()
+            rules.get(&key).map_or(Pick::NONE, |v| v.pick(port))
         })
     }
 }

@@ -8,14 +8,14 @@ use aya::{
 };
 use ward_abi::{
     CgroupPath, Config, ExplainSlot, FileKey, Guard, InodeKey, KEY_HEADER_BITS, ManagedCgroup,
-    NetKey, ObjectIds, Rule, maps,
+    NetKey, NetRule, ObjectIds, Rule, maps,
 };
 
 use super::{
     EnforcerConfig, ProgramStats, Stats,
     error::{EnforcerError, map_err},
     objects::{ObjectChange, Objects},
-    table::{ObjectKey, Slot},
+    table::{ObjectKey, Slot, Value},
 };
 use crate::{btf::KernelOffsets, ebpf};
 
@@ -251,6 +251,15 @@ fn net_key(slot: &Slot, addr: [u8; 16], prefix_bits: u32) -> Key<NetKey> {
     )
 }
 
+/// A value of the other kind than its slot's (never made by
+/// [`super::table::combine`]).
+fn mismatch(slot: &Slot) -> EnforcerError {
+    EnforcerError::Table(super::table::TableError::OpMismatch {
+        op: slot.op,
+        object: format!("{:?}", slot.object),
+    })
+}
+
 /// Sets (or, with `None`, removes) one slot in generation `generation`.
 /// A path slot's object is listed first, so the rule never names an
 /// object the kernel cannot find.
@@ -258,7 +267,7 @@ pub fn put(
     ebpf: &mut Ebpf,
     generation: u32,
     slot: &Slot,
-    rule: Option<Rule>,
+    value: Option<Value>,
     config: &EnforcerConfig,
     objects: &mut Objects,
 ) -> Result<(), EnforcerError> {
@@ -274,21 +283,20 @@ pub fn put(
                 op: slot.op as u32,
                 object,
             };
-            let r = match rule {
-                Some(rule) => m.insert(key, rule, 0),
+            let r = match value {
+                Some(Value::File(rule)) => m.insert(key, rule, 0),
+                Some(Value::Net(_)) => return Err(mismatch(slot)),
                 None => m.remove(&key),
             };
             (name, config.max_path_rules, r)
         }
         ObjectKey::Net { addr, prefix_bits } => {
             let name = maps::NET_RULES[g];
-            let mut trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
+            let mut trie: LpmTrie<_, NetKey, NetRule> = map(ebpf, name)?;
             let key = net_key(slot, *addr, *prefix_bits);
-            let r = match rule {
-                Some(mut rule) => {
-                    rule.key_bits = KEY_HEADER_BITS + prefix_bits;
-                    trie.insert(&key, rule, 0)
-                }
+            let r = match value {
+                Some(Value::Net(rule)) => trie.insert(&key, rule, 0),
+                Some(Value::File(_)) => return Err(mismatch(slot)),
                 None => trie.remove(&key),
             };
             (name, config.max_net_rules, r)
@@ -306,13 +314,13 @@ pub fn put(
 pub fn fill_generation(
     ebpf: &mut Ebpf,
     generation: u32,
-    values: &[(Slot, Rule)],
+    values: &[(Slot, Value)],
     config: &EnforcerConfig,
     objects: &mut Objects,
 ) -> Result<(), EnforcerError> {
     clear_generation(ebpf, generation)?;
-    for (slot, rule) in values {
-        put(ebpf, generation, slot, Some(*rule), config, objects)?;
+    for (slot, value) in values {
+        put(ebpf, generation, slot, Some(*value), config, objects)?;
     }
     Ok(())
 }
@@ -321,13 +329,52 @@ pub fn fill_generation(
 /// trie), so that clearing, removing by id and counting are written once.
 trait RuleMap {
     type Key;
-    fn entries(&self) -> Vec<(Self::Key, Rule)>;
+    type Value: Ranges;
+    fn entries(&self) -> Vec<(Self::Key, Self::Value)>;
     fn len(&self) -> usize;
     fn delete(&mut self, key: &Self::Key) -> Result<(), MapError>;
+    fn replace(&mut self, key: &Self::Key, value: Self::Value) -> Result<(), MapError>;
+}
+
+/// A map value as the rules it holds: one for a file, one per port range
+/// for a network.
+trait Ranges: Sized {
+    /// The value without the rules `doomed` picks (`None` when none is
+    /// left), and how many went.
+    fn without(self, doomed: &impl Fn(&Rule) -> bool) -> (Option<Self>, usize);
+}
+
+impl Ranges for Rule {
+    fn without(self, doomed: &impl Fn(&Rule) -> bool) -> (Option<Self>, usize) {
+        if doomed(&self) {
+            (None, 1)
+        } else {
+            (Some(self), 0)
+        }
+    }
+}
+
+impl Ranges for NetRule {
+    fn without(mut self, doomed: &impl Fn(&Rule) -> bool) -> (Option<Self>, usize) {
+        let used = (self.len as usize).min(self.ranges.len());
+        let kept: Vec<Rule> = self.ranges[..used]
+            .iter()
+            .filter(|r| !doomed(r))
+            .copied()
+            .collect();
+        let gone = used - kept.len();
+        if kept.is_empty() {
+            return (None, gone);
+        }
+        self.ranges[..kept.len()].copy_from_slice(&kept);
+        self.len = kept.len() as u32;
+        (Some(self), gone)
+    }
 }
 
 impl RuleMap for HashMap<&mut aya::maps::MapData, FileKey, Rule> {
     type Key = FileKey;
+    type Value = Rule;
     fn entries(&self) -> Vec<(FileKey, Rule)> {
         self.iter().filter_map(Result::ok).collect()
     }
@@ -337,11 +384,15 @@ impl RuleMap for HashMap<&mut aya::maps::MapData, FileKey, Rule> {
     fn delete(&mut self, key: &FileKey) -> Result<(), MapError> {
         self.remove(key)
     }
+    fn replace(&mut self, key: &FileKey, value: Rule) -> Result<(), MapError> {
+        self.insert(key, value, 0)
+    }
 }
 
-impl RuleMap for LpmTrie<&mut aya::maps::MapData, NetKey, Rule> {
+impl RuleMap for LpmTrie<&mut aya::maps::MapData, NetKey, NetRule> {
     type Key = Key<NetKey>;
-    fn entries(&self) -> Vec<(Key<NetKey>, Rule)> {
+    type Value = NetRule;
+    fn entries(&self) -> Vec<(Key<NetKey>, NetRule)> {
         self.iter().filter_map(Result::ok).collect()
     }
     fn len(&self) -> usize {
@@ -350,27 +401,35 @@ impl RuleMap for LpmTrie<&mut aya::maps::MapData, NetKey, Rule> {
     fn delete(&mut self, key: &Key<NetKey>) -> Result<(), MapError> {
         self.remove(key)
     }
+    fn replace(&mut self, key: &Key<NetKey>, value: NetRule) -> Result<(), MapError> {
+        self.insert(key, value, 0)
+    }
 }
 
-/// Removes the entries `doomed` picks; returns how many.
-fn remove_where(
-    m: &mut impl RuleMap,
+/// Removes the rules `doomed` picks (an entry goes with its last one);
+/// returns how many.
+fn remove_where<M: RuleMap>(
+    m: &mut M,
     name: &'static str,
     doomed: impl Fn(&Rule) -> bool,
 ) -> Result<usize, EnforcerError> {
-    let keys: Vec<_> = m
-        .entries()
-        .into_iter()
-        .filter(|(_, r)| doomed(r))
-        .map(|(k, _)| k)
-        .collect();
-    for k in &keys {
-        match m.delete(k) {
+    let mut removed = 0;
+    for (key, value) in m.entries() {
+        let (kept, gone) = value.without(&doomed);
+        if gone == 0 {
+            continue;
+        }
+        removed += gone;
+        let r = match kept {
+            Some(v) => m.replace(&key, v),
+            None => m.delete(&key),
+        };
+        match r {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(name)(e)),
         }
     }
-    Ok(keys.len())
+    Ok(removed)
 }
 
 pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), EnforcerError> {
@@ -382,7 +441,7 @@ pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), Enforcer
         |_| true,
     )?;
     remove_where(
-        &mut map::<LpmTrie<_, NetKey, Rule>>(ebpf, nets)?,
+        &mut map::<LpmTrie<_, NetKey, NetRule>>(ebpf, nets)?,
         nets,
         |_| true,
     )?;
@@ -400,7 +459,7 @@ pub fn remove_rule_id(ebpf: &mut Ebpf, rule_id: u64) -> Result<usize, EnforcerEr
         files,
         by_id,
     )? + remove_where(
-        &mut map::<LpmTrie<_, NetKey, Rule>>(ebpf, nets)?,
+        &mut map::<LpmTrie<_, NetKey, NetRule>>(ebpf, nets)?,
         nets,
         by_id,
     )?)
@@ -413,7 +472,7 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
         let m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
         m.keys().filter(Result::is_ok).count()
     };
-    let net_rules = map::<LpmTrie<_, NetKey, Rule>>(ebpf, maps::NET_RULES[g])?.len();
+    let net_rules = map::<LpmTrie<_, NetKey, NetRule>>(ebpf, maps::NET_RULES[g])?.len();
     let managed_cgroups = {
         let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
         m.keys().filter(Result::is_ok).count()
@@ -457,9 +516,7 @@ pub fn file_rule(ebpf: &mut Ebpf, key: &FileKey) -> Result<Option<Rule>, Enforce
     not_found_is_none(m.get(key, 0), name)
 }
 
-/// The live generation's most specific rule for one subject and address,
-/// as the hooks look it up (a full IPv4-mapped address).
-/// The live generation's longest-prefix network rule for `subject` at
+/// The live generation's longest-prefix network entry for `subject` at
 /// `addr` (as the kernel keys it), with a key of `bits` bits: one lookup
 /// of [`ward_abi::decision::applicable_net_rule`]'s walk.
 pub fn net_rule(
@@ -467,10 +524,10 @@ pub fn net_rule(
     subject: u64,
     addr: [u8; 16],
     bits: u32,
-) -> Result<Option<Rule>, EnforcerError> {
+) -> Result<Option<NetRule>, EnforcerError> {
     let g = read_config(ebpf)?.active as usize & 1;
     let name = maps::NET_RULES[g];
-    let trie: LpmTrie<_, NetKey, Rule> = map(ebpf, name)?;
+    let trie: LpmTrie<_, NetKey, NetRule> = map(ebpf, name)?;
     let key = Key::new(
         bits,
         NetKey {
@@ -504,10 +561,10 @@ pub fn read_explain(ebpf: &mut Ebpf) -> Result<ExplainSlot, EnforcerError> {
     a.get(&0, 0).map_err(map_err(maps::EXPLAIN))
 }
 
-fn not_found_is_none(
-    r: Result<Rule, MapError>,
+fn not_found_is_none<V>(
+    r: Result<V, MapError>,
     name: &'static str,
-) -> Result<Option<Rule>, EnforcerError> {
+) -> Result<Option<V>, EnforcerError> {
     match r {
         Ok(rule) => Ok(Some(rule)),
         Err(MapError::KeyNotFound) => Ok(None),

@@ -315,8 +315,8 @@ impl Enforcer {
         }
         let mut values = Vec::with_capacity(merged.len());
         for (slot, entries) in &merged {
-            if let Some(rule) = table::combine(entries)? {
-                values.push((slot.clone(), rule));
+            if let Some(value) = table::combine(slot, entries)? {
+                values.push((slot.clone(), value));
             }
         }
         let mut kconfig = kmaps::read_config(&mut self.ebpf)?;
@@ -481,12 +481,12 @@ impl Enforcer {
         let active = kmaps::read_config(&mut self.ebpf)?.active;
         for slot in slots {
             let entries = self.policy.at(slot).chain(self.grants.at(slot));
-            let rule = table::combine(entries)?;
+            let value = table::combine(slot, entries)?;
             kmaps::put(
                 &mut self.ebpf,
                 active,
                 slot,
-                rule,
+                value,
                 &self.config,
                 &mut self.objects,
             )?;
@@ -649,12 +649,12 @@ impl Enforcer {
                 let dest = ward_abi::decision::unspecified_dest(mapped, || [0; 4]);
                 let port = addr.port();
                 let verdict = ward_abi::decision::decide(&who, now, port, &mut |subject| {
-                    ward_abi::decision::applicable_net_rule(port, |bits| {
+                    ward_abi::decision::applicable_net_rule(|bits| {
                         match kmaps::net_rule(&mut self.ebpf, subject, dest, bits) {
-                            Ok(r) => r,
+                            Ok(r) => r.map_or(ward_abi::decision::Pick::NONE, |r| r.pick(port)),
                             Err(e) => {
                                 err = Some(e);
-                                None
+                                ward_abi::decision::Pick::NONE
                             }
                         }
                     })

@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use ward_abi::{Effect, NEVER, Op, RULE_FROM_GRANT, Rule, subject};
+use ward_abi::{
+    Effect, KEY_HEADER_BITS, MAX_PORT_RANGES, NEVER, NetRule, Op, RULE_FROM_GRANT, Rule,
+    decision::outranks, subject,
+};
 
 use super::{NetPattern, clock, path::PathPattern};
 
@@ -97,10 +100,16 @@ pub enum ObjectKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
     #[error(
-        "{object}: rules {a} and {b} give different port ranges for the same subject, \
-         operation and network; the kernel holds one range per network"
+        "{object}: rules {rules:?} give {ranges} different port ranges for the same subject, \
+         operation and network; the kernel holds at most {max} per network (protect the \
+         network on every port, or split it)"
     )]
-    PortConflict { object: String, a: u64, b: u64 },
+    TooManyPortRanges {
+        object: String,
+        ranges: usize,
+        max: usize,
+        rules: Vec<u64>,
+    },
     #[error("operation {op:?} does not apply to {object}")]
     OpMismatch { op: Op, object: String },
 }
@@ -135,47 +144,92 @@ impl Entry {
     }
 }
 
-/// Combines the entries that share a slot into the one kernel value:
-/// a deny beats any allow (a forbid is a guardrail); among allows, the one
-/// that lasts longest wins.
+/// What one slot holds in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    File(Rule),
+    Net(NetRule),
+}
+
+/// Combines the entries that share a slot into the one kernel value.
+/// Entries with the same port range (every file entry has the one range)
+/// become one rule: a deny beats any allow (a forbid is a guardrail);
+/// among allows, the one that lasts longest wins. A network slot keeps up
+/// to [`MAX_PORT_RANGES`] distinct ranges, which the kernel decides the
+/// same way per port ([`NetRule::pick`]).
 pub fn combine<'a>(
+    slot: &Slot,
     entries: impl IntoIterator<Item = &'a Entry>,
-) -> Result<Option<Rule>, TableError> {
-    let mut best: Option<&Entry> = None;
-    let mut ports: Option<((u16, u16), u64)> = None;
+) -> Result<Option<Value>, TableError> {
+    let mut by_ports: BTreeMap<(u16, u16), (&Entry, Vec<u64>)> = BTreeMap::new();
     for e in entries {
-        match ports {
-            Some((p, id)) if p != e.ports() => {
-                return Err(TableError::PortConflict {
-                    object: e.object.to_string(),
-                    a: id,
-                    b: e.rule_id,
+        match by_ports.entry(e.ports()) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((e, vec![e.rule_id]));
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let (best, ids) = o.get_mut();
+                ids.push(e.rule_id);
+                if outranks(&rule_of(e), &rule_of(best)) {
+                    *best = e;
+                }
+            }
+        }
+    }
+    match &slot.object {
+        ObjectKey::Path(_) => Ok(by_ports
+            .values()
+            .next()
+            .map(|(e, _)| Value::File(rule_of(e)))),
+        ObjectKey::Net { .. } if by_ports.is_empty() => Ok(None),
+        ObjectKey::Net { prefix_bits, .. } => {
+            if by_ports.len() > MAX_PORT_RANGES {
+                let (first, _) = by_ports.values().next().expect("not empty");
+                return Err(TableError::TooManyPortRanges {
+                    object: first.object.to_string(),
+                    ranges: by_ports.len(),
+                    max: MAX_PORT_RANGES,
+                    rules: by_ports.values().flat_map(|(_, ids)| ids.clone()).collect(),
                 });
             }
-            _ => ports = Some((e.ports(), e.rule_id)),
+            let mut value = NetRule {
+                key_bits: KEY_HEADER_BITS + prefix_bits,
+                len: by_ports.len() as u32,
+                ranges: [rule_of_nothing(); MAX_PORT_RANGES],
+            };
+            for (slot, (e, _)) in value.ranges.iter_mut().zip(by_ports.values()) {
+                *slot = rule_of(e);
+            }
+            Ok(Some(Value::Net(value)))
         }
-        best = Some(match best {
-            None => e,
-            Some(b) => match (b.effect, e.effect) {
-                (Effect::Deny, _) => b,
-                (_, Effect::Deny) => e,
-                _ if e.expires > b.expires => e,
-                _ => b,
-            },
-        });
     }
-    Ok(best.map(|e| {
-        let (port_first, port_last) = e.ports();
-        Rule {
-            effect: e.effect as u32,
-            flags: if e.from_grant { RULE_FROM_GRANT } else { 0 },
-            expires_ns: e.expires.ns(),
-            rule_id: e.rule_id,
-            port_first,
-            port_last,
-            key_bits: 0, // set where the key is made (kmaps::put)
-        }
-    }))
+}
+
+/// The kernel rule an entry alone would be.
+fn rule_of(e: &Entry) -> Rule {
+    let (port_first, port_last) = e.ports();
+    Rule {
+        effect: e.effect as u32,
+        flags: if e.from_grant { RULE_FROM_GRANT } else { 0 },
+        expires_ns: e.expires.ns(),
+        rule_id: e.rule_id,
+        port_first,
+        port_last,
+        _pad: 0,
+    }
+}
+
+/// An unused range of a [`NetRule`] (past its `len`).
+const fn rule_of_nothing() -> Rule {
+    Rule {
+        effect: Effect::Deny as u32,
+        flags: 0,
+        expires_ns: 0,
+        rule_id: 0,
+        port_first: 0,
+        port_last: 0,
+        _pad: 0,
+    }
 }
 
 /// Entries grouped by slot.
@@ -362,6 +416,13 @@ mod tests {
         }
     }
 
+    fn file_rule(es: &[Entry]) -> Option<Rule> {
+        match combine(&es[0].slot().unwrap(), es).unwrap() {
+            Some(Value::File(r)) => Some(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn deny_beats_every_allow() {
         let es = [
@@ -369,7 +430,7 @@ mod tests {
             entry(Effect::Deny, Expiry::Never, 2),
             entry(Effect::Allow, Expiry::AtBootNs(5), 101),
         ];
-        let rule = combine(&es).unwrap().unwrap();
+        let rule = file_rule(&es).unwrap();
         assert_eq!(rule.effect, Effect::Deny as u32);
         assert_eq!(rule.rule_id, 2);
     }
@@ -380,29 +441,79 @@ mod tests {
             entry(Effect::Allow, Expiry::AtBootNs(5), 101),
             entry(Effect::Allow, Expiry::AtBootNs(9), 102),
         ];
-        let rule = combine(&es).unwrap().unwrap();
+        let rule = file_rule(&es).unwrap();
         assert_eq!((rule.rule_id, rule.expires_ns), (102, 9));
         assert_eq!(rule.flags, RULE_FROM_GRANT);
-        assert_eq!(combine(&[]).unwrap(), None);
+        let slot = es[0].slot().unwrap();
+        assert_eq!(combine(&slot, &[]).unwrap(), None);
+    }
+
+    fn net(ports: &str, effect: Effect, expires: Expiry, id: u64) -> Entry {
+        Entry {
+            subject: Subject::Uid(1000),
+            op: Op::Connect,
+            object: Object::Net(NetPattern::parse(&format!("10.0.0.0/8:{ports}")).unwrap()),
+            effect,
+            expires,
+            rule_id: id,
+            from_grant: id > 100,
+        }
+    }
+
+    fn net_value(es: &[Entry]) -> Result<NetRule, TableError> {
+        match combine(&es[0].slot()?, es)? {
+            Some(Value::Net(v)) => Ok(v),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn different_port_ranges_on_one_network_are_refused() {
-        let net = |ports: &str, id| Entry {
-            subject: Subject::Protected,
-            op: Op::Connect,
-            object: Object::Net(NetPattern::parse(&format!("10.0.0.0/8:{ports}")).unwrap()),
-            effect: Effect::Deny,
-            expires: Expiry::Never,
-            rule_id: id,
-            from_grant: false,
+    fn port_ranges_on_one_network_are_kept_apart_and_decided_per_port() {
+        let v = net_value(&[
+            net("5432", Effect::Deny, Expiry::Never, 1),
+            net("6379", Effect::Deny, Expiry::Never, 2),
+            net("5432", Effect::Allow, Expiry::AtBootNs(50), 101),
+            net("*", Effect::Allow, Expiry::AtBootNs(90), 102),
+            net("6000-7000", Effect::Allow, Expiry::AtBootNs(70), 103),
+        ])
+        .unwrap();
+        assert_eq!(v.len, 4, "5432, 6379, 6000-7000 and every port");
+        assert_eq!(v.key_bits, KEY_HEADER_BITS + 96 + 8, "a /8, mapped");
+        let at = |port| {
+            Some(v.pick(port))
+                .filter(|p| p.covers)
+                .map(|p| p.rule.rule_id)
         };
-        let err = combine(&[net("443", 1), net("80", 2)]).unwrap_err();
+        assert_eq!(at(5432), Some(1), "a deny on the port beats every allow");
+        assert_eq!(at(6379), Some(2));
+        assert_eq!(at(6500), Some(102), "the later deadline of two allows");
+        assert_eq!(at(22), Some(102));
+        let only = net_value(&[net("5432", Effect::Deny, Expiry::Never, 1)]).unwrap();
         assert!(
-            matches!(err, TableError::PortConflict { a: 1, b: 2, .. }),
+            !only.pick(22).covers,
+            "no range covers 22: the next prefix decides"
+        );
+    }
+
+    #[test]
+    fn more_port_ranges_than_the_kernel_holds_are_refused_by_name() {
+        let es: Vec<Entry> = (0..=MAX_PORT_RANGES as u16)
+            .map(|i| {
+                net(
+                    &(1000 + i).to_string(),
+                    Effect::Deny,
+                    Expiry::Never,
+                    i as u64 + 1,
+                )
+            })
+            .collect();
+        let err = net_value(&es).unwrap_err();
+        assert!(
+            matches!(&err, TableError::TooManyPortRanges { ranges: 5, max: 4, rules, .. } if rules.len() == 5),
             "{err}"
         );
-        assert!(combine(&[net("443", 1), net("443", 2)]).is_ok());
+        assert!(err.to_string().starts_with("10.0.0.0/8:"), "{err}");
+        assert!(net_value(&es[..MAX_PORT_RANGES]).is_ok());
     }
 
     #[test]

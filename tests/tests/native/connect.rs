@@ -250,3 +250,123 @@ fn udp_sends_and_the_any_address_meet_the_same_rules() {
         "0.0.0.0 from a socket bound to 127.0.0.2 is 127.0.0.2"
     );
 }
+
+/// Two services on one address (PostgreSQL and Redis on one host) are
+/// protected and granted each on its own port, and a forbid on one port
+/// beats the same subject's allow on every port of the network.
+#[test]
+fn services_on_one_address_are_protected_and_granted_apart() {
+    let sb = sandbox("ports");
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let [pa, pb, free] = [0, 1, 2].map(|i| listeners[i].local_addr().unwrap());
+    let on = |port: u16| Object::Net(NetPattern::parse(&format!("127.0.0.1/32:{port}")).unwrap());
+    let (a, b) = (on(pa.port()), on(pb.port()));
+    let mut e = cgroup_enforcer(&sb, 1024);
+    e.manage_cgroup(sb.managed.id()).unwrap();
+    let protections = [protection(Op::Connect, &a), protection(Op::Connect, &b)];
+    e.apply(&protections)
+        .expect("two ports of one address protected");
+    let denied = OpenOutcome::Refused(libc::EPERM);
+    let try_to = |to| connect_as_child(Some(&sb.managed), to);
+    assert_eq!(try_to(pa), denied, "{pa} protected");
+    assert_eq!(try_to(pb), denied, "{pb} protected");
+    assert_eq!(try_to(free), OpenOutcome::Opened, "{free} is not");
+
+    e.grant(
+        GRANT_ID,
+        vec![grant_for(
+            &sb.managed,
+            Op::Connect,
+            &a,
+            GRANT_ID,
+            Expiry::Never,
+        )],
+    )
+    .unwrap();
+    assert_eq!(try_to(pa), OpenOutcome::Opened, "granted {pa}");
+    assert_eq!(try_to(pb), denied, "a grant for {pa} does not open {pb}");
+    let second = GRANT_ID + 1;
+    e.grant(
+        second,
+        vec![grant_for(
+            &sb.managed,
+            Op::Connect,
+            &b,
+            second,
+            Expiry::Never,
+        )],
+    )
+    .unwrap();
+    assert_eq!(try_to(pb), OpenOutcome::Opened, "granted {pb} too");
+    e.revoke(GRANT_ID).unwrap();
+    assert_eq!(try_to(pa), denied, "{pa} revoked");
+    assert_eq!(try_to(pb), OpenOutcome::Opened, "{pb} still granted");
+
+    // Every port of the address for the workload, and a forbid on one.
+    let every = Object::Net(NetPattern::parse("127.0.0.1/32:*").unwrap());
+    let third = GRANT_ID + 2;
+    e.grant(
+        third,
+        vec![grant_for(
+            &sb.managed,
+            Op::Connect,
+            &every,
+            third,
+            Expiry::Never,
+        )],
+    )
+    .unwrap();
+    let mut forbid = grant_for(&sb.managed, Op::Connect, &a, 77, Expiry::Never);
+    forbid.effect = ward_abi::Effect::Deny;
+    forbid.from_grant = false;
+    let mut with_forbid = protections.to_vec();
+    with_forbid.push(forbid);
+    e.apply(&with_forbid).unwrap();
+    assert_eq!(
+        try_to(pa),
+        denied,
+        "the forbid on {pa} beats the grant on every port"
+    );
+    assert_eq!(try_to(pb), OpenOutcome::Opened, "{pb} by either grant");
+    // Explain gives the kernel's answer, naming the deciding rule (of two
+    // allows that never end, the first range: every port).
+    let caller = ward_agent::enforcer::Caller {
+        // SAFETY: getuid cannot fail.
+        uid: Some(unsafe { libc::getuid() }),
+        login_uid: None,
+        cgroup: Some(sb.managed.path().to_owned()),
+    };
+    for (to, allowed, rule) in [(pa, false, 77), (pb, true, third)] {
+        let x = e
+            .explain(&caller, Op::Connect, &ward_agent::enforcer::Probe::Addr(to))
+            .expect("explain");
+        let v = x.verdict.expect("decided");
+        assert_eq!((v.allow, v.rule_id), (allowed, rule), "explain {to}");
+    }
+    let x = e
+        .explain(
+            &caller,
+            Op::Connect,
+            &ward_agent::enforcer::Probe::Addr(free),
+        )
+        .expect("explain");
+    assert_eq!(x.verdict, None, "{free} is not protected");
+
+    // The kernel holds four ranges per network: a fifth is refused by
+    // name, and the table in force stays.
+    let five: Vec<_> = (1..=5)
+        .map(|i| protection(Op::Connect, &on(free.port().wrapping_add(i))))
+        .collect();
+    let err = e
+        .apply(&five)
+        .expect_err("five port ranges on one network")
+        .to_string();
+    assert!(
+        err.contains("127.0.0.1/32:") && err.contains("at most 4"),
+        "{err}"
+    );
+    assert_eq!(try_to(pa), denied, "the previous table still in force");
+    assert_eq!(try_to(pb), OpenOutcome::Opened);
+}

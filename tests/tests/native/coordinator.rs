@@ -1813,7 +1813,8 @@ fn listings_are_paged_and_a_request_too_big_to_decide_is_refused() {
         workload: h1.managed_workload(),
         ..Default::default()
     };
-    // One port range per network and subject in the kernel: one address each.
+    // At most four port ranges per network and subject in the kernel: one
+    // address each.
     let net = |n: u32| pb::Object {
         kind: Some(pb::object::Kind::Network(format!(
             "10.{}.{}.1/32:5432",

@@ -195,7 +195,7 @@ fn past_its_deadline_a_held_connection_carries_nothing_with_no_agent_to_reset_it
 
     let sb = crate::connect::sandbox("quiet");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // Another address: one network holds one port range per subject.
+    // Another address, so that the TCP and UDP uses are told apart.
     let udp = UdpSocket::bind("127.0.0.2:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
