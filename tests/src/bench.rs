@@ -35,12 +35,18 @@ fn unix_now() -> Duration {
 /// `ahead_ms` to twice that ahead, pushed to the wardd at `socket` for `workload` (whose
 /// cgroup is `cgroup`) to connect to `listener`, which wardd protects.
 /// This process joins the cgroup to be the grantee, and leaves it.
+///
+/// With `peer`, the reading thread runs at real-time priority, standing
+/// for a server on a CPU of its own: the figure is then when the reset
+/// reaches the peer, not also how long this host's scheduler keeps a
+/// woken reader waiting beside wardd and the test itself.
 pub fn teardown_precision(
     socket: &Path,
     cgroup: &Path,
     workload: &str,
     listener: &TcpListener,
     ahead_ms: u64,
+    peer: bool,
 ) -> serde_json::Value {
     let to = listener.local_addr().unwrap();
     enter_cgroup(cgroup);
@@ -53,6 +59,7 @@ pub fn teardown_precision(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    let _peer = peer.then(PeerPriority::raise);
     let (mut late, mut early, mut not_reset) = (Vec::new(), 0u64, 0u64);
     for i in 0..n {
         let expires = unix_now() + Duration::from_millis(ahead_ms + (i * 37) % ahead_ms);
@@ -93,6 +100,34 @@ pub fn teardown_precision(
     s["reset_before_deadline"] = early.into();
     s["target_us"] = 1000.into();
     s
+}
+
+/// The calling thread at real-time priority (`SCHED_FIFO`) until dropped.
+struct PeerPriority(libc::c_int, libc::sched_param);
+
+impl PeerPriority {
+    fn raise() -> PeerPriority {
+        let mut earlier = libc::sched_param { sched_priority: 0 };
+        let fifo = libc::sched_param { sched_priority: 2 };
+        // SAFETY: pid 0 is this thread; the params outlive the calls.
+        unsafe {
+            let policy = libc::sched_getscheduler(0);
+            assert_eq!(libc::sched_getparam(0, &mut earlier), 0);
+            assert_eq!(
+                libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo),
+                0,
+                "real-time priority for the bench's peer"
+            );
+            PeerPriority(policy, earlier)
+        }
+    }
+}
+
+impl Drop for PeerPriority {
+    fn drop(&mut self) {
+        // SAFETY: restores what `raise` read for this thread.
+        unsafe { libc::sched_setscheduler(0, self.0, &self.1) };
+    }
 }
 
 /// Median, p99, min and max of samples, in µs.

@@ -453,7 +453,14 @@ impl Enforcer {
 
     /// Removes a grant: its access ends at once.
     pub fn revoke(&mut self, grant_id: u64) -> Result<bool, EnforcerError> {
-        let _writing = self.writes.begin();
+        // Taking allows away only ends more: a teardown look-ahead taken
+        // meanwhile still names connections that end (the pass after the
+        // resets finds the rest), so it is not voided.
+        let narrowing = self
+            .grants
+            .get(&grant_id)
+            .is_some_and(|es| es.iter().all(|e| e.effect == ward_abi::Effect::Allow));
+        let _writing = (!narrowing).then(|| self.writes.begin());
         let Some(entries) = self.grants.remove(&grant_id) else {
             // An adopted table may hold grants this process never saw.
             let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
@@ -571,7 +578,8 @@ impl Enforcer {
     /// `scan_links`, also files in trees that gained a second name.
     /// Returns how many kernel entries changed.
     pub fn refresh_objects(&mut self, scan_links: bool) -> Result<usize, EnforcerError> {
-        let _writing = self.writes.begin();
+        // Not a rule write for the teardown look-ahead: objects are files,
+        // and it names connections.
         let changes = self.objects.refresh(scan_links);
         kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
         if !changes.is_empty() {

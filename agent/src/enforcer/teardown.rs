@@ -60,8 +60,10 @@ pub struct Handle {
 /// it runs: one pass at a time.
 static PASS: Mutex<()> = Mutex::new(());
 
-/// Counts the enforcer's writes to the rules: odd while one is under way.
-/// A look-ahead stands only while the count is what it was.
+/// Counts the enforcer's writes to the rules that may allow more (a
+/// policy, a grant): odd while one is under way. A look-ahead stands only
+/// while the count is what it was. Revoking a grant's allows is not
+/// counted: it can only end more.
 #[derive(Clone, Default)]
 pub struct RuleWrites(Arc<AtomicU64>);
 
@@ -182,8 +184,24 @@ impl Handle {
     /// (a connection made since, a rule written). Before the deadline, or
     /// after a write, only the whole pass: never an early reset.
     pub fn reset_foreseen(&mut self, foreseen: Foreseen) -> Result<Teardown, EnforcerError> {
-        let stands =
-            super::boot_ns() >= foreseen.at && self.writes.settled() == Some(foreseen.writes);
+        self.reset_foreseen_then(foreseen, || ())
+    }
+
+    /// Whether no rule that may allow more was written since `foreseen`
+    /// was taken: what it names still ends at its deadline.
+    pub fn stands(&self, foreseen: &Foreseen) -> bool {
+        self.writes.settled() == Some(foreseen.writes)
+    }
+
+    /// [`Handle::reset_foreseen`], calling `before_sweep` between the
+    /// foreseen resets and the whole pass (wardd lowers its priority
+    /// there: the pass is not urgent).
+    pub fn reset_foreseen_then(
+        &mut self,
+        foreseen: Foreseen,
+        before_sweep: impl FnOnce(),
+    ) -> Result<Teardown, EnforcerError> {
+        let stands = super::boot_ns() >= foreseen.at && self.stands(&foreseen);
         if !stands {
             return self.run();
         }
@@ -195,6 +213,7 @@ impl Handle {
             reset = done.reset,
             "foreseen connections reset"
         );
+        before_sweep();
         let mut rest = self.pass(0)?;
         rest.retain(|c| !foreseen.ending.contains(c));
         let rest = self.reset(&rest)?;

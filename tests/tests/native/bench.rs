@@ -181,12 +181,23 @@ fn expiry_precision() {
 fn teardown_precision() {
     let h = host("bench-teardown", "");
     let wardd = h.start();
-    let s = ward_tests::bench::teardown_precision(
+    // The peer as a server on a CPU of its own, then as an ordinary task
+    // sharing this host's CPUs with wardd and the test.
+    let mut s = ward_tests::bench::teardown_precision(
         &h.socket,
         h.sb.managed.path(),
         &h.managed_workload(),
         &h.listener,
         200,
+        true,
+    );
+    s["ordinary_peer"] = ward_tests::bench::teardown_precision(
+        &h.socket,
+        h.sb.managed.path(),
+        &h.managed_workload(),
+        &h.listener,
+        200,
+        false,
     );
     if std::env::var_os("WARD_BENCH_LOG").is_some() {
         println!("{}", wardd.log());

@@ -149,6 +149,7 @@ fn a_look_ahead_resets_at_its_deadline_only_and_a_rule_written_since_voids_it() 
     enforcer
         .grant(1, grant(boot_ns() + 3_600_000_000_000))
         .unwrap();
+    assert!(!handle.stands(&voided), "a grant voids it");
     while boot_ns() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -163,11 +164,30 @@ fn a_look_ahead_resets_at_its_deadline_only_and_a_rule_written_since_voids_it() 
 
     let deadline = boot_ns() + 1_000_000_000;
     enforcer.grant(1, grant(deadline)).unwrap();
+    let other = Object::Net(NetPattern::parse("127.0.0.9/32:1").unwrap());
+    enforcer
+        .grant(
+            2,
+            vec![grant_for(
+                &sb.managed,
+                Op::Connect,
+                &other,
+                2,
+                Expiry::Never,
+            )],
+        )
+        .unwrap();
     let foreseen = handle
         .foresee(deadline)
         .unwrap()
         .expect("no write under way");
     assert_eq!(foreseen.ending().len(), 1);
+    // Revoking allows can only end more: the look-ahead stands.
+    enforcer.revoke(2).unwrap();
+    assert!(
+        handle.stands(&foreseen),
+        "a revoke of allows leaves it standing"
+    );
     while boot_ns() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

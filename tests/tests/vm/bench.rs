@@ -566,6 +566,7 @@ networks = ["127.0.0.1/32:{port}"]
         &listener,
         // Emulation makes a push and a connect take hundreds of ms.
         2000,
+        true,
     );
     println!("BENCH {}", serde_json::json!({"teardown_precision_lsm": s}));
     if std::env::var_os("WARD_BENCH_LOG").is_some() {
