@@ -64,7 +64,7 @@ pub fn teardown_precision(
     for i in 0..n {
         let expires = unix_now() + Duration::from_millis(ahead_ms + (i * 37) % ahead_ms);
         let grant = connect_grant(
-            format!("teardown-{i}"),
+            format!("teardown-{}-{i}", if peer { "rt" } else { "ordinary" }),
             workload,
             format!("127.0.0.1/32:{}", to.port()),
             expires.as_millis() as i64,

@@ -276,12 +276,11 @@ fn check_write_both(a: usize, b: usize) -> i32 {
 #[inline(always)]
 fn held_use(file: usize, op: Op) -> i32 {
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let epoch = held::epoch();
-    match held::recall(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64, epoch, now) {
+    let now = || unsafe { bpf_ktime_get_boot_ns() };
+    match held::recall(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64, now) {
         Recall::NotHeld => ALLOW,
         Recall::Stands(allow) => code(allow),
-        Recall::Decide(entry) => {
+        Recall::Decide { entry, epoch, .. } => {
             let (Some(config), Some(who)) = (config(), held::subjects_in_slot(entry)) else {
                 return DENY;
             };

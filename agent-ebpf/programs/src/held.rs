@@ -122,18 +122,33 @@ pub enum Recall {
     NotHeld,
     /// The last decision stands.
     Stands(bool),
-    /// Decide again, for the entry's subjects, and [`settle`] it.
-    Decide(*mut Held),
+    /// Decide again as of `now`, for the entry's subjects, and [`settle`]
+    /// it with `epoch` (read before deciding).
+    Decide {
+        entry: *mut Held,
+        epoch: u64,
+        now: u64,
+    },
 }
 
+/// What memory says of the use `key`. The cheap questions come first: a
+/// host with nothing held stops at one array read, and the clock is read
+/// only for a held use.
 #[inline(always)]
-pub fn recall(map: &HashMap<u64, Held>, slot: u32, key: u64, epoch: u64, now: u64) -> Recall {
+pub fn recall(
+    map: &HashMap<u64, Held>,
+    slot: u32,
+    key: u64,
+    now: impl FnOnce() -> u64,
+) -> Recall {
     if !any(slot) {
         return Recall::NotHeld;
     }
     let Some(held) = map.get_ptr_mut(&key) else {
         return Recall::NotHeld;
     };
+    let epoch = epoch();
+    let now = now();
     // SAFETY: a live map value; concurrent users of one file on other CPUs
     // may settle it too, each with a whole decision.
     let h = unsafe { &*held };
@@ -145,7 +160,11 @@ pub fn recall(map: &HashMap<u64, Held>, slot: u32, key: u64, epoch: u64, now: u6
             return Recall::Stands(true);
         }
     }
-    Recall::Decide(held)
+    Recall::Decide {
+        entry: held,
+        epoch,
+        now,
+    }
 }
 
 /// A held use's subjects, copied into this CPU's subject slot, where the

@@ -217,21 +217,24 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 /// Whether a held connection may still be used; decides again when the
 /// rules changed or its allow's deadline passed.
 #[inline(always)]
-pub(crate) fn held_use(sk: u64) -> bool {
+pub(crate) fn held_use(socket: *const u8) -> bool {
+    // Nothing held on the host: no read of the socket either.
+    if !held::any(HELD_SOCKS_SLOT) {
+        return true;
+    }
     // SAFETY: helper without arguments.
-    held_use_as_of(sk, unsafe { bpf_ktime_get_boot_ns() }, false)
+    held_use_as_of(sock_of(socket), || unsafe { bpf_ktime_get_boot_ns() }, false)
 }
 
 /// [`held_use`] as of `now`; with `look_ahead`, it records nothing and
 /// reports nothing: what the connection's next use would be told at `now`
 /// if no rule changes before then.
 #[inline(always)]
-pub(crate) fn held_use_as_of(sk: u64, now: u64, look_ahead: bool) -> bool {
-    let epoch = held::epoch();
-    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
+pub(crate) fn held_use_as_of(sk: u64, now: impl FnOnce() -> u64, look_ahead: bool) -> bool {
+    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, now) {
         Recall::NotHeld => true,
         Recall::Stands(allow) => allow,
-        Recall::Decide(entry) => {
+        Recall::Decide { entry, epoch, now } => {
             let Some(who) = held::subjects_in_slot(entry) else {
                 return false;
             };
@@ -277,17 +280,20 @@ pub fn ward_socket_sendmsg(ctx: LsmContext) -> i32 {
         return earlier;
     }
     let socket: *const u8 = ctx.arg(0);
-    let msg: usize = ctx.arg(1);
-    let sk = sock_of(socket);
-    // SAFETY: probe reads of the kernel's msghdr; the address it points at
-    // is the kernel's copy of the caller's.
+    let msg: *const u8 = ctx.arg(1);
+    // SAFETY: `msg` is the hook's BTF pointer to the kernel's msghdr, and
+    // the offsets are the kernel's own: plain loads of `msg_name` (a
+    // `void *`, a number to the verifier) and `msg_namelen`, not probe-read
+    // helper calls, since every send of the host comes here. The address
+    // it points at is the kernel's copy of the caller's.
     let (name, namelen) = unsafe {
         (
-            bpf_probe_read_kernel((msg + rodata(&MSG_NAME_OFF)) as *const u64).unwrap_or(0),
-            bpf_probe_read_kernel((msg + rodata(&MSG_NAMELEN_OFF)) as *const i32).unwrap_or(0),
+            *(msg.add(rodata(&MSG_NAME_OFF)) as *const u64),
+            *(msg.add(rodata(&MSG_NAMELEN_OFF)) as *const i32),
         )
     };
     if name != 0 && namelen > 0 {
+        let sk = sock_of(socket);
         let epoch = held::epoch();
         let (outcome, decided) =
             check_connect::<true>(|| read_dest(name as *const u8, namelen, sk));
@@ -302,7 +308,7 @@ pub fn ward_socket_sendmsg(ctx: LsmContext) -> i32 {
             return crate::verdict(false, EPERM);
         }
     }
-    crate::verdict(held_use(sk), ECONNRESET)
+    crate::verdict(held_use(socket), ECONNRESET)
 }
 
 /// `socket_recvmsg(sock, msg, size, flags)`: every receive on a held
@@ -314,7 +320,7 @@ pub fn ward_socket_recvmsg(ctx: LsmContext) -> i32 {
         return earlier;
     }
     let socket: *const u8 = ctx.arg(0);
-    crate::verdict(held_use(sock_of(socket)), ECONNRESET)
+    crate::verdict(held_use(socket), ECONNRESET)
 }
 
 /// `sk_free_security(sk)`: a freed socket is no longer held.
@@ -482,12 +488,11 @@ fn held_packet(ctx: &SkBuffContext) -> i32 {
 #[inline(always)]
 fn held_packet_allowed(sk: u64) -> bool {
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let epoch = held::epoch();
-    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, epoch, now) {
+    let now = || unsafe { bpf_ktime_get_boot_ns() };
+    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, now) {
         Recall::NotHeld => true,
         Recall::Stands(allow) => allow,
-        Recall::Decide(entry) => {
+        Recall::Decide { entry, epoch, now } => {
             // SAFETY: the live map value recall found.
             let who = unsafe { &(*entry).who };
             let outcome = decide_held(entry, who, now, Report::Nothing);

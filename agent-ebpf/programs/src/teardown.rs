@@ -119,12 +119,9 @@ fn still_allowed(key: u64) -> bool {
     let as_of = WARD_TEARDOWN_AS_OF
         .get(0)
         .map_or(0, |t| unsafe { core::ptr::read_volatile(t) });
-    let (now, look_ahead) = if as_of == 0 {
-        // SAFETY: helper without arguments.
-        (unsafe { bpf_ktime_get_boot_ns() }, false)
-    } else {
-        (as_of, true)
-    };
+    let look_ahead = as_of != 0;
+    // SAFETY: helper without arguments.
+    let now = || if look_ahead { as_of } else { unsafe { bpf_ktime_get_boot_ns() } };
     net::held_use_as_of(key, now, look_ahead)
 }
 
