@@ -72,7 +72,9 @@ pub fn loader(offsets: &KernelOffsets) -> EbpfLoader<'_> {
             true,
         )
         .override_global(globals::SKC_COOKIE_OFF, &offsets.skc_cookie, true)
-        .override_global(globals::SK_PROTOCOL_OFF, &offsets.sk_protocol, true);
+        .override_global(globals::SK_PROTOCOL_OFF, &offsets.sk_protocol, true)
+        .override_global(globals::SKC_NET_OFF, &offsets.skc_net, true)
+        .override_global(globals::NET_NS_INUM_OFF, &offsets.net_ns_inum, true);
     loader
 }
 

@@ -26,6 +26,10 @@ pub enum Use {
     /// recv without waiting, where only a byte received counts: EAGAIN
     /// when nothing has arrived.
     Received = b'g',
+    /// [`Target::TcpInOwnNetns`]: what the peer's next receive sees,
+    /// waiting up to 5 s (0 for a byte, ENODATA for the end, else the
+    /// error, ECONNRESET for a reset).
+    PeerSees = b'p',
 }
 
 /// What the holder opens first.
@@ -37,6 +41,10 @@ pub enum Target<'a> {
     Tcp(std::net::SocketAddr),
     /// A connected UDP socket.
     Udp(std::net::SocketAddr),
+    /// A TCP connection inside a network namespace of the holder's own,
+    /// as in a container: the holder listens on the address there,
+    /// connects to it and keeps the peer's end too.
+    TcpInOwnNetns(std::net::SocketAddr),
 }
 
 /// The child and the two pipe ends that talk to it.
@@ -54,6 +62,7 @@ impl Holder {
     pub fn start(cgroup: &OwnedCgroup, target: Target<'_>) -> Holder {
         let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
             .expect("path has NUL");
+        let own_netns = matches!(target, Target::TcpInOwnNetns(_));
         let (path, flags, addr, kind) = match target {
             Target::File { path, flags } => (
                 Some(CString::new(path.as_os_str().as_bytes()).expect("path has NUL")),
@@ -63,6 +72,7 @@ impl Holder {
             ),
             Target::Tcp(a) => (None, 0, Some(sockaddr(a)), libc::SOCK_STREAM),
             Target::Udp(a) => (None, 0, Some(sockaddr(a)), libc::SOCK_DGRAM),
+            Target::TcpInOwnNetns(a) => (None, 0, Some(sockaddr(a)), libc::SOCK_STREAM),
         };
         let mut to_child = [0; 2];
         let mut from_child = [0; 2];
@@ -81,6 +91,7 @@ impl Holder {
                     path.as_deref(),
                     flags,
                     addr.as_ref().map(|a| (a, kind)),
+                    own_netns,
                     to_child[0],
                     from_child[1],
                 );
@@ -140,6 +151,7 @@ unsafe fn serve(
     path: Option<&std::ffi::CStr>,
     flags: i32,
     addr: Option<(&(i32, libc::sockaddr_storage, libc::socklen_t), i32)>,
+    own_netns: bool,
     commands: libc::c_int,
     answers: libc::c_int,
 ) -> ! {
@@ -166,6 +178,14 @@ unsafe fn serve(
             libc::_exit(1);
         }
         libc::close(fd);
+        let mut listener = -1;
+        if let (true, Some(((family, storage, len), _))) = (own_netns, addr) {
+            listener = listen_in_own_netns(*family, storage, *len);
+            if listener < 0 {
+                reply(errno());
+                libc::_exit(1);
+            }
+        }
         let held = match (path, addr) {
             (Some(p), _) => libc::open(p.as_ptr(), flags | libc::O_CLOEXEC),
             (None, Some(((family, storage, len), kind))) => {
@@ -187,6 +207,11 @@ unsafe fn serve(
             reply(errno());
             libc::_exit(1);
         }
+        let peer = if listener >= 0 {
+            libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut())
+        } else {
+            -1
+        };
         reply(0);
         let mut c = 0u8;
         while libc::read(commands, (&mut c as *mut u8).cast(), 1) == 1 {
@@ -223,10 +248,67 @@ unsafe fn serve(
                     }
                     n == 1
                 }
+                b'p' => {
+                    let wait = libc::timeval {
+                        tv_sec: 5,
+                        tv_usec: 0,
+                    };
+                    libc::setsockopt(
+                        peer,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&wait as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as u32,
+                    );
+                    let n = libc::recv(peer, buf, 1, 0);
+                    if n == 0 {
+                        *libc::__errno_location() = libc::ENODATA;
+                    }
+                    n == 1
+                }
                 _ => false,
             };
             reply(if ok { 0 } else { errno() });
         }
         libc::_exit(0);
+    }
+}
+
+/// Enters a new network namespace, brings its loopback up and listens on
+/// `addr` there; the listening socket, or -1 with errno set.
+///
+/// # Safety
+/// Raw syscalls only, as [`serve`].
+unsafe fn listen_in_own_netns(
+    family: i32,
+    addr: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> libc::c_int {
+    // SAFETY: as the function says; `ifr` and `addr` are live.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return -1;
+        }
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *c as libc::c_char;
+        }
+        if s < 0 || libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return -1;
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return -1;
+        }
+        libc::close(s);
+        let l = libc::socket(family, libc::SOCK_STREAM, 0);
+        if l < 0
+            || libc::bind(l, (addr as *const libc::sockaddr_storage).cast(), len) != 0
+            || libc::listen(l, 4) != 0
+        {
+            return -1;
+        }
+        l
     }
 }

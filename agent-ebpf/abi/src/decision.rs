@@ -174,29 +174,29 @@ pub const MAX_NET_NEST: usize = 8;
 /// [`MAX_NET_NEST`] on the route to a destination.
 pub const RULE_NEST_TOO_DEEP: u64 = u64::MAX - 1;
 
-/// One subject's most specific network entry that covers the port: the
+/// One subject's most specific network entry that covers `port`: the
 /// longest prefix first, then each shorter prefix that contains it. So a
 /// protection (or rule) for `10.20.0.5/32:5432` does not hide one for
-/// `10.20.0.0/16:*` from a connect to port 22. `get(bits)` is the trie's
-/// longest-prefix lookup for the destination with a key of `bits` bits,
-/// as [`NetRule::pick`] of the entry it finds for the port, or
-/// [`Pick::NONE`].
+/// `10.20.0.0/16:*` from a connect to port 22. Within an entry, the range
+/// that decides the port is [`NetRule::covering`]'s.
 #[inline(always)]
-pub fn applicable_net_rule(mut get: impl FnMut(u32) -> Pick) -> Option<Found> {
+pub fn applicable_net_rule(port: u16, get: &mut impl NetLookup) -> Option<Found> {
     let mut bits = KEY_HEADER_BITS + 128;
     let mut i = 0;
     while i < MAX_NET_NEST {
-        let pick = get(bits);
-        if pick.covers {
+        let entry = get.entry(bits)?;
+        let at = entry.covering(port);
+        if at < MAX_PORT_RANGES {
             return Some(Found {
-                rule: pick.rule,
+                rule: entry.ranges[at],
                 at: 0,
             });
         }
-        if pick.key_bits <= KEY_HEADER_BITS || pick.key_bits > bits {
-            return None; // no entry, the shortest prefix, or a value that is not a net rule's
+        let key_bits = entry.key_bits;
+        if key_bits <= KEY_HEADER_BITS || key_bits > bits {
+            return None; // the shortest prefix, or a value that is not a net rule's
         }
-        bits = pick.key_bits - 1;
+        bits = key_bits - 1;
         i += 1;
     }
     Some(Found {
@@ -205,50 +205,36 @@ pub fn applicable_net_rule(mut get: impl FnMut(u32) -> Pick) -> Option<Found> {
     })
 }
 
-/// What one network entry says of one port. Plain fields, not Options:
-/// an Option's unset payload is an undefined register to the verifier,
-/// and its niche an invalid BTF member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pick {
-    /// Whether a range covers the port; then `rule` decides it.
-    pub covers: bool,
-    pub rule: Rule,
-    /// The entry's [`NetRule::key_bits`].
-    pub key_bits: u32,
-}
-
-impl Pick {
-    /// No entry for the destination.
-    pub const NONE: Pick = Pick {
-        covers: false,
-        rule: deny_rule(0),
-        key_bits: 0,
-    };
+/// Where [`applicable_net_rule`] looks up one prefix length. A trait, as
+/// [`MostSpecific`] is, not a closure: a closure called in a loop becomes
+/// a BPF subprogram, and its frame took 6.1's `socket_sendmsg` past the
+/// 512-byte stack.
+pub trait NetLookup {
+    /// The trie's longest-prefix entry for the destination with a key of
+    /// `bits` bits.
+    fn entry(&mut self, bits: u32) -> Option<&NetRule>;
 }
 
 impl NetRule {
-    /// The range that decides `port`: of those that cover it, a deny
-    /// beats any allow, and among allows the one that lasts longest wins,
-    /// as entries sharing one range are combined.
+    /// The index of the range that decides `port`, or [`MAX_PORT_RANGES`]
+    /// when none covers it: of those that cover it, a deny beats any
+    /// allow, and among allows the one that lasts longest wins, as entries
+    /// sharing one range are combined. An index, not a copy of the rule:
+    /// the eBPF stack is small.
     #[inline(always)]
-    pub fn pick(&self, port: u16) -> Pick {
-        let mut pick = Pick {
-            covers: false,
-            rule: deny_rule(0),
-            key_bits: self.key_bits,
-        };
+    pub fn covering(&self, port: u16) -> usize {
+        let mut best = MAX_PORT_RANGES;
         let mut i = 0;
         while i < MAX_PORT_RANGES {
-            if (i as u32) < self.len {
-                let r = &self.ranges[i];
-                if applies(r, port) && (!pick.covers || outranks(r, &pick.rule)) {
-                    pick.rule = *r;
-                    pick.covers = true;
-                }
+            if (i as u32) < self.len
+                && applies(&self.ranges[i], port)
+                && (best >= MAX_PORT_RANGES || outranks(&self.ranges[i], &self.ranges[best]))
+            {
+                best = i;
             }
             i += 1;
         }
-        pick
+        best
     }
 }
 

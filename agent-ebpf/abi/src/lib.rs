@@ -206,6 +206,10 @@ pub mod globals {
     /// `offsetof(struct sock, sk_protocol)`, or [`super::NO_OFFSET`] where
     /// it is a bitfield.
     pub const SK_PROTOCOL_OFF: &str = "SK_PROTOCOL_OFF";
+    /// `offsetof(struct sock_common, skc_net)` and `offsetof(struct net,
+    /// ns.inum)`: the socket's network namespace, where its reset is asked.
+    pub const SKC_NET_OFF: &str = "SKC_NET_OFF";
+    pub const NET_NS_INUM_OFF: &str = "NET_NS_INUM_OFF";
 }
 
 /// Names of the programs in the object, and the hooks they attach to.
@@ -507,6 +511,10 @@ pub struct EndedConn {
     pub dport: u16,
     pub family: u16,
     pub _pad: u16,
+    /// The inode number of the socket's network namespace (as
+    /// `/proc/PID/ns/net` shows it), 0 if it could not be read:
+    /// `SOCK_DESTROY` finds sockets of the namespace it is asked in.
+    pub netns: u64,
 }
 
 /// Bits of `subject` + `op` at the start of every network rule key.

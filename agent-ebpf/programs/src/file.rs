@@ -280,7 +280,8 @@ fn held_use(file: usize, op: Op) -> i32 {
     match held::recall(&WARD_HELD_FILES, HELD_FILES_SLOT, file as u64, now) {
         Recall::NotHeld => ALLOW,
         Recall::Stands(allow) => code(allow),
-        Recall::Decide { entry, epoch, .. } => {
+        Recall::Decide(entry) => {
+            let epoch = held::epoch();
             let (Some(config), Some(who)) = (config(), held::subjects_in_slot(entry)) else {
                 return DENY;
             };

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use ward_abi::{
     Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, NetRule, Op,
-    decision::{Found, MostSpecific, Pick, Subjects, applicable_net_rule, unspecified_dest},
+    decision::{Found, MostSpecific, NetLookup, Subjects, applicable_net_rule, unspecified_dest},
 };
 
 use crate::{
@@ -148,18 +148,36 @@ struct NetRules<'a> {
 impl MostSpecific for NetRules<'_> {
     #[inline(always)]
     fn most_specific(&mut self, subject: u64) -> Option<Found> {
-        let (rules, addr, port) = (self.rules, self.addr, self.port);
-        applicable_net_rule(|bits| {
-            let key = Key::new(
-                bits,
-                NetKey {
-                    subject,
-                    op: Op::Connect as u32,
-                    addr,
-                },
-            );
-            rules.get(&key).map_or(Pick::NONE, |v| v.pick(port))
-        })
+        applicable_net_rule(
+            self.port,
+            &mut SubjectNetRules {
+                rules: self.rules,
+                addr: self.addr,
+                subject,
+            },
+        )
+    }
+}
+
+/// One subject's entries in the trie, a prefix length at a time.
+struct SubjectNetRules<'a> {
+    rules: &'a LpmTrie<NetKey, NetRule>,
+    addr: [u8; 16],
+    subject: u64,
+}
+
+impl NetLookup for SubjectNetRules<'_> {
+    #[inline(always)]
+    fn entry(&mut self, bits: u32) -> Option<&NetRule> {
+        let key = Key::new(
+            bits,
+            NetKey {
+                subject: self.subject,
+                op: Op::Connect as u32,
+                addr: self.addr,
+            },
+        );
+        self.rules.get(&key)
     }
 }
 
@@ -217,24 +235,21 @@ pub fn ward_socket_connect(ctx: LsmContext) -> i32 {
 /// Whether a held connection may still be used; decides again when the
 /// rules changed or its allow's deadline passed.
 #[inline(always)]
-pub(crate) fn held_use(socket: *const u8) -> bool {
-    // Nothing held on the host: no read of the socket either.
-    if !held::any(HELD_SOCKS_SLOT) {
-        return true;
-    }
+pub(crate) fn held_use(sk: u64) -> bool {
     // SAFETY: helper without arguments.
-    held_use_as_of(sock_of(socket), || unsafe { bpf_ktime_get_boot_ns() }, false)
+    held_use_as_of(sk, || unsafe { bpf_ktime_get_boot_ns() }, false)
 }
 
 /// [`held_use`] as of `now`; with `look_ahead`, it records nothing and
 /// reports nothing: what the connection's next use would be told at `now`
 /// if no rule changes before then.
 #[inline(always)]
-pub(crate) fn held_use_as_of(sk: u64, now: impl FnOnce() -> u64, look_ahead: bool) -> bool {
-    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, now) {
+pub(crate) fn held_use_as_of(sk: u64, now: impl Fn() -> u64, look_ahead: bool) -> bool {
+    match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, &now) {
         Recall::NotHeld => true,
         Recall::Stands(allow) => allow,
-        Recall::Decide { entry, epoch, now } => {
+        Recall::Decide(entry) => {
+            let (epoch, now) = (held::epoch(), now());
             let Some(who) = held::subjects_in_slot(entry) else {
                 return false;
             };
@@ -292,8 +307,15 @@ pub fn ward_socket_sendmsg(ctx: LsmContext) -> i32 {
             *(msg.add(rodata(&MSG_NAMELEN_OFF)) as *const i32),
         )
     };
-    if name != 0 && namelen > 0 {
-        let sk = sock_of(socket);
+    let addressed = name != 0 && namelen > 0;
+    // Nothing held on the host and no address: no read of the socket.
+    let held = held::any(HELD_SOCKS_SLOT);
+    let sk = if addressed || held {
+        sock_of(socket)
+    } else {
+        0
+    };
+    if addressed {
         let epoch = held::epoch();
         let (outcome, decided) =
             check_connect::<true>(|| read_dest(name as *const u8, namelen, sk));
@@ -308,7 +330,7 @@ pub fn ward_socket_sendmsg(ctx: LsmContext) -> i32 {
             return crate::verdict(false, EPERM);
         }
     }
-    crate::verdict(held_use(socket), ECONNRESET)
+    crate::verdict(!held || held_use(sk), ECONNRESET)
 }
 
 /// `socket_recvmsg(sock, msg, size, flags)`: every receive on a held
@@ -320,7 +342,11 @@ pub fn ward_socket_recvmsg(ctx: LsmContext) -> i32 {
         return earlier;
     }
     let socket: *const u8 = ctx.arg(0);
-    crate::verdict(held_use(socket), ECONNRESET)
+    // Nothing held on the host: no read of the socket.
+    crate::verdict(
+        !held::any(HELD_SOCKS_SLOT) || held_use(sock_of(socket)),
+        ECONNRESET,
+    )
 }
 
 /// `sk_free_security(sk)`: a freed socket is no longer held.
@@ -492,7 +518,8 @@ fn held_packet_allowed(sk: u64) -> bool {
     match held::recall(&WARD_HELD_SOCKS, HELD_SOCKS_SLOT, sk, now) {
         Recall::NotHeld => true,
         Recall::Stands(allow) => allow,
-        Recall::Decide { entry, epoch, now } => {
+        Recall::Decide(entry) => {
+            let (epoch, now) = (held::epoch(), now());
             // SAFETY: the live map value recall found.
             let who = unsafe { &(*entry).who };
             let outcome = decide_held(entry, who, now, Report::Nothing);

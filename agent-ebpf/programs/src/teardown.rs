@@ -41,6 +41,13 @@ static SKC_COOKIE_OFF: u64 = 0;
 #[unsafe(no_mangle)]
 static SK_PROTOCOL_OFF: u64 = 0;
 
+/// `offsetof(struct sock_common, skc_net)` and `offsetof(struct net,
+/// ns.inum)`.
+#[unsafe(no_mangle)]
+static SKC_NET_OFF: u64 = 0;
+#[unsafe(no_mangle)]
+static NET_NS_INUM_OFF: u64 = 0;
+
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -121,7 +128,13 @@ fn still_allowed(key: u64) -> bool {
         .map_or(0, |t| unsafe { core::ptr::read_volatile(t) });
     let look_ahead = as_of != 0;
     // SAFETY: helper without arguments.
-    let now = || if look_ahead { as_of } else { unsafe { bpf_ktime_get_boot_ns() } };
+    let now = || {
+        if look_ahead {
+            as_of
+        } else {
+            unsafe { bpf_ktime_get_boot_ns() }
+        }
+    };
     net::held_use_as_of(key, now, look_ahead)
 }
 
@@ -144,6 +157,7 @@ fn report_ended(meta: *const IterMeta, key: u64) {
         sport: field::<u16>(key, &SKC_NUM_OFF).unwrap_or(0),
         dport: u16::from_be(field::<u16>(key, &SKC_DPORT_OFF).unwrap_or(0)),
         family,
+        netns: netns_of(key),
         ..EndedConn::default()
     };
     match family {
@@ -175,4 +189,14 @@ fn report_ended(meta: *const IterMeta, key: u64) {
             core::mem::size_of::<EndedConn>() as u32,
         );
     }
+}
+
+/// The inode number of the socket's network namespace, 0 if unreadable.
+#[inline(always)]
+fn netns_of(sk: u64) -> u64 {
+    let net = field::<u64>(sk, &SKC_NET_OFF).unwrap_or(0);
+    if net == 0 {
+        return 0;
+    }
+    field::<u32>(net, &NET_NS_INUM_OFF).map_or(0, u64::from)
 }

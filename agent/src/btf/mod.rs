@@ -116,6 +116,9 @@ pub struct KernelOffsets {
     /// [`ward_abi::NO_OFFSET`] where it is a bitfield (before 5.6).
     pub skc_cookie: u64,
     pub sk_protocol: u64,
+    /// `struct sock_common.skc_net` and `struct net.ns.inum`.
+    pub skc_net: u64,
+    pub net_ns_inum: u64,
 }
 
 impl KernelOffsets {
@@ -166,6 +169,8 @@ impl KernelOffsets {
         skc_v6_rcv_saddr: ward_abi::NO_OFFSET,
         skc_cookie: 0,
         sk_protocol: ward_abi::NO_OFFSET,
+        skc_net: 0,
+        net_ns_inum: 0,
     };
 
     /// Reads the offsets from `/sys/kernel/btf/vmlinux`, once per process:
@@ -270,6 +275,8 @@ fn offsets(l: &impl Layout) -> Result<KernelOffsets, BtfError> {
         sk_protocol: l
             .byte_offset("sock", "sk_protocol")
             .unwrap_or(ward_abi::NO_OFFSET),
+        skc_net: l.byte_offset("sock_common", "skc_net")?,
+        net_ns_inum: l.byte_offset("net", "ns.inum")?,
     })
 }
 

@@ -516,10 +516,34 @@ pub fn file_rule(ebpf: &mut Ebpf, key: &FileKey) -> Result<Option<Rule>, Enforce
     not_found_is_none(m.get(key, 0), name)
 }
 
+/// The live generation's network entries for one subject and address
+/// (as the kernel keys it), one prefix length at a time, as
+/// [`ward_abi::decision::applicable_net_rule`] walks them in the hooks.
+/// The first error is kept in `err` (the walk then sees no entry).
+pub struct NetLookup<'a> {
+    pub ebpf: &'a mut Ebpf,
+    pub subject: u64,
+    pub addr: [u8; 16],
+    pub last: Option<NetRule>,
+    pub err: Option<EnforcerError>,
+}
+
+impl ward_abi::decision::NetLookup for NetLookup<'_> {
+    fn entry(&mut self, bits: u32) -> Option<&NetRule> {
+        self.last = match net_rule(self.ebpf, self.subject, self.addr, bits) {
+            Ok(r) => r,
+            Err(e) => {
+                self.err.get_or_insert(e);
+                None
+            }
+        };
+        self.last.as_ref()
+    }
+}
+
 /// The live generation's longest-prefix network entry for `subject` at
-/// `addr` (as the kernel keys it), with a key of `bits` bits: one lookup
-/// of [`ward_abi::decision::applicable_net_rule`]'s walk.
-pub fn net_rule(
+/// `addr`, with a key of `bits` bits.
+fn net_rule(
     ebpf: &mut Ebpf,
     subject: u64,
     addr: [u8; 16],

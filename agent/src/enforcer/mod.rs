@@ -18,6 +18,7 @@ mod clock;
 mod error;
 mod events;
 mod kmaps;
+mod netns;
 mod objects;
 mod path;
 mod table;
@@ -657,15 +658,16 @@ impl Enforcer {
                 let dest = ward_abi::decision::unspecified_dest(mapped, || [0; 4]);
                 let port = addr.port();
                 let verdict = ward_abi::decision::decide(&who, now, port, &mut |subject| {
-                    ward_abi::decision::applicable_net_rule(|bits| {
-                        match kmaps::net_rule(&mut self.ebpf, subject, dest, bits) {
-                            Ok(r) => r.map_or(ward_abi::decision::Pick::NONE, |r| r.pick(port)),
-                            Err(e) => {
-                                err = Some(e);
-                                ward_abi::decision::Pick::NONE
-                            }
-                        }
-                    })
+                    let mut lookup = kmaps::NetLookup {
+                        ebpf: &mut self.ebpf,
+                        subject,
+                        addr: dest,
+                        last: None,
+                        err: None,
+                    };
+                    let found = ward_abi::decision::applicable_net_rule(port, &mut lookup);
+                    err = err.take().or(lookup.err);
+                    found
                 });
                 if let Some(e) = err {
                     return Err(e);

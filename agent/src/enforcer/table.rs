@@ -479,18 +479,15 @@ mod tests {
         .unwrap();
         assert_eq!(v.len, 4, "5432, 6379, 6000-7000 and every port");
         assert_eq!(v.key_bits, KEY_HEADER_BITS + 96 + 8, "a /8, mapped");
-        let at = |port| {
-            Some(v.pick(port))
-                .filter(|p| p.covers)
-                .map(|p| p.rule.rule_id)
-        };
+        let at = |port| v.ranges.get(v.covering(port)).map(|r| r.rule_id);
         assert_eq!(at(5432), Some(1), "a deny on the port beats every allow");
         assert_eq!(at(6379), Some(2));
         assert_eq!(at(6500), Some(102), "the later deadline of two allows");
         assert_eq!(at(22), Some(102));
         let only = net_value(&[net("5432", Effect::Deny, Expiry::Never, 1)]).unwrap();
-        assert!(
-            !only.pick(22).covers,
+        assert_eq!(
+            only.covering(22),
+            MAX_PORT_RANGES,
             "no range covers 22: the next prefix decides"
         );
     }

@@ -53,7 +53,7 @@ pub struct Handle {
     counts: Array<MapData, u64>,
     as_of: Array<MapData, u64>,
     writes: RuleWrites,
-    resetter: Option<Resetter>,
+    resetters: Resetters,
 }
 
 /// Every handle of the process sets the kernel's as-of time for the pass
@@ -152,7 +152,7 @@ impl Handle {
             counts: u64_array(ebpf, maps::HELD_COUNT)?,
             as_of: u64_array(ebpf, maps::TEARDOWN_AS_OF)?,
             writes,
-            resetter: None,
+            resetters: Resetters::default(),
         })
     }
 
@@ -172,6 +172,9 @@ impl Handle {
             return Ok(None);
         };
         let ending = self.pass(deadline.max(1))?;
+        // Sockets in the namespaces they are in, made now, not at the
+        // deadline.
+        self.resetters.prepare(&ending);
         Ok(Some(Foreseen {
             at: deadline,
             writes,
@@ -246,16 +249,71 @@ impl Handle {
     }
 
     fn reset(&mut self, ended: &[EndedConn]) -> Result<Teardown, EnforcerError> {
-        if ended.is_empty() {
-            return Ok(Teardown::default());
+        Ok(self.resetters.reset_all(ended))
+    }
+}
+
+/// A sock_diag socket per network namespace that held connections are
+/// in: wardd's own, and each other one (a container's) met so far.
+#[derive(Default)]
+struct Resetters {
+    by_netns: std::collections::HashMap<u64, Resetter>,
+}
+
+/// Namespaces kept at most; past it the cache starts again (namespaces
+/// come and go with containers).
+const MAX_NAMESPACES: usize = 256;
+
+impl Resetters {
+    /// The resetter for namespace `netns` (0, unknown: wardd's own).
+    fn get(&mut self, netns: u64) -> io::Result<&mut Resetter> {
+        let own = super::netns::own();
+        let netns = if netns == 0 { own } else { netns };
+        if !self.by_netns.contains_key(&netns) {
+            if self.by_netns.len() >= MAX_NAMESPACES {
+                self.by_netns.clear();
+            }
+            let r = if netns == own {
+                Resetter::open()?
+            } else {
+                let ns = super::netns::open(netns)?;
+                super::netns::make_in(&ns, Resetter::open)?
+            };
+            self.by_netns.insert(netns, r);
         }
-        let resetter = match &mut self.resetter {
-            Some(r) => r,
-            None => self
-                .resetter
-                .insert(Resetter::open().map_err(err("sock_diag"))?),
-        };
-        Ok(resetter.reset_all(ended))
+        Ok(self.by_netns.get_mut(&netns).expect("inserted above"))
+    }
+
+    /// Makes the sockets `ended` will need, ahead of the resets.
+    fn prepare(&mut self, ended: &[EndedConn]) {
+        for c in ended {
+            if let Err(e) = self.get(c.netns) {
+                tracing::warn!(netns = c.netns, error = %e, "no sock_diag socket in a held connection's network namespace yet");
+            }
+        }
+    }
+
+    /// Resets every connection in `ended`, each in its own namespace.
+    fn reset_all(&mut self, ended: &[EndedConn]) -> Teardown {
+        let mut t = Teardown::default();
+        for c in ended {
+            let done = self.get(c.netns).and_then(|r| r.reset(c));
+            match done {
+                Ok(true) => t.reset += 1,
+                Ok(false) => t.gone += 1,
+                Err(e) => {
+                    // A namespace that went away, or a socket gone bad:
+                    // made again next time.
+                    self.by_netns.remove(&c.netns);
+                    t.failed.push(format!(
+                        "{} (network namespace {}): {e}",
+                        describe(c),
+                        c.netns
+                    ));
+                }
+            }
+        }
+        t
     }
 }
 
@@ -346,19 +404,6 @@ impl Resetter {
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         Ok(Resetter { socket, seq: 0 })
-    }
-
-    /// Resets every connection in `ended`.
-    pub fn reset_all(&mut self, ended: &[EndedConn]) -> Teardown {
-        let mut t = Teardown::default();
-        for c in ended {
-            match self.reset(c) {
-                Ok(true) => t.reset += 1,
-                Ok(false) => t.gone += 1,
-                Err(e) => t.failed.push(format!("{}: {e}", describe(c))),
-            }
-        }
-        t
     }
 
     /// Resets one connection; `Ok(false)` when no such socket exists (any
@@ -452,6 +497,7 @@ pub fn probe() -> io::Result<()> {
         dport: 0,
         family: 2,
         _pad: 0,
+        netns: 0,
     };
     match Resetter::open()?.reset(&probe)? {
         true => Ok(()),
@@ -494,6 +540,7 @@ mod tests {
             dport: 5432,
             family: 2,
             _pad: 0,
+            netns: 4026531840,
         };
         let mut bytes = Vec::new();
         for _ in 0..2 {

@@ -310,6 +310,36 @@ fn a_tcp_session_is_reset_at_its_deadline_and_the_peer_sees_it() {
     assert_eq!(again.reset, 0, "{again:?}");
 }
 
+/// A workload in a container connects from the container's network
+/// namespace; sock_diag asked in wardd's namespace does not see its
+/// socket, so the reset is asked from a socket made in the holder's.
+#[test]
+fn a_tcp_session_in_a_containers_network_namespace_is_reset_at_its_deadline() {
+    let mut n = net("reset-netns", "127.0.0.1:0", |p| {
+        format!("127.0.0.1/32:{p}")
+    });
+    // The same address and port, inside the holder's own namespace.
+    let to = n.listener.local_addr().unwrap();
+    let deadline = deadline_in(Duration::from_millis(2000));
+    n.grant(223, Expiry::AtBootNs(deadline));
+    let mut h = Holder::start(&n.managed, Target::TcpInOwnNetns(to));
+    assert_eq!(
+        h.opened, OPENED,
+        "connected under the grant, in its own namespace"
+    );
+    assert_eq!(h.try_use(Use::Send), OPENED, "send under the grant");
+    assert_eq!(h.try_use(Use::PeerSees), OPENED, "the peer got the byte");
+    assert!(boot_ns() < deadline, "the test overran the grant window");
+    pass(deadline);
+    let t = n.enforcer.end_connections().expect("teardown pass");
+    assert_eq!((t.reset, t.failed.len()), (1, 0), "{t:?}");
+    assert_eq!(
+        h.try_use(Use::PeerSees),
+        OpenOutcome::Refused(libc::ECONNRESET),
+        "the peer, in the container's namespace, sees a reset"
+    );
+}
+
 #[test]
 fn a_tcp_session_is_reset_at_revoke_ipv6() {
     let mut n = net("reset-revoke6", "[::1]:0", |p| format!("::1/128:{p}"));
