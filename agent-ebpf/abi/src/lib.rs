@@ -89,6 +89,9 @@ pub mod maps {
     pub const EVENTS: &str = "WARD_EVENTS";
     /// Per-CPU u64 at index 0: events lost because the ring buffer was full.
     pub const EVENTS_LOST: &str = "WARD_EVENTS_LOST";
+    /// Per-CPU u64 at [`super::decision_slot`]: decisions on protected
+    /// objects, by operation and outcome (for metrics).
+    pub const DECISIONS: &str = "WARD_DECISIONS";
     /// u32 0 -> u64: bumped by the agent after every change to the rules
     /// or objects; a [`super::Held`] use decided in an older epoch is
     /// decided again.
@@ -411,6 +414,19 @@ impl Effect {
             _ => None,
         }
     }
+}
+
+/// [`decision_slot`] outcomes.
+pub const DECIDED_DENY: u32 = 0;
+pub const DECIDED_ALLOW_BY_GRANT: u32 = 1;
+pub const DECIDED_ALLOW_BY_POLICY: u32 = 2;
+/// Slots of [`maps::DECISIONS`]: (the largest [`Op`] + 1) × 3 outcomes.
+pub const DECISION_SLOTS: u32 = 15;
+
+/// The [`maps::DECISIONS`] slot of an operation and an outcome.
+#[inline(always)]
+pub const fn decision_slot(op: u32, outcome: u32) -> u32 {
+    op * 3 + outcome
 }
 
 /// [`Rule::flags`]: the entry comes from a JIT grant (its uses are audited).

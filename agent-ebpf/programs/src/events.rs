@@ -5,7 +5,7 @@ use ward_abi::{Event, InodeKey, decision::Verdict, event_kind};
 
 use crate::{
     dentry,
-    maps::{WARD_EVENTS, WARD_EVENTS_LOST},
+    maps::{WARD_DECISIONS, WARD_EVENTS, WARD_EVENTS_LOST},
     subject::Subjects,
 };
 
@@ -24,6 +24,22 @@ pub enum Object<'a> {
         port: u16,
         family: u16,
     },
+}
+
+/// Counts a decision on a protected object, by operation and outcome.
+#[inline(always)]
+pub fn count(verdict: &Verdict, op: u32) {
+    let outcome = if !verdict.allow {
+        ward_abi::DECIDED_DENY
+    } else if verdict.by_grant {
+        ward_abi::DECIDED_ALLOW_BY_GRANT
+    } else {
+        ward_abi::DECIDED_ALLOW_BY_POLICY
+    };
+    if let Some(n) = WARD_DECISIONS.get_ptr_mut(ward_abi::decision_slot(op, outcome)) {
+        // SAFETY: this CPU's slot; no other writer on this CPU meanwhile.
+        unsafe { *n += 1 };
+    }
 }
 
 /// Reports denies and allows-by-grant; plain allows are not events.

@@ -196,6 +196,7 @@ fn decide_op(
             }
         }
     };
+    crate::events::count(&verdict, op as u32);
     let outcome = Outcome {
         allow: verdict.allow,
         until: verdict.decided.expires_ns,

@@ -75,6 +75,10 @@ pub static WARD_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static WARD_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+#[map]
+pub static WARD_DECISIONS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(ward_abi::DECISION_SLOTS, 0);
+
 /// The live config; `None` only if user space never wrote it, which the
 /// agent does before attaching anything.
 #[inline(always)]

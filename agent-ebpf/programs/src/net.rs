@@ -123,6 +123,9 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: R
     let Some(verdict) = verdict else {
         return Outcome::UNPROTECTED;
     };
+    if events != Report::Nothing {
+        crate::events::count(&verdict, Op::Connect as u32);
+    }
     if events == Report::All || (events == Report::Denials && !verdict.allow) {
         let object = Object::Addr {
             addr: &dest.addr,

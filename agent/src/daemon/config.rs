@@ -30,9 +30,21 @@ pub struct Config {
     /// The coordinator this agent takes signed grants from.
     pub coordinator: Option<CoordinatorSection>,
     pub tls: Option<TlsSection>,
+    /// Prometheus `/metrics` and `/healthz`; off unless configured.
+    pub metrics: Option<MetricsSection>,
     /// The file this was read from, if any: watched for host label edits.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[metrics]`: where `/metrics` (Prometheus, OpenMetrics text) and
+/// `/healthz` are served. Plain HTTP without authentication, on a listener
+/// of its own: bind it to loopback or a management network.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `ADDR:PORT`, e.g. `127.0.0.1:9464`.
+    pub listen: String,
 }
 
 /// Where the Cedar policy and its attributes come from. Edits to any of

@@ -97,6 +97,8 @@ pub struct Engine {
     /// Cgroups the kernel could not list, as last reported.
     cgroups_missed: u64,
     pub startup: Startup,
+    /// What wardd counts as it goes, for `/metrics`.
+    pub metrics: std::sync::Arc<super::metrics::Metrics>,
 }
 
 /// How many past events the agent keeps in memory.
@@ -173,6 +175,7 @@ impl Engine {
             objects_checked: std::time::Instant::now(),
             objects_refreshes: 0,
             cgroups_missed: 0,
+            metrics: Default::default(),
             startup: Startup {
                 kernel: crate::kernel::release(),
                 file_and_exec,
@@ -579,6 +582,51 @@ impl Engine {
         })
     }
 
+    /// What the kernel and the store hold now, for one metrics scrape.
+    pub fn snapshot(&mut self) -> Result<super::metrics::Snapshot, EngineError> {
+        let stats = self.enforcer.stats()?;
+        let l = &self.config.limits;
+        let mut grants = Vec::new();
+        for (state, name) in [
+            (GrantState::Active, "active"),
+            (GrantState::Scheduled, "scheduled"),
+            (GrantState::Expired, "expired"),
+            (GrantState::Revoked, "revoked"),
+        ] {
+            grants.push((name, self.store.count(state)?));
+        }
+        Ok(super::metrics::Snapshot {
+            decisions: stats
+                .decisions
+                .iter()
+                .map(|d| (d.op, d.outcome, d.n))
+                .collect(),
+            events_lost: stats.events_lost,
+            tables: vec![
+                (
+                    "path_rules",
+                    stats.path_rules as u64,
+                    u64::from(l.max_path_rules),
+                ),
+                ("objects", stats.objects as u64, u64::from(l.max_objects)),
+                (
+                    "net_rules",
+                    stats.net_rules as u64,
+                    u64::from(l.max_net_rules),
+                ),
+                (
+                    "managed_cgroups",
+                    stats.managed_cgroups as u64,
+                    u64::from(l.max_cgroups),
+                ),
+                ("held_files", stats.held_files, u64::from(l.max_held)),
+                ("held_sockets", stats.held_sockets, u64::from(l.max_held)),
+            ],
+            grants,
+            programs: stats.programs,
+        })
+    }
+
     /// The kernel's answer, from the kernel's own walk, maps and clock,
     /// through the decision function the hooks run.
     pub fn explain(
@@ -751,8 +799,13 @@ impl Engine {
         };
         match p.reload_if_changed(&env) {
             Ok(Reload::Unchanged) => Ok(()),
-            Ok(r) => self.apply_policy_entries(r, "agent", "source changed"),
+            Ok(r) => {
+                let applied = self.apply_policy_entries(r, "agent", "source changed");
+                self.metrics.policy_reload(applied.is_ok());
+                applied
+            }
             Err(e) => {
+                self.metrics.policy_reload(false);
                 tracing::error!(error = %e, "policy reload refused; the previous policy keeps enforcing");
                 self.record(
                     "policy_rejected",
@@ -803,8 +856,13 @@ impl Engine {
         let env = self.host_env();
         let p = self.policy.as_mut().ok_or(EngineError::NoPolicy)?;
         match p.reload_now(&env) {
-            Ok(r) => self.apply_policy_entries(r, actor, "ward policy apply")?,
+            Ok(r) => {
+                let applied = self.apply_policy_entries(r, actor, "ward policy apply");
+                self.metrics.policy_reload(applied.is_ok());
+                applied?
+            }
             Err(e) => {
+                self.metrics.policy_reload(false);
                 self.record(
                     "policy_rejected",
                     None,
@@ -957,6 +1015,10 @@ impl Engine {
             EventKind::AllowByGrant => ("allow_by_grant", "grant_used"),
             EventKind::Tamper => ("tamper", "tamper"),
         };
+        self.metrics
+            .events
+            .get_or_create(&super::metrics::EventLabels { kind })
+            .inc();
         if e.kind == EventKind::Tamper {
             tracing::warn!(pid = e.pid, uid = e.uid, login_uid = ?e.login_uid, tried = e.op, object = %e.object, "refused an attempt on ward itself");
         }

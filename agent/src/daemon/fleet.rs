@@ -25,7 +25,9 @@ pub async fn run(
     let keys = super::config::parse_keys(&section.public_keys);
     let mut backoff = FIRST_RETRY;
     loop {
-        match session(&engine, &section, &host, &labels, &keys, &mut backoff).await {
+        let ended = session(&engine, &section, &host, &labels, &keys, &mut backoff).await;
+        engine.lock().await.metrics.coordinator_stream_up.set(0);
+        match ended {
             Ok(()) => tracing::warn!(host = %host, "coordinator closed the stream; reconnecting"),
             Err(e) => tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying"),
         }
@@ -64,6 +66,7 @@ async fn session(
         .await?
         .into_inner();
     tracing::info!(host = %host, url = %section.url, "subscribed to the coordinator");
+    engine.lock().await.metrics.coordinator_stream_up.set(1);
     // A dropped stream is retried at once: it may have been closed so
     // that this agent resyncs.
     *backoff = FIRST_RETRY;
@@ -104,20 +107,25 @@ fn apply(
     host: &str,
     keys: &[Vec<u8>],
 ) -> Option<String> {
+    let metrics = engine.metrics.clone();
     let grant = match signing::verify(signed, keys) {
         Ok(g) => g,
         Err(e) => {
+            metrics.push(Some(tonic::Code::PermissionDenied));
             engine.refuse_grant("", "coordinator", &format!("{e} (key {})", signed.key_id));
             return None;
         }
     };
     if !grant.hosts.iter().any(|h| h == host) {
+        metrics.push(Some(tonic::Code::PermissionDenied));
         let why = format!("signed for {:?}, not for this host `{host}`", grant.hosts);
         engine.refuse_grant(&grant.id, "coordinator", &why);
         return None;
     }
     let id = grant.id.clone();
-    match engine.push(grant, "coordinator") {
+    let pushed = engine.push(grant, "coordinator");
+    metrics.push(pushed.as_ref().err().map(super::service::code_of));
+    match pushed {
         Ok(_) => Some(id),
         // The engine audited this refusal itself.
         Err(e @ super::engine::EngineError::NotEligible(_)) => {

@@ -37,6 +37,11 @@ pub enum ServeError {
         listen: String,
         source: std::io::Error,
     },
+    #[error("metrics.listen `{listen}`: {source}")]
+    MetricsBind {
+        listen: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}; wardd exits so that its service manager restarts it (enforcement stays pinned)")]
@@ -98,6 +103,22 @@ pub async fn run(
     let engine = Arc::new(Mutex::new(engine));
 
     let mut essential = Essential::default();
+    if let Some(m) = &config.metrics {
+        let listener =
+            super::metrics::bind(&m.listen)
+                .await
+                .map_err(|source| ServeError::MetricsBind {
+                    listen: m.listen.clone(),
+                    source,
+                })?;
+        tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
+        let scraped = engine.clone();
+        essential.spawn("metrics", async move {
+            if let Err(e) = super::metrics::serve(listener, scraped).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let pump = engine.clone();
     essential.spawn("kernel event pump", async move {
         loop {

@@ -83,84 +83,8 @@ pub struct AgentService {
 pub const PAGE: usize = 1_000;
 
 impl AgentService {
-    pub fn new(
-        engine: Arc<Mutex<Engine>>,
-        transport: Transport,
-        reader: Arc<std::sync::Mutex<Store>>,
-    ) -> Self {
-        AgentService {
-            engine,
-            transport,
-            reader,
-        }
-    }
-
-    /// Authenticates the caller; a failure is audited and refused.
-    async fn caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
-        let result = match &self.transport {
-            Transport::Local {
-                admin_group,
-                managed_uids,
-            } => authz::local(req, admin_group, managed_uids),
-            Transport::Tls { allowed, .. } => authz::remote(req, allowed),
-        };
-        if let Err(status) = &result {
-            let who = req
-                .remote_addr()
-                .map(|a| format!("tcp:{a}"))
-                .unwrap_or_else(|| "unknown".into());
-            self.engine
-                .lock()
-                .await
-                .refused(&who, call, status.message());
-        }
-        result
-    }
-
-    async fn require_admin(&self, caller: &Caller, call: &str) -> Result<(), Status> {
-        if caller.is_admin() {
-            return Ok(());
-        }
-        let why = "only root and the admin group may do this";
-        self.engine.lock().await.refused(&caller.actor(), call, why);
-        Err(Status::permission_denied(format!("{call}: {why}")))
-    }
-}
-
-fn status(e: EngineError) -> Status {
-    match e {
-        EngineError::Invalid(i) => Status::invalid_argument(i.to_string()),
-        EngineError::NotFound(_) => Status::not_found(e.to_string()),
-        EngineError::Conflict(_) => Status::already_exists(e.to_string()),
-        EngineError::Ended(_) => Status::failed_precondition(e.to_string()),
-        EngineError::NotEligible(_) => Status::permission_denied(e.to_string()),
-        EngineError::Policy(_) => Status::invalid_argument(e.to_string()),
-        EngineError::NoPolicy => Status::failed_precondition(e.to_string()),
-        EngineError::Enforcer(crate::enforcer::EnforcerError::Full { .. }) => {
-            Status::resource_exhausted(e.to_string())
-        }
-        other => {
-            tracing::error!(error = %other, "internal error");
-            Status::internal(other.to_string())
-        }
-    }
-}
-
-fn op(raw: i32) -> Result<Op, Status> {
-    match pb::Operation::try_from(raw) {
-        Ok(pb::Operation::Read) => Ok(Op::Read),
-        Ok(pb::Operation::Write) => Ok(Op::Write),
-        Ok(pb::Operation::Exec) => Ok(Op::Exec),
-        Ok(pb::Operation::Connect) => Ok(Op::Connect),
-        _ => Err(Status::invalid_argument("operation: missing or unknown")),
-    }
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Agent for AgentService {
-    async fn push_grant(
+    /// `PushGrant`, uncounted.
+    async fn push(
         &self,
         req: Request<pb::PushGrantRequest>,
     ) -> Result<Response<pb::PushGrantResponse>, Status> {
@@ -207,6 +131,97 @@ impl Agent for AgentService {
                 Err(status(e))
             }
         }
+    }
+    pub fn new(
+        engine: Arc<Mutex<Engine>>,
+        transport: Transport,
+        reader: Arc<std::sync::Mutex<Store>>,
+    ) -> Self {
+        AgentService {
+            engine,
+            transport,
+            reader,
+        }
+    }
+
+    /// Authenticates the caller; a failure is audited and refused.
+    async fn caller<T>(&self, req: &Request<T>, call: &str) -> Result<Caller, Status> {
+        let result = match &self.transport {
+            Transport::Local {
+                admin_group,
+                managed_uids,
+            } => authz::local(req, admin_group, managed_uids),
+            Transport::Tls { allowed, .. } => authz::remote(req, allowed),
+        };
+        if let Err(status) = &result {
+            let who = req
+                .remote_addr()
+                .map(|a| format!("tcp:{a}"))
+                .unwrap_or_else(|| "unknown".into());
+            self.engine
+                .lock()
+                .await
+                .refused(&who, call, status.message());
+        }
+        result
+    }
+
+    async fn require_admin(&self, caller: &Caller, call: &str) -> Result<(), Status> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let why = "only root and the admin group may do this";
+        self.engine.lock().await.refused(&caller.actor(), call, why);
+        Err(Status::permission_denied(format!("{call}: {why}")))
+    }
+}
+
+/// The gRPC code an engine error is answered with.
+pub(crate) fn code_of(e: &EngineError) -> tonic::Code {
+    use tonic::Code;
+    match e {
+        EngineError::Invalid(_) | EngineError::Policy(_) => Code::InvalidArgument,
+        EngineError::NotFound(_) => Code::NotFound,
+        EngineError::Conflict(_) => Code::AlreadyExists,
+        EngineError::Ended(_) | EngineError::NoPolicy => Code::FailedPrecondition,
+        EngineError::NotEligible(_) => Code::PermissionDenied,
+        EngineError::Enforcer(crate::enforcer::EnforcerError::Full { .. }) => {
+            Code::ResourceExhausted
+        }
+        _ => Code::Internal,
+    }
+}
+
+fn status(e: EngineError) -> Status {
+    let code = code_of(&e);
+    if code == tonic::Code::Internal {
+        tracing::error!(error = %e, "internal error");
+    }
+    Status::new(code, e.to_string())
+}
+
+fn op(raw: i32) -> Result<Op, Status> {
+    match pb::Operation::try_from(raw) {
+        Ok(pb::Operation::Read) => Ok(Op::Read),
+        Ok(pb::Operation::Write) => Ok(Op::Write),
+        Ok(pb::Operation::Exec) => Ok(Op::Exec),
+        Ok(pb::Operation::Connect) => Ok(Op::Connect),
+        _ => Err(Status::invalid_argument("operation: missing or unknown")),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn push_grant(
+        &self,
+        req: Request<pb::PushGrantRequest>,
+    ) -> Result<Response<pb::PushGrantResponse>, Status> {
+        let pushed = self.push(req).await;
+        let metrics = self.engine.lock().await.metrics.clone();
+        metrics.push(pushed.as_ref().err().map(Status::code));
+        pushed
     }
 
     async fn revoke_grant(

@@ -183,7 +183,7 @@ fn tamper(what: u32, detail: u64) -> (&'static str, String) {
     }
 }
 
-fn op_name(raw: u32) -> &'static str {
+pub(crate) fn op_name(raw: u32) -> &'static str {
     match Op::from_raw(raw) {
         Some(Op::Read) => "read",
         Some(Op::Write) => "write",

@@ -8,7 +8,7 @@ use aya::{
 };
 use ward_abi::{
     CgroupPath, Config, ExplainSlot, FileKey, Guard, InodeKey, KEY_HEADER_BITS, ManagedCgroup,
-    NetKey, NetRule, ObjectIds, Rule, maps,
+    NetKey, NetRule, ObjectIds, Op, Rule, maps,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 19] = [
+const PERSISTENT: [&str; 20] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
     maps::CGROUP_PATHS,
@@ -34,6 +34,8 @@ const PERSISTENT: [&str; 19] = [
     maps::NET_RULES[1],
     maps::EVENTS,
     maps::EVENTS_LOST,
+    // Counted by whichever agent's programs decide.
+    maps::DECISIONS,
     // Held uses outlive a restart: a use begun under the old agent still
     // ends at its deadline.
     maps::RULES_EPOCH,
@@ -483,6 +485,28 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
             .map(|v| v.iter().sum())
             .map_err(map_err(maps::EVENTS_LOST))?
     };
+    let decisions = {
+        let counts: PerCpuArray<_, u64> = map(ebpf, maps::DECISIONS)?;
+        let mut out = Vec::new();
+        for op in [Op::Read, Op::Write, Op::Exec, Op::Connect] {
+            for (outcome, name) in [
+                (ward_abi::DECIDED_DENY, "deny"),
+                (ward_abi::DECIDED_ALLOW_BY_GRANT, "allow_by_grant"),
+                (ward_abi::DECIDED_ALLOW_BY_POLICY, "allow_by_policy"),
+            ] {
+                let n: u64 = counts
+                    .get(&ward_abi::decision_slot(op as u32, outcome), 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(map_err(maps::DECISIONS))?;
+                out.push(super::Decisions {
+                    op: super::events::op_name(op as u32),
+                    outcome: name,
+                    n,
+                });
+            }
+        }
+        out
+    };
     let (held_files, held_sockets) = held(ebpf)?;
     let programs = aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -502,6 +526,7 @@ pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
         net_rules,
         managed_cgroups,
         events_lost,
+        decisions,
         held_files,
         held_sockets,
         programs,

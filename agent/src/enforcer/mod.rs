@@ -105,12 +105,25 @@ pub struct Stats {
     pub managed_cgroups: usize,
     /// Events dropped because the ring buffer was full.
     pub events_lost: u64,
+    /// Decisions on protected objects since the maps were made (they are
+    /// pinned), by operation and outcome.
+    pub decisions: Vec<Decisions>,
     /// Uses in progress of protected objects the kernel will end: open
     /// files, and connections.
     pub held_files: u64,
     pub held_sockets: u64,
     /// Per program, from the kernel (`kernel.bpf_stats_enabled=1` for times).
     pub programs: Vec<ProgramStats>,
+}
+
+/// How many decisions of one operation had one outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decisions {
+    /// `read`, `write`, `exec` or `connect`.
+    pub op: &'static str,
+    /// `deny`, `allow_by_grant` or `allow_by_policy`.
+    pub outcome: &'static str,
+    pub n: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1272,7 +1272,9 @@ fn tz_with_noon_at(instant: std::time::SystemTime) -> String {
 #[test]
 fn a_scheduled_start_is_bounded_and_policy_is_checked_again_when_it_comes() {
     use ward_proto::v1 as pb;
-    let noon = std::time::SystemTime::now() + Duration::from_secs(15);
+    // Room for the coordinator and an agent to start under a loaded test
+    // run (15 s was once not enough: the request came after noon).
+    let noon = std::time::SystemTime::now() + Duration::from_secs(40);
     let mut c = Coordinator::prepared("coord-sched", None, String::new());
     c.tz = Some(tz_with_noon_at(noon));
     c.start();
@@ -1319,6 +1321,10 @@ fn a_scheduled_start_is_bounded_and_policy_is_checked_again_when_it_comes() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    assert!(
+        std::time::SystemTime::now() + Duration::from_secs(2) < noon,
+        "the set-up took too long: noon has come before the request"
+    );
     let r = rt
         .block_on(frank.create_request(ask(start_ms, 600_000)))
         .expect("before noon, frank is auto-approved")

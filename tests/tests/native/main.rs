@@ -8,6 +8,7 @@ mod coordinator;
 mod daemon;
 mod dist;
 mod doctor;
+mod metrics;
 mod pinning;
 mod policy;
 mod teardown;

@@ -1,0 +1,287 @@
+//! Prometheus metrics and a health check, served on a listener of their
+//! own (`[metrics] listen`, off by default; loopback in the samples).
+//!
+//! What wardd does (pushes, policy reloads, events, the coordinator
+//! stream) is counted as it happens; what the kernel and the store hold
+//! (decisions, table sizes, program run time, grants by state) is read at
+//! each scrape, so a scrape shows the kernel's own counts.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::sync::Mutex;
+
+use super::engine::Engine;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// `accepted` or `refused`.
+    pub outcome: &'static str,
+    /// Why a push was refused (the gRPC status code's name), `none` when
+    /// accepted.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `deny`, `allow_by_grant` or `tamper`.
+    pub kind: &'static str,
+}
+
+/// What wardd counts as it goes. Shared by the engine and the services.
+#[derive(Default)]
+pub struct Metrics {
+    /// Grant pushes, by outcome and reason.
+    pub pushes: Family<PushLabels, Counter>,
+    /// Policy reloads, `applied` or `rejected` (the old policy enforcing).
+    pub policy_reloads: Family<OutcomeLabels, Counter>,
+    /// Kernel events received, by kind.
+    pub events: Family<EventLabels, Counter>,
+    /// 1 while the coordinator stream is subscribed, else 0.
+    pub coordinator_stream_up: Gauge,
+}
+
+impl Metrics {
+    pub fn push(&self, refused: Option<tonic::Code>) {
+        let labels = match refused {
+            None => PushLabels {
+                outcome: "accepted",
+                reason: "none".into(),
+            },
+            Some(code) => PushLabels {
+                outcome: "refused",
+                reason: code_name(code),
+            },
+        };
+        self.pushes.get_or_create(&labels).inc();
+    }
+
+    pub fn policy_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.policy_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+}
+
+/// `PermissionDenied` -> `permission_denied`.
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// One scrape: wardd's counters, then what the kernel and the store hold
+/// now, in the OpenMetrics text format.
+pub async fn scrape(engine: &Mutex<Engine>) -> Result<String, String> {
+    let mut registry = Registry::with_prefix("ward");
+    let mut engine = engine.lock().await;
+    let m = engine.metrics.clone();
+    registry.register(
+        "grant_pushes",
+        "Grant pushes to this agent, by outcome and reason",
+        m.pushes.clone(),
+    );
+    registry.register(
+        "policy_reloads",
+        "Policy reloads: applied, or rejected with the previous policy still enforcing",
+        m.policy_reloads.clone(),
+    );
+    registry.register(
+        "events",
+        "Kernel events received (denials, uses of grants, attempts on ward itself)",
+        m.events.clone(),
+    );
+    registry.register(
+        "coordinator_stream_up",
+        "1 while the coordinator stream is subscribed",
+        m.coordinator_stream_up.clone(),
+    );
+    let now = engine.snapshot().map_err(|e| e.to_string())?;
+    drop(engine);
+
+    let decisions = Family::<DecisionLabels, Counter>::default();
+    for (operation, outcome, n) in &now.decisions {
+        decisions
+            .get_or_create(&DecisionLabels { operation, outcome })
+            .inc_by(*n);
+    }
+    registry.register(
+        "kernel_decisions",
+        "Decisions the kernel took on protected objects, by operation and outcome \
+         (deny, allow_by_grant, allow_by_policy)",
+        decisions,
+    );
+    let lost = Counter::<u64>::default();
+    lost.inc_by(now.events_lost);
+    registry.register(
+        "events_lost",
+        "Kernel events dropped because the ring buffer was full",
+        lost,
+    );
+    let entries = Family::<MapLabels, Gauge>::default();
+    let capacity = Family::<MapLabels, Gauge>::default();
+    for (map, used, max) in &now.tables {
+        entries.get_or_create(&MapLabels { map }).set(*used as i64);
+        capacity.get_or_create(&MapLabels { map }).set(*max as i64);
+    }
+    registry.register("table_entries", "Entries in each kernel table", entries);
+    registry.register(
+        "table_capacity",
+        "Entries each kernel table holds at most",
+        capacity,
+    );
+    let grants = Family::<StateLabels, Gauge>::default();
+    for (state, n) in &now.grants {
+        grants.get_or_create(&StateLabels { state }).set(*n as i64);
+    }
+    registry.register("grants", "Grants this agent holds, by state", grants);
+    // Only when the kernel keeps program statistics
+    // (`kernel.bpf_stats_enabled=1`): otherwise every figure is 0.
+    if now.programs.iter().any(|p| p.run_count > 0) {
+        let runs = Family::<ProgramLabels, Counter>::default();
+        let time = Family::<ProgramLabels, Counter<f64>>::default();
+        for p in &now.programs {
+            let labels = ProgramLabels {
+                program: p.name.clone(),
+            };
+            runs.get_or_create(&labels).inc_by(p.run_count);
+            time.get_or_create(&labels)
+                .inc_by(p.run_time_ns as f64 / 1e9);
+        }
+        registry.register("bpf_program_runs", "Runs of each ward eBPF program", runs);
+        registry.register(
+            "bpf_program_run_seconds",
+            "Time spent in each ward eBPF program",
+            time,
+        );
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// What the kernel and the store hold, read for one scrape.
+pub struct Snapshot {
+    /// (operation, outcome, count).
+    pub decisions: Vec<(&'static str, &'static str, u64)>,
+    pub events_lost: u64,
+    /// (map, entries, capacity).
+    pub tables: Vec<(&'static str, u64, u64)>,
+    /// (state, grants).
+    pub grants: Vec<(&'static str, u64)>,
+    pub programs: Vec<crate::enforcer::ProgramStats>,
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until the task is dropped.
+/// `/healthz` answers 200 when the engine answers and the kernel's maps
+/// can be read, else 503 with why.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Mutex<Engine>>,
+) -> std::io::Result<()> {
+    use axum::{Router, http::StatusCode, http::header, routing::get};
+    let metrics_engine = engine.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let engine = metrics_engine.clone();
+                async move {
+                    match scrape(&engine).await {
+                        Ok(body) => (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        ),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                            format!("kernel tables unreadable: {e}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let engine = engine.clone();
+                async move {
+                    match engine.lock().await.snapshot() {
+                        Ok(_) => (StatusCode::OK, "ok\n".to_owned()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+/// Binds the metrics listener (`[metrics] listen`).
+pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("metrics.listen `{listen}` is not ADDR:PORT"),
+        )
+    })?;
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_become_label_values() {
+        assert_eq!(
+            code_name(tonic::Code::PermissionDenied),
+            "permission_denied"
+        );
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "invalid_argument");
+        assert_eq!(code_name(tonic::Code::Internal), "internal");
+    }
+}
