@@ -52,6 +52,18 @@ pub struct Config {
     /// Notified of created, approved, denied, expired, released, revoked.
     #[serde(default)]
     pub webhooks: Vec<crate::webhook::Webhook>,
+    /// Prometheus `/metrics` and `/healthz`; off unless configured.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: where `/metrics` (OpenMetrics text) and `/healthz` are
+/// served. Plain HTTP without authentication, on a listener of its own:
+/// bind it to loopback or a management network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `ADDR:PORT`, e.g. `127.0.0.1:9465`.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

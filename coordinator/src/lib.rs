@@ -19,6 +19,7 @@
 pub mod config;
 pub mod database;
 pub mod fleet;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod signer;

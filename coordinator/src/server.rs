@@ -104,7 +104,26 @@ pub async fn run(
     let fleet = Arc::new(Fleet::default());
     let hooks = crate::webhook::load(&config.webhooks)?;
     let changed = Arc::new(Notify::new());
-    tokio::spawn(crate::webhook::run(workflow.clone(), hooks));
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    if let Some(m) = &config.metrics {
+        let listener = crate::metrics::bind(&m.listen)
+            .await
+            .with_context(|| format!("metrics.listen `{}`", m.listen))?;
+        let cfg = config.clone();
+        let store = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
+        tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
+        let (metrics, fleet) = (metrics.clone(), fleet.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, metrics, store, fleet).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    tokio::spawn(crate::webhook::run(
+        workflow.clone(),
+        hooks,
+        metrics.clone(),
+    ));
     let sweeper = workflow.clone();
     let watched = config.clone();
     tokio::spawn(async move {
@@ -145,7 +164,12 @@ pub async fn run(
             }
         }
     });
-    tokio::spawn(pump(workflow.clone(), fleet.clone(), changed.clone()));
+    tokio::spawn(pump(
+        workflow.clone(),
+        fleet.clone(),
+        changed.clone(),
+        metrics.clone(),
+    ));
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("{what} {}", p.display()))
     };
@@ -165,6 +189,7 @@ pub async fn run(
         fleet,
         changed,
         config.stream_buffer,
+        metrics,
     );
     match transport::raise_descriptor_limit() {
         Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(

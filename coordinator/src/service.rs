@@ -53,6 +53,7 @@ pub struct CoordinatorService {
     changed: Arc<Notify>,
     /// Messages queued per agent stream.
     stream_buffer: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -111,6 +112,7 @@ impl CoordinatorService {
         fleet: Arc<Fleet>,
         changed: Arc<Notify>,
         stream_buffer: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         CoordinatorService {
             workflow,
@@ -118,6 +120,7 @@ impl CoordinatorService {
             fleet,
             changed,
             stream_buffer: stream_buffer.max(1),
+            metrics,
         }
     }
 
@@ -171,6 +174,11 @@ impl CoordinatorService {
         match r {
             Ok(req) => {
                 tracing::info!(actor = %who, call, request = %req.id, "ok");
+                match call {
+                    "CreateRequest" => self.metrics.decided(&req, "policy"),
+                    "Review" => self.metrics.decided(&req, "review"),
+                    _ => {}
+                }
                 self.changed.notify_one();
                 Ok(Response::new(req))
             }
@@ -211,7 +219,12 @@ impl CoordinatorService {
 
 /// Delivers what the outbox gains, from this replica or any other sharing
 /// the store, to the agents connected here.
-pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Arc<Notify>) {
+pub async fn pump(
+    workflow: Arc<Mutex<Workflow>>,
+    fleet: Arc<Fleet>,
+    changed: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let head = {
         let wf = workflow.clone();
         tokio::task::spawn_blocking(move || {
@@ -223,6 +236,9 @@ pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Ar
         Ok(Ok(h)) => h,
         _ => 0,
     };
+    metrics
+        .delivered
+        .store(last, std::sync::atomic::Ordering::Relaxed);
     loop {
         let _ =
             tokio::time::timeout(std::time::Duration::from_millis(100), changed.notified()).await;
@@ -241,6 +257,9 @@ pub async fn pump(workflow: Arc<Mutex<Workflow>>, fleet: Arc<Fleet>, changed: Ar
                     tracing::info!(seq, hosts = ?hosts, streams = sent, "delivered to agents");
                     last = seq;
                 }
+                metrics
+                    .delivered
+                    .store(last, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "reading the outbox"),
             Err(e) => tracing::error!(error = %e, "outbox worker failed"),

@@ -554,6 +554,18 @@ impl Tx<'_> {
             .collect())
     }
 
+    /// How many requests are in each state: (state, count).
+    pub fn count_by_state(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = self.query("SELECT state, COUNT(*) FROM requests GROUP BY state", &[])?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let mut it = r.into_iter();
+                Some((it.next()?.i(), it.next()?.i()))
+            })
+            .collect())
+    }
+
     /// The newest outbox position: a starting replica delivers from here
     /// (agents get everything older in their snapshot).
     pub fn outbox_head(&self) -> Result<i64, StoreError> {

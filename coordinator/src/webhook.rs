@@ -117,7 +117,11 @@ async fn post(url: &str, secret: &[u8], event: &str, body: &str) -> std::io::Res
 }
 
 /// Posts new audit events, forever.
-pub async fn run(workflow: Arc<std::sync::Mutex<Workflow>>, hooks: Vec<(Webhook, Vec<u8>)>) {
+pub async fn run(
+    workflow: Arc<std::sync::Mutex<Workflow>>,
+    hooks: Vec<(Webhook, Vec<u8>)>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     if hooks.is_empty() {
         return;
     }
@@ -143,12 +147,15 @@ pub async fn run(workflow: Arc<std::sync::Mutex<Workflow>>, hooks: Vec<(Webhook,
             for (hook, secret) in &hooks {
                 match post(&hook.url, secret, &e.kind, &body).await {
                     Ok(code) if (200..300).contains(&code) => {
+                        metrics.webhook("delivered");
                         tracing::debug!(url = %hook.url, event = %e.kind, "webhook delivered")
                     }
                     Ok(code) => {
+                        metrics.webhook("refused");
                         tracing::warn!(url = %hook.url, event = %e.kind, status = code, "webhook refused")
                     }
                     Err(err) => {
+                        metrics.webhook("failed");
                         tracing::warn!(url = %hook.url, event = %e.kind, error = %err, "webhook failed")
                     }
                 }

@@ -77,6 +77,18 @@ fn denies_and_grant_uses_are_reported_with_their_rule() {
     assert_eq!(stats.path_rules, 2, "{stats:?}");
     assert_eq!(stats.managed_cgroups, 1);
     assert_eq!(stats.events_lost, 0);
+    // The kernel's own count of its decisions (for `/metrics`): the
+    // refused open and the granted one; the unmanaged open is not ward's.
+    let decided = |outcome: &str| {
+        stats
+            .decisions
+            .iter()
+            .find(|d| d.op == "read" && d.outcome == outcome)
+            .map(|d| d.n)
+    };
+    assert_eq!(decided("deny"), Some(1), "{:?}", stats.decisions);
+    assert_eq!(decided("allow_by_grant"), Some(1), "{:?}", stats.decisions);
+    assert_eq!(decided("allow_by_policy"), Some(0), "{:?}", stats.decisions);
     assert!(
         stats.programs.iter().any(|p| p.name == "ward_file_open"),
         "{stats:?}"
