@@ -176,7 +176,7 @@ impl CoordinatorService {
                 tracing::info!(actor = %who, call, request = %req.id, "ok");
                 match call {
                     "CreateRequest" => self.metrics.decided(&req, "policy"),
-                    "Review" => self.metrics.decided(&req, "review"),
+                    "Approve" | "Deny" => self.metrics.decided(&req, "review"),
                     _ => {}
                 }
                 self.changed.notify_one();

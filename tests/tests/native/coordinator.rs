@@ -1945,3 +1945,64 @@ fn listings_are_paged_and_a_request_too_big_to_decide_is_refused() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().starts_with("objects: 65"), "{err}");
 }
+
+/// The coordinator's `/metrics`: decisions by policy and by review, the
+/// approval latency, requests by state from the store, connected agents
+/// and the outbox backlog, scraped over real HTTP.
+#[test]
+fn coordinator_metrics_count_decisions_requests_and_agents() {
+    use crate::metrics::{free_port, get, samples};
+    let port = free_port();
+    let mut c = Coordinator::prepared(
+        "coord-metrics",
+        None,
+        format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    c.start();
+    let (h1, _w1) = agent(&c, "co-metrics", "h1", &c.public_key);
+    subscribed(&c, 1);
+    let (status, body) = {
+        let (s, _, b) = get(port, "/healthz");
+        (s, b)
+    };
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    let (code, r, err) = c.request("dave", &h1, "h1", "10m");
+    assert_eq!((code, r["state"].as_str()), (0, Some("approved")), "{err}");
+    let (_, r, _) = c.request("alice", &h1, "h1", "10m");
+    let reviewed = r["id"].as_str().unwrap().to_owned();
+    c.ward("bob", &["approve", &reviewed]);
+    let (code, _, err) = c.ward("carol", &["approve", &reviewed]);
+    assert_eq!(code, 0, "{err}");
+    let (_, r, _) = c.request("alice", &h1, "h1", "10m");
+    let denied = r["id"].as_str().unwrap().to_owned();
+    let (code, _, err) = c.ward("bob", &["deny", &denied, "--reason", "no"]);
+    assert_eq!(code, 0, "{err}");
+
+    let scrape = || {
+        let (status, content_type, text) = get(port, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        (samples(&text), text)
+    };
+    wait_until(
+        "the outbox to be delivered",
+        Duration::from_secs(10),
+        || scrape().0.get("ward_coordinator_outbox_backlog") == Some(&0.0),
+    );
+    let (m, text) = scrape();
+    let at = |s: &str| *m.get(s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+    let decided = |decision: &str, by: &str| {
+        at(&format!(
+            "ward_coordinator_request_decisions_total{{decision=\"{decision}\",by=\"{by}\"}}"
+        ))
+    };
+    assert_eq!(decided("approved", "policy"), 1.0);
+    assert_eq!(decided("approved", "review"), 1.0);
+    assert_eq!(decided("denied", "review"), 1.0);
+    assert_eq!(at("ward_coordinator_request_approval_seconds_count"), 2.0);
+    assert_eq!(at(r#"ward_coordinator_requests{state="approved"}"#), 2.0);
+    assert_eq!(at(r#"ward_coordinator_requests{state="denied"}"#), 1.0);
+    assert_eq!(at(r#"ward_coordinator_requests{state="pending"}"#), 0.0);
+    assert_eq!(at("ward_coordinator_connected_agents"), 1.0);
+}

@@ -12,7 +12,7 @@ use ward_tests::OpenOutcome;
 use crate::daemon::host;
 
 /// A port nothing listens on now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -21,7 +21,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over HTTP/1.0: (status, content type, body).
-fn get(port: u16, path: &str) -> (u16, String, String) {
+pub fn get(port: u16, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut raw = String::new();
@@ -45,7 +45,7 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
 
 /// The samples of an exposition, `name{labels}` -> value; also checks
 /// that every sample's family was declared with `# TYPE` first.
-fn samples(text: &str) -> BTreeMap<String, f64> {
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
     let mut declared = Vec::new();
     let mut out = BTreeMap::new();
     for line in text.lines() {
