@@ -6,18 +6,11 @@
 //! outbox backlog are read at each scrape (requests from the shared store,
 //! so every replica reports the fleet's).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
 };
 
-use axum::http::{
-    StatusCode,
-    header::{self, HeaderName},
-};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -176,7 +169,7 @@ fn state_name(s: RequestState) -> &'static str {
 }
 
 /// Serves `/metrics` and `/healthz` (200 when the store answers, else 503
-/// naming why) until the task is dropped. The store is the scrape's own
+/// naming why) until the listener fails. The store is the scrape's own
 /// connection: a scrape never holds the decision lock.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -184,71 +177,35 @@ pub async fn serve(
     store: Store,
     fleet: Arc<Fleet>,
 ) -> std::io::Result<()> {
-    use axum::{Router, routing::get};
     let store = Arc::new(std::sync::Mutex::new(store));
     let scraped = store.clone();
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let (metrics, store, fleet) = (metrics.clone(), scraped.clone(), fleet.clone());
-                async move {
-                    let out = tokio::task::spawn_blocking(move || {
-                        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                        scrape(&metrics, &mut store, fleet.connected().len())
-                    })
-                    .await;
-                    match out {
-                        Ok(Ok(body)) => (
-                            StatusCode::OK,
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            body,
-                        ),
-                        Ok(Err(e)) => unavailable(format!("store: {e}")),
-                        Err(e) => unavailable(format!("scrape: {e}")),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    let ok = tokio::task::spawn_blocking(move || {
-                        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                        store.read(|tx| -> Result<_, crate::store::StoreError> { tx.outbox_head() })
-                    })
-                    .await;
-                    match ok {
-                        Ok(Ok(_)) => (StatusCode::OK, "ok\n".to_owned()),
-                        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app).await
-}
-
-fn unavailable(why: String) -> (StatusCode, [(HeaderName, &'static str); 1], String) {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{why}\n"),
+    ward_proto::metrics::serve(
+        listener,
+        move || {
+            let (metrics, store, fleet) = (metrics.clone(), scraped.clone(), fleet.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    scrape(&metrics, &mut store, fleet.connected().len())
+                })
+                .await
+                .map_err(|e| format!("scrape: {e}"))?
+            }
+        },
+        move || {
+            let store = store.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    store
+                        .read(|tx| -> Result<_, crate::store::StoreError> { tx.outbox_head() })
+                        .map(drop)
+                        .map_err(|e| format!("store: {e}"))
+                })
+                .await
+                .map_err(|e| format!("health: {e}"))?
+            }
+        },
     )
-}
-
-/// Binds the metrics listener.
-pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("metrics.listen `{listen}` is not ADDR:PORT"),
-        )
-    })?;
-    tokio::net::TcpListener::bind(addr).await
+    .await
 }

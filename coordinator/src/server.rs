@@ -106,7 +106,7 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(m) = &config.metrics {
-        let listener = crate::metrics::bind(&m.listen)
+        let listener = ward_proto::metrics::bind(&m.listen)
             .await
             .with_context(|| format!("metrics.listen `{}`", m.listen))?;
         let cfg = config.clone();

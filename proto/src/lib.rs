@@ -5,6 +5,7 @@ pub mod v1 {
     tonic::include_proto!("ward.v1");
 }
 
+pub mod metrics;
 pub mod transport;
 
 /// How callers are named on the mutual-TLS channels.

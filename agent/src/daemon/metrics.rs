@@ -6,7 +6,7 @@
 //! (decisions, table sizes, program run time, grants by state) is read at
 //! each scrape, so a scrape shows the kernel's own counts.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -212,63 +212,32 @@ pub struct Snapshot {
     pub programs: Vec<crate::enforcer::ProgramStats>,
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until the task is dropped.
-/// `/healthz` answers 200 when the engine answers and the kernel's maps
-/// can be read, else 503 with why.
+/// Serves `/metrics` and `/healthz` (200 when the engine answers and the
+/// kernel's maps can be read, else 503 with why) until the listener fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Mutex<Engine>>,
 ) -> std::io::Result<()> {
-    use axum::{Router, http::StatusCode, http::header, routing::get};
-    let metrics_engine = engine.clone();
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let engine = metrics_engine.clone();
-                async move {
-                    match scrape(&engine).await {
-                        Ok(body) => (
-                            StatusCode::OK,
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            body,
-                        ),
-                        Err(e) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                            format!("kernel tables unreadable: {e}\n"),
-                        ),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let engine = engine.clone();
-                async move {
-                    match engine.lock().await.snapshot() {
-                        Ok(_) => (StatusCode::OK, "ok\n".to_owned()),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app).await
-}
-
-/// Binds the metrics listener (`[metrics] listen`).
-pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("metrics.listen `{listen}` is not ADDR:PORT"),
-        )
-    })?;
-    tokio::net::TcpListener::bind(addr).await
+    let scraped = engine.clone();
+    ward_proto::metrics::serve(
+        listener,
+        move || {
+            let engine = scraped.clone();
+            async move {
+                scrape(&engine)
+                    .await
+                    .map_err(|e| format!("kernel tables unreadable: {e}"))
+            }
+        },
+        move || {
+            let engine = engine.clone();
+            async move {
+                let mut engine = engine.lock().await;
+                engine.snapshot().map(drop).map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -104,13 +104,12 @@ pub async fn run(
 
     let mut essential = Essential::default();
     if let Some(m) = &config.metrics {
-        let listener =
-            super::metrics::bind(&m.listen)
-                .await
-                .map_err(|source| ServeError::MetricsBind {
-                    listen: m.listen.clone(),
-                    source,
-                })?;
+        let listener = ward_proto::metrics::bind(&m.listen)
+            .await
+            .map_err(|source| ServeError::MetricsBind {
+                listen: m.listen.clone(),
+                source,
+            })?;
         tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
         let scraped = engine.clone();
         essential.spawn("metrics", async move {
