@@ -56,7 +56,7 @@ pub struct Config {
     pub metrics: Option<MetricsSection>,
 }
 
-/// `[metrics]`: where `/metrics` (OpenMetrics text) and `/healthz` are
+/// `[metrics]`: where `/metrics` (Prometheus text format) and `/healthz` are
 /// served. Plain HTTP without authentication, on a listener of its own:
 /// bind it to loopback or a management network.
 #[derive(Debug, Clone, Deserialize)]

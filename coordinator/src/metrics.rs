@@ -12,7 +12,7 @@ use std::sync::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabelSet, prometheus_text::encode},
     metrics::{
         counter::Counter,
         family::Family,
@@ -90,7 +90,7 @@ impl Metrics {
     }
 }
 
-/// One scrape, in the OpenMetrics text format.
+/// One scrape, in the Prometheus text format.
 fn scrape(metrics: &Metrics, store: &mut Store, connected: usize) -> Result<String, String> {
     let (by_state, head) = store
         .read(|tx| -> Result<_, crate::store::StoreError> {

@@ -1,6 +1,7 @@
 //! The listener `wardd` and `ward-coordinator` serve their Prometheus
 //! metrics and health check on: plain HTTP on an address of its own
-//! (`[metrics] listen`), `/metrics` in the OpenMetrics text format and
+//! (`[metrics] listen`), `/metrics` in the Prometheus text format (0.0.4,
+//! which every Prometheus scrapes and `promtool check metrics` lints) and
 //! `/healthz`, nothing else.
 
 use std::{future::Future, net::SocketAddr};
@@ -14,8 +15,8 @@ use axum::{
     routing::get,
 };
 
-/// The content type of an OpenMetrics text exposition.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Binds `listen` (`ADDR:PORT`); the error names the setting.
 pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
@@ -60,7 +61,7 @@ where
             "/metrics",
             get(move || {
                 let scrape = scrape.clone();
-                async move { answer(scrape().await, OPENMETRICS) }
+                async move { answer(scrape().await, PROMETHEUS_TEXT) }
             }),
         )
         .route(

@@ -122,6 +122,8 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     // The coordinator's shared store is tested against a real server.
     ("postgresql", "/usr/bin/pg_ctlcluster"),
+    // Metrics are scraped by a real Prometheus and linted by its promtool.
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 pub fn vm_packages() -> Result<()> {

@@ -37,7 +37,7 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-/// `[metrics]`: where `/metrics` (Prometheus, OpenMetrics text) and
+/// `[metrics]`: where `/metrics` (Prometheus text format) and
 /// `/healthz` are served. Plain HTTP without authentication, on a listener
 /// of its own: bind it to loopback or a management network.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabelSet, prometheus_text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -111,7 +111,7 @@ struct StateLabels {
 }
 
 /// One scrape: wardd's counters, then what the kernel and the store hold
-/// now, in the OpenMetrics text format.
+/// now, in the Prometheus text format.
 pub async fn scrape(engine: &Mutex<Engine>) -> Result<String, String> {
     let mut registry = Registry::with_prefix("ward");
     let mut engine = engine.lock().await;

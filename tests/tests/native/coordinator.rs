@@ -1951,7 +1951,7 @@ fn listings_are_paged_and_a_request_too_big_to_decide_is_refused() {
 /// and the outbox backlog, scraped over real HTTP.
 #[test]
 fn coordinator_metrics_count_decisions_requests_and_agents() {
-    use crate::metrics::{free_port, get, samples};
+    use crate::metrics::{Prometheus, free_port, get, samples};
     let port = free_port();
     let mut c = Coordinator::prepared(
         "coord-metrics",
@@ -1982,7 +1982,11 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
     let scrape = || {
         let (status, content_type, text) = get(port, "/metrics");
         assert_eq!(status, 200, "{text}");
-        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        crate::metrics::promtool_check(&text);
         (samples(&text), text)
     };
     wait_until(
@@ -2005,4 +2009,13 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
     assert_eq!(at(r#"ward_coordinator_requests{state="denied"}"#), 1.0);
     assert_eq!(at(r#"ward_coordinator_requests{state="pending"}"#), 0.0);
     assert_eq!(at("ward_coordinator_connected_agents"), 1.0);
+
+    // A real Prometheus server scrapes it too.
+    let data = ward_tests::TempDir::new("prometheus-coord");
+    let prometheus = Prometheus::start(data.path(), &[("coordinator", port)]);
+    prometheus.wait_for(r#"up{job="coordinator"}"#, |v| v == 1.0);
+    prometheus.wait_for(
+        r#"ward_coordinator_request_decisions_total{decision="denied"}"#,
+        |v| v == 1.0,
+    );
 }
