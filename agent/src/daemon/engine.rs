@@ -582,6 +582,15 @@ impl Engine {
         })
     }
 
+    /// Whether the kernel's maps and the store answer, cheaply: for
+    /// `/healthz`, which may be probed often and must not hold the engine
+    /// while every table is walked.
+    pub fn health(&mut self) -> Result<(), EngineError> {
+        self.enforcer.check()?;
+        self.store.count(GrantState::Active)?;
+        Ok(())
+    }
+
     /// What the kernel and the store hold now, for one metrics scrape.
     pub fn snapshot(&mut self) -> Result<super::metrics::Snapshot, EngineError> {
         let stats = self.enforcer.stats()?;

@@ -212,8 +212,8 @@ pub struct Snapshot {
     pub programs: Vec<crate::enforcer::ProgramStats>,
 }
 
-/// Serves `/metrics` and `/healthz` (200 when the engine answers and the
-/// kernel's maps can be read, else 503 with why) until the listener fails.
+/// Serves `/metrics` and `/healthz` (200 when the kernel's maps and the
+/// store answer, else 503 with why) until the listener fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Mutex<Engine>>,
@@ -231,10 +231,7 @@ pub async fn serve(
         },
         move || {
             let engine = engine.clone();
-            async move {
-                let mut engine = engine.lock().await;
-                engine.snapshot().map(drop).map_err(|e| e.to_string())
-            }
+            async move { engine.lock().await.health().map_err(|e| e.to_string()) }
         },
     )
     .await

@@ -277,6 +277,12 @@ impl Enforcer {
         &self.paths
     }
 
+    /// Whether the kernel's maps answer: one read of the live config, for
+    /// health checks (unlike [`Enforcer::stats`], which walks every table).
+    pub fn check(&mut self) -> Result<(), EnforcerError> {
+        kmaps::read_config(&mut self.ebpf).map(drop)
+    }
+
     /// Cgroups created at a followed path that the kernel could not list
     /// (its map was full): processes there ran unmanaged.
     pub fn cgroups_missed(&mut self) -> Result<u64, EnforcerError> {

@@ -268,7 +268,7 @@ impl Resetters {
     /// The resetter for namespace `netns` (0, unknown: wardd's own).
     fn get(&mut self, netns: u64) -> io::Result<&mut Resetter> {
         let own = super::netns::own();
-        let netns = if netns == 0 { own } else { netns };
+        let netns = Self::key(netns);
         if !self.by_netns.contains_key(&netns) {
             if self.by_netns.len() >= MAX_NAMESPACES {
                 self.by_netns.clear();
@@ -282,6 +282,16 @@ impl Resetters {
             self.by_netns.insert(netns, r);
         }
         Ok(self.by_netns.get_mut(&netns).expect("inserted above"))
+    }
+
+    /// The namespace a record's socket is in: an unread one (0) is
+    /// wardd's own.
+    fn key(netns: u64) -> u64 {
+        if netns == 0 {
+            super::netns::own()
+        } else {
+            netns
+        }
     }
 
     /// Makes the sockets `ended` will need, ahead of the resets.
@@ -304,7 +314,7 @@ impl Resetters {
                 Err(e) => {
                     // A namespace that went away, or a socket gone bad:
                     // made again next time.
-                    self.by_netns.remove(&c.netns);
+                    self.by_netns.remove(&Self::key(c.netns));
                     t.failed.push(format!(
                         "{} (network namespace {}): {e}",
                         describe(c),
