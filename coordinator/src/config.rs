@@ -93,7 +93,7 @@ fn default_schedule_ahead() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
 
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
@@ -140,8 +140,11 @@ impl Config {
             .chain(c.policy.files.iter_mut())
             .chain(c.policy.directory.iter_mut())
             .chain(c.database_ca.iter_mut())
-            .chain(c.webhooks.iter_mut().map(|w| &mut w.secret_file))
-            {
+            .chain(
+                c.webhooks
+                    .iter_mut()
+                    .flat_map(|w| std::iter::once(&mut w.secret_file).chain(w.ca_file.as_mut())),
+            ) {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }

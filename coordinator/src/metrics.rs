@@ -35,7 +35,8 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
-    /// `delivered` (2xx), `refused` (another status) or `failed` (no answer).
+    /// `delivered` (2xx), `retried` (an attempt that will be tried again), or
+    /// `failed` (given up, and recorded in the audit log).
     pub outcome: &'static str,
 }
 

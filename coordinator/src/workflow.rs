@@ -902,6 +902,19 @@ impl Workflow {
         self.store.write(|tx| Ok(tx.init_cursor("webhooks")?))
     }
 
+    /// Writes one audit entry of the coordinator's own (e.g. a webhook
+    /// that could not be delivered).
+    pub fn record(
+        &mut self,
+        request_id: &str,
+        actor: &str,
+        kind: &str,
+        detail: String,
+    ) -> Result<(), WorkflowError> {
+        self.store
+            .write(|tx| Ok(audit(tx, request_id, actor, kind, detail)?))
+    }
+
     /// Audit events for the webhooks, each claimed once across replicas.
     pub fn claim_notifications(
         &mut self,

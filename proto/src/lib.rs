@@ -5,7 +5,9 @@ pub mod v1 {
     tonic::include_proto!("ward.v1");
 }
 
+pub mod logging;
 pub mod metrics;
+pub mod text;
 pub mod transport;
 
 /// How callers are named on the mutual-TLS channels.

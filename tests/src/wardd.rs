@@ -43,7 +43,10 @@ impl Wardd {
         Wardd::spawn(cmd, config, socket, &[])
     }
 
-    fn spawn(mut cmd: Command, config: &Path, socket: &Path, envs: &[(&str, &str)]) -> Wardd {
+    /// Starts `cmd --config CONFIG`, where `cmd` runs wardd (perhaps
+    /// through a wrapper that execs it), and waits until its socket
+    /// answers. Its stderr goes to CONFIG with the extension `log`.
+    pub fn spawn(mut cmd: Command, config: &Path, socket: &Path, envs: &[(&str, &str)]) -> Wardd {
         let log = config.with_extension("log");
         let out = std::fs::File::create(&log).expect("wardd log");
         cmd.arg("--config")
@@ -64,7 +67,8 @@ impl Wardd {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "wardd did not start in 30 s"
+                "wardd did not start in 30 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -124,10 +124,26 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     ("postgresql", "/usr/bin/pg_ctlcluster"),
     // Metrics are scraped by a real Prometheus and linted by its promtool.
     ("prometheus", "/usr/bin/promtool"),
+    // The packages are checked by lintian, and the journal fields are
+    // read back from a real journald (part of systemd, above).
+    ("lintian", "/usr/bin/lintian"),
+];
+
+/// What `cargo xtask dist` builds packages with.
+pub const DIST_PACKAGES: &[(&str, &str)] = &[
+    ("dpkg-dev", "/usr/bin/dpkg-shlibdeps"),
+    ("binutils", "/usr/bin/strip"),
+    ("help2man", "/usr/bin/help2man"),
 ];
 
 pub fn vm_packages() -> Result<()> {
-    let missing: Vec<&str> = VM_PACKAGES
+    debian(VM_PACKAGES)?;
+    debian(DIST_PACKAGES)
+}
+
+/// Installs whichever of `packages` (name, a file it provides) is missing.
+pub fn debian(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(pkg, file)| !Path::new(file).exists() || !dpkg_installed(pkg))
         .map(|(pkg, _)| *pkg)
@@ -159,7 +175,7 @@ pub fn vm_packages() -> Result<()> {
             missing.join(" ")
         )
     })?;
-    for (pkg, file) in VM_PACKAGES {
+    for (pkg, file) in packages {
         if !Path::new(file).exists() {
             bail!("{pkg} is installed but {file} is missing");
         }

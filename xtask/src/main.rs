@@ -5,6 +5,7 @@
 
 mod bench;
 mod bootstrap;
+mod dist;
 mod ebpf;
 mod fuzz;
 mod guest;
@@ -104,6 +105,20 @@ enum Command {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Build the Debian packages `ward` (wardd, ward, the unit, tmpfiles,
+    /// sample config as conffiles) and `ward-coordinator` with dpkg-deb,
+    /// into target/dist.
+    Dist {
+        /// The Debian revision: VERSION-REVISION.
+        #[arg(long, default_value_t = 1)]
+        revision: u32,
+        /// Which build goes in (`debug` packages the test build as is).
+        #[arg(long, value_enum, default_value = "release")]
+        profile: dist::Profile,
+        /// Write the packages here instead of target/dist.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -163,6 +178,16 @@ fn run() -> Result<ExitCode> {
         }
         Command::Install { root } => {
             install::install(&ws, &root)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dist {
+            revision,
+            profile,
+            out,
+        } => {
+            bootstrap::debian(bootstrap::DIST_PACKAGES)?;
+            let out = out.unwrap_or_else(|| ws.target().join("dist"));
+            dist::build(&ws, profile, revision, &out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { kernel } => vm::run_command(

@@ -141,6 +141,14 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     // Binaries first: the native tests run `ward` as a real process.
     let built = succeeds(&mut cargo(ws, &["build", "--bins"]))?;
     tally.record(built, "cargo build --bins");
+    // This build's packages, twice (revisions 1 and 2: an upgrade), for the
+    // native packaging tests.
+    let debs = ws.target().join("dist/test");
+    for revision in [1, 2] {
+        if let Err(e) = crate::dist::build(ws, crate::dist::Profile::Debug, revision, &debs) {
+            tally.fail(format!("cargo xtask dist (revision {revision}): {e:#}"));
+        }
+    }
     let failed_before = tally.failed();
     // The coordinator's PostgreSQL tests need a server; without one they
     // fail (they never skip).
@@ -152,6 +160,7 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
         }
     };
     let mut test = cargo(ws, &["test", "--no-fail-fast"]);
+    test.env("WARD_TEST_DEBS", &debs);
     if let Some(pg) = &postgres {
         test.env("WARD_TEST_POSTGRES", &pg.url)
             .env("WARD_TEST_POSTGRES_CA", &pg.ca)

@@ -50,13 +50,7 @@ fn main() -> ExitCode {
     // managed root is refused by the kernel hooks.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ward_proto::logging::init("wardd");
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

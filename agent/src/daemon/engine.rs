@@ -231,10 +231,10 @@ impl Engine {
             if written.contains(&(g.id.clone(), kind.to_owned())) {
                 continue;
             }
-            tracing::warn!(grant = %g.id, kind, "audit record missing after a restart; writing it");
+            tracing::warn!(grant_id = %g.id, kind, "audit record missing after a restart; writing it");
             self.record(
                 kind,
-                Some(&g.id),
+                Some(g),
                 "agent",
                 serde_json::json!({
                     "recovered": true,
@@ -286,7 +286,7 @@ impl Engine {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(grant = %g.id, error = %e, "stored grant no longer valid on this host; revoking");
+                    tracing::error!(grant_id = %g.id, error = %e, "stored grant no longer valid on this host; revoking");
                     self.end(
                         &s,
                         GrantState::Revoked,
@@ -372,7 +372,7 @@ impl Engine {
             if let Err(why) = p.check_grant(&valid.grantee, &valid.targets, duration) {
                 self.record(
                     "grant_refused",
-                    Some(&g.id),
+                    Some(&g),
                     actor,
                     serde_json::json!({ "why": why }),
                     true,
@@ -399,7 +399,7 @@ impl Engine {
         self.trimmer.changed();
         self.record(
             "grant_pushed",
-            Some(&g.id),
+            Some(&g),
             actor,
             grant_detail(&g, state),
             true,
@@ -458,7 +458,7 @@ impl Engine {
         };
         self.record(
             kind,
-            Some(&id),
+            s.record.grant.as_ref(),
             actor,
             serde_json::json!({ "reason": reason }),
             true,
@@ -510,14 +510,14 @@ impl Engine {
             let g = s.record.grant.clone().unwrap_or_default();
             if grant::from_unix_ms(g.expires_at_unix_ms) <= now {
                 if let Err(e) = self.end(&s, GrantState::Expired, "agent", "reached expires_at") {
-                    tracing::error!(grant = %g.id, error = %e, "could not expire a grant");
+                    tracing::error!(grant_id = %g.id, error = %e, "could not expire a grant");
                 }
             } else if s.record.state == GrantState::Scheduled as i32
                 && grant::from_unix_ms(g.not_before_unix_ms) <= now
                 && let Err(e) = self.activate(&s, &g, now)
             {
                 // Refused whole and ended, so a restart never meets it.
-                tracing::error!(grant = %g.id, error = %e, "a scheduled grant could not start");
+                tracing::error!(grant_id = %g.id, error = %e, "a scheduled grant could not start");
                 self.store
                     .set_state(&g.id, GrantState::Revoked, unix_ms(now))?;
                 self.refuse_grant(&g.id, "agent", &format!("at its start: {e}"));
@@ -552,7 +552,7 @@ impl Engine {
         self.store.set_state(&g.id, GrantState::Active, 0)?;
         self.record(
             "grant_activated",
-            Some(&g.id),
+            Some(g),
             "agent",
             serde_json::Value::Null,
             true,
@@ -1068,11 +1068,14 @@ impl Engine {
     /// Audits a grant that arrived but was refused (bad signature, wrong
     /// host, expired, ...).
     pub fn refuse_grant(&mut self, id: &str, actor: &str, why: &str) {
-        tracing::warn!(grant = %id, actor, why, "grant refused");
-        let grant = (!id.is_empty()).then_some(id);
+        tracing::warn!(grant_id = %id, actor, why, "grant refused");
+        let grant = (!id.is_empty()).then(|| pb::Grant {
+            id: id.to_owned(),
+            ..Default::default()
+        });
         if let Err(e) = self.record(
             "grant_refused",
-            grant,
+            grant.as_ref(),
             actor,
             serde_json::json!({ "why": why }),
             true,
@@ -1145,6 +1148,7 @@ impl Engine {
 
     fn write_pending(&mut self, records: Vec<Pending>) -> Result<(), EngineError> {
         for p in records {
+            super::journal::decision(&p.kind, p.grant_id.as_deref(), &p.detail);
             self.audit.write(
                 &Record {
                     time_unix_ms: p.time_unix_ms,
@@ -1162,11 +1166,17 @@ impl Engine {
     fn record(
         &mut self,
         kind: &str,
-        grant_id: Option<&str>,
+        grant: Option<&pb::Grant>,
         actor: &str,
         detail: serde_json::Value,
         durable: bool,
     ) -> Result<(), EngineError> {
+        match grant {
+            Some(g) if g.subject.is_some() => super::journal::grant(kind, g, actor),
+            Some(g) => super::journal::grant_id(kind, &g.id, actor, &detail),
+            None => super::journal::host(kind, actor, &detail),
+        }
+        let grant_id = grant.map(|g| g.id.as_str());
         let now = unix_ms(SystemTime::now());
         self.audit.write(
             &Record {

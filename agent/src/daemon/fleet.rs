@@ -88,9 +88,9 @@ async fn session(
             }
             Some(fleet_message::Kind::Revocation(r)) => {
                 match engine.revoke(&r.grant_id, &r.reason, "coordinator") {
-                    Ok(_) => tracing::info!(grant = %r.grant_id, "revoked by the coordinator"),
+                    Ok(_) => tracing::info!(grant_id = %r.grant_id, "revoked by the coordinator"),
                     Err(e) => {
-                        tracing::info!(grant = %r.grant_id, error = %e, "revocation had nothing to end")
+                        tracing::info!(grant_id = %r.grant_id, error = %e, "revocation had nothing to end")
                     }
                 }
             }
@@ -129,7 +129,7 @@ fn apply(
         Ok(_) => Some(id),
         // The engine audited this refusal itself.
         Err(e @ super::engine::EngineError::NotEligible(_)) => {
-            tracing::warn!(grant = %id, error = %e, "coordinator grant refused by local policy");
+            tracing::warn!(grant_id = %id, error = %e, "coordinator grant refused by local policy");
             None
         }
         Err(e) => {

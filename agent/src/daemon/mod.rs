@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod fleet;
 pub mod grant;
+pub mod journal;
 pub mod metrics;
 pub mod peer;
 pub mod policy;

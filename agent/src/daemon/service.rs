@@ -95,7 +95,7 @@ impl AgentService {
             Transport::Tls { signed, .. } => match signed.accept(req) {
                 Ok((grant, true)) => grant,
                 Ok((grant, false)) => {
-                    tracing::warn!(grant = %grant.id, actor = %caller.actor(), "unsigned grant accepted over TLS (break-glass)");
+                    tracing::warn!(grant_id = %grant.id, actor = %caller.actor(), "unsigned grant accepted over TLS (break-glass)");
                     grant
                 }
                 Err(why) => {
@@ -123,11 +123,11 @@ impl AgentService {
         let result = self.engine.lock().await.push(grant, &caller.actor());
         match result {
             Ok(r) => {
-                tracing::info!(grant = %id, actor = %caller.actor(), created = r.created, "grant pushed");
+                tracing::debug!(grant_id = %id, actor = %caller.actor(), created = r.created, "grant pushed");
                 Ok(Response::new(r))
             }
             Err(e) => {
-                tracing::warn!(grant = %id, actor = %caller.actor(), error = %e, "grant refused");
+                tracing::warn!(grant_id = %id, actor = %caller.actor(), error = %e, "grant refused");
                 Err(status(e))
             }
         }
@@ -242,7 +242,7 @@ impl Agent for AgentService {
             .await
             .revoke(&r.id, reason, &caller.actor())
             .map_err(status)?;
-        tracing::info!(grant = %r.id, actor = %caller.actor(), "grant revoked");
+        tracing::debug!(grant_id = %r.id, actor = %caller.actor(), "grant revoked");
         Ok(Response::new(pb::RevokeGrantResponse {
             record: Some(record),
         }))

@@ -24,7 +24,7 @@ struct Args {
 enum Cmd {
     /// Serve (mutual TLS only).
     Serve {
-        #[arg(long, short, default_value = "/etc/ward/coordinator.toml")]
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
         config: PathBuf,
     },
     /// Write a new ed25519 signing key (PKCS#8) and print its public key,
@@ -35,19 +35,13 @@ enum Cmd {
     },
     /// Check the config, policy and directory, then exit.
     Check {
-        #[arg(long, short, default_value = "/etc/ward/coordinator.toml")]
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
         config: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ward_proto::logging::init("ward-coordinator");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -702,59 +702,127 @@ fn postgres_replicas_share_state_and_race_to_approve_one_request() {
     }
 }
 
-/// Reads one HTTP request (headers, body) and answers 200.
-fn serve_one(stream: &mut std::net::TcpStream) -> (String, String) {
-    use std::io::{Read, Write};
+/// Reads one HTTP request: (head, body), or None if the peer went away
+/// (a refused TLS handshake among other things).
+fn read_request(stream: &mut impl std::io::Read) -> Option<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).unwrap_or(0);
+        let n = stream.read(&mut chunk).ok()?;
         if n == 0 {
-            break;
+            return None;
         }
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
+            let len = header(head, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
             if body.len() >= len {
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                return (head.to_owned(), body[..len].to_owned());
+                return Some((head.to_owned(), body[..len].to_owned()));
             }
         }
     }
-    (String::new(), String::new())
+}
+
+/// A header's value, whatever the case of its name.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// One request an endpoint answered: the status it gave, head, body.
+type Served = (u16, String, String);
+
+/// A real HTTPS server on `listener` with the certificate `name.pem` of
+/// `dir`: it answers each request with the next of `statuses`, then 200.
+fn https_endpoint(
+    listener: TcpListener,
+    dir: &Path,
+    name: &str,
+    statuses: Vec<u16>,
+) -> std::sync::mpsc::Receiver<Served> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use std::io::Write;
+    let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for s in listener.incoming() {
+            let Ok(s) = s else { break };
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            let Some((head, body)) = read_request(&mut tls) else {
+                continue;
+            };
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(
+                tls,
+                "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                if status == 200 { "OK" } else { "Unavailable" }
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            if tx.send((status, head, body)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]
-fn webhooks_post_each_lifecycle_event_signed_with_hmac() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { break };
-            let _ = tx.send(serve_one(&mut s));
-        }
-    });
+fn webhooks_deliver_each_event_once_over_verified_https_and_audit_what_fails() {
+    let good = TcpListener::bind("127.0.0.1:0").unwrap();
+    let untrusted = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (good_port, untrusted_port) = (
+        good.local_addr().unwrap().port(),
+        untrusted.local_addr().unwrap().port(),
+    );
     let secret = "a-webhook-secret-of-some-length";
-    let dir = TempDir::new("coord-hook-secret");
-    let secret_file = dir.path().join("hook.secret");
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    let c = Coordinator::with(
+    let mut c = Coordinator::prepared(
         "coord-hook",
         None,
         format!(
-            "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/ward\"\nsecret_file = \"{}\"\n",
-            secret_file.display()
+            "[[webhooks]]\nurl = \"https://localhost:{good_port}/ward?token=not-for-logs\"\n\
+             secret_file = \"hook.secret\"\nca_file = \"ca.pem\"\n\
+             [[webhooks]]\nurl = \"https://localhost:{untrusted_port}/ward\"\n\
+             secret_file = \"hook.secret\"\nca_file = \"ca.pem\"\nretry_for = \"2s\"\n"
         ),
     );
+    std::fs::write(c.dir.path().join("hook.secret"), format!("{secret}\n")).unwrap();
+    // The good endpoint's certificate is from the CA the webhook trusts;
+    // the other's from a CA it does not.
+    let stranger = ca("someone else's CA");
+    write_leaf_naming(
+        &stranger,
+        c.dir.path(),
+        "untrusted",
+        "localhost",
+        &["localhost"],
+        false,
+    );
+    // The first two posts get 503: the third (a retry) is accepted.
+    let served = https_endpoint(good, c.dir.path(), "localhost", vec![503, 503]);
+    let strays = https_endpoint(untrusted, c.dir.path(), "untrusted", vec![]);
+    c.start();
+
     let (h1, _w1) = agent(&c, "co-hook", "h1", &c.public_key);
     subscribed(&c, 1);
     let (_, r, _) = c.request("alice", &h1, "h1", "10m");
@@ -763,43 +831,105 @@ fn webhooks_post_each_lifecycle_event_signed_with_hmac() {
     let (_, r, _) = c.request("dave", &h1, "h1", "10m");
     let auto = r["id"].as_str().unwrap().to_owned();
     c.ward("root-admin", &["revoke", &auto]);
+    let wanted = [
+        ("created", &denied),
+        ("denied", &denied),
+        ("created", &auto),
+        ("approved", &auto),
+        ("revoked", &auto),
+    ];
 
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < 5 && Instant::now() < deadline {
-        let Ok((head, body)) = rx.recv_timeout(Duration::from_millis(500)) else {
+    let mut seen: Vec<(u16, String, String, String)> = Vec::new();
+    let accepted =
+        |seen: &Vec<(u16, String, String, String)>| seen.iter().filter(|s| s.0 == 200).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted(&seen) < wanted.len() && Instant::now() < deadline {
+        let Ok((status, head, body)) = served.recv_timeout(Duration::from_millis(500)) else {
             continue;
         };
-        let sig = head
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Ward-Signature: sha256="))
+        assert!(
+            head.starts_with("POST /ward?token=not-for-logs HTTP/1.1"),
+            "{head}"
+        );
+        let sig = header(&head, "x-ward-signature")
+            .and_then(|s| s.strip_prefix("sha256="))
             .expect("signed");
         let tag: Vec<u8> = (0..sig.len() / 2)
             .map(|i| u8::from_str_radix(&sig[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         ring::hmac::verify(&key, body.as_bytes(), &tag).expect("the HMAC verifies");
         let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(header(&head, "x-ward-event"), v["event"].as_str());
+        let id = header(&head, "x-ward-delivery")
+            .expect("a delivery id")
+            .to_owned();
         seen.push((
+            status,
+            id,
             v["event"].as_str().unwrap().to_owned(),
             v["request_id"].as_str().unwrap().to_owned(),
         ));
     }
-    for want in [
-        ("created", &denied),
-        ("denied", &denied),
-        ("created", &auto),
-        ("approved", &auto),
-        ("revoked", &auto),
-    ] {
+    // Refused twice, then the same delivery again and accepted.
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert_eq!(
+        (seen[0].0, seen[1].0, seen[2].0),
+        (503, 503, 200),
+        "{seen:?}"
+    );
+    assert!(seen[0].1 == seen[1].1 && seen[1].1 == seen[2].1, "{seen:?}");
+    // Every event is accepted exactly once.
+    for want in wanted {
+        let n = seen
+            .iter()
+            .filter(|s| s.0 == 200 && s.2 == want.0 && s.3 == *want.1)
+            .count();
+        assert_eq!(n, 1, "{want:?} accepted once in {seen:?}");
+    }
+
+    // The endpoint whose certificate the webhook does not trust never gets
+    // a request, and each undelivered event is in the audit log.
+    let failed = |c: &Coordinator| -> Vec<Value> {
+        let (code, out, err) = c.ward("bob", &["audit", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let audit: Vec<Value> = serde_json::from_str(&out).unwrap();
+        audit
+            .into_iter()
+            .filter(|e| e["kind"] == "webhook_failed")
+            .collect()
+    };
+    wait_until(
+        "undelivered events audited",
+        Duration::from_secs(30),
+        || failed(&c).len() >= wanted.len(),
+    );
+    let failed = failed(&c);
+    for want in wanted {
         assert!(
-            seen.contains(&(want.0.to_owned(), want.1.clone())),
-            "{want:?} in {seen:?}"
+            failed.iter().any(|e| e["request_id"] == want.1.as_str()
+                && e["detail"].as_str().unwrap().starts_with(&format!(
+                    "{} to https://localhost:{untrusted_port}/ward: ",
+                    want.0
+                ))),
+            "{want:?} in {failed:?}"
         );
     }
-    // The secret itself never reaches the log.
+    for e in &failed {
+        let detail = e["detail"].as_str().unwrap();
+        assert!(detail.contains("certificate"), "{detail}");
+        assert!(!detail.contains(&format!(":{good_port}/")), "{detail}");
+        assert_eq!(e["actor"], "coordinator");
+    }
+    assert!(
+        strays.try_recv().is_err(),
+        "no request over an untrusted TLS session"
+    );
+    // Neither the secret nor the URL's query reaches the log or the audit.
     let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
     assert!(!log.contains(secret));
+    assert!(!log.contains("not-for-logs"), "the query is not logged");
+    assert!(!format!("{failed:?}").contains("not-for-logs"));
 }
 
 #[test]

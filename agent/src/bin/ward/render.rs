@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use ward_proto::v1::{self as pb, object, subject};
+use ward_proto::{text, v1 as pb};
 
 fn when(ms: i64) -> String {
     if ms <= 0 {
@@ -34,44 +34,13 @@ fn state(s: i32) -> &'static str {
     }
 }
 
-fn who(s: Option<&pb::Subject>) -> String {
-    match s.and_then(|s| s.kind.as_ref()) {
-        Some(subject::Kind::User(u)) => u.clone(),
-        Some(subject::Kind::Uid(u)) => format!("uid {u}"),
-        Some(subject::Kind::Workload(w)) => format!("workload {w}"),
-        None => "-".into(),
-    }
-}
-
-fn op_name(raw: i32) -> &'static str {
-    match pb::Operation::try_from(raw) {
-        Ok(pb::Operation::Read) => "read",
-        Ok(pb::Operation::Write) => "write",
-        Ok(pb::Operation::Exec) => "exec",
-        Ok(pb::Operation::Connect) => "connect",
-        _ => "?",
-    }
-}
-
-fn object_text(o: &pb::Object) -> String {
-    match &o.kind {
-        Some(
-            object::Kind::Path(p)
-            | object::Kind::PathPrefix(p)
-            | object::Kind::Executable(p)
-            | object::Kind::Network(p),
-        ) => p.clone(),
-        None => "-".into(),
-    }
-}
-
 fn grant_json(r: &pb::GrantRecord) -> Value {
     let g = r.grant.clone().unwrap_or_default();
     json!({
         "id": g.id,
-        "subject": who(g.subject.as_ref()),
-        "operations": g.operations.iter().map(|o| op_name(*o)).collect::<Vec<_>>(),
-        "objects": g.objects.iter().map(object_text).collect::<Vec<_>>(),
+        "subject": text::subject(g.subject.as_ref()),
+        "operations": g.operations.iter().map(|o| text::operation(*o)).collect::<Vec<_>>(),
+        "objects": g.objects.iter().map(text::object).collect::<Vec<_>>(),
         "state": state(r.state),
         "not_before_unix_ms": g.not_before_unix_ms,
         "expires_at_unix_ms": g.expires_at_unix_ms,
@@ -99,8 +68,8 @@ pub fn grants(list: &[pb::GrantRecord], json: bool) {
     );
     for r in list {
         let g = r.grant.clone().unwrap_or_default();
-        let ops: Vec<_> = g.operations.iter().map(|o| op_name(*o)).collect();
-        let objs: Vec<_> = g.objects.iter().map(object_text).collect();
+        let ops: Vec<_> = g.operations.iter().map(|o| text::operation(*o)).collect();
+        let objs: Vec<_> = g.objects.iter().map(text::object).collect();
         let remaining = if r.state == pb::GrantState::Active as i32
             || r.state == pb::GrantState::Scheduled as i32
         {
@@ -112,7 +81,7 @@ pub fn grants(list: &[pb::GrantRecord], json: bool) {
             "{:<24} {:<10} {:<10} {:<14} {:<28} {:<10} {}",
             g.id,
             state(r.state),
-            who(g.subject.as_ref()),
+            text::subject(g.subject.as_ref()),
             ops.join(","),
             objs.join(","),
             remaining,
@@ -138,7 +107,7 @@ pub fn pushed(r: &pb::PushGrantResponse, json: bool) {
     println!(
         "{verb}: {} for {} until {} ({} left)",
         g.id,
-        who(g.subject.as_ref()),
+        text::subject(g.subject.as_ref()),
         when(g.expires_at_unix_ms),
         left(g.expires_at_unix_ms)
     );
@@ -426,8 +395,8 @@ fn request_json(r: &pb::AccessRequest) -> Value {
         "id": r.id,
         "requester": r.requester,
         "state": request_state(r.state),
-        "operations": r.operations.iter().map(|o| op_name(*o)).collect::<Vec<_>>(),
-        "objects": r.objects.iter().map(object_text).collect::<Vec<_>>(),
+        "operations": r.operations.iter().map(|o| text::operation(*o)).collect::<Vec<_>>(),
+        "objects": r.objects.iter().map(text::object).collect::<Vec<_>>(),
         "hosts": r.hosts,
         "workload": r.workload,
         "duration_ms": r.duration_ms,
@@ -481,8 +450,8 @@ pub fn access_requests(list: &[pb::AccessRequest], json: bool) {
         "ID", "STATE", "REQUESTER", "OPERATIONS", "OBJECTS", "HOSTS", "APPROVALS"
     );
     for r in list {
-        let ops: Vec<&str> = r.operations.iter().map(|o| op_name(*o)).collect();
-        let objects: Vec<String> = r.objects.iter().map(object_text).collect();
+        let ops: Vec<&str> = r.operations.iter().map(|o| text::operation(*o)).collect();
+        let objects: Vec<String> = r.objects.iter().map(text::object).collect();
         println!(
             "{:<8} {:<9} {:<10} {:<14} {:<28} {:<12} {:<9} {}",
             r.id,
