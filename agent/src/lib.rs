@@ -15,5 +15,6 @@ pub mod daemon;
 pub mod doctor;
 pub mod ebpf;
 pub mod enforcer;
+pub mod enrol;
 pub mod kernel;
 pub mod memory;

@@ -54,6 +54,27 @@ pub struct Config {
     pub webhooks: Vec<crate::webhook::Webhook>,
     /// Prometheus `/metrics` and `/healthz`; off unless configured.
     pub metrics: Option<MetricsSection>,
+    /// Hosts join with one-time tokens; off unless configured.
+    pub enrolment: Option<EnrolmentSection>,
+}
+
+/// `[enrolment]`: the fleet CA is `client_ca`; its key signs agents'
+/// certificates, which joining hosts fetch with a join token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentSection {
+    /// `ADDR:PORT` of the enrolment listener: TLS with the coordinator's
+    /// certificate, no client certificate (a joining host has none yet).
+    pub listen: String,
+    /// The private key of `client_ca`.
+    pub ca_key: PathBuf,
+    /// How long an agent's certificate lasts; agents renew at two thirds.
+    #[serde(default = "default_agent_cert_ttl", with = "duration")]
+    pub agent_cert_ttl: Duration,
+}
+
+fn default_agent_cert_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// `[metrics]`: where `/metrics` (Prometheus text format) and `/healthz` are
@@ -140,6 +161,7 @@ impl Config {
             .chain(c.policy.files.iter_mut())
             .chain(c.policy.directory.iter_mut())
             .chain(c.database_ca.iter_mut())
+            .chain(c.enrolment.iter_mut().map(|e| &mut e.ca_key))
             .chain(
                 c.webhooks
                     .iter_mut()

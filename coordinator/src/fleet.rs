@@ -54,6 +54,15 @@ impl Fleet {
         sent
     }
 
+    /// Closes every stream of `host` (a revoked host): dropping the
+    /// senders ends them.
+    pub fn disconnect(&self, host: &str) -> usize {
+        self.streams
+            .lock()
+            .map(|mut s| s.remove(host).map_or(0, |v| v.len()))
+            .unwrap_or(0)
+    }
+
     pub fn connected(&self) -> Vec<String> {
         self.streams
             .lock()

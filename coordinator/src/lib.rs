@@ -11,6 +11,8 @@
 //! - `store`: SQLite or PostgreSQL: requests, grants, hosts, audit;
 //! - `database`: reaching PostgreSQL over verified TLS;
 //! - `fleet`: the connected agents and delivery to them;
+//! - `enrolment`: the fleet CA, join tokens, host revocation;
+//! - `join`: the `ward.v1.Enrolment` service (joining with a token);
 //! - `workflow`: requests, reviews and their rules;
 //! - `service`: the `ward.v1.Coordinator` gRPC service;
 //! - `webhook`: HMAC-signed JSON notifications;
@@ -18,7 +20,9 @@
 
 pub mod config;
 pub mod database;
+pub mod enrolment;
 pub mod fleet;
+pub mod join;
 pub mod metrics;
 pub mod server;
 pub mod service;

@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use ward_policy::{Clock, Compiler, Env};
-use ward_proto::{transport, v1::coordinator_server::CoordinatorServer};
+use ward_proto::{
+    transport,
+    v1::{coordinator_server::CoordinatorServer, enrolment_server::EnrolmentServer},
+};
 
 use crate::{
     config::Config,
@@ -126,6 +129,7 @@ pub async fn run(
     ));
     let sweeper = workflow.clone();
     let watched = config.clone();
+    let swept_fleet = fleet.clone();
     tokio::spawn(async move {
         let mut stamps = loaded_stamps;
         loop {
@@ -156,11 +160,23 @@ pub async fn run(
             }
             let wf = sweeper.clone();
             let swept = tokio::task::spawn_blocking(move || {
-                wf.lock().unwrap_or_else(|p| p.into_inner()).sweep()
+                let mut wf = wf.lock().unwrap_or_else(|p| p.into_inner());
+                wf.sweep()?;
+                wf.revoked_hosts()
             })
             .await;
-            if let Ok(Err(e)) = swept {
-                tracing::error!(error = %e, "sweep failed");
+            match swept {
+                // A host revoked (here or by another replica, or by
+                // `ward-coordinator host revoke`) loses its open streams.
+                Ok(Ok(revoked)) => {
+                    for host in revoked {
+                        if swept_fleet.disconnect(&host) > 0 {
+                            tracing::warn!(host = %host, "revoked host disconnected");
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "sweep failed"),
+                Err(e) => tracing::error!(error = %e, "sweep panicked"),
             }
         }
     });
@@ -183,14 +199,64 @@ pub async fn run(
         let cfg = config.clone();
         tokio::task::spawn_blocking(move || open_store(&cfg)).await??
     };
-    let service = CoordinatorService::new(
-        workflow,
+    let mut service = CoordinatorService::new(
+        workflow.clone(),
         Arc::new(Mutex::new(reader)),
         fleet,
         changed,
         config.stream_buffer,
         metrics,
     );
+    if let Some(e) = &config.enrolment {
+        let ca = Arc::new(
+            crate::enrolment::FleetCa::load(&config.client_ca, &e.ca_key, e.agent_cert_ttl)
+                .context("enrolment: the fleet CA (client_ca and enrolment.ca_key)")?,
+        );
+        service = service.with_fleet_ca(ca.clone());
+        let listener = tokio::net::TcpListener::bind(&e.listen)
+            .await
+            .with_context(|| format!("enrolment.listen `{}`", e.listen))?;
+        // The chain served includes the CA: joining agents check it
+        // against the fingerprint in their token.
+        let mut chain = read("cert", &config.cert)?;
+        if !String::from_utf8_lossy(&chain).contains(ca.ca_pem.trim()) {
+            chain.extend_from_slice(ca.ca_pem.as_bytes());
+        }
+        let identity = Identity::from_pem(chain, read("key", &config.key)?);
+        let incoming = transport::Incoming::new(
+            listener,
+            transport::Limits {
+                total: 256,
+                per_peer: 16,
+            },
+            "enrolment",
+        );
+        tracing::info!(listen = %e.listen, ca_sha256 = %ca.fingerprint, "serving enrolment (TLS, join tokens)");
+        let join = crate::join::JoinService::new(workflow, ca);
+        tokio::spawn(async move {
+            let served = transport::server()
+                .tls_config(
+                    ServerTlsConfig::new()
+                        .identity(identity)
+                        .timeout(transport::HANDSHAKE_TIMEOUT),
+                )
+                .map(|mut s| {
+                    s.add_service(
+                        EnrolmentServer::new(join)
+                            .max_decoding_message_size(transport::MAX_REQUEST_BYTES),
+                    )
+                    .serve_with_incoming(incoming)
+                });
+            match served {
+                Ok(f) => {
+                    if let Err(e) = f.await {
+                        tracing::error!(error = %e, "enrolment listener failed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "enrolment listener: TLS"),
+            }
+        });
+    }
     match transport::raise_descriptor_limit() {
         Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(
             descriptors = n,

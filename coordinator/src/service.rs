@@ -54,6 +54,8 @@ pub struct CoordinatorService {
     /// Messages queued per agent stream.
     stream_buffer: usize,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Signs renewed agent certificates, when enrolment is configured.
+    ca: Option<Arc<crate::enrolment::FleetCa>>,
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -66,11 +68,12 @@ fn status(e: WorkflowError) -> Status {
         | WorkflowError::OverMax(_)
         | WorkflowError::SelfApproval
         | WorkflowError::NotReviewer(_)
-        | WorkflowError::NotYours(_) => Status::permission_denied(msg),
+        | WorkflowError::NotYours(_)
+        | WorkflowError::Enrolment(_) => Status::permission_denied(msg),
         WorkflowError::NotFound(_) => Status::not_found(msg),
         WorkflowError::WrongState { .. } => Status::failed_precondition(msg),
-        WorkflowError::Store(_) => {
-            tracing::error!(error = %msg, "store error");
+        WorkflowError::Store(_) | WorkflowError::Internal(_) => {
+            tracing::error!(error = %msg, "internal error");
             Status::internal(msg)
         }
     }
@@ -121,7 +124,14 @@ impl CoordinatorService {
             changed,
             stream_buffer: stream_buffer.max(1),
             metrics,
+            ca: None,
         }
+    }
+
+    /// Renewals are signed by `ca`.
+    pub fn with_fleet_ca(mut self, ca: Arc<crate::enrolment::FleetCa>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     /// Runs `f` on the workflow in a blocking thread: the stores are
@@ -136,12 +146,7 @@ impl CoordinatorService {
             f(&mut guard)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(WorkflowError::Invalid {
-                field: "internal".into(),
-                reason: format!("worker failed: {e}"),
-            })
-        })
+        .unwrap_or_else(|e| Err(WorkflowError::Internal(format!("worker failed: {e}"))))
     }
 
     /// Runs a read on the reader's connection, with the rules in force;
@@ -157,12 +162,7 @@ impl CoordinatorService {
             f(&rules, &mut store)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(WorkflowError::Invalid {
-                field: "internal".into(),
-                reason: format!("worker failed: {e}"),
-            })
-        })
+        .unwrap_or_else(|e| Err(WorkflowError::Internal(format!("worker failed: {e}"))))
     }
 
     fn answer(
@@ -380,6 +380,19 @@ impl Coordinator for CoordinatorService {
                 r.host, r.host
             )));
         }
+        let host = r.host.clone();
+        if self
+            .with(move |wf| wf.revoked_hosts())
+            .await
+            .map_err(status)?
+            .contains(&host)
+        {
+            tracing::warn!(host = %r.host, "subscribe refused: the host is revoked");
+            return Err(Status::permission_denied(format!(
+                "host `{}` is revoked",
+                r.host
+            )));
+        }
         let (tx, rx) = mpsc::channel(self.stream_buffer);
         // Attach first, then snapshot: anything issued in between arrives
         // twice at worst, and grants are idempotent by id.
@@ -400,5 +413,41 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
             stream, Ok,
         ))))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::CertificateRequest>,
+    ) -> Result<Response<pb::Enrolled>, Status> {
+        let Caller::Agent(host) = caller(&req)? else {
+            return Err(Status::permission_denied(
+                "only an agent renews, its own certificate",
+            ));
+        };
+        let Some(ca) = self.ca.clone() else {
+            return Err(Status::failed_precondition(
+                "this coordinator has no [enrolment] section: certificates are managed by hand",
+            ));
+        };
+        let csr = req.into_inner().csr_der;
+        let (cert, not_after) = ca
+            .issue_agent(&host, &csr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let h = host.clone();
+        let signing_key = self
+            .with(move |wf| {
+                wf.renew(&h, not_after)?;
+                Ok(wf.rules.signer.public_hex())
+            })
+            .await
+            .map_err(status)?;
+        tracing::info!(host = %host, not_after_unix_ms = not_after, "agent certificate renewed");
+        Ok(Response::new(pb::Enrolled {
+            host,
+            certificate_pem: cert,
+            ca_pem: ca.ca_pem.clone(),
+            signing_public_keys: vec![signing_key],
+            not_after_unix_ms: not_after,
+        }))
     }
 }

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, hosts TEXT NOT NULL, message BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS join_tokens (
+    hash TEXT PRIMARY KEY, host TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+    used_ms INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms INTEGER NOT NULL);
 ";
 
 const PG_SCHEMA: &str = "
@@ -63,7 +67,22 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS outbox (
     seq BIGSERIAL PRIMARY KEY, hosts TEXT NOT NULL, message BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS join_tokens (
+    hash TEXT PRIMARY KEY, host TEXT NOT NULL, expires_ms BIGINT NOT NULL,
+    used_ms BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms BIGINT NOT NULL);
 ";
+
+/// Why a join token was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// No token has this secret (mistyped, forged, or from another fleet).
+    Unknown,
+    /// Taken already, for this host.
+    Used(String),
+    /// Past its deadline, for this host.
+    Expired(String),
+}
 
 /// Serialises writers across PostgreSQL replicas (any fixed number).
 const PG_WRITE_LOCK: i64 = 0x7761_7264;
@@ -434,6 +453,59 @@ impl Tx<'_> {
                 let labels = it.next().map(Col::t).unwrap_or_default();
                 (name, hosts_of(&labels))
             })
+            .collect())
+    }
+
+    /// Keeps a join token's hash, host and deadline.
+    pub fn insert_token(&self, hash: &str, host: &str, expires_ms: i64) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO join_tokens (hash, host, expires_ms) VALUES (?1, ?2, ?3)",
+            &[P::T(hash), P::T(host), P::I(expires_ms)],
+        )
+    }
+
+    /// Takes the token with this hash, once: Ok(host), or why not.
+    pub fn take_token(
+        &self,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<Result<String, TokenRefusal>, StoreError> {
+        let rows = self.query(
+            "SELECT host, expires_ms, used_ms FROM join_tokens WHERE hash = ?1",
+            &[P::T(hash)],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(Err(TokenRefusal::Unknown));
+        };
+        let mut it = row.into_iter();
+        let host = it.next().map(Col::t).unwrap_or_default();
+        let expires = it.next().map_or(0, |c| c.i());
+        let used = it.next().map_or(0, |c| c.i());
+        if used != 0 {
+            return Ok(Err(TokenRefusal::Used(host)));
+        }
+        if expires <= now_ms {
+            return Ok(Err(TokenRefusal::Expired(host)));
+        }
+        self.exec(
+            "UPDATE join_tokens SET used_ms = ?1 WHERE hash = ?2",
+            &[P::I(now_ms), P::T(hash)],
+        )?;
+        Ok(Ok(host))
+    }
+
+    pub fn revoke_host(&self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO revoked_hosts (name, time_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            &[P::T(name), P::I(now_ms)],
+        )
+    }
+
+    pub fn revoked_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self.query("SELECT name FROM revoked_hosts ORDER BY name", &[])?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().map(Col::t))
             .collect())
     }
 

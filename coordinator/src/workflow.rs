@@ -38,6 +38,12 @@ pub enum WorkflowError {
     NotFound(String),
     #[error("request `{id}` is {state}")]
     WrongState { id: String, state: String },
+    /// A worker that failed (panicked): never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A join or renewal refused (bad token, revoked host).
+    #[error("{0}")]
+    Enrolment(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,7 +55,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> WorkflowError {
     }
 }
 
-fn audit(
+pub(crate) fn audit(
     tx: &Tx<'_>,
     id: &str,
     actor: &str,

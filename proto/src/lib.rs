@@ -5,6 +5,7 @@ pub mod v1 {
     tonic::include_proto!("ward.v1");
 }
 
+pub mod join_token;
 pub mod logging;
 pub mod metrics;
 pub mod text;

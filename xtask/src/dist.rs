@@ -127,7 +127,10 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
                 on protected files, executables and network destinations, and end access \
                 in the kernel at each grant's deadline. `ward` is the command line for \
                 people and operators.",
-            depends: &["adduser", "init-system-helpers (>= 1.65~)"],
+            depends: &[
+                "systemd | systemd-standalone-sysusers | systemd-sysusers",
+                "init-system-helpers (>= 1.65~)",
+            ],
             files: vec![
                 binary(
                     "wardd",
@@ -164,15 +167,7 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
                 "/etc/ward/policy.cedar",
                 "/etc/ward/directory.toml",
             ],
-            postinst: postinst(
-                "wardd.service",
-                "ward.conf",
-                "# Members may push and revoke grants on the local socket\n\
-                 \t# (agent.toml: admin_group).\n\
-                 \tif ! getent group ward-admin >/dev/null; then\n\
-                 \t\taddgroup --system --quiet ward-admin\n\
-                 \tfi",
-            ),
+            postinst: postinst("wardd.service", "ward.conf", ""),
             prerm: prerm("wardd.service"),
             postrm: postrm(
                 "wardd.service",
@@ -189,7 +184,10 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
                 ward agents: requests, reviews and approvals decided by Cedar policy, \
                 ed25519-signed grants streamed to agents over mutual TLS, revocation, \
                 and the audit trail, on SQLite or a shared PostgreSQL.",
-            depends: &["adduser", "init-system-helpers (>= 1.65~)"],
+            depends: &[
+                "systemd | systemd-standalone-sysusers | systemd-sysusers",
+                "init-system-helpers (>= 1.65~)",
+            ],
             files: vec![
                 binary(
                     "ward-coordinator",
@@ -200,6 +198,11 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
                 file(
                     dist.join("ward-coordinator.service"),
                     "/lib/systemd/system/ward-coordinator.service",
+                    0o644,
+                ),
+                file(
+                    dist.join("ward-coordinator.sysusers.conf"),
+                    "/usr/lib/sysusers.d/ward-coordinator.conf",
                     0o644,
                 ),
                 file(
@@ -225,16 +228,9 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
             ],
             postinst: postinst(
                 "ward-coordinator.service",
-                "",
-                "# The service's own user; its keys are readable by it alone.\n\
-                 \tif ! getent passwd ward-coordinator >/dev/null; then\n\
-                 \t\tadduser --system --group --quiet --home /var/lib/ward-coordinator \\\n\
-                 \t\t\t--no-create-home --gecos 'ward coordinator' ward-coordinator\n\
-                 \tfi\n\
-                 \tif [ -z \"${DPKG_ROOT:-}\" ]; then\n\
-                 \t\tchgrp ward-coordinator /etc/ward-coordinator\n\
-                 \t\tchmod 0750 /etc/ward-coordinator\n\
-                 \tfi",
+                "ward-coordinator.conf",
+                "chgrp ward-coordinator /etc/ward-coordinator\n\
+                 \t\tchmod 0750 /etc/ward-coordinator",
             ),
             prerm: prerm("ward-coordinator.service"),
             postrm: postrm(
@@ -249,20 +245,27 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
 /// running service is restarted (it was never stopped). With `DPKG_ROOT`
 /// (installing into an image), deb-systemd-helper enables the unit there
 /// and nothing on the running system is touched.
-fn postinst(unit: &str, tmpfiles: &str, setup: &str) -> String {
-    let tmpfiles = if tmpfiles.is_empty() {
+/// `conf` names the package's sysusers.d (and, for wardd, tmpfiles.d)
+/// file; `setup` runs on the live system only.
+fn postinst(unit: &str, conf: &str, setup: &str) -> String {
+    let tmpfiles = if unit == "wardd.service" {
+        format!("\t\tsystemd-tmpfiles --create {conf} >/dev/null || true\n")
+    } else {
+        String::new()
+    };
+    let setup = if setup.is_empty() {
         String::new()
     } else {
-        format!("\t\tsystemd-tmpfiles --create {tmpfiles} >/dev/null || true\n")
+        format!("\tif [ -z \"${{DPKG_ROOT:-}}\" ]; then\n\t\t{setup}\n\tfi\n")
     };
     format!(
         r#"#!/bin/sh
 set -e
 
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
-	if [ -z "${{DPKG_ROOT:-}}" ]; then
-	{setup}
-	fi
+	# The package's users and groups, in the root being installed.
+	systemd-sysusers ${{DPKG_ROOT:+--root="$DPKG_ROOT"}} {conf}
+{setup}
 	deb-systemd-helper unmask {unit} >/dev/null || true
 	if deb-systemd-helper --quiet was-enabled {unit}; then
 		deb-systemd-helper enable {unit} >/dev/null || true

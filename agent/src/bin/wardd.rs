@@ -33,6 +33,13 @@ struct Args {
     /// With --check: print JSON.
     #[arg(long, requires = "check")]
     json: bool,
+    /// Join the coordinator's fleet with a one-time token (from
+    /// `ward-coordinator token create`), then exit: makes this host's key,
+    /// gets its certificate from `coordinator.join_url`, and writes the
+    /// key, certificate, CA and signing keys where `[coordinator]` names
+    /// them. wardd renews the certificate itself from then on.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["check", "check_config"])]
+    join: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +70,25 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     ward_agent::memory::limit_arenas();
     let config = config::Config::load(&args.config)?;
+    if let Some(token) = &args.join {
+        let section = config
+            .coordinator
+            .as_ref()
+            .context("joining needs a [coordinator] section with join_url")?;
+        let host = config.host_name();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let until = rt
+            .block_on(ward_agent::enrol::join(section, &host, token))
+            .context("joining the fleet")?;
+        println!(
+            "joined as {host}.agent; certificate {} until {} (renewed by wardd)",
+            section.cert.display(),
+            humantime::format_rfc3339_seconds(until)
+        );
+        return Ok(());
+    }
     if args.check_config {
         if let Some(section) = &config.policy {
             let summary =

@@ -79,7 +79,36 @@ pub struct CoordinatorSection {
     /// This host's name at the coordinator; default: the hostname.
     pub host: Option<String>,
     /// ed25519 public keys (hex) whose signatures are accepted.
+    #[serde(default)]
     pub public_keys: Vec<String>,
+    /// More keys, one hex key per line: written by `wardd --join` and by
+    /// each certificate renewal (so a rotated coordinator key arrives by
+    /// itself). Read at every (re)connect.
+    pub public_keys_file: Option<PathBuf>,
+    /// The coordinator's enrolment listener, e.g.
+    /// "https://coordinator.example:7445": `wardd --join TOKEN` gets this
+    /// host's certificate there, written to `cert`, `key` and `ca`, and
+    /// wardd renews it over the fleet channel before it expires.
+    pub join_url: Option<String>,
+}
+
+impl CoordinatorSection {
+    /// Every accepted signing key: the listed ones and the file's (a
+    /// missing file adds none: the agent has not joined yet).
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = parse_keys(&self.public_keys);
+        if let Some(f) = &self.public_keys_file {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let listed: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            keys.extend(parse_keys(&listed));
+        }
+        keys
+    }
 }
 
 fn default_reload() -> Duration {
@@ -393,11 +422,24 @@ impl Config {
             }
         }
         if let Some(c) = &self.coordinator {
-            if c.public_keys.is_empty() {
+            if c.public_keys.is_empty() && c.public_keys_file.is_none() {
                 return Err(
-                    "coordinator.public_keys: list the coordinator's signing keys; unsigned grants are refused"
+                    "coordinator.public_keys: list the coordinator's signing keys (or name \
+                     public_keys_file, which `wardd --join` writes); unsigned grants are refused"
                         .to_owned(),
                 );
+            }
+            if c.join_url.is_some() && c.public_keys_file.is_none() {
+                return Err(
+                    "coordinator.public_keys_file: name where `wardd --join` writes the \
+                     coordinator's signing keys"
+                        .to_owned(),
+                );
+            }
+            if let Some(u) = &c.join_url
+                && !u.starts_with("https://")
+            {
+                return Err(format!("coordinator.join_url `{u}`: must be https://"));
             }
             check_keys("coordinator.public_keys", &c.public_keys)?;
             if !c.url.starts_with("https://") {

@@ -1148,7 +1148,11 @@ impl Engine {
 
     fn write_pending(&mut self, records: Vec<Pending>) -> Result<(), EngineError> {
         for p in records {
-            super::journal::decision(&p.kind, p.grant_id.as_deref(), &p.detail);
+            if p.detail.get("rule").is_some() {
+                super::journal::decision(&p.kind, p.grant_id.as_deref(), &p.detail);
+            } else {
+                super::journal::host(&p.kind, &p.actor, &p.detail);
+            }
             self.audit.write(
                 &Record {
                     time_unix_ms: p.time_unix_ms,

@@ -16,23 +16,49 @@ use super::{config::CoordinatorSection, engine::Engine};
 pub const ISSUER: &str = "ward-coordinator";
 
 /// Runs forever: connect, subscribe, apply; on any failure wait and retry.
+/// An enrolled agent (`join_url`) also renews its certificate, in the same
+/// task, so that a failure in either is the channel's failure.
 pub async fn run(
     engine: Arc<Mutex<Engine>>,
     section: CoordinatorSection,
     host: String,
     labels: Vec<String>,
 ) {
-    let keys = super::config::parse_keys(&section.public_keys);
-    let mut backoff = FIRST_RETRY;
-    loop {
-        let ended = session(&engine, &section, &host, &labels, &keys, &mut backoff).await;
-        engine.lock().await.metrics.coordinator_stream_up.set(0);
-        match ended {
-            Ok(()) => tracing::warn!(host = %host, "coordinator closed the stream; reconnecting"),
-            Err(e) => tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying"),
+    // Set when a renewal wrote a new certificate: the stream reconnects
+    // with it.
+    let renewed = tokio::sync::Notify::new();
+    let sessions = async {
+        let mut backoff = FIRST_RETRY;
+        loop {
+            // Read each time: a renewal may bring a rotated key.
+            let keys = section.keys();
+            let ended = session(
+                &engine,
+                &section,
+                &host,
+                &labels,
+                &keys,
+                &mut backoff,
+                &renewed,
+            )
+            .await;
+            engine.lock().await.metrics.coordinator_stream_up.set(0);
+            match ended {
+                Ok(()) => {
+                    tracing::warn!(host = %host, "coordinator closed the stream; reconnecting")
+                }
+                Err(e) => {
+                    tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    };
+    if section.join_url.is_some() {
+        tokio::join!(sessions, crate::enrol::renew_forever(&section, &renewed));
+    } else {
+        sessions.await;
     }
 }
 
@@ -47,6 +73,7 @@ async fn session(
     labels: &[String],
     keys: &[Vec<u8>],
     backoff: &mut Duration,
+    renewed: &tokio::sync::Notify,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = crate::client::connect_tls(&crate::client::TlsTarget {
         url: section.url.clone(),
@@ -70,7 +97,17 @@ async fn session(
     // A dropped stream is retried at once: it may have been closed so
     // that this agent resyncs.
     *backoff = FIRST_RETRY;
-    while let Some(msg) = stream.message().await? {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.message() => match msg? {
+                Some(msg) => msg,
+                None => break,
+            },
+            () = renewed.notified() => {
+                tracing::info!(host = %host, "certificate renewed; reconnecting with it");
+                break;
+            }
+        };
         let mut engine = engine.lock().await;
         match msg.kind {
             Some(fleet_message::Kind::Snapshot(s)) => {

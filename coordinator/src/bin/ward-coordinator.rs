@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ward_coordinator::{config::Config, server, signer};
+use ward_coordinator::{config::Config, enrolment, server, signer};
 
 /// ward-coordinator: the JIT workflow for a fleet of ward agents.
 ///
@@ -38,6 +38,95 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
         config: PathBuf,
     },
+    /// The fleet CA: `client_ca` and `[enrolment] ca_key`.
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
+    /// One-time join tokens for hosts.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Hosts of the fleet.
+    Host {
+        #[command(subcommand)]
+        command: HostCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Make the fleet CA at `client_ca` and `[enrolment] ca_key`, and the
+    /// coordinator's own certificate at `cert`/`key` (issued by it, naming
+    /// each --name). Existing files are never overwritten.
+    Init {
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
+        config: PathBuf,
+        /// The coordinator's DNS names (agents and people dial one).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
+    /// Issue a certificate from the fleet CA, its key made here: a person
+    /// (`alice`), or with --server another coordinator replica.
+    Issue {
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
+        config: PathBuf,
+        /// The one identity the certificate names.
+        name: String,
+        /// Write NAME.pem and NAME.key here.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[arg(long)]
+        server: bool,
+        /// How long it lasts, e.g. 90d.
+        #[arg(long, default_value = "365d")]
+        ttl: humantime::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a single-use join token for a host, printed once; the store
+    /// keeps only its hash. On the host: `wardd --join TOKEN`.
+    Create {
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
+        config: PathBuf,
+        /// The host it enrols (its certificate will name HOST.agent).
+        #[arg(long)]
+        host: String,
+        /// How long it may be used, e.g. 15m.
+        #[arg(long, default_value = "15m")]
+        ttl: humantime::Duration,
+        /// Print {"token", "host", "expires_unix_ms"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Revoke a host: its streams close, and it can neither renew its
+    /// certificate nor join again. Its certificate ends at its expiry.
+    Revoke {
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
+        config: PathBuf,
+        host: String,
+    },
+}
+
+/// Who runs a local administrative command, for the audit trail.
+fn local_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("local:{user}")
+}
+
+fn enrolment(c: &Config) -> anyhow::Result<&ward_coordinator::config::EnrolmentSection> {
+    c.enrolment
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the config has no [enrolment] section (listen, ca_key)"))
 }
 
 fn main() -> ExitCode {
@@ -66,6 +155,103 @@ fn run(args: Args) -> anyhow::Result<()> {
                 config.display(),
                 wf.rules.signer.public_hex()
             );
+            Ok(())
+        }
+        Cmd::Ca {
+            command: CaCmd::Init { config, names },
+        } => {
+            let c = Config::load(&config)?;
+            let e = enrolment(&c)?;
+            enrolment::init_ca(&c.client_ca, &e.ca_key, "ward fleet CA")?;
+            let ca = enrolment::FleetCa::load(&c.client_ca, &e.ca_key, e.agent_cert_ttl)?;
+            let first = names.first().cloned().unwrap_or_default();
+            enrolment::issue_named(
+                &ca,
+                &first,
+                &names,
+                true,
+                std::time::Duration::from_secs(365 * 86_400),
+                &c.cert,
+                &c.key,
+            )?;
+            println!(
+                "fleet CA: {} (key {})",
+                c.client_ca.display(),
+                e.ca_key.display()
+            );
+            println!("  sha256 {}", ca.fingerprint);
+            println!(
+                "coordinator certificate: {} for {}",
+                c.cert.display(),
+                names.join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Ca {
+            command:
+                CaCmd::Issue {
+                    config,
+                    name,
+                    out,
+                    server,
+                    ttl,
+                },
+        } => {
+            let c = Config::load(&config)?;
+            let e = enrolment(&c)?;
+            let ca = enrolment::FleetCa::load(&c.client_ca, &e.ca_key, e.agent_cert_ttl)?;
+            let (cert, key) = (
+                out.join(format!("{name}.pem")),
+                out.join(format!("{name}.key")),
+            );
+            enrolment::issue_named(
+                &ca,
+                &name,
+                std::slice::from_ref(&name),
+                server,
+                ttl.into(),
+                &cert,
+                &key,
+            )?;
+            println!("{} and {}", cert.display(), key.display());
+            Ok(())
+        }
+        Cmd::Token {
+            command:
+                TokenCmd::Create {
+                    config,
+                    host,
+                    ttl,
+                    json,
+                },
+        } => {
+            let c = Config::load(&config)?;
+            let e = enrolment(&c)?;
+            let ca = enrolment::FleetCa::load(&c.client_ca, &e.ca_key, e.agent_cert_ttl)?;
+            let mut wf = server::workflow(&c)?;
+            let (token, expires) =
+                wf.create_join_token(&ca.fingerprint, &host, ttl.into(), &local_actor())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"token": token, "host": host, "expires_unix_ms": expires})
+                );
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "single use, for host {host}, valid {ttl}; on {host}: wardd --join <token> \
+                     (with [coordinator] join_url set in agent.toml)"
+                );
+            }
+            Ok(())
+        }
+        Cmd::Host {
+            command: HostCmd::Revoke { config, host },
+        } => {
+            let c = Config::load(&config)?;
+            let mut wf = server::workflow(&c)?;
+            wf.revoke_host(&host, &local_actor())?;
+            println!("host {host} revoked: its streams close within a second on every replica");
             Ok(())
         }
         Cmd::Serve { config } => {

@@ -18,6 +18,8 @@ use ward_tests::{
 
 use crate::daemon::{Host, host};
 
+mod enrolment;
+
 const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
 
 // Most requests here are for an agent's test cgroup: decided for that
