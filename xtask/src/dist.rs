@@ -154,6 +154,11 @@ fn packages(ws: &Workspace, bins: &Path) -> Vec<Package> {
                     "/usr/lib/tmpfiles.d/ward.conf",
                     0o644,
                 ),
+                file(
+                    dist.join("ward.sysusers.conf"),
+                    "/usr/lib/sysusers.d/ward.conf",
+                    0o644,
+                ),
                 file(dist.join("agent.toml"), "/etc/ward/agent.toml", 0o644),
                 file(dist.join("policy.cedar"), "/etc/ward/policy.cedar", 0o644),
                 file(
@@ -264,7 +269,7 @@ set -e
 
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
 	# The package's users and groups, in the root being installed.
-	systemd-sysusers ${{DPKG_ROOT:+--root="$DPKG_ROOT"}} {conf}
+	systemd-sysusers ${{DPKG_ROOT:+--root="$DPKG_ROOT"}} "${{DPKG_ROOT:-}}/usr/lib/sysusers.d/{conf}"
 {setup}
 	deb-systemd-helper unmask {unit} >/dev/null || true
 	if deb-systemd-helper --quiet was-enabled {unit}; then

@@ -129,6 +129,11 @@ fn the_packages_install_their_files_conffiles_and_enabled_units() {
         query(r, "ward-coordinator", "${Conffiles}")
             .contains("/etc/ward-coordinator/coordinator.toml")
     );
+    // The packages' group and user, made by systemd-sysusers in the root.
+    let group = std::fs::read_to_string(r.join("etc/group")).unwrap_or_default();
+    assert!(group.contains("ward-admin:"), "{group}");
+    let passwd = std::fs::read_to_string(r.join("etc/passwd")).unwrap_or_default();
+    assert!(passwd.contains("ward-coordinator:"), "{passwd}");
     // Enabled on first install (into the root, not this host), not started.
     for unit in ["wardd.service", "ward-coordinator.service"] {
         let wants = r
