@@ -133,18 +133,12 @@ async fn renew(section: &CoordinatorSection) -> Result<SystemTime, EnrolError> {
     // one; the CSR's names are not used.
     let host = section.host.clone().unwrap_or_else(|| "renewal".into());
     let (key, csr) = key_and_csr(&host)?;
-    let channel = crate::client::connect_tls(&crate::client::TlsTarget {
-        url: section.url.clone(),
-        domain: section.domain.clone(),
-        ca: section.ca.clone(),
-        cert: section.cert.clone(),
-        key: section.key.clone(),
-    })
-    .await
-    .map_err(|e| EnrolError::Connect {
-        url: section.url.clone(),
-        reason: e.to_string(),
-    })?;
+    let channel = crate::client::connect_tls(&section.tls_target())
+        .await
+        .map_err(|e| EnrolError::Connect {
+            url: section.url.clone(),
+            reason: e.to_string(),
+        })?;
     let enrolled = CoordinatorClient::new(channel)
         .renew(pb::CertificateRequest { csr_der: csr })
         .await
@@ -300,18 +294,7 @@ async fn connect_pinned(url: &str, ca_sha256: &str) -> Result<Channel, EnrolErro
             }
         }))
         .await
-        .map_err(|e| connect(chain(&e)))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
+        .map_err(|e| connect(ward_proto::error_chain(&e)))
 }
 
 /// Trusts a server whose chain includes the pinned CA and verifies to it

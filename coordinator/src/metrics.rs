@@ -57,13 +57,24 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        Metrics {
+        let m = Metrics {
             decisions: Family::default(),
             // 0.5 s to about 36 h.
             approval_seconds: Histogram::new(exponential_buckets(0.5, 4.0, 10)),
             webhooks: Family::default(),
             delivered: AtomicI64::new(0),
+        };
+        // Known series start at 0: `rate()` sees the first event, and
+        // dashboards find them before anything happens.
+        for decision in ["approved", "denied"] {
+            for by in ["policy", "review"] {
+                let _ = m.decisions.get_or_create(&DecisionLabels { decision, by });
+            }
         }
+        for outcome in ["delivered", "retried", "failed"] {
+            let _ = m.webhooks.get_or_create(&WebhookLabels { outcome });
+        }
+        m
     }
 }
 

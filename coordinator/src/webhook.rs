@@ -288,7 +288,7 @@ impl Endpoint {
             }
             // The source chain says why (e.g. the certificate's issuer is
             // unknown), which the top error alone does not.
-            Err(e) => Attempt::Retry(chain(&e.without_url())),
+            Err(e) => Attempt::Retry(ward_proto::error_chain(&e.without_url())),
         }
     }
 
@@ -321,17 +321,6 @@ impl Endpoint {
             wait = (wait * 2).min(Duration::from_secs(60));
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Records a notification that will not be delivered.

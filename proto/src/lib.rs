@@ -5,6 +5,19 @@ pub mod v1 {
     tonic::include_proto!("ward.v1");
 }
 
+/// An error and its sources, `: `-joined: the cause a wrapped error (a
+/// TLS alert inside a transport error) does not show at the top.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 pub mod join_token;
 pub mod logging;
 pub mod metrics;

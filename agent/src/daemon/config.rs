@@ -93,6 +93,17 @@ pub struct CoordinatorSection {
 }
 
 impl CoordinatorSection {
+    /// Where and as whom the fleet channel dials.
+    pub fn tls_target(&self) -> crate::client::TlsTarget {
+        crate::client::TlsTarget {
+            url: self.url.clone(),
+            domain: self.domain.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     /// Every accepted signing key: the listed ones and the file's (a
     /// missing file adds none: the agent has not joined yet).
     pub fn keys(&self) -> Vec<Vec<u8>> {

@@ -75,14 +75,7 @@ async fn session(
     backoff: &mut Duration,
     renewed: &tokio::sync::Notify,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channel = crate::client::connect_tls(&crate::client::TlsTarget {
-        url: section.url.clone(),
-        domain: section.domain.clone(),
-        ca: section.ca.clone(),
-        cert: section.cert.clone(),
-        key: section.key.clone(),
-    })
-    .await?;
+    let channel = crate::client::connect_tls(&section.tls_target()).await?;
     let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(ward_proto::transport::MAX_RESPONSE_BYTES);
     let mut stream = client

@@ -38,7 +38,6 @@ pub struct EventLabels {
 }
 
 /// What wardd counts as it goes. Shared by the engine and the services.
-#[derive(Default)]
 pub struct Metrics {
     /// Grant pushes, by outcome and reason.
     pub pushes: Family<PushLabels, Counter>,
@@ -48,6 +47,31 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     /// 1 while the coordinator stream is subscribed, else 0.
     pub coordinator_stream_up: Gauge,
+}
+
+impl Default for Metrics {
+    /// Every series whose labels are known in advance starts at 0, so that
+    /// `rate()` and `increase()` see the first event, and a dashboard or an
+    /// alert finds the series before anything has happened.
+    fn default() -> Metrics {
+        let m = Metrics {
+            pushes: Family::default(),
+            policy_reloads: Family::default(),
+            events: Family::default(),
+            coordinator_stream_up: Gauge::default(),
+        };
+        let _ = m.pushes.get_or_create(&PushLabels {
+            outcome: "accepted",
+            reason: "none".into(),
+        });
+        for outcome in ["applied", "rejected"] {
+            let _ = m.policy_reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        for kind in ["deny", "allow_by_grant", "tamper"] {
+            let _ = m.events.get_or_create(&EventLabels { kind });
+        }
+        m
+    }
 }
 
 impl Metrics {

@@ -357,7 +357,15 @@ fn agent(c: &Coordinator, tag: &str, name: &str, key: &str) -> (Host, Wardd) {
 
 /// The same, dialling the coordinator at `port`.
 fn agent_via(c: &Coordinator, tag: &str, name: &str, key: &str, port: u16) -> (Host, Wardd) {
-    let h = host(tag, &c.agent_section_via(name, key, port));
+    let h = test_host(c, tag, &c.agent_section_via(name, key, port));
+    let w = h.start();
+    (h, w)
+}
+
+/// A host labelled env=test with `section` in its config, its test cgroup
+/// the directory's workload `w-TAG` of team "test".
+fn test_host(c: &Coordinator, tag: &str, section: &str) -> Host {
+    let h = host(tag, section);
     c.add_workload(&format!("w-{tag}"), &h.managed_workload());
     let text = std::fs::read_to_string(&h.config).unwrap();
     std::fs::write(
@@ -369,8 +377,7 @@ fn agent_via(c: &Coordinator, tag: &str, name: &str, key: &str, port: u16) -> (H
         ),
     )
     .unwrap();
-    let w = h.start();
-    (h, w)
+    h
 }
 
 fn subscribed(c: &Coordinator, hosts: usize) {
@@ -2091,7 +2098,17 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
         format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     c.start();
-    let (h1, _w1) = agent(&c, "co-metrics", "h1", &c.public_key);
+    // The agent serves its metrics too: the sample dashboard reads both.
+    let agent_port = crate::metrics::free_port();
+    let h1 = test_host(
+        &c,
+        "co-metrics",
+        &format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{agent_port}\"\n",
+            c.agent_section_via("h1", &c.public_key, c.port)
+        ),
+    );
+    let _w1 = h1.start();
     subscribed(&c, 1);
     let (status, body) = {
         let (s, _, b) = get(port, "/healthz");
@@ -2144,10 +2161,51 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
 
     // A real Prometheus server scrapes it too.
     let data = ward_tests::TempDir::new("prometheus-coord");
-    let prometheus = Prometheus::start(data.path(), &[("coordinator", port)]);
+    let prometheus =
+        Prometheus::start(data.path(), &[("coordinator", port), ("wardd", agent_port)]);
     prometheus.wait_for(r#"up{job="coordinator"}"#, |v| v == 1.0);
+    prometheus.wait_for(r#"up{job="wardd"}"#, |v| v == 1.0);
     prometheus.wait_for(
-        r#"ward_coordinator_request_decisions_total{decision="denied"}"#,
+        r#"ward_coordinator_request_decisions_total{decision="denied",by="review"}"#,
         |v| v == 1.0,
     );
+
+    // The sample Grafana dashboard: every query evaluates in this
+    // Prometheus, and every metric it names is one wardd or the
+    // coordinator serves.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let served = format!("{text}{}", get(agent_port, "/metrics").2);
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let q = target["expr"].as_str().unwrap().replace("$instance", ".*");
+            if let Err(e) = prometheus.evaluates(&q) {
+                panic!("panel {:?}: `{q}`: {e}", panel["title"]);
+            }
+            for name in q
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("ward_"))
+                // Served only with kernel.bpf_stats_enabled=1, which this
+                // host is not asked to turn on.
+                .filter(|w| !w.starts_with("ward_bpf_program_"))
+            {
+                let family = name.strip_suffix("_bucket").unwrap_or(name);
+                assert!(
+                    served.contains(&format!("# TYPE {family} "))
+                        || served
+                            .contains(&format!("# TYPE {} ", family.trim_end_matches("_total"))),
+                    "panel {:?} names `{name}`, which neither serves",
+                    panel["title"]
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 12, "{queries}");
 }

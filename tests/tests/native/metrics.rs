@@ -166,18 +166,22 @@ impl Prometheus {
         Prometheus { child, port }
     }
 
+    /// Whether Prometheus evaluates `q` (it parses, and its functions and
+    /// types fit); Err is Prometheus's answer.
+    pub fn evaluates(&self, q: &str) -> Result<(), String> {
+        let (status, _, body) = try_get(self.port, &format!("/api/v1/query?query={}", encode(q)))
+            .ok_or_else(|| "no answer".to_owned())?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if status == 200 && v["status"] == "success" {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    }
+
     /// The value of an instant query's first sample, if any.
     pub fn query(&self, q: &str) -> Option<f64> {
-        let encoded: String = q
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (status, _, body) = try_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        let (status, _, body) = try_get(self.port, &format!("/api/v1/query?query={}", encode(q)))?;
         if status != 200 {
             return None;
         }
@@ -232,6 +236,16 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `q` percent-encoded for a URL's query string.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A real Prometheus server scrapes wardd, and a query for the deny

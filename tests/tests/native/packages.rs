@@ -231,6 +231,11 @@ fn an_upgrade_keeps_enforcement_on_throughout() {
         (agent, stopped_at)
     });
 
+    println!(
+        "upgrade: {} connection attempts, {} from wardd's stop to the end, none may open",
+        tries.load(Ordering::SeqCst),
+        tries.load(Ordering::SeqCst) - stopped_at
+    );
     assert_eq!(
         opened.load(Ordering::SeqCst),
         0,

@@ -77,7 +77,8 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
     // A fresh host: a [coordinator] section, and no certificate at all.
     let tls = TempDir::new("co-join-tls");
     let t = tls.path().display();
-    let h = host(
+    let h = test_host(
+        &c,
         "co-join",
         &format!(
             "[coordinator]\nurl = \"https://127.0.0.1:{port}\"\ndomain = \"localhost\"\n\
@@ -87,17 +88,6 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
             port = c.port
         ),
     );
-    let text = std::fs::read_to_string(&h.config).unwrap();
-    std::fs::write(
-        &h.config,
-        text.replacen(
-            "[agent]\n",
-            "[agent]\nhost_labels = { env = \"test\" }\n",
-            1,
-        ),
-    )
-    .unwrap();
-    c.add_workload("w-co-join", &h.managed_workload());
     // Running before it has joined, as after installing the package: it
     // enforces, and dials the coordinator once it has a certificate.
     let _w = h.start();
