@@ -2,8 +2,9 @@
 //!
 //! The object is built with nightly and bpf-linker for bpfel-unknown-none,
 //! which a stable build script cannot do by itself, so this script only checks
-//! that the object is there (and not older than its sources) and says exactly
-//! which command makes it.
+//! that the object is there and says exactly
+//! which command makes it. An object older than its sources stops the
+//! build.
 
 use std::{fs, path::Path, time::SystemTime};
 
@@ -23,12 +24,39 @@ fn main() {
         );
     };
     let built = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if let Some(newer) = newest_source(&sources).filter(|(t, _)| *t > built) {
-        println!(
-            "cargo:warning=eBPF object {obj} is older than {}; run `cargo xtask build-ebpf`",
+    // Never embed an object older than its sources: the kernel would run
+    // other code than the user-space half (and `ward explain`) expects.
+    // Its sources are what the compiler read for it (cargo's dep-info
+    // beside it), so a file the eBPF build never reads (a test, a
+    // user-space-only module) cannot make it stale for ever.
+    let newest = match dep_info_sources(&obj) {
+        Some(files) => files
+            .iter()
+            .filter_map(|f| Some((fs::metadata(f).ok()?.modified().ok()?, f.clone())))
+            .max(),
+        None => newest_source(&sources),
+    };
+    if let Some(newer) = newest.filter(|(t, _)| *t > built) {
+        panic!(
+            "\n\nward's eBPF object {obj} is older than {}.\n\
+             Rebuild it with:\n\n    cargo xtask build-ebpf\n\n\
+             (cargo xtask test, demo, bench and fuzz rebuild it themselves).\n",
             newer.1
         );
     }
+}
+
+/// The source files listed in `OBJ.d` (`OBJ: a.rs b.rs ...`).
+fn dep_info_sources(obj: &str) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("{obj}.d")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(obj))?;
+    let (_, files) = line.split_once(": ")?;
+    let files: Vec<String> = files
+        .replace("\\ ", "\u{0}")
+        .split_whitespace()
+        .map(|f| f.replace('\u{0}', " "))
+        .collect();
+    (!files.is_empty()).then_some(files)
 }
 
 fn newest_source(dir: &Path) -> Option<(SystemTime, String)> {

@@ -156,11 +156,10 @@ fn run() -> Result<ExitCode> {
             asan,
             targets,
         } => {
-            // The agent crate embeds the eBPF object.
-            if !ebpf::object(&ws).exists() {
-                bootstrap::ebpf_toolchain(&ws)?;
-                ebpf::build(&ws)?;
-            }
+            // The agent crate embeds the eBPF object, which must be no
+            // older than its sources (cargo rebuilds only what changed).
+            bootstrap::ebpf_toolchain(&ws)?;
+            ebpf::build(&ws)?;
             let how = if asan {
                 fuzz::Build::Asan
             } else {
