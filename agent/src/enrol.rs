@@ -1,4 +1,4 @@
-//! Enrolment, the agent's side: `wardd --join TOKEN` and renewals.
+//! Enrolment, the agent's side: `wardd --join` (the token on stdin) and renewals.
 //!
 //! The key is made here and never leaves the host: the coordinator sees a
 //! CSR. Before it trusts anything the enrolment listener says, the agent

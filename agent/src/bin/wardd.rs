@@ -34,12 +34,30 @@ struct Args {
     #[arg(long, requires = "check")]
     json: bool,
     /// Join the coordinator's fleet with a one-time token (from
-    /// `ward-coordinator token create`), then exit: makes this host's key,
+    /// `ward-coordinator token create`), read from standard input (or
+    /// `WARD_JOIN_TOKEN`), never from the command line, where any local
+    /// user could read it and join first. Then exit: makes this host's key,
     /// gets its certificate from `coordinator.join_url`, and writes the
     /// key, certificate, CA and signing keys where `[coordinator]` names
     /// them. wardd renews the certificate itself from then on.
-    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["check", "check_config"])]
-    join: Option<String>,
+    #[arg(long, conflicts_with_all = ["check", "check_config"])]
+    join: bool,
+}
+
+/// The join token: `WARD_JOIN_TOKEN`, else the first line of stdin.
+fn join_token() -> Result<String> {
+    if let Ok(t) = std::env::var("WARD_JOIN_TOKEN") {
+        return Ok(t);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the join token from standard input")?;
+    let token = line.trim().to_owned();
+    if token.is_empty() {
+        anyhow::bail!("no join token: pipe it in (`wardd --join < token`) or set WARD_JOIN_TOKEN");
+    }
+    Ok(token)
 }
 
 fn main() -> ExitCode {
@@ -70,7 +88,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     ward_agent::memory::limit_arenas();
     let config = config::Config::load(&args.config)?;
-    if let Some(token) = &args.join {
+    if args.join {
+        let token = join_token()?;
         let section = config
             .coordinator
             .as_ref()
@@ -80,7 +99,7 @@ fn run(args: Args) -> Result<()> {
             .enable_all()
             .build()?;
         let until = rt
-            .block_on(ward_agent::enrol::join(section, &host, token))
+            .block_on(ward_agent::enrol::join(section, &host, &token))
             .context("joining the fleet")?;
         println!(
             "joined as {host}.agent; certificate {} until {} (renewed by wardd)",

@@ -86,7 +86,7 @@ pub struct CoordinatorSection {
     /// itself). Read at every (re)connect.
     pub public_keys_file: Option<PathBuf>,
     /// The coordinator's enrolment listener, e.g.
-    /// "https://coordinator.example:7445": `wardd --join TOKEN` gets this
+    /// "https://coordinator.example:7445": `wardd --join` (token on stdin) gets this
     /// host's certificate there, written to `cert`, `key` and `ca`, and
     /// wardd renews it over the fleet channel before it expires.
     pub join_url: Option<String>,

@@ -88,7 +88,7 @@ enum CaCmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Make a single-use join token for a host, printed once; the store
-    /// keeps only its hash. On the host: `wardd --join TOKEN`.
+    /// keeps only its hash. On the host: `wardd --join`, the token on stdin.
     Create {
         #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
         config: PathBuf,
@@ -239,7 +239,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 println!("{token}");
                 eprintln!(
-                    "single use, for host {host}, valid {ttl}; on {host}: wardd --join <token> \
+                    "single use, for host {host}, valid {ttl}; on {host}: pipe it into `wardd --join` \
                      (with [coordinator] join_url set in agent.toml)"
                 );
             }

@@ -91,10 +91,23 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
     // Running before it has joined, as after installing the package: it
     // enforces, and dials the coordinator once it has a certificate.
     let _w = h.start();
+    // The token goes in on stdin: on the command line any local user
+    // could read it (ps) and join first.
     let join = |token: &str| {
-        ward_tests::run(
-            &ward_tests::wardd_bin(),
-            &["--config", h.config.to_str().unwrap(), "--join", token],
+        use std::io::Write;
+        let mut child = Command::new(ward_tests::wardd_bin())
+            .args(["--config", h.config.to_str().unwrap(), "--join"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
 
