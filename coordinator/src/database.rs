@@ -106,22 +106,27 @@ fn ca_error(path: &Path, reason: impl std::fmt::Display) -> DatabaseError {
     }
 }
 
-/// The certificates of a PEM file, as trust roots.
 fn roots(path: &Path) -> Result<rustls::RootCertStore, DatabaseError> {
+    pem_roots(path).map_err(|reason| ca_error(path, reason))
+}
+
+/// The certificates of a PEM file, as trust roots (the database's CA, a
+/// webhook's `ca_file`); Err says why not.
+pub(crate) fn pem_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_error(path, e))? {
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())? {
         roots
-            .add(cert.map_err(|e| ca_error(path, e))?)
-            .map_err(|e| ca_error(path, e))?;
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     if roots.is_empty() {
-        return Err(ca_error(path, "holds no certificate"));
+        return Err("holds no certificate".into());
     }
     Ok(roots)
 }
 
 /// This host: `localhost` or a loopback address.
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .trim_matches(['[', ']'])

@@ -44,8 +44,6 @@ pub enum EnrolError {
     Csr(String),
     #[error("token: {0}")]
     Token(&'static str),
-    #[error("host `{0}`: {1}")]
-    Host(String, &'static str),
 }
 
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> EnrolError {
@@ -87,15 +85,16 @@ impl FleetCa {
     pub fn issue_agent(&self, host: &str, csr_der: &[u8]) -> Result<(String, i64), EnrolError> {
         let csr = parse_csr(csr_der)?;
         let name = format!("{host}{AGENT_SUFFIX}");
-        let not_after = SystemTime::now() + self.agent_ttl;
         let params = leaf_params(&name, std::slice::from_ref(&name), false, self.agent_ttl)?;
+        // The end the certificate carries, not a second reading of the clock.
+        let not_after = (params.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
         let cert = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,
         }
         .signed_by(&self.issuer)
         .map_err(|e| EnrolError::Certificate(e.to_string()))?;
-        Ok((cert.pem(), unix_ms(not_after)))
+        Ok((cert.pem(), not_after))
     }
 }
 
@@ -257,7 +256,7 @@ impl Workflow {
             new_token(fingerprint).map_err(|e| WorkflowError::Enrolment(e.to_string()))?;
         let expires = unix_ms(SystemTime::now() + ttl);
         self.store.write(|tx| {
-            if tx.revoked_hosts()?.iter().any(|h| h == host) {
+            if tx.host_revoked(host)? {
                 return Err(WorkflowError::Enrolment(format!(
                     "host `{host}` is revoked; it cannot join again"
                 )));
@@ -283,7 +282,7 @@ impl Workflow {
         let now = unix_ms(SystemTime::now());
         let outcome = self.store.write(|tx| -> Result<_, WorkflowError> {
             let refused = match tx.take_token(hash, now)? {
-                Ok(host) if tx.revoked_hosts()?.contains(&host) => {
+                Ok(host) if tx.host_revoked(&host)? => {
                     format!("host `{host}` is revoked")
                 }
                 Ok(host) => {
@@ -316,7 +315,7 @@ impl Workflow {
         self.store
             .write(|tx| -> Result<Result<(), String>, WorkflowError> {
                 let actor = format!("{host}{AGENT_SUFFIX}");
-                if tx.revoked_hosts()?.iter().any(|h| h == host) {
+                if tx.host_revoked(host)? {
                     audit(
                         tx,
                         "",
@@ -354,6 +353,10 @@ impl Workflow {
             )?;
             Ok(())
         })
+    }
+
+    pub fn host_revoked(&mut self, host: &str) -> Result<bool, WorkflowError> {
+        Ok(self.store.read(|tx| tx.host_revoked(host))?)
     }
 
     pub fn revoked_hosts(&mut self) -> Result<Vec<String>, WorkflowError> {

@@ -382,10 +382,9 @@ impl Coordinator for CoordinatorService {
         }
         let host = r.host.clone();
         if self
-            .with(move |wf| wf.revoked_hosts())
+            .with(move |wf| wf.host_revoked(&host))
             .await
             .map_err(status)?
-            .contains(&host)
         {
             tracing::warn!(host = %r.host, "subscribe refused: the host is revoked");
             return Err(Status::permission_denied(format!(

@@ -501,6 +501,14 @@ impl Tx<'_> {
         )
     }
 
+    pub fn host_revoked(&self, name: &str) -> Result<bool, StoreError> {
+        let rows = self.query(
+            "SELECT COUNT(*) FROM revoked_hosts WHERE name = ?1",
+            &[P::T(name)],
+        )?;
+        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i) > 0)
+    }
+
     pub fn revoked_hosts(&self) -> Result<Vec<String>, StoreError> {
         let rows = self.query("SELECT name FROM revoked_hosts ORDER BY name", &[])?;
         Ok(rows

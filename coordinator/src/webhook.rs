@@ -15,17 +15,20 @@
 //! delivered nor recorded (each retry is logged as it happens).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use ring::{digest, hmac};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::sync::mpsc;
 use ward_proto::v1::AuditEntry;
 
-use crate::{metrics::Metrics, workflow::Workflow};
+use crate::{
+    database::{is_loopback, pem_roots},
+    metrics::Metrics,
+    workflow::Workflow,
+};
 
 /// The audit kinds that are posted.
 pub const EVENTS: &[&str] = &[
@@ -166,7 +169,12 @@ fn endpoint(index: usize, h: &Webhook) -> Result<Endpoint, WebhookError> {
         });
     }
     let roots = match &h.ca_file {
-        Some(path) => roots_from(index, path)?,
+        Some(path) => pem_roots(path).map_err(|reason| WebhookError::File {
+            index,
+            field: "ca_file",
+            path: path.clone(),
+            reason,
+        })?,
         None => system_roots(),
     };
     if url.scheme() == "https" && roots.is_empty() {
@@ -207,34 +215,6 @@ fn endpoint(index: usize, h: &Webhook) -> Result<Endpoint, WebhookError> {
         client,
         retry_for: h.retry_for,
     })
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
-}
-
-fn roots_from(index: usize, path: &Path) -> Result<rustls::RootCertStore, WebhookError> {
-    let bad = |reason: String| WebhookError::File {
-        index,
-        field: "ca_file",
-        path: path.to_owned(),
-        reason,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("holds no certificate".into()));
-    }
-    Ok(roots)
 }
 
 fn system_roots() -> rustls::RootCertStore {
@@ -438,7 +418,7 @@ mod tests {
         );
     }
 
-    fn hook(url: &str, secret_file: &Path) -> Webhook {
+    fn hook(url: &str, secret_file: &std::path::Path) -> Webhook {
         Webhook {
             url: url.into(),
             secret_file: secret_file.to_owned(),
