@@ -253,9 +253,35 @@ pub fn outranks(a: &Rule, b: &Rule) -> bool {
 /// Where Linux sends a connect or send to the unspecified address, as the
 /// kernel keys it (IPv4 mapped into IPv6): `0.0.0.0` to the socket's bound
 /// IPv4 address, else `127.0.0.1` (`ip_route_connect`); `::` to `::1`.
-/// Every other address is itself.
+/// Every other address is itself. For IPv4 callers, [`unspecified_dest4`]
+/// gives the same answer.
+///
+/// Without branches: the paths of an `if` here stay apart through the
+/// whole decision after it, and the verifier walked each (4 s of the
+/// load of each IPv6 cgroup hook on 6.18, 2.2 s without them). So the socket's bound
+/// address is read whatever the destination.
 #[inline(always)]
 pub fn unspecified_dest(addr: [u8; 16], bound_v4: impl FnOnce() -> [u8; 4]) -> [u8; 16] {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let (w0, w1, w2, w3) = (w(0), w(4), w(8), w(12));
+    let any = zero_mask(w0 | w1 | w2 | w3);
+    let mapped_any =
+        zero_mask(w0 | w1 | w3) & zero_mask(w2 ^ u32::from_ne_bytes([0, 0, 0xff, 0xff]));
+    let bound = u32::from_ne_bytes(bound_v4());
+    let v4 = bound | (u32::from_ne_bytes([127, 0, 0, 1]) & zero_mask(bound));
+    let last = w3 | (u32::from_ne_bytes([0, 0, 0, 1]) & any) | (v4 & mapped_any);
+    let mut out = addr;
+    out[12..].copy_from_slice(&last.to_ne_bytes());
+    out
+}
+
+/// [`unspecified_dest`] of an IPv4 address (network order), mapped. In
+/// the branching form, which LLVM folds against the constant prefix: on
+/// 6.18 the verifier takes 0.8 s over `ward_connect4` so, 1.9 s with the
+/// branch-free form or a plain test of `ip`.
+#[inline(always)]
+pub fn unspecified_dest4(ip: [u8; 4], bound_v4: impl FnOnce() -> [u8; 4]) -> [u8; 16] {
+    let addr = v4_mapped(ip);
     let mut out = addr;
     if addr == [0; 16] {
         out[15] = 1;
@@ -270,6 +296,22 @@ pub fn unspecified_dest(addr: [u8; 16], bound_v4: impl FnOnce() -> [u8; 4]) -> [
         out[12..].copy_from_slice(&v4);
     }
     out
+}
+
+/// `ip` (network order) mapped into IPv6, as the kernel tables key it.
+#[inline(always)]
+pub fn v4_mapped(ip: [u8; 4]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    a[12..].copy_from_slice(&ip);
+    a
+}
+
+/// All ones if `x` is 0, else 0, computed without a branch.
+#[inline(always)]
+fn zero_mask(x: u32) -> u32 {
+    (u64::from(x).wrapping_sub(1) >> 32) as u32
 }
 
 /// How many subject slots a caller has: uid, login uid, then the listed
@@ -835,5 +877,43 @@ mod tests {
             FileDecision::new(&chain, &all, Op::Read, 0).steps(),
             FILE_STEPS
         );
+    }
+
+    /// Where an unspecified destination goes, as Linux routes it; both
+    /// forms agree on every IPv4 address.
+    #[test]
+    fn unspecified_destinations_go_where_linux_sends_them() {
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let bound = [10, 1, 2, 3];
+        for (dest, bound_v4, want) in [
+            ("::", [0; 4], "::1"),
+            ("::", bound, "::1"),
+            ("::ffff:0.0.0.0", [0; 4], "::ffff:127.0.0.1"),
+            ("::ffff:0.0.0.0", bound, "::ffff:10.1.2.3"),
+            ("::1", bound, "::1"),
+            ("::ffff:0.0.0.5", bound, "::ffff:0.0.0.5"),
+            ("::ffff:1:0", bound, "::ffff:1:0"),
+            ("1::", bound, "1::"),
+            ("::1:0:0:0", bound, "::1:0:0:0"),
+            ("::fffe:0:0", bound, "::fffe:0:0"),
+            ("2001:db8::", bound, "2001:db8::"),
+        ] {
+            assert_eq!(unspecified_dest(v6(dest), || bound_v4), v6(want), "{dest}");
+        }
+        for ip in [
+            [0; 4],
+            [127, 0, 0, 1],
+            [10, 1, 2, 3],
+            [0, 0, 0, 1],
+            [1, 0, 0, 0],
+        ] {
+            for b in [[0; 4], bound] {
+                assert_eq!(
+                    unspecified_dest4(ip, || b),
+                    unspecified_dest(v4_mapped(ip), || b),
+                    "{ip:?} bound {b:?}"
+                );
+            }
+        }
     }
 }

@@ -10,7 +10,10 @@ use aya_ebpf::{
 };
 use ward_abi::{
     Config, ECONNRESET, EPERM, HELD_SOCKS_SLOT, NetKey, NetRule, Op,
-    decision::{Found, MostSpecific, NetLookup, Subjects, applicable_net_rule, unspecified_dest},
+    decision::{
+        Found, MostSpecific, NetLookup, Subjects, applicable_net_rule, unspecified_dest,
+        unspecified_dest4,
+    },
 };
 
 use crate::{
@@ -47,14 +50,6 @@ struct Dest {
     /// Host byte order.
     port: u16,
     family: u16,
-}
-
-fn v4_mapped(ip_be: [u8; 4]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..].copy_from_slice(&ip_be);
-    a
 }
 
 /// The decision for a connect (or a send with an address) by the caller.
@@ -374,7 +369,7 @@ fn read_dest(address: *const u8, addrlen: i32, sk: u64) -> Option<Dest> {
             let head = unsafe { bpf_probe_read_kernel(address as *const [u8; 8]) }.ok()?;
             let ip = [head[4], head[5], head[6], head[7]];
             Some(Dest {
-                addr: unspecified_dest(v4_mapped(ip), || bound_v4(sk)),
+                addr: unspecified_dest4(ip, || bound_v4(sk)),
                 port: u16::from_be_bytes([head[2], head[3]]),
                 family: 4,
             })
@@ -410,7 +405,7 @@ fn cgroup_dest4(ctx: &SockAddrContext) -> Option<Dest> {
         unsafe { (*(*ctx.sock_addr).__bindgen_anon_1.sk).src_ip4 }.to_ne_bytes()
     };
     Some(Dest {
-        addr: unspecified_dest(v4_mapped(ip.to_ne_bytes()), bound),
+        addr: unspecified_dest4(ip.to_ne_bytes(), bound),
         port: u16::from_be(port as u16),
         family: 4,
     })

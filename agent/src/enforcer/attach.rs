@@ -146,7 +146,13 @@ pub fn all(
             let program = ebpf
                 .program_mut(name)
                 .ok_or(EnforcerError::MissingProgram(name))?;
+            let started = std::time::Instant::now();
             load_cgroup_program(program).map_err(program_err(name))?;
+            tracing::debug!(
+                program = name,
+                load_ms = started.elapsed().as_millis() as u64,
+                "verified and loaded"
+            );
             let fd = program.fd().map_err(program_err(name))?;
             hooks.link(name, fd.as_fd(), attach_type, &mut unpinned)?;
         }
