@@ -41,7 +41,8 @@ fn rust_src() -> Result<()> {
 }
 
 /// bpf-linker must link with the same LLVM as the nightly rustc; build it
-/// against the libLLVM shipped inside that toolchain (see DESIGN.md).
+/// against the libLLVM shipped inside that toolchain (ARCHITECTURE.md,
+/// "Toolchains and kernels").
 fn bpf_linker(ws: &Workspace) -> Result<()> {
     let bin = ws.tools_bin().join("bpf-linker");
     if bin.exists() {

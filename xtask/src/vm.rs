@@ -44,7 +44,7 @@ pub enum Machine {
     Test,
     /// One vCPU with `-icount shift=0`: each guest instruction advances the
     /// guest clock by 1 ns, so timings are instruction counts and repeat
-    /// exactly (DESIGN.md). For benchmarks.
+    /// exactly (ARCHITECTURE.md, "Toolchains and kernels"). For benchmarks.
     Icount,
 }
 

@@ -1,5 +1,6 @@
 //! Programs that decide nothing. `ward doctor` loads them to learn what the
-//! running kernel accepts, without attaching anything that enforces.
+//! running kernel accepts, without attaching anything that enforces; the
+//! benchmarks attach them as the floor any enforcer on the same hook pays.
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, lsm},

@@ -12,7 +12,8 @@ use clap::Parser;
 pub mod exit {
     pub const OK: u8 = 0;
     pub const ERROR: u8 = 1;
-    /// Usage errors (clap's own).
+    // 2: usage errors, clap's own.
+    /// The agent's socket did not answer.
     pub const DAEMON_DOWN: u8 = 3;
     pub const NOT_ALLOWED: u8 = 4;
     pub const INVALID: u8 = 5;
