@@ -53,9 +53,9 @@ pub fn grant_for(cg: &OwnedCgroup, op: Op, object: &Object, id: u64, expires: Ex
     }
 }
 
-/// Runs the whole scenario; returns how long after the deadline the first
-/// attempt was made (it must have been denied).
-pub fn run(enforcer: &mut Enforcer, s: &Scenario<'_>) -> Duration {
+/// Runs the whole scenario: protected, granted, denied once the deadline
+/// has passed on the kernel's clock, and never anything for the unmanaged.
+pub fn run(enforcer: &mut Enforcer, s: &Scenario<'_>) {
     let op = s.op;
     let denied = OpenOutcome::Refused(s.denied_errno);
     enforcer.manage_cgroup(s.managed.id()).expect("manage");
@@ -126,20 +126,17 @@ pub fn run(enforcer: &mut Enforcer, s: &Scenario<'_>) -> Duration {
     while boot_ns() < deadline {
         std::hint::spin_loop();
     }
-    let started = boot_ns();
+    // How soon after the deadline the attempt runs is the scheduler's
+    // business, so nothing is timed here: `cargo xtask bench` measures
+    // expiry precision.
     assert_eq!(
         (s.attempt)(Some(s.managed)),
         denied,
         "{op:?}: denied after the deadline"
     );
-    // How soon after the deadline the attempt ran depends on the scheduler
-    // (a busy CI host preempts for tens of ms), so it is reported, not
-    // asserted; `cargo xtask bench` measures expiry precision.
-    let lag = Duration::from_nanos(started - deadline);
     assert_eq!(
         (s.attempt)(Some(s.unmanaged)),
         OpenOutcome::Opened,
         "{op:?}: still no effect on unmanaged processes"
     );
-    lag
 }

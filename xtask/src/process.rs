@@ -61,21 +61,26 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs a command, echoing its stdout live and returning it with the status.
+/// Runs a command, echoing its stdout and stderr live, in the order they
+/// were written, and returning both with the status: cargo says which
+/// test binary it runs on stderr, the binary its results on stdout.
 pub fn tee(cmd: &mut Command) -> Result<(bool, String)> {
     let what = describe(cmd);
+    let (reader, writer) = std::io::pipe().context("a pipe")?;
     let mut child = cmd
-        .stdout(Stdio::piped())
+        .stdout(writer.try_clone().context("a pipe")?)
+        .stderr(writer)
         .spawn()
         .with_context(|| format!("starting `{what}`"))?;
+    // The command holds the pipe's write end until told otherwise, and
+    // the read below would wait for it forever.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut captured = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap_or_default();
-            println!("{line}");
-            captured.push_str(&line);
-            captured.push('\n');
-        }
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap_or_default();
+        println!("{line}");
+        captured.push_str(&line);
+        captured.push('\n');
     }
     let status = child
         .wait()

@@ -48,6 +48,29 @@ impl Tally {
         summaries
     }
 
+    /// The test binaries cargo started (its `Running` and `Doc-tests`
+    /// lines, in `cargo test`'s merged output) that never printed their
+    /// summary: they aborted or were killed, and their unrun tests are in
+    /// neither count.
+    pub fn unfinished_binaries(output: &str) -> Vec<String> {
+        let mut unfinished = Vec::new();
+        let mut running: Option<String> = None;
+        for line in output.lines() {
+            let line = line.trim_end();
+            let started = line
+                .strip_prefix("     Running ")
+                .filter(|l| l.ends_with(')'))
+                .or_else(|| line.strip_prefix("   Doc-tests "));
+            if let Some(name) = started {
+                unfinished.extend(running.replace(name.to_owned()));
+            } else if line.starts_with("test result:") {
+                running = None;
+            }
+        }
+        unfinished.extend(running);
+        unfinished
+    }
+
     pub fn failed(&self) -> usize {
         self.failures.len()
     }
@@ -90,5 +113,32 @@ test result: FAILED. 3 passed; 2 failed; 1 ignored
         assert!(t.report().ends_with("3 passed, 3 failed"));
         assert!(t.report().contains("unit: a::two"));
         assert!(t.report().contains("unit: e\n"));
+    }
+
+    #[test]
+    fn a_binary_that_aborts_mid_run_is_named() {
+        let out = "\
+     Running unittests src/lib.rs (target/debug/deps/ward_abi-1)
+running 1 test
+test a ... ok
+
+test result: ok. 1 passed; 0 failed
+     Running tests/native/main.rs (target/debug/deps/native-2)
+running 3 tests
+test b ... ok
+error: test failed, to rerun pass `-p ward-tests --test native`
+   Doc-tests ward_abi
+running 0 tests
+
+test result: ok. 0 passed; 0 failed
+   Doc-tests ward_policy
+";
+        assert_eq!(
+            Tally::unfinished_binaries(out),
+            [
+                "tests/native/main.rs (target/debug/deps/native-2)",
+                "ward_policy"
+            ]
+        );
     }
 }

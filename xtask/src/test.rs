@@ -169,6 +169,11 @@ fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     let (ok, out) = tee(&mut test)?;
     drop(postgres);
     let summaries = tally.add_libtest("host", &out);
+    // Counted per binary, as the VM side does: one that aborts mid-run
+    // drops its unrun tests from both counts.
+    for binary in Tally::unfinished_binaries(&out) {
+        tally.fail(format!("host: {binary} did not run to the end"));
+    }
     if !ok && tally.failed() == failed_before {
         tally.fail("cargo test failed before running its tests (see above)");
     } else if summaries == 0 {

@@ -47,7 +47,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct Record<'a> {
     pub time_unix_ms: i64,
     /// grant_pushed, grant_revoked, grant_expired, grant_activated,
-    /// grant_used, grant_refused, deny, call_refused.
+    /// grant_used, grant_refused, deny, call_refused; and the host's own:
+    /// policy_applied, policy_rejected, config_rejected, cgroups_unmanaged.
     pub kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<&'a str>,

@@ -31,7 +31,8 @@ use crate::{
 };
 
 /// Kernel rule ids at and above this are protections from the config
-/// (index added); grants use the store's ids, far below.
+/// (index added). Cedar policy rules use [`POLICY_BASE`] up to here, and
+/// grants the store's ids, below both.
 const PROTECTION_BASE: u64 = 1 << 62;
 
 #[derive(Debug, thiserror::Error)]
@@ -855,6 +856,13 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(error = %e, "config edit refused; host labels unchanged");
+                let detail = serde_json::json!({
+                    "config": path.display().to_string(),
+                    "error": e.to_string(),
+                });
+                if let Err(e) = self.record("config_rejected", None, "agent", detail, true) {
+                    tracing::error!(error = %e, "could not audit a refused config edit");
+                }
             }
         }
     }

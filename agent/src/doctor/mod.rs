@@ -13,6 +13,10 @@ use crate::btf::KernelOffsets;
 
 pub use render::render_text;
 
+/// The scratch cgroups the connect probe attaches to are named this and
+/// the prober's pid, and removed when it is done.
+pub const PROBE_CGROUP_PREFIX: &str = "ward-doctor-";
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

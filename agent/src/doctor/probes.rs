@@ -154,8 +154,10 @@ fn try_cgroup_sock_addr(offsets: &KernelOffsets) -> Result<String, ProbeError> {
     program
         .load()
         .map_err(|source| EnforcerError::Program { name, source })?;
-    let scratch =
-        cgroup::OwnedCgroup::create(&root, &format!("ward-doctor-{}", std::process::id()))?;
+    let scratch = cgroup::OwnedCgroup::create(
+        &root,
+        &format!("{}{}", super::PROBE_CGROUP_PREFIX, std::process::id()),
+    )?;
     let fd = scratch.open()?;
     // Links (kernel >= 5.7) take no flags and always coexist with other
     // programs; `Single` is how aya asks for flags = 0.

@@ -31,14 +31,17 @@ fn config(pin_dir: &str, cgroup: &str) -> EnforcerConfig {
 #[test]
 #[ignore = "helper process for cgroup_hooks_survive_sigkill_and_are_adopted"]
 fn cgroup_pin_helper() {
-    let (Ok(pins), Ok(root), Ok(managed), Ok(target)) = (
-        std::env::var("WARD_HELPER_PINS"),
-        std::env::var("WARD_HELPER_ROOT"),
-        std::env::var("WARD_HELPER_MANAGED"),
-        std::env::var("WARD_HELPER_TARGET"),
-    ) else {
-        return;
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("run by cgroup_hooks_survive_sigkill_and_are_adopted, which sets {name}")
+        })
     };
+    let (pins, root, managed, target) = (
+        var("WARD_HELPER_PINS"),
+        var("WARD_HELPER_ROOT"),
+        var("WARD_HELPER_MANAGED"),
+        var("WARD_HELPER_TARGET"),
+    );
     let managed: u64 = managed.parse().unwrap();
     let object = Object::Net(NetPattern::parse(&target).unwrap());
     let mut enforcer = Enforcer::load(config(&pins, &root)).expect("load pinned");

@@ -325,7 +325,7 @@ fn host_labels_come_from_the_config_and_are_picked_up_while_running() {
         ),
     )
     .unwrap();
-    let _wardd = h.start();
+    let wardd = h.start();
     // No labels yet: the policy does not apply here.
     assert_eq!(h.connect(), DENIED);
     let config = std::fs::read_to_string(&h.config).unwrap();
@@ -343,12 +343,40 @@ fn host_labels_come_from_the_config_and_are_picked_up_while_running() {
         serde_json::json!(["env=prod"]),
         "{show}"
     );
-    // A broken config edit changes nothing.
+    // A broken config edit changes nothing: wardd says why, in its log
+    // and its audit, and goes on with the labels it had. (The pins alone
+    // would keep the connect open if it had died.)
     std::fs::write(
         &h.config,
         labelled.replace("[agent]\n", "[agent]\nbogus = 1\n"),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let rejected = || {
+        h.audit()
+            .into_iter()
+            .find(|r| r["kind"] == "config_rejected")
+    };
+    wait_for("the refused edit to be audited", || rejected().is_some());
+    let record = rejected().unwrap();
+    assert!(
+        record["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bogus")),
+        "the audit names the bad field: {record}"
+    );
+    assert!(
+        wardd.log().contains("config edit refused"),
+        "{}",
+        wardd.log()
+    );
+    assert!(wardd.pid().is_some());
+    let (code, out, err) = h.ward(&["policy", "show", "--json"]);
+    assert_eq!(code, 0, "wardd still answers: {err}");
+    let show: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        show["host_labels"],
+        serde_json::json!(["env=prod"]),
+        "{show}"
+    );
     assert_eq!(h.connect(), OpenOutcome::Opened);
 }

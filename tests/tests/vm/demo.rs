@@ -17,6 +17,22 @@ fn say(text: &str) {
 }
 
 /// Runs `ward ARGS` as root and shows its output, as an operator would see it.
+/// Asks until `ask` has its answer, for up to 30 s (a TCG guest under a
+/// loaded host is slow, never this slow).
+fn eventually<T>(what: &str, mut ask: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = ask() {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn ward(socket: &Path, args: &[&str]) -> (i32, String) {
     println!("$ ward {}", args.join(" "));
     let (code, out, err) = ward_tests::wardd::ward_as(socket, None, args);
@@ -190,12 +206,15 @@ fn jit_access_from_deny_to_allow_to_expiry() {
     assert_eq!(code, 4);
 
     say("7. ward events shows each use of the grant, and the denies before it");
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, events) = ward(socket, &["events", "--recent", "20"]);
-    assert!(
-        events.contains("allow_by_grant") && events.contains("inc-42-alice"),
-        "{events}"
-    );
+    // Events reach the agent through the kernel's ring buffer: asked for
+    // until they are there, not after a guessed pause.
+    let events = eventually("the grant's use and the denies in ward events", || {
+        let (_, events) = ward(socket, &["events", "--recent", "20"]);
+        (events.contains("allow_by_grant")
+            && events.contains("inc-42-alice")
+            && events.contains("deny"))
+        .then_some(events)
+    });
     assert!(events.contains("deny"), "{events}");
 
     say("8. the grant expires in the kernel at its deadline");
@@ -212,12 +231,11 @@ fn jit_access_from_deny_to_allow_to_expiry() {
     assert_eq!(alice_connects(db_addr), OpenOutcome::Refused(libc::EPERM));
 
     say("10. ward grants and the audit log show the lifecycle");
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, grants) = ward(socket, &["grants", "--all"]);
-    assert!(
-        grants.contains("inc-42-alice") && grants.contains("expired"),
-        "{grants}"
-    );
+    let grants = eventually("the grant listed as expired", || {
+        let (_, grants) = ward(socket, &["grants", "--all"]);
+        (grants.contains("inc-42-alice") && grants.contains("expired")).then_some(grants)
+    });
+    assert!(grants.contains("inc-42-alice"), "{grants}");
     println!("$ cat /var/log/ward/audit.jsonl");
     let audit = std::fs::read_to_string("/var/log/ward/audit.jsonl").unwrap();
     print!("{audit}");

@@ -26,9 +26,8 @@ fn pinned() -> EnforcerConfig {
 #[test]
 #[ignore = "helper process for survives_sigkill_and_is_adopted"]
 fn pin_helper() {
-    let Ok(file) = std::env::var("WARD_HELPER_FILE") else {
-        return;
-    };
+    let file = std::env::var("WARD_HELPER_FILE")
+        .expect("run by survives_sigkill_and_is_adopted, which sets WARD_HELPER_FILE");
     let cgroup: u64 = std::env::var("WARD_HELPER_CGROUP")
         .unwrap()
         .parse()
@@ -105,8 +104,22 @@ fn survives_sigkill_and_is_adopted() {
     assert_eq!(
         open_as_child(Some(&managed), &secret, libc::O_RDONLY),
         OpenOutcome::Opened,
-        "dropping an adopting agent detaches nothing"
+        "the grant holds after the agent that made it is gone"
     );
+    // Detached programs would open as well: the grant still needs its
+    // revoke, by a third agent that never saw it, for the protection to
+    // show that it is still attached.
+    let mut third = Enforcer::load(pinned()).expect("adopt again");
+    assert!(
+        third.revoke(201).unwrap(),
+        "revoking a grant made by an earlier agent"
+    );
+    assert_eq!(
+        open_as_child(Some(&managed), &secret, libc::O_RDONLY),
+        OpenOutcome::Refused(libc::EACCES),
+        "dropping an adopting agent detached nothing: the protection still denies"
+    );
+    drop(third);
     // Unpinning is how an operator removes ward for good.
     std::fs::remove_dir_all(PIN_DIR).unwrap();
 }
