@@ -1,6 +1,9 @@
 //! Push to enforced: how long from a gRPC PushGrant until the kernel lets
 //! the grantee connect. Run by `cargo xtask bench` (release build); it is
 //! a measurement, not a pass/fail test, so it is ignored by `cargo test`.
+//!
+//! These benchmarks only measure: the targets each figure is judged by
+//! live in one table, xtask/src/bench/targets.rs, and nowhere here.
 
 use std::{
     net::TcpStream,
@@ -82,7 +85,6 @@ fn push_to_enforced_latency() {
         "iterations": iterations,
         "median_us": median.as_micros(), "p99_us": p99.as_micros(),
         "max_us": max.as_micros(), "min_us": samples[0].as_micros(),
-        "target_p99_us": Duration::from_millis(2).as_micros(),
     });
     if let Ok(path) = std::env::var("WARD_BENCH_OUT") {
         std::fs::write(path, report.to_string()).unwrap();
@@ -169,7 +171,6 @@ fn expiry_precision() {
     // clock conversion at push time is not exact to the microsecond.
     s["allowed_after_deadline"] = allowed_after.into();
     s["latest_allowed_after_deadline_us"] = (last_allowed_after.as_micros() as u64).into();
-    s["target_us"] = 1000.into();
     ward_tests::bench::record("expiry_precision", &s);
 }
 
@@ -309,7 +310,6 @@ fn memory() {
         "kernel_bytes_per_entry": (maps_full.saturating_sub(maps_idle)) as f64 / grants as f64,
         "pushes_per_second": grants as f64 / push_s,
         "rss_with_grants_breakdown": breakdown,
-        "target_rss_idle_kib": 30 * 1024, "target_rss_with_grants_kib": 100 * 1024,
     });
     ward_tests::bench::record("memory", &r);
 }
