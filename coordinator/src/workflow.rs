@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use ward_policy::{
-    Action, Clock, Compiler, Eligibility, Env, GrantCheck, Key, Kind, approvals_for,
+    Action, Clock, Compiler, Eligibility, EntityKey, Env, GrantCheck, Kind, approvals_for,
 };
 use ward_proto::v1::{
     self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, Operation,
@@ -226,7 +226,7 @@ fn host_env(name: &str, labels: &[String]) -> Env {
 #[derive(Debug, Clone)]
 struct Grantee {
     /// The Cedar principal `request` is decided for.
-    principal: Key,
+    principal: EntityKey,
     /// For a workload, its cgroup: what the grant names.
     cgroup: Option<String>,
 }
@@ -237,7 +237,7 @@ impl Rules {
     fn grantee(&self, requester: &str, workload: &str) -> Result<Grantee, WorkflowError> {
         if workload.is_empty() {
             return Ok(Grantee {
-                principal: (Kind::User, requester.to_owned()),
+                principal: EntityKey::new(Kind::User, requester),
                 cgroup: None,
             });
         }
@@ -275,7 +275,7 @@ impl Rules {
         duration: Duration,
     ) -> Result<(u32, Vec<String>, bool), WorkflowError> {
         let clock = Clock::system();
-        let asker: Key = (Kind::User, requester.to_owned());
+        let asker = EntityKey::new(Kind::User, requester);
         let mut required = 0;
         let mut policies = Vec::new();
         let mut reason_waived = true;
@@ -292,7 +292,7 @@ impl Rules {
                         "{requester} may not ask for {} on behalf of workload `{}`: no \
                          `request_for` policy permits it (host {name})",
                         action.name(),
-                        grantee.principal.1
+                        grantee.principal.id
                     )));
                 }
                 let check = GrantCheck {
@@ -493,13 +493,13 @@ impl Rules {
                 let env = host_env(host, labels);
                 let check = GrantCheck {
                     principal: principal.clone(),
-                    requester: Some((Kind::User, req.requester.clone())),
+                    requester: Some(EntityKey::new(Kind::User, &req.requester)),
                     action,
                     object: object.clone(),
                 };
                 let ok = self
                     .policy
-                    .may_review(&env, &(Kind::User, reviewer.to_owned()), &check, &clock)
+                    .may_review(&env, &EntityKey::new(Kind::User, reviewer), &check, &clock)
                     .map_err(|e| invalid("objects", e.to_string()))?;
                 if !ok {
                     return Ok(false);

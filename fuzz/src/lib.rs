@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ward_policy::{Clock, Directory, Env, Policies, clock::FixedOffset};
+use ward_policy::{Clock, Directory, Env, FixedOffset, Policies};
 
 /// The sample policy and directory that ship in `dist/`.
 pub const SAMPLE_POLICY: &str = include_str!("../../dist/policy.cedar");
@@ -76,7 +76,7 @@ pub fn check_directory(
     parsed: Result<Directory, ward_policy::DirectoryError>,
     again: impl Fn() -> Result<Directory, ward_policy::DirectoryError>,
 ) {
-    use ward_policy::{Compiler, DirectoryError, Kind};
+    use ward_policy::{Compiler, DirectoryError, EntityKey, Kind};
     match parsed {
         Ok(dir) => {
             let again = again().expect("parsing is a function of the text");
@@ -87,7 +87,7 @@ pub fn check_directory(
                 }
             }
             let resources: Vec<_> = dir.resources().map(|r| r.def.key()).collect();
-            for (kind, id) in &resources {
+            for EntityKey { kind, id } in &resources {
                 let _ = dir.resource_for(*kind, id);
                 if *kind == Kind::Path && id.ends_with('/') {
                     let _ = dir.resource_for(Kind::Path, &format!("{id}inside"));
@@ -98,11 +98,16 @@ pub fn check_directory(
                 let _ = c.decisions().count();
             }
         }
-        Err(DirectoryError::Entity { entity, message }) => {
-            assert_message("directory entity", &entity);
-            assert_message("directory", &message);
+        Err(e) => {
+            if let DirectoryError::Entity {
+                entity, message, ..
+            } = &e
+            {
+                assert_message("directory entity", &entity.to_string());
+                assert_message("directory", message);
+            }
+            assert_message("directory", &e.to_string());
         }
-        Err(DirectoryError::File { message, .. }) => assert_message("directory", &message),
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use ward_policy::{Clock, Compiler, Directory, Env, Policies, Update, clock::FixedOffset};
+use ward_policy::{Clock, Compiler, Directory, Env, FixedOffset, Policies, Update};
 
 const POLICIES: &str = r#"
 @id("dept-read")

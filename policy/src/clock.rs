@@ -20,7 +20,7 @@ pub struct Local {
     pub weekday: u8,
 }
 
-pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+pub(crate) const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Turns an instant into local time.
 pub trait LocalTime: Send + Sync + std::fmt::Debug {
@@ -104,7 +104,7 @@ pub struct Env {
 
 impl Env {
     /// The Cedar context at `t`; `operation` is set for `request`.
-    pub fn context(
+    pub(crate) fn context(
         &self,
         local: Local,
         operation: Option<&str>,
@@ -159,11 +159,11 @@ impl Env {
 }
 
 /// Time-based decisions repeat weekly, so a week ahead shows every change.
-pub const HORIZON: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const HORIZON: Duration = Duration::from_secs(7 * 86_400);
 
 /// The instants after `now` (within [`HORIZON`]) where what the policies
 /// read of the clock changes: each is where the compiled table may change.
-pub fn boundaries(time: &TimeUse, clock: &Clock) -> Vec<SystemTime> {
+pub(crate) fn boundaries(time: &TimeUse, clock: &Clock) -> Vec<SystemTime> {
     if !time.any() {
         return Vec::new();
     }

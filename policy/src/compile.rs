@@ -17,7 +17,7 @@ use std::{
 use crate::{
     Action,
     clock::{self, Clock, Env},
-    directory::{Directory, Key, Record},
+    directory::{Directory, EntityKey, Record},
     footprint::VarUse,
     policies::Policies,
 };
@@ -47,18 +47,18 @@ pub struct Outcome {
 /// One compiled entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Decision<'a> {
-    pub principal: &'a Key,
+    pub principal: &'a EntityKey,
     pub action: Action,
-    pub resource: &'a Key,
+    pub resource: &'a EntityKey,
     pub outcome: &'a Outcome,
 }
 
 /// An entry that differs after an incremental recompile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    pub principal: Key,
+    pub principal: EntityKey,
     pub action: Action,
-    pub resource: Key,
+    pub resource: EntityKey,
     pub old: Option<Arc<Outcome>>,
     pub new: Option<Arc<Outcome>>,
 }
@@ -118,10 +118,10 @@ pub struct Compiler {
     pclasses: Classes,
     rclasses: Classes,
     memo: HashMap<(u32, u32, Action), Option<Arc<Outcome>>>,
-    principal_class: BTreeMap<Key, u32>,
-    members: HashMap<u32, BTreeSet<Key>>,
-    resources: Vec<Key>,
-    resource_index: HashMap<Key, u32>,
+    principal_class: BTreeMap<EntityKey, u32>,
+    members: HashMap<u32, BTreeSet<EntityKey>>,
+    resources: Vec<EntityKey>,
+    resource_index: HashMap<EntityKey, u32>,
     resource_class: Vec<u32>,
     rows: HashMap<u32, Arc<Row>>,
     stats: Stats,
@@ -130,7 +130,7 @@ pub struct Compiler {
 /// Which of the footprint's facts an entity has: equal inputs, equal
 /// decisions.
 fn class_key(r: &Record, use_: &VarUse) -> String {
-    let (kind, id) = r.def.key();
+    let EntityKey { kind, id } = r.def.key();
     if use_.opaque {
         return format!("{kind}\u{0}id\u{0}{id}");
     }
@@ -148,7 +148,7 @@ fn class_key(r: &Record, use_: &VarUse) -> String {
         is(lit)
             || r.ancestors
                 .iter()
-                .any(|(k, i)| k.type_name() == lit.0 && *i == lit.1)
+                .any(|a| a.kind.type_name() == lit.0 && a.id == lit.1)
     };
     for lit in &use_.eq {
         key.push(if is(lit) { '1' } else { '0' });
@@ -220,7 +220,7 @@ impl Compiler {
             .resources()
             .map(|r| self.rclasses.intern(class_key(r, &ruse), r))
             .collect();
-        let principals: Vec<Key> = self.directory.principals().map(|r| r.def.key()).collect();
+        let principals: Vec<EntityKey> = self.directory.principals().map(|r| r.def.key()).collect();
         for p in principals {
             self.place_principal(&p);
         }
@@ -250,11 +250,11 @@ impl Compiler {
     pub fn apply_directory(
         &mut self,
         directory: Directory,
-        changed: &BTreeSet<Key>,
+        changed: &BTreeSet<EntityKey>,
         clock: &Clock,
     ) -> (Update, Directory) {
         let resources_moved = changed.iter().any(|k| {
-            k.0.is_resource() && (self.directory.get(k).is_none() || directory.get(k).is_none())
+            k.kind.is_resource() && (self.directory.get(k).is_none() || directory.get(k).is_none())
         });
         let previous = std::mem::replace(&mut self.directory, directory);
         if resources_moved {
@@ -263,9 +263,9 @@ impl Compiler {
         }
         let mut changes = Vec::new();
         for key in changed {
-            if key.0.is_principal() {
+            if key.kind.is_principal() {
                 changes.extend(self.principal_changed(key));
-            } else if key.0.is_resource() {
+            } else if key.kind.is_resource() {
                 changes.extend(self.resource_changed(key));
             }
         }
@@ -288,7 +288,7 @@ impl Compiler {
     }
 
     /// The entries of one principal.
-    pub fn decisions_for(&self, principal: &Key) -> Vec<Decision<'_>> {
+    pub fn decisions_for(&self, principal: &EntityKey) -> Vec<Decision<'_>> {
         let Some((p, pc)) = self.principal_class.get_key_value(principal) else {
             return Vec::new();
         };
@@ -306,11 +306,11 @@ impl Compiler {
     }
 
     /// Every protected resource.
-    pub fn resources(&self) -> &[Key] {
+    pub fn resources(&self) -> &[EntityKey] {
         &self.resources
     }
 
-    pub fn principals(&self) -> impl Iterator<Item = &Key> {
+    pub fn principals(&self) -> impl Iterator<Item = &EntityKey> {
         self.principal_class.keys()
     }
 
@@ -338,7 +338,7 @@ impl Compiler {
 
     /// One request, evaluated now: for `request` eligibility and for
     /// checks on objects that are not in the table.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         env: &Env,
         principal: &Record,
@@ -353,7 +353,7 @@ impl Compiler {
     /// [`Compiler::authorize`] with `requester` (who asks, for `request`
     /// and `request_for`) in the context and among the entities.
     #[allow(clippy::too_many_arguments)]
-    pub fn authorize_for(
+    pub(crate) fn authorize_for(
         &self,
         env: &Env,
         principal: &Record,
@@ -400,7 +400,7 @@ impl Compiler {
     }
 
     /// Puts a principal in its class, computing the class's row if new.
-    fn place_principal(&mut self, key: &Key) {
+    fn place_principal(&mut self, key: &EntityKey) {
         let Some(record) = self.directory.get(key) else {
             return;
         };
@@ -420,7 +420,7 @@ impl Compiler {
     }
 
     /// Drops a principal from a class's members; an empty class goes.
-    fn leave_class(&mut self, key: &Key, pc: u32) {
+    fn leave_class(&mut self, key: &EntityKey, pc: u32) {
         if let Some(m) = self.members.get_mut(&pc) {
             m.remove(key);
             if m.is_empty() {
@@ -433,7 +433,7 @@ impl Compiler {
         let mut row = Vec::new();
         for ri in 0..self.resources.len() {
             let rc = self.resource_class[ri];
-            let kind = self.resources[ri].0;
+            let kind = self.resources[ri].kind;
             for &action in Action::for_kind(kind) {
                 if let Some(o) = self.outcome(pc, rc, action) {
                     row.push((ri as u32, action, o));
@@ -510,7 +510,7 @@ impl Compiler {
         }
     }
 
-    fn principal_changed(&mut self, key: &Key) -> Vec<Change> {
+    fn principal_changed(&mut self, key: &EntityKey) -> Vec<Change> {
         let old_row = self
             .principal_class
             .get(key)
@@ -554,7 +554,7 @@ impl Compiler {
             .collect()
     }
 
-    fn resource_changed(&mut self, key: &Key) -> Vec<Change> {
+    fn resource_changed(&mut self, key: &EntityKey) -> Vec<Change> {
         let (Some(&ri), Some(record)) = (self.resource_index.get(key), self.directory.get(key))
         else {
             return Vec::new();
@@ -571,7 +571,7 @@ impl Compiler {
         let mut changes = Vec::new();
         let classes: Vec<u32> = self.members.keys().copied().collect();
         for pc in classes {
-            for &action in Action::for_kind(key.0) {
+            for &action in Action::for_kind(key.kind) {
                 let old = self.outcome(pc, old_rc, action);
                 let new = self.outcome(pc, rc, action);
                 if old == new {

@@ -25,15 +25,15 @@
 //! `Path::"/srv/"` covers what is inside it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet},
     fmt,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use cedar_policy::{Entity, EntityUid};
+use cedar_policy::Entity;
 use serde_json::{Map, Value, json};
 
-use crate::{net::NetPattern, schema::schema};
+use crate::{net::NetPattern, policies::Position, schema::schema};
 
 /// The entity types of ward's schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -106,8 +106,36 @@ impl Kind {
     }
 }
 
-/// An entity's identity: its type and id.
-pub type Key = (Kind, String);
+/// An entity's identity: its type and id. Shown as the directory's TOML
+/// names it: `users.alice`, `paths."/srv/prod/"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityKey {
+    pub kind: Kind,
+    pub id: String,
+}
+
+impl EntityKey {
+    pub fn new(kind: Kind, id: impl Into<String>) -> EntityKey {
+        EntityKey {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (section, id) = (self.kind.section(), &self.id);
+        if id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            write!(f, "{section}.{id}")
+        } else {
+            write!(f, "{section}.{id:?}")
+        }
+    }
+}
 
 /// One entity as written in the directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,13 +143,13 @@ pub struct EntityDef {
     pub kind: Kind,
     pub id: String,
     /// Declared parents (groups); path nesting is added on load.
-    pub parents: Vec<Key>,
+    pub parents: Vec<EntityKey>,
     pub attrs: Map<String, Value>,
 }
 
 impl EntityDef {
-    pub fn key(&self) -> Key {
-        (self.kind, self.id.clone())
+    pub fn key(&self) -> EntityKey {
+        EntityKey::new(self.kind, self.id.clone())
     }
 }
 
@@ -129,36 +157,142 @@ impl EntityDef {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub def: EntityDef,
-    pub ancestors: BTreeSet<Key>,
+    pub ancestors: BTreeSet<EntityKey>,
     /// What Cedar evaluates: attributes, and ancestors as parents.
-    pub cedar: Entity,
+    pub(crate) cedar: Entity,
 }
 
-/// Where in the directory something is wrong.
+/// What is wrong in the directory, and where, as data: the file (absent
+/// for text parsed without one), then the position, section, item or
+/// entity and field, as far as each is known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("{entity}: {message}")]
-    Entity { entity: String, message: String },
+    /// The file cannot be read.
+    #[error("{}: {message}", .path.display())]
+    Read { path: PathBuf, message: String },
+    /// Not TOML, or not Cedar's entities JSON; `position` is where the
+    /// parser stopped, when it says.
+    #[error("{}{message}", InFile(.path))]
+    Syntax {
+        path: Option<PathBuf>,
+        position: Option<Position>,
+        message: String,
+    },
+    /// A TOML section that is not one of the entity kinds' (`Kind::section`).
+    #[error(
+        "{}unknown section `{section}`; expected users, groups, workloads, paths, executables or networks",
+        InFile(.path)
+    )]
+    UnknownSection {
+        path: Option<PathBuf>,
+        section: String,
+    },
+    /// A TOML section that is not a table of entries.
+    #[error("{}`{section}` must be a table of entries", InFile(.path))]
+    NotATable {
+        path: Option<PathBuf>,
+        section: String,
+    },
+    /// An entities-JSON uid that is not one of ward's entities; `item` is
+    /// where it is, e.g. `[2].uid` or `[2].parents[0]`.
+    #[error(
+        "{}{item}: expected {{\"type\": one of User, Group, Workload, Path, Executable, Network, \"id\": ...}}, got {got}",
+        InFile(.path)
+    )]
+    NotAnEntity {
+        path: Option<PathBuf>,
+        item: String,
+        got: String,
+    },
+    /// One entity is wrong; `field` is the attribute (`cgroup`,
+    /// `groups[0]`) when the problem is in one.
+    #[error("{}{entity}: {}{message}", InFile(.path), InField(.field))]
+    Entity {
+        path: Option<PathBuf>,
+        entity: EntityKey,
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl DirectoryError {
+    /// The file the error is in, if the directory came from one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            DirectoryError::Read { path, .. } => Some(path),
+            DirectoryError::Syntax { path, .. }
+            | DirectoryError::UnknownSection { path, .. }
+            | DirectoryError::NotATable { path, .. }
+            | DirectoryError::NotAnEntity { path, .. }
+            | DirectoryError::Entity { path, .. } => path.as_deref(),
+        }
+    }
+
+    /// The entity the error is about, if it is about one.
+    pub fn entity(&self) -> Option<&EntityKey> {
+        match self {
+            DirectoryError::Entity { entity, .. } => Some(entity),
+            _ => None,
+        }
+    }
+
+    fn in_file(mut self, file: &Path) -> DirectoryError {
+        match &mut self {
+            DirectoryError::Read { .. } => {}
+            DirectoryError::Syntax { path, .. }
+            | DirectoryError::UnknownSection { path, .. }
+            | DirectoryError::NotATable { path, .. }
+            | DirectoryError::NotAnEntity { path, .. }
+            | DirectoryError::Entity { path, .. } => *path = Some(file.to_owned()),
+        }
+        self
+    }
+}
+
+/// `PATH: `, or nothing without a file.
+struct InFile<'a>(&'a Option<PathBuf>);
+
+impl fmt::Display for InFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{}: ", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `FIELD: `, or nothing.
+struct InField<'a>(&'a Option<String>);
+
+impl fmt::Display for InField<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(field) => write!(f, "{field}: "),
+            None => Ok(()),
+        }
+    }
 }
 
 fn entity_err(kind: Kind, id: &str, message: impl Into<String>) -> DirectoryError {
     DirectoryError::Entity {
-        entity: display_key(&(kind, id.to_owned())),
+        path: None,
+        entity: EntityKey::new(kind, id),
+        field: None,
         message: message.into(),
     }
 }
 
-/// `users.alice`, `paths."/srv/prod/"`.
-pub fn display_key((kind, id): &Key) -> String {
-    if id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        format!("{}.{id}", kind.section())
-    } else {
-        format!("{}.{id:?}", kind.section())
+fn field_err(
+    kind: Kind,
+    id: &str,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> DirectoryError {
+    DirectoryError::Entity {
+        path: None,
+        entity: EntityKey::new(kind, id),
+        field: Some(field.into()),
+        message: message.into(),
     }
 }
 
@@ -172,14 +306,14 @@ impl fmt::Display for Kind {
 /// ancestors.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    records: BTreeMap<Key, Record>,
+    records: BTreeMap<EntityKey, Record>,
 }
 
 impl Directory {
     /// Reads a `.toml` directory or, for `.json`, Cedar's entities format.
     pub fn load(path: &Path) -> Result<Directory, DirectoryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DirectoryError::File {
-            path: path.display().to_string(),
+        let text = std::fs::read_to_string(path).map_err(|e| DirectoryError::Read {
+            path: path.to_owned(),
             message: e.to_string(),
         })?;
         let defs = if path.extension().is_some_and(|e| e == "json") {
@@ -187,14 +321,8 @@ impl Directory {
         } else {
             parse_toml(&text)
         }
-        .map_err(|e| match e {
-            DirectoryError::File { message, .. } => DirectoryError::File {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })?;
-        Directory::from_defs(defs)
+        .map_err(|e| e.in_file(path))?;
+        Directory::from_defs(defs).map_err(|e| e.in_file(path))
     }
 
     pub fn parse_toml(text: &str) -> Result<Directory, DirectoryError> {
@@ -207,12 +335,12 @@ impl Directory {
 
     /// Checks every entity against the schema and closes the hierarchy.
     pub fn from_defs(defs: Vec<EntityDef>) -> Result<Directory, DirectoryError> {
-        let mut by_key: BTreeMap<Key, EntityDef> = BTreeMap::new();
+        let mut by_key: BTreeMap<EntityKey, EntityDef> = BTreeMap::new();
         for mut d in defs {
             fill_implied_attrs(&mut d)?;
             let key = d.key();
             if by_key.insert(key.clone(), d).is_some() {
-                return Err(entity_err(key.0, &key.1, "listed twice"));
+                return Err(entity_err(key.kind, &key.id, "listed twice"));
             }
         }
         add_path_nesting(&mut by_key);
@@ -220,15 +348,11 @@ impl Directory {
         for d in by_key.values() {
             for (i, p) in d.parents.iter().enumerate() {
                 if !by_key.contains_key(p) {
-                    return Err(entity_err(
+                    return Err(field_err(
                         d.kind,
                         &d.id,
-                        format!(
-                            "{}[{i}]: no {} `{}` in the directory",
-                            d.kind.parents_key(),
-                            p.0.type_name(),
-                            p.1
-                        ),
+                        format!("{}[{i}]", d.kind.parents_key()),
+                        format!("no {} `{}` in the directory", p.kind.type_name(), p.id),
                     ));
                 }
             }
@@ -249,7 +373,7 @@ impl Directory {
         Ok(Directory { records })
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Record> {
+    pub fn get(&self, key: &EntityKey) -> Option<&Record> {
         self.records.get(key)
     }
 
@@ -281,7 +405,7 @@ impl Directory {
     /// or, for something inside a listed tree, a stand-in that carries the
     /// tree's attributes and sits in it.
     pub fn resource_for(&self, kind: Kind, object: &str) -> Result<Record, DirectoryError> {
-        if let Some(r) = self.records.get(&(kind, object.to_owned())) {
+        if let Some(r) = self.records.get(&EntityKey::new(kind, object)) {
             return Ok(r.clone());
         }
         let mut def = EntityDef {
@@ -293,7 +417,7 @@ impl Directory {
         if matches!(kind, Kind::Path | Kind::Executable)
             && let Some(tree) = enclosing_tree(object, |k| self.records.contains_key(k))
         {
-            let tree = &self.records[&(Kind::Path, tree)];
+            let tree = &self.records[&EntityKey::new(Kind::Path, tree)];
             def.attrs = tree.def.attrs.clone();
             def.attrs.remove("path");
             def.parents.push(tree.def.key());
@@ -344,7 +468,7 @@ impl Directory {
 
     /// The entities that differ between two directories, by key: changed,
     /// added (only in `new`) or removed (only in `self`).
-    pub fn changed(&self, new: &Directory) -> BTreeSet<Key> {
+    pub fn changed(&self, new: &Directory) -> BTreeSet<EntityKey> {
         let mut out = BTreeSet::new();
         for (k, r) in &self.records {
             match new.records.get(k) {
@@ -363,33 +487,25 @@ impl Directory {
     }
 }
 
-/// The Cedar uid of an entity.
-pub fn uid((kind, id): &Key) -> EntityUid {
-    EntityUid::from_type_name_and_id(
-        kind.type_name()
-            .parse()
-            .expect("ward's type names are valid"),
-        cedar_policy::EntityId::new(id),
-    )
-}
-
 fn parse_toml(text: &str) -> Result<Vec<EntityDef>, DirectoryError> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| DirectoryError::File {
-        path: String::new(),
-        message: e.to_string(),
-    })?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e: toml::de::Error| DirectoryError::Syntax {
+            path: None,
+            position: e.span().map(|s| Position::of_offset(text, s.start)),
+            message: e.to_string(),
+        })?;
     let mut defs = Vec::new();
     for (section, entries) in table {
-        let kind = Kind::from_section(&section).ok_or_else(|| DirectoryError::File {
-            path: String::new(),
-            message: format!(
-                "unknown section `{section}`; expected users, groups, workloads, paths, executables or networks"
-            ),
-        })?;
+        let Some(kind) = Kind::from_section(&section) else {
+            return Err(DirectoryError::UnknownSection {
+                path: None,
+                section,
+            });
+        };
         let toml::Value::Table(entries) = entries else {
-            return Err(DirectoryError::File {
-                path: String::new(),
-                message: format!("`{section}` must be a table of entries"),
+            return Err(DirectoryError::NotATable {
+                path: None,
+                section,
             });
         };
         for (id, value) in entries {
@@ -405,26 +521,23 @@ fn parse_toml(text: &str) -> Result<Vec<EntityDef>, DirectoryError> {
             for (name, v) in fields {
                 if name == kind.parents_key() && matches!(kind, Kind::User | Kind::Group) {
                     let toml::Value::Array(items) = v else {
-                        return Err(entity_err(
-                            kind,
-                            &id,
-                            format!("{name}: must be a list of group names"),
-                        ));
+                        return Err(field_err(kind, &id, name, "must be a list of group names"));
                     };
                     for (i, item) in items.into_iter().enumerate() {
                         let toml::Value::String(g) = item else {
-                            return Err(entity_err(
+                            return Err(field_err(
                                 kind,
                                 &id,
-                                format!("{name}[{i}]: must be a group name"),
+                                format!("{name}[{i}]"),
+                                "must be a group name",
                             ));
                         };
-                        def.parents.push((Kind::Group, g));
+                        def.parents.push(EntityKey::new(Kind::Group, g));
                     }
                     continue;
                 }
                 let json = serde_json::to_value(&v)
-                    .map_err(|e| entity_err(kind, &id, format!("{name}: {e}")))?;
+                    .map_err(|e| field_err(kind, &id, &name, e.to_string()))?;
                 def.attrs.insert(name, json);
             }
             defs.push(def);
@@ -434,25 +547,29 @@ fn parse_toml(text: &str) -> Result<Vec<EntityDef>, DirectoryError> {
 }
 
 fn parse_json(text: &str) -> Result<Vec<EntityDef>, DirectoryError> {
-    let file_err = |message: String| DirectoryError::File {
-        path: String::new(),
-        message,
-    };
-    let items: Vec<Value> = serde_json::from_str(text)
-        .map_err(|e| file_err(format!("not Cedar entities JSON: {e}")))?;
-    let key_of = |v: &Value, what: &str| -> Result<Key, DirectoryError> {
+    let items: Vec<Value> = serde_json::from_str(text).map_err(|e| DirectoryError::Syntax {
+        path: None,
+        position: (e.line() > 0).then(|| Position {
+            line: e.line(),
+            column: e.column().max(1),
+        }),
+        message: format!("not Cedar entities JSON: {e}"),
+    })?;
+    let key_of = |v: &Value, item: &str| -> Result<EntityKey, DirectoryError> {
         let ty = v.get("type").and_then(Value::as_str);
         let id = v.get("id").and_then(Value::as_str);
         match (ty.and_then(Kind::from_type_name), id) {
-            (Some(k), Some(id)) => Ok((k, id.to_owned())),
-            _ => Err(file_err(format!(
-                "{what}: expected {{\"type\": one of User, Group, Workload, Path, Executable, Network, \"id\": ...}}, got {v}"
-            ))),
+            (Some(k), Some(id)) => Ok(EntityKey::new(k, id)),
+            _ => Err(DirectoryError::NotAnEntity {
+                path: None,
+                item: item.to_owned(),
+                got: v.to_string(),
+            }),
         }
     };
     let mut defs = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let (kind, id) = key_of(
+        let EntityKey { kind, id } = key_of(
             item.get("uid").unwrap_or(&Value::Null),
             &format!("[{i}].uid"),
         )?;
@@ -515,10 +632,11 @@ fn fill_implied_attrs(d: &mut EntityDef) -> Result<(), DirectoryError> {
         }
         Kind::Workload => {
             if !d.attrs.contains_key("cgroup") {
-                return Err(entity_err(
+                return Err(field_err(
                     d.kind,
                     &d.id,
-                    "cgroup: required, e.g. \"system.slice/backup.service\"",
+                    "cgroup",
+                    "required, e.g. \"system.slice/backup.service\"",
                 ));
             }
         }
@@ -528,12 +646,12 @@ fn fill_implied_attrs(d: &mut EntityDef) -> Result<(), DirectoryError> {
 }
 
 /// The nearest listed tree (`/a/b/`) strictly containing `path`.
-fn enclosing_tree(path: &str, exists: impl Fn(&Key) -> bool) -> Option<String> {
+fn enclosing_tree(path: &str, exists: impl Fn(&EntityKey) -> bool) -> Option<String> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut end = trimmed.len();
     while let Some(i) = trimmed[..end].rfind('/') {
         let tree = &trimmed[..=i];
-        if exists(&(Kind::Path, tree.to_owned())) {
+        if exists(&EntityKey::new(Kind::Path, tree)) {
             return Some(tree.to_owned());
         }
         end = i;
@@ -544,14 +662,14 @@ fn enclosing_tree(path: &str, exists: impl Fn(&Key) -> bool) -> Option<String> {
 /// Networks sit in every listed network that contains them (address and
 /// ports), as paths sit in their trees: a policy on `10.9.0.0/16:*` is a
 /// policy on `10.9.1.1/32:5432` too.
-fn add_network_nesting(by_key: &mut BTreeMap<Key, EntityDef>) -> Result<(), DirectoryError> {
+fn add_network_nesting(by_key: &mut BTreeMap<EntityKey, EntityDef>) -> Result<(), DirectoryError> {
     let mut nets = Vec::new();
     for d in by_key.values().filter(|d| d.kind == Kind::Network) {
         let p = NetPattern::parse(&d.id).map_err(|e| entity_err(d.kind, &d.id, e.to_string()))?;
         nets.push((d.key(), p));
     }
     for (key, inner) in &nets {
-        let outer: Vec<Key> = nets
+        let outer: Vec<EntityKey> = nets
             .iter()
             .filter(|(k, p)| k != key && p != inner && p.contains(inner))
             .map(|(k, _)| k.clone())
@@ -567,15 +685,15 @@ fn add_network_nesting(by_key: &mut BTreeMap<Key, EntityDef>) -> Result<(), Dire
     Ok(())
 }
 
-fn add_path_nesting(by_key: &mut BTreeMap<Key, EntityDef>) {
-    let nesting: Vec<(Key, String)> = by_key
+fn add_path_nesting(by_key: &mut BTreeMap<EntityKey, EntityDef>) {
+    let nesting: Vec<(EntityKey, String)> = by_key
         .values()
         .filter(|d| matches!(d.kind, Kind::Path | Kind::Executable))
         .filter_map(|d| enclosing_tree(&d.id, |k| by_key.contains_key(k)).map(|t| (d.key(), t)))
         .collect();
     for (key, tree) in nesting {
         if let Some(d) = by_key.get_mut(&key) {
-            let parent = (Kind::Path, tree);
+            let parent = EntityKey::new(Kind::Path, tree);
             if !d.parents.contains(&parent) {
                 d.parents.push(parent);
             }
@@ -584,16 +702,16 @@ fn add_path_nesting(by_key: &mut BTreeMap<Key, EntityDef>) {
 }
 
 fn ancestors(
-    by_key: &BTreeMap<Key, EntityDef>,
-    key: &Key,
-) -> Result<BTreeSet<Key>, DirectoryError> {
+    by_key: &BTreeMap<EntityKey, EntityDef>,
+    key: &EntityKey,
+) -> Result<BTreeSet<EntityKey>, DirectoryError> {
     let mut out = BTreeSet::new();
-    let mut stack: Vec<Key> = by_key[key].parents.clone();
+    let mut stack: Vec<EntityKey> = by_key[key].parents.clone();
     while let Some(k) = stack.pop() {
         if k == *key {
             return Err(entity_err(
-                key.0,
-                &key.1,
+                key.kind,
+                &key.id,
                 "is its own ancestor: the group hierarchy has a cycle",
             ));
         }
@@ -606,9 +724,9 @@ fn ancestors(
     Ok(out)
 }
 
-fn to_cedar(def: &EntityDef, ancestors: &BTreeSet<Key>) -> Result<Entity, DirectoryError> {
+fn to_cedar(def: &EntityDef, ancestors: &BTreeSet<EntityKey>) -> Result<Entity, DirectoryError> {
     let key = def.key();
-    let uid_json = |(k, id): &Key| json!({ "type": k.type_name(), "id": id });
+    let uid_json = |k: &EntityKey| json!({ "type": k.kind.type_name(), "id": k.id });
     let json = json!({
         "uid": uid_json(&key),
         "attrs": Value::Object(def.attrs.clone()),
@@ -616,11 +734,6 @@ fn to_cedar(def: &EntityDef, ancestors: &BTreeSet<Key>) -> Result<Entity, Direct
     });
     Entity::from_json_value(json, Some(schema()))
         .map_err(|e| entity_err(def.kind, &def.id, crate::policies::full_message(&e)))
-}
-
-/// The uids of a record's ancestors, for `in` checks.
-pub fn ancestor_uids(r: &Record) -> HashSet<EntityUid> {
-    r.ancestors.iter().map(uid).collect()
 }
 
 #[cfg(test)]
@@ -651,16 +764,33 @@ classification = "secret"
     #[test]
     fn groups_and_paths_close_over_their_ancestors() {
         let d = Directory::parse_toml(SAMPLE).unwrap();
-        let alice = d.get(&(Kind::User, "alice".into())).unwrap();
-        assert!(alice.ancestors.contains(&(Kind::Group, "staff".into())));
-        let conf = d.get(&(Kind::Path, "/srv/prod/db.conf".into())).unwrap();
-        assert!(conf.ancestors.contains(&(Kind::Path, "/srv/".into())));
-        assert!(conf.ancestors.contains(&(Kind::Path, "/srv/prod/".into())));
-        let tool = d
-            .get(&(Kind::Executable, "/srv/prod/bin/tool".into()))
+        let alice = d.get(&EntityKey::new(Kind::User, "alice")).unwrap();
+        assert!(
+            alice
+                .ancestors
+                .contains(&EntityKey::new(Kind::Group, "staff"))
+        );
+        let conf = d
+            .get(&EntityKey::new(Kind::Path, "/srv/prod/db.conf"))
             .unwrap();
-        assert!(tool.ancestors.contains(&(Kind::Path, "/srv/prod/".into())));
-        let net = d.get(&(Kind::Network, "10.0.0.0/8:5432".into())).unwrap();
+        assert!(
+            conf.ancestors
+                .contains(&EntityKey::new(Kind::Path, "/srv/"))
+        );
+        assert!(
+            conf.ancestors
+                .contains(&EntityKey::new(Kind::Path, "/srv/prod/"))
+        );
+        let tool = d
+            .get(&EntityKey::new(Kind::Executable, "/srv/prod/bin/tool"))
+            .unwrap();
+        assert!(
+            tool.ancestors
+                .contains(&EntityKey::new(Kind::Path, "/srv/prod/"))
+        );
+        let net = d
+            .get(&EntityKey::new(Kind::Network, "10.0.0.0/8:5432"))
+            .unwrap();
         assert_eq!(net.def.attrs["cidr"], "10.0.0.0/8");
         assert_eq!(net.def.attrs["ports"], "5432");
     }
@@ -700,10 +830,10 @@ classification = "secret"
         )
         .unwrap();
         assert!(
-            d.get(&(Kind::User, "alice".into()))
+            d.get(&EntityKey::new(Kind::User, "alice"))
                 .unwrap()
                 .ancestors
-                .contains(&(Kind::Group, "ops".into()))
+                .contains(&EntityKey::new(Kind::Group, "ops"))
         );
     }
 
@@ -713,6 +843,115 @@ classification = "secret"
         let r = d.resource_for(Kind::Path, "/srv/prod/logs/").unwrap();
         assert_eq!(r.def.attrs["classification"], "secret");
         assert_eq!(r.def.attrs["path"], "/srv/prod/logs/");
-        assert!(r.ancestors.contains(&(Kind::Path, "/srv/".into())));
+        assert!(r.ancestors.contains(&EntityKey::new(Kind::Path, "/srv/")));
+    }
+
+    #[test]
+    fn entity_keys_show_as_the_directory_names_them() {
+        assert_eq!(
+            EntityKey::new(Kind::User, "alice").to_string(),
+            "users.alice"
+        );
+        assert_eq!(
+            EntityKey::new(Kind::Path, "/srv/prod/").to_string(),
+            "paths.\"/srv/prod/\""
+        );
+        // Ordered by kind, then id, as the compiled table is.
+        assert!(EntityKey::new(Kind::User, "z") < EntityKey::new(Kind::Group, "a"));
+        assert!(EntityKey::new(Kind::User, "a") < EntityKey::new(Kind::User, "b"));
+    }
+
+    #[test]
+    fn errors_carry_their_location_as_data() {
+        let e = Directory::parse_toml("[users.bob]\ngroups = [\"opps\"]\n").unwrap_err();
+        assert_eq!(
+            e,
+            DirectoryError::Entity {
+                path: None,
+                entity: EntityKey::new(Kind::User, "bob"),
+                field: Some("groups[0]".into()),
+                message: "no Group `opps` in the directory".into(),
+            }
+        );
+        assert_eq!(e.entity(), Some(&EntityKey::new(Kind::User, "bob")));
+        let e = Directory::parse_toml("[workloads.w]\n").unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::Entity { field: Some(f), .. } if f == "cgroup"),
+            "{e:?}"
+        );
+        let e = Directory::parse_toml("[servers.x]\n").unwrap_err();
+        assert_eq!(
+            e,
+            DirectoryError::UnknownSection {
+                path: None,
+                section: "servers".into()
+            }
+        );
+        let e = Directory::parse_toml("users = 3\n").unwrap_err();
+        assert_eq!(e.to_string(), "`users` must be a table of entries");
+        let e = Directory::parse_toml("[users.a]\nx = \n").unwrap_err();
+        let DirectoryError::Syntax {
+            position: Some(p), ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(p.line, 2, "{e}");
+        let e = Directory::parse_json("[\n  {\"uid\": }]").unwrap_err();
+        let DirectoryError::Syntax {
+            position: Some(p),
+            message,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(p.line, 2, "{e}");
+        assert!(message.starts_with("not Cedar entities JSON: "), "{e}");
+        let e = Directory::parse_json(r#"[{"uid":{"type":"Server","id":"x"}}]"#).unwrap_err();
+        assert!(
+            matches!(&e, DirectoryError::NotAnEntity { item, .. } if item == "[0].uid"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("[0].uid: expected {\"type\": one of User"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_loaded_directory_names_its_file_in_every_error() {
+        let dir = std::env::temp_dir().join(format!("ward-policy-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.toml");
+        let e = Directory::load(&missing).unwrap_err();
+        assert!(matches!(&e, DirectoryError::Read { path, .. } if *path == missing));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", missing.display())),
+            "{e}"
+        );
+
+        let file = dir.join("dir.toml");
+        std::fs::write(&file, "[users.bob]\ngroups = [\"opps\"]\n").unwrap();
+        let e = Directory::load(&file).unwrap_err();
+        assert_eq!(e.path(), Some(file.as_path()));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: users.bob: groups[0]: no Group `opps` in the directory",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "[servers.x]\n").unwrap();
+        let e = Directory::load(&file).unwrap_err();
+        assert_eq!(e.path(), Some(file.as_path()));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: unknown section `servers`", file.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     Action,
     clock::{Clock, Env},
     compile::Compiler,
-    directory::{DirectoryError, Key, Kind, Record},
+    directory::{DirectoryError, EntityKey, Kind, Record},
 };
 
 /// Reviewers needed when a `request` permit does not say.
@@ -40,10 +40,10 @@ pub fn approvals_for(terms: &[Terms], duration: Duration) -> Option<u32> {
 #[derive(Debug, Clone)]
 pub struct GrantCheck {
     /// Who is granted: a user, or a workload.
-    pub principal: Key,
+    pub principal: EntityKey,
     /// Who asks (`context.requester`): the user themselves, or the person
     /// asking on a workload's behalf. None for an operator's local grant.
-    pub requester: Option<Key>,
+    pub requester: Option<EntityKey>,
     pub action: Action,
     /// A path, a tree ending in "/", or "ADDR[/PREFIX]:PORTS".
     pub object: String,
@@ -75,25 +75,25 @@ fn resource_kind(action: Action) -> Kind {
 impl Compiler {
     /// The principal a grant names: its directory entry, or a bare entity
     /// (no attributes, no groups) when the directory does not list it.
-    pub fn principal_record(&self, key: &Key) -> Result<Record, DirectoryError> {
+    pub fn principal_record(&self, key: &EntityKey) -> Result<Record, DirectoryError> {
         if let Some(r) = self.directory().get(key) {
             return Ok(r.clone());
         }
-        if key.0 == Kind::Workload
+        if key.kind == Kind::Workload
             && let Some(r) = self
                 .directory()
                 .of_kind(Kind::Workload)
-                .find(|r| r.def.attrs.get("cgroup").and_then(|v| v.as_str()) == Some(&key.1))
+                .find(|r| r.def.attrs.get("cgroup").and_then(|v| v.as_str()) == Some(&key.id))
         {
             return Ok(r.clone());
         }
         let mut attrs = serde_json::Map::new();
-        if key.0 == Kind::Workload {
-            attrs.insert("cgroup".into(), key.1.clone().into());
+        if key.kind == Kind::Workload {
+            attrs.insert("cgroup".into(), key.id.clone().into());
         }
         self.directory().stand_in(crate::EntityDef {
-            kind: key.0,
-            id: key.1.clone(),
+            kind: key.kind,
+            id: key.id.clone(),
             parents: Vec::new(),
             attrs,
         })
@@ -147,7 +147,7 @@ impl Compiler {
         let mut policies: Vec<String> =
             resp.diagnostics().reason().map(|p| p.to_string()).collect();
         policies.sort();
-        let who = format!("{}::{:?}", check.principal.0, check.principal.1);
+        let who = format!("{}::{:?}", check.principal.kind, check.principal.id);
         let what = format!("{} on {}", check.action.name(), check.object);
         if resp.decision() == Decision::Deny {
             let reason = if policies.is_empty() {
@@ -194,7 +194,7 @@ impl Compiler {
     /// The directory's workload named `name`, or whose cgroup is `name`.
     pub fn known_workload(&self, name: &str) -> Option<&Record> {
         self.directory()
-            .get(&(Kind::Workload, name.to_owned()))
+            .get(&EntityKey::new(Kind::Workload, name))
             .or_else(|| {
                 self.directory()
                     .of_kind(Kind::Workload)
@@ -207,13 +207,13 @@ impl Compiler {
     pub fn may_request_for(
         &self,
         env: &Env,
-        requester: &Key,
-        workload: &Key,
+        requester: &EntityKey,
+        workload: &EntityKey,
         action: Action,
         clock: &Clock,
     ) -> Result<bool, DirectoryError> {
         let principal = self.principal_record(requester)?;
-        let Some(resource) = self.known_workload(&workload.1) else {
+        let Some(resource) = self.known_workload(&workload.id) else {
             return Ok(false);
         };
         let resp = self.authorize_for(
@@ -233,7 +233,7 @@ impl Compiler {
     pub fn may_review(
         &self,
         env: &Env,
-        reviewer: &Key,
+        reviewer: &EntityKey,
         check: &GrantCheck,
         clock: &Clock,
     ) -> Result<bool, DirectoryError> {

@@ -3,31 +3,35 @@
 //! Operators write Cedar policies about *attributes* of users, workloads,
 //! paths, executables and networks. This crate loads those policies and the
 //! attribute directory, checks them against ward's schema, and compiles the
-//! decisions into a table the agent hands to the kernel:
+//! decisions into a table the agent hands to the kernel. As in Cedar
+//! itself, validation and evaluation are apart:
 //!
-//! - [`schema`]: the schema ward ships, and what the compiler can see;
-//! - [`directory`]: users, groups, workloads and protected resources;
-//! - [`policies`]: policy files, checked with file, line and column;
-//! - [`footprint`]: what each policy reads, so equal inputs are compiled once;
-//! - [`clock`]: local time and the instants where time-based decisions change;
-//! - [`compile`]: the decision table, full and incremental;
-//! - [`eligibility`]: the `request` action: who may be granted what, for how long;
-//! - [`net`]: network destinations (`ADDR/PREFIX:PORTS`) and how they nest.
+//! - validation: [`Policies`] are parsed and checked against ward's schema
+//!   (every [`PolicyError`] located by file, [`Position`] and policy id);
+//!   a [`Directory`] of users, groups, workloads and protected resources is
+//!   checked entity by entity (a [`DirectoryError`] names the file and the
+//!   [`EntityKey`] and field); [`load_sources`] does both ([`LoadError`]);
+//! - evaluation: a [`Compiler`] turns checked policies and a directory into
+//!   [`Decision`]s, full and incremental ([`Update`]), at a [`Clock`]'s time
+//!   and a host's [`Env`]; and decides `request` [`Eligibility`] for grants.
+//!
+//! Cedar's own types stay inside: nothing here takes or returns one.
 
-pub mod clock;
-pub mod compile;
-pub mod directory;
-pub mod eligibility;
-pub mod footprint;
-pub mod net;
-pub mod policies;
-pub mod schema;
+mod clock;
+mod compile;
+mod directory;
+mod eligibility;
+mod footprint;
+mod net;
+mod policies;
+mod schema;
 
-pub use clock::{Clock, Env, LocalTime};
+pub use clock::{Clock, Env, FixedOffset, Local, LocalTime};
 pub use compile::{Change, Compiler, Decision, Effect, Outcome, Stats, Update};
-pub use directory::{Directory, DirectoryError, EntityDef, Key, Kind};
+pub use directory::{Directory, DirectoryError, EntityDef, EntityKey, Kind, Record};
 pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
-pub use policies::{Policies, PolicyError, Position};
+pub use net::{NetPattern, NetPatternError};
+pub use policies::{Policies, PolicyError, PolicyInfo, Position};
 
 /// The operations the kernel decides, as Cedar actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -61,7 +65,7 @@ impl Action {
         }
     }
 
-    pub fn uid(self) -> cedar_policy::EntityUid {
+    pub(crate) fn uid(self) -> cedar_policy::EntityUid {
         action_uid(self.name())
     }
 }
@@ -83,21 +87,43 @@ pub fn stamps<'a>(
         .collect()
 }
 
-/// Loads policy files and a directory (if any), every error in the
-/// message, one per line: what the agent and the coordinator both read.
+/// Why [`load_sources`] refused the sources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The policy files do not read or check: every error, each located
+    /// by file, position and policy id; shown one per line.
+    #[error("{}", PolicyErrors(.0))]
+    Policies(Vec<PolicyError>),
+    /// The directory does not read or check.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+/// Errors one per line.
+struct PolicyErrors<'a>(&'a [PolicyError]);
+
+impl std::fmt::Display for PolicyErrors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads policy files and a directory (if any): what the agent and the
+/// coordinator both read. The policies are checked first; the directory
+/// is read only when they pass.
 pub fn load_sources(
     files: &[std::path::PathBuf],
     directory: Option<&std::path::Path>,
-) -> Result<(Policies, Directory), String> {
-    let policies = Policies::load(files).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+) -> Result<(Policies, Directory), LoadError> {
+    let policies = Policies::load(files).map_err(LoadError::Policies)?;
     let directory = match directory {
-        Some(d) => Directory::load(d).map_err(|e| e.to_string())?,
+        Some(d) => Directory::load(d)?,
         None => Directory::default(),
     };
     Ok((policies, directory))

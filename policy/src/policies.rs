@@ -25,7 +25,7 @@ pub struct Position {
 }
 
 impl Position {
-    pub fn of_offset(text: &str, offset: usize) -> Position {
+    pub(crate) fn of_offset(text: &str, offset: usize) -> Position {
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -62,7 +62,7 @@ pub struct PolicyInfo {
     pub file: String,
     pub position: Position,
     pub permit: bool,
-    pub footprint: Footprint,
+    pub(crate) footprint: Footprint,
     /// `@max_duration`, for `request` permits.
     pub max_duration: Option<Duration>,
     /// `@approvals`, for `request` permits: reviewers needed (default 1).
@@ -73,13 +73,15 @@ pub struct PolicyInfo {
     pub text: String,
 }
 
-/// A checked policy set.
+/// A checked policy set: parsed and validated against ward's schema, and
+/// ready for the [`Compiler`](crate::Compiler) to evaluate.
 #[derive(Debug, Clone)]
 pub struct Policies {
-    pub set: PolicySet,
+    pub(crate) set: PolicySet,
+    /// What ward knows of each policy, by id.
     pub info: BTreeMap<String, PolicyInfo>,
     /// Everything the policies read, merged.
-    pub footprint: Footprint,
+    pub(crate) footprint: Footprint,
 }
 
 impl Default for Policies {
@@ -93,7 +95,7 @@ impl Default for Policies {
 }
 
 /// A Cedar error's message with its causes and help, on one line.
-pub fn full_message(e: &(dyn Diagnostic + 'static)) -> String {
+pub(crate) fn full_message(e: &(dyn Diagnostic + 'static)) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -348,7 +350,7 @@ impl Policies {
     }
 
     /// Ids of the policies that read the clock.
-    pub fn time_dependent(&self) -> BTreeSet<&str> {
+    pub(crate) fn time_dependent(&self) -> BTreeSet<&str> {
         self.info
             .values()
             .filter(|i| i.footprint.time.any())
@@ -357,7 +359,7 @@ impl Policies {
     }
 
     /// Whether some forbid reads the clock.
-    pub fn has_time_dependent_forbid(&self) -> bool {
+    pub(crate) fn has_time_dependent_forbid(&self) -> bool {
         self.info
             .values()
             .any(|i| !i.permit && i.footprint.time.any())

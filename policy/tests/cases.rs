@@ -7,8 +7,8 @@ use std::{
 };
 
 use ward_policy::{
-    Action, Clock, Compiler, Directory, Effect, Eligibility, Env, GrantCheck, Kind, Policies,
-    Update, clock::FixedOffset,
+    Action, Clock, Compiler, Directory, Effect, Eligibility, EntityKey, Env, FixedOffset,
+    GrantCheck, Kind, Policies, Update,
 };
 
 const DIRECTORY: &str = r#"
@@ -117,13 +117,13 @@ fn compile_at(t: SystemTime, labels: &[(&str, &str)]) -> Compiler {
     Compiler::new(policies, directory, env(labels), &clock(t))
 }
 
-fn user(n: &str) -> (Kind, String) {
-    (Kind::User, n.into())
+fn user(n: &str) -> EntityKey {
+    EntityKey::new(Kind::User, n)
 }
 
 /// The compiled decision as "allow by X", "forbid by X" or "none".
-fn decided(c: &Compiler, p: (Kind, String), action: Action, resource: (Kind, &str)) -> String {
-    let r = (resource.0, resource.1.to_owned());
+fn decided(c: &Compiler, p: EntityKey, action: Action, resource: (Kind, &str)) -> String {
+    let r = EntityKey::new(resource.0, resource.1);
     c.decisions_for(&p)
         .into_iter()
         .find(|d| d.action == action && *d.resource == r)
@@ -139,8 +139,8 @@ fn decided(c: &Compiler, p: (Kind, String), action: Action, resource: (Kind, &st
 #[test]
 fn decisions_follow_attributes_groups_guardrails_and_labels() {
     let c = compile_at(monday(10, 0), &[("env", "prod")]);
-    let wl = (Kind::Workload, "backup".to_owned());
-    type Case<'a> = ((Kind, String), Action, (Kind, &'a str), &'a str);
+    let wl = EntityKey::new(Kind::Workload, "backup");
+    type Case<'a> = (EntityKey, Action, (Kind, &'a str), &'a str);
     let cases: &[Case] = &[
         // department rule
         (
@@ -231,18 +231,18 @@ fn decisions_follow_attributes_groups_guardrails_and_labels() {
 fn a_time_window_ends_at_its_boundary_and_the_compiler_knows_when() {
     // 02:30, inside 02:00-04:00: the allow carries the 04:00 deadline.
     let c = compile_at(monday(2, 30), &[]);
-    let wl = (Kind::Workload, "backup".to_owned());
+    let wl = EntityKey::new(Kind::Workload, "backup");
     let d = c
         .decisions_for(&wl)
         .into_iter()
-        .find(|d| d.resource.1 == "/srv/backups/")
+        .find(|d| d.resource.id == "/srv/backups/")
         .expect("the backup window is open at 02:30");
     assert_eq!(d.outcome.effect, Effect::Allow);
     assert_eq!(d.outcome.until, Some(monday(4, 0)));
     assert_eq!(c.next_boundary(), Some(monday(4, 0)));
     // Rules that ignore the clock never expire.
     let alice = c.decisions_for(&user("alice"));
-    assert!(alice.iter().all(|d| d.outcome.until.is_none()));
+    assert!(!alice.is_empty() && alice.iter().all(|d| d.outcome.until.is_none()));
 
     // 01:59: closed; the next recompile is due at 02:00.
     let c = compile_at(monday(1, 59), &[]);
@@ -270,7 +270,7 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
     // bob now reads /srv/eng/ (and nothing else changed for anyone else).
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!(changes[0].principal, user("bob"));
-    assert_eq!(changes[0].resource, (Kind::Path, "/srv/eng/".to_owned()));
+    assert_eq!(changes[0].resource, EntityKey::new(Kind::Path, "/srv/eng/"));
     assert!(changes[0].old.is_none());
     assert_eq!(changes[0].new.as_ref().unwrap().reason, ["dept-read"]);
     // bob moved into a new class: one row was evaluated (one evaluation
@@ -278,7 +278,7 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
     let row: u64 = c
         .resources()
         .iter()
-        .map(|(k, _)| Action::for_kind(*k).len() as u64)
+        .map(|k| Action::for_kind(k.kind).len() as u64)
         .sum();
     assert_eq!(c.stats().evaluations - evaluations, row);
     // carol moves into alice's class, already evaluated: nothing new.
@@ -293,6 +293,9 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
     ) else {
         panic!("a membership change must not recompile everything");
     };
+    // She gains alice's writes on /srv/eng/ and /srv/ops/, and the
+    // guardrail on the keys lifts: the delta cannot be empty.
+    assert!(!changes.is_empty(), "carol's entries must change");
     assert!(changes.iter().all(|ch| ch.principal == user("carol")));
     assert_eq!(c.stats().evaluations, before);
     assert_eq!(
@@ -318,7 +321,7 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
         panic!("a resource attribute change must not recompile everything");
     };
     assert!(
-        changes.iter().all(|ch| ch.resource.1 == "/srv/ops/"),
+        !changes.is_empty() && changes.iter().all(|ch| ch.resource.id == "/srv/ops/"),
         "{changes:#?}"
     );
     assert!(changes.iter().any(|ch| ch.principal == user("bob")
@@ -597,7 +600,7 @@ team = "web"
     let backup = c.known_workload("system.slice/backup.service").unwrap();
     assert_eq!(backup.def.id, "backup", "found by cgroup");
     assert!(c.known_workload("user.slice").is_none());
-    let wl = |n: &str| (Kind::Workload, n.to_owned());
+    let wl = |n: &str| EntityKey::new(Kind::Workload, n);
     let eligible = |principal, requester: &str| {
         matches!(
             c.eligibility(
@@ -631,4 +634,80 @@ team = "web"
     assert!(!asks("mallory", "backup"));
     assert!(!asks("ivan", "web"));
     assert!(!asks("ivan", "no-such-workload"), "unknown workloads never");
+}
+
+/// `load_sources` refuses with every policy error, located, or with the
+/// directory's, naming the file and entity; its text is what wardd and the
+/// coordinator show.
+#[test]
+fn load_sources_errors_carry_their_location() {
+    use ward_policy::{DirectoryError, LoadError, load_sources};
+    let dir = std::env::temp_dir().join(format!("ward-policy-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("p.cedar");
+    let directory = dir.join("d.toml");
+    std::fs::write(
+        &policy,
+        "@id(\"a\") permit(principal, action, resource) when { principal.shoe_size > 9 };\n\
+         @id(\"b\") @approvals(\"many\") permit(principal, action == Action::\"request\", resource);\n",
+    )
+    .unwrap();
+    std::fs::write(&directory, "[users.bob]\ngroups = [\"opps\"]\n").unwrap();
+
+    let e = load_sources(std::slice::from_ref(&policy), Some(&directory)).unwrap_err();
+    let LoadError::Policies(errors) = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(errors.len(), 2, "{e}");
+    let ids: Vec<_> = errors.iter().map(|e| e.policy.as_deref()).collect();
+    assert_eq!(ids, [Some("a"), Some("b")]);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.file == policy.display().to_string())
+    );
+    assert_eq!(errors[0].position.map(|p| p.line), Some(1));
+    assert_eq!(errors[1].position.map(|p| p.line), Some(2));
+    // One located error per line.
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for (line, err) in text.lines().zip(errors) {
+        assert_eq!(line, err.to_string());
+        assert!(
+            line.starts_with(&format!("{}:", policy.display())),
+            "{line}"
+        );
+    }
+
+    std::fs::write(&policy, "@id(\"a\") permit(principal, action, resource);\n").unwrap();
+    let e = load_sources(std::slice::from_ref(&policy), Some(&directory)).unwrap_err();
+    assert_eq!(
+        e,
+        LoadError::Directory(DirectoryError::Entity {
+            path: Some(directory.clone()),
+            entity: EntityKey::new(Kind::User, "bob"),
+            field: Some("groups[0]".into()),
+            message: "no Group `opps` in the directory".into(),
+        })
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: users.bob: groups[0]: no Group `opps` in the directory",
+            directory.display()
+        )
+    );
+
+    let missing = dir.join("missing.cedar");
+    let e = load_sources(std::slice::from_ref(&missing), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{e}"
+    );
+
+    std::fs::write(&directory, "[users.bob]\n").unwrap();
+    let (p, d) = load_sources(std::slice::from_ref(&policy), Some(&directory)).unwrap();
+    assert_eq!((p.len(), d.len()), (1, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,8 +13,8 @@ use std::{
 
 use ward_abi::{Effect, Op};
 use ward_policy::{
-    Action, Change, Clock, Compiler, Directory, Eligibility, Env, GrantCheck, Kind, Policies,
-    Update, directory::Key,
+    Action, Change, Clock, Compiler, Directory, Eligibility, EntityKey, Env, GrantCheck, Kind,
+    Policies, Update,
 };
 
 use super::{config::PolicySection, grant, users};
@@ -78,7 +78,7 @@ pub struct PolicyEngine {
     stamps: Stamps,
     compiler: Compiler,
     names: Names,
-    subjects: HashMap<Key, Option<Subject>>,
+    subjects: HashMap<EntityKey, Option<Subject>>,
     cgroup_root: Option<PathBuf>,
     /// Principals the kernel cannot be told about, and why.
     pub unresolved: Vec<String>,
@@ -118,7 +118,8 @@ impl PolicyEngine {
         env: Env,
         cgroup_root: Option<PathBuf>,
     ) -> Result<PolicyEngine, String> {
-        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())
+            .map_err(|e| e.to_string())?;
         let mut watched = section.files.clone();
         watched.extend(section.directory.clone());
         // Users map to uids through the user database; notice its edits.
@@ -154,14 +155,11 @@ impl PolicyEngine {
         let mut out = Vec::new();
         for key in self.compiler.resources().to_vec() {
             let object = object_of(&key)?;
-            let rule_id = self.names.id(format!(
-                "directory resource {}",
-                ward_policy::directory::display_key(&key)
-            ));
+            let rule_id = self.names.id(format!("directory resource {key}"));
             // An executable is read-protected too: a copy of its code is
             // its code.
-            let also_read = (key.0 == Kind::Executable).then_some(Op::Read);
-            let ops = Action::for_kind(key.0).iter().map(|a| op_of(*a));
+            let also_read = (key.kind == Kind::Executable).then_some(Op::Read);
+            let ops = Action::for_kind(key.kind).iter().map(|a| op_of(*a));
             for op in ops.chain(also_read) {
                 out.push(Entry {
                     subject: Subject::Protected,
@@ -174,7 +172,7 @@ impl PolicyEngine {
                 });
             }
         }
-        let decisions: Vec<(Key, Action, Key, ward_policy::Outcome)> = self
+        let decisions: Vec<(EntityKey, Action, EntityKey, ward_policy::Outcome)> = self
             .compiler
             .decisions()
             .map(|d| {
@@ -196,9 +194,9 @@ impl PolicyEngine {
 
     fn entry(
         &mut self,
-        principal: &Key,
+        principal: &EntityKey,
         action: Action,
-        resource: &Key,
+        resource: &EntityKey,
         outcome: &ward_policy::Outcome,
     ) -> Result<Option<Entry>, String> {
         let Some(subject) = self.subjects.get(principal).copied().flatten() else {
@@ -252,21 +250,21 @@ impl PolicyEngine {
         self.subjects.clear();
         self.unresolved.clear();
         self.workload_paths.clear();
-        let keys: Vec<Key> = self.compiler.principals().cloned().collect();
+        let keys: Vec<EntityKey> = self.compiler.principals().cloned().collect();
         for key in keys {
             let subject = self.resolve(&key);
             self.subjects.insert(key, subject);
         }
     }
 
-    fn resolve(&mut self, key: &Key) -> Option<Subject> {
-        match key.0 {
-            Kind::User => match users::by_name(&key.1) {
+    fn resolve(&mut self, key: &EntityKey) -> Option<Subject> {
+        match key.kind {
+            Kind::User => match users::by_name(&key.id) {
                 Some(u) => Some(Subject::Uid(u.uid)),
                 None => {
                     self.unresolved.push(format!(
                         "users.{}: no such user in the user database",
-                        key.1
+                        key.id
                     ));
                     None
                 }
@@ -292,7 +290,7 @@ impl PolicyEngine {
                     }
                     Err(why) => {
                         self.unresolved
-                            .push(format!("workloads.{}: cgroup `{path}`: {why}", key.1));
+                            .push(format!("workloads.{}: cgroup `{path}`: {why}", key.id));
                         None
                     }
                 }
@@ -324,6 +322,7 @@ impl PolicyEngine {
 
     fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, String> {
         let (policies, directory) = load_sources(&self.files, self.directory_path.as_deref())
+            .map_err(|e| e.to_string())
             .inspect_err(|e| {
                 self.last_error = Some(e.clone());
             })?;
@@ -476,11 +475,11 @@ fn policies_equal(a: &Policies, b: &Policies) -> bool {
             .all(|((ia, pa), (ib, pb))| ia == ib && pa.text == pb.text && pa.file == pb.file)
 }
 
-fn principal_key(g: &grant::Grantee) -> Key {
+fn principal_key(g: &grant::Grantee) -> EntityKey {
     match g {
-        grant::Grantee::User { name: Some(n), .. } => (Kind::User, n.clone()),
-        grant::Grantee::User { uid, name: None } => (Kind::User, format!("#{uid}")),
-        grant::Grantee::Workload { path, .. } => (Kind::Workload, path.clone()),
+        grant::Grantee::User { name: Some(n), .. } => EntityKey::new(Kind::User, n),
+        grant::Grantee::User { uid, name: None } => EntityKey::new(Kind::User, format!("#{uid}")),
+        grant::Grantee::Workload { path, .. } => EntityKey::new(Kind::Workload, path),
     }
 }
 
@@ -507,16 +506,15 @@ fn op_name(op: Op) -> &'static str {
 }
 
 /// A directory resource as a kernel object.
-fn object_of(key: &Key) -> Result<Object, String> {
-    let name = ward_policy::directory::display_key(key);
-    match key.0 {
-        Kind::Path | Kind::Executable => PathPattern::parse(&key.1)
+fn object_of(key: &EntityKey) -> Result<Object, String> {
+    match key.kind {
+        Kind::Path | Kind::Executable => PathPattern::parse(&key.id)
             .map(Object::Path)
-            .map_err(|e| format!("{name}: {e}")),
-        Kind::Network => NetPattern::parse(&key.1)
+            .map_err(|e| format!("{key}: {e}")),
+        Kind::Network => NetPattern::parse(&key.id)
             .map(Object::Net)
-            .map_err(|e| format!("{name}: {e}")),
-        _ => Err(format!("{name}: not a resource")),
+            .map_err(|e| format!("{key}: {e}")),
+        _ => Err(format!("{key}: not a resource")),
     }
 }
 
@@ -535,7 +533,8 @@ pub fn check_sources(
     section: &PolicySection,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<String, String> {
-    let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+    let (policies, directory) =
+        load_sources(&section.files, section.directory.as_deref()).map_err(|e| e.to_string())?;
     check_resources(&directory)?;
     let n = policies.len();
     let c = Compiler::new(

@@ -41,7 +41,7 @@ pub use table::{Entry, Expiry, Object, Subject, TableError};
 pub use teardown::{
     Handle as TeardownHandle, Teardown, log_outcome as log_teardown, probe as teardown_probe,
 };
-pub use ward_policy::net::{NetPattern, NetPatternError};
+pub use ward_policy::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
 use table::{Grants, Policy, Slot};
