@@ -8,8 +8,8 @@ use ward_policy::{
     Action, Clock, Compiler, Eligibility, EntityKey, Env, GrantCheck, Kind, approvals_for,
 };
 use ward_proto::v1::{
-    self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, Operation,
-    RequestState, Review, SignedGrant, fleet_message, object, subject,
+    self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, RequestState,
+    Review, SignedGrant, fleet_message, object, subject,
 };
 
 use crate::{
@@ -146,17 +146,11 @@ fn targets(r: &CreateRequestRequest) -> Result<Vec<(Action, String)>, WorkflowEr
     }
     let mut out = Vec::new();
     for (i, raw) in r.operations.iter().enumerate() {
-        let action = match Operation::try_from(*raw) {
-            Ok(Operation::Read) => Action::Read,
-            Ok(Operation::Write) => Action::Write,
-            Ok(Operation::Exec) => Action::Exec,
-            Ok(Operation::Connect) => Action::Connect,
-            _ => {
-                return Err(invalid(
-                    &format!("operations[{i}]"),
-                    format!("unknown operation {raw}"),
-                ));
-            }
+        let Some(action) = ward_proto::ops::op(*raw).map(Action::from) else {
+            return Err(invalid(
+                &format!("operations[{i}]"),
+                format!("unknown operation {raw}"),
+            ));
         };
         for (j, o) in r.objects.iter().enumerate() {
             out.push((action, fitting(action, i, j, o)?));

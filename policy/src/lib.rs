@@ -23,6 +23,7 @@ mod directory;
 mod eligibility;
 mod footprint;
 mod net;
+mod ops;
 mod policies;
 mod schema;
 
@@ -46,13 +47,9 @@ pub enum Action {
 impl Action {
     pub const ALL: [Action; 4] = [Action::Read, Action::Write, Action::Exec, Action::Connect];
 
+    /// The Cedar action id: the operation's name.
     pub fn name(self) -> &'static str {
-        match self {
-            Action::Read => "read",
-            Action::Write => "write",
-            Action::Exec => "exec",
-            Action::Connect => "connect",
-        }
+        ward_abi::Op::from(self).name()
     }
 
     /// The actions that apply to a resource kind.

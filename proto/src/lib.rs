@@ -1,4 +1,6 @@
-//! ward's gRPC API: the `ward.v1` package.
+//! ward's gRPC API (the `ward.v1` package), and what its two sides
+//! share: the wire vocabulary's conversions ([`ops`]), error and text
+//! rendering, logging, metrics, join tokens, transport and caller names.
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
@@ -21,6 +23,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub mod join_token;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod text;
 pub mod transport;
 

@@ -16,13 +16,7 @@ pub fn subject(s: Option<&pb::Subject>) -> String {
 /// `read`, `write`, `exec`, `connect`, or `?` for a value this build does
 /// not know.
 pub fn operation(raw: i32) -> &'static str {
-    match pb::Operation::try_from(raw) {
-        Ok(pb::Operation::Read) => "read",
-        Ok(pb::Operation::Write) => "write",
-        Ok(pb::Operation::Exec) => "exec",
-        Ok(pb::Operation::Connect) => "connect",
-        _ => "?",
-    }
+    crate::ops::op(raw).map_or("?", ward_abi::Op::name)
 }
 
 /// The path, prefix, executable or `CIDR:PORTS`, or `-`.

@@ -387,6 +387,19 @@ pub enum Op {
 }
 
 impl Op {
+    pub const ALL: [Op; 4] = [Op::Read, Op::Write, Op::Exec, Op::Connect];
+
+    /// The operation's one name, in the CLI, logs, audit records and
+    /// Cedar action ids alike.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Exec => "exec",
+            Op::Connect => "connect",
+        }
+    }
+
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
             1 => Some(Op::Read),

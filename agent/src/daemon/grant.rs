@@ -6,7 +6,7 @@ use std::{
 };
 
 use ward_abi::{Effect, Op};
-use ward_proto::v1::{Grant, Object as PbObject, Operation, Subject as PbSubject, object, subject};
+use ward_proto::v1::{Grant, Object as PbObject, Subject as PbSubject, object, subject};
 
 use super::users;
 use crate::enforcer::{
@@ -131,17 +131,11 @@ pub fn validate(
     }
     let mut ops = Vec::new();
     for (i, raw) in g.operations.iter().enumerate() {
-        let op = match Operation::try_from(*raw) {
-            Ok(Operation::Read) => Op::Read,
-            Ok(Operation::Write) => Op::Write,
-            Ok(Operation::Exec) => Op::Exec,
-            Ok(Operation::Connect) => Op::Connect,
-            _ => {
-                return Err(invalid(
-                    format!("operations[{i}]"),
-                    format!("unknown operation {raw}"),
-                ));
-            }
+        let Some(op) = ward_proto::ops::op(*raw) else {
+            return Err(invalid(
+                format!("operations[{i}]"),
+                format!("unknown operation {raw}"),
+            ));
         };
         if !ops.contains(&op) {
             ops.push(op);
@@ -317,6 +311,7 @@ fn parse_object(i: usize, o: &PbObject) -> Result<(Object, Kind), InvalidGrant> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ward_proto::v1::Operation;
 
     fn base() -> Grant {
         let now = unix_ms(SystemTime::now());

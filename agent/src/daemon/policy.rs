@@ -159,7 +159,7 @@ impl PolicyEngine {
             // An executable is read-protected too: a copy of its code is
             // its code.
             let also_read = (key.kind == Kind::Executable).then_some(Op::Read);
-            let ops = Action::for_kind(key.kind).iter().map(|a| op_of(*a));
+            let ops = Action::for_kind(key.kind).iter().map(|a| Op::from(*a));
             for op in ops.chain(also_read) {
                 out.push(Entry {
                     subject: Subject::Protected,
@@ -202,9 +202,10 @@ impl PolicyEngine {
         let Some(subject) = self.subjects.get(principal).copied().flatten() else {
             return Ok(None);
         };
-        let (effect, verb) = match outcome.effect {
-            ward_policy::Effect::Allow => (Effect::Allow, "permitted by"),
-            ward_policy::Effect::Forbid => (Effect::Deny, "forbidden by"),
+        let effect = Effect::from(outcome.effect);
+        let verb = match effect {
+            Effect::Allow => "permitted by",
+            Effect::Deny => "forbidden by",
         };
         let ids = outcome
             .reason
@@ -217,7 +218,7 @@ impl PolicyEngine {
             .id(format!("{verb} Cedar {plural} {}", ids.join(", ")));
         Ok(Some(Entry {
             subject,
-            op: op_of(action),
+            op: Op::from(action),
             object: object_of(resource)?,
             effect,
             expires: outcome
@@ -404,7 +405,7 @@ impl PolicyEngine {
                     return Err(format!(
                         "{} for {} on {object} is over the maximum of {} set by {}",
                         humantime::format_duration(asked),
-                        op_name(op),
+                        op.name(),
                         humantime::format_duration(max),
                         policies.join(", ")
                     ));
@@ -414,7 +415,7 @@ impl PolicyEngine {
                 Eligibility::Forbidden { policies } => {
                     return Err(format!(
                         "{} on {object} is forbidden by {}; no grant overrides a forbid",
-                        op_name(op),
+                        op.name(),
                         policies.join(", ")
                     ));
                 }
@@ -451,7 +452,7 @@ impl PolicyEngine {
                 principal: principal.clone(),
                 // A local operator's grant: nobody asked through ward.
                 requester: None,
-                action: action_of(*op),
+                action: Action::from(*op),
                 object: object.to_string(),
             };
             (*op, object, self.compiler.eligibility(&check, &clock))
@@ -481,28 +482,6 @@ fn principal_key(g: &grant::Grantee) -> EntityKey {
         grant::Grantee::User { uid, name: None } => EntityKey::new(Kind::User, format!("#{uid}")),
         grant::Grantee::Workload { path, .. } => EntityKey::new(Kind::Workload, path),
     }
-}
-
-fn op_of(a: Action) -> Op {
-    match a {
-        Action::Read => Op::Read,
-        Action::Write => Op::Write,
-        Action::Exec => Op::Exec,
-        Action::Connect => Op::Connect,
-    }
-}
-
-fn action_of(op: Op) -> Action {
-    match op {
-        Op::Read => Action::Read,
-        Op::Write => Action::Write,
-        Op::Exec => Action::Exec,
-        Op::Connect => Action::Connect,
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    action_of(op).name()
 }
 
 /// A directory resource as a kernel object.

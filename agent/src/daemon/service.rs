@@ -201,13 +201,8 @@ fn status(e: EngineError) -> Status {
 }
 
 fn op(raw: i32) -> Result<Op, Status> {
-    match pb::Operation::try_from(raw) {
-        Ok(pb::Operation::Read) => Ok(Op::Read),
-        Ok(pb::Operation::Write) => Ok(Op::Write),
-        Ok(pb::Operation::Exec) => Ok(Op::Exec),
-        Ok(pb::Operation::Connect) => Ok(Op::Connect),
-        _ => Err(Status::invalid_argument("operation: missing or unknown")),
-    }
+    ward_proto::ops::op(raw)
+        .ok_or_else(|| Status::invalid_argument("operation: missing or unknown"))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
