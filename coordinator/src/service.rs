@@ -396,9 +396,9 @@ impl Coordinator for CoordinatorService {
         // Attach first, then snapshot: anything issued in between arrives
         // twice at worst, and grants are idempotent by id.
         self.fleet.attach(&r.host, tx.clone());
-        let (host, labels) = (r.host.clone(), r.labels.clone());
+        let (host, labels, posture) = (r.host.clone(), r.labels.clone(), r.posture);
         let grants = self
-            .with(move |wf| wf.subscribe(&host, &labels))
+            .with(move |wf| wf.subscribe(&host, &labels, posture.as_ref()))
             .await
             .map_err(status)?;
         let snapshot = pb::FleetMessage {

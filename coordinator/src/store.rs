@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS join_tokens (
     hash TEXT PRIMARY KEY, host TEXT NOT NULL, expires_ms INTEGER NOT NULL,
     used_ms INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS host_posture (
+    name TEXT PRIMARY KEY, file_enforcement INTEGER NOT NULL, kernel TEXT NOT NULL);
 ";
 
 const PG_SCHEMA: &str = "
@@ -71,7 +73,20 @@ CREATE TABLE IF NOT EXISTS join_tokens (
     hash TEXT PRIMARY KEY, host TEXT NOT NULL, expires_ms BIGINT NOT NULL,
     used_ms BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS host_posture (
+    name TEXT PRIMARY KEY, file_enforcement BIGINT NOT NULL, kernel TEXT NOT NULL);
 ";
+
+/// A host as its agent last subscribed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KnownHost {
+    pub name: String,
+    /// "key=value".
+    pub labels: Vec<String>,
+    /// BPF LSM enforces file rules there; false until its agent says so.
+    pub file_enforcement: bool,
+    pub kernel: String,
+}
 
 /// Why a join token was not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,29 +444,47 @@ impl Tx<'_> {
             .collect()
     }
 
-    pub fn upsert_host(
-        &self,
-        name: &str,
-        labels: &[String],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    /// Remembers a host as it subscribed: its labels and, when its agent
+    /// reports it, its posture.
+    pub fn upsert_host(&self, host: &KnownHost, now_ms: i64) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO hosts (name, labels, seen_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, seen_ms = excluded.seen_ms",
-            &[P::T(name), P::T(&labels.join(",")), P::I(now_ms)],
+            &[P::T(&host.name), P::T(&host.labels.join(",")), P::I(now_ms)],
+        )?;
+        self.exec(
+            "INSERT INTO host_posture (name, file_enforcement, kernel) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET file_enforcement = excluded.file_enforcement,
+                 kernel = excluded.kernel",
+            &[
+                P::T(&host.name),
+                P::I(i64::from(host.file_enforcement)),
+                P::T(&host.kernel),
+            ],
         )
     }
 
-    /// Every host that ever subscribed, with its labels.
-    pub fn hosts(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let rows = self.query("SELECT name, labels FROM hosts ORDER BY name", &[])?;
+    /// Every host that ever subscribed, as it last did.
+    pub fn hosts(&self) -> Result<Vec<KnownHost>, StoreError> {
+        let rows = self.query(
+            "SELECT h.name, h.labels, COALESCE(p.file_enforcement, 0), COALESCE(p.kernel, '')
+             FROM hosts h LEFT JOIN host_posture p ON p.name = h.name ORDER BY h.name",
+            &[],
+        )?;
         Ok(rows
             .into_iter()
             .map(|r| {
                 let mut it = r.into_iter();
                 let name = it.next().map(Col::t).unwrap_or_default();
                 let labels = it.next().map(Col::t).unwrap_or_default();
-                (name, hosts_of(&labels))
+                let file_enforcement = it.next().is_some_and(|c| c.i() != 0);
+                let kernel = it.next().map(Col::t).unwrap_or_default();
+                KnownHost {
+                    name,
+                    labels: hosts_of(&labels),
+                    file_enforcement,
+                    kernel,
+                }
             })
             .collect())
     }
@@ -730,6 +763,51 @@ mod tests {
             .read(|tx| -> Result<_, StoreError> { tx.active_grants("db1", 0) })
             .unwrap();
         assert!(folded.is_empty(), "`db1` is not `DB1`");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A host's posture is what its agent last said, and a host whose
+    /// agent never said (an older agent) enforces no file rules.
+    #[test]
+    fn hosts_keep_the_posture_their_agents_report() {
+        let dir = std::env::temp_dir().join(format!("ward-store-posture-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open_sqlite(&dir).unwrap();
+        let lsm = KnownHost {
+            name: "db1".into(),
+            labels: vec!["env=prod".into()],
+            file_enforcement: true,
+            kernel: "6.12.0".into(),
+        };
+        store
+            .write(|tx| -> Result<(), StoreError> {
+                tx.upsert_host(&lsm, 1)?;
+                // A host from before postures were kept.
+                tx.exec(
+                    "INSERT INTO hosts (name, labels, seen_ms) VALUES ('old', '', 1)",
+                    &[],
+                )
+            })
+            .unwrap();
+        let hosts = store.read(|tx| tx.hosts()).unwrap();
+        assert_eq!(
+            hosts,
+            [
+                lsm.clone(),
+                KnownHost {
+                    name: "old".into(),
+                    ..Default::default()
+                }
+            ]
+        );
+        // The agent restarts on a kernel without BPF LSM: the host follows.
+        let cgroup_only = KnownHost {
+            file_enforcement: false,
+            kernel: "6.18.0".into(),
+            ..lsm
+        };
+        store.write(|tx| tx.upsert_host(&cgroup_only, 2)).unwrap();
+        assert_eq!(store.read(|tx| tx.hosts()).unwrap()[0], cgroup_only);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,7 +15,7 @@ use ward_proto::v1::{
 use crate::{
     now_ms,
     signer::Signer,
-    store::{Store, StoreError, Tx},
+    store::{KnownHost, Store, StoreError, Tx},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -207,13 +207,28 @@ fn labels_of(labels: &[String]) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn host_env(name: &str, labels: &[String]) -> Env {
+/// The host as policy sees it: the labels and posture its agent last
+/// reported, the same facts its own agent decides with.
+fn host_env(h: &KnownHost) -> Env {
     Env {
-        host: name.to_owned(),
-        labels: labels_of(labels),
-        file_enforcement: true,
-        kernel: String::new(),
+        host: h.name.clone(),
+        labels: labels_of(&h.labels),
+        file_enforcement: h.file_enforcement,
+        kernel: h.kernel.clone(),
     }
+}
+
+/// `name` as last seen; a host never seen has no labels and enforces no
+/// file rules.
+fn known_host(known: &[KnownHost], name: &str) -> KnownHost {
+    known
+        .iter()
+        .find(|k| k.name == name)
+        .cloned()
+        .unwrap_or_else(|| KnownHost {
+            name: name.to_owned(),
+            ..Default::default()
+        })
 }
 
 /// Who a request would grant: the requester, or a directory workload.
@@ -265,7 +280,7 @@ impl Rules {
         requester: &str,
         grantee: &Grantee,
         targets: &[(Action, String)],
-        hosts: &[(String, Vec<String>)],
+        hosts: &[KnownHost],
         duration: Duration,
     ) -> Result<(u32, Vec<String>, bool), WorkflowError> {
         let clock = Clock::system();
@@ -273,8 +288,8 @@ impl Rules {
         let mut required = 0;
         let mut policies = Vec::new();
         let mut reason_waived = true;
-        for (name, labels) in hosts {
-            let env = host_env(name, labels);
+        for host in hosts {
+            let (name, env) = (&host.name, host_env(host));
             for (action, object) in targets {
                 if grantee.cgroup.is_some()
                     && !self
@@ -422,14 +437,7 @@ impl Rules {
             ..Default::default()
         };
         let known = tx.hosts()?;
-        let hosts: Vec<(String, Vec<String>)> = req
-            .hosts
-            .iter()
-            .map(|h| {
-                let labels = known.iter().find(|(n, _)| n == h).map(|(_, l)| l.clone());
-                (h.clone(), labels.unwrap_or_default())
-            })
-            .collect();
+        let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(&known, h)).collect();
         let duration = Duration::from_millis(req.duration_ms.max(0) as u64);
         let grantee = self.grantee(&req.requester, &req.workload)?;
         let (required, _, _) = self.eligibility(
@@ -479,12 +487,7 @@ impl Rules {
         let principal = self.grantee(&req.requester, &req.workload)?.principal;
         for (action, object) in targets(&create)? {
             for host in &req.hosts {
-                let labels = known
-                    .iter()
-                    .find(|(n, _)| n == host)
-                    .map(|(_, l)| l.as_slice())
-                    .unwrap_or(&[]);
-                let env = host_env(host, labels);
+                let env = host_env(&known_host(&known, host));
                 let check = GrantCheck {
                     principal: principal.clone(),
                     requester: Some(EntityKey::new(Kind::User, &req.requester)),
@@ -519,11 +522,11 @@ impl Workflow {
     fn resolve_hosts(
         tx: &Tx<'_>,
         r: &CreateRequestRequest,
-    ) -> Result<Vec<(String, Vec<String>)>, WorkflowError> {
+    ) -> Result<Vec<KnownHost>, WorkflowError> {
         let known = tx.hosts()?;
-        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        let mut out: Vec<KnownHost> = Vec::new();
         for h in &r.hosts {
-            match known.iter().find(|(n, _)| n == h) {
+            match known.iter().find(|k| k.name == *h) {
                 Some(k) => out.push(k.clone()),
                 None => {
                     return Err(WorkflowError::UnknownHost(format!(
@@ -535,7 +538,7 @@ impl Workflow {
         if !r.host_labels.is_empty() {
             let matching: Vec<_> = known
                 .iter()
-                .filter(|(_, labels)| r.host_labels.iter().all(|l| labels.contains(l)))
+                .filter(|k| r.host_labels.iter().all(|l| k.labels.contains(l)))
                 .cloned()
                 .collect();
             if matching.is_empty() {
@@ -609,7 +612,7 @@ impl Workflow {
                 requester: requester.to_owned(),
                 operations: r.operations.clone(),
                 objects: r.objects.clone(),
-                hosts: hosts.iter().map(|(n, _)| n.clone()).collect(),
+                hosts: hosts.iter().map(|h| h.name.clone()).collect(),
                 duration_ms: r.duration_ms,
                 reason: r.reason.clone(),
                 ticket: r.ticket.clone(),
@@ -868,14 +871,22 @@ impl Workflow {
         Ok(activated + expired)
     }
 
-    /// An agent connects: remember its labels; hand back its active grants.
+    /// An agent connects: remember its labels and posture; hand back its
+    /// active grants.
     pub fn subscribe(
         &mut self,
         host: &str,
         labels: &[String],
+        posture: Option<&pb::HostPosture>,
     ) -> Result<Vec<SignedGrant>, WorkflowError> {
+        let known = KnownHost {
+            name: host.to_owned(),
+            labels: labels.to_vec(),
+            file_enforcement: posture.is_some_and(|p| p.file_enforcement),
+            kernel: posture.map(|p| p.kernel.clone()).unwrap_or_default(),
+        };
         self.store.write(|tx| {
-            tx.upsert_host(host, labels, now_ms())?;
+            tx.upsert_host(&known, now_ms())?;
             Ok(tx.active_grants(host, now_ms())?)
         })
     }

@@ -78,10 +78,18 @@ async fn session(
     let channel = crate::client::connect_tls(&section.tls_target()).await?;
     let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(ward_proto::transport::MAX_RESPONSE_BYTES);
+    let posture = {
+        let startup = &engine.lock().await.startup;
+        pb::HostPosture {
+            file_enforcement: startup.file_and_exec,
+            kernel: startup.kernel.clone(),
+        }
+    };
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             host: host.to_owned(),
             labels: labels.to_vec(),
+            posture: Some(posture),
         })
         .await?
         .into_inner();
