@@ -306,15 +306,35 @@ pub fn parse_keys(keys: &[String]) -> Vec<Vec<u8>> {
 }
 
 /// Names the first key in `field` that is not an ed25519 public key.
-fn check_keys(field: &str, keys: &[String]) -> Result<(), String> {
+fn check_keys(field: &str, keys: &[String]) -> Result<(), InvalidConfig> {
     match keys
         .iter()
         .position(|k| ward_proto::signing::parse_public_hex(k).is_none())
     {
-        Some(i) => Err(format!(
-            "{field}[{i}]: not a 64-hex-digit ed25519 public key"
+        Some(i) => Err(invalid(
+            format!("{field}[{i}]"),
+            "not a 64-hex-digit ed25519 public key",
         )),
         None => Ok(()),
+    }
+}
+
+/// What is wrong with a config's text, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    /// Not TOML, an unknown key, or a value of the wrong type; the
+    /// parser's message names the key and line.
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    /// A value that parsed but cannot be used.
+    #[error("{field}: {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl std::fmt::Display) -> InvalidConfig {
+    InvalidConfig::Field {
+        field: field.into(),
+        problem: problem.to_string(),
     }
 }
 
@@ -325,8 +345,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: InvalidConfig,
+    },
 }
 
 impl Config {
@@ -359,9 +382,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|source| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            source,
         })?;
         config.source = Some(path.to_owned());
         // Policy sources and coordinator files may be named relative to
@@ -385,91 +408,107 @@ impl Config {
     }
 
     /// Parses and checks a config; the error names the key and line.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, InvalidConfig> {
+        let config: Config = toml::from_str(text)?;
         config.check()?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), InvalidConfig> {
         use crate::enforcer::{NetPattern, PathPattern};
         for (i, p) in self.protect.paths.iter().enumerate() {
-            PathPattern::parse(p).map_err(|e| format!("protect.paths[{i}]: {e}"))?;
+            PathPattern::parse(p).map_err(|e| invalid(format!("protect.paths[{i}]"), e))?;
         }
         for (i, p) in self.protect.executables.iter().enumerate() {
             match PathPattern::parse(p) {
                 Ok(PathPattern::File(_)) => {}
                 Ok(PathPattern::Subtree(_)) => {
-                    return Err(format!(
-                        "protect.executables[{i}]: `{p}` is a directory; name the executable file"
+                    return Err(invalid(
+                        format!("protect.executables[{i}]"),
+                        format!("`{p}` is a directory; name the executable file"),
                     ));
                 }
-                Err(e) => return Err(format!("protect.executables[{i}]: {e}")),
+                Err(e) => return Err(invalid(format!("protect.executables[{i}]"), e)),
             }
         }
         for (i, n) in self.protect.networks.iter().enumerate() {
-            NetPattern::parse(n).map_err(|e| format!("protect.networks[{i}]: {e}"))?;
+            NetPattern::parse(n).map_err(|e| invalid(format!("protect.networks[{i}]"), e))?;
         }
         for (i, [a, b]) in self.enforce.managed_uids.iter().enumerate() {
             if a > b {
-                return Err(format!(
-                    "enforce.managed_uids[{i}]: first uid {a} is above last uid {b}"
+                return Err(invalid(
+                    format!("enforce.managed_uids[{i}]"),
+                    format!("first uid {a} is above last uid {b}"),
                 ));
             }
         }
         if self.enforce.managed_uids.len() > ward_abi::MAX_UID_RANGES {
-            return Err(format!(
-                "enforce.managed_uids: {} ranges; at most {} are supported",
-                self.enforce.managed_uids.len(),
-                ward_abi::MAX_UID_RANGES
+            return Err(invalid(
+                "enforce.managed_uids",
+                format!(
+                    "{} ranges; at most {} are supported",
+                    self.enforce.managed_uids.len(),
+                    ward_abi::MAX_UID_RANGES
+                ),
             ));
         }
         if let Some(p) = &self.policy {
             if p.files.is_empty() {
-                return Err("policy.files: name at least one Cedar policy file".to_owned());
+                return Err(invalid(
+                    "policy.files",
+                    "name at least one Cedar policy file",
+                ));
             }
             if p.reload_interval.is_zero() {
-                return Err("policy.reload_interval: must be longer than 0s".to_owned());
+                return Err(invalid("policy.reload_interval", "must be longer than 0s"));
             }
         }
         if let Some(c) = &self.coordinator {
             if c.public_keys.is_empty() && c.public_keys_file.is_none() {
-                return Err(
-                    "coordinator.public_keys: list the coordinator's signing keys (or name \
-                     public_keys_file, which `wardd --join` writes); unsigned grants are refused"
-                        .to_owned(),
-                );
+                return Err(invalid(
+                    "coordinator.public_keys",
+                    "list the coordinator's signing keys (or name public_keys_file, which \
+                     `wardd --join` writes); unsigned grants are refused",
+                ));
             }
             if c.join_url.is_some() && c.public_keys_file.is_none() {
-                return Err(
-                    "coordinator.public_keys_file: name where `wardd --join` writes the \
-                     coordinator's signing keys"
-                        .to_owned(),
-                );
+                return Err(invalid(
+                    "coordinator.public_keys_file",
+                    "name where `wardd --join` writes the coordinator's signing keys",
+                ));
             }
             if let Some(u) = &c.join_url
                 && !u.starts_with("https://")
             {
-                return Err(format!("coordinator.join_url `{u}`: must be https://"));
+                return Err(invalid(
+                    "coordinator.join_url",
+                    format!("`{u}`: must be https://"),
+                ));
             }
             check_keys("coordinator.public_keys", &c.public_keys)?;
             if !c.url.starts_with("https://") {
-                return Err(format!("coordinator.url `{}`: must be https://", c.url));
+                return Err(invalid(
+                    "coordinator.url",
+                    format!("`{}`: must be https://", c.url),
+                ));
             }
         }
         if let Some(t) = &self.tls {
             check_keys("tls.public_keys", &t.public_keys)?;
             if self.tls_push_keys().is_empty() && !t.allow_unsigned_pushes {
-                return Err(
-                    "tls.public_keys: grants pushed over TLS must be signed; list the \
-                     coordinator's signing keys here or in coordinator.public_keys \
-                     (or, as break-glass, set tls.allow_unsigned_pushes = true)"
-                        .to_owned(),
-                );
+                return Err(invalid(
+                    "tls.public_keys",
+                    "grants pushed over TLS must be signed; list the coordinator's signing \
+                     keys here or in coordinator.public_keys (or, as break-glass, set \
+                     tls.allow_unsigned_pushes = true)",
+                ));
             }
         }
         if self.agent.max_grant_duration.is_zero() {
-            return Err("agent.max_grant_duration: must be longer than 0s".to_owned());
+            return Err(invalid(
+                "agent.max_grant_duration",
+                "must be longer than 0s",
+            ));
         }
         Ok(())
     }
@@ -504,27 +543,36 @@ mod tests {
 
     #[test]
     fn a_typo_names_the_key_and_line() {
-        let err =
-            Config::parse("[agent]\nsocket = \"/x\"\nmax_grant_duraton = \"1h\"\n").unwrap_err();
+        let err = Config::parse("[agent]\nsocket = \"/x\"\nmax_grant_duraton = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_grant_duraton"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_values_name_the_field() {
-        let err = Config::parse("[protect]\npaths = [\"relative/path\"]\n").unwrap_err();
+        let err = Config::parse("[protect]\npaths = [\"relative/path\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("protect.paths[0]") && err.contains("not absolute"),
             "{err}"
         );
-        let err = Config::parse("[protect]\nnetworks = [\"10.0.0.1/8:80\"]\n").unwrap_err();
+        let err = Config::parse("[protect]\nnetworks = [\"10.0.0.1/8:80\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("protect.networks[0]"), "{err}");
-        let err = Config::parse("[agent]\nmax_grant_duration = \"soon\"\n").unwrap_err();
+        let err = Config::parse("[agent]\nmax_grant_duration = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not a duration") && err.contains("line 2"),
             "{err}"
         );
-        let err = Config::parse("[enforce]\nmanaged_uids = [[2000, 1000]]\n").unwrap_err();
+        let err = Config::parse("[enforce]\nmanaged_uids = [[2000, 1000]]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("enforce.managed_uids[0]"), "{err}");
     }
 
@@ -532,9 +580,11 @@ mod tests {
     fn a_tls_listener_needs_keys_to_verify_pushes() {
         let tls = "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"/c\"\nkey = \"/k\"\n\
                    client_ca = \"/ca\"\nallowed_clients = [\"coordinator\"]\n";
-        let err = Config::parse(tls).unwrap_err();
+        let err = Config::parse(tls).unwrap_err().to_string();
         assert!(err.contains("tls.public_keys"), "{err}");
-        let err = Config::parse(&format!("{tls}public_keys = [\"abc\"]\n")).unwrap_err();
+        let err = Config::parse(&format!("{tls}public_keys = [\"abc\"]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tls.public_keys[0]"), "{err}");
         let key = "ab".repeat(32);
         let c = Config::parse(&format!("{tls}public_keys = [\"{key}\"]\n")).unwrap();

@@ -23,6 +23,61 @@ use crate::{
     enforcer::{Entry, Expiry, NetPattern, Object, PathPattern, Subject},
 };
 
+/// Why policy sources were refused: the previous table keeps enforcing.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error(transparent)]
+    Sources(#[from] ward_policy::LoadError),
+    /// A directory resource the kernel cannot match.
+    #[error("{resource}: {source}")]
+    Resource {
+        resource: EntityKey,
+        source: ResourceError,
+    },
+}
+
+/// Why a directory resource is no kernel object.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error(transparent)]
+    Path(#[from] crate::enforcer::PathPatternError),
+    #[error(transparent)]
+    Net(#[from] ward_policy::NetPatternError),
+    #[error("not a resource")]
+    NotAResource,
+}
+
+/// Why policy does not let a grant be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum Ineligible {
+    #[error(
+        "{} for {} on {object} is over the maximum of {} set by {}",
+        humantime::format_duration(*asked), op.name(), humantime::format_duration(*max),
+        policies.join(", ")
+    )]
+    TooLong {
+        op: Op,
+        object: String,
+        asked: Duration,
+        max: Duration,
+        policies: Vec<String>,
+    },
+    /// No `request` permit applies (or a `request` forbid does).
+    #[error("{0}")]
+    NoPermit(String),
+    #[error(
+        "{} on {object} is forbidden by {}; no grant overrides a forbid",
+        op.name(), policies.join(", ")
+    )]
+    Forbidden {
+        op: Op,
+        object: String,
+        policies: Vec<String>,
+    },
+    #[error(transparent)]
+    Directory(#[from] ward_policy::DirectoryError),
+}
+
 /// Kernel rule ids from policy: this plus an index into [`Names`].
 pub const POLICY_BASE: u64 = 1 << 61;
 
@@ -117,9 +172,8 @@ impl PolicyEngine {
         section: &PolicySection,
         env: Env,
         cgroup_root: Option<PathBuf>,
-    ) -> Result<PolicyEngine, String> {
-        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())
-            .map_err(|e| e.to_string())?;
+    ) -> Result<PolicyEngine, PolicyError> {
+        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
         let mut watched = section.files.clone();
         watched.extend(section.directory.clone());
         // Users map to uids through the user database; notice its edits.
@@ -151,7 +205,7 @@ impl PolicyEngine {
 
     /// All policy entries: protection for every directory resource, and
     /// each compiled decision.
-    pub fn entries(&mut self) -> Result<Vec<Entry>, String> {
+    pub fn entries(&mut self) -> Result<Vec<Entry>, PolicyError> {
         let mut out = Vec::new();
         for key in self.compiler.resources().to_vec() {
             let object = object_of(&key)?;
@@ -198,7 +252,7 @@ impl PolicyEngine {
         action: Action,
         resource: &EntityKey,
         outcome: &ward_policy::Outcome,
-    ) -> Result<Option<Entry>, String> {
+    ) -> Result<Option<Entry>, PolicyError> {
         let Some(subject) = self.subjects.get(principal).copied().flatten() else {
             return Ok(None);
         };
@@ -229,7 +283,10 @@ impl PolicyEngine {
         }))
     }
 
-    fn change_entries(&mut self, changes: &[Change]) -> Result<(Vec<Entry>, Vec<Entry>), String> {
+    fn change_entries(
+        &mut self,
+        changes: &[Change],
+    ) -> Result<(Vec<Entry>, Vec<Entry>), PolicyError> {
         let (mut remove, mut add) = (Vec::new(), Vec::new());
         for c in changes {
             if let Some(o) = &c.old
@@ -302,7 +359,7 @@ impl PolicyEngine {
 
     /// Re-reads sources that changed since the last look. On an error the
     /// compiler is untouched, so the previous table keeps enforcing.
-    pub fn reload_if_changed(&mut self, env: &Env) -> Result<Reload, String> {
+    pub fn reload_if_changed(&mut self, env: &Env) -> Result<Reload, PolicyError> {
         let stamps = Stamps::of(&self.watched);
         let env_changed = env != self.compiler.env();
         if stamps == self.stamps && !env_changed {
@@ -314,18 +371,17 @@ impl PolicyEngine {
     }
 
     /// Re-reads every source now (`ward policy apply`).
-    pub fn reload_now(&mut self, env: &Env) -> Result<Reload, String> {
+    pub fn reload_now(&mut self, env: &Env) -> Result<Reload, PolicyError> {
         let stamps = Stamps::of(&self.watched);
         let result = self.reload(env, &stamps);
         self.stamps = stamps;
         result
     }
 
-    fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, String> {
+    fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, PolicyError> {
         let (policies, directory) = load_sources(&self.files, self.directory_path.as_deref())
-            .map_err(|e| e.to_string())
             .inspect_err(|e| {
-                self.last_error = Some(e.clone());
+                self.last_error = Some(e.to_string());
             })?;
         let clock = Clock::system();
         let policies_same = policies_equal(&policies, self.compiler.policies());
@@ -360,7 +416,7 @@ impl PolicyEngine {
                 Err(e) => {
                     self.compiler = previous;
                     self.resolve_subjects();
-                    self.last_error = Some(e.clone());
+                    self.last_error = Some(e.to_string());
                     return Err(e);
                 }
             }
@@ -371,7 +427,7 @@ impl PolicyEngine {
     }
 
     /// At a time boundary: recompile everything for the new time.
-    pub fn recompile_now(&mut self) -> Result<Vec<Entry>, String> {
+    pub fn recompile_now(&mut self) -> Result<Vec<Entry>, PolicyError> {
         self.compiler.recompile(&Clock::system());
         self.applied_at = SystemTime::now();
         self.entries()
@@ -392,9 +448,9 @@ impl PolicyEngine {
         grantee: &grant::Grantee,
         targets: &[(Op, Object)],
         duration: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ineligible> {
         for (op, object, eligibility) in self.eligibility(grantee, targets) {
-            match eligibility.map_err(|e| e.to_string())? {
+            match eligibility? {
                 Eligibility::Eligible {
                     max: Some(max),
                     policies,
@@ -402,22 +458,22 @@ impl PolicyEngine {
                 } if duration > max => {
                     // Clients compute deadlines a little before we see them.
                     let asked = Duration::from_secs((duration.as_millis() as u64 + 500) / 1000);
-                    return Err(format!(
-                        "{} for {} on {object} is over the maximum of {} set by {}",
-                        humantime::format_duration(asked),
-                        op.name(),
-                        humantime::format_duration(max),
-                        policies.join(", ")
-                    ));
+                    return Err(Ineligible::TooLong {
+                        op,
+                        object: object.to_string(),
+                        asked,
+                        max,
+                        policies,
+                    });
                 }
                 Eligibility::Eligible { .. } => {}
-                Eligibility::NotEligible { reason } => return Err(reason),
+                Eligibility::NotEligible { reason } => return Err(Ineligible::NoPermit(reason)),
                 Eligibility::Forbidden { policies } => {
-                    return Err(format!(
-                        "{} on {object} is forbidden by {}; no grant overrides a forbid",
-                        op.name(),
-                        policies.join(", ")
-                    ));
+                    return Err(Ineligible::Forbidden {
+                        op,
+                        object: object.to_string(),
+                        policies,
+                    });
                 }
             }
         }
@@ -485,21 +541,25 @@ fn principal_key(g: &grant::Grantee) -> EntityKey {
 }
 
 /// A directory resource as a kernel object.
-fn object_of(key: &EntityKey) -> Result<Object, String> {
-    match key.kind {
+fn object_of(key: &EntityKey) -> Result<Object, PolicyError> {
+    let object = match key.kind {
         Kind::Path | Kind::Executable => PathPattern::parse(&key.id)
             .map(Object::Path)
-            .map_err(|e| format!("{key}: {e}")),
+            .map_err(ResourceError::from),
         Kind::Network => NetPattern::parse(&key.id)
             .map(Object::Net)
-            .map_err(|e| format!("{key}: {e}")),
-        _ => Err(format!("{key}: not a resource")),
-    }
+            .map_err(ResourceError::from),
+        _ => Err(ResourceError::NotAResource),
+    };
+    object.map_err(|source| PolicyError::Resource {
+        resource: key.clone(),
+        source,
+    })
 }
 
 /// Checks that every directory resource is something the kernel can
 /// match: `ward policy check --directory`.
-pub fn check_resources(d: &Directory) -> Result<(), String> {
+pub fn check_resources(d: &Directory) -> Result<(), PolicyError> {
     for r in d.resources() {
         object_of(&r.def.key())?;
     }
@@ -511,9 +571,8 @@ pub fn check_resources(d: &Directory) -> Result<(), String> {
 pub fn check_sources(
     section: &PolicySection,
     labels: &std::collections::BTreeMap<String, String>,
-) -> Result<String, String> {
-    let (policies, directory) =
-        load_sources(&section.files, section.directory.as_deref()).map_err(|e| e.to_string())?;
+) -> Result<String, PolicyError> {
+    let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
     check_resources(&directory)?;
     let n = policies.len();
     let c = Compiler::new(

@@ -331,7 +331,7 @@ fn check_policy(
             })?;
             ward_agent::daemon::policy::check_resources(&dir).map_err(|e| CliError {
                 code: exit::INVALID,
-                message: e,
+                message: e.to_string(),
             })?;
             let env = ward_agent::daemon::policy::host_env(&env_labels, true);
             Some(Compiler::new(policies.clone(), dir, env, &Clock::system()))

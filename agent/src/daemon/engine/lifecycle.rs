@@ -136,7 +136,7 @@ impl Engine {
                     "grant_refused",
                     Some(&g),
                     actor,
-                    serde_json::json!({ "why": why }),
+                    serde_json::json!({ "why": why.to_string() }),
                     true,
                 )?;
                 return Err(EngineError::NotEligible(why));
@@ -344,7 +344,7 @@ impl Engine {
             "grant_refused",
             grant.as_ref(),
             actor,
-            serde_json::json!({ "why": why }),
+            serde_json::json!({ "why": why.to_string() }),
             true,
         ) {
             tracing::error!(error = %e, "could not audit a refused grant");

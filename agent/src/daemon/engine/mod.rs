@@ -72,9 +72,9 @@ pub enum EngineError {
     #[error("test failpoint {0}")]
     Failpoint(&'static str),
     #[error("not eligible: {0}")]
-    NotEligible(String),
+    NotEligible(#[from] super::policy::Ineligible),
     #[error("policy refused; the previous policy keeps enforcing:\n{0}")]
-    Policy(String),
+    Policy(#[from] super::policy::PolicyError),
     #[error(
         "no [policy] section in the agent's config: this agent enforces only [protect] and grants"
     )]

@@ -68,7 +68,7 @@ impl Engine {
                     "policy_rejected",
                     None,
                     "agent",
-                    serde_json::json!({ "error": e }),
+                    serde_json::json!({ "error": e.to_string() }),
                     true,
                 )
             }
@@ -131,7 +131,7 @@ impl Engine {
                     "policy_rejected",
                     None,
                     actor,
-                    serde_json::json!({ "error": e }),
+                    serde_json::json!({ "error": e.to_string() }),
                     true,
                 )?;
                 return Err(EngineError::Policy(e));
