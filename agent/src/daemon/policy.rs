@@ -126,7 +126,7 @@ pub enum Reload {
     },
 }
 
-pub struct PolicyEngine {
+pub struct CedarPolicy {
     files: Vec<PathBuf>,
     directory_path: Option<PathBuf>,
     watched: Vec<PathBuf>,
@@ -167,12 +167,12 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-impl PolicyEngine {
+impl CedarPolicy {
     pub fn load(
         section: &PolicySection,
         env: Env,
         cgroup_root: Option<PathBuf>,
-    ) -> Result<PolicyEngine, PolicyError> {
+    ) -> Result<CedarPolicy, PolicyError> {
         let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
         let mut watched = section.files.clone();
         watched.extend(section.directory.clone());
@@ -181,7 +181,7 @@ impl PolicyEngine {
         watched.push(PathBuf::from("/etc/group"));
         let stamps = Stamps::of(&watched);
         let compiler = Compiler::new(policies, directory, env, &Clock::system());
-        let mut engine = PolicyEngine {
+        let mut engine = CedarPolicy {
             files: section.files.clone(),
             directory_path: section.directory.clone(),
             watched,

@@ -105,7 +105,7 @@ impl Engine {
     pub(super) fn rule_name(&self, id: u64) -> Result<String, EngineError> {
         if (POLICY_BASE..PROTECTION_BASE).contains(&id) {
             return Ok(self
-                .policy
+                .cedar
                 .as_ref()
                 .and_then(|p| p.rule_name(id))
                 .map_or_else(
@@ -116,7 +116,7 @@ impl Engine {
         if id >= PROTECTION_BASE {
             let i = (id - PROTECTION_BASE) as usize;
             return Ok(self
-                .protection
+                .protections
                 .get(i)
                 .map(|(name, _)| name.clone())
                 .unwrap_or_else(|| format!("protection #{i}")));

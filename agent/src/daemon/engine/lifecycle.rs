@@ -54,7 +54,7 @@ impl Engine {
                 }
             }
         }
-        let policy = self.policy_entries(None)?;
+        let policy = self.base_entries(None)?;
         // Policy and grants go in together, in one generation swap.
         self.enforcer.replace(&policy, live)?;
         tracing::info!(
@@ -128,7 +128,7 @@ impl Engine {
         )?;
         reaches_own_files(&self.config, &valid)?;
         self.list_workload(&valid.grantee)?;
-        if let Some(p) = &self.policy {
+        if let Some(p) = &self.cedar {
             let start = valid.not_before.max(now);
             let duration = valid.expires_at.duration_since(start).unwrap_or_default();
             if let Err(why) = p.check_grant(&valid.grantee, &valid.targets, duration) {

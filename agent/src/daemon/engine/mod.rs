@@ -18,7 +18,7 @@ use super::{
     audit::{Audit, AuditError, Record},
     config::{Config, HookMode},
     grant::{self, Grantee, InvalidGrant, ValidGrant, unix_ms},
-    policy::{POLICY_BASE, PolicyEngine, Reload, host_env},
+    policy::{CedarPolicy, POLICY_BASE, Reload, host_env},
     repeats::{Pending, Repeats},
     store::{Store, StoreError, Stored},
 };
@@ -98,8 +98,10 @@ pub struct Engine {
     /// Denies and refusals counted, not each written.
     repeats: Repeats,
     config: Config,
-    protection: Vec<(String, Entry)>,
-    policy: Option<PolicyEngine>,
+    /// The config's `[protect]` entries, by name.
+    protections: Vec<(String, Entry)>,
+    /// The Cedar policy and its compiler, when `[policy]` names one.
+    cedar: Option<CedarPolicy>,
     /// When the policy sources were last checked for edits.
     policy_checked: std::time::Instant,
     /// The config file's modification time: host labels are reloaded.
@@ -155,12 +157,12 @@ impl Engine {
                 tracing::info!(cgroup = %path, "managed cgroup does not exist yet; managed from its creation");
             }
         }
-        let protection = protection_entries(&config);
-        let policy = match &config.policy {
+        let protections = protection_entries(&config);
+        let cedar = match &config.policy {
             None => None,
             Some(section) => {
                 let env = host_env(&config.agent.host_labels, file_and_exec);
-                let p = PolicyEngine::load(section, env, cgroup_root.clone())
+                let p = CedarPolicy::load(section, env, cgroup_root.clone())
                     .map_err(EngineError::Policy)?;
                 for u in &p.unresolved {
                     tracing::warn!(principal = %u, "policy principal not enforced");
@@ -181,8 +183,8 @@ impl Engine {
             audit,
             repeats: Repeats::default(),
             config,
-            protection,
-            policy,
+            protections,
+            cedar,
             policy_checked: std::time::Instant::now(),
             config_stamp,
             cgroup_root,

@@ -4,14 +4,15 @@
 use super::*;
 
 impl Engine {
-    /// The policy part of the table: `[protect]` entries, then the
-    /// compiled Cedar entries (`fresh` if the caller just computed them).
-    pub(super) fn policy_entries(
+    /// The table's entries not from grants: the `[protect]` protections,
+    /// then the compiled Cedar policy (`fresh` if the caller just
+    /// computed it).
+    pub(super) fn base_entries(
         &mut self,
         fresh: Option<Vec<Entry>>,
     ) -> Result<Vec<Entry>, EngineError> {
-        let mut out: Vec<Entry> = self.protection.iter().map(|(_, e)| e.clone()).collect();
-        match (fresh, self.policy.as_mut()) {
+        let mut out: Vec<Entry> = self.protections.iter().map(|(_, e)| e.clone()).collect();
+        match (fresh, self.cedar.as_mut()) {
             (Some(f), _) => out.extend(f),
             (None, Some(p)) => out.extend(p.entries().map_err(EngineError::Policy)?),
             (None, None) => {}
@@ -27,13 +28,13 @@ impl Engine {
 
     /// When the compiled policy next changes with the clock.
     pub fn policy_boundary(&self) -> Option<SystemTime> {
-        self.policy.as_ref().and_then(PolicyEngine::next_boundary)
+        self.cedar.as_ref().and_then(CedarPolicy::next_boundary)
     }
 
     /// Called often: recompiles at a time boundary, and picks up edited
     /// policy sources every `policy.reload_interval`.
     pub fn policy_tick(&mut self) -> Result<(), EngineError> {
-        let Some(p) = self.policy.as_mut() else {
+        let Some(p) = self.cedar.as_mut() else {
             return Ok(());
         };
         if p.next_boundary().is_some_and(|b| b <= SystemTime::now()) {
@@ -51,7 +52,7 @@ impl Engine {
         self.policy_checked = std::time::Instant::now();
         self.reload_host_labels();
         let env = self.host_env();
-        let Some(p) = self.policy.as_mut() else {
+        let Some(p) = self.cedar.as_mut() else {
             return Ok(());
         };
         match p.reload_if_changed(&env) {
@@ -118,7 +119,7 @@ impl Engine {
     pub fn apply_policy(&mut self, actor: &str) -> Result<pb::PolicyStatus, EngineError> {
         self.reload_host_labels();
         let env = self.host_env();
-        let p = self.policy.as_mut().ok_or(EngineError::NoPolicy)?;
+        let p = self.cedar.as_mut().ok_or(EngineError::NoPolicy)?;
         match p.reload_now(&env) {
             Ok(r) => {
                 let applied = self.apply_policy_entries(r, actor, "ward policy apply");
@@ -150,7 +151,7 @@ impl Engine {
             return Ok(());
         }
         // Workloads the policy names are managed before their entries land.
-        if let (Some(p), Some(root)) = (&self.policy, &self.cgroup_root) {
+        if let (Some(p), Some(root)) = (&self.cedar, &self.cgroup_root) {
             for path in &p.workload_paths {
                 self.enforcer.manage_path(root, path)?;
             }
@@ -159,7 +160,7 @@ impl Engine {
             Reload::Unchanged => return Ok(()),
             Reload::Full(entries) => {
                 let n = entries.len();
-                let all = self.policy_entries(Some(entries))?;
+                let all = self.base_entries(Some(entries))?;
                 self.enforcer.apply(&all)?;
                 // A full compile's scratch can be large: trim on the next
                 // tick, off this path (the audit record comes first).
@@ -170,7 +171,7 @@ impl Engine {
                 let n = remove.len() + add.len();
                 if let Err(e) = self.enforcer.update_policy(&remove, &add) {
                     tracing::warn!(error = %e, "incremental policy update failed; rebuilding the table");
-                    let all = self.policy_entries(None)?;
+                    let all = self.base_entries(None)?;
                     self.enforcer.apply(&all)?;
                 }
                 ("incremental", n)
@@ -189,7 +190,7 @@ impl Engine {
 
     /// A forbid is a guardrail: grants that fall under one now end.
     pub(super) fn enforce_guardrails(&mut self) -> Result<(), EngineError> {
-        let Some(p) = &self.policy else {
+        let Some(p) = &self.cedar else {
             return Ok(());
         };
         let now = SystemTime::now();
@@ -218,7 +219,7 @@ impl Engine {
 
     /// `ward policy show`.
     pub fn policy_status(&self) -> Result<pb::PolicyStatus, EngineError> {
-        let Some(p) = &self.policy else {
+        let Some(p) = &self.cedar else {
             return Ok(pb::PolicyStatus::default());
         };
         let c = p.compiler();
