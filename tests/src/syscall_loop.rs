@@ -16,9 +16,10 @@ use std::{
 
 use std::cell::Cell;
 
-/// What one op of a loop is.
+/// Which benchmark loop: what one of its iterations does. A kind of loop,
+/// not an operation ward decides (that is `ward_abi::Op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Syscall {
+pub enum Loop {
     /// `open(O_RDONLY)` + `close`.
     OpenRead,
     /// `open(O_WRONLY)` + `close`.
@@ -36,24 +37,24 @@ pub enum Syscall {
     SendRecv,
 }
 
-impl Syscall {
-    pub const ALL: [Syscall; 6] = [
-        Syscall::OpenRead,
-        Syscall::OpenWrite,
-        Syscall::Exec,
-        Syscall::Connect,
-        Syscall::Read,
-        Syscall::SendRecv,
+impl Loop {
+    pub const ALL: [Loop; 6] = [
+        Loop::OpenRead,
+        Loop::OpenWrite,
+        Loop::Exec,
+        Loop::Connect,
+        Loop::Read,
+        Loop::SendRecv,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Syscall::OpenRead => "open_read",
-            Syscall::OpenWrite => "open_write",
-            Syscall::Exec => "exec",
-            Syscall::Connect => "connect",
-            Syscall::Read => "read",
-            Syscall::SendRecv => "send_recv",
+            Loop::OpenRead => "open_read",
+            Loop::OpenWrite => "open_write",
+            Loop::Exec => "exec",
+            Loop::Connect => "connect",
+            Loop::Read => "read",
+            Loop::SendRecv => "send_recv",
         }
     }
 }
@@ -85,9 +86,9 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn file(path: &Path, syscall: Syscall) -> Target {
+    pub fn file(path: &Path, syscall: Loop) -> Target {
         let flags = match syscall {
-            Syscall::OpenWrite => libc::O_WRONLY,
+            Loop::OpenWrite => libc::O_WRONLY,
             _ => libc::O_RDONLY,
         };
         Target::File {

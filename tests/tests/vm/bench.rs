@@ -25,7 +25,7 @@ use ward_tests::{
     TempDir,
     bench::filler_network,
     lifecycle::protection,
-    syscall_loop::{Syscall, Target, bpf_ns_per_op, bpf_ns_per_op_as, write_tiny_exit},
+    syscall_loop::{Loop, Target, bpf_ns_per_op, bpf_ns_per_op_as, write_tiny_exit},
 };
 
 /// Runs of each measurement; the report gives median, min and max.
@@ -33,22 +33,22 @@ const RUNS: usize = 3;
 
 /// Ops per timed run: enough for a stable figure, few enough that the
 /// slow loops (exec, connect) finish in minutes under TCG.
-fn ops(syscall: Syscall) -> u32 {
+fn ops(syscall: Loop) -> u32 {
     match syscall {
-        Syscall::OpenRead | Syscall::OpenWrite | Syscall::Read => 20_000,
-        Syscall::Exec => 2_000,
-        Syscall::Connect | Syscall::SendRecv => 5_000,
+        Loop::OpenRead | Loop::OpenWrite | Loop::Read => 20_000,
+        Loop::Exec => 2_000,
+        Loop::Connect | Loop::SendRecv => 5_000,
     }
 }
 
 /// Ops for the untimed pass with the kernel's bpf stats on.
-fn stats_ops(syscall: Syscall) -> u32 {
+fn stats_ops(syscall: Loop) -> u32 {
     ops(syscall) / 10
 }
 
 /// ns per op over [`RUNS`] runs: (median, min, max). `between` runs
 /// untimed every 1,000 ops.
-fn measure(target: &Target, syscall: Syscall, between: &mut dyn FnMut()) -> (f64, f64, f64) {
+fn measure(target: &Target, syscall: Loop, between: &mut dyn FnMut()) -> (f64, f64, f64) {
     // A use loop opens its file or connection again, as this caller.
     target.reopen();
     let mut v: Vec<f64> = (0..RUNS)
@@ -59,7 +59,7 @@ fn measure(target: &Target, syscall: Syscall, between: &mut dyn FnMut()) -> (f64
 }
 
 fn report(
-    syscall: Syscall,
+    syscall: Loop,
     condition: &str,
     entries: Option<usize>,
     (median, min, max): (f64, f64, f64),
@@ -80,7 +80,7 @@ fn join(cgroup: &Path) {
 
 /// The two objects of one loop.
 struct Pair {
-    syscall: Syscall,
+    syscall: Loop,
     protected: Target,
     unprotected: Target,
     /// The protection and grant that make `protected` protected-but-granted.
@@ -109,42 +109,42 @@ fn pairs(dir: &TempDir) -> Vec<Pair> {
     let held_pattern = NetPattern::parse(&format!("127.0.0.1/32:{}", addr.port())).unwrap();
     vec![
         Pair {
-            syscall: Syscall::OpenRead,
-            protected: Target::file(&file, Syscall::OpenRead),
-            unprotected: Target::file(&other, Syscall::OpenRead),
+            syscall: Loop::OpenRead,
+            protected: Target::file(&file, Loop::OpenRead),
+            unprotected: Target::file(&other, Loop::OpenRead),
             op: Op::Read,
             object: Object::Path(data.clone()),
         },
         Pair {
-            syscall: Syscall::OpenWrite,
-            protected: Target::file(&file, Syscall::OpenWrite),
-            unprotected: Target::file(&other, Syscall::OpenWrite),
+            syscall: Loop::OpenWrite,
+            protected: Target::file(&file, Loop::OpenWrite),
+            unprotected: Target::file(&other, Loop::OpenWrite),
             op: Op::Write,
             object: Object::Path(data),
         },
         Pair {
-            syscall: Syscall::Exec,
+            syscall: Loop::Exec,
             protected: Target::exec(&exe),
             unprotected: Target::exec(&other_exe),
             op: Op::Exec,
             object: Object::Path(exe_rule),
         },
         Pair {
-            syscall: Syscall::Connect,
+            syscall: Loop::Connect,
             protected: protected_net,
             unprotected: Target::connect(other_addr),
             op: Op::Connect,
             object: Object::Net(net),
         },
         Pair {
-            syscall: Syscall::Read,
+            syscall: Loop::Read,
             protected: Target::read(&file),
             unprotected: Target::read(&other),
             op: Op::Read,
             object: Object::Path(data_read),
         },
         Pair {
-            syscall: Syscall::SendRecv,
+            syscall: Loop::SendRecv,
             protected: held_net,
             unprotected: Target::send_recv("127.0.0.2:0".parse().unwrap()),
             op: Op::Connect,
@@ -154,17 +154,17 @@ fn pairs(dir: &TempDir) -> Vec<Pair> {
 }
 
 /// The empty program on every hook ward uses for `syscall`.
-fn load_floor(syscall: Syscall) -> Vec<aya::Ebpf> {
+fn load_floor(syscall: Loop) -> Vec<aya::Ebpf> {
     let hooks: &[(&str, &str)] = match syscall {
-        Syscall::OpenRead | Syscall::OpenWrite => &[(programs::PROBE_LSM, "file_open")],
+        Loop::OpenRead | Loop::OpenWrite => &[(programs::PROBE_LSM, "file_open")],
         // exec opens the binary (file_open) and checks it (bprm_check_security).
-        Syscall::Exec => &[
+        Loop::Exec => &[
             (programs::PROBE_LSM, "file_open"),
             (programs::PROBE_LSM, "bprm_check_security"),
         ],
-        Syscall::Connect => &[(programs::PROBE_LSM_CONNECT, "socket_connect")],
-        Syscall::Read => &[(programs::PROBE_LSM_ALLOW, "file_permission")],
-        Syscall::SendRecv => &[
+        Loop::Connect => &[(programs::PROBE_LSM_CONNECT, "socket_connect")],
+        Loop::Read => &[(programs::PROBE_LSM_ALLOW, "file_permission")],
+        Loop::SendRecv => &[
             (programs::PROBE_LSM_ALLOW, "socket_sendmsg"),
             (programs::PROBE_LSM_ALLOW, "socket_recvmsg"),
         ],
@@ -200,7 +200,7 @@ fn filler(entries: usize) -> Vec<Entry> {
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn syscall_overhead() {
-    overhead(|s| !matches!(s, Syscall::Read | Syscall::SendRecv));
+    overhead(|s| !matches!(s, Loop::Read | Loop::SendRecv));
 }
 
 /// The loops that use what is open: a read through a file, a send and
@@ -208,10 +208,10 @@ fn syscall_overhead() {
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn use_overhead() {
-    overhead(|s| matches!(s, Syscall::Read | Syscall::SendRecv));
+    overhead(|s| matches!(s, Loop::Read | Loop::SendRecv));
 }
 
-fn overhead(wanted: impl Fn(Syscall) -> bool) {
+fn overhead(wanted: impl Fn(Loop) -> bool) {
     let dir = TempDir::new("bench");
     let pairs: Vec<Pair> = pairs(&dir)
         .into_iter()
