@@ -5,7 +5,7 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use ward_abi::{Event, Op, event_kind};
 
@@ -200,8 +200,10 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    pub(super) fn new(map: Map, names: super::objects::ObjectNames) -> Result<Self, EnforcerError> {
-        let ring = RingBuf::try_from(map).map_err(super::error::map_err(ward_abi::maps::EVENTS))?;
+    pub(super) fn new(
+        ring: RingBuf<MapData>,
+        names: super::objects::ObjectNames,
+    ) -> Result<Self, EnforcerError> {
         // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
         // buffer, so the fd stays open for as long as it is registered.
         let ring =

@@ -1,14 +1,15 @@
-//! The kernel maps: loading (pinned or not), and typed reads and writes.
+//! The kernel maps: loading (pinned or not), the typed handles user space
+//! holds on them, and its reads and writes.
 
 use std::{fs, io};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use ward_abi::{
-    CgroupPath, Config, ExplainSlot, FileKey, Guard, InodeKey, KEY_HEADER_BITS, ManagedCgroup,
-    NetKey, NetRule, ObjectIds, Op, Rule, maps,
+    CgroupPath, Config, ExplainSlot, FileKey, Guard, Held, InodeKey, KEY_HEADER_BITS,
+    ManagedCgroup, NetKey, NetRule, ObjectIds, Op, Rule, maps,
 };
 
 use super::{
@@ -49,11 +50,13 @@ const PERSISTENT: [&str; 20] = [
 ];
 
 /// Loads the object with configured sizes; reuses pinned maps when an
-/// earlier agent left them. Returns whether it adopted them.
+/// earlier agent left them. Returns the object (its programs, and the maps
+/// only the kernel touches), the maps user space reads and writes, taken
+/// from it once, and whether it adopted pinned maps.
 pub fn load(
     offsets: &KernelOffsets,
     config: &EnforcerConfig,
-) -> Result<(Ebpf, bool), EnforcerError> {
+) -> Result<(Ebpf, KernelMaps, bool), EnforcerError> {
     let mut loader = ebpf::loader(offsets);
     for name in maps::FILE_RULES {
         loader.map_max_entries(name, config.max_path_rules);
@@ -79,69 +82,406 @@ pub fn load(
             loader.map_pin_path(name, dir.join(name));
         }
     }
-    Ok((loader.load(ebpf::OBJECT)?, adopted))
+    let mut ebpf = loader.load(ebpf::OBJECT)?;
+    let kernel_maps = KernelMaps::take(&mut ebpf)?;
+    Ok((ebpf, kernel_maps, adopted))
 }
 
-fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, EnforcerError>
+/// Takes map `name` out of `ebpf` as its typed handle.
+fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, EnforcerError>
 where
-    T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    M: TryFrom<Map, Error = MapError>,
 {
-    let m = ebpf.map_mut(name).ok_or(EnforcerError::MissingMap(name))?;
-    T::try_from(m).map_err(map_err(name))
+    let m = ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name))?;
+    M::try_from(m).map_err(map_err(name))
 }
 
-pub fn read_config(ebpf: &mut Ebpf) -> Result<Config, EnforcerError> {
-    let a: Array<_, Config> = map(ebpf, maps::CONFIG)?;
-    a.get(&0, 0).map_err(map_err(maps::CONFIG))
+/// Every map user space reads or writes, as a typed handle that owns its
+/// descriptor: taken from the object once, right after load, so a missing
+/// or mistyped map fails the load, not its first use. The programs were
+/// relocated against these descriptors at load; they work on while the
+/// handles live (the [`Ebpf`] keeps the programs and the maps only the
+/// kernel touches). Errors name the map, as its `maps::` constant.
+pub struct KernelMaps {
+    config: Array<MapData, Config>,
+    managed_cgroups: HashMap<MapData, u64, ManagedCgroup>,
+    cgroup_paths: HashMap<MapData, CgroupPath, ManagedCgroup>,
+    cgroup_missed: PerCpuArray<MapData, u64>,
+    guard: Array<MapData, Guard>,
+    objects: HashMap<MapData, InodeKey, ObjectIds>,
+    /// By generation, as [`maps::FILE_RULES`].
+    file_rules: [HashMap<MapData, FileKey, Rule>; 2],
+    /// By generation, as [`maps::NET_RULES`].
+    net_rules: [LpmTrie<MapData, NetKey, NetRule>; 2],
+    explain: Array<MapData, ExplainSlot>,
+    /// Until [`KernelMaps::take_events`] hands it to the one event stream.
+    events: Option<RingBuf<MapData>>,
+    events_lost: PerCpuArray<MapData, u64>,
+    decisions: PerCpuArray<MapData, u64>,
+    rules_epoch: Array<MapData, u64>,
+    /// For the teardown pass (its map iterator walks it).
+    pub(super) held_socks: HashMap<MapData, u64, Held>,
+    /// Read here and by the teardown pass.
+    pub(super) held_count: Array<MapData, u64>,
+    /// Set by the teardown pass only.
+    pub(super) teardown_as_of: Array<MapData, u64>,
 }
 
-pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), EnforcerError> {
-    let mut a: Array<_, Config> = map(ebpf, maps::CONFIG)?;
-    a.set(0, config, 0).map_err(map_err(maps::CONFIG))
-}
+impl KernelMaps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self, EnforcerError> {
+        Ok(KernelMaps {
+            config: take(ebpf, maps::CONFIG)?,
+            managed_cgroups: take(ebpf, maps::MANAGED_CGROUPS)?,
+            cgroup_paths: take(ebpf, maps::CGROUP_PATHS)?,
+            cgroup_missed: take(ebpf, maps::CGROUP_MISSED)?,
+            guard: take(ebpf, maps::GUARD)?,
+            objects: take(ebpf, maps::OBJECTS)?,
+            file_rules: [
+                take(ebpf, maps::FILE_RULES[0])?,
+                take(ebpf, maps::FILE_RULES[1])?,
+            ],
+            net_rules: [
+                take(ebpf, maps::NET_RULES[0])?,
+                take(ebpf, maps::NET_RULES[1])?,
+            ],
+            explain: take(ebpf, maps::EXPLAIN)?,
+            events: Some(take(ebpf, maps::EVENTS)?),
+            events_lost: take(ebpf, maps::EVENTS_LOST)?,
+            decisions: take(ebpf, maps::DECISIONS)?,
+            rules_epoch: take(ebpf, maps::RULES_EPOCH)?,
+            held_socks: take(ebpf, maps::HELD_SOCKS)?,
+            held_count: take(ebpf, maps::HELD_COUNT)?,
+            teardown_as_of: take(ebpf, maps::TEARDOWN_AS_OF)?,
+        })
+    }
 
-/// Tells held uses that the rules changed: each is decided again at its
-/// next use. Called after every change is in place, never before.
-pub fn bump_epoch(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
-    let mut a: Array<_, u64> = map(ebpf, maps::RULES_EPOCH)?;
-    let e = a.get(&0, 0).map_err(map_err(maps::RULES_EPOCH))?;
-    a.set(0, e.wrapping_add(1), 0)
-        .map_err(map_err(maps::RULES_EPOCH))
-}
+    pub fn read_config(&self) -> Result<Config, EnforcerError> {
+        self.config.get(&0, 0).map_err(map_err(maps::CONFIG))
+    }
 
-/// Held open files and connections.
-pub fn held(ebpf: &mut Ebpf) -> Result<(u64, u64), EnforcerError> {
-    let a: Array<_, u64> = map(ebpf, maps::HELD_COUNT)?;
-    let get = |slot| a.get(&slot, 0).map_err(map_err(maps::HELD_COUNT));
-    Ok((
-        get(ward_abi::HELD_FILES_SLOT)?,
-        get(ward_abi::HELD_SOCKS_SLOT)?,
-    ))
-}
+    pub fn write_config(&mut self, config: &Config) -> Result<(), EnforcerError> {
+        self.config.set(0, config, 0).map_err(map_err(maps::CONFIG))
+    }
 
-/// Lists cgroup `id` under workload `key` (or forgets it).
-pub fn set_managed(
-    ebpf: &mut Ebpf,
-    id: u64,
-    value: Option<ManagedCgroup>,
-    max: u32,
-) -> Result<(), EnforcerError> {
-    {
-        let mut m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
+    /// The live generation's index (into [`maps::FILE_RULES`] and
+    /// [`maps::NET_RULES`]).
+    fn active(&self) -> Result<usize, EnforcerError> {
+        Ok(self.read_config()?.active as usize & 1)
+    }
+
+    /// Tells held uses that the rules changed: each is decided again at its
+    /// next use. Called after every change is in place, never before.
+    pub fn bump_epoch(&mut self) -> Result<(), EnforcerError> {
+        let a = &mut self.rules_epoch;
+        let e = a.get(&0, 0).map_err(map_err(maps::RULES_EPOCH))?;
+        a.set(0, e.wrapping_add(1), 0)
+            .map_err(map_err(maps::RULES_EPOCH))
+    }
+
+    /// Held open files and connections.
+    pub fn held(&self) -> Result<(u64, u64), EnforcerError> {
+        let get = |slot| {
+            self.held_count
+                .get(&slot, 0)
+                .map_err(map_err(maps::HELD_COUNT))
+        };
+        Ok((
+            get(ward_abi::HELD_FILES_SLOT)?,
+            get(ward_abi::HELD_SOCKS_SLOT)?,
+        ))
+    }
+
+    /// Lists cgroup `id` under workload `key` (or forgets it).
+    pub fn set_managed(
+        &mut self,
+        id: u64,
+        value: Option<ManagedCgroup>,
+        max: u32,
+    ) -> Result<(), EnforcerError> {
+        let m = &mut self.managed_cgroups;
         let r = match value {
             Some(v) => m.insert(id, v, 0),
             None => m.remove(&id),
         };
         full_or(r, maps::MANAGED_CGROUPS, max)?;
+        self.bump_cgroup_generation()
     }
-    bump_cgroup_generation(ebpf)
-}
 
-/// Cached ancestor walks are stale after any change to the managed set.
-fn bump_cgroup_generation(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
-    let mut c = read_config(ebpf)?;
-    c.cgroup_generation = c.cgroup_generation.wrapping_add(1);
-    write_config(ebpf, &c)
+    /// Cached ancestor walks are stale after any change to the managed set.
+    fn bump_cgroup_generation(&mut self) -> Result<(), EnforcerError> {
+        let mut c = self.read_config()?;
+        c.cgroup_generation = c.cgroup_generation.wrapping_add(1);
+        self.write_config(&c)
+    }
+
+    /// Follows (or stops following) a cgroup path: a cgroup created there
+    /// is listed under `value` by the kernel.
+    pub fn set_path(
+        &mut self,
+        path: &CgroupPath,
+        value: Option<ManagedCgroup>,
+        max: u32,
+    ) -> Result<(), EnforcerError> {
+        let m = &mut self.cgroup_paths;
+        let r = match value {
+            Some(v) => m.insert(path, v, 0),
+            None => m.remove(path),
+        };
+        full_or(r, maps::CGROUP_PATHS, max)
+    }
+
+    /// Cgroups created at a followed path that the kernel could not list.
+    pub fn cgroups_missed(&self) -> Result<u64, EnforcerError> {
+        let v = self
+            .cgroup_missed
+            .get(&0, 0)
+            .map_err(map_err(maps::CGROUP_MISSED))?;
+        Ok(v.iter().sum())
+    }
+
+    pub fn write_guard(&mut self, guard: &Guard) -> Result<(), EnforcerError> {
+        self.guard.set(0, guard, 0).map_err(map_err(maps::GUARD))
+    }
+
+    /// Applies changes to the object map. Puts come before the rules that
+    /// name them are written; removals after the rules are gone.
+    pub fn apply_objects(
+        &mut self,
+        changes: &[ObjectChange],
+        config: &EnforcerConfig,
+    ) -> Result<(), EnforcerError> {
+        let m = &mut self.objects;
+        for c in changes {
+            let r = match c {
+                ObjectChange::Put(k, v) => m.insert(k, v, 0),
+                ObjectChange::Remove(k) => m.remove(k),
+            };
+            match r {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) if is_full(&e) => {
+                    return Err(EnforcerError::Full {
+                        name: maps::OBJECTS,
+                        max: config.max_objects,
+                    });
+                }
+                Err(e) => return Err(map_err(maps::OBJECTS)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel's object map hold exactly what the registry says:
+    /// after adopting an earlier agent's pins, entries for patterns this
+    /// agent no longer has go.
+    pub fn reconcile_objects(&mut self, objects: &Objects) -> Result<(), EnforcerError> {
+        let m = &mut self.objects;
+        let stale: Vec<InodeKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| objects.kernel_entry(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            match objects.kernel_entry(&k) {
+                Some(v) => m.insert(k, v, 0),
+                None => m.remove(&k),
+            }
+            .map_err(map_err(maps::OBJECTS))?;
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) one slot in generation `generation`.
+    /// A path slot's object is listed first, so the rule never names an
+    /// object the kernel cannot find.
+    pub fn put(
+        &mut self,
+        generation: u32,
+        slot: &Slot,
+        value: Option<Value>,
+        config: &EnforcerConfig,
+        objects: &mut Objects,
+    ) -> Result<(), EnforcerError> {
+        let g = generation as usize & 1;
+        let (name, max, result) = match &slot.object {
+            ObjectKey::Path(p) => {
+                let (object, changes) = objects.ensure(p);
+                self.apply_objects(&changes, config)?;
+                let m = &mut self.file_rules[g];
+                let key = FileKey {
+                    subject: slot.subject.raw(),
+                    op: slot.op as u32,
+                    object,
+                };
+                let r = match value {
+                    Some(Value::File(rule)) => m.insert(key, rule, 0),
+                    Some(Value::Net(_)) => return Err(mismatch(slot)),
+                    None => m.remove(&key),
+                };
+                (maps::FILE_RULES[g], config.max_path_rules, r)
+            }
+            ObjectKey::Net { addr, prefix_bits } => {
+                let trie = &mut self.net_rules[g];
+                let key = net_key(slot, *addr, *prefix_bits);
+                let r = match value {
+                    Some(Value::Net(rule)) => trie.insert(&key, rule, 0),
+                    Some(Value::File(_)) => return Err(mismatch(slot)),
+                    None => trie.remove(&key),
+                };
+                (maps::NET_RULES[g], config.max_net_rules, r)
+            }
+        };
+        match result {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) if is_full(&e) => Err(EnforcerError::Full { name, max }),
+            Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(map_err(name)(e)),
+        }
+    }
+
+    /// Fills an idle generation from scratch.
+    pub fn fill_generation(
+        &mut self,
+        generation: u32,
+        values: &[(Slot, Value)],
+        config: &EnforcerConfig,
+        objects: &mut Objects,
+    ) -> Result<(), EnforcerError> {
+        self.clear_generation(generation)?;
+        for (slot, value) in values {
+            self.put(generation, slot, Some(*value), config, objects)?;
+        }
+        Ok(())
+    }
+
+    pub fn clear_generation(&mut self, generation: u32) -> Result<(), EnforcerError> {
+        let g = generation as usize & 1;
+        remove_where(&mut self.file_rules[g], maps::FILE_RULES[g], |_| true)?;
+        remove_where(&mut self.net_rules[g], maps::NET_RULES[g], |_| true)?;
+        Ok(())
+    }
+
+    /// Removes every entry a rule or grant id produced from the live
+    /// generation; returns how many.
+    pub fn remove_rule_id(&mut self, rule_id: u64) -> Result<usize, EnforcerError> {
+        let g = self.active()?;
+        let by_id = |r: &Rule| r.rule_id == rule_id;
+        Ok(
+            remove_where(&mut self.file_rules[g], maps::FILE_RULES[g], by_id)?
+                + remove_where(&mut self.net_rules[g], maps::NET_RULES[g], by_id)?,
+        )
+    }
+
+    pub fn stats(&self) -> Result<Stats, EnforcerError> {
+        let g = self.active()?;
+        let path_rules = self.file_rules[g].len();
+        let objects = self.objects.keys().filter(Result::is_ok).count();
+        let net_rules = self.net_rules[g].len();
+        let managed_cgroups = self.managed_cgroups.keys().filter(Result::is_ok).count();
+        let events_lost = self
+            .events_lost
+            .get(&0, 0)
+            .map(|v| v.iter().sum())
+            .map_err(map_err(maps::EVENTS_LOST))?;
+        let decisions = {
+            let mut out = Vec::new();
+            for op in [Op::Read, Op::Write, Op::Exec, Op::Connect] {
+                for (outcome, name) in [
+                    (ward_abi::DECIDED_DENY, "deny"),
+                    (ward_abi::DECIDED_ALLOW_BY_GRANT, "allow_by_grant"),
+                    (ward_abi::DECIDED_ALLOW_BY_POLICY, "allow_by_policy"),
+                ] {
+                    let n: u64 = self
+                        .decisions
+                        .get(&ward_abi::decision_slot(op as u32, outcome), 0)
+                        .map(|v| v.iter().sum())
+                        .map_err(map_err(maps::DECISIONS))?;
+                    out.push(super::Decisions {
+                        op: super::events::op_name(op as u32),
+                        outcome: name,
+                        n,
+                    });
+                }
+            }
+            out
+        };
+        let (held_files, held_sockets) = self.held()?;
+        let programs = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter_map(|p| {
+                let name = p.name_as_str()?.to_owned();
+                name.starts_with("ward_").then(|| ProgramStats {
+                    name,
+                    verified_insns: p.verified_instruction_count(),
+                    run_count: p.run_count(),
+                    run_time_ns: p.run_time().as_nanos() as u64,
+                })
+            })
+            .collect();
+        Ok(Stats {
+            path_rules,
+            objects,
+            net_rules,
+            managed_cgroups,
+            events_lost,
+            decisions,
+            held_files,
+            held_sockets,
+            programs,
+        })
+    }
+
+    /// The live generation's rule for one file key, as the hooks look it up.
+    pub fn file_rule(&self, key: &FileKey) -> Result<Option<Rule>, EnforcerError> {
+        let g = self.active()?;
+        not_found_is_none(self.file_rules[g].get(key, 0), maps::FILE_RULES[g])
+    }
+
+    /// The live generation's longest-prefix network entry for `subject` at
+    /// `addr`, with a key of `bits` bits.
+    fn net_rule(
+        &self,
+        subject: u64,
+        addr: [u8; 16],
+        bits: u32,
+    ) -> Result<Option<NetRule>, EnforcerError> {
+        let g = self.active()?;
+        let key = Key::new(
+            bits,
+            NetKey {
+                subject,
+                op: ward_abi::Op::Connect as u32,
+                addr,
+            },
+        );
+        not_found_is_none(self.net_rules[g].get(&key, 0), maps::NET_RULES[g])
+    }
+
+    /// The workload key a cgroup id is listed under (managed, or a subject
+    /// inside a managed subtree); 0 when it is not listed.
+    pub fn cgroup_listed(&self, id: u64) -> Result<u64, EnforcerError> {
+        match self.managed_cgroups.get(&id, 0) {
+            Ok(v) => Ok(v.key),
+            Err(MapError::KeyNotFound) => Ok(0),
+            Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(map_err(maps::MANAGED_CGROUPS)(e)),
+        }
+    }
+
+    pub fn write_explain(&mut self, slot: &ExplainSlot) -> Result<(), EnforcerError> {
+        self.explain.set(0, slot, 0).map_err(map_err(maps::EXPLAIN))
+    }
+
+    pub fn read_explain(&self) -> Result<ExplainSlot, EnforcerError> {
+        self.explain.get(&0, 0).map_err(map_err(maps::EXPLAIN))
+    }
+
+    /// The event ring buffer, for the one event stream; `None` once taken.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
 }
 
 fn full_or(r: Result<(), MapError>, name: &'static str, max: u32) -> Result<(), EnforcerError> {
@@ -150,34 +490,6 @@ fn full_or(r: Result<(), MapError>, name: &'static str, max: u32) -> Result<(), 
         Err(MapError::KeyNotFound) => Ok(()),
         r => r.map_err(map_err(name)),
     }
-}
-
-/// Follows (or stops following) a cgroup path: a cgroup created there is
-/// listed under `value` by the kernel.
-pub fn set_path(
-    ebpf: &mut Ebpf,
-    path: &CgroupPath,
-    value: Option<ManagedCgroup>,
-    max: u32,
-) -> Result<(), EnforcerError> {
-    let mut m: HashMap<_, CgroupPath, ManagedCgroup> = map(ebpf, maps::CGROUP_PATHS)?;
-    let r = match value {
-        Some(v) => m.insert(path, v, 0),
-        None => m.remove(path),
-    };
-    full_or(r, maps::CGROUP_PATHS, max)
-}
-
-/// Cgroups created at a followed path that the kernel could not list.
-pub fn cgroups_missed(ebpf: &mut Ebpf) -> Result<u64, EnforcerError> {
-    let a: PerCpuArray<_, u64> = map(ebpf, maps::CGROUP_MISSED)?;
-    let v = a.get(&0, 0).map_err(map_err(maps::CGROUP_MISSED))?;
-    Ok(v.iter().sum())
-}
-
-pub fn write_guard(ebpf: &mut Ebpf, guard: &Guard) -> Result<(), EnforcerError> {
-    let mut a: Array<_, Guard> = map(ebpf, maps::GUARD)?;
-    a.set(0, guard, 0).map_err(map_err(maps::GUARD))
 }
 
 fn is_full(e: &MapError) -> bool {
@@ -189,57 +501,6 @@ fn is_full(e: &MapError) -> bool {
         errno,
         Some(libc::ENOSPC) | Some(libc::E2BIG) | Some(libc::ENOMEM)
     )
-}
-
-/// Applies changes to the object map. Puts come before the rules that
-/// name them are written; removals after the rules are gone.
-pub fn apply_objects(
-    ebpf: &mut Ebpf,
-    changes: &[ObjectChange],
-    config: &EnforcerConfig,
-) -> Result<(), EnforcerError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
-    for c in changes {
-        let r = match c {
-            ObjectChange::Put(k, v) => m.insert(k, v, 0),
-            ObjectChange::Remove(k) => m.remove(k),
-        };
-        match r {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) if is_full(&e) => {
-                return Err(EnforcerError::Full {
-                    name: maps::OBJECTS,
-                    max: config.max_objects,
-                });
-            }
-            Err(e) => return Err(map_err(maps::OBJECTS)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Makes the kernel's object map hold exactly what the registry says:
-/// after adopting an earlier agent's pins, entries for patterns this
-/// agent no longer has go.
-pub fn reconcile_objects(ebpf: &mut Ebpf, objects: &Objects) -> Result<(), EnforcerError> {
-    let mut m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
-    let stale: Vec<InodeKey> = m
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, v)| objects.kernel_entry(k) != Some(v))
-        .map(|(k, _)| k)
-        .collect();
-    for k in stale {
-        match objects.kernel_entry(&k) {
-            Some(v) => m.insert(k, v, 0),
-            None => m.remove(&k),
-        }
-        .map_err(map_err(maps::OBJECTS))?;
-    }
-    Ok(())
 }
 
 fn net_key(slot: &Slot, addr: [u8; 16], prefix_bits: u32) -> Key<NetKey> {
@@ -260,71 +521,6 @@ fn mismatch(slot: &Slot) -> EnforcerError {
         op: slot.op,
         object: format!("{:?}", slot.object),
     })
-}
-
-/// Sets (or, with `None`, removes) one slot in generation `generation`.
-/// A path slot's object is listed first, so the rule never names an
-/// object the kernel cannot find.
-pub fn put(
-    ebpf: &mut Ebpf,
-    generation: u32,
-    slot: &Slot,
-    value: Option<Value>,
-    config: &EnforcerConfig,
-    objects: &mut Objects,
-) -> Result<(), EnforcerError> {
-    let g = generation as usize & 1;
-    let (name, max, result) = match &slot.object {
-        ObjectKey::Path(p) => {
-            let (object, changes) = objects.ensure(p);
-            apply_objects(ebpf, &changes, config)?;
-            let name = maps::FILE_RULES[g];
-            let mut m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
-            let key = FileKey {
-                subject: slot.subject.raw(),
-                op: slot.op as u32,
-                object,
-            };
-            let r = match value {
-                Some(Value::File(rule)) => m.insert(key, rule, 0),
-                Some(Value::Net(_)) => return Err(mismatch(slot)),
-                None => m.remove(&key),
-            };
-            (name, config.max_path_rules, r)
-        }
-        ObjectKey::Net { addr, prefix_bits } => {
-            let name = maps::NET_RULES[g];
-            let mut trie: LpmTrie<_, NetKey, NetRule> = map(ebpf, name)?;
-            let key = net_key(slot, *addr, *prefix_bits);
-            let r = match value {
-                Some(Value::Net(rule)) => trie.insert(&key, rule, 0),
-                Some(Value::File(_)) => return Err(mismatch(slot)),
-                None => trie.remove(&key),
-            };
-            (name, config.max_net_rules, r)
-        }
-    };
-    match result {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) if is_full(&e) => Err(EnforcerError::Full { name, max }),
-        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(map_err(name)(e)),
-    }
-}
-
-/// Fills an idle generation from scratch.
-pub fn fill_generation(
-    ebpf: &mut Ebpf,
-    generation: u32,
-    values: &[(Slot, Value)],
-    config: &EnforcerConfig,
-    objects: &mut Objects,
-) -> Result<(), EnforcerError> {
-    clear_generation(ebpf, generation)?;
-    for (slot, value) in values {
-        put(ebpf, generation, slot, Some(*value), config, objects)?;
-    }
-    Ok(())
 }
 
 /// The two kinds of rule map (the file rules' hash, the network rules'
@@ -374,7 +570,7 @@ impl Ranges for NetRule {
     }
 }
 
-impl RuleMap for HashMap<&mut aya::maps::MapData, FileKey, Rule> {
+impl RuleMap for HashMap<MapData, FileKey, Rule> {
     type Key = FileKey;
     type Value = Rule;
     fn entries(&self) -> Vec<(FileKey, Rule)> {
@@ -391,7 +587,7 @@ impl RuleMap for HashMap<&mut aya::maps::MapData, FileKey, Rule> {
     }
 }
 
-impl RuleMap for LpmTrie<&mut aya::maps::MapData, NetKey, NetRule> {
+impl RuleMap for LpmTrie<MapData, NetKey, NetRule> {
     type Key = Key<NetKey>;
     type Value = NetRule;
     fn entries(&self) -> Vec<(Key<NetKey>, NetRule)> {
@@ -434,119 +630,12 @@ fn remove_where<M: RuleMap>(
     Ok(removed)
 }
 
-pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), EnforcerError> {
-    let g = generation as usize & 1;
-    let (files, nets) = (maps::FILE_RULES[g], maps::NET_RULES[g]);
-    remove_where(
-        &mut map::<HashMap<_, FileKey, Rule>>(ebpf, files)?,
-        files,
-        |_| true,
-    )?;
-    remove_where(
-        &mut map::<LpmTrie<_, NetKey, NetRule>>(ebpf, nets)?,
-        nets,
-        |_| true,
-    )?;
-    Ok(())
-}
-
-/// Removes every entry a rule or grant id produced from the live
-/// generation; returns how many.
-pub fn remove_rule_id(ebpf: &mut Ebpf, rule_id: u64) -> Result<usize, EnforcerError> {
-    let g = read_config(ebpf)?.active as usize & 1;
-    let (files, nets) = (maps::FILE_RULES[g], maps::NET_RULES[g]);
-    let by_id = |r: &Rule| r.rule_id == rule_id;
-    Ok(remove_where(
-        &mut map::<HashMap<_, FileKey, Rule>>(ebpf, files)?,
-        files,
-        by_id,
-    )? + remove_where(
-        &mut map::<LpmTrie<_, NetKey, NetRule>>(ebpf, nets)?,
-        nets,
-        by_id,
-    )?)
-}
-
-pub fn stats(ebpf: &mut Ebpf) -> Result<Stats, EnforcerError> {
-    let g = read_config(ebpf)?.active as usize & 1;
-    let path_rules = map::<HashMap<_, FileKey, Rule>>(ebpf, maps::FILE_RULES[g])?.len();
-    let objects = {
-        let m: HashMap<_, InodeKey, ObjectIds> = map(ebpf, maps::OBJECTS)?;
-        m.keys().filter(Result::is_ok).count()
-    };
-    let net_rules = map::<LpmTrie<_, NetKey, NetRule>>(ebpf, maps::NET_RULES[g])?.len();
-    let managed_cgroups = {
-        let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
-        m.keys().filter(Result::is_ok).count()
-    };
-    let events_lost = {
-        let lost: PerCpuArray<_, u64> = map(ebpf, maps::EVENTS_LOST)?;
-        lost.get(&0, 0)
-            .map(|v| v.iter().sum())
-            .map_err(map_err(maps::EVENTS_LOST))?
-    };
-    let decisions = {
-        let counts: PerCpuArray<_, u64> = map(ebpf, maps::DECISIONS)?;
-        let mut out = Vec::new();
-        for op in [Op::Read, Op::Write, Op::Exec, Op::Connect] {
-            for (outcome, name) in [
-                (ward_abi::DECIDED_DENY, "deny"),
-                (ward_abi::DECIDED_ALLOW_BY_GRANT, "allow_by_grant"),
-                (ward_abi::DECIDED_ALLOW_BY_POLICY, "allow_by_policy"),
-            ] {
-                let n: u64 = counts
-                    .get(&ward_abi::decision_slot(op as u32, outcome), 0)
-                    .map(|v| v.iter().sum())
-                    .map_err(map_err(maps::DECISIONS))?;
-                out.push(super::Decisions {
-                    op: super::events::op_name(op as u32),
-                    outcome: name,
-                    n,
-                });
-            }
-        }
-        out
-    };
-    let (held_files, held_sockets) = held(ebpf)?;
-    let programs = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| {
-            let name = p.name_as_str()?.to_owned();
-            name.starts_with("ward_").then(|| ProgramStats {
-                name,
-                verified_insns: p.verified_instruction_count(),
-                run_count: p.run_count(),
-                run_time_ns: p.run_time().as_nanos() as u64,
-            })
-        })
-        .collect();
-    Ok(Stats {
-        path_rules,
-        objects,
-        net_rules,
-        managed_cgroups,
-        events_lost,
-        decisions,
-        held_files,
-        held_sockets,
-        programs,
-    })
-}
-
-/// The live generation's rule for one file key, as the hooks look it up.
-pub fn file_rule(ebpf: &mut Ebpf, key: &FileKey) -> Result<Option<Rule>, EnforcerError> {
-    let g = read_config(ebpf)?.active as usize & 1;
-    let name = maps::FILE_RULES[g];
-    let m: HashMap<_, FileKey, Rule> = map(ebpf, name)?;
-    not_found_is_none(m.get(key, 0), name)
-}
-
 /// The live generation's network entries for one subject and address
 /// (as the kernel keys it), one prefix length at a time, as
 /// [`ward_abi::decision::applicable_net_rule`] walks them in the hooks.
 /// The first error is kept in `err` (the walk then sees no entry).
 pub struct NetLookup<'a> {
-    pub ebpf: &'a mut Ebpf,
+    pub maps: &'a KernelMaps,
     pub subject: u64,
     pub addr: [u8; 16],
     pub last: Option<NetRule>,
@@ -555,7 +644,7 @@ pub struct NetLookup<'a> {
 
 impl ward_abi::decision::NetLookup for NetLookup<'_> {
     fn entry(&mut self, bits: u32) -> Option<&NetRule> {
-        self.last = match net_rule(self.ebpf, self.subject, self.addr, bits) {
+        self.last = match self.maps.net_rule(self.subject, self.addr, bits) {
             Ok(r) => r,
             Err(e) => {
                 self.err.get_or_insert(e);
@@ -564,50 +653,6 @@ impl ward_abi::decision::NetLookup for NetLookup<'_> {
         };
         self.last.as_ref()
     }
-}
-
-/// The live generation's longest-prefix network entry for `subject` at
-/// `addr`, with a key of `bits` bits.
-fn net_rule(
-    ebpf: &mut Ebpf,
-    subject: u64,
-    addr: [u8; 16],
-    bits: u32,
-) -> Result<Option<NetRule>, EnforcerError> {
-    let g = read_config(ebpf)?.active as usize & 1;
-    let name = maps::NET_RULES[g];
-    let trie: LpmTrie<_, NetKey, NetRule> = map(ebpf, name)?;
-    let key = Key::new(
-        bits,
-        NetKey {
-            subject,
-            op: ward_abi::Op::Connect as u32,
-            addr,
-        },
-    );
-    not_found_is_none(trie.get(&key, 0), name)
-}
-
-/// The workload key a cgroup id is listed under (managed, or a subject
-/// inside a managed subtree); 0 when it is not listed.
-pub fn cgroup_listed(ebpf: &mut Ebpf, id: u64) -> Result<u64, EnforcerError> {
-    let m: HashMap<_, u64, ManagedCgroup> = map(ebpf, maps::MANAGED_CGROUPS)?;
-    match m.get(&id, 0) {
-        Ok(v) => Ok(v.key),
-        Err(MapError::KeyNotFound) => Ok(0),
-        Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(map_err(maps::MANAGED_CGROUPS)(e)),
-    }
-}
-
-pub fn write_explain(ebpf: &mut Ebpf, slot: &ExplainSlot) -> Result<(), EnforcerError> {
-    let mut a: Array<_, ExplainSlot> = map(ebpf, maps::EXPLAIN)?;
-    a.set(0, slot, 0).map_err(map_err(maps::EXPLAIN))
-}
-
-pub fn read_explain(ebpf: &mut Ebpf) -> Result<ExplainSlot, EnforcerError> {
-    let a: Array<_, ExplainSlot> = map(ebpf, maps::EXPLAIN)?;
-    a.get(&0, 0).map_err(map_err(maps::EXPLAIN))
 }
 
 fn not_found_is_none<V>(

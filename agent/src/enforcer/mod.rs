@@ -31,7 +31,7 @@ use std::{
 };
 
 use aya::Ebpf;
-use ward_abi::{Config, MAX_UID_RANGES, ManagedCgroup, UidRange, maps};
+use ward_abi::{Config, MAX_UID_RANGES, ManagedCgroup, UidRange};
 
 pub use clock::{boot_ns, wall_minus_boot_ns};
 pub use error::EnforcerError;
@@ -137,7 +137,11 @@ pub struct ProgramStats {
 
 /// ward's programs, attached, and the maps they decide from.
 pub struct Enforcer {
+    /// The programs (and the maps only the kernel touches); kept alive for
+    /// them and their links.
     ebpf: Ebpf,
+    /// Every map user space reads or writes, taken from `ebpf` at load.
+    maps: kmaps::KernelMaps,
     config: EnforcerConfig,
     /// Whether the programs were already attached by an earlier agent.
     adopted: bool,
@@ -166,9 +170,9 @@ impl Enforcer {
             });
         }
         let offsets = KernelOffsets::from_running_kernel()?;
-        let (mut ebpf, adopted) = kmaps::load(&offsets, &config)?;
+        let (mut ebpf, mut maps, adopted) = kmaps::load(&offsets, &config)?;
         let mut kconfig = if adopted {
-            kmaps::read_config(&mut ebpf)?
+            maps.read_config()?
         } else {
             Config::default()
         };
@@ -180,10 +184,11 @@ impl Enforcer {
             };
         }
         kconfig.uid_ranges_len = config.uid_ranges.len() as u32;
-        kmaps::write_config(&mut ebpf, &kconfig)?;
+        maps.write_config(&kconfig)?;
         let links = attach::all(&mut ebpf, &config, &offsets)?;
         Ok(Enforcer {
             ebpf,
+            maps,
             config,
             adopted,
             policy: Policy::default(),
@@ -210,17 +215,14 @@ impl Enforcer {
             key: cgroup_id,
             ..Default::default()
         };
-        kmaps::set_managed(
-            &mut self.ebpf,
-            cgroup_id,
-            Some(value),
-            self.config.max_cgroups,
-        )
+        self.maps
+            .set_managed(cgroup_id, Some(value), self.config.max_cgroups)
     }
 
     /// Stops enforcing on this cgroup (its descendants too, unless listed).
     pub fn unmanage_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
-        kmaps::set_managed(&mut self.ebpf, cgroup_id, None, self.config.max_cgroups)
+        self.maps
+            .set_managed(cgroup_id, None, self.config.max_cgroups)
     }
 
     /// Enforces on the cgroup at `rel` (relative to the cgroup v2 root
@@ -253,19 +255,15 @@ impl Enforcer {
         // kernel; one that already exists is listed below. Either way,
         // there is no moment in which it exists unlisted.
         let max = self.config.max_cgroups;
-        kmaps::set_path(
-            &mut self.ebpf,
-            &crate::cgroup::kernel_path(rel),
-            Some(value),
-            max,
-        )?;
+        self.maps
+            .set_path(&crate::cgroup::kernel_path(rel), Some(value), max)?;
         let dir = root.join(rel);
         if let Ok(id) = crate::cgroup::cgroup_id(&dir) {
-            kmaps::set_managed(&mut self.ebpf, id, Some(value), max)?;
+            self.maps.set_managed(id, Some(value), max)?;
             // Removed between the stat and the insert: its rmdir came too
             // early to forget it, so forget it here.
             if crate::cgroup::cgroup_id(&dir).ok() != Some(id) {
-                kmaps::set_managed(&mut self.ebpf, id, None, max)?;
+                self.maps.set_managed(id, None, max)?;
             }
         }
         self.paths.insert(rel.to_owned(), key);
@@ -280,13 +278,13 @@ impl Enforcer {
     /// Whether the kernel's maps answer: one read of the live config, for
     /// health checks (unlike [`Enforcer::stats`], which walks every table).
     pub fn check(&mut self) -> Result<(), EnforcerError> {
-        kmaps::read_config(&mut self.ebpf).map(drop)
+        self.maps.read_config().map(drop)
     }
 
     /// Cgroups created at a followed path that the kernel could not list
     /// (its map was full): processes there ran unmanaged.
     pub fn cgroups_missed(&mut self) -> Result<u64, EnforcerError> {
-        kmaps::cgroups_missed(&mut self.ebpf)
+        self.maps.cgroups_missed()
     }
 
     /// Names wardd's process to the self-protection hooks, and the
@@ -319,7 +317,7 @@ impl Enforcer {
         for (slot, dev) in g.sb_devs.iter_mut().zip(&devs) {
             *slot = *dev;
         }
-        kmaps::write_guard(&mut self.ebpf, &g)
+        self.maps.write_guard(&g)
     }
 
     /// Replaces the policy part of the table in one step. On any error the
@@ -339,21 +337,16 @@ impl Enforcer {
                 values.push((slot.clone(), value));
             }
         }
-        let mut kconfig = kmaps::read_config(&mut self.ebpf)?;
+        let mut kconfig = self.maps.read_config()?;
         let idle = 1 - kconfig.active.min(1);
         // Filling empties the idle generation first. The generation this
         // flip retires is left as it is until the next apply: a program that
         // read `active` just before the flip may still be looking in it.
-        kmaps::fill_generation(
-            &mut self.ebpf,
-            idle,
-            &values,
-            &self.config,
-            &mut self.objects,
-        )?;
+        self.maps
+            .fill_generation(idle, &values, &self.config, &mut self.objects)?;
         kconfig.active = idle;
-        kmaps::write_config(&mut self.ebpf, &kconfig)?;
-        kmaps::bump_epoch(&mut self.ebpf)?;
+        self.maps.write_config(&kconfig)?;
+        self.maps.bump_epoch()?;
         self.policy = Policy::new(policy);
         // Objects no rule of the new table names go, after the flip.
         let used: BTreeSet<PathPattern> = values
@@ -364,8 +357,8 @@ impl Enforcer {
             })
             .collect();
         let gone = self.objects.retain(|p| used.contains(p));
-        kmaps::apply_objects(&mut self.ebpf, &gone, &self.config)?;
-        kmaps::reconcile_objects(&mut self.ebpf, &self.objects)?;
+        self.maps.apply_objects(&gone, &self.config)?;
+        self.maps.reconcile_objects(&self.objects)?;
         self.rules_changed()?;
         for p in self.objects.unresolved() {
             tracing::warn!(path = %p, "path names nothing yet: not enforced until it exists");
@@ -483,7 +476,7 @@ impl Enforcer {
         let _writing = (!narrowing).then(|| self.writes.begin());
         let Some(entries) = self.grants.remove(&grant_id) else {
             // An adopted table may hold grants this process never saw.
-            let removed = kmaps::remove_rule_id(&mut self.ebpf, grant_id)?;
+            let removed = self.maps.remove_rule_id(grant_id)?;
             self.rules_changed()?;
             return Ok(removed > 0);
         };
@@ -505,18 +498,12 @@ impl Enforcer {
     }
 
     fn write_slots(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
-        let active = kmaps::read_config(&mut self.ebpf)?.active;
+        let active = self.maps.read_config()?.active;
         for slot in slots {
             let entries = self.policy.at(slot).chain(self.grants.at(slot));
             let value = table::combine(slot, entries)?;
-            kmaps::put(
-                &mut self.ebpf,
-                active,
-                slot,
-                value,
-                &self.config,
-                &mut self.objects,
-            )?;
+            self.maps
+                .put(active, slot, value, &self.config, &mut self.objects)?;
         }
         Ok(())
     }
@@ -529,15 +516,12 @@ impl Enforcer {
                 "the event stream needs a tokio runtime: call events() inside one",
             )));
         }
-        let map = self
-            .ebpf
-            .take_map(maps::EVENTS)
-            .ok_or(EnforcerError::EventsTaken)?;
-        EventStream::new(map, self.objects.shared_names())
+        let ring = self.maps.take_events().ok_or(EnforcerError::EventsTaken)?;
+        EventStream::new(ring, self.objects.shared_names())
     }
 
     pub fn stats(&mut self) -> Result<Stats, EnforcerError> {
-        kmaps::stats(&mut self.ebpf)
+        self.maps.stats()
     }
 
     /// Tells held uses that the rules changed (each decides again at its
@@ -545,7 +529,7 @@ impl Enforcer {
     /// that fails is logged, not returned: the change is in force, and the
     /// connection still fails at its holder's next send or receive.
     fn rules_changed(&mut self) -> Result<(), EnforcerError> {
-        kmaps::bump_epoch(&mut self.ebpf)?;
+        self.maps.bump_epoch()?;
         self.end_connections_logged();
         Ok(())
     }
@@ -564,10 +548,14 @@ impl Enforcer {
             // Made once something is held (the handle checks the count
             // itself from then on), so a kernel without the iterator says
             // so only when there is a connection to end.
-            if kmaps::held(&mut self.ebpf)?.1 == 0 {
+            if self.maps.held()?.1 == 0 {
                 return Ok(Teardown::default());
             }
-            self.teardown = Some(teardown::Handle::new(&self.ebpf, self.writes.clone())?);
+            self.teardown = Some(teardown::Handle::new(
+                &self.ebpf,
+                &self.maps,
+                self.writes.clone(),
+            )?);
         }
         self.teardown
             .as_mut()
@@ -577,7 +565,7 @@ impl Enforcer {
     /// A teardown handle with descriptors of its own, for a caller that
     /// runs it at deadlines without holding the enforcer.
     pub fn teardown_handle(&self) -> Result<teardown::Handle, EnforcerError> {
-        teardown::Handle::new(&self.ebpf, self.writes.clone())
+        teardown::Handle::new(&self.ebpf, &self.maps, self.writes.clone())
     }
 
     /// The next deadline after `after` (boot clock) of an allow to connect,
@@ -601,7 +589,7 @@ impl Enforcer {
         // Not a rule write for the teardown look-ahead: objects are files,
         // and it names connections.
         let changes = self.objects.refresh(scan_links);
-        kmaps::apply_objects(&mut self.ebpf, &changes, &self.config)?;
+        self.maps.apply_objects(&changes, &self.config)?;
         if !changes.is_empty() {
             // A new inode under a name changes what a held file's walk finds.
             self.rules_changed()?;
@@ -678,7 +666,7 @@ impl Enforcer {
                 let port = addr.port();
                 let verdict = ward_abi::decision::decide(&who, now, port, &mut |subject| {
                     let mut lookup = kmaps::NetLookup {
-                        ebpf: &mut self.ebpf,
+                        maps: &self.maps,
                         subject,
                         addr: dest,
                         last: None,
@@ -705,9 +693,8 @@ impl Enforcer {
             Probe::Path(path) => {
                 let chain = self.kernel_walk(path)?;
                 let err = std::cell::RefCell::new(None);
-                let ebpf = std::cell::RefCell::new(&mut self.ebpf);
                 let verdict = ward_abi::decision::decide_file(&chain, &who, op, now, |key| {
-                    match kmaps::file_rule(&mut ebpf.borrow_mut(), key) {
+                    match self.maps.file_rule(key) {
                         Ok(r) => r,
                         Err(e) => {
                             *err.borrow_mut() = Some(e);
@@ -774,7 +761,7 @@ impl Enforcer {
         let (by_cgroup, _) = ward_abi::decision::listed_ancestors(
             ward_abi::MAX_CGROUP_DEPTH,
             |level| ancestors.get(level as usize).copied().unwrap_or(0),
-            |id| match kmaps::cgroup_listed(&mut self.ebpf, id) {
+            |id| match self.maps.cgroup_listed(id) {
                 Ok(key) => (key != 0).then_some(key),
                 Err(e) => {
                     listed_err = Some(e);
@@ -793,7 +780,7 @@ impl Enforcer {
         &mut self,
         caller: &Caller,
     ) -> Result<Option<ward_abi::decision::Subjects>, EnforcerError> {
-        let config = kmaps::read_config(&mut self.ebpf)?;
+        let config = self.maps.read_config()?;
         let (by_cgroup, cgroup) = match &caller.cgroup {
             Some(dir) => self.listed_ancestors(dir)?,
             None => ([0; ward_abi::MAX_CGROUP_SUBJECTS], 0),
@@ -835,9 +822,9 @@ impl Enforcer {
                     tid,
                     ..Default::default()
                 };
-                kmaps::write_explain(&mut self.ebpf, &slot)?;
+                self.maps.write_explain(&slot)?;
                 let stat = std::fs::metadata(&target);
-                let slot = kmaps::read_explain(&mut self.ebpf)?;
+                let slot = self.maps.read_explain()?;
                 match stat {
                     Ok(_) if slot.done != 0 => return Ok((slot.chain, popped)),
                     Ok(_) => {
@@ -850,7 +837,7 @@ impl Enforcer {
                 }
             }
         })();
-        let clear = kmaps::write_explain(&mut self.ebpf, &ward_abi::ExplainSlot::default());
+        let clear = self.maps.write_explain(&ward_abi::ExplainSlot::default());
         self.explain_program()?
             .detach(link)
             .map_err(attach::program_err(name))?;

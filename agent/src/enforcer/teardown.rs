@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData},
+    maps::{Array, IterableMap, Map, MapData},
 };
 
 use netlink_packet_core::{
@@ -42,6 +42,7 @@ use super::{
     EnforcerError,
     bpf_sys::{Attr, BPF_ITER_CREATE, BPF_LINK_CREATE, BPF_TRACE_ITER, bpf},
     error::map_err,
+    kmaps::KernelMaps,
 };
 
 /// Runs the teardown iterator and resets what it names.
@@ -109,21 +110,17 @@ fn err(what: &str) -> impl FnOnce(io::Error) -> EnforcerError + '_ {
     move |e| EnforcerError::Teardown(format!("{what}: {e}"))
 }
 
-fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, EnforcerError> {
-    let data = match ebpf.map(name).ok_or(EnforcerError::MissingMap(name))? {
-        Map::HashMap(d) | Map::Array(d) => d,
-        _ => {
-            return Err(EnforcerError::Teardown(format!(
-                "map {name} has another type"
-            )));
-        }
-    };
-    data.fd().as_fd().try_clone_to_owned().map_err(err(name))
+/// A descriptor of its own on `map`.
+fn own_fd(map: &MapData, name: &'static str) -> Result<OwnedFd, EnforcerError> {
+    map.fd().as_fd().try_clone_to_owned().map_err(err(name))
 }
 
-/// A u64 array map of `ebpf`, on a descriptor of its own.
-fn u64_array(ebpf: &Ebpf, name: &'static str) -> Result<Array<MapData, u64>, EnforcerError> {
-    let data = MapData::from_fd(map_fd(ebpf, name)?).map_err(map_err(name))?;
+/// A u64 array map, on a descriptor of its own.
+fn u64_array(
+    array: &Array<MapData, u64>,
+    name: &'static str,
+) -> Result<Array<MapData, u64>, EnforcerError> {
+    let data = MapData::from_fd(own_fd(array.map(), name)?).map_err(map_err(name))?;
     Array::try_from(Map::Array(data)).map_err(map_err(name))
 }
 
@@ -131,14 +128,18 @@ impl Handle {
     /// A handle on the loaded iterator (the map iterator, else the TCP
     /// one) and the held-connection maps, with descriptors of its own.
     /// `Err` when neither iterator is loaded.
-    pub fn new(ebpf: &Ebpf, writes: RuleWrites) -> Result<Handle, EnforcerError> {
+    pub fn new(
+        ebpf: &Ebpf,
+        kmaps: &KernelMaps,
+        writes: RuleWrites,
+    ) -> Result<Handle, EnforcerError> {
         let loaded = |name: &'static str| {
             ebpf.program(name)
                 .and_then(|p| p.fd().ok())
                 .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
         };
         let (program, over) = match loaded(programs::HELD_ENDED) {
-            Some(p) => (p, Some(map_fd(ebpf, maps::HELD_SOCKS)?)),
+            Some(p) => (p, Some(own_fd(kmaps.held_socks.map(), maps::HELD_SOCKS)?)),
             None => (
                 loaded(programs::TCP_ENDED).ok_or_else(|| {
                     EnforcerError::Teardown("neither teardown iterator is loaded".into())
@@ -149,8 +150,8 @@ impl Handle {
         Ok(Handle {
             program,
             over,
-            counts: u64_array(ebpf, maps::HELD_COUNT)?,
-            as_of: u64_array(ebpf, maps::TEARDOWN_AS_OF)?,
+            counts: u64_array(&kmaps.held_count, maps::HELD_COUNT)?,
+            as_of: u64_array(&kmaps.teardown_as_of, maps::TEARDOWN_AS_OF)?,
             writes,
             resetters: Resetters::default(),
         })
