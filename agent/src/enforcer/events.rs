@@ -184,13 +184,7 @@ fn tamper(what: u32, detail: u64) -> (&'static str, String) {
 }
 
 pub(crate) fn op_name(raw: u32) -> &'static str {
-    match Op::from_raw(raw) {
-        Some(Op::Read) => "read",
-        Some(Op::Write) => "write",
-        Some(Op::Exec) => "exec",
-        Some(Op::Connect) => "connect",
-        None => "unknown",
-    }
+    Op::from_raw(raw).map_or("unknown", Op::name)
 }
 
 /// Async reader of the kernel's event ring buffer (needs a tokio runtime).
