@@ -53,6 +53,28 @@ pub struct Target {
 }
 
 impl Target {
+    /// The server(s) it reaches, `host:port` (or a socket directory),
+    /// for messages: never the URL, which may carry a password.
+    pub fn server(&self) -> String {
+        let ports = self.config.get_ports();
+        let hosts = self.config.get_hosts();
+        if hosts.is_empty() {
+            return "the default server".to_owned();
+        }
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match h {
+                    Host::Tcp(name) => format!("{name}:{port}"),
+                    Host::Unix(dir) => format!("{} (port {port})", dir.display()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn new(url: &str, ca: Option<&Path>, mode: DatabaseTls) -> Result<Target, DatabaseError> {
         let mut config: postgres::Config = url
             .parse()
@@ -174,5 +196,23 @@ mod tests {
             Target::new(remote, Some(missing), DatabaseTls::Auto),
             Err(DatabaseError::Ca { .. })
         ));
+    }
+
+    #[test]
+    fn a_server_is_named_without_its_password() {
+        let t = Target::new(
+            "postgres://ward:s3cret@127.0.0.1:6543/ward",
+            None,
+            DatabaseTls::Auto,
+        )
+        .unwrap();
+        assert_eq!(t.server(), "127.0.0.1:6543");
+        let t = Target::new(
+            "host=/run/postgresql user=ward password=s3cret",
+            None,
+            DatabaseTls::Auto,
+        )
+        .unwrap();
+        assert_eq!(t.server(), "/run/postgresql (port 5432)");
     }
 }

@@ -13,7 +13,7 @@ use ward_proto::{
 
 use crate::{
     enrolment::{FleetCa, parse_csr},
-    workflow::{Workflow, WorkflowError},
+    workflow::{InternalError, Workflow, WorkflowError},
 };
 
 #[derive(Clone)]
@@ -59,11 +59,11 @@ impl Enrolment for JoinService {
             let host = wf.join(&hash)?;
             let (cert, not_after) = ca
                 .issue_agent(&host, &csr)
-                .map_err(|e| WorkflowError::Internal(e.to_string()))?;
+                .map_err(InternalError::IssueCertificate)?;
             Ok((host, cert, not_after, wf.rules.signer.public_hex()))
         })
         .await
-        .unwrap_or_else(|e| Err(WorkflowError::Internal(format!("worker failed: {e}"))));
+        .unwrap_or_else(|e| Err(InternalError::Worker(e).into()));
         match joined {
             Ok((host, cert, not_after, key)) => {
                 tracing::info!(host = %host, peer = ?peer, "host joined");

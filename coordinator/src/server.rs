@@ -1,7 +1,13 @@
 //! Runs the coordinator: the store, policy, signer, sweeper and the TLS
 //! server.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use std::sync::Mutex;
 
@@ -15,18 +21,156 @@ use ward_proto::{
 
 use crate::{
     config::Config,
+    database::DatabaseError,
+    enrolment::EnrolError,
     fleet::Fleet,
     service::{CoordinatorService, pump},
-    signer::Signer,
-    store::Store,
-    workflow::{Rules, Workflow},
+    signer::{Signer, SignerError},
+    store::{Store, StoreError},
+    webhook::WebhookError,
+    workflow::{Rules, Workflow, WorkflowError},
 };
 
+/// Why the coordinator could not load what it decides with, or could not
+/// serve.
+///
+/// Each variant names what failed (the file, directory, address or
+/// server it concerns) and carries the cause as its `source()`, which its
+/// message does not repeat: print the whole chain (as `ward-coordinator`
+/// does, or with [`ward_proto::error_chain`]). Errors that already name
+/// their file are passed through as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The policy files or the directory do not read or check; the source
+    /// lists every error, one per line, each located by file.
+    #[error("policy")]
+    Policy {
+        #[source]
+        source: ward_policy::LoadError,
+    },
+    /// The grant signing key.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// `database`, `database_ca` or `database_tls` are unusable.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The SQLite store under `state_dir`.
+    #[error("opening the coordinator database in {}", dir.display())]
+    Sqlite {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// The PostgreSQL store; `server` is its host and port (never the
+    /// URL, which may carry a password).
+    #[error("connecting to PostgreSQL at {server}")]
+    Postgres {
+        server: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The webhooks' delivery cursor in the store.
+    #[error("webhooks: preparing the delivery cursor")]
+    WebhookCursor {
+        #[source]
+        source: WorkflowError,
+    },
+    /// A `[[webhooks]]` entry.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// `cert`, `key` or `client_ca`.
+    #[error("{field} {}", path.display())]
+    TlsFile {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `listen` is not an address.
+    #[error("listen `{listen}` is not ADDR:PORT")]
+    ListenAddress {
+        listen: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("metrics.listen `{listen}`")]
+    MetricsListen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fleet CA `[enrolment]` signs with.
+    #[error(
+        "enrolment: the fleet CA (client_ca {} and enrolment.ca_key {})",
+        client_ca.display(),
+        ca_key.display()
+    )]
+    FleetCa {
+        client_ca: PathBuf,
+        ca_key: PathBuf,
+        #[source]
+        source: EnrolError,
+    },
+    #[error("enrolment.listen `{listen}`")]
+    EnrolmentListen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listening on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The mutual-TLS configuration of the main listener.
+    #[error("mutual TLS on {addr}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The main listener stopped with an error.
+    #[error("serving on {addr}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A start-up step run off the async runtime panicked; `what` says
+    /// which.
+    #[error("{what}: the worker failed")]
+    Worker {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Runs `f` off the async runtime (the stores are synchronous clients).
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| ServerError::Worker { what, source })?
+}
+
+/// Reads one of the TLS files the config names.
+fn read_tls(field: &'static str, path: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::TlsFile {
+        field,
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The policy and directory the config names; every error is named.
-fn load_policy(config: &Config) -> anyhow::Result<Compiler> {
+fn load_policy(config: &Config) -> Result<Compiler, ServerError> {
     let (policies, directory) =
         ward_policy::load_sources(&config.policy.files, config.policy.directory.as_deref())
-            .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
+            .map_err(|source| ServerError::Policy { source })?;
     Ok(Compiler::new(
         policies,
         directory,
@@ -49,25 +193,26 @@ fn policy_stamps(config: &Config) -> Vec<Option<std::time::SystemTime>> {
 
 /// A connection to the configured store (the decision path and the read
 /// path each have their own).
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    use anyhow::Context;
-    Ok(match &config.database {
+pub fn open_store(config: &Config) -> Result<Store, ServerError> {
+    match &config.database {
         Some(url) => {
             let target = crate::database::Target::new(
                 url,
                 config.database_ca.as_deref(),
                 config.database_tls,
             )?;
-            Store::open_postgres(target).context("connecting to PostgreSQL")?
+            let server = target.server();
+            Store::open_postgres(target).map_err(|source| ServerError::Postgres { server, source })
         }
-        None => {
-            Store::open_sqlite(&config.state_dir).context("opening the coordinator database")?
-        }
-    })
+        None => Store::open_sqlite(&config.state_dir).map_err(|source| ServerError::Sqlite {
+            dir: config.state_dir.clone(),
+            source,
+        }),
+    }
 }
 
 /// Loads everything the coordinator decides with; every error is named.
-pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
+pub fn workflow(config: &Config) -> Result<Workflow, ServerError> {
     let policy = load_policy(config)?;
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = open_store(config)?;
@@ -86,22 +231,22 @@ pub fn workflow(config: &Config) -> anyhow::Result<Workflow> {
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
+) -> Result<(), ServerError> {
     // The PostgreSQL client is synchronous: open it off the async runtime.
     // Taken before the policy is read: an edit made from here on is
     // noticed, even one made before the watcher first runs.
     let loaded_stamps = policy_stamps(&config);
     let cfg = config.clone();
     let with_hooks = !config.webhooks.is_empty();
-    let wf = tokio::task::spawn_blocking(move || -> anyhow::Result<Workflow> {
+    let wf = blocking("loading the policy, signing key and store", move || {
         let mut wf = workflow(&cfg)?;
         if with_hooks {
-            wf.init_notifications()?;
+            wf.init_notifications()
+                .map_err(|source| ServerError::WebhookCursor { source })?;
         }
         Ok(wf)
     })
-    .await??;
+    .await?;
     tracing::info!(public_key = %wf.rules.signer.public_hex(), "grant signing key");
     let workflow = Arc::new(Mutex::new(wf));
     let fleet = Arc::new(Fleet::default());
@@ -111,9 +256,12 @@ pub async fn run(
     if let Some(m) = &config.metrics {
         let listener = ward_proto::metrics::bind(&m.listen)
             .await
-            .with_context(|| format!("metrics.listen `{}`", m.listen))?;
+            .map_err(|source| ServerError::MetricsListen {
+                listen: m.listen.clone(),
+                source,
+            })?;
         let cfg = config.clone();
-        let store = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
+        let store = blocking("opening the metrics' store", move || open_store(&cfg)).await?;
         tracing::info!(listen = %m.listen, "serving /metrics and /healthz");
         let (metrics, fleet) = (metrics.clone(), fleet.clone());
         tokio::spawn(async move {
@@ -146,13 +294,13 @@ pub async fn run(
                     wf.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .replace_policy(policy);
-                    anyhow::Ok(())
+                    Ok::<_, ServerError>(())
                 })
                 .await;
                 match reloaded {
                     Ok(Ok(())) => tracing::info!("policy reloaded"),
                     Ok(Err(e)) => tracing::error!(
-                        error = %format!("{e:#}"),
+                        error = %ward_proto::error_chain(&e),
                         "policy reload refused; the previous policy keeps deciding"
                     ),
                     Err(e) => tracing::error!(error = %e, "policy reload failed"),
@@ -186,18 +334,21 @@ pub async fn run(
         changed.clone(),
         metrics.clone(),
     ));
-    let read = |what: &str, p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("{what} {}", p.display()))
-    };
-    let identity = Identity::from_pem(read("cert", &config.cert)?, read("key", &config.key)?);
-    let ca = Certificate::from_pem(read("client_ca", &config.client_ca)?);
-    let addr: std::net::SocketAddr = config
+    let identity = Identity::from_pem(
+        read_tls("cert", &config.cert)?,
+        read_tls("key", &config.key)?,
+    );
+    let ca = Certificate::from_pem(read_tls("client_ca", &config.client_ca)?);
+    let addr: SocketAddr = config
         .listen
         .parse()
-        .with_context(|| format!("listen `{}` is not ADDR:PORT", config.listen))?;
+        .map_err(|source| ServerError::ListenAddress {
+            listen: config.listen.clone(),
+            source,
+        })?;
     let reader = {
         let cfg = config.clone();
-        tokio::task::spawn_blocking(move || open_store(&cfg)).await??
+        blocking("opening the read path's store", move || open_store(&cfg)).await?
     };
     let mut service = CoordinatorService::new(
         workflow.clone(),
@@ -210,19 +361,26 @@ pub async fn run(
     if let Some(e) = &config.enrolment {
         let ca = Arc::new(
             crate::enrolment::FleetCa::load(&config.client_ca, &e.ca_key, e.agent_cert_ttl)
-                .context("enrolment: the fleet CA (client_ca and enrolment.ca_key)")?,
+                .map_err(|source| ServerError::FleetCa {
+                    client_ca: config.client_ca.clone(),
+                    ca_key: e.ca_key.clone(),
+                    source,
+                })?,
         );
         service = service.with_fleet_ca(ca.clone());
         let listener = tokio::net::TcpListener::bind(&e.listen)
             .await
-            .with_context(|| format!("enrolment.listen `{}`", e.listen))?;
+            .map_err(|source| ServerError::EnrolmentListen {
+                listen: e.listen.clone(),
+                source,
+            })?;
         // The chain served includes the CA: joining agents check it
         // against the fingerprint in their token.
-        let mut chain = read("cert", &config.cert)?;
+        let mut chain = read_tls("cert", &config.cert)?;
         if !String::from_utf8_lossy(&chain).contains(ca.ca_pem.trim()) {
             chain.extend_from_slice(ca.ca_pem.as_bytes());
         }
-        let identity = Identity::from_pem(chain, read("key", &config.key)?);
+        let identity = Identity::from_pem(chain, read_tls("key", &config.key)?);
         let incoming = transport::Incoming::new(
             listener,
             transport::Limits {
@@ -268,7 +426,7 @@ pub async fn run(
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("listening on {addr}"))?;
+        .map_err(|source| ServerError::Listen { addr, source })?;
     let incoming = transport::Incoming::new(
         listener,
         transport::Limits {
@@ -284,11 +442,66 @@ pub async fn run(
                 .identity(identity)
                 .client_ca_root(ca)
                 .timeout(transport::HANDSHAKE_TIMEOUT),
-        )?
+        )
+        .map_err(|source| ServerError::Tls { addr, source })?
         .add_service(
             CoordinatorServer::new(service).max_decoding_message_size(transport::MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+        .await
+        .map_err(|source| ServerError::Serve { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, extra: &str) -> Config {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ncert = \"c.pem\"\nkey = \"c.key\"\n\
+             client_ca = \"ca.pem\"\nstate_dir = \"{}\"\nsigning_key = \"s.key\"\n\
+             {extra}\n[policy]\nfiles = [\"{}\"]\n",
+            dir.join("state").display(),
+            dir.join("policy.cedar").display(),
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn errors_name_what_failed_and_keep_the_cause() {
+        let dir = std::env::temp_dir().join(format!("ward-server-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        std::fs::write(dir.join("policy.cedar"), "permit(").unwrap();
+        let e = load_policy(&config(&dir, "")).err().unwrap();
+        assert!(matches!(e, ServerError::Policy { .. }), "{e:?}");
+        let text = ward_proto::error_chain(&e);
+        assert!(text.starts_with("policy: "), "{text}");
+        assert!(text.contains("policy.cedar"), "{text}");
+
+        // A state_dir that cannot be made: named, with the reason.
+        std::fs::write(dir.join("state"), "a file").unwrap();
+        let e = open_store(&config(&dir, "")).err().unwrap();
+        match &e {
+            ServerError::Sqlite { dir: d, .. } => assert_eq!(d, &dir.join("state")),
+            other => panic!("{other:?}"),
+        }
+        assert!(std::error::Error::source(&e).is_some());
+
+        // The PostgreSQL server is named, never its password.
+        let e = open_store(&config(
+            &dir,
+            "database = \"postgres://ward:s3cret@127.0.0.1:1/ward\"",
+        ))
+        .err()
+        .unwrap();
+        let text = ward_proto::error_chain(&e);
+        assert!(
+            text.starts_with("connecting to PostgreSQL at 127.0.0.1:1: "),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -17,7 +17,7 @@ use ward_proto::{
 use crate::{
     fleet::Fleet,
     store::Store,
-    workflow::{PAGE, Rules, Workflow, WorkflowError},
+    workflow::{InternalError, PAGE, Rules, Workflow, WorkflowError},
 };
 
 /// Where a page starts and how long it is, from a request's fields.
@@ -146,7 +146,7 @@ impl CoordinatorService {
             f(&mut guard)
         })
         .await
-        .unwrap_or_else(|e| Err(WorkflowError::Internal(format!("worker failed: {e}"))))
+        .unwrap_or_else(|e| Err(InternalError::Worker(e).into()))
     }
 
     /// Runs a read on the reader's connection, with the rules in force;
@@ -162,7 +162,7 @@ impl CoordinatorService {
             f(&rules, &mut store)
         })
         .await
-        .unwrap_or_else(|e| Err(WorkflowError::Internal(format!("worker failed: {e}"))))
+        .unwrap_or_else(|e| Err(InternalError::Worker(e).into()))
     }
 
     fn answer(

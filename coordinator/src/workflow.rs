@@ -38,14 +38,26 @@ pub enum WorkflowError {
     NotFound(String),
     #[error("request `{id}` is {state}")]
     WrongState { id: String, state: String },
-    /// A worker that failed (panicked): never the caller's fault.
+    /// Never the caller's fault.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[from] InternalError),
     /// A join or renewal refused (bad token, revoked host).
     #[error("{0}")]
     Enrolment(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What failed inside the coordinator while serving a call.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    /// The blocking worker running the call panicked or was cancelled.
+    #[error("worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+    /// The fleet CA could not sign an agent's certificate from a CSR
+    /// that parsed.
+    #[error("issuing the agent certificate: {0}")]
+    IssueCertificate(#[from] crate::enrolment::EnrolError),
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> WorkflowError {

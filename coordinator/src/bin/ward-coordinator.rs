@@ -3,8 +3,9 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ward_coordinator::{config::Config, enrolment, server, signer};
+use ward_coordinator::{config::Config, enrolment, server, signer, workflow::Workflow};
 
 /// ward-coordinator: the JIT workflow for a fleet of ward agents.
 ///
@@ -129,12 +130,36 @@ fn enrolment(c: &Config) -> anyhow::Result<&ward_coordinator::config::EnrolmentS
         .ok_or_else(|| anyhow::anyhow!("the config has no [enrolment] section (listen, ca_key)"))
 }
 
+/// The workflow `config` (read from `path`) describes, for a local
+/// administrative command.
+fn workflow(path: &std::path::Path, c: &Config) -> anyhow::Result<Workflow> {
+    server::workflow(c).with_context(|| format!("{}", path.display()))
+}
+
+/// An error and its causes, `: `-joined, leaving out a cause whose text
+/// the message already ends with (several library errors show their
+/// source's text as well as returning it).
+fn render(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || s.ends_with(&text) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&text);
+    }
+    s
+}
+
 fn main() -> ExitCode {
     ward_proto::logging::init("ward-coordinator");
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ward-coordinator: error: {e:#}");
+            eprintln!("ward-coordinator: error: {}", render(&e));
             ExitCode::FAILURE
         }
     }
@@ -149,7 +174,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::Check { config } => {
             let c = Config::load(&config)?;
-            let wf = server::workflow(&c)?;
+            let wf = workflow(&config, &c)?;
             println!(
                 "{}: ok; signing key {}",
                 config.display(),
@@ -228,7 +253,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let c = Config::load(&config)?;
             let e = enrolment(&c)?;
             let ca = enrolment::FleetCa::load(&c.client_ca, &e.ca_key, e.agent_cert_ttl)?;
-            let mut wf = server::workflow(&c)?;
+            let mut wf = workflow(&config, &c)?;
             let (token, expires) =
                 wf.create_join_token(&ca.fingerprint, &host, ttl.into(), &local_actor())?;
             if json {
@@ -249,7 +274,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             command: HostCmd::Revoke { config, host },
         } => {
             let c = Config::load(&config)?;
-            let mut wf = server::workflow(&c)?;
+            let mut wf = workflow(&config, &c)?;
             wf.revoke_host(&host, &local_actor())?;
             println!("host {host} revoked: its streams close within a second on every replica");
             Ok(())
@@ -259,17 +284,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build()?;
+                .build()
+                .context("starting the async runtime")?;
             rt.block_on(async {
                 let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("handling SIGTERM")?;
                 let shutdown = async move {
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}
                     }
                 };
-                server::run(c, shutdown).await
+                server::run(c, shutdown)
+                    .await
+                    .with_context(|| format!("serving {}", config.display()))
             })
         }
     }
