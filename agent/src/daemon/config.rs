@@ -185,17 +185,7 @@ impl Default for AgentSection {
     }
 }
 
-/// Which hooks enforce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HookMode {
-    /// BPF LSM where the kernel allows it, else the cgroup connect hooks
-    /// (and file/exec protection is reported as unavailable).
-    #[default]
-    Auto,
-    Lsm,
-    Cgroup,
-}
+pub use crate::enforcer::HookMode;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -17,6 +17,7 @@ mod cgroup_link;
 mod clock;
 mod error;
 mod events;
+mod hook_mode;
 mod kmaps;
 mod netns;
 mod objects;
@@ -36,6 +37,7 @@ use ward_abi::{Config, MAX_UID_RANGES, ManagedCgroup, UidRange};
 pub use clock::{boot_ns, wall_minus_boot_ns};
 pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
+pub use hook_mode::{Chosen, HookMode};
 pub use path::{PathPattern, PathPatternError};
 pub use table::{Entry, Expiry, Object, Subject, TableError};
 pub use teardown::{
@@ -44,7 +46,7 @@ pub use teardown::{
 pub use ward_policy::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
-use table::{Grants, Policy, Slot};
+use table::{BaseRules, Grants, Slot};
 
 /// Which hooks to attach.
 #[derive(Debug, Clone)]
@@ -145,7 +147,8 @@ pub struct Enforcer {
     config: EnforcerConfig,
     /// Whether the programs were already attached by an earlier agent.
     adopted: bool,
-    policy: Policy,
+    /// Every entry not from a grant: protections and the Cedar policy.
+    base: BaseRules,
     grants: Grants,
     objects: objects::Objects,
     /// Followed cgroup paths (relative to the cgroup root) -> their keys.
@@ -191,7 +194,7 @@ impl Enforcer {
             maps,
             config,
             adopted,
-            policy: Policy::default(),
+            base: BaseRules::default(),
             grants: Grants::default(),
             objects: objects::Objects::default(),
             paths: Default::default(),
@@ -320,12 +323,12 @@ impl Enforcer {
         self.maps.write_guard(&g)
     }
 
-    /// Replaces the policy part of the table in one step. On any error the
-    /// previous table stays in force, untouched.
-    pub fn apply(&mut self, policy: &[Entry]) -> Result<(), EnforcerError> {
+    /// Replaces the table's base entries (all but the grants) in one step.
+    /// On any error the previous table stays in force, untouched.
+    pub fn apply(&mut self, base: &[Entry]) -> Result<(), EnforcerError> {
         let _writing = self.writes.begin();
-        let policy = table::index(policy)?;
-        let mut merged = policy.clone();
+        let base = table::index(base)?;
+        let mut merged = base.clone();
         for entries in self.grants.values() {
             for e in entries {
                 merged.entry(e.slot()?).or_default().push(e.clone());
@@ -347,7 +350,7 @@ impl Enforcer {
         kconfig.active = idle;
         self.maps.write_config(&kconfig)?;
         self.maps.bump_epoch()?;
-        self.policy = Policy::new(policy);
+        self.base = BaseRules::new(base);
         // Objects no rule of the new table names go, after the flip.
         let used: BTreeSet<PathPattern> = values
             .iter()
@@ -371,32 +374,32 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Replaces policy and grants together, in one step: how an agent
+    /// Replaces base entries and grants together, in one step: how an agent
     /// rebuilds the table from its store on start. On any error the previous
     /// table stays in force, and so does the previous set of grants.
     pub fn replace(
         &mut self,
-        policy: &[Entry],
+        base: &[Entry],
         grants: BTreeMap<u64, Vec<Entry>>,
     ) -> Result<(), EnforcerError> {
         let previous = std::mem::replace(&mut self.grants, Grants::from_map(grants));
-        let result = self.apply(policy);
+        let result = self.apply(base);
         if result.is_err() {
             self.grants = previous;
         }
         result
     }
 
-    /// Edits the policy part of the live table entry by entry: what an
-    /// incremental recompile changed. Each touched slot is rewritten once;
+    /// Edits the base entries of the live table one by one: what an
+    /// incremental recompile of the Cedar policy changed. Each touched slot is rewritten once;
     /// on any error the model is put back and the touched slots re-synced.
-    pub fn update_policy(&mut self, remove: &[Entry], add: &[Entry]) -> Result<(), EnforcerError> {
+    pub fn update_base(&mut self, remove: &[Entry], add: &[Entry]) -> Result<(), EnforcerError> {
         let _writing = self.writes.begin();
         let mut touched = BTreeSet::new();
         let mut removed = Vec::new();
         for e in remove {
             let slot = e.slot()?;
-            removed.extend(self.policy.remove(&slot, e));
+            removed.extend(self.base.remove(&slot, e));
             touched.insert(slot);
         }
         let mut added = Vec::new();
@@ -404,36 +407,36 @@ impl Enforcer {
             let slot = match e.slot() {
                 Ok(s) => s,
                 Err(err) => {
-                    self.undo_policy_edit(&removed, &added);
+                    self.undo_base_edit(&removed, &added);
                     return Err(err.into());
                 }
             };
-            self.policy.push(slot.clone(), e.clone());
+            self.base.push(slot.clone(), e.clone());
             added.push(e.clone());
             touched.insert(slot);
         }
         if let Err(err) = self.sync(&touched) {
-            self.undo_policy_edit(&removed, &added);
+            self.undo_base_edit(&removed, &added);
             let _ = self.sync(&touched);
             return Err(err);
         }
         tracing::debug!(
             removed = removed.len(),
             added = added.len(),
-            "updated policy entries"
+            "updated base entries"
         );
         Ok(())
     }
 
-    fn undo_policy_edit(&mut self, removed: &[Entry], added: &[Entry]) {
+    fn undo_base_edit(&mut self, removed: &[Entry], added: &[Entry]) {
         for e in added {
             if let Ok(slot) = e.slot() {
-                self.policy.remove(&slot, e);
+                self.base.remove(&slot, e);
             }
         }
         for e in removed {
             if let Ok(slot) = e.slot() {
-                self.policy.push(slot, e.clone());
+                self.base.push(slot, e.clone());
             }
         }
     }
@@ -500,7 +503,7 @@ impl Enforcer {
     fn write_slots(&mut self, slots: &BTreeSet<Slot>) -> Result<(), EnforcerError> {
         let active = self.maps.read_config()?.active;
         for slot in slots {
-            let entries = self.policy.at(slot).chain(self.grants.at(slot));
+            let entries = self.base.at(slot).chain(self.grants.at(slot));
             let value = table::combine(slot, entries)?;
             self.maps
                 .put(active, slot, value, &self.config, &mut self.objects)?;
@@ -574,7 +577,7 @@ impl Enforcer {
     pub fn next_connect_deadline(&self, after: u64) -> Option<u64> {
         let (grants, policy) = (
             self.grants.next_connect_deadline(after),
-            self.policy.next_connect_deadline(after),
+            self.base.next_connect_deadline(after),
         );
         grants.into_iter().chain(policy).min()
     }

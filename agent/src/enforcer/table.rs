@@ -276,18 +276,19 @@ impl ConnectDeadlines {
     }
 }
 
-/// The policy part of the table by slot, with its connect deadlines.
+/// The table's base entries (every entry not from a grant: protections
+/// and the Cedar policy) by slot, with their connect deadlines.
 #[derive(Debug, Default, Clone)]
-pub struct Policy {
+pub struct BaseRules {
     by_slot: Index,
     deadlines: ConnectDeadlines,
 }
 
-impl Policy {
-    pub fn new(by_slot: Index) -> Policy {
+impl BaseRules {
+    pub fn new(by_slot: Index) -> BaseRules {
         let mut deadlines = ConnectDeadlines::default();
         by_slot.values().flatten().for_each(|e| deadlines.add(e));
-        Policy { by_slot, deadlines }
+        BaseRules { by_slot, deadlines }
     }
 
     pub fn at(&self, slot: &Slot) -> impl Iterator<Item = &Entry> {
@@ -551,7 +552,7 @@ mod tests {
 
         let e = connect(200, 7);
         let slot = e.slot().unwrap();
-        let mut p = Policy::new(index([&e]).unwrap());
+        let mut p = BaseRules::new(index([&e]).unwrap());
         assert_eq!(p.next_connect_deadline(0), Some(200));
         p.push(slot.clone(), connect(150, 8));
         assert_eq!(p.next_connect_deadline(0), Some(150));

@@ -16,7 +16,7 @@ use ward_proto::v1::{self as pb, GrantRecord, GrantState};
 
 use super::{
     audit::{Audit, AuditError, Record},
-    config::{Config, HookMode},
+    config::Config,
     grant::{self, Grantee, InvalidGrant, ValidGrant, unix_ms},
     policy::{CedarPolicy, POLICY_BASE, Reload, host_env},
     repeats::{Pending, Repeats},
@@ -25,8 +25,8 @@ use super::{
 use crate::{
     cgroup,
     enforcer::{
-        Caller, Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream, Expiry,
-        Hooks, KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
+        Caller, Chosen, Enforcer, EnforcerConfig, EnforcerError, Entry, EventKind, EventStream,
+        Expiry, Hooks, KernelEvent, NetPattern, Object, PathPattern, Probe, Subject,
     },
 };
 
@@ -130,8 +130,11 @@ impl Engine {
     /// and makes the kernel match the store.
     pub fn start(config: Config) -> Result<(Engine, EventStream), EngineError> {
         let cgroup_root = cgroup::cgroup2_mount().ok();
-        let (mut enforcer, file_and_exec, network_hook) =
-            load_enforcer(&config, cgroup_root.as_deref())?;
+        let Chosen {
+            mut enforcer,
+            file_and_exec,
+            network_hook,
+        } = load_enforcer(&config, cgroup_root.as_deref())?;
         // Self-protection: no managed subject signals or traces this
         // process, or unmounts the pins' filesystem (the hooks; ward's
         // files are protections below).
@@ -288,13 +291,12 @@ fn boot_to_unix_ms(boot: u64) -> i64 {
     ((boot as i128 + crate::enforcer::wall_minus_boot_ns()) / 1_000_000) as i64
 }
 
-/// BPF LSM where possible; else the cgroup connect hooks, said loudly.
+/// The enforcer, with the hooks the config asks for.
 fn load_enforcer(
     config: &Config,
     cgroup_root: Option<&std::path::Path>,
-) -> Result<(Enforcer, bool, &'static str), EngineError> {
-    let connect_cgroup = cgroup_root.map(|r| r.join(&config.enforce.connect_cgroup));
-    let base = EnforcerConfig {
+) -> Result<Chosen, EngineError> {
+    let sizes = EnforcerConfig {
         pin_dir: Some(config.agent.pin_dir.clone()),
         max_path_rules: config.limits.max_path_rules,
         max_objects: config.limits.max_objects,
@@ -308,36 +310,16 @@ fn load_enforcer(
             .map(|[a, b]| (*a, *b))
             .collect(),
         hooks: Hooks {
-            lsm: true,
+            lsm: false,
             cgroup_connect: None,
         },
     };
-    let cgroup_mode =
-        |base: EnforcerConfig| -> Result<(Enforcer, bool, &'static str), EngineError> {
-            let e = Enforcer::load(EnforcerConfig {
-                hooks: Hooks {
-                    lsm: false,
-                    cgroup_connect: connect_cgroup.clone(),
-                },
-                ..base
-            })?;
-            Ok((e, false, "cgroup-connect"))
-        };
-    match config.enforce.hooks {
-        HookMode::Lsm => Ok((Enforcer::load(base)?, true, "bpf-lsm")),
-        HookMode::Cgroup => cgroup_mode(base),
-        HookMode::Auto => match Enforcer::load(base.clone()) {
-            Ok(e) => Ok((e, true, "bpf-lsm")),
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    "BPF LSM is unavailable: files and executables are NOT protected on this host; \
-                     network enforcement falls back to the cgroup connect hooks"
-                );
-                cgroup_mode(base)
-            }
-        },
-    }
+    let connect_cgroup = cgroup_root.map(|r| r.join(&config.enforce.connect_cgroup));
+    Ok(Enforcer::load_with(
+        config.enforce.hooks,
+        sizes,
+        connect_cgroup,
+    )?)
 }
 
 fn config_mtime(c: &Config) -> Option<SystemTime> {

@@ -169,7 +169,7 @@ impl Engine {
             }
             Reload::Delta { remove, add } => {
                 let n = remove.len() + add.len();
-                if let Err(e) = self.enforcer.update_policy(&remove, &add) {
+                if let Err(e) = self.enforcer.update_base(&remove, &add) {
                     tracing::warn!(error = %e, "incremental policy update failed; rebuilding the table");
                     let all = self.base_entries(None)?;
                     self.enforcer.apply(&all)?;
