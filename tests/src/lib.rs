@@ -8,6 +8,7 @@ use std::{
 };
 
 pub mod bench;
+pub mod coordinator;
 pub mod flood;
 pub mod holder;
 pub mod lifecycle;

@@ -7,10 +7,7 @@
 
 use super::*;
 
-fn coordinator_cli(args: &[&str]) -> (i32, String, String) {
-    ward_tests::run(&coordinator_bin(), args)
-}
-
+/// `ward audit --json` with this client certificate.
 fn audit_kinds(c: &Coordinator, cert: &Path, key: &Path) -> Vec<Value> {
     let (code, out, err) = c.ward_with(cert, key, &["audit", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -24,16 +21,14 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
         .local_addr()
         .unwrap()
         .port();
-    let mut c = Coordinator::prepared(
-        "coord-join",
-        None,
-        format!(
+    let mut c = Coordinator::builder("coord-join")
+        .tables(&format!(
             "[enrolment]\nlisten = \"127.0.0.1:{join_port}\"\nca_key = \"ca.key\"\n\
              agent_cert_ttl = \"12s\"\n"
-        ),
-    );
-    let d = c.dir.path().to_owned();
-    let cfg = d.join("coordinator.toml");
+        ))
+        .prepare();
+    let d = c.dir().to_owned();
+    let cfg = c.config_path();
     let cfg = cfg.to_str().unwrap();
     // No hand-made certificates: the harness's are replaced by the CA's.
     for f in ["ca.pem", "localhost.pem", "localhost.key"] {
@@ -85,7 +80,7 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
              join_url = \"https://localhost:{join_port}\"\nca = \"{t}/ca.pem\"\n\
              cert = \"{t}/agent.pem\"\nkey = \"{t}/agent.key\"\n\
              public_keys_file = \"{t}/signing-keys\"\nhost = \"h1\"\n",
-            port = c.port
+            port = c.port()
         ),
     );
     // Running before it has joined, as after installing the package: it
@@ -141,7 +136,7 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
         0o600
     );
     let keys = std::fs::read_to_string(tls.path().join("signing-keys")).unwrap();
-    assert!(keys.contains(&c.public_key), "{keys}");
+    assert!(keys.contains(c.public_key()), "{keys}");
     // Single use.
     let (code, _, err) = join(&good);
     assert_ne!(code, 0);
@@ -155,30 +150,11 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
 
     // The joined agent subscribes with its certificate, and enforces the
     // grants it receives.
-    subscribed(&c, 1);
+    c.wait_subscribed(1);
     assert_eq!(h.connect(), DENIED);
     let (dave_cert, dave_key) = person("dave");
-    let target = format!("127.0.0.1/32:{}", h.addr.port());
-    let workload = h.managed_workload();
-    let (code, out, err) = c.ward_with(
-        &dave_cert,
-        &dave_key,
-        &[
-            "request",
-            "--connect",
-            &target,
-            "--on",
-            "host=h1",
-            "--for",
-            "10m",
-            "--reason",
-            "INC-7",
-            "--workload",
-            &workload,
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let (code, r, err) = c.ask_with(&dave_cert, &dave_key, &ask(&h, "h1").reason(Some("INC-7")));
+    assert_eq!(code, 0, "{r}{err}");
     wait_until(
         "the grant to reach the joined agent",
         Duration::from_secs(10),
@@ -196,20 +172,15 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
         first_key,
         "a new key each renewal"
     );
-    subscribed(&c, 2);
+    c.wait_subscribed(2);
 
     // Revoked: its stream closes, and renewals are refused.
     let (code, out, err) = coordinator_cli(&["host", "revoke", "--config", cfg, "h1"]);
     assert_eq!(code, 0, "{out}{err}");
-    let log = d.join("coordinator.log");
     wait_until(
         "the revoked host's stream to close",
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("revoked host disconnected")
-        },
+        || c.log().contains("revoked host disconnected"),
     );
     let (admin_cert, admin_key) = person("root-admin");
     wait_until("a renewal refused", Duration::from_secs(30), || {
@@ -238,5 +209,5 @@ fn a_fresh_agent_joins_with_a_token_renews_and_is_cut_off_when_revoked() {
     assert_eq!(count("host_revoked"), 1, "{audit:#?}");
     let secret = &good["wardjoin1.".len().."wardjoin1.".len() + 48];
     assert!(!format!("{audit:?}").contains(secret));
-    assert!(!std::fs::read_to_string(&log).unwrap().contains(secret));
+    assert!(!c.log().contains(secret));
 }
