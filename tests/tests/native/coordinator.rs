@@ -269,6 +269,58 @@ fn auto_approval_by_policy_and_expiry_at_the_deadline() {
     );
 }
 
+/// The coordinator decides a host's eligibility with the posture its own
+/// agent reports: here a host without BPF LSM (the native agents use the
+/// cgroup hooks), on this kernel. A policy that auto-approves only where
+/// files are enforced must not apply, and one for this kernel must.
+#[test]
+fn eligibility_is_decided_with_the_posture_the_hosts_agent_reports() {
+    let mut c = Coordinator::builder("coord-posture").prepare();
+    let kernel = ward_agent::kernel::release();
+    std::fs::write(
+        c.dir().join("policy.cedar"),
+        format!(
+            r#"{policy}
+@id("lsm-hosts-auto") @approvals("0")
+permit(principal, action == Action::"request", resource is Network)
+when {{ context has requester && context.requester in Group::"posture"
+       && context.posture.file_enforcement }};
+
+@id("this-kernel-reviewed") @approvals("1")
+permit(principal, action == Action::"request", resource is Network)
+when {{ context has requester && context.requester in Group::"posture"
+       && !context.posture.file_enforcement && context.posture.kernel == "{kernel}" }};
+
+@id("posture-for-test-workloads")
+permit(principal in Group::"posture", action == Action::"request_for", resource is Workload)
+when {{ resource has team && resource.team == "test" }};
+"#,
+            policy = ward_tests::coordinator::POLICY,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        c.dir().join("directory.toml"),
+        format!(
+            "{directory}[groups.posture]\n[users.pat]\ngroups = [\"posture\"]\n",
+            directory = ward_tests::coordinator::DIRECTORY,
+        ),
+    )
+    .unwrap();
+    c.start();
+    let (h1, _w1) = agent(&c, "co-posture", "h1", c.public_key());
+    c.wait_subscribed(1);
+    let (code, r, err) = c.ask("pat", &ask(&h1, "h1"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        r["policies"],
+        serde_json::json!(["this-kernel-reviewed"]),
+        "decided as a host without file enforcement, on {kernel}: {r}"
+    );
+    assert_eq!(r["state"], "pending", "{r}");
+    assert_eq!(r["approvals_required"], 1, "{r}");
+}
+
 #[test]
 fn a_grant_signed_by_an_unknown_key_is_refused_and_audited() {
     let c = Coordinator::new("coord-rogue");
