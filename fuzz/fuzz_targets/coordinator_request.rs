@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use ward_coordinator::{
     signer::Signer,
-    store::{Store, StoreError},
+    store::{KnownHost, Store, StoreError},
     workflow::{Rules, Workflow, WorkflowError},
 };
 use ward_policy::{Compiler, Directory, Policies};
@@ -75,8 +75,14 @@ fn workflow() -> &'static Mutex<Workflow> {
         let mut store = Store::open_sqlite(&dir).expect("a SQLite store");
         store
             .write(|tx| -> Result<(), StoreError> {
-                tx.upsert_host("db1", &["env=prod".into()], 0)?;
-                tx.upsert_host("stg1", &["env=staging".into()], 0)
+                let host = |name: &str, label: &str| KnownHost {
+                    name: name.into(),
+                    labels: vec![label.into()],
+                    file_enforcement: true,
+                    kernel: "6.12.0".into(),
+                };
+                tx.upsert_host(&host("db1", "env=prod"), 0)?;
+                tx.upsert_host(&host("stg1", "env=staging"), 0)
             })
             .expect("hosts");
         let signer = Signer::create(&dir.join("signing.pk8")).expect("a signing key");
