@@ -92,6 +92,9 @@ pub struct MetricsSection {
 pub struct PolicySection {
     pub files: Vec<PathBuf>,
     pub directory: Option<PathBuf>,
+    /// People and groups from an LDAP server, polled: the `request`,
+    /// `request_for` and `review` policies see them as agents do.
+    pub ldap: Option<ward_ldap::LdapSource>,
 }
 
 fn default_ttl() -> Duration {
@@ -149,6 +152,12 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        if let Some(l) = &c.policy.ldap {
+            l.check().map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
         if let Some(dir) = path.parent() {
             for p in [
                 &mut c.cert,
@@ -160,6 +169,12 @@ impl Config {
             .into_iter()
             .chain(c.policy.files.iter_mut())
             .chain(c.policy.directory.iter_mut())
+            .chain(
+                c.policy
+                    .ldap
+                    .iter_mut()
+                    .flat_map(|l| l.ca_file.iter_mut().chain(l.bind_password_file.iter_mut())),
+            )
             .chain(c.database_ca.iter_mut())
             .chain(c.enrolment.iter_mut().map(|e| &mut e.ca_key))
             .chain(

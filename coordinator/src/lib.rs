@@ -23,6 +23,7 @@ pub mod database;
 pub mod enrolment;
 pub mod fleet;
 pub mod join;
+pub mod ldap;
 pub mod metrics;
 pub mod server;
 pub mod service;

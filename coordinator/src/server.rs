@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-use ward_policy::{Clock, Compiler, Env};
+use ward_policy::{Clock, Compiler, EntityDef, Env};
 use ward_proto::{
     transport,
     v1::{coordinator_server::CoordinatorServer, enrolment_server::EnrolmentServer},
@@ -166,11 +166,18 @@ fn read_tls(field: &'static str, path: &Path) -> Result<Vec<u8>, ServerError> {
     })
 }
 
-/// The policy and directory the config names; every error is named.
-fn load_policy(config: &Config) -> Result<Compiler, ServerError> {
-    let (policies, directory) =
-        ward_policy::load_sources(&config.policy.files, config.policy.directory.as_deref())
-            .map_err(|source| ServerError::Policy { source })?;
+/// The policy and directory the config names, the directory joined by
+/// `people` from LDAP; every error is named.
+pub(crate) fn load_policy(
+    config: &Config,
+    people: Vec<EntityDef>,
+) -> Result<Compiler, ServerError> {
+    let (policies, directory) = ward_policy::load_sources_with(
+        &config.policy.files,
+        config.policy.directory.as_deref(),
+        people,
+    )
+    .map_err(|source| ServerError::Policy { source })?;
     Ok(Compiler::new(
         policies,
         directory,
@@ -213,7 +220,12 @@ pub fn open_store(config: &Config) -> Result<Store, ServerError> {
 
 /// Loads everything the coordinator decides with; every error is named.
 pub fn workflow(config: &Config) -> Result<Workflow, ServerError> {
-    let policy = load_policy(config)?;
+    workflow_with(config, Vec::new())
+}
+
+/// [`workflow`], with people and groups read from LDAP.
+fn workflow_with(config: &Config, people: Vec<EntityDef>) -> Result<Workflow, ServerError> {
+    let policy = load_policy(config, people)?;
     let signer = Signer::from_pkcs8(&config.signing_key)?;
     let store = open_store(config)?;
     Ok(Workflow {
@@ -236,10 +248,17 @@ pub async fn run(
     // Taken before the policy is read: an edit made from here on is
     // noticed, even one made before the watcher first runs.
     let loaded_stamps = policy_stamps(&config);
+    // People and groups from LDAP, when configured: read once before
+    // serving, then polled.
+    let people = Arc::new(Mutex::new(match &config.policy.ldap {
+        Some(source) => crate::ldap::first_read(source).await,
+        None => Vec::new(),
+    }));
     let cfg = config.clone();
     let with_hooks = !config.webhooks.is_empty();
+    let first_people = people.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let wf = blocking("loading the policy, signing key and store", move || {
-        let mut wf = workflow(&cfg)?;
+        let mut wf = workflow_with(&cfg, first_people)?;
         if with_hooks {
             wf.init_notifications()
                 .map_err(|source| ServerError::WebhookCursor { source })?;
@@ -275,8 +294,17 @@ pub async fn run(
         hooks,
         metrics.clone(),
     ));
+    if let Some(source) = config.policy.ldap.clone() {
+        tokio::spawn(crate::ldap::poll(
+            source,
+            config.clone(),
+            people.clone(),
+            workflow.clone(),
+        ));
+    }
     let sweeper = workflow.clone();
     let watched = config.clone();
+    let watched_people = people.clone();
     let swept_fleet = fleet.clone();
     tokio::spawn(async move {
         let mut stamps = loaded_stamps;
@@ -289,8 +317,12 @@ pub async fn run(
                 stamps = now;
                 let cfg = watched.clone();
                 let wf = sweeper.clone();
+                let people = watched_people
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let reloaded = tokio::task::spawn_blocking(move || {
-                    let policy = load_policy(&cfg)?;
+                    let policy = load_policy(&cfg, people)?;
                     wf.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .replace_policy(policy);
@@ -473,7 +505,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
 
         std::fs::write(dir.join("policy.cedar"), "permit(").unwrap();
-        let e = load_policy(&config(&dir, "")).err().unwrap();
+        let e = load_policy(&config(&dir, ""), Vec::new()).err().unwrap();
         assert!(matches!(e, ServerError::Policy { .. }), "{e:?}");
         let text = ward_proto::error_chain(&e);
         assert!(text.starts_with("policy: "), "{text}");

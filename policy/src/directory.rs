@@ -36,7 +36,9 @@ use serde_json::{Map, Value, json};
 use crate::{net::NetPattern, policies::Position, schema::schema};
 
 /// The entity types of ward's schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     User,
     Group,
@@ -108,7 +110,9 @@ impl Kind {
 
 /// An entity's identity: its type and id. Shown as the directory's TOML
 /// names it: `users.alice`, `paths."/srv/prod/"`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct EntityKey {
     pub kind: Kind,
     pub id: String,
@@ -138,7 +142,7 @@ impl fmt::Display for EntityKey {
 }
 
 /// One entity as written in the directory.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EntityDef {
     pub kind: Kind,
     pub id: String,
@@ -312,17 +316,56 @@ pub struct Directory {
 impl Directory {
     /// Reads a `.toml` directory or, for `.json`, Cedar's entities format.
     pub fn load(path: &Path) -> Result<Directory, DirectoryError> {
+        Directory::load_with(Some(path), Vec::new())
+    }
+
+    /// The file's entities (if a file is named) and `extra`, from another
+    /// source (LDAP's people and groups), checked together: an entity both
+    /// list is an error naming it.
+    pub fn load_with(
+        path: Option<&Path>,
+        extra: Vec<EntityDef>,
+    ) -> Result<Directory, DirectoryError> {
+        let Some(path) = path else {
+            return Directory::from_defs(extra);
+        };
         let text = std::fs::read_to_string(path).map_err(|e| DirectoryError::Read {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let defs = if path.extension().is_some_and(|e| e == "json") {
+        let mut defs = if path.extension().is_some_and(|e| e == "json") {
             parse_json(&text)
         } else {
             parse_toml(&text)
         }
         .map_err(|e| e.in_file(path))?;
+        defs.extend(extra);
         Directory::from_defs(defs).map_err(|e| e.in_file(path))
+    }
+
+    /// Checks each entity, leaving out those the schema or the hierarchy
+    /// refuses (and references to them) instead of refusing all: for a
+    /// source where one bad entry must not stop the rest. Returns the
+    /// entities kept and why each other was left out.
+    pub fn check_each(mut defs: Vec<EntityDef>) -> (Vec<EntityDef>, Vec<DirectoryError>) {
+        let mut refused = Vec::new();
+        // Each round leaves one entity out, so this ends.
+        for _ in 0..=defs.len() {
+            let e = match Directory::from_defs(defs.clone()) {
+                Ok(_) => return (defs, refused),
+                Err(e) => e,
+            };
+            let Some(key) = e.entity().cloned() else {
+                refused.push(e);
+                return (Vec::new(), refused);
+            };
+            defs.retain(|d| d.key() != key);
+            for d in &mut defs {
+                d.parents.retain(|p| *p != key);
+            }
+            refused.push(e);
+        }
+        (Vec::new(), refused)
     }
 
     pub fn parse_toml(text: &str) -> Result<Directory, DirectoryError> {

@@ -33,6 +33,7 @@ pub use directory::{Directory, DirectoryError, EntityDef, EntityKey, Kind, Recor
 pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
 pub use net::{NetPattern, NetPatternError};
 pub use policies::{Policies, PolicyError, PolicyInfo, Position};
+pub use schema::{AttrType, attribute_type};
 
 /// The operations the kernel decides, as Cedar actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -118,10 +119,17 @@ pub fn load_sources(
     files: &[std::path::PathBuf],
     directory: Option<&std::path::Path>,
 ) -> Result<(Policies, Directory), LoadError> {
+    load_sources_with(files, directory, Vec::new())
+}
+
+/// [`load_sources`], with the directory file's entities joined by `extra`
+/// from another source (LDAP's people and groups).
+pub fn load_sources_with(
+    files: &[std::path::PathBuf],
+    directory: Option<&std::path::Path>,
+    extra: Vec<EntityDef>,
+) -> Result<(Policies, Directory), LoadError> {
     let policies = Policies::load(files).map_err(LoadError::Policies)?;
-    let directory = match directory {
-        Some(d) => Directory::load(d)?,
-        None => Directory::default(),
-    };
+    let directory = Directory::load_with(directory, extra)?;
     Ok((policies, directory))
 }

@@ -13,6 +13,7 @@ pub mod flood;
 pub mod holder;
 pub mod lifecycle;
 pub mod pki;
+pub mod slapd;
 pub mod syscall_loop;
 pub mod wardd;
 
@@ -415,6 +416,22 @@ pub fn open_in(
                 }
             }
             try_open(&target, flags)
+        })
+    }
+}
+
+/// Connects to `addr` from a child in `cgroup` that takes on `id` first.
+pub fn connect_in(cgroup: &OwnedCgroup, id: Identity, addr: std::net::SocketAddr) -> OpenOutcome {
+    let (family, storage, len) = sockaddr(addr);
+    let login = id.login_uid.map(|l| l.to_string()).unwrap_or_default();
+    // SAFETY: become_identity, socket, connect and close only.
+    unsafe {
+        in_child(Some(cgroup), || {
+            let r = become_identity(id, login.as_bytes());
+            if r != 0 {
+                return r;
+            }
+            try_connect(family, &storage, len)
         })
     }
 }

@@ -128,6 +128,10 @@ const VM_PACKAGES: &[(&str, &str)] = &[
     // The packages are checked by lintian, and the journal fields are
     // read back from a real journald (part of systemd, above).
     ("lintian", "/usr/bin/lintian"),
+    // The LDAP directory source is tested against a real OpenLDAP server,
+    // written to with its own tools.
+    ("slapd", "/usr/sbin/slapd"),
+    ("ldap-utils", "/usr/bin/ldapmodify"),
 ];
 
 /// What `cargo xtask dist` builds packages with.

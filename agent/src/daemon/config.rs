@@ -60,6 +60,9 @@ pub struct PolicySection {
     /// How often the files are checked for changes, e.g. "1s".
     #[serde(default = "default_reload", with = "humantime_serde_compat")]
     pub reload_interval: Duration,
+    /// People and groups from an LDAP server, polled; workloads and
+    /// resources stay in `directory`.
+    pub ldap: Option<ward_ldap::LdapSource>,
 }
 
 /// The fleet channel: the agent dials the coordinator over mutual TLS and
@@ -380,10 +383,13 @@ impl Config {
         // Policy sources and coordinator files may be named relative to
         // the config file.
         if let Some(dir) = path.parent() {
-            let policy = config
-                .policy
-                .iter_mut()
-                .flat_map(|p| p.files.iter_mut().chain(p.directory.iter_mut()));
+            let policy = config.policy.iter_mut().flat_map(|p| {
+                let ldap = p
+                    .ldap
+                    .iter_mut()
+                    .flat_map(|l| l.ca_file.iter_mut().chain(l.bind_password_file.iter_mut()));
+                p.files.iter_mut().chain(p.directory.iter_mut()).chain(ldap)
+            });
             let coordinator = config
                 .coordinator
                 .iter_mut()
@@ -451,6 +457,10 @@ impl Config {
             }
             if p.reload_interval.is_zero() {
                 return Err(invalid("policy.reload_interval", "must be longer than 0s"));
+            }
+            if let Some(l) = &p.ldap {
+                l.check()
+                    .map_err(|e| invalid(format!("policy.ldap.{}", e.field), e.problem))?;
             }
         }
         if let Some(c) = &self.coordinator {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fleet;
 pub mod grant;
 pub mod journal;
+pub mod ldap;
 pub mod metrics;
 pub mod peer;
 pub mod policy;

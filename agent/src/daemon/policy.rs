@@ -143,9 +143,12 @@ pub struct CedarPolicy {
     /// The cgroup paths of the workloads the policy names: followed, so
     /// their rules hold whenever the cgroup exists.
     pub workload_paths: Vec<String>,
+    /// People and groups from the last good LDAP read, joined to the
+    /// directory file's entities on every reload.
+    ldap_defs: Vec<EntityDef>,
 }
 
-use ward_policy::load_sources;
+use ward_policy::{EntityDef, load_sources_with};
 
 /// The host, as policies see it.
 pub fn host_env(
@@ -168,12 +171,19 @@ fn hostname() -> String {
 }
 
 impl CedarPolicy {
+    /// Loads the sources; `ldap_defs` are the people and groups an LDAP
+    /// source last gave (none without one).
     pub fn load(
         section: &PolicySection,
         env: Env,
         cgroup_root: Option<PathBuf>,
+        ldap_defs: Vec<EntityDef>,
     ) -> Result<CedarPolicy, PolicyError> {
-        let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+        let (policies, directory) = load_sources_with(
+            &section.files,
+            section.directory.as_deref(),
+            ldap_defs.clone(),
+        )?;
         let mut watched = section.files.clone();
         watched.extend(section.directory.clone());
         // Users map to uids through the user database; notice its edits.
@@ -194,9 +204,38 @@ impl CedarPolicy {
             last_error: None,
             applied_at: SystemTime::now(),
             workload_paths: Vec::new(),
+            ldap_defs,
         };
         engine.resolve_subjects();
         Ok(engine)
+    }
+
+    /// The people and groups from the last good LDAP read.
+    pub fn ldap_defs(&self) -> &[EntityDef] {
+        &self.ldap_defs
+    }
+
+    /// A new LDAP read, applied like an edit of the directory file: an
+    /// incremental update when only attributes and memberships changed.
+    /// Refused whole (the previous directory stays) if the joined
+    /// directory does not check, e.g. a name both sources list.
+    pub fn set_ldap_defs(
+        &mut self,
+        defs: Vec<EntityDef>,
+        env: &Env,
+    ) -> Result<Reload, PolicyError> {
+        let previous = std::mem::replace(&mut self.ldap_defs, defs);
+        let stamps = Stamps::of(&self.watched);
+        match self.reload(env, &stamps) {
+            Ok(r) => {
+                self.stamps = stamps;
+                Ok(r)
+            }
+            Err(e) => {
+                self.ldap_defs = previous;
+                Err(e)
+            }
+        }
     }
 
     pub fn compiler(&self) -> &Compiler {
@@ -379,10 +418,14 @@ impl CedarPolicy {
     }
 
     fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, PolicyError> {
-        let (policies, directory) = load_sources(&self.files, self.directory_path.as_deref())
-            .inspect_err(|e| {
-                self.last_error = Some(e.to_string());
-            })?;
+        let (policies, directory) = load_sources_with(
+            &self.files,
+            self.directory_path.as_deref(),
+            self.ldap_defs.clone(),
+        )
+        .inspect_err(|e| {
+            self.last_error = Some(e.to_string());
+        })?;
         let clock = Clock::system();
         let policies_same = policies_equal(&policies, self.compiler.policies());
         let users_changed =
@@ -572,7 +615,8 @@ pub fn check_sources(
     section: &PolicySection,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<String, PolicyError> {
-    let (policies, directory) = load_sources(&section.files, section.directory.as_deref())?;
+    let (policies, directory) =
+        ward_policy::load_sources(&section.files, section.directory.as_deref())?;
     check_resources(&directory)?;
     let n = policies.len();
     let c = Compiler::new(

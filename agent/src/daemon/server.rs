@@ -147,6 +147,12 @@ pub async fn run(
             super::fleet::run(engine.clone(), section, host, labels),
         );
     }
+    if let Some(source) = config.policy.as_ref().and_then(|p| p.ldap.clone()) {
+        essential.spawn(
+            "LDAP directory poller",
+            super::ldap::run(engine.clone(), source),
+        );
+    }
     const TICK: Duration = Duration::from_millis(200);
     let ticker = engine.clone();
     essential.spawn("lifecycle ticker", async move {

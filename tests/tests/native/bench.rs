@@ -451,3 +451,81 @@ fn connect_overhead_native() {
         &serde_json::json!({"rounds": ROUNDS, "ops": OPS, "rows": rows}),
     );
 }
+
+/// A sync of 10,000 people from a real OpenLDAP server: connect, StartTLS,
+/// bind, paged searches of users and groups, the mapping onto ward's
+/// schema and the check of every entity, as wardd's poller does it. Five
+/// reads after one to warm the server's cache.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn ldap_sync() {
+    use ward_tests::slapd::{READER, READER_PASSWORD, Slapd};
+    const USERS: usize = 10_000;
+    const GROUPS: usize = 100;
+    let ldap = Slapd::start("bench");
+    let mut ldif = String::new();
+    for i in 0..USERS {
+        ldif.push_str(&Slapd::person(
+            &format!("user{i:05}"),
+            &[
+                ("departmentNumber", &format!("dept{}", i % 88)),
+                ("employeeType", &format!("{}", i % 5)),
+            ],
+        ));
+    }
+    for g in 0..GROUPS {
+        let members: Vec<String> = (0..USERS)
+            .filter(|i| i % GROUPS == g)
+            .map(|i| Slapd::dn(&format!("user{i:05}")))
+            .collect();
+        ldif.push_str(&Slapd::group(&format!("group{g:03}"), &members));
+    }
+    let loaded = Instant::now();
+    ldap.add(&ldif);
+    println!(
+        "loaded {USERS} users, {GROUPS} groups in {:?}",
+        loaded.elapsed()
+    );
+    let secret = ldap.dir().join("reader.secret");
+    std::fs::write(&secret, READER_PASSWORD).unwrap();
+    let source: ward_ldap::LdapSource = toml::from_str(&format!(
+        "url = \"{}\"\nstarttls = true\nca_file = \"{}\"\nbind_dn = \"{READER}\"\n\
+         bind_password_file = \"{}\"\ntimeout = \"60s\"\n\
+         [users]\nbase = \"ou=people,dc=ward,dc=test\"\n\
+         attributes = {{ department = \"departmentNumber\", clearance = \"employeeType\" }}\n\
+         [groups]\nbase = \"ou=groups,dc=ward,dc=test\"\n",
+        ldap.url(),
+        ldap.ca().display(),
+        secret.display()
+    ))
+    .unwrap();
+    source.check().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = rt.block_on(ward_ldap::fetch(&source, &[])).unwrap();
+    assert_eq!(first.users, USERS);
+    assert!(
+        first.mapped.bad.is_empty(),
+        "{:?}",
+        &first.mapped.bad[..3.min(first.mapped.bad.len())]
+    );
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let f = rt
+                .block_on(ward_ldap::fetch(&source, &first.mapped.defs))
+                .unwrap();
+            assert_eq!(f.mapped.defs.len(), USERS + GROUPS);
+            f.took.as_secs_f64() * 1000.0
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    let r = serde_json::json!({
+        "users": USERS,
+        "groups": GROUPS,
+        "sync_ms": { "median": runs[2], "min": runs[0], "max": runs[4], "runs": runs },
+    });
+    println!("{r}");
+    ward_tests::bench::record("ldap_sync", &r);
+}

@@ -321,6 +321,63 @@ when {{ resource has team && resource.team == "test" }};
     assert_eq!(r["approvals_required"], 1, "{r}");
 }
 
+/// The coordinator's `request` policies see people and groups read from
+/// a real OpenLDAP server: a membership there makes a request eligible,
+/// and removing it (no restart) makes the next one not.
+#[test]
+fn requests_are_decided_with_groups_read_from_ldap() {
+    use ward_tests::slapd::{READER, READER_PASSWORD, Slapd};
+    let ldap = Slapd::start("coord");
+    ldap.add(&Slapd::person("lara", &[]));
+    ldap.add(&Slapd::group("ldapops", &[Slapd::dn("lara")]));
+    let mut c = Coordinator::builder("coord-ldap")
+        .tables(&format!(
+            "[policy.ldap]\nurl = \"{url}\"\nstarttls = true\nca_file = \"{ca}\"\n\
+             bind_dn = \"{READER}\"\nbind_password_file = \"ldap.secret\"\n\
+             poll_interval = \"500ms\"\ntimeout = \"5s\"\n\
+             [policy.ldap.users]\nbase = \"ou=people,dc=ward,dc=test\"\n\
+             [policy.ldap.groups]\nbase = \"ou=groups,dc=ward,dc=test\"\n",
+            url = ldap.url(),
+            ca = ldap.ca().display(),
+        ))
+        .prepare();
+    std::fs::write(c.dir().join("ldap.secret"), READER_PASSWORD).unwrap();
+    std::fs::write(
+        c.dir().join("policy.cedar"),
+        format!(
+            r#"{policy}
+@id("ldapops-auto") @approvals("0")
+permit(principal, action == Action::"request", resource is Network)
+when {{ context has requester && context.requester in Group::"ldapops" }};
+"#,
+            policy = ward_tests::coordinator::POLICY,
+        ),
+    )
+    .unwrap();
+    c.start();
+    let (h1, _w1) = agent(&c, "co-ldap", "h1", c.public_key());
+    c.wait_subscribed(1);
+    let (code, r, err) = c.ask("lara", &Ask::loopback(h1.addr.port(), "h1"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["state"], "approved", "{r}");
+    assert_eq!(r["policies"], serde_json::json!(["ldapops-auto"]), "{r}");
+
+    ldap.modify(
+        "dn: cn=ldapops,ou=groups,dc=ward,dc=test\nchangetype: modify\nreplace: member\n\
+         member: cn=reader,dc=ward,dc=test\n",
+    );
+    wait_until(
+        "lara's removal from ldapops to apply",
+        Duration::from_secs(15),
+        || {
+            let (code, _, _) = c.ask("lara", &Ask::loopback(h1.addr.port(), "h1"));
+            code != 0
+        },
+    );
+    let (_, _, err) = c.ask("lara", &Ask::loopback(h1.addr.port(), "h1"));
+    assert!(err.contains("not eligible"), "{err}");
+}
+
 #[test]
 fn a_grant_signed_by_an_unknown_key_is_refused_and_audited() {
     let c = Coordinator::new("coord-rogue");

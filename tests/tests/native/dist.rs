@@ -25,6 +25,19 @@ fn the_sample_config_is_valid() {
 }
 
 #[test]
+fn the_sample_ldap_config_is_valid() {
+    let (code, out, err) = run(
+        &wardd_bin(),
+        &[
+            "--config",
+            dist("agent-ldap.toml").to_str().unwrap(),
+            "--check-config",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
 fn the_sample_policy_checks_and_compiles() {
     let (code, out, err) = run(
         &ward_tests::ward_bin(),

@@ -9,6 +9,7 @@ mod daemon;
 mod dist;
 mod doctor;
 mod journal;
+mod ldap;
 mod metrics;
 mod packages;
 mod pinning;

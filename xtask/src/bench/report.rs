@@ -263,6 +263,17 @@ fn summary_md(out: &Path) -> String {
             format!("{tf}; {ti}"),
         ]);
     }
+    if let Ok(l) = read_json(out, "ldap_sync") {
+        let t = &targets::LDAP_SYNC;
+        rows.push([
+            format!(
+                "LDAP sync: {} users, {} groups read, mapped and checked (median of 5)",
+                l["users"], l["groups"]
+            ),
+            judged(l["sync_ms"]["median"].as_f64(), 0, t),
+            t.to_string(),
+        ]);
+    }
     if let Ok(m) = read_json(out, "memory") {
         let mib = |k: &str| m[k].as_f64().map(|kib| kib / 1024.0);
         let (ti, tf) = (&targets::RSS_IDLE, &targets::RSS_WITH_GRANTS);
@@ -669,6 +680,7 @@ fn report_json(out: &Path) -> Result<()> {
         "coordinator_fan_out",
         "coordinator_approvals",
         "policy_compile",
+        "ldap_sync",
         "syscall_overhead",
         "use_overhead",
         "connect_native",

@@ -28,11 +28,12 @@ pub fn release_binaries(ws: &Workspace) -> Result<()> {
         .current_dir(&ws.root))
 }
 
-/// Push to enforced, expiry and teardown precision, memory and native
-/// connect overhead (tests/tests/native/bench.rs).
+/// Push to enforced, expiry and teardown precision, memory, native
+/// connect overhead and an LDAP sync of 10,000 people
+/// (tests/tests/native/bench.rs).
 pub fn native(ws: &Workspace, out: &Path) -> Result<()> {
     step(
-        "native: push to enforced (1000 pushes), expiry precision (200 deadlines), memory (100k grants), connect overhead",
+        "native: push to enforced (1000 pushes), expiry precision (200 deadlines), memory (100k grants), connect overhead, LDAP sync (10k users)",
     );
     run(native_benches(ws, out, "bench::").env("WARD_BENCH_OUT", out.join("push_to_enforced.json")))
 }

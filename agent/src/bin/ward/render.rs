@@ -298,6 +298,14 @@ fn policy_json(s: &pb::PolicyStatus, full: bool) -> Value {
         "last_error": s.last_error,
         "unresolved": s.unresolved,
         "host_labels": s.host_labels,
+        "ldap": s.ldap.as_ref().map(|l| serde_json::json!({
+            "url": l.url,
+            "read_at_unix_ms": l.read_unix_ms,
+            "users": l.users,
+            "groups": l.groups,
+            "bad_entries": l.bad_entries,
+            "unreachable": l.unreachable,
+        })),
     })
 }
 
@@ -319,6 +327,28 @@ pub fn policy(s: &pb::PolicyStatus, full: bool, json: bool) {
             &s.directory
         }
     );
+    if let Some(l) = &s.ldap {
+        let read = if l.read_unix_ms > 0 {
+            format!(
+                "{} users, {} groups, read {}",
+                l.users,
+                l.groups,
+                when(l.read_unix_ms)
+            )
+        } else {
+            "never read yet".to_owned()
+        };
+        println!("ldap:        {} ({read})", l.url);
+        if !l.unreachable.is_empty() {
+            println!(
+                "             UNREACHABLE (the last good directory still enforces): {}",
+                l.unreachable
+            );
+        }
+        for b in &l.bad_entries {
+            println!("warning: ldap entry: {b}");
+        }
+    }
     println!(
         "host labels: {}",
         if s.host_labels.is_empty() {

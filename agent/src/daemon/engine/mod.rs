@@ -32,6 +32,7 @@ use crate::{
 
 mod explain;
 mod failpoints;
+mod ldap;
 mod lifecycle;
 mod policy_sync;
 mod protections;
@@ -102,6 +103,8 @@ pub struct Engine {
     protections: Vec<(String, Entry)>,
     /// The Cedar policy and its compiler, when `[policy]` names one.
     cedar: Option<CedarPolicy>,
+    /// The LDAP source of people and groups, when `[policy.ldap]` names one.
+    ldap: ldap::LdapState,
     /// When the policy sources were last checked for edits.
     policy_checked: std::time::Instant,
     /// The config file's modification time: host labels are reloaded.
@@ -165,7 +168,14 @@ impl Engine {
             None => None,
             Some(section) => {
                 let env = host_env(&config.agent.host_labels, file_and_exec);
-                let p = CedarPolicy::load(section, env, cgroup_root.clone())
+                // With an LDAP source, its last good read until the first
+                // read of this run.
+                let ldap_defs = if section.ldap.is_some() {
+                    ldap::read_cache(&config)
+                } else {
+                    Vec::new()
+                };
+                let p = CedarPolicy::load(section, env, cgroup_root.clone(), ldap_defs)
                     .map_err(EngineError::Policy)?;
                 for u in &p.unresolved {
                     tracing::warn!(principal = %u, "policy principal not enforced");
@@ -180,6 +190,12 @@ impl Engine {
         };
         let (events, _) = broadcast::channel(4096);
         let config_stamp = config_mtime(&config);
+        let ldap_url = config
+            .policy
+            .as_ref()
+            .and_then(|p| p.ldap.as_ref())
+            .map(|l| l.url.clone())
+            .unwrap_or_default();
         let mut engine = Engine {
             enforcer,
             store,
@@ -188,6 +204,10 @@ impl Engine {
             config,
             protections,
             cedar,
+            ldap: ldap::LdapState {
+                url: ldap_url,
+                ..Default::default()
+            },
             policy_checked: std::time::Instant::now(),
             config_stamp,
             cgroup_root,

@@ -259,6 +259,7 @@ impl Engine {
             next_boundary_unix_ms: p.next_boundary().map_or(0, unix_ms),
             last_error: p.last_error.clone().unwrap_or_default(),
             unresolved: p.unresolved.clone(),
+            ldap: (!self.ldap.url.is_empty()).then(|| self.ldap.status()),
             host_labels: c
                 .env()
                 .labels
