@@ -64,6 +64,7 @@ impl Slapd {
              rootdn \"{ADMIN}\"\n\
              rootpw {ADMIN_PASSWORD}\n\
              directory {d}/db\n\
+             limits dn.exact=\"{READER}\" size=unlimited\n\
              access to attrs=userPassword by self write by anonymous auth by * none\n\
              access to * by dn.exact=\"{READER}\" read by * none\n",
             d = d.display()
