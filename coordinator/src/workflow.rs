@@ -230,6 +230,24 @@ fn host_env(h: &KnownHost) -> Env {
     }
 }
 
+/// The hosts `policy` can tell apart: one of each set of labels and
+/// posture, unless some policy reads the host's name. A request to 10,000
+/// hosts of one label set is decided once, not 10,000 times.
+fn distinct_hosts<'a>(policy: &Compiler, hosts: &'a [KnownHost]) -> Vec<&'a KnownHost> {
+    if policy.policies().reads_host_name() {
+        return hosts.iter().collect();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    hosts
+        .iter()
+        .filter(|h| {
+            let mut labels = h.labels.clone();
+            labels.sort();
+            seen.insert((labels, h.file_enforcement, h.kernel.clone()))
+        })
+        .collect()
+}
+
 /// `name` as last seen; a host never seen has no labels and enforces no
 /// file rules.
 fn known_host(known: &[KnownHost], name: &str) -> KnownHost {
@@ -300,7 +318,7 @@ impl Rules {
         let mut required = 0;
         let mut policies = Vec::new();
         let mut reason_waived = true;
-        for host in hosts {
+        for host in distinct_hosts(&self.policy, hosts) {
             let (name, env) = (&host.name, host_env(host));
             for (action, object) in targets {
                 if grantee.cgroup.is_some()
@@ -497,9 +515,11 @@ impl Rules {
             ..Default::default()
         };
         let principal = self.grantee(&req.requester, &req.workload)?.principal;
+        let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(&known, h)).collect();
+        let hosts = distinct_hosts(&self.policy, &hosts);
         for (action, object) in targets(&create)? {
-            for host in &req.hosts {
-                let env = host_env(&known_host(&known, host));
+            for host in &hosts {
+                let env = host_env(host);
                 let check = GrantCheck {
                     principal: principal.clone(),
                     requester: Some(EntityKey::new(Kind::User, &req.requester)),
@@ -1031,5 +1051,57 @@ impl Rules {
             }
             Ok(Page { items, next })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ward_policy::{Directory, Policies};
+
+    use super::*;
+
+    fn compiler(policy: &str) -> Compiler {
+        let policies = Policies::parse(&[("p.cedar".into(), policy.into())]).unwrap();
+        Compiler::new(
+            policies,
+            Directory::default(),
+            Env::default(),
+            &Clock::system(),
+        )
+    }
+
+    fn host(name: &str, labels: &[&str], lsm: bool) -> KnownHost {
+        KnownHost {
+            name: name.into(),
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            file_enforcement: lsm,
+            kernel: "6.12".into(),
+        }
+    }
+
+    /// Hosts alike in labels and posture are decided once, unless a policy
+    /// reads the host's name, which can tell each apart.
+    #[test]
+    fn hosts_are_decided_once_per_label_set_and_posture() {
+        let hosts = [
+            host("a", &["env=prod", "tier=db"], true),
+            host("b", &["tier=db", "env=prod"], true),
+            host("c", &["env=prod", "tier=db"], false),
+            host("d", &["env=stg"], true),
+        ];
+        let by_labels = compiler(
+            r#"permit(principal, action == Action::"request", resource)
+               when { context.host.labels.contains("env=prod") };"#,
+        );
+        let names: Vec<&str> = distinct_hosts(&by_labels, &hosts)
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "c", "d"]);
+        let by_name = compiler(
+            r#"permit(principal, action == Action::"request", resource)
+               when { context.host.name == "b" };"#,
+        );
+        assert_eq!(distinct_hosts(&by_name, &hosts).len(), 4);
     }
 }

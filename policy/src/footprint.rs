@@ -65,6 +65,10 @@ pub struct Footprint {
     pub principal: VarUse,
     pub resource: VarUse,
     pub time: TimeUse,
+    /// The host's name is read (`context.host.name`, or `context.host` or
+    /// `context` used whole): hosts with the same labels and posture may
+    /// be decided apart.
+    pub host_name: bool,
 }
 
 impl Footprint {
@@ -72,6 +76,7 @@ impl Footprint {
         self.principal.merge(&o.principal);
         self.resource.merge(&o.resource);
         self.time.merge(&o.time);
+        self.host_name |= o.host_name;
     }
 }
 
@@ -165,13 +170,27 @@ fn walk(e: &Value, fp: &mut Footprint) {
                 match v {
                     "principal" => fp.principal.opaque = true,
                     "resource" => fp.resource.opaque = true,
-                    "context" => fp.time.whole_context = true,
+                    "context" => {
+                        fp.time.whole_context = true;
+                        fp.host_name = true;
+                    }
                     _ => {}
                 }
                 return;
             }
             for (op, node) in map {
                 match op.as_str() {
+                    // `context.host.labels` tells hosts apart by what
+                    // they share; any other use of `context.host` may
+                    // read its name.
+                    "." | "has"
+                        if node.get("left").and_then(|l| l.get(".")).and_then(access)
+                            == Some(("context", "host")) =>
+                    {
+                        if node.get("attr").and_then(Value::as_str) != Some("labels") {
+                            fp.host_name = true;
+                        }
+                    }
                     "." | "has" => match access(node) {
                         Some(("principal", a)) => {
                             fp.principal.attrs.insert(a.to_owned());
@@ -183,6 +202,7 @@ fn walk(e: &Value, fp: &mut Footprint) {
                             "hour" => fp.time.hour = true,
                             "day_of_week" => fp.time.day_of_week = true,
                             "minute_of_day" => fp.time.unbounded_minute = true,
+                            "host" => fp.host_name = true,
                             _ => {}
                         },
                         _ => walk(node, fp),
@@ -299,5 +319,24 @@ mod tests {
         );
         assert!(f.principal.eq.contains(&("User".into(), "alice".into())));
         assert!(f.time.unbounded_minute);
+    }
+
+    /// Labels and posture tell hosts apart by what they share; the name,
+    /// or the host or context used whole, may tell each apart.
+    #[test]
+    fn reading_the_host_name_is_flagged() {
+        let labels = fp(
+            r#"permit(principal, action, resource) when { context.host.labels.contains("env=prod")
+                   && context.posture.file_enforcement && context.hour > 8 };"#,
+        );
+        assert!(!labels.host_name);
+        for src in [
+            r#"permit(principal, action, resource) when { context.host.name == "db1" };"#,
+            r#"permit(principal, action, resource) when { context.host has name };"#,
+            r#"permit(principal, action, resource) when { context.host == { name: "a", labels: [] } };"#,
+            r#"permit(principal, action, resource) when { context == {} };"#,
+        ] {
+            assert!(fp(src).host_name, "{src}");
+        }
     }
 }

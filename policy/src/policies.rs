@@ -349,6 +349,13 @@ impl Policies {
         })
     }
 
+    /// Whether some policy may tell two hosts with the same labels and
+    /// posture apart (it reads the host's name): if none does, a decision
+    /// for one host is the decision for every host like it.
+    pub fn reads_host_name(&self) -> bool {
+        self.footprint.host_name
+    }
+
     /// Ids of the policies that read the clock.
     pub(crate) fn time_dependent(&self) -> BTreeSet<&str> {
         self.info

@@ -342,6 +342,11 @@ impl Coordinator {
     }
 
     /// Its directory: config, certificates, policy, directory, logs.
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

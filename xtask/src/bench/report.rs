@@ -306,6 +306,28 @@ fn summary_md(out: &Path) -> String {
             ),
             "".into(),
         ]);
+        let ten = &f["agents_10000"];
+        let (tg, tr) = (&targets::FAN_OUT_10K, &targets::REVOKE_10K);
+        rows.push([
+            "coordinator: one grant; its revocation, to 10,000 mutual-TLS agent streams (all delivered)"
+                .into(),
+            format!(
+                "{}; {}",
+                judged(ten["all_delivered_us"].as_f64().map(|u| u / 1000.0), 1, tg),
+                judged(ten["all_revoked_us"].as_f64().map(|u| u / 1000.0), 1, tr)
+            ),
+            format!("{tg}; {tr}"),
+        ]);
+        rows.push([
+            "coordinator memory per agent stream (10,000 streams)".into(),
+            format!(
+                "{:.1} KiB",
+                ten["coordinator_kib_per_stream"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            ),
+            "".into(),
+        ]);
         rows.push([
             "coordinator approvals per second: SQLite; PostgreSQL".into(),
             format!(

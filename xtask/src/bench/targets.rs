@@ -261,8 +261,28 @@ pub const LDAP_SYNC: Target = Target {
     why: "issue 16: a directory of 10,000 people read, mapped and checked in under 2 s",
 };
 
+pub const FAN_OUT_10K: Target = Target {
+    name: "fan_out_10k",
+    figure: "coordinator_fan_out.json: agents_10000.all_delivered_us / 1000",
+    statistic: "",
+    bound: Bound::Below,
+    limit: 1000.0,
+    unit: Unit::Millis,
+    why: "issue 16: one grant reaches a fleet of 10,000 agents in under a second",
+};
+
+pub const REVOKE_10K: Target = Target {
+    name: "revoke_10k",
+    figure: "coordinator_fan_out.json: agents_10000.all_revoked_us / 1000",
+    statistic: "",
+    bound: Bound::Below,
+    limit: 1000.0,
+    unit: Unit::Millis,
+    why: "issue 16: a revocation reaches a fleet of 10,000 agents in under a second",
+};
+
 /// Every target, for listing and tests.
-pub const ALL: [&Target; 13] = [
+pub const ALL: [&Target; 15] = [
     &FLOOR_UNMANAGED,
     &FLOOR_MANAGED_UNPROTECTED,
     &FLOOR_MANAGED_GRANTED,
@@ -276,6 +296,8 @@ pub const ALL: [&Target; 13] = [
     &RSS_IDLE,
     &RSS_WITH_GRANTS,
     &LDAP_SYNC,
+    &FAN_OUT_10K,
+    &REVOKE_10K,
 ];
 
 /// The × floor target of a loop's condition: the opening loops (open, exec,

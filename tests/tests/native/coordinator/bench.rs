@@ -66,44 +66,106 @@ fn bench_auto_approved_request_to_enforced() {
     );
 }
 
+/// The coordinator's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One grant, then its revocation, to 100 and 1,000 simulated agents,
+/// each on its own mutual-TLS stream from this process; and the
+/// coordinator's memory per stream.
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
 fn bench_fan_out_to_simulated_agents() {
     use ward_proto::v1 as pb;
-    let c = Coordinator::new("coord-fanout");
+    // Both ends hold a descriptor per stream: the soft limit goes to the
+    // hard one, which the coordinator inherits.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    assert!(
+        lim.rlim_max >= 12_000,
+        "10,000 streams need more descriptors than the hard limit of {}",
+        lim.rlim_max
+    );
+    let c = Coordinator::builder("coord-fanout")
+        .setting("max_connections = 30000")
+        .setting("max_connections_per_peer = 30000")
+        .start();
+    let pid = c.pid().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut results = serde_json::Map::new();
+    let mut dave = rt.block_on(c.grpc("dave"));
+    let mut admin = rt.block_on(c.grpc("root-admin"));
+    // 10,000 is issue 16's fleet; at that size the coordinator closes
+    // streams here ("broken pipe" while 10,000 handshakes queue on two
+    // cores), so the round waits until that is fixed and the report says
+    // the 10,000 figures were not measured.
     for (round, agents) in [100usize, 1000].into_iter().enumerate() {
         let label = format!("fleet=bench{round}");
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(agents);
         let (got_tx, mut got_rx) = tokio::sync::mpsc::channel::<Instant>(agents);
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel::<Instant>(agents);
+        let rss_before = rss_kib(pid);
+        let connecting = Instant::now();
         let mut tasks = Vec::new();
+        // A few hundred handshakes in flight at a time, as a fleet's
+        // jittered reconnects would be.
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
         for i in 0..agents {
             let name = format!("s{round}-{i}");
             let target = c.tls_target(&format!("{name}.agent"));
-            let (ready, got, label) = (ready_tx.clone(), got_tx.clone(), label.clone());
+            let (ready, got, ended, label, gate) = (
+                ready_tx.clone(),
+                got_tx.clone(),
+                ended_tx.clone(),
+                label.clone(),
+                gate.clone(),
+            );
             tasks.push(rt.spawn(async move {
-                let ch = ward_agent::client::connect_tls(&target).await.unwrap();
-                let mut client = pb::coordinator_client::CoordinatorClient::new(ch);
-                let mut s = client
-                    .subscribe(pb::SubscribeRequest {
-                        host: name,
-                        labels: vec!["env=test".into(), label],
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let _snapshot = s.message().await.unwrap();
+                let mut s = {
+                    let _turn = gate.acquire().await.unwrap();
+                    let ch = ward_agent::client::connect_tls(&target).await.unwrap();
+                    let mut client = pb::coordinator_client::CoordinatorClient::new(ch);
+                    let mut s = client
+                        .subscribe(pb::SubscribeRequest {
+                            host: name,
+                            labels: vec!["env=test".into(), label],
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    let _snapshot = s.message().await.unwrap();
+                    s
+                };
                 ready.send(()).await.unwrap();
                 while let Some(m) = s.message().await.unwrap() {
-                    if matches!(m.kind, Some(pb::fleet_message::Kind::Grant(_))) {
-                        got.send(Instant::now()).await.unwrap();
-                        break;
+                    match m.kind {
+                        Some(pb::fleet_message::Kind::Grant(_)) => {
+                            got.send(Instant::now()).await.unwrap();
+                        }
+                        Some(pb::fleet_message::Kind::Revocation(_)) => {
+                            ended.send(Instant::now()).await.unwrap();
+                            break;
+                        }
+                        _ => {}
                     }
                 }
             }));
@@ -113,19 +175,25 @@ fn bench_fan_out_to_simulated_agents() {
                 ready_rx.recv().await.unwrap();
             }
         });
-        let mut dave = rt.block_on(c.grpc("dave"));
+        let connected = connecting.elapsed();
+        // Settled: what the streams hold, not the handshakes' garbage.
+        std::thread::sleep(Duration::from_secs(1));
+        let rss_streams = rss_kib(pid);
         let started = Instant::now();
-        rt.block_on(dave.create_request(pb::CreateRequestRequest {
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
-            }],
-            host_labels: vec![label.clone()],
-            duration_ms: 300_000,
-            reason: "bench".into(),
-            ..Default::default()
-        }))
-        .unwrap();
+        let r = rt
+            .block_on(dave.create_request(pb::CreateRequestRequest {
+                operations: vec![pb::Operation::Connect as i32],
+                objects: vec![pb::Object {
+                    kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
+                }],
+                host_labels: vec![label.clone()],
+                duration_ms: 300_000,
+                reason: "bench".into(),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        let decided = started.elapsed();
         let arrivals: Vec<Duration> = rt.block_on(async {
             let mut v = Vec::new();
             for _ in 0..agents {
@@ -133,9 +201,30 @@ fn bench_fan_out_to_simulated_agents() {
             }
             v
         });
+        let revoking = Instant::now();
+        rt.block_on(admin.revoke(pb::EndRequest {
+            id: r.id,
+            reason: "bench".into(),
+        }))
+        .unwrap();
+        let revocations: Vec<Duration> = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..agents {
+                v.push(ended_rx.recv().await.unwrap() - revoking);
+            }
+            v
+        });
         let last = *arrivals.iter().max().unwrap();
+        let last_end = *revocations.iter().max().unwrap();
         let mut s = ward_tests::bench::summary(arrivals);
         s["all_delivered_us"] = (last.as_micros() as u64).into();
+        s["decided_us"] = (decided.as_micros() as u64).into();
+        s["all_revoked_us"] = (last_end.as_micros() as u64).into();
+        s["revocation"] = ward_tests::bench::summary(revocations);
+        s["connect_all_ms"] = (connected.as_millis() as u64).into();
+        s["coordinator_kib_per_stream"] =
+            (rss_streams.saturating_sub(rss_before) as f64 / agents as f64).into();
+        println!("fan-out to {agents}: {s}");
         results.insert(format!("agents_{agents}"), s);
         for t in tasks {
             t.abort();
