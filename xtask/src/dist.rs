@@ -67,23 +67,29 @@ struct Package {
     postrm: String,
 }
 
+/// wardd, ward and the coordinator in release: what the packages ship and
+/// the benchmarks run.
+pub fn release_binaries(ws: &Workspace) -> Result<()> {
+    step("building wardd, ward and ward-coordinator (release)");
+    run(Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ward-agent",
+            "-p",
+            "ward-coordinator",
+            "--bins",
+        ])
+        .current_dir(&ws.root))
+}
+
 /// Builds both packages into `out`; returns their paths.
 pub fn build(ws: &Workspace, profile: Profile, revision: u32, out: &Path) -> Result<Vec<PathBuf>> {
     if profile == Profile::Release {
         bootstrap::ebpf_toolchain(ws)?;
         ebpf::build(ws)?;
-        step("building wardd, ward and ward-coordinator (release)");
-        run(Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "ward-agent",
-                "-p",
-                "ward-coordinator",
-                "--bins",
-            ])
-            .current_dir(&ws.root))?;
+        release_binaries(ws)?;
     }
     let bins = ws.target().join(profile.dir());
     for b in ["wardd", "ward", "ward-coordinator"] {

@@ -50,7 +50,7 @@ pub fn run_all(ws: &Workspace, only: &[Section]) -> Result<()> {
     ebpf::build(ws)?;
     let out = ws.target().join("bench");
     fs::create_dir_all(&out)?;
-    run::release_binaries(ws)?;
+    crate::dist::release_binaries(ws)?;
     if wanted(Section::Native) {
         run::native(ws, &out)?;
     }

@@ -12,22 +12,6 @@ use crate::{
     vm,
 };
 
-/// wardd, ward and the coordinator in release, as the benches run them.
-pub fn release_binaries(ws: &Workspace) -> Result<()> {
-    step("building release binaries");
-    run(Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ward-agent",
-            "-p",
-            "ward-coordinator",
-            "--bins",
-        ])
-        .current_dir(&ws.root))
-}
-
 /// Push to enforced, expiry and teardown precision, memory, native
 /// connect overhead and an LDAP sync of 10,000 people
 /// (tests/tests/native/bench.rs).
