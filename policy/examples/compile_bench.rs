@@ -139,7 +139,7 @@ fn main() {
         drop(previous);
         evaluations = c.stats().evaluations - before;
         match update {
-            Update::Delta(ch) => changed = ch.len(),
+            Update::Delta(d) => changed = d.changes.len(),
             Update::Full => panic!("one attribute change recompiled everything"),
         }
         assert_eq!(found.len(), 1);
@@ -159,6 +159,7 @@ fn main() {
         "evaluations_incremental": evaluations,
         "entries_changed_incremental": changed,
         "decisions": kernel_entries,
+        "class_decisions": stats_full.class_decisions,
         "compiled_at": SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or(0),
     });
     println!("{out}");

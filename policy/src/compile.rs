@@ -63,13 +63,43 @@ pub struct Change {
     pub new: Option<Arc<Outcome>>,
 }
 
+/// A principal that changed class (`None`: it is in none, i.e. it left
+/// the directory or has just joined it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub principal: EntityKey,
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+}
+
+/// An entry of one class's row that differs after an incremental
+/// recompile (a resource moved to another resource class).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub class: u32,
+    pub action: Action,
+    pub resource: EntityKey,
+    pub old: Option<Arc<Outcome>>,
+    pub new: Option<Arc<Outcome>>,
+}
+
+/// What an incremental recompile changed: per principal (`changes`, what
+/// each person may now do), and as the kernel holds it, per class
+/// (`moved` principals, and `rows` of classes that have members).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delta {
+    pub changes: Vec<Change>,
+    pub moved: Vec<Moved>,
+    pub rows: Vec<RowChange>,
+}
+
 /// What a directory update did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// Everything was recompiled: swap the whole table.
+    /// Everything was recompiled (class ids too): swap the whole table.
     Full,
     /// Only these entries changed.
-    Delta(Vec<Change>),
+    Delta(Delta),
 }
 
 /// Counters for `ward policy show` and the benchmarks.
@@ -83,7 +113,10 @@ pub struct Stats {
     pub evaluations: u64,
     /// Evaluations where a policy raised an error (it then does not apply).
     pub evaluation_errors: u64,
+    /// Decisions per principal: what everyone may do.
     pub decisions: usize,
+    /// Decisions per class with members: what the kernel holds.
+    pub class_decisions: usize,
 }
 
 type Row = Vec<(u32, Action, Arc<Outcome>)>;
@@ -261,16 +294,36 @@ impl Compiler {
             self.recompile(clock);
             return (Update::Full, previous);
         }
-        let mut changes = Vec::new();
+        let mut delta = Delta::default();
         for key in changed {
             if key.kind.is_principal() {
-                changes.extend(self.principal_changed(key));
+                self.principal_changed(key, &mut delta);
             } else if key.kind.is_resource() {
-                changes.extend(self.resource_changed(key));
+                self.resource_changed(key, &mut delta);
             }
         }
         self.refresh_stats();
-        (Update::Delta(changes), previous)
+        (Update::Delta(delta), previous)
+    }
+
+    /// The class a principal is in, if the directory lists it. Class ids
+    /// hold until the next full compile ([`Update::Full`]).
+    pub fn class_of(&self, principal: &EntityKey) -> Option<u32> {
+        self.principal_class.get(principal).copied()
+    }
+
+    /// Every principal with its class.
+    pub fn memberships(&self) -> impl Iterator<Item = (&EntityKey, u32)> {
+        self.principal_class.iter().map(|(k, c)| (k, *c))
+    }
+
+    /// One class's entries: what each of its members may do. Empty for a
+    /// class without members.
+    pub fn class_row(&self, class: u32) -> impl Iterator<Item = (Action, &EntityKey, &Outcome)> {
+        self.rows.get(&class).into_iter().flat_map(move |row| {
+            row.iter()
+                .map(move |(ri, action, o)| (*action, &self.resources[*ri as usize], o.as_ref()))
+        })
     }
 
     /// The compiled entries.
@@ -397,6 +450,11 @@ impl Compiler {
             .values()
             .map(|pc| self.rows.get(pc).map_or(0, |r| r.len()))
             .sum();
+        self.stats.class_decisions = self
+            .members
+            .keys()
+            .map(|pc| self.rows.get(pc).map_or(0, |r| r.len()))
+            .sum();
     }
 
     /// Puts a principal in its class, computing the class's row if new.
@@ -409,7 +467,9 @@ impl Compiler {
             class_key(&record, &self.policies.footprint.principal),
             &record,
         );
-        if let Some(old) = self.principal_class.insert(key.clone(), pc) {
+        if let Some(old) = self.principal_class.insert(key.clone(), pc)
+            && old != pc
+        {
             self.leave_class(key, old);
         }
         self.members.entry(pc).or_default().insert(key.clone());
@@ -419,12 +479,15 @@ impl Compiler {
         }
     }
 
-    /// Drops a principal from a class's members; an empty class goes.
+    /// Drops a principal from a class's members; an empty class goes, and
+    /// so does its row: rows are kept current only for classes with
+    /// members, so one joining it again later gets a fresh row.
     fn leave_class(&mut self, key: &EntityKey, pc: u32) {
         if let Some(m) = self.members.get_mut(&pc) {
             m.remove(key);
             if m.is_empty() {
                 self.members.remove(&pc);
+                self.rows.remove(&pc);
             }
         }
     }
@@ -510,11 +573,10 @@ impl Compiler {
         }
     }
 
-    fn principal_changed(&mut self, key: &EntityKey) -> Vec<Change> {
-        let old_row = self
-            .principal_class
-            .get(key)
-            .and_then(|pc| self.rows.get(pc))
+    fn principal_changed(&mut self, key: &EntityKey, delta: &mut Delta) {
+        let from = self.principal_class.get(key).copied();
+        let old_row = from
+            .and_then(|pc| self.rows.get(&pc))
             .cloned()
             .unwrap_or_default();
         if self.directory.get(key).is_none() {
@@ -524,14 +586,20 @@ impl Compiler {
         } else {
             self.place_principal(key);
         }
-        let new_row = self
-            .principal_class
-            .get(key)
-            .and_then(|pc| self.rows.get(pc))
+        let to = self.principal_class.get(key).copied();
+        if from != to {
+            delta.moved.push(Moved {
+                principal: key.clone(),
+                from,
+                to,
+            });
+        }
+        let new_row = to
+            .and_then(|pc| self.rows.get(&pc))
             .cloned()
             .unwrap_or_default();
         if Arc::ptr_eq(&old_row, &new_row) {
-            return Vec::new();
+            return;
         }
         let old: HashMap<(u32, Action), &Arc<Outcome>> =
             old_row.iter().map(|(r, a, o)| ((*r, *a), o)).collect();
@@ -539,25 +607,23 @@ impl Compiler {
             new_row.iter().map(|(r, a, o)| ((*r, *a), o)).collect();
         let mut slots: BTreeSet<(u32, Action)> = old.keys().copied().collect();
         slots.extend(new.keys().copied());
-        slots
-            .into_iter()
-            .filter_map(|slot| {
+        let changes = slots.into_iter().filter_map(|slot| {
                 let (o, n) = (old.get(&slot).copied(), new.get(&slot).copied());
                 (o != n).then(|| Change {
                     principal: key.clone(),
                     action: slot.1,
                     resource: self.resources[slot.0 as usize].clone(),
-                    old: o.cloned(),
-                    new: n.cloned(),
-                })
+                old: o.cloned(),
+                new: n.cloned(),
             })
-            .collect()
+        });
+        delta.changes.extend(changes);
     }
 
-    fn resource_changed(&mut self, key: &EntityKey) -> Vec<Change> {
+    fn resource_changed(&mut self, key: &EntityKey, delta: &mut Delta) {
         let (Some(&ri), Some(record)) = (self.resource_index.get(key), self.directory.get(key))
         else {
-            return Vec::new();
+            return;
         };
         let record = record.clone();
         let rc = self.rclasses.intern(
@@ -566,9 +632,9 @@ impl Compiler {
         );
         let old_rc = std::mem::replace(&mut self.resource_class[ri as usize], rc);
         if old_rc == rc {
-            return Vec::new();
+            return;
         }
-        let mut changes = Vec::new();
+        let changes = &mut delta.changes;
         let classes: Vec<u32> = self.members.keys().copied().collect();
         for pc in classes {
             for &action in Action::for_kind(key.kind) {
@@ -594,8 +660,14 @@ impl Compiler {
                         new: new.clone(),
                     });
                 }
+                delta.rows.push(RowChange {
+                    class: pc,
+                    action,
+                    resource: key.clone(),
+                    old,
+                    new,
+                });
             }
         }
-        changes
     }
 }

@@ -28,7 +28,9 @@ mod policies;
 mod schema;
 
 pub use clock::{Clock, Env, FixedOffset, Local, LocalTime};
-pub use compile::{Change, Compiler, Decision, Effect, Outcome, Stats, Update};
+pub use compile::{
+    Change, Compiler, Decision, Delta, Effect, Moved, Outcome, RowChange, Stats, Update,
+};
 pub use directory::{Directory, DirectoryError, EntityDef, EntityKey, Kind, Record};
 pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
 pub use net::{NetPattern, NetPatternError};

@@ -328,6 +328,39 @@ impl Subjects {
             n => self.by_cgroup.get(n - 2).copied().unwrap_or(0),
         }
     }
+
+    /// The subject decision row `i` considers: slot `i`, or past the
+    /// slots, the principal class of slot `i - SUBJECT_SLOTS` (0 if it
+    /// has none). Grants are keyed by the subject, Cedar policy by its
+    /// class, so both rows of a subject count.
+    #[inline(always)]
+    pub fn row(&self, i: usize, classes: &mut impl Classes) -> u64 {
+        if i < SUBJECT_SLOTS {
+            return self.slot(i);
+        }
+        let s = self.slot(i - SUBJECT_SLOTS);
+        if s == 0 { 0 } else { classes.class_of(s) }
+    }
+}
+
+/// Rows a decision considers after the protection: each subject slot,
+/// then each one's class.
+pub const DECISION_ROWS: usize = 2 * SUBJECT_SLOTS;
+
+/// Where a subject's principal class is found: the live generation of
+/// [`crate::maps::CLASSES`]. A trait, as [`MostSpecific`] is, so that the
+/// eBPF build inlines it.
+pub trait Classes {
+    /// The [`subject::class`] `subject` is in, 0 if none.
+    fn class_of(&mut self, subject: u64) -> u64;
+}
+
+/// User space (explain, tests) passes closures.
+impl<F: FnMut(u64) -> u64> Classes for F {
+    #[inline(always)]
+    fn class_of(&mut self, subject: u64) -> u64 {
+        self(subject)
+    }
 }
 
 /// A decision in progress: the protection is known, and each of the
@@ -417,8 +450,8 @@ impl Deciding {
 }
 
 /// `None` when the object is not protected (the caller is not decided on).
-/// Otherwise the caller's most specific rule per subject decides: an
-/// explicit deny for any subject wins, an allow counts only until its
+/// Otherwise the caller's most specific rule per subject, then per
+/// subject's class, decides: an explicit deny for any of them wins, an allow counts only until its
 /// deadline on the boot clock, and nothing at all is a deny.
 ///
 /// See [`MostSpecific`] for where rules come from.
@@ -428,12 +461,13 @@ pub fn decide(
     now: u64,
     port: u16,
     rules: &mut impl MostSpecific,
+    classes: &mut impl Classes,
 ) -> Option<Verdict> {
     let protection = rules.most_specific(subject::PROTECTED)?;
     let mut d = Deciding::new(protection, now, port)?;
     let mut i = 0;
-    while i < SUBJECT_SLOTS {
-        let subject = who.slot(i);
+    while i < DECISION_ROWS {
+        let subject = who.row(i, classes);
         i += 1;
         if subject != 0 && d.consider(subject, rules.most_specific(subject)) {
             break;
@@ -487,9 +521,10 @@ fn incomplete() -> Verdict {
 }
 
 /// Most steps a [`FileDecision`] takes: for the protection and then each
-/// subject slot, one step per chain entry. A decision takes only
-/// [`FileDecision::steps`] of them: its subjects times its chain's length.
-pub const FILE_STEPS: u32 = ((1 + SUBJECT_SLOTS) * MAX_CHAIN) as u32;
+/// subject slot and each one's class, one step per chain entry. A
+/// decision takes only [`FileDecision::steps`] of them: its rows times
+/// its chain's length.
+pub const FILE_STEPS: u32 = ((1 + DECISION_ROWS) * MAX_CHAIN) as u32;
 
 /// The file decision over a walk's chain, as small steps of one map lookup
 /// each. User space runs them in a loop ([`decide_file`]); the eBPF
@@ -498,10 +533,13 @@ pub const FILE_STEPS: u32 = ((1 + SUBJECT_SLOTS) * MAX_CHAIN) as u32;
 /// every lookup.
 ///
 /// Order: the protection (the deepest object with a protection entry),
-/// then each subject's deepest object with an entry of its own, as
-/// [`decide`] does for networks. Only the caller's subjects are stepped
-/// through, and only as far as the chain goes: a caller with one subject
-/// under one protected object takes two steps, not [`FILE_STEPS`].
+/// then each subject's deepest object with an entry of its own, then the
+/// same for each subject's class, as [`decide`] does for networks. Only
+/// the caller's subjects are stepped through, and only as far as the
+/// chain goes: a caller with one subject under one protected object
+/// takes three steps (protection, subject, class), not [`FILE_STEPS`].
+/// A class is looked up at the first step of its row, inside the step,
+/// so the eBPF side checks that lookup once, not per subject.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct FileDecision {
@@ -513,10 +551,13 @@ pub struct FileDecision {
     slots: [u64; 1 + SUBJECT_SLOTS],
     rows: u32,
     op: u32,
-    /// The current slot already found its rule.
+    /// The current row already found its rule.
     found: u32,
     /// 1 once the protection is known, 2 if the object is unprotected.
     protected: u32,
+    /// The subject the current row looks up (a subject, or its class; 0
+    /// for a subject without a class).
+    current: u64,
     deciding: Deciding,
 }
 
@@ -535,6 +576,7 @@ impl FileDecision {
             op: 0,
             found: 0,
             protected: NOT_YET,
+            current: 0,
             deciding: Deciding {
                 protection: none,
                 protected_at: 0,
@@ -582,10 +624,10 @@ impl FileDecision {
     }
 
     /// How many steps this decision takes: a row (the protection, then each
-    /// subject) per object of the chain.
+    /// subject, then each subject's class) per object of the chain.
     #[inline(always)]
     pub fn steps(&self) -> u32 {
-        self.rows * self.len()
+        (2 * self.rows - 1) * self.len()
     }
 
     /// The chain's length, as the steps count it (never past
@@ -614,9 +656,14 @@ impl FileDecision {
     /// Step `index`; true when the decision is final and the rest can be
     /// skipped.
     #[inline(always)]
-    pub fn step(&mut self, index: u32, get: impl Fn(&FileKey) -> Option<Rule>) -> bool {
+    pub fn step(
+        &mut self,
+        index: u32,
+        get: impl Fn(&FileKey) -> Option<Rule>,
+        classes: &mut impl Classes,
+    ) -> bool {
         let (row, at) = self.position(index);
-        self.step_at(row, at, get)
+        self.step_at(row, at, get, classes)
     }
 
     /// The step for `row` at chain position `at` (see [`Self::position`]).
@@ -626,8 +673,9 @@ impl FileDecision {
         row: usize,
         at: usize,
         get: impl Fn(&FileKey) -> Option<Rule>,
+        classes: &mut impl Classes,
     ) -> bool {
-        if row > SUBJECT_SLOTS || at >= MAX_CHAIN {
+        if row > DECISION_ROWS || at >= MAX_CHAIN {
             return true;
         }
         if at == 0 {
@@ -637,13 +685,23 @@ impl FileDecision {
                 self.protected = UNPROTECTED;
                 return true;
             }
+            let subjects = self.rows as usize - 1;
+            self.current = if row <= subjects {
+                self.slots.get(row).copied().unwrap_or(0)
+            } else {
+                // A class row: the class of the subject `subjects` rows up.
+                match self.slots.get(row - subjects).copied().unwrap_or(0) {
+                    0 => 0,
+                    s => classes.class_of(s),
+                }
+            };
         }
         if self.found != 0 || at as u32 >= self.chain.len {
             return false;
         }
-        let subject = self.slots.get(row).copied().unwrap_or(0);
+        let subject = self.current;
         if row != 0 && subject == 0 {
-            return false; // the protection's subject is 0; a subject's never is
+            return false; // the protection's subject is 0; no other row's is
         }
         let key = FileKey {
             subject,
@@ -684,6 +742,7 @@ pub fn decide_file(
     op: Op,
     now: u64,
     get: impl Fn(&FileKey) -> Option<Rule>,
+    classes: &mut impl Classes,
 ) -> Option<Verdict> {
     match file_precheck(chain) {
         Err(deny) => return Some(deny),
@@ -694,7 +753,7 @@ pub fn decide_file(
     let steps = d.steps();
     let mut i = 0;
     while i < steps {
-        if d.step(i, &get) {
+        if d.step(i, &get, classes) {
             break;
         }
         i += 1;
@@ -719,6 +778,7 @@ mod tests {
         op: Op,
         now: u64,
         rules: &HashMap<(u64, u32, u32), Rule>,
+        classes: &HashMap<u64, u64>,
     ) -> Option<(bool, u64, u64, u32)> {
         if chain.complete == 0 {
             return Some((false, RULE_WALK_INCOMPLETE, 0, 0));
@@ -731,8 +791,12 @@ mod tests {
         };
         let (protected_at, protection) = deepest(subject::PROTECTED)?;
         let mut decided = (false, protection.rule_id, 0u64);
-        for i in 0..SUBJECT_SLOTS {
-            let s = who.slot(i);
+        let slots = (0..SUBJECT_SLOTS).map(|i| who.slot(i));
+        let rows: std::vec::Vec<u64> = slots
+            .clone()
+            .chain(slots.map(|s| classes.get(&s).copied().unwrap_or(0)))
+            .collect();
+        for s in rows {
             if s == 0 {
                 continue;
             }
@@ -769,8 +833,19 @@ mod tests {
             subject::cgroup(7),
             subject::cgroup(8),
             subject::cgroup(9),
+            subject::class(1),
+            subject::class(2),
         ];
+        // uid 1000 and cgroup 7 share a class; uid 1001 has its own;
+        // the other cgroups have none.
+        let classes: HashMap<u64, u64> = [
+            (subject::uid(1000), subject::class(1)),
+            (subject::cgroup(7), subject::class(1)),
+            (subject::uid(1001), subject::class(2)),
+        ]
+        .into();
         let mut decided_by_rule = 0;
+        let mut decided_by_class = 0;
         for case in 0..20_000u64 {
             let len = rng.below(MAX_CHAIN as u64 + 1) as usize;
             let mut chain = Chain {
@@ -782,11 +857,12 @@ mod tests {
             for (at, id) in chain.ids.iter_mut().enumerate().take(len) {
                 *id = 100 + at as u32;
             }
+            // A caller's subjects are never classes themselves.
             let pick = |rng: &mut Rng| {
                 if rng.below(3) == 0 {
                     0
                 } else {
-                    candidates[rng.below(candidates.len() as u64) as usize]
+                    candidates[rng.below(candidates.len() as u64 - 2) as usize]
                 }
             };
             let who = Subjects {
@@ -831,11 +907,16 @@ mod tests {
                     },
                 );
             }
-            let got = decide_file(&chain, &who, op, now, |k| {
-                rules.get(&(k.subject, k.op, k.object)).copied()
-            })
+            let got = decide_file(
+                &chain,
+                &who,
+                op,
+                now,
+                |k| rules.get(&(k.subject, k.op, k.object)).copied(),
+                &mut |s| classes.get(&s).copied().unwrap_or(0),
+            )
             .map(|v| (v.allow, v.rule_id, v.decided_subject, v.protected_at));
-            let want = reference(&chain, &who, op, now, &rules);
+            let want = reference(&chain, &who, op, now, &rules, &classes);
             assert_eq!(
                 got, want,
                 "case {case}: chain {chain:?} who {who:?} rules {rules:?}"
@@ -843,9 +924,14 @@ mod tests {
             if matches!(want, Some((_, _, s, _)) if s != 0) {
                 decided_by_rule += 1;
             }
+            if matches!(want, Some((_, _, s, _)) if subject::kind(s) == subject::KIND_CLASS) {
+                decided_by_class += 1;
+            }
         }
-        // The cases reach real decisions, not only "unprotected".
+        // The cases reach real decisions, not only "unprotected", and
+        // classes decide some of them.
         assert!(decided_by_rule > 1_000, "{decided_by_rule}");
+        assert!(decided_by_class > 200, "{decided_by_class}");
     }
 
     #[test]
@@ -866,7 +952,7 @@ mod tests {
             by_cgroup: [0; MAX_CGROUP_SUBJECTS],
         };
         let d = FileDecision::new(&chain, &who, Op::Read, 0);
-        assert_eq!(d.steps(), 2);
+        assert_eq!(d.steps(), 3, "protection, the uid, the uid's class");
         chain.len = MAX_CHAIN as u32;
         let all = Subjects {
             by_login: subject::uid(1001),

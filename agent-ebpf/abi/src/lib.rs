@@ -7,8 +7,9 @@
 //! # The decision model
 //!
 //! A *subject* is a managed caller seen as a uid ([`subject::uid`]) or as
-//! the managed cgroup it runs in ([`subject::cgroup`]). Rules live in LPM
-//! tries keyed by `(subject, op, object)`. Entries whose subject is
+//! the managed cgroup it runs in ([`subject::cgroup`]), and as the
+//! principal class each of those is in ([`subject::class`]). Rules are
+//! keyed by `(subject, op, object)`. Entries whose subject is
 //! [`subject::PROTECTED`] mark an object as protected: a managed subject
 //! may touch a protected object only through a matching, unexpired allow.
 #![no_std]
@@ -81,6 +82,12 @@ pub mod maps {
     pub const OBJECTS: &str = "WARD_OBJECTS";
     /// The two generations of file rules: [`super::FileKey`] -> [`super::Rule`].
     pub const FILE_RULES: [&str; 2] = ["WARD_FILE_RULES_0", "WARD_FILE_RULES_1"];
+    /// The two generations of class memberships: a subject (u64, a
+    /// [`super::subject::uid`] or [`super::subject::cgroup`]) -> its
+    /// [`super::subject::class`] (u64). A caller's policy rules are its
+    /// classes' rules; its grants stay keyed by the subject itself. Moving
+    /// a principal to another class is one update of one entry.
+    pub const CLASSES: [&str; 2] = ["WARD_CLASSES_0", "WARD_CLASSES_1"];
     /// u32 0 -> [`super::ExplainSlot`]: the kernel's own walk, for `ward explain`.
     pub const EXPLAIN: &str = "WARD_EXPLAIN";
     /// The two generations of network rules: [`super::NetKey`] -> [`super::Rule`].
@@ -353,6 +360,10 @@ pub mod subject {
     const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
     pub const KIND_UID: u64 = 1;
     pub const KIND_CGROUP: u64 = 2;
+    /// A principal class: everyone the Cedar policy decides alike. Policy
+    /// rules are keyed by class; [`crate::maps::CLASSES`] takes a uid or
+    /// workload subject to its class.
+    pub const KIND_CLASS: u64 = 3;
 
     pub const fn uid(uid: u32) -> u64 {
         (KIND_UID << KIND_SHIFT) | uid as u64
@@ -362,6 +373,10 @@ pub mod subject {
     /// (kernfs inode numbers, far below 2^55) or a path's key (bit 55 set).
     pub const fn cgroup(id: u64) -> u64 {
         (KIND_CGROUP << KIND_SHIFT) | (id & ID_MASK)
+    }
+
+    pub const fn class(id: u32) -> u64 {
+        (KIND_CLASS << KIND_SHIFT) | id as u64
     }
 
     pub const fn kind(subject: u64) -> u64 {

@@ -52,6 +52,38 @@ pub static WARD_FILE_RULES_0: HashMap<FileKey, Rule> = HashMap::with_max_entries
 #[map]
 pub static WARD_FILE_RULES_1: HashMap<FileKey, Rule> = HashMap::with_max_entries(65536, 0);
 
+/// The two generations of class memberships (subject -> class subject),
+/// beside the rules they go with.
+#[map]
+pub static WARD_CLASSES_0: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+#[map]
+pub static WARD_CLASSES_1: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// The class of `subject` in generation `active`, 0 if it has none.
+#[inline(always)]
+pub fn class_of(active: u32, subject: u64) -> u64 {
+    // SAFETY: map lookups with a key on the stack.
+    unsafe {
+        if active == 0 {
+            WARD_CLASSES_0.get(&subject).copied().unwrap_or(0)
+        } else {
+            WARD_CLASSES_1.get(&subject).copied().unwrap_or(0)
+        }
+    }
+}
+
+/// The classes of one generation, for the shared decision.
+pub struct ClassMap {
+    pub active: u32,
+}
+
+impl ward_abi::decision::Classes for ClassMap {
+    #[inline(always)]
+    fn class_of(&mut self, subject: u64) -> u64 {
+        class_of(self.active, subject)
+    }
+}
+
 /// Per CPU: the file decision in progress (too big for the stack beside
 /// a bpf_loop callback's frame).
 #[map]

@@ -114,6 +114,7 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: R
             addr: dest.addr,
             port: dest.port,
         },
+        config.active,
     );
     let Some(verdict) = verdict else {
         return Outcome::UNPROTECTED;

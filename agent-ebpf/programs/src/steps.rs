@@ -8,21 +8,26 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use ward_abi::{
     FileKey, Rule,
-    decision::{Deciding, FileDecision, MostSpecific, SUBJECT_SLOTS, Subjects, Verdict},
+    decision::{DECISION_ROWS, Deciding, FileDecision, MostSpecific, Subjects, Verdict},
 };
 
-use crate::maps::{WARD_FILE_RULES_0, WARD_FILE_RULES_1};
+use crate::maps::{ClassMap, WARD_FILE_RULES_0, WARD_FILE_RULES_1};
 
 struct Loop<'a, M> {
     who: &'a Subjects,
     rules: &'a mut M,
+    classes: ClassMap,
     deciding: Deciding,
 }
 
 extern "C" fn step<M: MostSpecific>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Loop` that `decide` passed to bpf_loop.
     let l = unsafe { &mut *(ctx as *mut Loop<'_, M>) };
-    let subject = l.who.slot(crate::dentry::bounded::<7>(index as usize));
+    let row = crate::dentry::bounded::<15>(index as usize);
+    if row >= DECISION_ROWS {
+        return 1;
+    }
+    let subject = l.who.row(row, &mut l.classes);
     if subject == 0 {
         return 0;
     }
@@ -30,26 +35,29 @@ extern "C" fn step<M: MostSpecific>(index: u64, ctx: *mut c_void) -> i64 {
     i64::from(l.deciding.consider(subject, found))
 }
 
-/// `ward_abi::decision::decide`, with its subject loop run by bpf_loop.
+/// `ward_abi::decision::decide`, with its subject loop run by bpf_loop;
+/// classes from generation `active`.
 #[inline(always)]
 pub fn decide<M: MostSpecific>(
     who: &Subjects,
     now: u64,
     port: u16,
     rules: &mut M,
+    active: u32,
 ) -> Option<Verdict> {
     let protection = rules.most_specific(ward_abi::subject::PROTECTED)?;
     let deciding = Deciding::new(protection, now, port)?;
     let mut l = Loop {
         who,
         rules,
+        classes: ClassMap { active },
         deciding,
     };
     // SAFETY: bpf_loop calls `step` with a pointer to `l`, which outlives
     // the call.
     unsafe {
         bpf_loop(
-            SUBJECT_SLOTS as u32,
+            DECISION_ROWS as u32,
             step::<M> as *mut c_void,
             (&mut l as *mut Loop<'_, M>).cast(),
             0,
@@ -89,12 +97,17 @@ extern "C" fn file_step(index: u64, ctx: *mut c_void) -> i64 {
     // Out of range ends the loop; what is in range is then bounded on the
     // registers themselves, since the step's own checks are on copies
     // LLVM may not reuse (see `dentry::bounded`).
-    if row > SUBJECT_SLOTS || at >= ward_abi::MAX_CHAIN {
+    if row > DECISION_ROWS || at >= ward_abi::MAX_CHAIN {
         return 1;
     }
-    let row = crate::dentry::bounded::<7>(row);
+    let row = crate::dentry::bounded::<15>(row);
     let at = crate::dentry::bounded::<7>(at);
-    i64::from(decision.step_at(row, at, |key| file_rule(active, key)))
+    i64::from(decision.step_at(
+        row,
+        at,
+        |key| file_rule(active, key),
+        &mut ClassMap { active },
+    ))
 }
 
 /// `ward_abi::decision::decide_file` for the chain already in `decision`

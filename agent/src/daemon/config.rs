@@ -236,6 +236,9 @@ pub struct LimitsSection {
     pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
+    /// Users and workloads the Cedar policy puts in a principal class
+    /// (every directory principal with a uid or cgroup on this host).
+    pub max_principals: u32,
     /// Open files of protected objects, and connections to protected
     /// destinations, that the kernel holds to end at their deadline (each
     /// kind). One more open or connect is refused.
@@ -249,6 +252,7 @@ impl Default for LimitsSection {
             max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
+            max_principals: 16384,
             max_held: 65536,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod classes;
 pub mod config;
 pub mod engine;
 pub mod fleet;

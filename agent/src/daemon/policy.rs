@@ -13,14 +13,14 @@ use std::{
 
 use ward_abi::{Effect, Op};
 use ward_policy::{
-    Action, Change, Clock, Compiler, Directory, Eligibility, EntityKey, Env, GrantCheck, Kind,
+    Action, Clock, Compiler, Delta, Directory, Eligibility, EntityKey, Env, GrantCheck, Kind,
     Policies, Update,
 };
 
-use super::{config::PolicySection, grant, users};
+use super::{classes::HeldClasses, config::PolicySection, grant, users};
 use crate::{
     cgroup,
-    enforcer::{Entry, Expiry, NetPattern, Object, PathPattern, Subject},
+    enforcer::{BaseEdit, Classes, Entry, Expiry, NetPattern, Object, PathPattern, Subject},
 };
 
 /// Why policy sources were refused: the previous table keeps enforcing.
@@ -113,17 +113,34 @@ impl Names {
     }
 }
 
+/// The compiled Cedar policy as the kernel holds it: the directory's
+/// protections and each class's entries, and the class of each uid and
+/// workload.
+#[derive(Debug, Default)]
+pub struct PolicyTable {
+    pub entries: Vec<Entry>,
+    pub classes: Classes,
+}
+
 /// What a reload did.
 #[derive(Debug)]
 pub enum Reload {
     Unchanged,
-    /// Swap the whole policy table for these entries.
-    Full(Vec<Entry>),
-    /// Remove these entries, then add those.
-    Delta {
-        remove: Vec<Entry>,
-        add: Vec<Entry>,
-    },
+    /// Swap the whole policy table (class ids are new).
+    Full(PolicyTable),
+    /// Edit the live table.
+    Delta(BaseEdit),
+}
+
+impl Reload {
+    /// Entries and memberships written, for the audit record.
+    pub fn size(&self) -> usize {
+        match self {
+            Reload::Unchanged => 0,
+            Reload::Full(t) => t.entries.len() + t.classes.len(),
+            Reload::Delta(e) => e.remove.len() + e.add.len() + e.classes.len(),
+        }
+    }
 }
 
 pub struct CedarPolicy {
@@ -134,6 +151,8 @@ pub struct CedarPolicy {
     compiler: Compiler,
     names: Names,
     subjects: HashMap<EntityKey, Option<Subject>>,
+    /// The classes as the kernel holds them (since the last full table).
+    held: HeldClasses,
     cgroup_root: Option<PathBuf>,
     /// Principals the kernel cannot be told about, and why.
     pub unresolved: Vec<String>,
@@ -199,6 +218,7 @@ impl CedarPolicy {
             compiler,
             names: Names::default(),
             subjects: HashMap::new(),
+            held: HeldClasses::default(),
             cgroup_root,
             unresolved: Vec::new(),
             last_error: None,
@@ -242,9 +262,10 @@ impl CedarPolicy {
         &self.compiler
     }
 
-    /// All policy entries: protection for every directory resource, and
-    /// each compiled decision.
-    pub fn entries(&mut self) -> Result<Vec<Entry>, PolicyError> {
+    /// The whole table: protection for every directory resource, the
+    /// entries of every class with a member the kernel knows, and each
+    /// such member's class.
+    pub fn table(&mut self) -> Result<PolicyTable, PolicyError> {
         let mut out = Vec::new();
         for key in self.compiler.resources().to_vec() {
             let object = object_of(&key)?;
@@ -265,36 +286,46 @@ impl CedarPolicy {
                 });
             }
         }
-        let decisions: Vec<(EntityKey, Action, EntityKey, ward_policy::Outcome)> = self
-            .compiler
-            .decisions()
-            .map(|d| {
-                (
-                    d.principal.clone(),
-                    d.action,
-                    d.resource.clone(),
-                    d.outcome.clone(),
-                )
-            })
-            .collect();
-        for (p, action, r, outcome) in decisions {
-            if let Some(e) = self.entry(&p, action, &r, &outcome)? {
-                out.push(e);
+        let mut held = HeldClasses::default();
+        for (principal, class) in self.compiler.memberships() {
+            if let Some(subject) = self.subjects.get(principal).copied().flatten() {
+                held.set(subject, Some(class));
             }
         }
-        Ok(out)
+        for class in held.classes() {
+            let entries = self.class_entries(class)?;
+            out.extend(entries.iter().cloned());
+            held.hold(class, entries);
+        }
+        let classes = held.members().clone();
+        self.held = held;
+        Ok(PolicyTable {
+            entries: out,
+            classes,
+        })
+    }
+
+    /// One class's entries, from its compiled row.
+    fn class_entries(&mut self, class: u32) -> Result<Vec<Entry>, PolicyError> {
+        let row: Vec<(Action, EntityKey, ward_policy::Outcome)> = self
+            .compiler
+            .class_row(class)
+            .map(|(a, r, o)| (a, r.clone(), o.clone()))
+            .collect();
+        row.iter()
+            .map(|(action, resource, outcome)| {
+                self.entry(Subject::Class(class), *action, resource, outcome)
+            })
+            .collect()
     }
 
     fn entry(
         &mut self,
-        principal: &EntityKey,
+        subject: Subject,
         action: Action,
         resource: &EntityKey,
         outcome: &ward_policy::Outcome,
-    ) -> Result<Option<Entry>, PolicyError> {
-        let Some(subject) = self.subjects.get(principal).copied().flatten() else {
-            return Ok(None);
-        };
+    ) -> Result<Entry, PolicyError> {
         let effect = Effect::from(outcome.effect);
         let verb = match effect {
             Effect::Allow => "permitted by",
@@ -309,7 +340,7 @@ impl CedarPolicy {
         let rule_id = self
             .names
             .id(format!("{verb} Cedar {plural} {}", ids.join(", ")));
-        Ok(Some(Entry {
+        Ok(Entry {
             subject,
             op: Op::from(action),
             object: object_of(resource)?,
@@ -319,27 +350,58 @@ impl CedarPolicy {
                 .map_or(Expiry::Never, |t| Expiry::AtBootNs(grant::to_boot_ns(t))),
             rule_id,
             from_grant: false,
-        }))
+        })
     }
 
-    fn change_entries(
-        &mut self,
-        changes: &[Change],
-    ) -> Result<(Vec<Entry>, Vec<Entry>), PolicyError> {
-        let (mut remove, mut add) = (Vec::new(), Vec::new());
-        for c in changes {
-            if let Some(o) = &c.old
-                && let Some(e) = self.entry(&c.principal, c.action, &c.resource, o)?
-            {
-                remove.push(e);
+    /// An incremental recompile as the smallest kernel edit. Principals
+    /// that changed class first: a class gets its entries when its first
+    /// member joins (from its row as compiled now) and loses them when its
+    /// last leaves. Then row changes of the classes held before this edit
+    /// (a class whose entries were just computed has them already).
+    fn class_edit(&mut self, delta: &Delta) -> Result<BaseEdit, PolicyError> {
+        let mut edit = BaseEdit::default();
+        let mut fresh = std::collections::BTreeSet::new();
+        for m in &delta.moved {
+            if !self.subjects.contains_key(&m.principal) {
+                let s = self.resolve(&m.principal);
+                self.subjects.insert(m.principal.clone(), s);
             }
-            if let Some(n) = &c.new
-                && let Some(e) = self.entry(&c.principal, c.action, &c.resource, n)?
-            {
-                add.push(e);
+            let Some(subject) = self.subjects.get(&m.principal).copied().flatten() else {
+                continue;
+            };
+            let to = self.compiler.class_of(&m.principal);
+            if self.held.class_of(subject) == to {
+                continue;
             }
+            if let Some(t) = to
+                && !self.held.holds(t)
+            {
+                let entries = self.class_entries(t)?;
+                edit.add.extend(entries.iter().cloned());
+                self.held.hold(t, entries);
+                fresh.insert(t);
+            }
+            edit.remove.extend(self.held.set(subject, to));
+            edit.classes.push((subject, to));
         }
-        Ok((remove, add))
+        for r in &delta.rows {
+            if fresh.contains(&r.class) || !self.held.holds(r.class) {
+                continue;
+            }
+            let subject = Subject::Class(r.class);
+            let old = match &r.old {
+                Some(o) => Some(self.entry(subject, r.action, &r.resource, o)?),
+                None => None,
+            };
+            let new = match &r.new {
+                Some(n) => Some(self.entry(subject, r.action, &r.resource, n)?),
+                None => None,
+            };
+            self.held.edit(r.class, old.as_ref(), new.as_ref());
+            edit.remove.extend(old);
+            edit.add.extend(new);
+        }
+        Ok(edit)
     }
 
     /// The kernel subject of every principal the directory lists.
@@ -434,19 +496,18 @@ impl CedarPolicy {
             match self.compiler.set_directory(directory, &clock) {
                 Update::Full => {
                     self.resolve_subjects();
-                    Reload::Full(self.entries()?)
+                    Reload::Full(self.table()?)
                 }
-                Update::Delta(changes) => {
-                    // New principals need subjects.
-                    for c in &changes {
-                        if !self.subjects.contains_key(&c.principal) {
-                            let s = self.resolve(&c.principal);
-                            self.subjects.insert(c.principal.clone(), s);
-                        }
+                // Should an edit fail half-way (a resource the kernel
+                // cannot match), the whole table is rebuilt instead, so
+                // what is held never drifts from what was written.
+                Update::Delta(delta) => match self.class_edit(&delta) {
+                    Ok(edit) => Reload::Delta(edit),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "incremental policy edit failed; rebuilding the table");
+                        Reload::Full(self.table()?)
                     }
-                    let (remove, add) = self.change_entries(&changes)?;
-                    Reload::Delta { remove, add }
-                }
+                },
             }
         } else {
             let previous = std::mem::replace(
@@ -454,8 +515,8 @@ impl CedarPolicy {
                 Compiler::new(policies, directory, env.clone(), &clock),
             );
             self.resolve_subjects();
-            match self.entries() {
-                Ok(e) => Reload::Full(e),
+            match self.table() {
+                Ok(t) => Reload::Full(t),
                 Err(e) => {
                     self.compiler = previous;
                     self.resolve_subjects();
@@ -470,10 +531,10 @@ impl CedarPolicy {
     }
 
     /// At a time boundary: recompile everything for the new time.
-    pub fn recompile_now(&mut self) -> Result<Vec<Entry>, PolicyError> {
+    pub fn recompile_now(&mut self) -> Result<PolicyTable, PolicyError> {
         self.compiler.recompile(&Clock::system());
         self.applied_at = SystemTime::now();
-        self.entries()
+        self.table()
     }
 
     pub fn next_boundary(&self) -> Option<SystemTime> {

@@ -16,12 +16,12 @@ use super::{
     EnforcerConfig, ProgramStats, Stats,
     error::{EnforcerError, map_err},
     objects::{ObjectChange, Objects},
-    table::{ObjectKey, Slot, Value},
+    table::{Classes, ObjectKey, Slot, Subject, Value},
 };
 use crate::{btf::KernelOffsets, ebpf};
 
 /// Maps that outlive the agent when a pin directory is configured.
-const PERSISTENT: [&str; 20] = [
+const PERSISTENT: [&str; 22] = [
     maps::CONFIG,
     maps::MANAGED_CGROUPS,
     maps::CGROUP_PATHS,
@@ -33,6 +33,8 @@ const PERSISTENT: [&str; 20] = [
     maps::FILE_RULES[1],
     maps::NET_RULES[0],
     maps::NET_RULES[1],
+    maps::CLASSES[0],
+    maps::CLASSES[1],
     maps::EVENTS,
     maps::EVENTS_LOST,
     // Counted by whichever agent's programs decide.
@@ -64,6 +66,9 @@ pub fn load(
     loader.map_max_entries(maps::OBJECTS, config.max_objects);
     for name in maps::NET_RULES {
         loader.map_max_entries(name, config.max_net_rules);
+    }
+    for name in maps::CLASSES {
+        loader.map_max_entries(name, config.max_principals);
     }
     loader.map_max_entries(maps::MANAGED_CGROUPS, config.max_cgroups);
     loader.map_max_entries(maps::CGROUP_PATHS, config.max_cgroups);
@@ -113,6 +118,8 @@ pub struct KernelMaps {
     file_rules: [HashMap<MapData, FileKey, Rule>; 2],
     /// By generation, as [`maps::NET_RULES`].
     net_rules: [LpmTrie<MapData, NetKey, NetRule>; 2],
+    /// By generation, as [`maps::CLASSES`]: subject -> class subject.
+    classes: [HashMap<MapData, u64, u64>; 2],
     explain: Array<MapData, ExplainSlot>,
     /// Until [`KernelMaps::take_events`] hands it to the one event stream.
     events: Option<RingBuf<MapData>>,
@@ -143,6 +150,10 @@ impl KernelMaps {
             net_rules: [
                 take(ebpf, maps::NET_RULES[0])?,
                 take(ebpf, maps::NET_RULES[1])?,
+            ],
+            classes: [
+                take(ebpf, maps::CLASSES[0])?,
+                take(ebpf, maps::CLASSES[1])?,
             ],
             explain: take(ebpf, maps::EXPLAIN)?,
             events: Some(take(ebpf, maps::EVENTS)?),
@@ -341,17 +352,51 @@ impl KernelMaps {
         }
     }
 
-    /// Fills an idle generation from scratch.
+    /// Sets (or, with `None`, removes) one subject's class in generation
+    /// `generation`: one update, so a caller is decided by its old class
+    /// or its new one, never by neither.
+    pub fn put_class(
+        &mut self,
+        generation: u32,
+        subject: Subject,
+        class: Option<u32>,
+        config: &EnforcerConfig,
+    ) -> Result<(), EnforcerError> {
+        let g = generation as usize & 1;
+        let key = subject.raw();
+        let result = match class {
+            Some(c) => self.classes[g].insert(key, ward_abi::subject::class(c), 0),
+            None => self.classes[g].remove(&key),
+        };
+        let name = maps::CLASSES[g];
+        match result {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) if is_full(&e) => Err(EnforcerError::Full {
+                name,
+                max: config.max_principals,
+            }),
+            Err(MapError::SyscallError(s)) if s.io_error.kind() == io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(map_err(name)(e)),
+        }
+    }
+
+    /// Fills an idle generation from scratch: its rules and its classes.
     pub fn fill_generation(
         &mut self,
         generation: u32,
         values: &[(Slot, Value)],
+        classes: &Classes,
         config: &EnforcerConfig,
         objects: &mut Objects,
     ) -> Result<(), EnforcerError> {
         self.clear_generation(generation)?;
         for (slot, value) in values {
             self.put(generation, slot, Some(*value), config, objects)?;
+        }
+        for (subject, class) in classes {
+            self.put_class(generation, *subject, Some(*class), config)?;
         }
         Ok(())
     }
@@ -360,7 +405,22 @@ impl KernelMaps {
         let g = generation as usize & 1;
         remove_where(&mut self.file_rules[g], maps::FILE_RULES[g], |_| true)?;
         remove_where(&mut self.net_rules[g], maps::NET_RULES[g], |_| true)?;
+        let m = &mut self.classes[g];
+        let keys: Vec<u64> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            match m.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(maps::CLASSES[g])(e)),
+            }
+        }
         Ok(())
+    }
+
+    /// The live generation's class of `subject` (a raw subject), 0 if
+    /// none, as the hooks look it up.
+    pub fn class_of(&self, subject: u64) -> Result<u64, EnforcerError> {
+        let g = self.active()?;
+        Ok(not_found_is_none(self.classes[g].get(&subject, 0), maps::CLASSES[g])?.unwrap_or(0))
     }
 
     /// Removes every entry a rule or grant id produced from the live
@@ -379,6 +439,7 @@ impl KernelMaps {
         let path_rules = self.file_rules[g].len();
         let objects = self.objects.keys().filter(Result::is_ok).count();
         let net_rules = self.net_rules[g].len();
+        let classed_subjects = self.classes[g].keys().filter(Result::is_ok).count();
         let managed_cgroups = self.managed_cgroups.keys().filter(Result::is_ok).count();
         let events_lost = self
             .events_lost
@@ -424,6 +485,7 @@ impl KernelMaps {
             path_rules,
             objects,
             net_rules,
+            classed_subjects,
             managed_cgroups,
             events_lost,
             decisions,

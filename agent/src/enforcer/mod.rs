@@ -2,10 +2,10 @@
 //!
 //! It loads ward's programs, attaches them (or adopts the ones a previous
 //! agent pinned), and keeps the kernel's decision maps equal to the table
-//! user space wants: policy entries from [`Enforcer::apply`] plus grants
-//! from [`Enforcer::grant`].
+//! user space wants: policy entries and class memberships from
+//! [`Enforcer::apply_with`] plus grants from [`Enforcer::grant`].
 //!
-//! Rule maps come in two generations. `apply` fills the idle one and flips
+//! Rule and class maps come in two generations. `apply` fills the idle one and flips
 //! [`ward_abi::Config::active`] in one store, so no lookup ever sees a
 //! half-built table; grants and revocations edit the live generation entry
 //! by entry, each edit atomic on its own.
@@ -39,7 +39,7 @@ pub use error::EnforcerError;
 pub use events::{EventKind, EventStream, KernelEvent};
 pub use hook_mode::{Chosen, HookMode};
 pub use path::{PathPattern, PathPatternError};
-pub use table::{Entry, Expiry, Object, Subject, TableError};
+pub use table::{Classes, Entry, Expiry, Object, Subject, TableError};
 pub use teardown::{
     Handle as TeardownHandle, Teardown, log_outcome as log_teardown, probe as teardown_probe,
 };
@@ -47,6 +47,23 @@ pub use ward_policy::{NetPattern, NetPatternError};
 
 use crate::btf::KernelOffsets;
 use table::{BaseRules, Grants, Slot};
+
+/// An incremental edit of the base entries: entries to remove and to add,
+/// and subjects whose class changes (`None`: it leaves every class).
+#[derive(Debug, Default)]
+pub struct BaseEdit {
+    pub remove: Vec<Entry>,
+    pub add: Vec<Entry>,
+    pub classes: Vec<(Subject, Option<u32>)>,
+}
+
+/// Only uids and workloads are given classes.
+fn check_classes<'a>(mut subjects: impl Iterator<Item = &'a Subject>) -> Result<(), TableError> {
+    match subjects.find(|s| !s.classable()) {
+        Some(s) => Err(TableError::NotClassable { subject: *s }),
+        None => Ok(()),
+    }
+}
 
 /// Which hooks to attach.
 #[derive(Debug, Clone)]
@@ -70,6 +87,8 @@ pub struct EnforcerConfig {
     pub max_objects: u32,
     pub max_net_rules: u32,
     pub max_cgroups: u32,
+    /// Uids and workloads with a principal class (each generation).
+    pub max_principals: u32,
     /// Uses in progress of protected objects that the kernel tracks, each
     /// of open files and of connections: one more is refused.
     pub max_held: u32,
@@ -86,6 +105,7 @@ impl Default for EnforcerConfig {
             max_objects: 16384,
             max_net_rules: 16384,
             max_cgroups: 4096,
+            max_principals: 16384,
             max_held: 65536,
             uid_ranges: Vec::new(),
             hooks: Hooks {
@@ -104,6 +124,8 @@ pub struct Stats {
     /// Inodes listed as objects.
     pub objects: usize,
     pub net_rules: usize,
+    /// Uids and workloads in a principal class.
+    pub classed_subjects: usize,
     pub managed_cgroups: usize,
     /// Events dropped because the ring buffer was full.
     pub events_lost: u64,
@@ -149,6 +171,9 @@ pub struct Enforcer {
     adopted: bool,
     /// Every entry not from a grant: protections and the Cedar policy.
     base: BaseRules,
+    /// The class of each classed uid and workload, as the live generation
+    /// holds them.
+    classes: Classes,
     grants: Grants,
     objects: objects::Objects,
     /// Followed cgroup paths (relative to the cgroup root) -> their keys.
@@ -195,6 +220,7 @@ impl Enforcer {
             config,
             adopted,
             base: BaseRules::default(),
+            classes: Classes::new(),
             grants: Grants::default(),
             objects: objects::Objects::default(),
             paths: Default::default(),
@@ -323,10 +349,20 @@ impl Enforcer {
         self.maps.write_guard(&g)
     }
 
-    /// Replaces the table's base entries (all but the grants) in one step.
-    /// On any error the previous table stays in force, untouched.
+    /// Replaces the table's base entries (all but the grants) in one step,
+    /// with no class memberships. On any error the previous table stays
+    /// in force, untouched.
     pub fn apply(&mut self, base: &[Entry]) -> Result<(), EnforcerError> {
+        self.apply_with(base, Classes::new())
+    }
+
+    /// Replaces the base entries and the class memberships together, in
+    /// one generation swap: a renumbered set of classes never meets the
+    /// other generation's rules. On any error the previous table stays in
+    /// force, untouched.
+    pub fn apply_with(&mut self, base: &[Entry], classes: Classes) -> Result<(), EnforcerError> {
         let _writing = self.writes.begin();
+        check_classes(classes.keys())?;
         let base = table::index(base)?;
         let mut merged = base.clone();
         for entries in self.grants.values() {
@@ -346,11 +382,12 @@ impl Enforcer {
         // flip retires is left as it is until the next apply: a program that
         // read `active` just before the flip may still be looking in it.
         self.maps
-            .fill_generation(idle, &values, &self.config, &mut self.objects)?;
+            .fill_generation(idle, &values, &classes, &self.config, &mut self.objects)?;
         kconfig.active = idle;
         self.maps.write_config(&kconfig)?;
         self.maps.bump_epoch()?;
         self.base = BaseRules::new(base);
+        self.classes = classes;
         // Objects no rule of the new table names go, after the flip.
         let used: BTreeSet<PathPattern> = values
             .iter()
@@ -368,6 +405,7 @@ impl Enforcer {
         }
         tracing::info!(
             entries = values.len(),
+            classed = self.classes.len(),
             generation = idle,
             "applied decision table"
         );
@@ -380,30 +418,37 @@ impl Enforcer {
     pub fn replace(
         &mut self,
         base: &[Entry],
+        classes: Classes,
         grants: BTreeMap<u64, Vec<Entry>>,
     ) -> Result<(), EnforcerError> {
         let previous = std::mem::replace(&mut self.grants, Grants::from_map(grants));
-        let result = self.apply(base);
+        let result = self.apply_with(base, classes);
         if result.is_err() {
             self.grants = previous;
         }
         result
     }
 
-    /// Edits the base entries of the live table one by one: what an
-    /// incremental recompile of the Cedar policy changed. Each touched slot is rewritten once;
-    /// on any error the model is put back and the touched slots re-synced.
-    pub fn update_base(&mut self, remove: &[Entry], add: &[Entry]) -> Result<(), EnforcerError> {
+    /// Edits the base entries and class memberships of the live table:
+    /// what an incremental recompile of the Cedar policy changed. In three
+    /// steps, so that no caller is ever decided by a class the kernel has
+    /// no rules for: the slots that gain entries (a new class's rows), then
+    /// each membership (one update each), then the slots that only lose
+    /// entries (an emptied class's rows). On any error the model is put
+    /// back and the touched slots and memberships re-synced.
+    pub fn update_base(&mut self, edit: &BaseEdit) -> Result<(), EnforcerError> {
         let _writing = self.writes.begin();
-        let mut touched = BTreeSet::new();
+        check_classes(edit.classes.iter().map(|(s, _)| s))?;
         let mut removed = Vec::new();
-        for e in remove {
+        let mut removed_slots = BTreeSet::new();
+        for e in &edit.remove {
             let slot = e.slot()?;
             removed.extend(self.base.remove(&slot, e));
-            touched.insert(slot);
+            removed_slots.insert(slot);
         }
         let mut added = Vec::new();
-        for e in add {
+        let mut added_slots = BTreeSet::new();
+        for e in &edit.add {
             let slot = match e.slot() {
                 Ok(s) => s,
                 Err(err) => {
@@ -413,18 +458,58 @@ impl Enforcer {
             };
             self.base.push(slot.clone(), e.clone());
             added.push(e.clone());
-            touched.insert(slot);
+            added_slots.insert(slot);
         }
-        if let Err(err) = self.sync(&touched) {
+        let previous: Vec<(Subject, Option<u32>)> = edit
+            .classes
+            .iter()
+            .map(|(s, _)| (*s, self.classes.get(s).copied()))
+            .collect();
+        for (subject, class) in &edit.classes {
+            match class {
+                Some(c) => self.classes.insert(*subject, *c),
+                None => self.classes.remove(subject),
+            };
+        }
+        let only_removed: BTreeSet<Slot> = removed_slots.difference(&added_slots).cloned().collect();
+        let written = self
+            .write_slots(&added_slots)
+            .and_then(|()| self.write_classes(edit.classes.iter().map(|(s, _)| *s)))
+            .and_then(|()| self.write_slots(&only_removed));
+        if let Err(err) = written {
             self.undo_base_edit(&removed, &added);
-            let _ = self.sync(&touched);
+            for (subject, class) in &previous {
+                match class {
+                    Some(c) => self.classes.insert(*subject, *c),
+                    None => self.classes.remove(subject),
+                };
+            }
+            let _ = self.write_classes(previous.iter().map(|(s, _)| *s));
+            let _ = self.write_slots(&added_slots);
+            let _ = self.write_slots(&only_removed);
+            let _ = self.rules_changed();
             return Err(err);
         }
+        self.rules_changed()?;
         tracing::debug!(
             removed = removed.len(),
             added = added.len(),
+            classes = edit.classes.len(),
             "updated base entries"
         );
+        Ok(())
+    }
+
+    /// Writes the model's class of each subject into the live generation.
+    fn write_classes(
+        &mut self,
+        subjects: impl Iterator<Item = Subject>,
+    ) -> Result<(), EnforcerError> {
+        let active = self.maps.read_config()?.active;
+        for s in subjects {
+            let class = self.classes.get(&s).copied();
+            self.maps.put_class(active, s, class, &self.config)?;
+        }
         Ok(())
     }
 
@@ -667,19 +752,26 @@ impl Enforcer {
                 // As from an unbound socket: 0.0.0.0 is 127.0.0.1.
                 let dest = ward_abi::decision::unspecified_dest(mapped, || [0; 4]);
                 let port = addr.port();
-                let verdict = ward_abi::decision::decide(&who, now, port, &mut |subject| {
-                    let mut lookup = kmaps::NetLookup {
-                        maps: &self.maps,
-                        subject,
-                        addr: dest,
-                        last: None,
-                        err: None,
-                    };
-                    let found = ward_abi::decision::applicable_net_rule(port, &mut lookup);
-                    err = err.take().or(lookup.err);
-                    found
-                });
-                if let Some(e) = err {
+                let class_err = std::cell::RefCell::new(None);
+                let verdict = ward_abi::decision::decide(
+                    &who,
+                    now,
+                    port,
+                    &mut |subject| {
+                        let mut lookup = kmaps::NetLookup {
+                            maps: &self.maps,
+                            subject,
+                            addr: dest,
+                            last: None,
+                            err: None,
+                        };
+                        let found = ward_abi::decision::applicable_net_rule(port, &mut lookup);
+                        err = err.take().or(lookup.err);
+                        found
+                    },
+                    &mut |subject| self.kernel_class(subject, &class_err),
+                );
+                if let Some(e) = err.or(class_err.into_inner()) {
                     return Err(e);
                 }
                 Ok(Explanation {
@@ -696,15 +788,20 @@ impl Enforcer {
             Probe::Path(path) => {
                 let chain = self.kernel_walk(path)?;
                 let err = std::cell::RefCell::new(None);
-                let verdict = ward_abi::decision::decide_file(&chain, &who, op, now, |key| {
-                    match self.maps.file_rule(key) {
+                let verdict = ward_abi::decision::decide_file(
+                    &chain,
+                    &who,
+                    op,
+                    now,
+                    |key| match self.maps.file_rule(key) {
                         Ok(r) => r,
                         Err(e) => {
                             *err.borrow_mut() = Some(e);
                             None
                         }
-                    }
-                });
+                    },
+                    &mut |subject| self.kernel_class(subject, &err),
+                );
                 if let Some(e) = err.into_inner() {
                     return Err(e);
                 }
@@ -715,6 +812,19 @@ impl Enforcer {
                 })
             }
         }
+    }
+
+    /// The live generation's class of a raw subject, as the hooks read
+    /// it; an error is kept in `err` and reads as no class.
+    fn kernel_class(
+        &self,
+        subject: u64,
+        err: &std::cell::RefCell<Option<EnforcerError>>,
+    ) -> u64 {
+        self.maps.class_of(subject).unwrap_or_else(|e| {
+            *err.borrow_mut() = Some(e);
+            0
+        })
     }
 
     /// Whether processes in the cgroup at `rel` under `root` are (or, once

@@ -18,6 +18,9 @@ pub enum Subject {
     Uid(u32),
     /// A managed workload cgroup, by id.
     Cgroup(u64),
+    /// A principal class: Cedar policy's entries are keyed by class, and
+    /// [`Classes`] takes uids and workloads to theirs.
+    Class(u32),
 }
 
 impl Subject {
@@ -26,9 +29,19 @@ impl Subject {
             Subject::Protected => subject::PROTECTED,
             Subject::Uid(uid) => subject::uid(uid),
             Subject::Cgroup(id) => subject::cgroup(id),
+            Subject::Class(id) => subject::class(id),
         }
     }
+
+    /// Whether a class may be given to this subject: a uid or a workload.
+    pub fn classable(self) -> bool {
+        matches!(self, Subject::Uid(_) | Subject::Cgroup(_))
+    }
 }
+
+/// Class memberships: a uid or workload -> the principal class whose
+/// [`Subject::Class`] entries apply to it.
+pub type Classes = BTreeMap<Subject, u32>;
 
 /// What an entry is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,6 +125,8 @@ pub enum TableError {
     },
     #[error("operation {op:?} does not apply to {object}")]
     OpMismatch { op: Op, object: String },
+    #[error("{subject:?} cannot be given a class: only uids and workloads are in classes")]
+    NotClassable { subject: Subject },
 }
 
 impl Entry {

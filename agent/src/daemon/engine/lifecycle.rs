@@ -56,9 +56,10 @@ impl Engine {
         }
         let policy = self.base_entries(None)?;
         // Policy and grants go in together, in one generation swap.
-        self.enforcer.replace(&policy, live)?;
+        self.enforcer
+            .replace(&policy.entries, policy.classes, live)?;
         tracing::info!(
-            protections = policy.len(),
+            protections = policy.entries.len(),
             "kernel table rebuilt from the store"
         );
         Ok(())

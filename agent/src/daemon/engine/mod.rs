@@ -18,7 +18,7 @@ use super::{
     audit::{Audit, AuditError, Record},
     config::Config,
     grant::{self, Grantee, InvalidGrant, ValidGrant, unix_ms},
-    policy::{CedarPolicy, POLICY_BASE, Reload, host_env},
+    policy::{CedarPolicy, POLICY_BASE, PolicyTable, Reload, host_env},
     repeats::{Pending, Repeats},
     store::{Store, StoreError, Stored},
 };
@@ -294,6 +294,11 @@ impl Engine {
                     stats.managed_cgroups as u64,
                     u64::from(l.max_cgroups),
                 ),
+                (
+                    "classed_principals",
+                    stats.classed_subjects as u64,
+                    u64::from(l.max_principals),
+                ),
                 ("held_files", stats.held_files, u64::from(l.max_held)),
                 ("held_sockets", stats.held_sockets, u64::from(l.max_held)),
             ],
@@ -322,6 +327,7 @@ fn load_enforcer(
         max_objects: config.limits.max_objects,
         max_net_rules: config.limits.max_net_rules,
         max_cgroups: config.limits.max_cgroups,
+        max_principals: config.limits.max_principals,
         max_held: config.limits.max_held,
         uid_ranges: config
             .enforce

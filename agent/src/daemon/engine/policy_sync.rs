@@ -6,18 +6,22 @@ use super::*;
 impl Engine {
     /// The table's entries not from grants: the `[protect]` protections,
     /// then the compiled Cedar policy (`fresh` if the caller just
-    /// computed it).
+    /// computed it), with its class memberships.
     pub(super) fn base_entries(
         &mut self,
-        fresh: Option<Vec<Entry>>,
-    ) -> Result<Vec<Entry>, EngineError> {
+        fresh: Option<PolicyTable>,
+    ) -> Result<PolicyTable, EngineError> {
         let mut out: Vec<Entry> = self.protections.iter().map(|(_, e)| e.clone()).collect();
-        match (fresh, self.cedar.as_mut()) {
-            (Some(f), _) => out.extend(f),
-            (None, Some(p)) => out.extend(p.entries().map_err(EngineError::Policy)?),
-            (None, None) => {}
-        }
-        Ok(out)
+        let table = match (fresh, self.cedar.as_mut()) {
+            (Some(f), _) => f,
+            (None, Some(p)) => p.table().map_err(EngineError::Policy)?,
+            (None, None) => PolicyTable::default(),
+        };
+        out.extend(table.entries);
+        Ok(PolicyTable {
+            entries: out,
+            classes: table.classes,
+        })
     }
 
     /// The host as policies see it now: labels from the config, posture
@@ -38,8 +42,8 @@ impl Engine {
             return Ok(());
         };
         if p.next_boundary().is_some_and(|b| b <= SystemTime::now()) {
-            let entries = p.recompile_now().map_err(EngineError::Policy)?;
-            return self.apply_policy_entries(Reload::Full(entries), "agent", "time boundary");
+            let table = p.recompile_now().map_err(EngineError::Policy)?;
+            return self.apply_policy_entries(Reload::Full(table), "agent", "time boundary");
         }
         let interval = self
             .config
@@ -156,25 +160,24 @@ impl Engine {
                 self.enforcer.manage_path(root, path)?;
             }
         }
-        let (mode, changed) = match r {
+        let changed = r.size();
+        let mode = match r {
             Reload::Unchanged => return Ok(()),
-            Reload::Full(entries) => {
-                let n = entries.len();
-                let all = self.base_entries(Some(entries))?;
-                self.enforcer.apply(&all)?;
+            Reload::Full(table) => {
+                let all = self.base_entries(Some(table))?;
+                self.enforcer.apply_with(&all.entries, all.classes)?;
                 // A full compile's scratch can be large: trim on the next
                 // tick, off this path (the audit record comes first).
                 self.trimmer.request();
-                ("full", n)
+                "full"
             }
-            Reload::Delta { remove, add } => {
-                let n = remove.len() + add.len();
-                if let Err(e) = self.enforcer.update_base(&remove, &add) {
+            Reload::Delta(edit) => {
+                if let Err(e) = self.enforcer.update_base(&edit) {
                     tracing::warn!(error = %e, "incremental policy update failed; rebuilding the table");
                     let all = self.base_entries(None)?;
-                    self.enforcer.apply(&all)?;
+                    self.enforcer.apply_with(&all.entries, all.classes)?;
                 }
-                ("incremental", n)
+                "incremental"
             }
         };
         tracing::info!(mode, entries = changed, why, "policy applied");
