@@ -608,11 +608,11 @@ impl Compiler {
         let mut slots: BTreeSet<(u32, Action)> = old.keys().copied().collect();
         slots.extend(new.keys().copied());
         let changes = slots.into_iter().filter_map(|slot| {
-                let (o, n) = (old.get(&slot).copied(), new.get(&slot).copied());
-                (o != n).then(|| Change {
-                    principal: key.clone(),
-                    action: slot.1,
-                    resource: self.resources[slot.0 as usize].clone(),
+            let (o, n) = (old.get(&slot).copied(), new.get(&slot).copied());
+            (o != n).then(|| Change {
+                principal: key.clone(),
+                action: slot.1,
+                resource: self.resources[slot.0 as usize].clone(),
                 old: o.cloned(),
                 new: n.cloned(),
             })

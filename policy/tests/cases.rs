@@ -7,8 +7,8 @@ use std::{
 };
 
 use ward_policy::{
-    Action, Clock, Compiler, Directory, Effect, Eligibility, EntityKey, Env, FixedOffset,
-    GrantCheck, Kind, Policies, Update, Delta,
+    Action, Clock, Compiler, Delta, Directory, Effect, Eligibility, EntityKey, Env, FixedOffset,
+    GrantCheck, Kind, Policies, Update,
 };
 
 const DIRECTORY: &str = r#"
@@ -264,14 +264,19 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
         Directory::parse_toml(&moved).unwrap(),
         &clock(monday(10, 0)),
     );
-    let Update::Delta(Delta { changes, moved, .. }) = update else {
+    let Update::Delta(Delta {
+        changes,
+        moved: classes_moved,
+        ..
+    }) = update
+    else {
         panic!("an attribute change must not recompile everything");
     };
     // As the kernel holds it: bob alone changed class.
-    assert_eq!(moved.len(), 1, "{moved:#?}");
-    assert_eq!(moved[0].principal, user("bob"));
-    assert_eq!(moved[0].to, c.class_of(&user("bob")));
-    assert_ne!(moved[0].from, moved[0].to);
+    assert_eq!(classes_moved.len(), 1, "{classes_moved:#?}");
+    assert_eq!(classes_moved[0].principal, user("bob"));
+    assert_eq!(classes_moved[0].to, c.class_of(&user("bob")));
+    assert_ne!(classes_moved[0].from, classes_moved[0].to);
     // bob now reads /srv/eng/ (and nothing else changed for anyone else).
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!(changes[0].principal, user("bob"));
@@ -292,15 +297,20 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
         "[users.carol]\ndepartment = \"eng\"\nclearance = 1",
         "[users.carol]\ngroups = [\"oncall\"]\ndepartment = \"eng\"\nclearance = 3",
     );
-    let Update::Delta(Delta { changes, moved, .. }) = c.set_directory(
+    let Update::Delta(Delta {
+        changes,
+        moved: classes_moved,
+        ..
+    }) = c.set_directory(
         Directory::parse_toml(&promoted).unwrap(),
         &clock(monday(10, 0)),
-    ) else {
+    )
+    else {
         panic!("a membership change must not recompile everything");
     };
     // One membership update: carol joins alice's class.
-    assert_eq!(moved.len(), 1, "{moved:#?}");
-    assert_eq!(moved[0].to, c.class_of(&user("alice")));
+    assert_eq!(classes_moved.len(), 1, "{classes_moved:#?}");
+    assert_eq!(classes_moved[0].to, c.class_of(&user("alice")));
     // She gains alice's writes on /srv/eng/ and /srv/ops/, and the
     // guardrail on the keys lifts: the delta cannot be empty.
     assert!(!changes.is_empty(), "carol's entries must change");
@@ -324,7 +334,7 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
     );
     let Update::Delta(Delta {
         changes,
-        moved,
+        moved: classes_moved,
         rows,
     }) = c.set_directory(
         Directory::parse_toml(&secret).unwrap(),
@@ -334,14 +344,18 @@ fn one_attribute_change_recompiles_only_what_it_affects() {
         panic!("a resource attribute change must not recompile everything");
     };
     // No one changed class; the classes' rows changed, once per class.
-    assert!(moved.is_empty(), "{moved:#?}");
+    assert!(classes_moved.is_empty(), "{classes_moved:#?}");
     assert!(
         !rows.is_empty() && rows.iter().all(|r| r.resource.id == "/srv/ops/"),
         "{rows:#?}"
     );
     let per_class: std::collections::BTreeSet<_> =
         rows.iter().map(|r| (r.class, r.action)).collect();
-    assert_eq!(per_class.len(), rows.len(), "one row change per class and action");
+    assert_eq!(
+        per_class.len(),
+        rows.len(),
+        "one row change per class and action"
+    );
     assert!(
         !changes.is_empty() && changes.iter().all(|ch| ch.resource.id == "/srv/ops/"),
         "{changes:#?}"

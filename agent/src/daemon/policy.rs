@@ -153,6 +153,9 @@ pub struct CedarPolicy {
     subjects: HashMap<EntityKey, Option<Subject>>,
     /// The classes as the kernel holds them (since the last full table).
     held: HeldClasses,
+    /// The user database as of the last full resolve (a passwd edit
+    /// reloads everything).
+    users: users::Snapshot,
     cgroup_root: Option<PathBuf>,
     /// Principals the kernel cannot be told about, and why.
     pub unresolved: Vec<String>,
@@ -219,6 +222,7 @@ impl CedarPolicy {
             names: Names::default(),
             subjects: HashMap::new(),
             held: HeldClasses::default(),
+            users: users::Snapshot::default(),
             cgroup_root,
             unresolved: Vec::new(),
             last_error: None,
@@ -256,6 +260,11 @@ impl CedarPolicy {
                 Err(e)
             }
         }
+    }
+
+    /// Uids and workloads the kernel holds a class for.
+    pub fn classed_principals(&self) -> usize {
+        self.held.members().len()
     }
 
     pub fn compiler(&self) -> &Compiler {
@@ -406,6 +415,7 @@ impl CedarPolicy {
 
     /// The kernel subject of every principal the directory lists.
     fn resolve_subjects(&mut self) {
+        self.users = users::Snapshot::read();
         self.subjects.clear();
         self.unresolved.clear();
         self.workload_paths.clear();
@@ -418,8 +428,8 @@ impl CedarPolicy {
 
     fn resolve(&mut self, key: &EntityKey) -> Option<Subject> {
         match key.kind {
-            Kind::User => match users::by_name(&key.id) {
-                Some(u) => Some(Subject::Uid(u.uid)),
+            Kind::User => match self.users.uid(&key.id) {
+                Some(uid) => Some(Subject::Uid(uid)),
                 None => {
                     self.unresolved.push(format!(
                         "users.{}: no such user in the user database",

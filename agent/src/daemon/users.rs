@@ -45,6 +45,33 @@ pub fn group_gid(name: &str) -> Option<u32> {
     })
 }
 
+/// The passwd file read once, for resolving many names (a directory of
+/// thousands of people): one pass over the file, not one per name. Names
+/// it does not list go to NSS (LDAP, sssd), as `files` comes first in
+/// `nsswitch.conf`.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    files: std::collections::HashMap<String, u32>,
+}
+
+impl Snapshot {
+    pub fn read() -> Snapshot {
+        let mut files = std::collections::HashMap::new();
+        for u in passwd_entries(Path::new("/etc/passwd")) {
+            // The first line for a name wins, as getpwnam's does.
+            files.entry(u.name).or_insert(u.uid);
+        }
+        Snapshot { files }
+    }
+
+    pub fn uid(&self, name: &str) -> Option<u32> {
+        match self.files.get(name) {
+            Some(uid) => Some(*uid),
+            None => by_name(name).map(|u| u.uid),
+        }
+    }
+}
+
 fn passwd_entries(path: &Path) -> impl Iterator<Item = User> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -68,5 +95,8 @@ mod tests {
         assert_eq!(by_name("root").map(|u| u.uid), Some(0));
         assert_eq!(by_uid(0).map(|u| u.name), Some("root".to_owned()));
         assert_eq!(by_name("no-such-user-ward"), None);
+        let snapshot = Snapshot::read();
+        assert_eq!(snapshot.uid("root"), Some(0));
+        assert_eq!(snapshot.uid("no-such-user-ward"), None);
     }
 }

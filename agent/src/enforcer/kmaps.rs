@@ -151,10 +151,7 @@ impl KernelMaps {
                 take(ebpf, maps::NET_RULES[0])?,
                 take(ebpf, maps::NET_RULES[1])?,
             ],
-            classes: [
-                take(ebpf, maps::CLASSES[0])?,
-                take(ebpf, maps::CLASSES[1])?,
-            ],
+            classes: [take(ebpf, maps::CLASSES[0])?, take(ebpf, maps::CLASSES[1])?],
             explain: take(ebpf, maps::EXPLAIN)?,
             events: Some(take(ebpf, maps::EVENTS)?),
             events_lost: take(ebpf, maps::EVENTS_LOST)?,

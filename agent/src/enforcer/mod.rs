@@ -471,7 +471,8 @@ impl Enforcer {
                 None => self.classes.remove(subject),
             };
         }
-        let only_removed: BTreeSet<Slot> = removed_slots.difference(&added_slots).cloned().collect();
+        let only_removed: BTreeSet<Slot> =
+            removed_slots.difference(&added_slots).cloned().collect();
         let written = self
             .write_slots(&added_slots)
             .and_then(|()| self.write_classes(edit.classes.iter().map(|(s, _)| *s)))
@@ -816,11 +817,7 @@ impl Enforcer {
 
     /// The live generation's class of a raw subject, as the hooks read
     /// it; an error is kept in `err` and reads as no class.
-    fn kernel_class(
-        &self,
-        subject: u64,
-        err: &std::cell::RefCell<Option<EnforcerError>>,
-    ) -> u64 {
+    fn kernel_class(&self, subject: u64, err: &std::cell::RefCell<Option<EnforcerError>>) -> u64 {
         self.maps.class_of(subject).unwrap_or_else(|e| {
             *err.borrow_mut() = Some(e);
             0

@@ -293,6 +293,8 @@ fn policy_json(s: &pb::PolicyStatus, full: bool) -> Value {
         "principal_classes": s.principal_classes,
         "resource_classes": s.resource_classes,
         "decisions": s.decisions,
+        "class_decisions": s.class_decisions,
+        "classed_principals": s.classed_principals,
         "applied_at_unix_ms": s.applied_unix_ms,
         "next_boundary_unix_ms": s.next_boundary_unix_ms,
         "last_error": s.last_error,
@@ -361,6 +363,10 @@ pub fn policy(s: &pb::PolicyStatus, full: bool, json: bool) {
     println!(
         "compiled:    {} principals ({} classes) x {} resources ({} classes): {} decisions",
         s.principals, s.principal_classes, s.resources, s.resource_classes, s.decisions
+    );
+    println!(
+        "in kernel:   {} class entries; {} users and workloads in a class",
+        s.class_decisions, s.classed_principals
     );
     if s.next_boundary_unix_ms > 0 {
         println!(

@@ -258,6 +258,8 @@ impl Engine {
             principal_classes: stats.principal_classes as u64,
             resource_classes: stats.resource_classes as u64,
             decisions: stats.decisions as u64,
+            class_decisions: stats.class_decisions as u64,
+            classed_principals: p.classed_principals() as u64,
             applied_unix_ms: unix_ms(p.applied_at),
             next_boundary_unix_ms: p.next_boundary().map_or(0, unix_ms),
             last_error: p.last_error.clone().unwrap_or_default(),
