@@ -8,69 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use ward_policy::{Clock, Compiler, Directory, Env, FixedOffset, Policies, Update};
-
-const POLICIES: &str = r#"
-@id("dept-read")
-permit(principal is User, action == Action::"read", resource is Path)
-when { principal has department && resource has department && principal.department == resource.department };
-@id("dept-write")
-permit(principal is User, action == Action::"write", resource is Path)
-when { principal has department && resource has department && principal.department == resource.department
-       && principal has clearance && principal.clearance >= 2 };
-@id("oncall-ops")
-permit(principal in Group::"oncall", action in [Action::"read", Action::"write"], resource in Path::"/srv/ops/");
-@id("secret-guardrail")
-forbid(principal is User, action, resource)
-when { resource has classification && resource.classification == "secret" }
-unless { principal has clearance && principal.clearance >= 3 };
-@id("tools")
-permit(principal in Group::"staff", action == Action::"exec", resource is Executable)
-when { context.minute_of_day >= 480 && context.minute_of_day < 1200 };
-@id("db")
-permit(principal is User, action == Action::"connect", resource is Network)
-when { context.host.labels.contains("env=prod") && principal has department && resource has department
-       && principal.department == resource.department };
-@id("jit") @max_duration("1h")
-permit(principal in Group::"staff", action == Action::"request", resource);
-"#;
-
-const CLASSES: [&str; 4] = ["public", "internal", "confidential", "secret"];
-
-fn directory(users: usize, resources: usize, tweak: Option<usize>) -> String {
-    let mut s = String::from("[groups.staff]\n[groups.oncall]\nparents = [\"staff\"]\n");
-    for i in 0..users {
-        let dept = if tweak == Some(i) { 99 } else { i % 20 };
-        let group = if i % 50 == 0 { "oncall" } else { "staff" };
-        s += &format!(
-            "[users.u{i}]\ngroups = [\"{group}\"]\ndepartment = \"d{dept}\"\nclearance = {}\n",
-            (i / 20) % 4
-        );
-    }
-    s += "[paths.\"/srv/ops/\"]\nclassification = \"internal\"\n";
-    let paths = resources * 8 / 10;
-    let execs = resources / 10;
-    for j in 0..paths {
-        s += &format!(
-            "[paths.\"/srv/d{}/r{j}/\"]\ndepartment = \"d{}\"\nclassification = \"{}\"\n",
-            j % 20,
-            j % 20,
-            CLASSES[(j / 20) % 4]
-        );
-    }
-    for j in 0..execs {
-        s += &format!("[executables.\"/opt/tools/t{j}\"]\n");
-    }
-    for j in 0..resources - paths - execs - 1 {
-        s += &format!(
-            "[networks.\"10.{}.{}.0/24:5432\"]\ndepartment = \"d{}\"\n",
-            j / 256,
-            j % 256,
-            j % 20
-        );
-    }
-    s
-}
+use ward_policy::{Clock, Compiler, Directory, Env, FixedOffset, Policies, Update, fixture};
 
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
@@ -90,8 +28,8 @@ fn main() {
         [u, r, n] => (u, r, n),
         _ => (10_000, 1_000, 5),
     };
-    let policies =
-        Policies::parse(&[("bench.cedar".into(), POLICIES.into())]).expect("bench policies");
+    let policies = Policies::parse(&[("bench.cedar".into(), fixture::POLICIES.into())])
+        .expect("bench policies");
     let env = Env {
         host: "db1".into(),
         labels: [("env".to_owned(), "prod".to_owned())].into(),
@@ -103,8 +41,9 @@ fn main() {
         UNIX_EPOCH + Duration::from_secs(1_796_032_800),
         Arc::new(FixedOffset(0)),
     );
-    let text = directory(users, resources, None);
-    let tweaked_text = directory(users, resources, Some(7));
+    let text = fixture::directory(users, resources, None);
+    // u7 moves to a department of their own: a new class.
+    let tweaked_text = fixture::directory(users, resources, Some((7, "d99")));
     let t = Instant::now();
     let dir = Directory::parse_toml(&text).expect("bench directory");
     let load = t.elapsed();

@@ -21,6 +21,7 @@ mod clock;
 mod compile;
 mod directory;
 mod eligibility;
+pub mod fixture;
 mod footprint;
 mod net;
 mod ops;

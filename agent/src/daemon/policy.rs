@@ -161,6 +161,9 @@ pub struct CedarPolicy {
     pub unresolved: Vec<String>,
     pub last_error: Option<String>,
     pub applied_at: SystemTime,
+    /// How long the last reload or recompile took to read and compile the
+    /// sources into a table or an edit (audited with the apply).
+    pub compile_time: Duration,
     /// Cgroups of the directory's workloads, to be managed.
     /// The cgroup paths of the workloads the policy names: followed, so
     /// their rules hold whenever the cgroup exists.
@@ -227,6 +230,7 @@ impl CedarPolicy {
             unresolved: Vec::new(),
             last_error: None,
             applied_at: SystemTime::now(),
+            compile_time: Duration::ZERO,
             workload_paths: Vec::new(),
             ldap_defs,
         };
@@ -490,6 +494,13 @@ impl CedarPolicy {
     }
 
     fn reload(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, PolicyError> {
+        let started = std::time::Instant::now();
+        let r = self.reload_timed(env, stamps);
+        self.compile_time = started.elapsed();
+        r
+    }
+
+    fn reload_timed(&mut self, env: &Env, stamps: &Stamps) -> Result<Reload, PolicyError> {
         let (policies, directory) = load_sources_with(
             &self.files,
             self.directory_path.as_deref(),
@@ -542,9 +553,12 @@ impl CedarPolicy {
 
     /// At a time boundary: recompile everything for the new time.
     pub fn recompile_now(&mut self) -> Result<PolicyTable, PolicyError> {
+        let started = std::time::Instant::now();
         self.compiler.recompile(&Clock::system());
         self.applied_at = SystemTime::now();
-        self.table()
+        let table = self.table();
+        self.compile_time = started.elapsed();
+        table
     }
 
     pub fn next_boundary(&self) -> Option<SystemTime> {

@@ -529,3 +529,145 @@ fn ldap_sync() {
     println!("{r}");
     ward_tests::bench::record("ldap_sync", &r);
 }
+
+/// The 10,000 × 1,000 × 4 directory (`ward_policy::fixture`), compiled
+/// and loaded into the kernel by wardd as a real process, its 10,000
+/// people in its user database (a passwd file bound over /etc/passwd in
+/// wardd's own mount namespace): the kernel memory its maps take, a full
+/// compile plus load, and one attribute change from the directory edit to
+/// the kernel (into a class the kernel holds, and into a new one). Times
+/// are wardd's own, from its `policy_applied` audit records
+/// (`compile_ms`: reading and compiling the sources; `kernel_ms`: writing
+/// the maps); the poll interval is not in them.
+#[test]
+#[ignore = "benchmark: run with `cargo xtask bench`"]
+fn directory_in_kernel() {
+    use serde_json::Value;
+    use ward_policy::fixture;
+    use ward_tests::wardd::Wardd;
+    const USERS: usize = 10_000;
+    const RUNS: usize = 5;
+    let h = host(
+        "bench-dir",
+        "[limits]\nmax_path_rules = 65536\nmax_net_rules = 16384\nmax_principals = 16384\n\n\
+         [policy]\nfiles = [\"policy.cedar\"]\ndirectory = \"directory.toml\"\n\
+         reload_interval = \"50ms\"\n",
+    );
+    let dir = h.dir.path().to_owned();
+    std::fs::write(dir.join("policy.cedar"), fixture::POLICIES).unwrap();
+    std::fs::write(
+        dir.join("directory.toml"),
+        fixture::directory(USERS, 1_000, None),
+    )
+    .unwrap();
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    for i in 0..USERS {
+        let uid = 20_000 + i;
+        passwd += &format!(
+            "{}:x:{uid}:{uid}::/nonexistent:/bin/false\n",
+            fixture::user(i)
+        );
+    }
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/passwd && exec "$@""#)
+        .arg(dir.join("passwd"))
+        .arg(ward_tests::wardd_bin());
+    let mut wardd = Wardd::spawn(cmd, &h.config, &h.socket, &[]);
+    let pid = wardd.pid().unwrap();
+    let show = || -> Value {
+        let (code, out, err) = h.ward(&["policy", "show", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let shown = show();
+    assert_eq!(shown["classed_principals"], USERS, "{shown}");
+    let records = |mode: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "policy_applied" && r["detail"]["mode"] == mode)
+            .collect()
+    };
+    let next = |mode: &str, seen: usize| -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let r = records(mode);
+            if r.len() > seen {
+                return r[r.len() - 1].clone();
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no {mode} apply");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let total = |r: &Value| {
+        r["detail"]["compile_ms"].as_f64().unwrap() + r["detail"]["kernel_ms"].as_f64().unwrap()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let memory = map_memory(pid);
+    let status: Value = serde_json::from_str(&h.ward(&["status", "--json"]).1).unwrap();
+
+    // Full: a policy edit recompiles and swaps the whole table.
+    let (mut full, mut full_kernel) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let seen = records("full").len();
+        std::fs::write(
+            dir.join("policy.cedar"),
+            format!("{}// run {run}\n", fixture::POLICIES),
+        )
+        .unwrap();
+        let r = next("full", seen);
+        full.push(total(&r));
+        full_kernel.push(r["detail"]["kernel_ms"].as_f64().unwrap());
+    }
+    // One attribute change: u7 moves from d7 to d8, into the class u8 is
+    // in (one map update), and back; then to d99, a class of its own (its
+    // row is written, then the membership).
+    let moves = |to: Option<(usize, &str)>, want_entries: Option<u64>| {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            for step in [to, None] {
+                let seen = records("incremental").len();
+                std::fs::write(
+                    dir.join("directory.toml.tmp"),
+                    fixture::directory(USERS, 1_000, step),
+                )
+                .unwrap();
+                std::fs::rename(dir.join("directory.toml.tmp"), dir.join("directory.toml"))
+                    .unwrap();
+                let r = next("incremental", seen);
+                if let Some(n) = want_entries {
+                    assert_eq!(r["detail"]["entries"], n, "{r}");
+                }
+                times.push(total(&r));
+            }
+        }
+        times
+    };
+    let existing = moves(Some((7, "d8")), Some(1));
+    let new_class = moves(Some((7, "d99")), None);
+    let r = serde_json::json!({
+        "users": USERS,
+        "resources": 1_000,
+        "actions": 4,
+        "runs": RUNS,
+        "principal_classes": shown["principal_classes"],
+        "decisions": shown["decisions"],
+        "class_decisions": shown["class_decisions"],
+        "path_rules": status["path_rules"],
+        "net_rules": status["net_rules"],
+        "kernel_memory_bytes": memory,
+        "kernel_memory_mib": memory as f64 / 1048576.0,
+        "full_compile_and_load_ms": median(full),
+        "full_load_kernel_ms": median(full_kernel),
+        "attribute_change_ms": median(existing),
+        "attribute_change_new_class_ms": median(new_class),
+    });
+    assert!(wardd.stop().success(), "{}", wardd.log());
+    ward_tests::bench::record("directory_in_kernel", &r);
+}

@@ -58,19 +58,26 @@ struct Agent {
 
 impl Agent {
     fn start(tag: &str, policy: &str, directory: &str) -> Agent {
+        Agent::start_managing(tag, policy, directory, (1000, 1999))
+    }
+
+    fn start_managing(tag: &str, policy: &str, directory: &str, uids: (u32, u32)) -> Agent {
         let dir = TempDir::new(tag);
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
         std::fs::write(dir.path().join("directory.toml"), directory).unwrap();
         let config = crate::support::agent_config(
             dir.path(),
             &format!("/sys/fs/bpf/ward-{tag}"),
-            r#"managed_uids = [[1000, 1999]]
+            &format!(
+                r#"managed_uids = [[{}, {}]]
 
 [policy]
 files = ["policy.cedar"]
 directory = "directory.toml"
 reload_interval = "100ms"
 "#,
+                uids.0, uids.1
+            ),
         );
         let wardd = Wardd::start(&config, &dir.path().join("agent.sock"), &[]);
         Agent { dir, wardd }
@@ -78,12 +85,28 @@ reload_interval = "100ms"
 
     /// `ward explain --user USER --read FILE --json`.
     fn explain(&self, user: &str) -> serde_json::Value {
-        let (code, out, err) = ward_tests::wardd::ward_as(
-            &self.dir.path().join("agent.sock"),
-            None,
-            &["explain", "--user", user, "--read", FILE, "--json"],
-        );
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain ({code}): {e}: {out} {err}"))
+        self.explain_read(user, FILE)
+    }
+
+    fn explain_read(&self, user: &str, file: &str) -> serde_json::Value {
+        self.ward_json(&["explain", "--user", user, "--read", file, "--json"])
+    }
+
+    /// `ward ARGS` (with `--json` among them), parsed.
+    fn ward_json(&self, args: &[&str]) -> serde_json::Value {
+        let (code, out, err) =
+            ward_tests::wardd::ward_as(&self.dir.path().join("agent.sock"), None, args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ward {args:?} ({code}): {e}: {out} {err}"))
+    }
+
+    fn applied_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"policy_applied\""))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     fn applied(&self) -> usize {
@@ -210,4 +233,184 @@ when {{ context.minute_of_day >= {end} && context.minute_of_day < {after} }};
     assert!(agent.wardd.stop().success(), "{log}");
     assert!(log.contains("time boundary"), "{log}");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/ward-cedar-window");
+}
+
+/// A generated organisation: 10,000 people in five departments at three
+/// clearances (15 principal classes), and each department's internal and
+/// secret trees.
+const DEPTS: [&str; 5] = ["eng", "sales", "ops", "hr", "fin"];
+const PEOPLE: u32 = 10_000;
+const FIRST_UID: u32 = 20_000;
+
+const ORG_POLICY: &str = r#"
+@id("dept-read")
+permit(principal is User, action == Action::"read", resource is Path)
+when { principal has department && resource has department
+       && principal.department == resource.department };
+@id("secret-needs-clearance")
+forbid(principal is User, action == Action::"read", resource is Path)
+when { resource has classification && resource.classification == "secret" }
+unless { principal has clearance && principal.clearance >= 3 };
+"#;
+
+fn person(i: u32) -> (String, &'static str, u32) {
+    (format!("p{i:05}"), DEPTS[(i % 5) as usize], 1 + (i / 5) % 3)
+}
+
+fn org_directory(moved: Option<(u32, &str)>) -> String {
+    let mut d = String::with_capacity(64 * PEOPLE as usize);
+    for i in 0..PEOPLE {
+        let (name, mut dept, clearance) = person(i);
+        if let Some((who, to)) = moved
+            && who == i
+        {
+            dept = to;
+        }
+        d.push_str(&format!(
+            "[users.{name}]\ndepartment = \"{dept}\"\nclearance = {clearance}\n"
+        ));
+    }
+    for dept in DEPTS {
+        d.push_str(&format!(
+            "[paths.\"/srv/org/{dept}/\"]\ndepartment = \"{dept}\"\n\
+             [paths.\"/srv/org/{dept}-secret/\"]\ndepartment = \"{dept}\"\n\
+             classification = \"secret\"\n"
+        ));
+    }
+    d
+}
+
+/// The policy, written plainly: what the kernel must decide.
+fn may_read(dept: &str, clearance: u32, file_dept: &str, secret: bool) -> bool {
+    dept == file_dept && (!secret || clearance >= 3)
+}
+
+/// Adds the generated people to /etc/passwd; the original is put back on
+/// drop (the VM is this suite's alone).
+struct Passwd(String);
+
+impl Passwd {
+    fn extend() -> Passwd {
+        let original = std::fs::read_to_string("/etc/passwd").unwrap();
+        let mut text = original.clone();
+        for i in 0..PEOPLE {
+            let uid = FIRST_UID + i;
+            text.push_str(&format!(
+                "{}:x:{uid}:{uid}::/nonexistent:/bin/false\n",
+                person(i).0
+            ));
+        }
+        replace(Path::new("/etc/passwd"), &text);
+        Passwd(original)
+    }
+}
+
+impl Drop for Passwd {
+    fn drop(&mut self) {
+        replace(Path::new("/etc/passwd"), &self.0);
+    }
+}
+
+#[test]
+fn ten_thousand_people_compile_into_classes_and_each_class_is_enforced() {
+    for dept in DEPTS {
+        for tree in [dept.to_owned(), format!("{dept}-secret")] {
+            std::fs::create_dir_all(format!("/srv/org/{tree}")).unwrap();
+            std::fs::write(format!("/srv/org/{tree}/plan.md"), "plan\n").unwrap();
+        }
+    }
+    let passwd = Passwd::extend();
+    let mut agent = Agent::start_managing(
+        "cedar-org",
+        ORG_POLICY,
+        &org_directory(None),
+        (FIRST_UID, FIRST_UID + PEOPLE - 1),
+    );
+
+    // The kernel holds classes x resources, not people x resources.
+    let shown = agent.ward_json(&["policy", "show", "--json"]);
+    assert_eq!(shown["principals"], PEOPLE, "{shown}");
+    assert_eq!(shown["principal_classes"], 15, "{shown}");
+    assert_eq!(shown["classed_principals"], PEOPLE, "{shown}");
+    let per_person = shown["decisions"].as_u64().unwrap();
+    let per_class = shown["class_decisions"].as_u64().unwrap();
+    assert!(per_person >= u64::from(PEOPLE), "{shown}");
+    assert!(per_class <= 15 * 10, "{shown}");
+    let status = agent.ward_json(&["status", "--json"]);
+    let path_rules = status["path_rules"].as_u64().unwrap();
+    assert!(
+        path_rules < 200,
+        "{path_rules} file rules for {PEOPLE} people: the kernel must hold classes"
+    );
+
+    // A real read for a sampled person of each class, of every tree.
+    for i in 0..15 {
+        let (name, dept, clearance) = person(i);
+        let uid = FIRST_UID + i;
+        let who = Identity {
+            login_uid: None,
+            uid,
+            gid: uid,
+        };
+        for file_dept in DEPTS {
+            for secret in [false, true] {
+                let file = format!(
+                    "/srv/org/{file_dept}{}/plan.md",
+                    if secret { "-secret" } else { "" }
+                );
+                let want = if may_read(dept, clearance, file_dept, secret) {
+                    OpenOutcome::Opened
+                } else {
+                    DENIED
+                };
+                assert_eq!(
+                    open_as(who, Path::new(&file)),
+                    want,
+                    "{name} ({dept}, clearance {clearance}) reading {file}"
+                );
+            }
+        }
+    }
+    // explain names the deciding policy, from the kernel's class entries.
+    let x = agent.explain_read("p00000", "/srv/org/eng/plan.md");
+    assert_eq!(x["allowed"], true, "{x}");
+    assert!(x["rule_id"].as_str().unwrap().contains("dept-read"), "{x}");
+    let x = agent.explain_read("p00000", "/srv/org/eng-secret/plan.md");
+    assert_eq!(x["allowed"], false, "{x}");
+    assert!(
+        x["rule_id"]
+            .as_str()
+            .unwrap()
+            .contains("secret-needs-clearance"),
+        "{x}"
+    );
+
+    // p00000 (eng, clearance 1) moves to sales: one membership update.
+    let before = agent.applied_records().len();
+    replace(
+        &agent.dir.path().join("directory.toml"),
+        &org_directory(Some((0, "sales"))),
+    );
+    wait_for("the directory edit", Duration::from_secs(60), || {
+        agent.applied_records().len() > before
+    });
+    let record = agent.applied_records().pop().unwrap();
+    assert_eq!(record["detail"]["mode"], "incremental", "{record}");
+    assert_eq!(
+        record["detail"]["entries"], 1,
+        "moving into a class the kernel holds is one map update: {record}"
+    );
+    let p0 = Identity {
+        login_uid: None,
+        uid: FIRST_UID,
+        gid: FIRST_UID,
+    };
+    assert_eq!(open_as(p0, Path::new("/srv/org/eng/plan.md")), DENIED);
+    assert_eq!(
+        open_as(p0, Path::new("/srv/org/sales/plan.md")),
+        OpenOutcome::Opened
+    );
+    assert!(agent.wardd.stop().success(), "{}", agent.wardd.log());
+    drop(passwd);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/ward-cedar-org");
 }

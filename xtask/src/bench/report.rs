@@ -263,6 +263,29 @@ fn summary_md(out: &Path) -> String {
             format!("{tf}; {ti}"),
         ]);
     }
+    if let Ok(d) = read_json(out, "directory_in_kernel") {
+        let (tm, tl, ta) = (
+            &targets::DIRECTORY_MEMORY,
+            &targets::DIRECTORY_LOAD,
+            &targets::ATTRIBUTE_TO_KERNEL,
+        );
+        rows.push([
+            format!(
+                "the same directory in the kernel through wardd ({} classes: {} class entries for {} \
+                 decisions): kernel memory; full compile + load; one attribute change to the kernel \
+                 (into a held class; into a new class)",
+                d["principal_classes"], d["class_decisions"], d["decisions"]
+            ),
+            format!(
+                "{}; {}; {} ({} ms)",
+                judged(d["kernel_memory_mib"].as_f64(), 1, tm),
+                judged(d["full_compile_and_load_ms"].as_f64(), 0, tl),
+                judged(d["attribute_change_ms"].as_f64(), 2, ta),
+                d["attribute_change_new_class_ms"]
+            ),
+            format!("{tm}; {tl}; {ta}"),
+        ]);
+    }
     if let Ok(l) = read_json(out, "ldap_sync") {
         let t = &targets::LDAP_SYNC;
         rows.push([
@@ -702,6 +725,7 @@ fn report_json(out: &Path) -> Result<()> {
         "coordinator_fan_out",
         "coordinator_approvals",
         "policy_compile",
+        "directory_in_kernel",
         "ldap_sync",
         "syscall_overhead",
         "use_overhead",

@@ -161,6 +161,11 @@ impl Engine {
             }
         }
         let changed = r.size();
+        let compile_time = self
+            .cedar
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.compile_time);
+        let started = std::time::Instant::now();
         let mode = match r {
             Reload::Unchanged => return Ok(()),
             Reload::Full(table) => {
@@ -180,12 +185,27 @@ impl Engine {
                 "incremental"
             }
         };
-        tracing::info!(mode, entries = changed, why, "policy applied");
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let (compile_ms, kernel_ms) = (ms(compile_time), ms(started.elapsed()));
+        tracing::info!(
+            mode,
+            entries = changed,
+            why,
+            compile_ms,
+            kernel_ms,
+            "policy applied"
+        );
         self.record(
             "policy_applied",
             None,
             actor,
-            serde_json::json!({ "mode": mode, "entries": changed, "why": why }),
+            serde_json::json!({
+                "mode": mode,
+                "entries": changed,
+                "why": why,
+                "compile_ms": compile_ms,
+                "kernel_ms": kernel_ms,
+            }),
             true,
         )?;
         self.enforce_guardrails()
