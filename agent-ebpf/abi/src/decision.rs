@@ -353,6 +353,13 @@ pub const DECISION_ROWS: usize = 2 * SUBJECT_SLOTS;
 pub trait Classes {
     /// The [`subject::class`] `subject` is in, 0 if none.
     fn class_of(&mut self, subject: u64) -> u64;
+
+    /// Whether classes are in use at all ([`crate::Config::classed`]):
+    /// when not, a decision takes no class rows.
+    #[inline(always)]
+    fn in_use(&self) -> bool {
+        true
+    }
 }
 
 /// User space (explain, tests) passes closures.
@@ -465,8 +472,13 @@ pub fn decide(
 ) -> Option<Verdict> {
     let protection = rules.most_specific(subject::PROTECTED)?;
     let mut d = Deciding::new(protection, now, port)?;
+    let rows = if classes.in_use() {
+        DECISION_ROWS
+    } else {
+        SUBJECT_SLOTS
+    };
     let mut i = 0;
-    while i < DECISION_ROWS {
+    while i < rows {
         let subject = who.row(i, classes);
         i += 1;
         if subject != 0 && d.consider(subject, rules.most_specific(subject)) {
@@ -555,6 +567,8 @@ pub struct FileDecision {
     found: u32,
     /// 1 once the protection is known, 2 if the object is unprotected.
     protected: u32,
+    /// 1 when classes are in use: each subject's class gets a row.
+    classed: u32,
     /// The subject the current row looks up (a subject, or its class; 0
     /// for a subject without a class).
     current: u64,
@@ -567,7 +581,7 @@ const UNPROTECTED: u32 = 2;
 
 impl FileDecision {
     #[inline(always)]
-    pub fn new(chain: &Chain, who: &Subjects, op: Op, now: u64) -> FileDecision {
+    pub fn new(chain: &Chain, who: &Subjects, op: Op, now: u64, classed: u32) -> FileDecision {
         let none = deny_rule(0);
         let mut d = FileDecision {
             chain: *chain,
@@ -576,6 +590,7 @@ impl FileDecision {
             op: 0,
             found: 0,
             protected: NOT_YET,
+            classed: 0,
             current: 0,
             deciding: Deciding {
                 protection: none,
@@ -587,7 +602,7 @@ impl FileDecision {
                 decided: none,
             },
         };
-        d.reset(who, op, now);
+        d.reset(who, op, now, classed);
         d
     }
 
@@ -596,7 +611,8 @@ impl FileDecision {
     /// building a whole value there would be a memcpy, which BPF runs (and
     /// the verifier walks) byte by byte.
     #[inline(always)]
-    pub fn reset(&mut self, who: &Subjects, op: Op, now: u64) {
+    /// `classed` is 1 when classes are in use, else 0.
+    pub fn reset(&mut self, who: &Subjects, op: Op, now: u64, classed: u32) {
         self.slots[0] = subject::PROTECTED;
         // Pack the non-zero subjects: a zero one considers nothing, so
         // skipping it changes no answer, only how many steps there are.
@@ -613,6 +629,7 @@ impl FileDecision {
             i += 1;
         }
         self.rows = rows as u32;
+        self.classed = classed & 1;
         self.op = op as u32;
         self.found = 0;
         self.protected = NOT_YET;
@@ -627,7 +644,8 @@ impl FileDecision {
     /// subject, then each subject's class) per object of the chain.
     #[inline(always)]
     pub fn steps(&self) -> u32 {
-        (2 * self.rows - 1) * self.len()
+        // 2 × rows − 1 with classes, else rows: arithmetic, not a branch.
+        ((self.rows << self.classed) - self.classed) * self.len()
     }
 
     /// The chain's length, as the steps count it (never past
@@ -749,7 +767,7 @@ pub fn decide_file(
         Ok(None) => return None,
         Ok(Some(())) => {}
     }
-    let mut d = FileDecision::new(chain, who, op, now);
+    let mut d = FileDecision::new(chain, who, op, now, u32::from(classes.in_use()));
     let steps = d.steps();
     let mut i = 0;
     while i < steps {
@@ -951,8 +969,10 @@ mod tests {
             by_login: 0,
             by_cgroup: [0; MAX_CGROUP_SUBJECTS],
         };
-        let d = FileDecision::new(&chain, &who, Op::Read, 0);
+        let d = FileDecision::new(&chain, &who, Op::Read, 0, 1);
         assert_eq!(d.steps(), 3, "protection, the uid, the uid's class");
+        let d = FileDecision::new(&chain, &who, Op::Read, 0, 0);
+        assert_eq!(d.steps(), 2, "no classes in use: no class row");
         chain.len = MAX_CHAIN as u32;
         let all = Subjects {
             by_login: subject::uid(1001),
@@ -960,7 +980,7 @@ mod tests {
             ..who
         };
         assert_eq!(
-            FileDecision::new(&chain, &all, Op::Read, 0).steps(),
+            FileDecision::new(&chain, &all, Op::Read, 0, 1).steps(),
             FILE_STEPS
         );
     }

@@ -656,8 +656,25 @@ pub struct Config {
     /// [`SubjectCacheEntry`]s are ignored.
     pub cgroup_generation: u32,
     pub uid_ranges_len: u32,
-    pub _pad: u32,
+    /// Bit `g` set: generation `g`'s class map may hold memberships, so
+    /// its decisions consider classes. A generation with none skips the
+    /// class rows: a host with grants and no Cedar policy pays nothing
+    /// for them. Set before the generation is made active (or before its
+    /// first membership is written), so a reader never sees a class
+    /// without its bit.
+    pub classed: u32,
     pub uid_ranges: [UidRange; MAX_UID_RANGES],
+}
+
+impl Config {
+    /// 1 if the active generation's decisions consider classes, else 0.
+    /// A number, not a bool: the eBPF side computes its loop bounds from
+    /// it without a branch, which would split the verifier's walk of
+    /// everything after it in two.
+    #[inline(always)]
+    pub fn classed_active(&self) -> u32 {
+        (self.classed >> (self.active & 1)) & 1
+    }
 }
 
 /// Value of [`maps::MANAGED_CGROUPS`] and [`maps::CGROUP_PATHS`].

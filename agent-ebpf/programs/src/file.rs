@@ -190,7 +190,14 @@ fn decide_op(
         Ok(Some(())) => {
             // SAFETY: helper without arguments.
             let now = unsafe { bpf_ktime_get_boot_ns() };
-            match steps::decide_file(decision, who, op, now, config.active) {
+            match steps::decide_file(
+                decision,
+                who,
+                op,
+                now,
+                config.active,
+                config.classed_active(),
+            ) {
                 Some(v) => v,
                 None => return Outcome::UNPROTECTED,
             }

@@ -75,12 +75,19 @@ pub fn class_of(active: u32, subject: u64) -> u64 {
 /// The classes of one generation, for the shared decision.
 pub struct ClassMap {
     pub active: u32,
+    /// 1 when classes are in use.
+    pub classed: u32,
 }
 
 impl ward_abi::decision::Classes for ClassMap {
     #[inline(always)]
     fn class_of(&mut self, subject: u64) -> u64 {
         class_of(self.active, subject)
+    }
+
+    #[inline(always)]
+    fn in_use(&self) -> bool {
+        self.classed != 0
     }
 }
 

@@ -115,6 +115,7 @@ fn decide_dest(config: &Config, who: &Subjects, dest: &Dest, now: u64, events: R
             port: dest.port,
         },
         config.active,
+        config.classed_active(),
     );
     let Some(verdict) = verdict else {
         return Outcome::UNPROTECTED;

@@ -36,7 +36,7 @@ extern "C" fn step<M: MostSpecific>(index: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// `ward_abi::decision::decide`, with its subject loop run by bpf_loop;
-/// classes from generation `active`.
+/// classes from generation `active`, if `classed`.
 #[inline(always)]
 pub fn decide<M: MostSpecific>(
     who: &Subjects,
@@ -44,20 +44,23 @@ pub fn decide<M: MostSpecific>(
     port: u16,
     rules: &mut M,
     active: u32,
+    classed: u32,
 ) -> Option<Verdict> {
     let protection = rules.most_specific(ward_abi::subject::PROTECTED)?;
     let deciding = Deciding::new(protection, now, port)?;
     let mut l = Loop {
         who,
         rules,
-        classes: ClassMap { active },
+        classes: ClassMap { active, classed },
         deciding,
     };
+    // DECISION_ROWS with classes, SUBJECT_SLOTS without: no branch.
+    let rows = ward_abi::decision::SUBJECT_SLOTS << (classed & 1);
     // SAFETY: bpf_loop calls `step` with a pointer to `l`, which outlives
     // the call.
     unsafe {
         bpf_loop(
-            DECISION_ROWS as u32,
+            rows as u32,
             step::<M> as *mut c_void,
             (&mut l as *mut Loop<'_, M>).cast(),
             0,
@@ -71,6 +74,7 @@ pub fn decide<M: MostSpecific>(
 /// per-CPU scratch slot.
 struct FileLoop {
     active: u32,
+    classed: u32,
     decision: *mut FileDecision,
 }
 
@@ -90,7 +94,7 @@ extern "C" fn file_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `FileLoop` that `decide_file` passed to
     // bpf_loop; its `decision` is this CPU's scratch slot.
     let l = unsafe { &mut *(ctx as *mut FileLoop) };
-    let active = l.active;
+    let (active, classed) = (l.active, l.classed);
     // SAFETY: as above.
     let decision = unsafe { &mut *l.decision };
     let (row, at) = decision.position(index as u32);
@@ -106,7 +110,7 @@ extern "C" fn file_step(index: u64, ctx: *mut c_void) -> i64 {
         row,
         at,
         |key| file_rule(active, key),
-        &mut ClassMap { active },
+        &mut ClassMap { active, classed },
     ))
 }
 
@@ -119,10 +123,15 @@ pub fn decide_file(
     op: ward_abi::Op,
     now: u64,
     active: u32,
+    classed: u32,
 ) -> Option<Verdict> {
     // SAFETY: this CPU's slot; BPF programs do not migrate mid-run.
-    unsafe { (*decision).reset(who, op, now) };
-    let mut l = FileLoop { active, decision };
+    unsafe { (*decision).reset(who, op, now, classed) };
+    let mut l = FileLoop {
+        active,
+        classed,
+        decision,
+    };
     // SAFETY: bpf_loop calls `file_step` with a pointer to `l`, which
     // outlives the call.
     unsafe {

@@ -57,6 +57,23 @@ pub struct BaseEdit {
     pub classes: Vec<(Subject, Option<u32>)>,
 }
 
+/// The live generation's classes as the hooks read them, for explain:
+/// considered only where the kernel considers them.
+struct KernelClasses<F> {
+    lookup: F,
+    in_use: bool,
+}
+
+impl<F: FnMut(u64) -> u64> ward_abi::decision::Classes for KernelClasses<F> {
+    fn class_of(&mut self, subject: u64) -> u64 {
+        (self.lookup)(subject)
+    }
+
+    fn in_use(&self) -> bool {
+        self.in_use
+    }
+}
+
 /// Only uids and workloads are given classes.
 fn check_classes<'a>(mut subjects: impl Iterator<Item = &'a Subject>) -> Result<(), TableError> {
     match subjects.find(|s| !s.classable()) {
@@ -383,6 +400,19 @@ impl Enforcer {
         // read `active` just before the flip may still be looking in it.
         self.maps
             .fill_generation(idle, &values, &classes, &self.config, &mut self.objects)?;
+        // Whether the idle generation has classes, said before it is made
+        // active, in a write of its own: a reader that sees the flip
+        // below sees this too.
+        let bit = 1 << idle;
+        let classed = if classes.is_empty() {
+            kconfig.classed & !bit
+        } else {
+            kconfig.classed | bit
+        };
+        if classed != kconfig.classed {
+            kconfig.classed = classed;
+            self.maps.write_config(&kconfig)?;
+        }
         kconfig.active = idle;
         self.maps.write_config(&kconfig)?;
         self.maps.bump_epoch()?;
@@ -501,12 +531,19 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Writes the model's class of each subject into the live generation.
+    /// Writes the model's class of each subject into the live generation,
+    /// whose decisions consider classes from then on.
     fn write_classes(
         &mut self,
         subjects: impl Iterator<Item = Subject>,
     ) -> Result<(), EnforcerError> {
-        let active = self.maps.read_config()?.active;
+        let mut kconfig = self.maps.read_config()?;
+        let active = kconfig.active;
+        let bit = 1 << (active & 1);
+        if !self.classes.is_empty() && kconfig.classed & bit == 0 {
+            kconfig.classed |= bit;
+            self.maps.write_config(&kconfig)?;
+        }
         for s in subjects {
             let class = self.classes.get(&s).copied();
             self.maps.put_class(active, s, class, &self.config)?;
@@ -743,6 +780,7 @@ impl Enforcer {
             });
         };
         let now = boot_ns();
+        let classed = self.maps.read_config()?.classed_active() != 0;
         match object {
             Probe::Addr(addr) => {
                 let mut err = None;
@@ -770,7 +808,10 @@ impl Enforcer {
                         err = err.take().or(lookup.err);
                         found
                     },
-                    &mut |subject| self.kernel_class(subject, &class_err),
+                    &mut KernelClasses {
+                        lookup: |subject| self.kernel_class(subject, &class_err),
+                        in_use: classed,
+                    },
                 );
                 if let Some(e) = err.or(class_err.into_inner()) {
                     return Err(e);
@@ -801,7 +842,10 @@ impl Enforcer {
                             None
                         }
                     },
-                    &mut |subject| self.kernel_class(subject, &err),
+                    &mut KernelClasses {
+                        lookup: |subject| self.kernel_class(subject, &err),
+                        in_use: classed,
+                    },
                 );
                 if let Some(e) = err.into_inner() {
                     return Err(e);
