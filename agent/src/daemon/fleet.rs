@@ -51,8 +51,8 @@ pub async fn run(
                     tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_RETRY);
         }
     };
     if section.join_url.is_some() {
@@ -62,9 +62,18 @@ pub async fn run(
     }
 }
 
-/// The first wait before reconnecting; it doubles up to 5 s while the
-/// coordinator stays unreachable.
+/// The first wait before reconnecting; it doubles up to [`MAX_RETRY`]
+/// while the coordinator stays unreachable.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// A wait drawn evenly from [0, `d`] ("full jitter"): when a coordinator
+/// restarts, every agent's stream ends at once, and agents that all
+/// waited the same time would all come back at once. Spread out, the
+/// reconnects of a fleet arrive over the whole window instead.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(fastrand::f64())
+}
 
 async fn session(
     engine: &Arc<Mutex<Engine>>,

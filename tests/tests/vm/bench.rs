@@ -266,6 +266,7 @@ fn overhead(wanted: impl Fn(Loop) -> bool) {
         }
         enforcer.apply(&table).unwrap();
         enforcer.grant(9, grants).unwrap();
+        let none_classed = ward_agent::enforcer::Classes::new();
         // Drained between timed chunks, as wardd drains it: the granted
         // path is then timed with the event actually written.
         let mut events = enforcer.events().unwrap();
@@ -291,6 +292,32 @@ fn overhead(wanted: impl Fn(Loop) -> bool) {
             report(p.syscall, "managed_granted", Some(entries), ns, &bpf);
         }
         join(&root);
+        if entries == 100_000 {
+            // The same granted opens on a host whose Cedar policy is in
+            // use: the caller is in a principal class (whose entries do
+            // not cover these objects), so every decision also looks up
+            // its class and considers the class's row. What the class
+            // lookup costs a managed caller.
+            let classes = [(Subject::Cgroup(managed.id()), 1)].into();
+            enforcer.apply_with(&table, classes).unwrap();
+            join(managed.path());
+            for p in &pairs {
+                let cgroups = Some((managed.path(), root.as_path()));
+                let ns = measure(&p.protected, p.syscall, &mut drain);
+                drain();
+                let bpf = bpf_ns_per_op_as(&p.protected, stats_ops(p.syscall), cgroups);
+                drain();
+                report(
+                    p.syscall,
+                    "managed_granted_classed",
+                    Some(entries),
+                    ns,
+                    &bpf,
+                );
+            }
+            join(&root);
+            enforcer.apply_with(&table, none_classed).unwrap();
+        }
         let lost = enforcer.stats().unwrap().events_lost;
         println!(
             "BENCH {}",
