@@ -304,11 +304,12 @@ fn summary_md(out: &Path) -> String {
                 d["principal_classes"], d["class_decisions"], d["decisions"]
             ),
             format!(
-                "{}; {}; {} ({} ms)",
+                "{}; {}; {}, of which {:.3} ms writing the kernel ({:.0} ms into a new class)",
                 judged(d["kernel_memory_mib"].as_f64(), 1, tm),
                 judged(d["full_compile_and_load_ms"].as_f64(), 0, tl),
-                judged(d["attribute_change_ms"].as_f64(), 2, ta),
-                d["attribute_change_new_class_ms"]
+                judged(d["attribute_change_ms"].as_f64(), 1, ta),
+                d["attribute_change_kernel_ms"].as_f64().unwrap_or(f64::NAN),
+                d["attribute_change_new_class_ms"].as_f64().unwrap_or(f64::NAN),
             ),
             format!("{tm}; {tl}; {ta}"),
         ]);
