@@ -104,8 +104,8 @@ pub async fn connect_tls(t: &TlsTarget) -> Result<Channel, TlsConnectError> {
         .map_err(transport)?
         .connect_timeout(std::time::Duration::from_secs(5))
         // A dead or black-holed server is noticed in seconds.
-        .http2_keep_alive_interval(ward_proto::transport::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(ward_proto::transport::KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_interval(ward_proto::transport::CLIENT_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(ward_proto::transport::CLIENT_KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .connect()
         .await

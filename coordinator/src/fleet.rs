@@ -6,8 +6,9 @@ use std::{collections::HashMap, sync::Mutex};
 use tokio::sync::mpsc;
 use ward_proto::v1::FleetMessage;
 
-/// One open agent stream.
-pub type Outbox = mpsc::Sender<FleetMessage>;
+/// One open agent stream: each message with its outbox position, so the
+/// stream can drop what its snapshot already holds.
+pub type Outbox = mpsc::Sender<(i64, FleetMessage)>;
 
 #[derive(Default)]
 pub struct Fleet {
@@ -23,14 +24,14 @@ impl Fleet {
 
     /// Sends to every open stream of each host; closed streams are dropped.
     /// Returns how many streams took it.
-    pub fn deliver(&self, hosts: &[String], msg: &FleetMessage) -> usize {
+    pub fn deliver(&self, seq: i64, hosts: &[String], msg: &FleetMessage) -> usize {
         let Ok(mut s) = self.streams.lock() else {
             return 0;
         };
         let mut sent = 0;
         for h in hosts {
             if let Some(list) = s.get_mut(h) {
-                list.retain(|tx| match tx.try_send(msg.clone()) {
+                list.retain(|tx| match tx.try_send((seq, msg.clone())) {
                     Ok(()) => {
                         sent += 1;
                         true

@@ -16,8 +16,8 @@ use ward_proto::{
 
 use crate::{
     fleet::Fleet,
-    store::Store,
-    workflow::{InternalError, PAGE, Rules, Workflow, WorkflowError},
+    store::{KnownHost, Store},
+    workflow::{InternalError, PAGE, Resume, Rules, Workflow, WorkflowError},
 };
 
 /// Where a page starts and how long it is, from a request's fields.
@@ -253,8 +253,13 @@ pub async fn pump(
         match batch {
             Ok(Ok(rows)) => {
                 for (seq, hosts, msg) in rows {
-                    let sent = fleet.deliver(&hosts, &msg);
-                    tracing::info!(seq, hosts = ?hosts, streams = sent, "delivered to agents");
+                    let sent = fleet.deliver(seq, &hosts, &msg);
+                    tracing::info!(
+                        seq,
+                        hosts = hosts.len(),
+                        streams = sent,
+                        "delivered to agents"
+                    );
                     last = seq;
                 }
                 metrics
@@ -380,37 +385,49 @@ impl Coordinator for CoordinatorService {
                 r.host, r.host
             )));
         }
-        let host = r.host.clone();
-        if self
-            .with(move |wf| wf.host_revoked(&host))
+        let known = KnownHost::subscribing(&r.host, &r.labels, r.posture.as_ref());
+        let (tx, rx) = mpsc::channel(self.stream_buffer);
+        // Attach first, then read the snapshot and the outbox position it
+        // reflects. The stream sends the snapshot, then only what the
+        // outbox gained after it: a revocation delivered while the
+        // snapshot was read is neither lost nor overtaken by the older
+        // snapshot (which would bring the revoked grant back).
+        self.fleet.attach(&r.host, tx);
+        let k = known.clone();
+        let resume = match self
+            .read(move |_, store| Resume::read(store, &k))
             .await
             .map_err(status)?
         {
-            tracing::warn!(host = %r.host, "subscribe refused: the host is revoked");
-            return Err(Status::permission_denied(format!(
-                "host `{}` is revoked",
-                r.host
-            )));
-        }
-        let (tx, rx) = mpsc::channel(self.stream_buffer);
-        // Attach first, then snapshot: anything issued in between arrives
-        // twice at worst, and grants are idempotent by id.
-        self.fleet.attach(&r.host, tx.clone());
-        let (host, labels, posture) = (r.host.clone(), r.labels.clone(), r.posture);
-        let grants = self
-            .with(move |wf| wf.subscribe(&host, &labels, posture.as_ref()))
-            .await
-            .map_err(status)?;
-        let snapshot = pb::FleetMessage {
-            kind: Some(fleet_message::Kind::Snapshot(pb::GrantSnapshot { grants })),
+            // Nothing queued on the attached stream reaches the agent:
+            // the receiver is dropped with this refusal.
+            Resume::Revoked => {
+                tracing::warn!(host = %r.host, "subscribe refused: the host is revoked");
+                return Err(Status::permission_denied(format!(
+                    "host `{}` is revoked",
+                    r.host
+                )));
+            }
+            Resume::Grants(snapshot) => snapshot,
+            Resume::Changed => self
+                .with(move |wf| wf.subscribe(&known))
+                .await
+                .map_err(status)?,
         };
-        tx.send(snapshot)
-            .await
-            .map_err(|_| Status::unavailable("agent went away"))?;
         tracing::info!(host = %r.host, labels = ?r.labels, "agent subscribed");
-        let stream = ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            stream, Ok,
+        let snapshot = pb::FleetMessage {
+            kind: Some(fleet_message::Kind::Snapshot(pb::GrantSnapshot {
+                grants: resume.grants,
+            })),
+        };
+        let since = resume.seq;
+        let newer =
+            tokio_stream::StreamExt::filter_map(ReceiverStream::new(rx), move |(seq, m)| {
+                (seq > since).then_some(Ok(m))
+            });
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            tokio_stream::once(Ok(snapshot)),
+            newer,
         ))))
     }
 

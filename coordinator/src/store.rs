@@ -466,10 +466,24 @@ impl Tx<'_> {
 
     /// Every host that ever subscribed, as it last did.
     pub fn hosts(&self) -> Result<Vec<KnownHost>, StoreError> {
+        self.known_hosts("", &[])
+    }
+
+    /// One host as it last subscribed, if it ever did.
+    pub fn host(&self, name: &str) -> Result<Option<KnownHost>, StoreError> {
+        Ok(self
+            .known_hosts("WHERE h.name = ?1", &[P::T(name)])?
+            .into_iter()
+            .next())
+    }
+
+    fn known_hosts(&self, filter: &str, params: &[P<'_>]) -> Result<Vec<KnownHost>, StoreError> {
         let rows = self.query(
-            "SELECT h.name, h.labels, COALESCE(p.file_enforcement, 0), COALESCE(p.kernel, '')
-             FROM hosts h LEFT JOIN host_posture p ON p.name = h.name ORDER BY h.name",
-            &[],
+            &format!(
+                "SELECT h.name, h.labels, COALESCE(p.file_enforcement, 0), COALESCE(p.kernel, '')
+                 FROM hosts h LEFT JOIN host_posture p ON p.name = h.name {filter} ORDER BY h.name"
+            ),
+            params,
         )?;
         Ok(rows
             .into_iter()

@@ -903,24 +903,75 @@ impl Workflow {
         Ok(activated + expired)
     }
 
-    /// An agent connects: remember its labels and posture; hand back its
-    /// active grants.
-    pub fn subscribe(
-        &mut self,
-        host: &str,
-        labels: &[String],
-        posture: Option<&pb::HostPosture>,
-    ) -> Result<Vec<SignedGrant>, WorkflowError> {
-        let known = KnownHost {
+    /// An agent connects and its record changed (or is new): remember its
+    /// labels and posture; hand back its active grants.
+    pub fn subscribe(&mut self, host: &KnownHost) -> Result<Snapshot, WorkflowError> {
+        self.store.write(|tx| {
+            tx.upsert_host(host, now_ms())?;
+            Snapshot::read(tx, &host.name)
+        })
+    }
+}
+
+/// A host's active grants, and the outbox position they reflect: what the
+/// outbox gained up to `seq` is in `grants` already.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub grants: Vec<SignedGrant>,
+    pub seq: i64,
+}
+
+impl Snapshot {
+    /// The position is read first: writes are serialised, so under any
+    /// isolation the grants are at least as new as `seq`, and a message
+    /// after `seq` that they already reflect is only repeated (grants and
+    /// revocations are idempotent by id), never lost.
+    fn read(tx: &Tx<'_>, host: &str) -> Result<Snapshot, WorkflowError> {
+        Ok(Snapshot {
+            seq: tx.outbox_head()?,
+            grants: tx.active_grants(host, now_ms())?,
+        })
+    }
+}
+
+/// What an agent that subscribes is owed, read without the write lock.
+#[derive(Debug)]
+pub enum Resume {
+    /// The host is revoked: refuse it.
+    Revoked,
+    /// Known as it subscribes now: its active grants.
+    Grants(Snapshot),
+    /// New, or its labels or posture changed: [`Workflow::subscribe`]
+    /// records it under the write lock.
+    Changed,
+}
+
+impl Resume {
+    /// Most subscribes are reconnects of hosts exactly as the store knows
+    /// them; those take one read and no write, so a fleet resyncing after
+    /// a restart does not queue 10,000 fsynced writes behind one lock.
+    pub fn read(store: &mut Store, host: &KnownHost) -> Result<Resume, WorkflowError> {
+        store.read(|tx| {
+            if tx.host_revoked(&host.name)? {
+                return Ok(Resume::Revoked);
+            }
+            if tx.host(&host.name)?.as_ref() != Some(host) {
+                return Ok(Resume::Changed);
+            }
+            Ok(Resume::Grants(Snapshot::read(tx, &host.name)?))
+        })
+    }
+}
+
+impl KnownHost {
+    /// The host as its agent describes itself when it subscribes.
+    pub fn subscribing(host: &str, labels: &[String], posture: Option<&pb::HostPosture>) -> Self {
+        KnownHost {
             name: host.to_owned(),
             labels: labels.to_vec(),
             file_enforcement: posture.is_some_and(|p| p.file_enforcement),
             kernel: posture.map(|p| p.kernel.clone()).unwrap_or_default(),
-        };
-        self.store.write(|tx| {
-            tx.upsert_host(&known, now_ms())?;
-            Ok(tx.active_grants(host, now_ms())?)
-        })
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! How ward's gRPC connections stay bounded and alive, on both ends.
 //!
 //! - Both ends send HTTP/2 PINGs, so a dead or black-holed peer is noticed
-//!   within `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`, not never.
+//!   within seconds (a client) or a minute (a server), not never.
 //! - A TLS handshake must finish within `HANDSHAKE_TIMEOUT`; a listener
 //!   admits at most so many connections in all and per peer address
 //!   ([`Slots`]), so idle sockets cannot exhaust a server's descriptors.
@@ -26,12 +26,21 @@ use tokio::{
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// An HTTP/2 PING every this long, idle or not.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
-/// A PING unanswered this long closes the connection.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// A TLS handshake that takes longer is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client (an agent to its coordinator) PINGs every this long, idle or
+/// not, and drops a connection whose PING goes unanswered for
+/// `CLIENT_KEEPALIVE_TIMEOUT`: a black-holed coordinator is noticed within
+/// 15 s and the agent resyncs elsewhere or later.
+pub const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const CLIENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server PINGs far less often. It has thousands of connections and
+/// only needs to free dead peers' slots; at 10,000 agents a short timeout
+/// closes healthy streams whose PONG waits behind a reconnect storm's
+/// handshakes on a busy CPU.
+pub const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A TLS handshake that takes longer is dropped: long enough for a fleet's
+/// queued handshakes, short enough that idle sockets are freed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request message a server decodes.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// The largest message a client decodes: a snapshot of many grants.
@@ -255,8 +264,8 @@ impl<S: AsyncWrite + Unpin, K: Eq + Hash + Clone + Unpin, I: Unpin> AsyncWrite f
 /// A gRPC server with ward's keepalives and per-connection limits.
 pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_pending_accept_reset_streams(Some(64))
 }

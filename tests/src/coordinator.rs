@@ -30,6 +30,7 @@ use crate::{
     pki::{Ca, ca, write_leaf},
 };
 
+pub mod fleet;
 mod https;
 mod relay;
 

@@ -28,7 +28,7 @@ pub async fn run(
     // with it.
     let renewed = tokio::sync::Notify::new();
     let sessions = async {
-        let mut backoff = FIRST_RETRY;
+        let mut backoff = Backoff::default();
         loop {
             // Read each time: a renewal may bring a rotated key.
             let keys = section.keys();
@@ -51,8 +51,7 @@ pub async fn run(
                     tracing::warn!(host = %host, error = %e, "coordinator unreachable; retrying")
                 }
             }
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff = (backoff * 2).min(MAX_RETRY);
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     };
     if section.join_url.is_some() {
@@ -62,17 +61,43 @@ pub async fn run(
     }
 }
 
-/// The first wait before reconnecting; it doubles up to [`MAX_RETRY`]
-/// while the coordinator stays unreachable.
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(5);
-
-/// A wait drawn evenly from [0, `d`] ("full jitter"): when a coordinator
+/// How long an agent waits before each attempt to reach its coordinator.
+///
+/// The window starts at [`Backoff::FIRST`] and doubles up to
+/// [`Backoff::MAX`] while the coordinator stays unreachable; each wait is
+/// drawn evenly from the window ("full jitter"). When a coordinator
 /// restarts, every agent's stream ends at once, and agents that all
-/// waited the same time would all come back at once. Spread out, the
-/// reconnects of a fleet arrive over the whole window instead.
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(fastrand::f64())
+/// waited the same time would all come back at once; spread out, a
+/// fleet's reconnects arrive over the whole window instead.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    window: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            window: Self::FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(200);
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// The wait before the next attempt; the window doubles.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.window.mul_f64(fastrand::f64());
+        self.window = (self.window * 2).min(Self::MAX);
+        wait
+    }
+
+    /// A stream was established: a drop is retried soon, since it may
+    /// have been closed so that this agent resyncs.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
 }
 
 async fn session(
@@ -81,7 +106,7 @@ async fn session(
     host: &str,
     labels: &[String],
     keys: &[Vec<u8>],
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     renewed: &tokio::sync::Notify,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = crate::client::connect_tls(&section.tls_target()).await?;
@@ -104,9 +129,7 @@ async fn session(
         .into_inner();
     tracing::info!(host = %host, url = %section.url, "subscribed to the coordinator");
     engine.lock().await.metrics.coordinator_stream_up.set(1);
-    // A dropped stream is retried at once: it may have been closed so
-    // that this agent resyncs.
-    *backoff = FIRST_RETRY;
+    backoff.reset();
     loop {
         let msg = tokio::select! {
             msg = stream.message() => match msg? {
@@ -183,5 +206,26 @@ fn apply(
             engine.refuse_grant(&id, "coordinator", &e.to_string());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_waits_are_drawn_from_a_doubling_capped_window() {
+        let mut b = Backoff::default();
+        let windows = [200, 400, 800, 1600, 3200, 5000, 5000];
+        for w in windows {
+            let wait = b.next_wait();
+            assert!(wait <= Duration::from_millis(w), "{wait:?} > {w} ms");
+        }
+        // Spread, not fixed: 1,000 draws from the 5 s window cover it.
+        let waits: Vec<Duration> = (0..1000).map(|_| b.next_wait()).collect();
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(500)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(4500)));
+        b.reset();
+        assert!(b.next_wait() <= Backoff::FIRST);
     }
 }

@@ -329,7 +329,7 @@ async fn a_connection_flood_cannot_exhaust_wardd_and_oversized_calls_are_refused
     assert_eq!(h.connect(), OpenOutcome::Opened);
 
     eprintln!("root served, coordinator pushed");
-    // Every idle connection is closed by the handshake timeout (5 s).
+    // Every idle connection is closed by the handshake timeout (10 s).
     let open = flood::still_open(&idle, std::time::Duration::from_secs(15));
     assert_eq!(open, 0, "idle connections wardd still holds");
     let _ = hog.kill();
