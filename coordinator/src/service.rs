@@ -385,6 +385,13 @@ impl Coordinator for CoordinatorService {
                 r.host, r.host
             )));
         }
+        // Stored comma-separated: a comma would make one name two.
+        if r.host.is_empty() || r.host.contains(',') {
+            return Err(Status::invalid_argument(format!(
+                "host: `{}` is not a host name",
+                r.host
+            )));
+        }
         let known = KnownHost::subscribing(&r.host, &r.labels, r.posture.as_ref());
         let (tx, rx) = mpsc::channel(self.stream_buffer);
         // Attach first, then read the snapshot and the outbox position it
@@ -417,7 +424,7 @@ impl Coordinator for CoordinatorService {
         tracing::info!(host = %r.host, labels = ?r.labels, "agent subscribed");
         let snapshot = pb::FleetMessage {
             kind: Some(fleet_message::Kind::Snapshot(pb::GrantSnapshot {
-                grants: resume.grants,
+                grants: self.fleet.trees.prove(&r.host, resume.grants),
             })),
         };
         let since = resume.seq;

@@ -94,6 +94,7 @@ impl Signer {
             grant: bytes,
             signature,
             key_id: self.key_id.clone(),
+            host_proof: None,
         }
     }
 }

@@ -238,7 +238,8 @@ fn hosts_text(hosts: &[String]) -> String {
     format!(",{},", hosts.join(","))
 }
 
-fn hosts_of(text: &str) -> Vec<String> {
+/// The names in a `hosts` column's text.
+pub fn hosts_of(text: &str) -> Vec<String> {
     text.split(',')
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
@@ -424,11 +425,20 @@ impl Tx<'_> {
         self.exec("UPDATE grants SET ended = 1 WHERE id = ?1", &[P::T(id)])
     }
 
-    /// Grants still running for `host`: what a reconnecting agent resyncs to.
-    pub fn active_grants(&self, host: &str, now_ms: i64) -> Result<Vec<SignedGrant>, StoreError> {
+    /// Grants still running for `host`: what a reconnecting agent resyncs
+    /// to, each with its hosts (a [`hosts_of`] text) for the proof of a
+    /// grant that names its hosts by root.
+    pub fn active_grants(
+        &self,
+        host: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(SignedGrant, String)>, StoreError> {
         // Matched exactly in Rust, not with LIKE: there `_` and `%` are
         // wildcards and SQLite compares case-insensitively, so `db_1` would
-        // be sent `dbx1`'s grants.
+        // be sent `dbx1`'s grants. The text is `,a,b,`, and names hold no
+        // comma, so `,host,` matches one whole name without splitting a
+        // fleet-wide grant's 10,000 names for each resubscribing agent.
+        let needle = hosts_text(&[host.to_owned()]);
         let rows = self.query(
             "SELECT signed, hosts FROM grants WHERE ended = 0 AND expires_ms > ?1 ORDER BY id",
             &[P::I(now_ms)],
@@ -437,10 +447,10 @@ impl Tx<'_> {
             .filter_map(|r| {
                 let mut it = r.into_iter();
                 let signed = it.next()?;
-                let hosts = hosts_of(&it.next()?.t());
-                hosts.iter().any(|h| h == host).then_some(signed)
+                let hosts = it.next()?.t();
+                hosts.contains(&needle).then_some((signed, hosts))
             })
-            .map(|b| Ok(SignedGrant::decode(b.b().as_slice())?))
+            .map(|(b, hosts)| Ok((SignedGrant::decode(b.b().as_slice())?, hosts)))
             .collect()
     }
 
@@ -753,6 +763,7 @@ mod tests {
             grant: id.as_bytes().to_vec(),
             signature: vec![1],
             key_id: "k".into(),
+            host_proof: None,
         };
         store
             .write(|tx| -> Result<(), StoreError> {
@@ -770,7 +781,7 @@ mod tests {
             .read(|tx| -> Result<_, StoreError> { tx.active_grants("db_1", 0) })
             .unwrap()
             .into_iter()
-            .map(|g| g.grant)
+            .map(|(g, _)| g.grant)
             .collect();
         assert_eq!(got, vec![b"for-both".to_vec()]);
         let folded = store

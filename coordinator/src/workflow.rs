@@ -421,7 +421,7 @@ impl Rules {
         } else {
             subject::Kind::Workload(req.workload.clone())
         };
-        let grant = Grant {
+        let mut grant = Grant {
             id: req.id.clone(),
             subject: Some(pb::Subject {
                 kind: Some(subject),
@@ -444,8 +444,10 @@ impl Rules {
                 .map(|r| r.reviewer.clone())
                 .collect(),
             issuer: "ward-coordinator".into(),
-            hosts: req.hosts.clone(),
+            ..Default::default()
         };
+        // Each host's proof is made where it is sent (`fleet::HostTrees`).
+        let _ = ward_proto::hostset::name_hosts(&mut grant, &req.hosts);
         let signed = self.signer.sign(&grant);
         tx.insert_grant(&req.id, &req.hosts, &signed, req.expires_at_unix_ms)?;
         tx.send(
@@ -913,11 +915,12 @@ impl Workflow {
     }
 }
 
-/// A host's active grants, and the outbox position they reflect: what the
-/// outbox gained up to `seq` is in `grants` already.
+/// A host's active grants (each with its hosts, as stored), and the
+/// outbox position they reflect: what the outbox gained up to `seq` is in
+/// `grants` already.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub grants: Vec<SignedGrant>,
+    pub grants: Vec<(SignedGrant, String)>,
     pub seq: i64,
 }
 

@@ -20,6 +20,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+pub mod hostset;
 pub mod join_token;
 pub mod logging;
 pub mod metrics;

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use tokio::sync::Mutex;
 use ward_proto::{
-    signing,
+    hostset, signing,
     v1::{self as pb, coordinator_client::CoordinatorClient, fleet_message},
 };
 
@@ -186,9 +186,12 @@ fn apply(
             return None;
         }
     };
-    if !grant.hosts.iter().any(|h| h == host) {
+    if !hostset::names(&grant, signed.host_proof.as_ref(), host) {
         metrics.push(Some(tonic::Code::PermissionDenied));
-        let why = format!("signed for {:?}, not for this host `{host}`", grant.hosts);
+        let why = format!(
+            "signed for {}, not for this host `{host}`",
+            hostset::describe(&grant)
+        );
         engine.refuse_grant(&grant.id, "coordinator", &why);
         return None;
     }

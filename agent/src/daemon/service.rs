@@ -58,10 +58,11 @@ impl SignedPushes {
             (None, Some(signed)) => {
                 let g = signing::verify(&signed, &self.keys)
                     .map_err(|e| format!("signed: {e} (key {})", signed.key_id))?;
-                if !g.hosts.contains(&self.host) {
+                if !ward_proto::hostset::names(&g, signed.host_proof.as_ref(), &self.host) {
                     return Err(format!(
-                        "signed: signed for {:?}, not for this host `{}`",
-                        g.hosts, self.host
+                        "signed: signed for {}, not for this host `{}`",
+                        ward_proto::hostset::describe(&g),
+                        self.host
                     ));
                 }
                 Ok((g, true))

@@ -480,6 +480,101 @@ fn a_fleet_resyncs_after_a_coordinator_restart_and_a_revocation_during_it_sticks
     );
 }
 
+/// Issue 16: a grant for more hosts than the grant lists (40 simulated
+/// agents and a real wardd, all env=test) names them by the root of their
+/// Merkle tree; each agent is sent its own inclusion proof, and the real
+/// agent verifies it and enforces the grant. Its proof does not pass for
+/// another host.
+#[test]
+fn a_grant_for_many_hosts_names_them_by_root_and_each_gets_its_own_proof() {
+    use ward_proto::v1 as pb;
+    let c = Coordinator::builder("coord-tree")
+        .setting("max_connections_per_peer = 500")
+        .start();
+    let (h1, w1) = agent(&c, "co-tree", "h1", c.public_key());
+    c.wait_subscribed(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let members = (0..40)
+        .map(|i| {
+            let name = format!("t{i}");
+            let target = c.tls_target(&format!("{name}.agent"));
+            (name, vec!["env=test".to_owned()], target)
+        })
+        .collect();
+    let mut fleet = ward_tests::coordinator::fleet::SimFleet::start(&rt, members, 16);
+    fleet.wait_all(&rt, "subscribed", Duration::from_secs(30), |h| {
+        h.snapshots > 0
+    });
+
+    let mut dave = rt.block_on(c.grpc("dave"));
+    let r = rt
+        .block_on(dave.create_request(pb::CreateRequestRequest {
+            operations: vec![pb::Operation::Connect as i32],
+            objects: vec![pb::Object {
+                kind: Some(pb::object::Kind::Network(format!(
+                    "127.0.0.1/32:{}",
+                    h1.addr.port()
+                ))),
+            }],
+            host_labels: vec!["env=test".into()],
+            duration_ms: 300_000,
+            reason: "fleet-wide".into(),
+            workload: h1.managed_workload(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.hosts.len(), 41, "{:?}", r.hosts);
+    fleet.wait_all(&rt, "the grant", Duration::from_secs(10), |h| {
+        h.grants.contains(&r.id)
+    });
+    wait_until("the real agent's grant", Duration::from_secs(10), || {
+        h1.connect() == OpenOutcome::Opened
+    });
+
+    // What the agents were sent: the signed grant names no host, only the
+    // root of 41; h1's proof holds for h1 and for no one else.
+    let target = c.tls_target("h1.agent");
+    let snapshot = rt.block_on(async {
+        let ch = ward_agent::client::connect_tls(&target).await.unwrap();
+        let mut s = pb::coordinator_client::CoordinatorClient::new(ch)
+            .subscribe(pb::SubscribeRequest {
+                host: "h1".into(),
+                labels: vec!["env=test".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match s.message().await.unwrap().and_then(|m| m.kind) {
+            Some(pb::fleet_message::Kind::Snapshot(s)) => s,
+            other => panic!("first a snapshot, not {other:?}"),
+        }
+    });
+    let signed = snapshot
+        .grants
+        .iter()
+        .find(|g| {
+            let key = ward_proto::signing::parse_public_hex(c.public_key()).unwrap();
+            ward_proto::signing::verify(g, &[key]).unwrap().id == r.id
+        })
+        .expect("the grant in h1's snapshot");
+    let key = ward_proto::signing::parse_public_hex(c.public_key()).unwrap();
+    let grant = ward_proto::signing::verify(signed, &[key]).unwrap();
+    assert!(grant.hosts.is_empty(), "{:?}", grant.hosts);
+    assert_eq!(grant.hosts_count, 41);
+    assert_eq!(grant.hosts_root.len(), 32);
+    let proof = signed.host_proof.as_ref().expect("h1's proof");
+    assert!(ward_proto::hostset::names(&grant, Some(proof), "h1"));
+    assert!(!ward_proto::hostset::names(&grant, Some(proof), "t1"));
+    assert!(!ward_proto::hostset::names(&grant, None, "h1"));
+    assert!(!w1.log().contains("not for this host"), "{}", w1.log());
+}
+
 #[test]
 fn agents_resync_across_coordinator_and_agent_restarts() {
     let mut c = Coordinator::new("coord-restart");

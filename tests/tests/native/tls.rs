@@ -88,6 +88,7 @@ impl Key {
                 signature: self.0.sign(&bytes).as_ref().to_vec(),
                 grant: bytes,
                 key_id: self.public_hex()[..16].to_owned(),
+                host_proof: None,
             }),
             ..Default::default()
         }

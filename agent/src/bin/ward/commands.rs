@@ -256,7 +256,7 @@ fn build_grant(a: GrantArgs) -> Result<pb::Grant, CliError> {
         ticket: a.ticket.unwrap_or_default(),
         approvers: Vec::new(),
         issuer: format!("ward-cli:uid:{}", nix::unistd::getuid()),
-        hosts: Vec::new(),
+        ..Default::default()
     })
 }
 
