@@ -189,6 +189,8 @@ pub async fn run(
         let mut handle = None;
         let mut said = false;
         let mut handled = crate::enforcer::boot_ns();
+        // The last rule change's pass that has been followed by a sweep.
+        let mut swept = 0;
         loop {
             if handle.is_none() {
                 match resetter.lock().await.teardown_handle() {
@@ -202,9 +204,13 @@ pub async fn run(
             }
             // After the last deadline handled, not after now: one that
             // passed while the engine was busy is handled at once.
-            let (now, next) = {
+            let (now, next, ended) = {
                 let e = resetter.lock().await;
-                (crate::enforcer::boot_ns(), e.next_connect_deadline(handled))
+                (
+                    crate::enforcer::boot_ns(),
+                    e.next_connect_deadline(handled),
+                    e.connections_ended_at(),
+                )
             };
             match (next, handle.take()) {
                 // Within the next poll and the lead reset_at needs.
@@ -213,6 +219,17 @@ pub async fn run(
                 {
                     handle = reset_at(deadline, h).await;
                     handled = deadline;
+                }
+                // A rule change ended connections a moment ago: sweep
+                // again for connects that raced its pass.
+                (_, Some(mut h)) if ended > swept && now >= ended + SWEEP_AFTER => {
+                    swept = ended;
+                    handle = tokio::task::spawn_blocking(move || {
+                        crate::enforcer::log_teardown(h.run());
+                        h
+                    })
+                    .await
+                    .ok();
                 }
                 (_, h) => {
                     handle = h;
@@ -402,6 +419,11 @@ fn tls_server(
         let _ = stop.recv().await;
     }))
 }
+
+/// How long after a rule change's teardown pass a second one sweeps up
+/// connects that raced it (their hook ran before the change; their
+/// socket was not yet found): time for such a connect to reach its SYN.
+const SWEEP_AFTER: u64 = 20_000_000;
 
 /// How long before a deadline the look-ahead runs: longer than a pass
 /// takes (about 1 ms over every TCP socket of a host, up to 20 ms seen on

@@ -199,6 +199,10 @@ pub struct Enforcer {
     _links: Vec<OwnedFd>,
     /// Made at the first teardown pass.
     teardown: Option<teardown::Handle>,
+    /// When (boot clock) connections were last ended at a rule change:
+    /// the agent's teardown loop sweeps again shortly after, see
+    /// [`Enforcer::connections_ended_at`].
+    ended_at: u64,
     /// Writes to the rules, for look-ahead teardown passes.
     writes: teardown::RuleWrites,
 }
@@ -243,6 +247,7 @@ impl Enforcer {
             paths: Default::default(),
             _links: links,
             teardown: None,
+            ended_at: 0,
             writes: teardown::RuleWrites::default(),
         })
     }
@@ -660,6 +665,16 @@ impl Enforcer {
         Ok(())
     }
 
+    /// When connections were last ended at a rule change (boot clock), or
+    /// 0. A connect whose hook allowed it just before the rule went, and
+    /// which the pass then did not find (its socket not yet hashed, its
+    /// entry not yet held), would have its SYN dropped by the packet hooks
+    /// and hang in SYN-SENT for two minutes of retransmits: a second pass
+    /// a little later resets it, so it fails at once instead.
+    pub fn connections_ended_at(&self) -> u64 {
+        self.ended_at
+    }
+
     /// [`Enforcer::end_connections`], with the outcome in the log.
     pub fn end_connections_logged(&mut self) {
         teardown::log_outcome(self.end_connections());
@@ -670,6 +685,7 @@ impl Enforcer {
     /// them with the decision every send and receive takes, and sock_diag
     /// aborts each.
     pub fn end_connections(&mut self) -> Result<Teardown, EnforcerError> {
+        self.ended_at = boot_ns();
         if self.teardown.is_none() {
             // Made once something is held (the handle checks the count
             // itself from then on), so a kernel without the iterator says

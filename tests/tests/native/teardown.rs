@@ -484,3 +484,89 @@ fn a_psql_session_ends_at_revoke() {
     assert!(!session.alive("alive-2"), "psql's next query fails");
     session.finish();
 }
+
+/// A connect that races a revoke fails at once, never hangs. Its hook
+/// may allow it just before the rule goes, and the revoke's pass may not
+/// find its socket yet; the packet hooks then drop its SYN, and without
+/// a second pass shortly after (wardd sweeps 20 ms after a rule change)
+/// it would sit in SYN-SENT for two minutes of retransmits. A child in
+/// the test cgroup connects in a loop with a 3 s timeout while grants are
+/// pushed and revoked under it, 150 times. The race is narrow: the
+/// coordinator benchmark (1,000 cycles through the fleet channel) met it
+/// about once in 200 cycles before the sweep, and this loop may pass
+/// without it; it holds the property, not the proof of the fix.
+#[test]
+fn a_connect_racing_a_revoke_fails_at_once_and_never_hangs() {
+    let h = host("race", "");
+    let _wardd = h.start();
+    h.listener.set_nonblocking(true).unwrap();
+    let addr = h.addr;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepting = {
+        let (listener, done) = (h.listener.try_clone().unwrap(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                while listener.accept().is_ok() {}
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let (family, sa, len) = ward_tests::sockaddr(addr);
+    let managed = &h.sb.managed;
+    let hammer = std::thread::scope(|s| {
+        let child = s.spawn(|| {
+            // SAFETY: raw syscalls only in the child.
+            unsafe {
+                ward_tests::in_child(Some(managed), move || {
+                    let mut start = std::mem::zeroed::<libc::timespec>();
+                    libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start);
+                    let timeout = libc::timeval {
+                        tv_sec: 3,
+                        tv_usec: 0,
+                    };
+                    loop {
+                        let mut now = std::mem::zeroed::<libc::timespec>();
+                        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+                        if now.tv_sec - start.tv_sec > 12 {
+                            return 0;
+                        }
+                        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                        libc::setsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_SNDTIMEO,
+                            (&timeout as *const libc::timeval).cast(),
+                            std::mem::size_of::<libc::timeval>() as u32,
+                        );
+                        let r =
+                            libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len);
+                        // A timed-out connect says EINPROGRESS.
+                        if r != 0 && *libc::__errno_location() == libc::EINPROGRESS {
+                            return libc::ETIMEDOUT;
+                        }
+                        libc::close(fd);
+                    }
+                })
+            }
+        });
+        let started = Instant::now();
+        let mut cycles = 0;
+        while started.elapsed() < Duration::from_secs(10) && cycles < 150 {
+            let id = format!("race-{cycles}");
+            let (code, _, err) = h.grant(&id, "1h");
+            assert_eq!(code, 0, "{err}");
+            let (code, _, err) = h.ward(&["revoke", &id]);
+            assert_eq!(code, 0, "{err}");
+            cycles += 1;
+        }
+        eprintln!("{cycles} grant/revoke cycles under a connect loop");
+        child.join().unwrap()
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    accepting.join().unwrap();
+    assert_eq!(
+        hammer,
+        OpenOutcome::Opened,
+        "a connect hung for 3 s (ETIMEDOUT) after racing a revoke"
+    );
+}

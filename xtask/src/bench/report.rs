@@ -379,6 +379,33 @@ fn summary_md(out: &Path) -> String {
             ),
             "".into(),
         ]);
+        let t = &targets::RESYNC_10K;
+        let resync = &f["resync_10000"];
+        rows.push([
+            "coordinator restart: all 10,000 agents resynced, each holding exactly the live grant"
+                .into(),
+            format!(
+                "{} ({} of {} exact)",
+                judged(resync["all_resynced_ms"].as_f64(), 0, t),
+                resync["holding_exactly_the_kept_grant"],
+                resync["agents"]
+            ),
+            t.to_string(),
+        ]);
+        if let Ok(p) = read_json(out, "coordinator_fan_out_replicas") {
+            let p = &p["agents_10000"];
+            let (tg, tr) = (&targets::FAN_OUT_REPLICAS, &targets::REVOKE_REPLICAS);
+            rows.push([
+                "two replicas sharing PostgreSQL: one grant; its revocation, to 10,000 agent streams"
+                    .into(),
+                format!(
+                    "{}; {}",
+                    judged(p["all_delivered_us"].as_f64().map(|u| u / 1000.0), 1, tg),
+                    judged(p["all_revoked_us"].as_f64().map(|u| u / 1000.0), 1, tr)
+                ),
+                format!("{tg}; {tr}"),
+            ]);
+        }
         rows.push([
             "coordinator approvals per second: SQLite; PostgreSQL".into(),
             format!(
@@ -688,7 +715,7 @@ fn coordinator_md(out: &Path) -> Result<String> {
         ms(&r["max_us"]),
         targets::PUSH_P99,
     );
-    for n in ["100", "1000"] {
+    for n in ["100", "1000", "10000"] {
         let a = &f[format!("agents_{n}")];
         md.push_str(&format!(
             "| fan-out: one grant to {n} agent streams (arrival per agent) | {:.1} ms | {:.1} ms | {:.1} ms (all delivered) | |\n",
@@ -751,6 +778,7 @@ fn report_json(out: &Path) -> Result<()> {
         "memory",
         "coordinator_request_to_enforced",
         "coordinator_fan_out",
+        "coordinator_fan_out_replicas",
         "coordinator_approvals",
         "policy_compile",
         "directory_in_kernel",

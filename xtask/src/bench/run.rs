@@ -122,10 +122,11 @@ pub fn policy_compile(ws: &Workspace, out: &Path) -> Result<()> {
 }
 
 /// The coordinator: an auto-approved request until the grantee's connect
-/// succeeds, and fan-out to 100 and 1,000 simulated agent streams.
+/// succeeds; fan-out to 100, 1,000 and 10,000 simulated agent streams,
+/// on one coordinator and across two replicas; resync after a restart.
 pub fn coordinator(ws: &Workspace, out: &Path) -> Result<()> {
     step(
-        "coordinator: auto-approved request to enforced (1000), fan-out to 100 and 1,000 agents, approvals/s",
+        "coordinator: auto-approved request to enforced (1000), fan-out to 100, 1,000 and 10,000 agents (one coordinator; two replicas), resync of 10,000, approvals/s",
     );
     let pg = crate::postgres::start()?;
     run(native_benches(ws, out, "coordinator::bench").env("WARD_TEST_POSTGRES", &pg.url))?;

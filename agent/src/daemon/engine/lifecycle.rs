@@ -295,6 +295,11 @@ impl Engine {
         self.enforcer.next_connect_deadline(after)
     }
 
+    /// See [`Enforcer::connections_ended_at`].
+    pub fn connections_ended_at(&self) -> u64 {
+        self.enforcer.connections_ended_at()
+    }
+
     /// Resets held connections whose permission has ended.
     pub fn end_connections(&mut self) {
         self.enforcer.end_connections_logged();

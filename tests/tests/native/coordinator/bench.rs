@@ -17,7 +17,10 @@ fn bench_auto_approved_request_to_enforced() {
     c.wait_subscribed(1);
     // This thread is the grantee's workload; the daemons stay outside.
     ward_tests::bench::enter_cgroup(h1.sb.managed.path());
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // A worker drives the connections between calls (their keepalive
+    // pings), as a daemon's runtime would; this thread waits on sockets.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
