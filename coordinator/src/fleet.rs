@@ -122,7 +122,9 @@ impl HostTrees {
             return None;
         }
         let mut trees = self.trees.lock().ok()?;
-        if let Some(t) = trees.get(&grant.id) {
+        if let Some(t) = trees.get(&grant.id)
+            && t.root() == grant.hosts_root
+        {
             return Some(t.clone());
         }
         let tree = Arc::new(HostTree::new(&hosts()));

@@ -78,6 +78,12 @@ pub enum ServerError {
     /// A `[[webhooks]]` entry.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    /// The outbox position agents are delivered from.
+    #[error("reading the outbox position")]
+    Outbox {
+        #[source]
+        source: WorkflowError,
+    },
     /// `cert`, `key` or `client_ca`.
     #[error("{field} {}", path.display())]
     TlsFile {
@@ -360,7 +366,19 @@ pub async fn run(
             }
         }
     });
+    // Where delivery starts, read before any agent can subscribe: a
+    // snapshot taken later reflects at least this, and the pump delivers
+    // everything after it, so nothing committed in between is missed.
+    let wf = workflow.clone();
+    let head = blocking("reading the outbox position", move || {
+        wf.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .outbox_head()
+            .map_err(|source| ServerError::Outbox { source })
+    })
+    .await?;
     tokio::spawn(pump(
+        head,
         workflow.clone(),
         fleet.clone(),
         changed.clone(),

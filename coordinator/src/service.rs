@@ -220,22 +220,13 @@ impl CoordinatorService {
 /// Delivers what the outbox gains, from this replica or any other sharing
 /// the store, to the agents connected here.
 pub async fn pump(
+    head: i64,
     workflow: Arc<Mutex<Workflow>>,
     fleet: Arc<Fleet>,
     changed: Arc<Notify>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let head = {
-        let wf = workflow.clone();
-        tokio::task::spawn_blocking(move || {
-            wf.lock().unwrap_or_else(|p| p.into_inner()).outbox_head()
-        })
-        .await
-    };
-    let mut last = match head {
-        Ok(Ok(h)) => h,
-        _ => 0,
-    };
+    let mut last = head;
     metrics
         .delivered
         .store(last, std::sync::atomic::Ordering::Relaxed);
@@ -401,13 +392,23 @@ impl Coordinator for CoordinatorService {
         // snapshot (which would bring the revoked grant back).
         self.fleet.attach(&r.host, tx);
         let k = known.clone();
-        let resume = match self
+        let mut resume = self
             .read(move |_, store| Resume::read(store, &k))
             .await
-            .map_err(status)?
-        {
+            .map_err(status)?;
+        if matches!(resume, Resume::Changed) {
+            resume = self
+                .with(move |wf| wf.subscribe(&known))
+                .await
+                .map_err(status)?;
+        }
+        let resume = match resume {
+            Resume::Grants(snapshot) => snapshot,
             // Nothing queued on the attached stream reaches the agent:
             // the receiver is dropped with this refusal.
+            Resume::Changed => {
+                return Err(Status::internal("the host's record was not written"));
+            }
             Resume::Revoked => {
                 tracing::warn!(host = %r.host, "subscribe refused: the host is revoked");
                 return Err(Status::permission_denied(format!(
@@ -415,11 +416,6 @@ impl Coordinator for CoordinatorService {
                     r.host
                 )));
             }
-            Resume::Grants(snapshot) => snapshot,
-            Resume::Changed => self
-                .with(move |wf| wf.subscribe(&known))
-                .await
-                .map_err(status)?,
         };
         tracing::info!(host = %r.host, labels = ?r.labels, "agent subscribed");
         let snapshot = pb::FleetMessage {

@@ -907,10 +907,14 @@ impl Workflow {
 
     /// An agent connects and its record changed (or is new): remember its
     /// labels and posture; hand back its active grants.
-    pub fn subscribe(&mut self, host: &KnownHost) -> Result<Snapshot, WorkflowError> {
+    pub fn subscribe(&mut self, host: &KnownHost) -> Result<Resume, WorkflowError> {
         self.store.write(|tx| {
+            // Again under the lock: it may have been revoked since the read.
+            if tx.host_revoked(&host.name)? {
+                return Ok(Resume::Revoked);
+            }
             tx.upsert_host(host, now_ms())?;
-            Snapshot::read(tx, &host.name)
+            Ok(Resume::Grants(Snapshot::read(tx, &host.name)?))
         })
     }
 }

@@ -18,6 +18,8 @@ use crate::v1::{Grant, HostProof};
 
 /// Up to this many hosts are listed in the grant itself.
 pub const INLINE_HOSTS: usize = 32;
+/// The most hosts a grant may name by root.
+pub const MAX_HOSTS: u64 = 1 << 32;
 
 /// A grant's hosts as a Merkle tree, for proofs.
 pub struct HostTree {
@@ -87,6 +89,9 @@ pub fn names(grant: &Grant, proof: Option<&HostProof>, host: &str) -> bool {
         (true, _) => grant.hosts.iter().any(|h| h == host),
         (false, _) if !grant.hosts.is_empty() => false,
         (false, None) => false,
+        // Signed, but bounded anyway: the tree code asserts on sizes
+        // past 2^63.
+        (false, Some(_)) if grant.hosts_count == 0 || grant.hosts_count > MAX_HOSTS => false,
         (false, Some(p)) => {
             let Ok(digest) = <[u8; 32]>::try_from(grant.hosts_root.as_slice()) else {
                 return false;
@@ -151,6 +156,12 @@ mod tests {
         let mut forged = g.clone();
         forged.hosts_root[0] ^= 1;
         assert!(!names(&forged, Some(&mine), "host-2"));
+        // A count of none, or past the bound, names nobody (no panic).
+        for count in [0, MAX_HOSTS + 1, u64::MAX] {
+            let mut odd = g.clone();
+            odd.hosts_count = count;
+            assert!(!names(&odd, Some(&mine), "host-2"), "{count}");
+        }
         // A root with a list beside it is malformed.
         let mut both = g.clone();
         both.hosts = vec!["host-2".into()];

@@ -164,6 +164,69 @@ fn a_file_opened_under_a_policy_stops_when_a_forbid_covers_it() {
     );
 }
 
+/// Issue 16: a file opened under a *class's* allow (Cedar policy keyed by
+/// principal class, the workload a member) ends when its holder moves to
+/// a class without that allow: one membership update, and the next read
+/// of the open file is refused. Moving back lets it read again.
+#[test]
+fn a_file_held_under_a_class_allow_ends_when_its_holder_moves_class() {
+    use ward_agent::enforcer::BaseEdit;
+    let mut f = files("held-class");
+    let allow = Entry {
+        subject: Subject::Class(1),
+        op: Op::Read,
+        object: f.object.clone(),
+        effect: Effect::Allow,
+        expires: Expiry::Never,
+        rule_id: 400,
+        from_grant: false,
+    };
+    // Class 2 is a class too, with only a write allow elsewhere in it: a
+    // row the kernel holds, but no read of this object.
+    let other = Entry {
+        subject: Subject::Class(2),
+        op: Op::Write,
+        object: f.object.clone(),
+        effect: Effect::Allow,
+        expires: Expiry::Never,
+        rule_id: 401,
+        from_grant: false,
+    };
+    let base = vec![
+        protection(Op::Read, &f.object),
+        protection(Op::Write, &f.object),
+        allow,
+        other,
+    ];
+    let member = Subject::Cgroup(f.managed.id());
+    f.enforcer
+        .apply_with(&base, [(member, 1)].into())
+        .expect("apply classes");
+    let mut h = f.hold(libc::O_RDONLY);
+    assert_eq!(h.try_use(Use::Read), OPENED, "read under the class allow");
+    assert_eq!(h.try_use(Use::Map), OPENED, "map under the class allow");
+
+    let moving = |to: u32| BaseEdit {
+        remove: Vec::new(),
+        add: Vec::new(),
+        classes: vec![(member, Some(to))],
+    };
+    f.enforcer.update_base(&moving(2)).expect("move to class 2");
+    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read after the move");
+    assert_eq!(h.try_use(Use::Map), FILE_ENDED, "map after the move");
+    f.enforcer.update_base(&moving(1)).expect("move back");
+    assert_eq!(h.try_use(Use::Read), OPENED, "read back in class 1");
+    // Out of every class: nothing but the protection.
+    f.enforcer
+        .update_base(&BaseEdit {
+            remove: Vec::new(),
+            add: Vec::new(),
+            classes: vec![(member, None)],
+        })
+        .expect("leave");
+    assert_eq!(h.try_use(Use::Read), FILE_ENDED, "read outside any class");
+}
+
 #[test]
 fn a_held_file_outlives_nothing_once_closed() {
     // Files the kernel forgets when they are freed: the count goes back.
