@@ -23,7 +23,8 @@ struct Args {
     #[arg(long, short, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     /// Check the configuration file, and the Cedar policy and directory it
-    /// names, then exit (0 valid, 1 invalid).
+    /// names (reading a `[policy.ldap]` server once, as the daemon would),
+    /// then exit (0 valid, 1 invalid).
     #[arg(long)]
     check_config: bool,
     /// Report what the running kernel lets ward enforce, then exit

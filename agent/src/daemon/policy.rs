@@ -34,6 +34,10 @@ pub enum PolicyError {
         resource: EntityKey,
         source: ResourceError,
     },
+    /// `[policy.ldap]` could not be read (by `wardd --check-config`; the
+    /// daemon keeps the last good read instead).
+    #[error("policy.ldap: {0}")]
+    Ldap(String),
 }
 
 /// Why a directory resource is no kernel object.
@@ -700,8 +704,14 @@ pub fn check_sources(
     section: &PolicySection,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<String, PolicyError> {
+    // The LDAP server is read as the daemon will: a config that names one
+    // it cannot reach or bind to is not a valid config.
+    let (ldap_defs, ldap_said) = match &section.ldap {
+        Some(source) => check_ldap(source)?,
+        None => (Vec::new(), String::new()),
+    };
     let (policies, directory) =
-        ward_policy::load_sources(&section.files, section.directory.as_deref())?;
+        ward_policy::load_sources_with(&section.files, section.directory.as_deref(), ldap_defs)?;
     check_resources(&directory)?;
     let n = policies.len();
     let c = Compiler::new(
@@ -712,7 +722,41 @@ pub fn check_sources(
     );
     let s = c.stats();
     Ok(format!(
-        "{n} policies; {} principals x {} resources: {} decisions",
+        "{n} policies; {} principals x {} resources: {} decisions{ldap_said}",
         s.principals, s.resources, s.decisions
     ))
+}
+
+/// One read of `source`: its entities, and what to say of it (how many
+/// entries, and each refused one by DN and attribute).
+fn check_ldap(source: &ward_ldap::LdapSource) -> Result<(Vec<EntityDef>, String), PolicyError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PolicyError::Ldap(format!("starting a runtime: {e}")))?;
+    let limit = source.timeout * 4;
+    let fetched = runtime
+        .block_on(async { tokio::time::timeout(limit, ward_ldap::fetch(source, &[])).await })
+        .map_err(|_| {
+            PolicyError::Ldap(format!(
+                "{}: no answer in {}",
+                source.url,
+                humantime::format_duration(limit)
+            ))
+        })?
+        .map_err(|e| PolicyError::Ldap(e.to_string()))?;
+    let mut said = format!(
+        "\nldap: {} users and {} groups read from {} in {} ms",
+        fetched.users,
+        fetched.groups,
+        source.url,
+        fetched.took.as_millis()
+    );
+    for b in &fetched.mapped.bad {
+        said.push_str(&format!(
+            "\nldap: entry refused: {} ({}): {}",
+            b.dn, b.attribute, b.problem
+        ));
+    }
+    Ok((fetched.mapped.defs, said))
 }

@@ -264,3 +264,44 @@ fn a_server_whose_certificate_does_not_verify_is_never_read() {
     );
     assert_eq!(connect(&h), DENIED, "nothing read, nothing permitted");
 }
+
+/// `wardd --check-config` reads a `[policy.ldap]` server once, as the
+/// daemon would: it says how many people and groups it read and names a
+/// refused entry by DN and attribute; a stopped server makes the config
+/// invalid (exit 1), naming the URL.
+#[test]
+fn check_config_reads_the_ldap_server_and_refuses_one_it_cannot_reach() {
+    let mut ldap = Slapd::start("check");
+    ldap.add(&Slapd::person("nobody", &[("departmentNumber", "eng")]));
+    ldap.add(&Slapd::person(
+        "daemon",
+        &[("departmentNumber", "eng"), ("employeeType", "high")],
+    ));
+    ldap.add(&Slapd::group("dbusers", &[Slapd::dn("nobody")]));
+    let h = ldap_host("ldap-check", &ldap, "department = \"eng\"", None);
+    let config = h.config.to_str().unwrap();
+    let (code, out, err) = ward_tests::run(
+        &ward_tests::wardd_bin(),
+        &["--config", config, "--check-config"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ldap: 2 users and 1 groups read from ldap://"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ldap: entry refused: uid=daemon,ou=people,dc=ward,dc=test (employeeType)"),
+        "{out}"
+    );
+
+    ldap.stop();
+    let (code, out, err) = ward_tests::run(
+        &ward_tests::wardd_bin(),
+        &["--config", config, "--check-config"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("policy.ldap") && err.contains(&ldap.url()),
+        "{err}"
+    );
+}
