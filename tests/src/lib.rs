@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod flood;
 pub mod holder;
 pub mod lifecycle;
+pub mod oidc;
 pub mod pki;
 pub mod slapd;
 pub mod syscall_loop;

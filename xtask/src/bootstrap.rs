@@ -15,7 +15,34 @@ pub const NIGHTLY: &str = "nightly";
 pub fn all(ws: &Workspace) -> Result<()> {
     ebpf_toolchain(ws)?;
     cargo_fuzz(ws)?;
-    vm_packages()
+    vm_packages()?;
+    oidc_provider(ws)
+}
+
+/// The OpenID Connect provider the SSO tests sign in through
+/// (panva/oidc-provider, `tests/oidc`), installed with `npm ci` from its
+/// lockfile under target/oidc; again only when the lockfile changes.
+pub fn oidc_provider(ws: &Workspace) -> Result<()> {
+    let from = ws.root.join("tests/oidc");
+    let to = ws.target().join("oidc");
+    let lock =
+        std::fs::read(from.join("package-lock.json")).context("tests/oidc/package-lock.json")?;
+    let installed = std::fs::read(to.join("package-lock.json")).ok();
+    std::fs::create_dir_all(&to)?;
+    // The script is copied each time: it is small and may have changed.
+    std::fs::copy(from.join("provider.mjs"), to.join("provider.mjs"))
+        .context("copying tests/oidc/provider.mjs")?;
+    if installed.as_deref() == Some(lock.as_slice()) && to.join("node_modules").exists() {
+        return Ok(());
+    }
+    step("installing the test OIDC provider (npm ci, tests/oidc)");
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(from.join(f), to.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&to))
+    .context("npm ci for the test OIDC provider (is Node.js with npm installed?)")
 }
 
 /// rust-src for nightly, and bpf-linker built against nightly's own LLVM.

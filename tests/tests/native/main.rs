@@ -11,6 +11,7 @@ mod doctor;
 mod journal;
 mod ldap;
 mod metrics;
+mod oidc;
 mod packages;
 mod pinning;
 mod policy;

@@ -1,0 +1,212 @@
+//! A real OpenID Connect provider for the SSO tests: panva/oidc-provider
+//! (installed by `cargo xtask test` under target/oidc), over TLS with a
+//! certificate from a test CA, with its own login form and the device
+//! grant. [`Provider::device_login`] signs a person in through that form
+//! the way `ward login`'s user would in a browser.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command},
+    sync::Arc,
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    TempDir,
+    pki::{Ca, ca, write_leaf_naming},
+};
+
+pub struct Provider {
+    pub issuer: String,
+    /// The CA that issued the provider's certificate (PEM file).
+    pub ca_file: PathBuf,
+    ca: Ca,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// Where `cargo xtask test` installed the provider.
+fn installed() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/oidc");
+    assert!(
+        root.join("node_modules/oidc-provider").exists(),
+        "the test OIDC provider is not installed under {}: run under `cargo xtask test`",
+        root.display()
+    );
+    root
+}
+
+impl Provider {
+    /// Starts a provider whose people are `accounts` (name -> claims such
+    /// as `groups` and `department`) and whose clients are `clients`
+    /// (oidc-provider client metadata); ID tokens last `id_token_ttl` s.
+    pub fn start(tag: &str, accounts: Value, clients: Value, id_token_ttl: u64) -> Provider {
+        let dir = TempDir::new(&format!("oidc-{tag}"));
+        let ca = ca(&format!("oidc-{tag}"));
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let (cert, key) = write_leaf_naming(
+            &ca,
+            dir.path(),
+            "provider",
+            "localhost",
+            &["localhost"],
+            false,
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let issuer = format!("https://localhost:{port}");
+        let config = dir.path().join("provider.json");
+        std::fs::write(
+            &config,
+            json!({
+                "issuer": issuer,
+                "port": port,
+                "tls": { "cert": cert, "key": key },
+                "clients": clients,
+                "accounts": accounts,
+                "id_token_ttl": id_token_ttl,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let root = installed();
+        // Its notices go to a file: a closed pipe would kill it (EPIPE).
+        let log = dir.path().join("provider.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("node")
+            .arg(root.join("provider.mjs"))
+            .arg(&config)
+            .current_dir(&root)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("node starts the OIDC provider");
+        crate::coordinator::wait_until(
+            "the OIDC provider",
+            std::time::Duration::from_secs(20),
+            || std::fs::read_to_string(&log).is_ok_and(|l| l.lines().any(|l| l == "listening")),
+        );
+        Provider {
+            issuer,
+            ca_file,
+            ca,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// A blocking HTTPS client that trusts only this provider's CA and
+    /// keeps cookies, and follows no redirect (each step is checked).
+    fn browser(&self) -> reqwest::blocking::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile_certs(&self.ca.pem()) {
+            roots.add(cert).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::blocking::Client::builder()
+            .use_preconfigured_tls(tls)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Signs `who` in through the provider's own pages for the device
+    /// code shown as `user_code` (what a person does in a browser after
+    /// `ward login` prints the code): confirm the code, the login form,
+    /// then consent.
+    pub fn device_login(&self, user_code: &str, who: &str) {
+        let b = self.browser();
+        let page = |url: &str| b.get(url).send().unwrap();
+        let form = |url: &str, fields: &[(&str, &str)]| b.post(url).form(fields).send().unwrap();
+        let device = format!("{}/device", self.issuer);
+        let body = page(&format!("{device}?user_code={user_code}"))
+            .text()
+            .unwrap();
+        let body = form(&device, &[("xsrf", &xsrf(&body)), ("user_code", user_code)])
+            .text()
+            .unwrap();
+        let mut r = form(
+            &device,
+            &[
+                ("xsrf", &xsrf(&body)),
+                ("user_code", user_code),
+                ("confirm", "yes"),
+            ],
+        );
+        // The login prompt, then the consent prompt, each an interaction.
+        for (prompt, fields) in [
+            ("login", vec![("login", who), ("password", "any")]),
+            ("consent", vec![]),
+        ] {
+            while let Some(to) = location(&r) {
+                if to.contains("/interaction/") {
+                    let mut all = vec![("prompt", prompt)];
+                    all.extend(fields.iter().copied());
+                    let url = self.absolute(&to);
+                    let _ = page(&url);
+                    r = form(&url, &all);
+                    break;
+                }
+                r = page(&self.absolute(&to));
+            }
+        }
+        while let Some(to) = location(&r) {
+            r = page(&self.absolute(&to));
+        }
+        let done = r.text().unwrap();
+        assert!(done.contains("Success"), "device sign-in failed: {done}");
+    }
+
+    fn absolute(&self, to: &str) -> String {
+        if to.starts_with("http") {
+            to.to_owned()
+        } else {
+            format!("{}{to}", self.issuer)
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn location(r: &reqwest::blocking::Response) -> Option<String> {
+    r.status()
+        .is_redirection()
+        .then(|| {
+            r.headers()
+                .get("location")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .flatten()
+}
+
+fn xsrf(page: &str) -> String {
+    let at = page.find("name=\"xsrf\" value=\"").expect("an xsrf field") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
