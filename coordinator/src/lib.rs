@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod join;
 pub mod ldap;
 pub mod metrics;
+pub mod oidc;
 pub mod server;
 pub mod service;
 pub mod signer;

@@ -8,7 +8,7 @@
 //   "tls": { "cert": "PEM path", "key": "PEM path" },
 //   "clients": [ oidc-provider client metadata ... ],
 //   "accounts": { "alice": { "groups": [...], "department": "..." } },
-//   "id_token_ttl": seconds }
+//   "id_token_ttl": seconds, "jwks": { "keys": [private JWKs] } (optional) }
 //
 // It prints "listening" once it serves.
 import { readFileSync } from 'node:fs';
@@ -50,6 +50,9 @@ const provider = new Provider(config.issuer, {
     Session: 3600,
   },
   cookies: { keys: ['ward-test-cookie-key'] },
+  // Its own signing keys when given (two providers sharing keys differ
+  // only in their issuer), else the library's development keys.
+  ...(config.jwks ? { jwks: config.jwks } : {}),
 });
 provider.proxy = false;
 

@@ -13,6 +13,36 @@ use std::{
 
 use serde_json::{Value, json};
 
+/// A fresh RSA signing key as a private JWK set, made by Node's crypto.
+pub fn signing_keys() -> Value {
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "const { generateKeyPairSync } = require('node:crypto');\
+             const k = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });\
+             console.log(JSON.stringify({ keys: [{ ...k, kid: 'test', use: 'sig', alg: 'RS256' }] }));",
+        ])
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A public client with the device grant, as `ward login` is.
+pub fn device_client(client_id: &str) -> Value {
+    json!({
+        "client_id": client_id,
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"],
+        "response_types": [],
+        "redirect_uris": [],
+    })
+}
+
 use crate::{
     TempDir,
     pki::{Ca, ca, write_leaf_naming},
@@ -43,6 +73,17 @@ impl Provider {
     /// as `groups` and `department`) and whose clients are `clients`
     /// (oidc-provider client metadata); ID tokens last `id_token_ttl` s.
     pub fn start(tag: &str, accounts: Value, clients: Value, id_token_ttl: u64) -> Provider {
+        Provider::start_keyed(tag, accounts, clients, id_token_ttl, None)
+    }
+
+    /// [`Provider::start`], signing with `jwks` (see [`signing_keys`]).
+    pub fn start_keyed(
+        tag: &str,
+        accounts: Value,
+        clients: Value,
+        id_token_ttl: u64,
+        jwks: Option<Value>,
+    ) -> Provider {
         let dir = TempDir::new(&format!("oidc-{tag}"));
         let ca = ca(&format!("oidc-{tag}"));
         let ca_file = dir.path().join("ca.pem");
@@ -71,6 +112,7 @@ impl Provider {
                 "clients": clients,
                 "accounts": accounts,
                 "id_token_ttl": id_token_ttl,
+                "jwks": jwks,
             })
             .to_string(),
         )
@@ -168,6 +210,39 @@ impl Provider {
         }
         let done = r.text().unwrap();
         assert!(done.contains("Success"), "device sign-in failed: {done}");
+    }
+
+    /// An ID token for `who`, issued to `client_id` (a public client with
+    /// the device grant) by the whole device flow.
+    pub fn device_token(&self, client_id: &str, who: &str) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let auth: Value = client
+            .post(format!("{}/device/auth", self.issuer))
+            .form(&[("client_id", client_id), ("scope", "openid profile")])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        self.device_login(auth["user_code"].as_str().unwrap(), who);
+        let token: Value = client
+            .post(format!("{}/token", self.issuer))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", auth["device_code"].as_str().unwrap()),
+                ("client_id", client_id),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        token["id_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no ID token: {token}"))
+            .to_owned()
     }
 
     fn absolute(&self, to: &str) -> String {
