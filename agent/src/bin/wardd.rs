@@ -23,10 +23,15 @@ struct Args {
     #[arg(long, short, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     /// Check the configuration file, and the Cedar policy and directory it
-    /// names (reading a `[policy.ldap]` server once, as the daemon would),
-    /// then exit (0 valid, 1 invalid).
+    /// names, then exit (0 valid, 1 invalid). Offline: a `[policy.ldap]`
+    /// server is not contacted unless --read-ldap is given.
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: also read the `[policy.ldap]` server once, as
+    /// the daemon would. An unreachable server or a failed bind is then an
+    /// error; refused entries are listed by DN and attribute.
+    #[arg(long, requires = "check_config")]
+    read_ldap: bool,
     /// Report what the running kernel lets ward enforce, then exit
     /// (0 all available, 2 degraded, 1 a check could not run).
     #[arg(long)]
@@ -111,9 +116,12 @@ fn run(args: Args) -> Result<()> {
     }
     if args.check_config {
         if let Some(section) = &config.policy {
-            let summary =
-                ward_agent::daemon::policy::check_sources(section, &config.agent.host_labels)
-                    .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
+            let summary = ward_agent::daemon::policy::check_sources(
+                section,
+                &config.agent.host_labels,
+                args.read_ldap,
+            )
+            .map_err(|e| anyhow::anyhow!("policy:\n{e}"))?;
             println!("policy: {summary}");
         }
         println!("{}: ok", args.config.display());

@@ -265,10 +265,11 @@ fn a_server_whose_certificate_does_not_verify_is_never_read() {
     assert_eq!(connect(&h), DENIED, "nothing read, nothing permitted");
 }
 
-/// `wardd --check-config` reads a `[policy.ldap]` server once, as the
-/// daemon would: it says how many people and groups it read and names a
-/// refused entry by DN and attribute; a stopped server makes the config
-/// invalid (exit 1), naming the URL.
+/// `wardd --check-config --read-ldap` reads a `[policy.ldap]` server once,
+/// as the daemon would: it says how many people and groups it read and
+/// names a refused entry by DN and attribute; a stopped server makes the
+/// check fail (exit 1), naming the URL. Without --read-ldap the check
+/// stays offline and says so.
 #[test]
 fn check_config_reads_the_ldap_server_and_refuses_one_it_cannot_reach() {
     let mut ldap = Slapd::start("check");
@@ -282,7 +283,7 @@ fn check_config_reads_the_ldap_server_and_refuses_one_it_cannot_reach() {
     let config = h.config.to_str().unwrap();
     let (code, out, err) = ward_tests::run(
         &ward_tests::wardd_bin(),
-        &["--config", config, "--check-config"],
+        &["--config", config, "--check-config", "--read-ldap"],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -297,11 +298,21 @@ fn check_config_reads_the_ldap_server_and_refuses_one_it_cannot_reach() {
     ldap.stop();
     let (code, out, err) = ward_tests::run(
         &ward_tests::wardd_bin(),
-        &["--config", config, "--check-config"],
+        &["--config", config, "--check-config", "--read-ldap"],
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("policy.ldap") && err.contains(&ldap.url()),
         "{err}"
+    );
+    // Offline unless asked: the same config checks without the server.
+    let (code, out, err) = ward_tests::run(
+        &ward_tests::wardd_bin(),
+        &["--config", config, "--check-config"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("not contacted (--read-ldap reads it)"),
+        "{out}"
     );
 }
