@@ -17,6 +17,31 @@ use tokio::sync::{Semaphore, mpsc};
 use ward_agent::{client::TlsTarget, daemon::fleet::Backoff};
 use ward_proto::v1::{self as pb, coordinator_client::CoordinatorClient, fleet_message};
 
+/// Asks, as dave, for connect to 10.0.0.0/8:5432 on every host labelled
+/// `label` (auto-approved by the test policy where hosts are env=test):
+/// the request's id.
+pub fn grant_to_label(
+    rt: &tokio::runtime::Runtime,
+    c: &super::Coordinator,
+    label: &str,
+    reason: &str,
+) -> String {
+    let mut dave = rt.block_on(c.grpc("dave"));
+    rt.block_on(dave.create_request(pb::CreateRequestRequest {
+        operations: vec![pb::Operation::Connect as i32],
+        objects: vec![pb::Object {
+            kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
+        }],
+        host_labels: vec![label.to_owned()],
+        duration_ms: 600_000,
+        reason: reason.to_owned(),
+        ..Default::default()
+    }))
+    .unwrap()
+    .into_inner()
+    .id
+}
+
 /// What an agent saw, and when.
 #[derive(Debug)]
 enum Seen {

@@ -432,20 +432,7 @@ fn a_fleet_resyncs_after_a_coordinator_restart_and_a_revocation_during_it_sticks
         h.snapshots > 0
     });
     let grant = |c: &Coordinator| {
-        let mut dave = rt.block_on(c.grpc("dave"));
-        rt.block_on(dave.create_request(pb::CreateRequestRequest {
-            operations: vec![pb::Operation::Connect as i32],
-            objects: vec![pb::Object {
-                kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
-            }],
-            host_labels: vec!["fleet=resync".into()],
-            duration_ms: 600_000,
-            reason: "resync".into(),
-            ..Default::default()
-        }))
-        .unwrap()
-        .into_inner()
-        .id
+        ward_tests::coordinator::fleet::grant_to_label(&rt, c, "fleet=resync", "resync")
     };
     let (kept, gone) = (grant(&c), grant(&c));
     fleet.wait_all(&rt, "both grants", Duration::from_secs(30), |h| {
@@ -555,16 +542,14 @@ fn a_grant_for_many_hosts_names_them_by_root_and_each_gets_its_own_proof() {
             other => panic!("first a snapshot, not {other:?}"),
         }
     });
+    let key = ward_proto::signing::parse_public_hex(c.public_key()).unwrap();
+    let verified = |g| ward_proto::signing::verify(g, std::slice::from_ref(&key)).unwrap();
     let signed = snapshot
         .grants
         .iter()
-        .find(|g| {
-            let key = ward_proto::signing::parse_public_hex(c.public_key()).unwrap();
-            ward_proto::signing::verify(g, &[key]).unwrap().id == r.id
-        })
+        .find(|g| verified(g).id == r.id)
         .expect("the grant in h1's snapshot");
-    let key = ward_proto::signing::parse_public_hex(c.public_key()).unwrap();
-    let grant = ward_proto::signing::verify(signed, &[key]).unwrap();
+    let grant = verified(signed);
     assert!(grant.hosts.is_empty(), "{:?}", grant.hosts);
     assert_eq!(grant.hosts_count, 41);
     assert_eq!(grant.hosts_root.len(), 32);

@@ -2,7 +2,7 @@
 //! `coordinator::bench` as the filter).
 
 use super::*;
-use ward_tests::coordinator::fleet::SimFleet;
+use ward_tests::coordinator::fleet::{SimFleet, grant_to_label};
 
 #[test]
 #[ignore = "benchmark: run with `cargo xtask bench`"]
@@ -111,24 +111,9 @@ fn simulated_fleet(
     (fleet, connecting.elapsed())
 }
 
-/// Asks for connect to 10.0.0.0/8:5432 on every host labelled
-/// `fleet=LABEL`, auto-approved by policy: the request's id.
+/// A grant for every host labelled `fleet=LABEL`: the request's id.
 fn grant_to_fleet(rt: &tokio::runtime::Runtime, c: &Coordinator, label: &str) -> String {
-    use ward_proto::v1 as pb;
-    let mut dave = rt.block_on(c.grpc("dave"));
-    rt.block_on(dave.create_request(pb::CreateRequestRequest {
-        operations: vec![pb::Operation::Connect as i32],
-        objects: vec![pb::Object {
-            kind: Some(pb::object::Kind::Network("10.0.0.0/8:5432".into())),
-        }],
-        host_labels: vec![format!("fleet={label}")],
-        duration_ms: 600_000,
-        reason: "bench".into(),
-        ..Default::default()
-    }))
-    .unwrap()
-    .into_inner()
-    .id
+    grant_to_label(rt, c, &format!("fleet={label}"), "bench")
 }
 
 fn revoke(rt: &tokio::runtime::Runtime, c: &Coordinator, id: &str) {
