@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod flood;
 pub mod holder;
 pub mod lifecycle;
+#[cfg(feature = "native")]
 pub mod oidc;
 pub mod pki;
 pub mod slapd;

@@ -95,7 +95,15 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
         ),
         (
             "kernel",
-            &["test", "--no-run", "-p", "ward-tests", "--test", "vm"][..],
+            &[
+                "test",
+                "--no-run",
+                "-p",
+                "ward-tests",
+                "--no-default-features",
+                "--test",
+                "vm",
+            ][..],
         ),
     ] {
         let found = executables(&output(&mut cargo(args))?);
