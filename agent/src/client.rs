@@ -81,6 +81,25 @@ pub enum TlsConnectError {
 
 /// A mutual-TLS channel to `t.url`.
 pub async fn connect_tls(t: &TlsTarget) -> Result<Channel, TlsConnectError> {
+    tls_channel(&t.url, t.domain.as_deref(), &t.ca, Some((&t.cert, &t.key))).await
+}
+
+/// A TLS channel to `url` that presents no client certificate: a person
+/// signing in, or calling with a session.
+pub async fn connect_tls_as_session(
+    url: &str,
+    domain: Option<&str>,
+    ca: &Path,
+) -> Result<Channel, TlsConnectError> {
+    tls_channel(url, domain, ca, None).await
+}
+
+async fn tls_channel(
+    url: &str,
+    domain: Option<&str>,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Channel, TlsConnectError> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsConnectError::Read {
@@ -88,17 +107,18 @@ pub async fn connect_tls(t: &TlsTarget) -> Result<Channel, TlsConnectError> {
             source,
         })
     };
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&t.ca)?))
-        .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
-    if let Some(d) = &t.domain {
-        tls = tls.domain_name(d.clone());
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(d) = domain {
+        tls = tls.domain_name(d.to_owned());
     }
     let transport = |source| TlsConnectError::Transport {
-        url: t.url.clone(),
+        url: url.to_owned(),
         source,
     };
-    Endpoint::from_shared(t.url.clone())
+    Endpoint::from_shared(url.to_owned())
         .map_err(transport)?
         .tls_config(tls)
         .map_err(transport)?

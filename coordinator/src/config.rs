@@ -56,6 +56,32 @@ pub struct Config {
     pub metrics: Option<MetricsSection>,
     /// Hosts join with one-time tokens; off unless configured.
     pub enrolment: Option<EnrolmentSection>,
+    /// Identity providers people sign in through (`ward login`, the web
+    /// page); without one, people use client certificates only.
+    #[serde(default)]
+    pub oidc: Vec<crate::oidc::OidcSection>,
+    /// How long a session from a sign-in lasts.
+    #[serde(default = "default_session_ttl", with = "duration")]
+    pub session_ttl: Duration,
+    /// The reviewer's web page; off unless configured (and needs `[[oidc]]`).
+    pub web: Option<WebSection>,
+}
+
+/// `[web]`: the reviewer's page, served over HTTPS with the coordinator's
+/// certificate; people sign in through the first `[[oidc]]` issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// `ADDR:PORT`, e.g. `0.0.0.0:7445`.
+    pub listen: String,
+    /// The page's address as browsers reach it, e.g.
+    /// `https://ward.example.com:7445`: the provider redirects back to
+    /// `{public_url}/callback`, which must be registered with it.
+    pub public_url: String,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 /// `[enrolment]`: the fleet CA is `client_ca`; its key signs agents'
@@ -158,6 +184,29 @@ impl Config {
                 message: e.to_string(),
             })?;
         }
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        for o in &c.oidc {
+            o.check().map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(w) = &c.web {
+            if c.oidc.is_empty() {
+                return Err(invalid(
+                    "[web] needs an [[oidc]] issuer: people sign in to the page through it".into(),
+                ));
+            }
+            if !w.public_url.starts_with("https://") {
+                return Err(invalid(format!(
+                    "web.public_url `{}` must be an https:// URL",
+                    w.public_url
+                )));
+            }
+        }
+        if c.session_ttl.is_zero() {
+            return Err(invalid("session_ttl must be longer than 0s".into()));
+        }
         if let Some(dir) = path.parent() {
             for p in [
                 &mut c.cert,
@@ -177,6 +226,11 @@ impl Config {
             )
             .chain(c.database_ca.iter_mut())
             .chain(c.enrolment.iter_mut().map(|e| &mut e.ca_key))
+            .chain(
+                c.oidc
+                    .iter_mut()
+                    .flat_map(|o| o.client_secret_file.iter_mut().chain(o.ca_file.iter_mut())),
+            )
             .chain(
                 c.webhooks
                     .iter_mut()

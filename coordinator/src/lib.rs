@@ -16,6 +16,9 @@
 //! - `workflow`: requests, reviews and their rules;
 //! - `service`: the `ward.v1.Coordinator` gRPC service;
 //! - `webhook`: HMAC-signed JSON notifications;
+//! - `oidc`: people signed in through OpenID Connect providers;
+//! - `session`: the signed sessions they hold afterwards;
+//! - `web`: the reviewer's page (HTTPS);
 //! - `server`: TLS, background sweeps, serving.
 
 pub mod config;
@@ -28,6 +31,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod signer;
 pub mod store;
 pub mod webhook;

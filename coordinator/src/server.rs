@@ -224,6 +224,9 @@ pub fn open_store(config: &Config) -> Result<Store, ServerError> {
     }
 }
 
+/// Device sign-ins waiting at a provider at once: each polls it.
+const MAX_WAITING_SIGN_INS: usize = 256;
+
 /// Loads everything the coordinator decides with; every error is named.
 pub fn workflow(config: &Config) -> Result<Workflow, ServerError> {
     workflow_with(config, Vec::new())
@@ -408,6 +411,28 @@ pub async fn run(
         config.stream_buffer,
         metrics,
     );
+    let sso = (!config.oidc.is_empty()).then(|| {
+        let signer = workflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rules
+            .signer
+            .clone();
+        let issuers = Arc::new(crate::oidc::Issuers::new(&config.oidc));
+        crate::service::Sso {
+            sessions: Arc::new(crate::session::Sessions::new(
+                signer,
+                issuers.names(),
+                config.session_ttl,
+            )),
+            issuers,
+            waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_SIGN_INS)),
+        }
+    });
+    if let Some(sso) = &sso {
+        service = service.with_sso(sso.clone());
+        tracing::info!(issuers = ?sso.issuers.names(), "people may sign in through these issuers");
+    }
     if let Some(e) = &config.enrolment {
         let ca = Arc::new(
             crate::enrolment::FleetCa::load(&config.client_ca, &e.ca_key, e.agent_cert_ttl)
@@ -485,12 +510,16 @@ pub async fn run(
         },
         "coordinator",
     );
-    tracing::info!(listen = %addr, "serving mutual TLS");
+    // With sign-in configured, a person may connect without a certificate
+    // and present a session instead; each call still needs one or the
+    // other (`service::caller`).
+    tracing::info!(listen = %addr, sessions = sso.is_some(), "serving TLS");
     transport::server()
         .tls_config(
             ServerTlsConfig::new()
                 .identity(identity)
                 .client_ca_root(ca)
+                .client_auth_optional(sso.is_some())
                 .timeout(transport::HANDSHAKE_TIMEOUT),
         )
         .map_err(|source| ServerError::Tls { addr, source })?

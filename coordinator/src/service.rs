@@ -1,5 +1,6 @@
-//! `ward.v1.Coordinator`: who is calling (the client certificate), what
-//! they may do, then the workflow; and the agents' fleet stream.
+//! `ward.v1.Coordinator`: who is calling (a client certificate, or a
+//! person's session), what they may do, then the workflow; the agents'
+//! fleet stream; and people's sign-in through an identity provider.
 
 use std::{
     pin::Pin,
@@ -10,13 +11,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use ward_proto::{
-    identity::peer_identity,
+    identity::{canonical, peer_names},
     v1::{self as pb, coordinator_server::Coordinator, fleet_message},
 };
 
 use crate::{
     fleet::Fleet,
-    store::{KnownHost, Store},
+    now_ms,
+    oidc::{DeviceLogin, Issuer, Issuers, OidcError, SignedIn},
+    session::{Session, Sessions},
+    store::{KnownHost, Person, Store},
     workflow::{InternalError, PAGE, Resume, Rules, Workflow, WorkflowError},
 };
 
@@ -56,6 +60,17 @@ pub struct CoordinatorService {
     metrics: Arc<crate::metrics::Metrics>,
     /// Signs renewed agent certificates, when enrolment is configured.
     ca: Option<Arc<crate::enrolment::FleetCa>>,
+    /// People's sign-in: the trusted issuers and the sessions issued.
+    sso: Option<Sso>,
+}
+
+/// What people's sign-in needs.
+#[derive(Clone)]
+pub struct Sso {
+    pub issuers: Arc<Issuers>,
+    pub sessions: Arc<Sessions>,
+    /// Device sign-ins waiting at the provider at once; more are refused.
+    pub waiting: Arc<tokio::sync::Semaphore>,
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -69,6 +84,7 @@ fn status(e: WorkflowError) -> Status {
         | WorkflowError::SelfApproval
         | WorkflowError::NotReviewer(_)
         | WorkflowError::NotYours(_)
+        | WorkflowError::IdentityTaken(_)
         | WorkflowError::Enrolment(_) => Status::permission_denied(msg),
         WorkflowError::NotFound(_) => Status::not_found(msg),
         WorkflowError::WrongState { .. } => Status::failed_precondition(msg),
@@ -79,7 +95,8 @@ fn status(e: WorkflowError) -> Status {
     }
 }
 
-/// Who is calling: the one identity the client certificate names.
+/// Who is calling: the one identity the client certificate names, or
+/// the person a session names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Caller {
     Person(String),
@@ -87,25 +104,21 @@ enum Caller {
     Agent(String),
 }
 
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    let id = peer_identity(req).map_err(|e| {
-        tracing::warn!(error = %e, "caller refused");
-        Status::permission_denied(e.to_string())
-    })?;
-    Ok(match id.strip_suffix(AGENT_SUFFIX) {
-        Some(host) => Caller::Agent(host.to_owned()),
-        None => Caller::Person(id),
-    })
+/// The session a call presents, if any: `authorization: Bearer TOKEN`.
+fn bearer<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
+    let Some(v) = req.metadata().get("authorization") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Some(t.trim()))
+        .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer SESSION`"))
 }
 
-/// The person calling; agents may only subscribe.
-fn person<T>(req: &Request<T>) -> Result<String, Status> {
-    match caller(req)? {
-        Caller::Person(p) => Ok(p),
-        Caller::Agent(_) => Err(Status::permission_denied(
-            "this call is for people; agents may only subscribe",
-        )),
-    }
+fn refused(e: impl std::fmt::Display) -> Status {
+    tracing::warn!(error = %e, "caller refused");
+    Status::unauthenticated(e.to_string())
 }
 
 impl CoordinatorService {
@@ -125,6 +138,65 @@ impl CoordinatorService {
             stream_buffer: stream_buffer.max(1),
             metrics,
             ca: None,
+            sso: None,
+        }
+    }
+
+    /// People may sign in through `sso`'s issuers and call with sessions.
+    pub fn with_sso(mut self, sso: Sso) -> Self {
+        self.sso = Some(sso);
+        self
+    }
+
+    /// The caller: by certificate, or by session (checked against the
+    /// store's binding of its name). Presenting both is refused: one call
+    /// has one identity.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let names = peer_names(req);
+        let Some(token) = bearer(req)? else {
+            if names.is_empty() {
+                return Err(refused(
+                    "no client certificate and no session: sign in with `ward login`",
+                ));
+            }
+            let id = canonical(&names).map_err(refused)?;
+            return Ok(match id.strip_suffix(AGENT_SUFFIX) {
+                Some(host) => Caller::Agent(host.to_owned()),
+                None => Caller::Person(id),
+            });
+        };
+        if !names.is_empty() {
+            return Err(refused(
+                "the call presents both a client certificate and a session; present one",
+            ));
+        }
+        Ok(Caller::Person(self.session(token).await?.name))
+    }
+
+    /// The session `token` is, if it holds.
+    async fn session(&self, token: &str) -> Result<Session, Status> {
+        let Some(sso) = &self.sso else {
+            return Err(refused(
+                "this coordinator has no [[oidc]] issuer: sessions are refused",
+            ));
+        };
+        let (sessions, token) = (sso.sessions.clone(), token.to_owned());
+        let checked = self
+            .read(move |_, store| {
+                Ok(sessions.check(&token, now_ms(), |name| store.read(|tx| tx.person(name)))?)
+            })
+            .await
+            .map_err(status)?;
+        checked.map_err(refused)
+    }
+
+    /// The person calling; agents may only subscribe.
+    async fn person<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        match self.caller(req).await? {
+            Caller::Person(p) => Ok(p),
+            Caller::Agent(_) => Err(Status::permission_denied(
+                "this call is for people; agents may only subscribe",
+            )),
         }
     }
 
@@ -190,6 +262,82 @@ impl CoordinatorService {
     }
 }
 
+pub type LoginStream = Pin<Box<dyn Stream<Item = Result<pb::LoginEvent, Status>> + Send>>;
+
+/// Who a caller is, as `WhoAmI` and a sign-in say.
+fn identity(name: &str, person: Option<&Person>, session: Option<&Session>) -> pb::Identity {
+    pb::Identity {
+        name: name.to_owned(),
+        via: if session.is_some() {
+            "session"
+        } else {
+            "certificate"
+        }
+        .into(),
+        issuer: person.map(|p| p.issuer.clone()).unwrap_or_default(),
+        subject: person.map(|p| p.subject.clone()).unwrap_or_default(),
+        groups: person
+            .map(|p| p.def.parents.iter().map(|g| g.id.clone()).collect())
+            .unwrap_or_default(),
+        attributes: person
+            .map(|p| {
+                p.def
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        session_expires_unix_ms: session.map_or(0, |s| s.expires_unix_ms),
+    }
+}
+
+impl CoordinatorService {
+    /// Waits for the person to sign in at the provider, then binds them
+    /// and issues their session.
+    async fn finish_login(
+        &self,
+        sso: &Sso,
+        issuer: &Issuer,
+        device: &DeviceLogin,
+    ) -> Result<pb::LoginEvent, Status> {
+        let signed = issuer.finish_device(device).await.map_err(|e| {
+            tracing::warn!(issuer = %issuer.section.issuer, error = %e, "device sign-in refused");
+            Status::unauthenticated(e.to_string())
+        })?;
+        let (token, identity) = self.sign_in(sso, issuer, &signed).await?;
+        Ok(pb::LoginEvent {
+            kind: Some(pb::login_event::Kind::Session(pb::LoginSession {
+                token,
+                identity: Some(identity),
+            })),
+        })
+    }
+
+    /// A verified sign-in becomes a person (the config's claim mapping),
+    /// bound to the issuer and subject, and a session. Shared by the
+    /// device grant and the web page.
+    pub async fn sign_in(
+        &self,
+        sso: &Sso,
+        issuer: &Issuer,
+        signed: &SignedIn,
+    ) -> Result<(String, pb::Identity), Status> {
+        let person = issuer.section.person(signed).map_err(|e| {
+            tracing::warn!(issuer = %signed.issuer, subject = %signed.subject, error = %e, "sign-in refused");
+            Status::permission_denied(e.to_string())
+        })?;
+        let p = person.clone();
+        self.with(move |wf| wf.sign_in(&p)).await.map_err(|e| {
+            tracing::warn!(person = %person.name, error = %e, "sign-in refused");
+            status(e)
+        })?;
+        let (token, session) = sso.sessions.issue(&person, now_ms());
+        tracing::info!(person = %person.name, issuer = %person.issuer, subject = %person.subject, "signed in");
+        Ok((token, identity(&person.name, Some(&person), Some(&session))))
+    }
+}
+
 impl CoordinatorService {
     /// Release (by the requester) or revoke (by a reviewer or admin).
     async fn end(
@@ -197,7 +345,7 @@ impl CoordinatorService {
         req: Request<pb::EndRequest>,
         release: bool,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         let (default, call) = if release {
             ("released", "Release")
@@ -271,7 +419,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::CreateRequestRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let (w, body) = (who.clone(), req.into_inner());
         let r = self.with(move |wf| wf.create(&w, body)).await;
         self.answer(r, &who, "CreateRequest")
@@ -281,7 +429,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         let (after, limit) = page_of(r.limit, &r.page_token)?;
         let page = self
@@ -300,7 +448,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::ReviewRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         let w = who.clone();
         let out = self
@@ -313,7 +461,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::ReviewRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         if r.reason.trim().is_empty() {
             return Err(Status::invalid_argument(
@@ -345,7 +493,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        let who = person(&req)?;
+        let who = self.person(&req).await?;
         let r = req.into_inner();
         let (after, limit) = page_of(r.limit, &r.page_token)?;
         let page = self
@@ -366,7 +514,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<FleetStream>, Status> {
-        let who = caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         if who != Caller::Agent(r.host.clone()) {
             tracing::warn!(host = %r.host, caller = ?who, "subscribe refused");
@@ -434,11 +582,96 @@ impl Coordinator for CoordinatorService {
         ))))
     }
 
+    type LoginStream = LoginStream;
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<LoginStream>, Status> {
+        let Some(sso) = self.sso.clone() else {
+            return Err(Status::failed_precondition(
+                "this coordinator has no [[oidc]] issuer: people use client certificates",
+            ));
+        };
+        let permit = sso.waiting.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many sign-ins are waiting; try again shortly")
+        })?;
+        let issuer = sso
+            .issuers
+            .get(&req.get_ref().issuer)
+            .await
+            .map_err(|e| match e {
+                OidcError::NotConfigured(_) => Status::invalid_argument(format!("issuer: {e}")),
+                e => {
+                    tracing::error!(error = %e, "identity provider unavailable");
+                    Status::unavailable(e.to_string())
+                }
+            })?;
+        let device = issuer.start_device().await.map_err(|e| {
+            tracing::error!(error = %e, "device sign-in could not start");
+            Status::unavailable(e.to_string())
+        })?;
+        let prompt = pb::LoginPrompt {
+            user_code: device.user_code.clone(),
+            verification_uri: device.verification_uri.clone(),
+            verification_uri_complete: device.verification_uri_complete.clone().unwrap_or_default(),
+            expires_unix_ms: now_ms().saturating_add(device.expires_in.as_millis() as i64),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx
+            .send(Ok(pb::LoginEvent {
+                kind: Some(pb::login_event::Kind::Prompt(prompt)),
+            }))
+            .await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // A client that hangs up stops the polling.
+            let done = tokio::select! {
+                r = this.finish_login(&sso, &issuer, &device) => r,
+                () = tx.closed() => return,
+            };
+            let _ = tx.send(done).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::Identity>, Status> {
+        let session = match bearer(&req)? {
+            Some(t) if peer_names(&req).is_empty() => Some(self.session(t).await?),
+            _ => None,
+        };
+        let who = match &session {
+            Some(s) => Caller::Person(s.name.clone()),
+            None => self.caller(&req).await?,
+        };
+        let name = match who {
+            Caller::Agent(host) => {
+                return Ok(Response::new(pb::Identity {
+                    name: format!("{host}{AGENT_SUFFIX}"),
+                    via: "certificate".into(),
+                    ..Default::default()
+                }));
+            }
+            Caller::Person(name) => name,
+        };
+        let n = name.clone();
+        let person = self
+            .read(move |_, store| Ok(store.read(|tx| tx.person(&n))?))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(identity(
+            &name,
+            person.as_ref(),
+            session.as_ref(),
+        )))
+    }
+
     async fn renew(
         &self,
         req: Request<pb::CertificateRequest>,
     ) -> Result<Response<pb::Enrolled>, Status> {
-        let Caller::Agent(host) = caller(&req)? else {
+        let Caller::Agent(host) = self.caller(&req).await? else {
             return Err(Status::permission_denied(
                 "only an agent renews, its own certificate",
             ));

@@ -87,6 +87,25 @@ impl Signer {
             .collect()
     }
 
+    /// Signs `msg` after a context that no grant's protobuf bytes can
+    /// start with, so no signature over one is ever valid for the other.
+    pub fn sign_in_context(&self, context: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(context.len() + msg.len());
+        bytes.extend_from_slice(context);
+        bytes.extend_from_slice(msg);
+        self.key.sign(&bytes).as_ref().to_vec()
+    }
+
+    /// Whether `signature` is this key's over `context` then `msg`.
+    pub fn verify_in_context(&self, context: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+        let mut bytes = Vec::with_capacity(context.len() + msg.len());
+        bytes.extend_from_slice(context);
+        bytes.extend_from_slice(msg);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, self.key.public_key())
+            .verify(&bytes, signature)
+            .is_ok()
+    }
+
     pub fn sign(&self, grant: &Grant) -> SignedGrant {
         let bytes = grant.encode_to_vec();
         let signature = self.key.sign(&bytes).as_ref().to_vec();

@@ -24,6 +24,8 @@ pub enum StoreError {
     Pg(#[from] postgres::Error),
     #[error("coordinator database holds an undecodable record: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("coordinator database holds an undecodable person: {0}")]
+    Person(#[from] serde_json::Error),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -52,6 +54,9 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS host_posture (
     name TEXT PRIMARY KEY, file_enforcement INTEGER NOT NULL, kernel TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    name TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, def TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL);
 ";
 
 const PG_SCHEMA: &str = "
@@ -75,6 +80,9 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 CREATE TABLE IF NOT EXISTS revoked_hosts (name TEXT PRIMARY KEY, time_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS host_posture (
     name TEXT PRIMARY KEY, file_enforcement BIGINT NOT NULL, kernel TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    name TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, def TEXT NOT NULL,
+    seen_ms BIGINT NOT NULL);
 ";
 
 /// A host as its agent last subscribed.
@@ -86,6 +94,16 @@ pub struct KnownHost {
     /// BPF LSM enforces file rules there; false until its agent says so.
     pub file_enforcement: bool,
     pub kernel: String,
+}
+
+/// A person as they last signed in through an identity provider: the
+/// issuer and subject their name is bound to, and what their claims map to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    pub def: ward_policy::EntityDef,
 }
 
 /// Why a join token was not taken.
@@ -701,6 +719,59 @@ impl Tx<'_> {
                 Some((it.next()?.i(), it.next()?.i()))
             })
             .collect())
+    }
+
+    /// The person `name` is bound to, if anyone signed in as them.
+    pub fn person(&self, name: &str) -> Result<Option<Person>, StoreError> {
+        let rows = self.query(
+            "SELECT name, issuer, subject, def FROM people WHERE name = ?1",
+            &[P::T(name)],
+        )?;
+        let Some(r) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut it = r.into_iter().map(Col::t);
+        let (name, issuer, subject, def) = (
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+            it.next().unwrap_or_default(),
+        );
+        Ok(Some(Person {
+            name,
+            issuer,
+            subject,
+            def: serde_json::from_str(&def)?,
+        }))
+    }
+
+    /// The claims of those of `names` who signed in, for a decision.
+    pub fn people(&self, names: &[&str]) -> Result<ward_policy::People, StoreError> {
+        let mut people = ward_policy::People::default();
+        for name in names {
+            if let Some(p) = self.person(name)? {
+                people.insert(p.def);
+            }
+        }
+        Ok(people)
+    }
+
+    /// Records a sign-in: binds the name to its issuer and subject, or
+    /// refreshes the claims of the identity it is bound to. The caller has
+    /// checked that the name is not bound to another identity.
+    pub fn put_person(&self, p: &Person, now_ms: i64) -> Result<(), StoreError> {
+        let def = serde_json::to_string(&p.def)?;
+        self.exec(
+            "INSERT INTO people (name, issuer, subject, def, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET def = excluded.def, seen_ms = excluded.seen_ms",
+            &[
+                P::T(&p.name),
+                P::T(&p.issuer),
+                P::T(&p.subject),
+                P::T(&def),
+                P::I(now_ms),
+            ],
+        )
     }
 
     /// The newest outbox position: a starting replica delivers from here

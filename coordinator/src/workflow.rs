@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use ward_policy::{
-    Action, Clock, Compiler, Eligibility, EntityKey, Env, GrantCheck, Kind, approvals_for,
+    Action, Clock, Compiler, Eligibility, EntityKey, Env, GrantCheck, Kind, People, approvals_for,
 };
 use ward_proto::v1::{
     self as pb, AccessRequest, AuditEntry, CreateRequestRequest, FleetMessage, Grant, RequestState,
@@ -15,7 +15,7 @@ use ward_proto::v1::{
 use crate::{
     now_ms,
     signer::Signer,
-    store::{KnownHost, Store, StoreError, Tx},
+    store::{KnownHost, Person, Store, StoreError, Tx},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,10 @@ pub enum WorkflowError {
     NotYours(String),
     #[error("no request `{0}`")]
     NotFound(String),
+    /// A sign-in whose name is bound to another issuer's or subject's
+    /// identity: nobody takes over a name through a second provider.
+    #[error("identity: {0}")]
+    IdentityTaken(String),
     #[error("request `{id}` is {state}")]
     WrongState { id: String, state: String },
     /// Never the caller's fault.
@@ -312,6 +316,7 @@ impl Rules {
         targets: &[(Action, String)],
         hosts: &[KnownHost],
         duration: Duration,
+        people: &People,
     ) -> Result<(u32, Vec<String>, bool), WorkflowError> {
         let clock = Clock::system();
         let asker = EntityKey::new(Kind::User, requester);
@@ -324,7 +329,7 @@ impl Rules {
                 if grantee.cgroup.is_some()
                     && !self
                         .policy
-                        .may_request_for(&env, &asker, &grantee.principal, *action, &clock)
+                        .may_request_for(&env, &asker, &grantee.principal, *action, people, &clock)
                         .map_err(|e| invalid("workload", e.to_string()))?
                 {
                     return Err(WorkflowError::NotEligible(format!(
@@ -342,7 +347,7 @@ impl Rules {
                 };
                 let e = self
                     .policy
-                    .eligibility_in(&env, &check, &clock)
+                    .eligibility_in(&env, &check, people, &clock)
                     .map_err(|e| invalid("objects", e.to_string()))?;
                 match e {
                     Eligibility::Eligible {
@@ -472,12 +477,14 @@ impl Rules {
         let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(&known, h)).collect();
         let duration = Duration::from_millis(req.duration_ms.max(0) as u64);
         let grantee = self.grantee(&req.requester, &req.workload)?;
+        let people = tx.people(&[&req.requester])?;
         let (required, _, _) = self.eligibility(
             &req.requester,
             &grantee,
             &targets(&create)?,
             &hosts,
             duration,
+            &people,
         )?;
         let approvals = req.reviews.iter().filter(|r| r.approve).count() as u32;
         if approvals < required {
@@ -495,10 +502,16 @@ impl Rules {
 
     /// Whether `who` may see `req` and its audit trail: its requester, an
     /// admin, or someone Cedar lets review it.
-    fn may_see(&self, tx: &Tx<'_>, who: &str, req: &AccessRequest) -> Result<bool, WorkflowError> {
+    fn may_see(
+        &self,
+        tx: &Tx<'_>,
+        who: &str,
+        people: &People,
+        req: &AccessRequest,
+    ) -> Result<bool, WorkflowError> {
         Ok(same_person(&req.requester, who)
             || self.is_admin(who)
-            || self.may_review(tx, who, req)?)
+            || self.may_review(tx, who, people, req)?)
     }
 
     /// Whether `reviewer` may review `req` on every host it targets, each
@@ -507,6 +520,7 @@ impl Rules {
         &self,
         tx: &Tx<'_>,
         reviewer: &str,
+        people: &People,
         req: &AccessRequest,
     ) -> Result<bool, WorkflowError> {
         let known = tx.hosts()?;
@@ -530,7 +544,13 @@ impl Rules {
                 };
                 let ok = self
                     .policy
-                    .may_review(&env, &EntityKey::new(Kind::User, reviewer), &check, &clock)
+                    .may_review(
+                        &env,
+                        &EntityKey::new(Kind::User, reviewer),
+                        &check,
+                        people,
+                        &clock,
+                    )
                     .map_err(|e| invalid("objects", e.to_string()))?;
                 if !ok {
                     return Ok(false);
@@ -633,8 +653,9 @@ impl Workflow {
                 ));
             }
             let grantee = rules.grantee(requester, &r.workload)?;
+            let people = tx.people(&[requester])?;
             let (required, policies, reason_waived) =
-                rules.eligibility(requester, &grantee, &targets, &hosts, duration)?;
+                rules.eligibility(requester, &grantee, &targets, &hosts, duration, &people)?;
             if r.reason.trim().is_empty() && !reason_waived {
                 return Err(invalid(
                     "reason",
@@ -707,7 +728,7 @@ impl Workflow {
             if same_person(&req.requester, reviewer) {
                 return Err(WorkflowError::SelfApproval);
             }
-            if !rules.may_review(tx, reviewer, &req)? {
+            if !rules.may_review(tx, reviewer, &tx.people(&[reviewer])?, &req)? {
                 return Err(WorkflowError::NotReviewer(format!(
                     "no `review` policy lets {reviewer} review {id}"
                 )));
@@ -791,7 +812,10 @@ impl Workflow {
                     req.requester
                 )));
             }
-            if !release && !rules.is_admin(caller) && !rules.may_review(tx, caller, &req)? {
+            if !release
+                && !rules.is_admin(caller)
+                && !rules.may_review(tx, caller, &tx.people(&[caller])?, &req)?
+            {
                 return Err(WorkflowError::NotReviewer(format!(
                     "only an admin or a reviewer of {id} may revoke it"
                 )));
@@ -828,6 +852,32 @@ impl Workflow {
         });
         self.audit_refusal(id, caller, &result);
         result
+    }
+
+    /// Records a sign-in through an identity provider. The first sign-in
+    /// binds the name to the issuer and subject; later ones refresh the
+    /// claims, and one from another identity is refused.
+    pub fn sign_in(&mut self, person: &Person) -> Result<(), WorkflowError> {
+        self.store.write(|tx| {
+            if let Some(bound) = tx.person(&person.name)?
+                && (bound.issuer != person.issuer || bound.subject != person.subject)
+            {
+                return Err(WorkflowError::IdentityTaken(format!(
+                    "`{}` is bound to subject {:?} of {}; the sign-in by subject {:?} of {} is \
+                     refused",
+                    person.name, bound.subject, bound.issuer, person.subject, person.issuer
+                )));
+            }
+            tx.put_person(person, now_ms())?;
+            audit(
+                tx,
+                "",
+                &person.name,
+                "signed-in",
+                format!("through {} as subject {:?}", person.issuer, person.subject),
+            )?;
+            Ok(())
+        })
     }
 
     /// Pending requests past their TTL, and access past its deadline,
@@ -1054,13 +1104,14 @@ impl Rules {
             &[]
         };
         store.read(|tx| {
+            let people = tx.people(&[caller])?;
             let (rows, next) = tx.list_page(states, after, limit)?;
             let mut items = Vec::new();
             for r in rows {
                 let show = if mine {
                     same_person(&r.requester, caller)
                 } else {
-                    self.may_see(tx, caller, &r)?
+                    self.may_see(tx, caller, &people, &r)?
                 };
                 if show {
                     items.push(r);
@@ -1089,6 +1140,7 @@ impl Rules {
                     next,
                 });
             }
+            let people = tx.people(&[caller])?;
             let mut seen = std::collections::HashMap::<String, bool>::new();
             let mut items = Vec::new();
             for e in entries {
@@ -1096,7 +1148,7 @@ impl Rules {
                     Some(show) => *show,
                     None => {
                         let show = match tx.get(&e.request_id)? {
-                            Some(req) => self.may_see(tx, caller, &req)?,
+                            Some(req) => self.may_see(tx, caller, &people, &req)?,
                             None => false,
                         };
                         seen.insert(e.request_id.clone(), show);

@@ -11,6 +11,7 @@ use crate::{
     clock::{Clock, Env},
     compile::Compiler,
     directory::{DirectoryError, EntityKey, Kind, Record},
+    people::People,
 };
 
 /// Reviewers needed when a `request` permit does not say.
@@ -76,6 +77,20 @@ impl Compiler {
     /// The principal a grant names: its directory entry, or a bare entity
     /// (no attributes, no groups) when the directory does not list it.
     pub fn principal_record(&self, key: &EntityKey) -> Result<Record, DirectoryError> {
+        self.person_record(key, &People::default())
+    }
+
+    /// [`Compiler::principal_record`], with a signed-in person's claims
+    /// over their directory entry.
+    pub fn person_record(
+        &self,
+        key: &EntityKey,
+        people: &People,
+    ) -> Result<Record, DirectoryError> {
+        if let Some(claims) = people.get(key) {
+            let listed = self.directory().get(key).map(|r| &r.def);
+            return self.directory().stand_in(People::merged(listed, claims));
+        }
         if let Some(r) = self.directory().get(key) {
             return Ok(r.clone());
         }
@@ -105,18 +120,19 @@ impl Compiler {
         check: &GrantCheck,
         clock: &Clock,
     ) -> Result<Eligibility, DirectoryError> {
-        self.eligibility_in(self.env(), check, clock)
+        self.eligibility_in(self.env(), check, &People::default(), clock)
     }
 
     /// [`Compiler::eligibility`] on another host: the coordinator asks once
-    /// per target host, with that host's labels.
+    /// per target host, with that host's labels and the signed-in people.
     pub fn eligibility_in(
         &self,
         env: &Env,
         check: &GrantCheck,
+        people: &People,
         clock: &Clock,
     ) -> Result<Eligibility, DirectoryError> {
-        let principal = self.principal_record(&check.principal)?;
+        let principal = self.person_record(&check.principal, people)?;
         let resource = self
             .directory()
             .resource_for(resource_kind(check.action), &check.object)?;
@@ -132,7 +148,7 @@ impl Compiler {
             }
         }
         let requester = match &check.requester {
-            Some(r) => Some(self.principal_record(r)?),
+            Some(r) => Some(self.person_record(r, people)?),
             None => None,
         };
         let resp = self.authorize_for(
@@ -210,9 +226,10 @@ impl Compiler {
         requester: &EntityKey,
         workload: &EntityKey,
         action: Action,
+        people: &People,
         clock: &Clock,
     ) -> Result<bool, DirectoryError> {
-        let principal = self.principal_record(requester)?;
+        let principal = self.person_record(requester, people)?;
         let Some(resource) = self.known_workload(&workload.id) else {
             return Ok(false);
         };
@@ -235,9 +252,10 @@ impl Compiler {
         env: &Env,
         reviewer: &EntityKey,
         check: &GrantCheck,
+        people: &People,
         clock: &Clock,
     ) -> Result<bool, DirectoryError> {
-        let principal = self.principal_record(reviewer)?;
+        let principal = self.person_record(reviewer, people)?;
         let resource = self
             .directory()
             .resource_for(resource_kind(check.action), &check.object)?;

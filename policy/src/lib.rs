@@ -25,6 +25,7 @@ pub mod fixture;
 mod footprint;
 mod net;
 mod ops;
+mod people;
 mod policies;
 mod schema;
 
@@ -35,6 +36,7 @@ pub use compile::{
 pub use directory::{Directory, DirectoryError, EntityDef, EntityKey, Kind, Record};
 pub use eligibility::{Eligibility, GrantCheck, Terms, approvals_for};
 pub use net::{NetPattern, NetPatternError};
+pub use people::People;
 pub use policies::{Policies, PolicyError, PolicyInfo, Position};
 pub use schema::{AttrType, attribute_type};
 

@@ -663,8 +663,15 @@ team = "web"
         "ivan himself is not eligible"
     );
     let asks = |who: &str, w: &str| {
-        c.may_request_for(&env(&[]), &user(who), &wl(w), Action::Read, &at)
-            .unwrap()
+        c.may_request_for(
+            &env(&[]),
+            &user(who),
+            &wl(w),
+            Action::Read,
+            &ward_policy::People::default(),
+            &at,
+        )
+        .unwrap()
     };
     assert!(asks("ivan", "backup"));
     assert!(!asks("mallory", "backup"));

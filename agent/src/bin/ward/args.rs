@@ -30,8 +30,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How to reach the coordinator (request, requests, approve, deny,
-/// release, audit; and revoke when given).
+/// How to reach the coordinator (login, whoami, request, requests,
+/// approve, deny, release, audit; and revoke when given). You are your
+/// client certificate when --tls-cert and --tls-key are given, and else
+/// the session `ward login` saved.
 #[derive(Args, Clone, Default)]
 pub struct CoordinatorArgs {
     /// The coordinator, e.g. https://coordinator.example:7444.
@@ -70,6 +72,37 @@ pub enum Command {
     /// Paths ending in `/` grant the whole tree. Example:
     /// ward grant --user alice --read /var/log/prod/ --for 15m --reason "INC-123"
     Grant(GrantArgs),
+    /// Sign in to the coordinator through your identity provider.
+    ///
+    /// The coordinator starts the sign-in (OAuth device grant, RFC 8628)
+    /// and ward shows an address and a code: open it in any browser, sign
+    /// in there, and ward saves the session it gets back to
+    /// $XDG_CONFIG_HOME/ward/session.json (else ~/.config/ward/), readable
+    /// by you only. Later coordinator commands without --tls-cert use it
+    /// until it expires. With --json, the prompt and the result are each
+    /// one JSON line on stdout.
+    ///
+    /// Example: ward login --coordinator https://ward.example:7444 --tls-ca ca.pem
+    Login {
+        /// The issuer to sign in through, when the coordinator trusts
+        /// several; the first configured by default.
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the saved session (it stays valid at the coordinator until
+    /// it expires).
+    Logout {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who the coordinator says you are: your name, how you signed in, and
+    /// the groups and attributes policy sees from your identity provider.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the coordinator for access (JIT).
     ///
     /// Example: ward request --read /srv/prod/ --on host=db1 --for 30m --reason "INC-42".

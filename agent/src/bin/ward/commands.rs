@@ -8,8 +8,8 @@ use ward_proto::v1::{self as pb, object, subject};
 
 use crate::{
     args::{
-        AuditCommand, Cli, Command, CoordinatorArgs, ExplainArgs, GrantArgs, PolicyCommand,
-        RequestArgs, SubjectArgs, TargetArgs,
+        AuditCommand, Cli, Command, ExplainArgs, GrantArgs, PolicyCommand, RequestArgs,
+        SubjectArgs, TargetArgs,
     },
     exit, render,
 };
@@ -46,7 +46,7 @@ impl From<client::ConnectError> for CliError {
     }
 }
 
-fn usage(message: impl Into<String>) -> CliError {
+pub fn usage(message: impl Into<String>) -> CliError {
     CliError {
         code: exit::INVALID,
         message: message.into(),
@@ -146,7 +146,10 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         | Command::Approve { .. }
         | Command::Deny { .. }
         | Command::Release { .. }
-        | Command::Audit { .. } => unreachable!("handled by coordinator_command"),
+        | Command::Audit { .. }
+        | Command::Login { .. }
+        | Command::Logout { .. }
+        | Command::Whoami { .. } => unreachable!("handled by coordinator_command"),
         Command::Policy(PolicyCommand::Apply { json }) => {
             let s = agent
                 .apply_policy(pb::ApplyPolicyRequest {})
@@ -165,7 +168,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -341,40 +344,26 @@ fn check_policy(
     Ok(exit::OK)
 }
 
-type Coord = ward_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>;
-
-async fn coordinator(a: &CoordinatorArgs) -> Result<Coord, CliError> {
-    let missing = |what: &str| {
-        usage(format!(
-            "{what} is required to reach the coordinator (or set WARD_{})",
-            what.trim_start_matches("--")
-                .replace('-', "_")
-                .to_uppercase()
-        ))
-    };
-    let target = client::TlsTarget {
-        url: a
-            .coordinator
-            .clone()
-            .ok_or_else(|| missing("--coordinator"))?,
-        domain: a.tls_domain.clone(),
-        ca: a.tls_ca.clone().ok_or_else(|| missing("--tls-ca"))?,
-        cert: a.tls_cert.clone().ok_or_else(|| missing("--tls-cert"))?,
-        key: a.tls_key.clone().ok_or_else(|| missing("--tls-key"))?,
-    };
-    let channel = client::connect_tls(&target).await.map_err(|e| CliError {
-        code: exit::DAEMON_DOWN,
-        message: e.to_string(),
-    })?;
-    Ok(ward_proto::v1::coordinator_client::CoordinatorClient::new(
-        channel,
-    ))
-}
+use crate::login::coordinator;
 
 /// The verbs the coordinator answers; `None` when this is not one.
 async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
     let c = &cli.coordinator;
     match &cli.command {
+        Command::Login { issuer, json } => {
+            return crate::login::login(c, issuer.as_deref(), *json)
+                .await
+                .map(Some);
+        }
+        Command::Logout { json } => return crate::login::logout(*json).map(Some),
+        Command::Whoami { json } => {
+            let me = coordinator(c)
+                .await?
+                .who_am_i(pb::WhoAmIRequest {})
+                .await?
+                .into_inner();
+            render::identity(&me, *json);
+        }
         Command::Request(a) => {
             let r = coordinator(c)
                 .await?

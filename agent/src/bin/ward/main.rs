@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod login;
 mod render;
 
 use std::process::ExitCode;

@@ -576,3 +576,129 @@ pub fn audit_verified(
         }
     }
 }
+
+/// Where to sign in, printed while `ward login` waits. The human form goes
+/// to stderr so that stdout carries only the result.
+pub fn login_prompt(p: &pb::LoginPrompt, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "user_code": p.user_code,
+                "verification_uri": p.verification_uri,
+                "verification_uri_complete": p.verification_uri_complete,
+                "expires_unix_ms": p.expires_unix_ms,
+            })
+        );
+        return;
+    }
+    if p.verification_uri_complete.is_empty() {
+        eprintln!("To sign in, open {}", p.verification_uri);
+    } else {
+        eprintln!("To sign in, open {}", p.verification_uri_complete);
+        eprintln!("(or open {} and enter the code)", p.verification_uri);
+    }
+    eprintln!(
+        "Code: {}   (expires in {})\nWaiting for you to sign in...",
+        p.user_code,
+        left(p.expires_unix_ms)
+    );
+}
+
+fn identity_json(i: &pb::Identity) -> Value {
+    let attributes: serde_json::Map<String, Value> = i
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+            )
+        })
+        .collect();
+    json!({
+        "name": i.name, "via": i.via, "issuer": i.issuer, "subject": i.subject,
+        "groups": i.groups, "attributes": attributes,
+        "session_expires_unix_ms": i.session_expires_unix_ms,
+    })
+}
+
+fn identity_lines(i: &pb::Identity) {
+    println!("name:        {}", i.name);
+    println!(
+        "signed in:   {}",
+        match i.via.as_str() {
+            "session" => format!("session through {} (subject {})", i.issuer, i.subject),
+            _ => "client certificate".to_owned(),
+        }
+    );
+    if i.via == "certificate" && !i.issuer.is_empty() {
+        println!(
+            "provider:    {} (subject {}), last sign-in",
+            i.issuer, i.subject
+        );
+    }
+    println!(
+        "groups:      {}",
+        if i.groups.is_empty() {
+            "-".into()
+        } else {
+            i.groups.join(", ")
+        }
+    );
+    let attrs: Vec<String> = i
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "attributes:  {}",
+        if attrs.is_empty() {
+            "-".into()
+        } else {
+            attrs.join(", ")
+        }
+    );
+    if i.session_expires_unix_ms > 0 {
+        println!(
+            "expires:     {} (in {})",
+            when(i.session_expires_unix_ms),
+            left(i.session_expires_unix_ms)
+        );
+    }
+}
+
+/// `ward login`'s result.
+pub fn signed_in(i: &pb::Identity, path: &std::path::Path, json: bool) {
+    if json {
+        let mut v = identity_json(i);
+        v["session_file"] = json!(path.display().to_string());
+        println!("{v}");
+        return;
+    }
+    identity_lines(i);
+    println!("session:     saved to {}", path.display());
+}
+
+/// `ward whoami`.
+pub fn identity(i: &pb::Identity, json: bool) {
+    if json {
+        println!("{}", identity_json(i));
+    } else {
+        identity_lines(i);
+    }
+}
+
+/// `ward logout`.
+pub fn logged_out(path: &std::path::Path, removed: bool, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({ "session_file": path.display().to_string(), "removed": removed })
+        );
+    } else if removed {
+        println!("Signed out: removed {}", path.display());
+    } else {
+        println!("Not signed in (no {})", path.display());
+    }
+}
