@@ -26,7 +26,7 @@ const provider = new Provider(config.issuer, {
   },
   claims: {
     openid: ['sub'],
-    profile: ['name', 'groups', 'department'],
+    profile: ['name', 'preferred_username', 'groups', 'department'],
     email: ['email'],
   },
   // Claims go into the ID token itself, not only the userinfo endpoint.
@@ -36,7 +36,9 @@ const provider = new Provider(config.issuer, {
     if (!claims) return undefined;
     return {
       accountId: id,
-      claims: async () => ({ sub: id, name: id, email: `${id}@example.test`, ...claims }),
+      claims: async () => ({
+        sub: id, name: id, preferred_username: id, email: `${id}@example.test`, ...claims,
+      }),
     };
   },
   pkce: { required: () => true },

@@ -485,6 +485,33 @@ impl Coordinator {
         )
     }
 
+    /// `ward ARGS` with no client certificate: as the session `ward login`
+    /// saved under `home` (`XDG_CONFIG_HOME`), if any.
+    pub fn ward_session_command(&self, home: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(crate::ward_bin());
+        cmd.args(args)
+            .env(
+                "WARD_COORDINATOR",
+                format!("https://127.0.0.1:{}", self.port),
+            )
+            .env("WARD_TLS_DOMAIN", "localhost")
+            .env("WARD_TLS_CA", self.dir().join("ca.pem"))
+            .env_remove("WARD_TLS_CERT")
+            .env_remove("WARD_TLS_KEY")
+            .env("XDG_CONFIG_HOME", home);
+        cmd
+    }
+
+    /// [`Coordinator::ward_session_command`], run: (exit code, stdout, stderr).
+    pub fn ward_session(&self, home: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = self.ward_session_command(home, args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `ward request ... --json` as `who`: (exit code, the request as JSON
     /// or `Null`, stderr).
     pub fn ask(&self, who: &str, ask: &Ask) -> (i32, Value, String) {

@@ -45,8 +45,90 @@ pub fn device_client(client_id: &str) -> Value {
 
 use crate::{
     TempDir,
+    coordinator::Coordinator,
     pki::{Ca, ca, write_leaf_naming},
 };
+
+/// The coordinator's own client at the provider: confidential (a secret,
+/// sent in the request body), with the device grant for `ward login` and
+/// the code flow for the web page, returning to `redirect_uris`.
+pub fn coordinator_client(client_id: &str, secret: &str, redirect_uris: &[&str]) -> Value {
+    json!({
+        "client_id": client_id,
+        "client_secret": secret,
+        "token_endpoint_auth_method": "client_secret_post",
+        "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "authorization_code"],
+        "response_types": ["code"],
+        "redirect_uris": redirect_uris,
+    })
+}
+
+/// The secret every test coordinator client has.
+pub const CLIENT_SECRET: &str = "ward-test-client-secret";
+
+/// An `[[oidc]]` section trusting `p` as client `client_id`, its secret in
+/// a 0600 file in `dir`; groups from `groups`, department mapped.
+pub fn oidc_section(p: &Provider, client_id: &str, dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join(format!("{client_id}-{}.secret", p.port()));
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[[oidc]]\nissuer = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret_file = \"{}\"\n\
+         ca_file = \"{}\"\n[oidc.attributes]\ndepartment = \"department\"\n",
+        p.issuer,
+        secret.display(),
+        p.ca_file.display()
+    )
+}
+
+/// `ward login --json` as a real process with its session under `home`
+/// (`XDG_CONFIG_HOME`), signing `who` in at `p` when it shows the code:
+/// (exit code, the result line as JSON or `Null`, stderr).
+pub fn ward_login(
+    c: &Coordinator,
+    p: &Provider,
+    who: &str,
+    home: &std::path::Path,
+    extra: &[&str],
+) -> (i32, Value, String) {
+    use std::io::{BufRead, Read};
+    let mut child = c
+        .ward_session_command(home, &[&["login", "--json"][..], extra].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut prompt = String::new();
+    out.read_line(&mut prompt).unwrap();
+    if let Ok(prompt) = serde_json::from_str::<Value>(&prompt) {
+        let code = prompt["user_code"].as_str().unwrap().to_owned();
+        assert!(
+            prompt["verification_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with(&p.issuer),
+            "{prompt}"
+        );
+        p.device_login(&code, who);
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        serde_json::from_str(rest.trim()).unwrap_or(Value::Null),
+        err,
+    )
+}
 
 pub struct Provider {
     pub issuer: String,
@@ -141,6 +223,14 @@ impl Provider {
             child,
             _dir: dir,
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.issuer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// A blocking HTTPS client that trusts only this provider's CA and

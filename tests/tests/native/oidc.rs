@@ -1,14 +1,19 @@
-//! WIP (issue 17): ID tokens from a real OIDC provider (panva/oidc-provider,
-//! its own login form, the device grant), verified by the coordinator's
-//! `oidc::Issuer`: a good one names the person and their claims; one from
+//! People signing in through a real OIDC provider (panva/oidc-provider,
+//! its own login form): ID tokens verified by the coordinator's
+//! `oidc::Issuer` (a good one names the person and their claims; one from
 //! another issuer, for another audience, expired, or with a bad signature
-//! is refused.
+//! is refused), and `ward login` end to end, with the claims deciding.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use serde_json::json;
-use ward_coordinator::oidc::{Issuer, http_client};
-use ward_tests::oidc::{Provider, device_client, signing_keys};
+use ward_coordinator::oidc::{Issuer, OidcSection};
+use ward_proto::v1 as pb;
+use ward_tests::coordinator::{Ask, Coordinator};
+use ward_tests::oidc::{
+    CLIENT_SECRET, Provider, coordinator_client, device_client, oidc_section, signing_keys,
+    ward_login,
+};
 
 fn people() -> serde_json::Value {
     json!({
@@ -18,9 +23,13 @@ fn people() -> serde_json::Value {
 }
 
 fn issuer(rt: &tokio::runtime::Runtime, p: &Provider, client_id: &str) -> Issuer {
-    let http = http_client(Some(&p.ca_file)).unwrap();
-    rt.block_on(Issuer::discover(&p.issuer, client_id, &http))
-        .unwrap()
+    let section: OidcSection = toml::from_str(&format!(
+        "issuer = \"{}\"\nclient_id = \"{client_id}\"\nca_file = \"{}\"\n",
+        p.issuer,
+        p.ca_file.display()
+    ))
+    .unwrap();
+    rt.block_on(Issuer::discover(&section)).unwrap()
 }
 
 #[test]
@@ -85,4 +94,220 @@ fn id_tokens_are_verified_against_the_issuer_and_bad_ones_refused() {
     std::thread::sleep(Duration::from_secs(4));
     let err = trusted.verify(&token, None).unwrap_err().to_string();
     assert!(err.contains("expired"), "{err}");
+}
+
+/// The people of the SSO tests' provider: none of them is in the
+/// coordinator's directory, so everything policy knows of them comes from
+/// their ID tokens.
+fn sso_people() -> serde_json::Value {
+    json!({
+        "ana": { "groups": ["staff"], "department": "eng" },
+        "lee": { "groups": ["leads"], "department": "sec" },
+        "mallory": { "groups": [], "department": "eng" },
+        "sneaky": { "preferred_username": "h1.agent", "groups": ["leads"] },
+    })
+}
+
+/// Registers host h1 (env=test) the way its agent would, so requests may
+/// name it.
+fn host_h1(
+    rt: &tokio::runtime::Runtime,
+    c: &Coordinator,
+) -> ward_tests::coordinator::fleet::SimFleet {
+    let mut fleet = ward_tests::coordinator::fleet::SimFleet::start(
+        rt,
+        vec![(
+            "h1".into(),
+            vec!["env=test".into()],
+            c.tls_target("h1.agent"),
+        )],
+        1,
+    );
+    fleet.wait_all(rt, "h1's snapshot", Duration::from_secs(10), |h| {
+        h.snapshots > 0
+    });
+    fleet
+}
+
+#[test]
+fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = Provider::start(
+        "sso",
+        sso_people(),
+        json!([coordinator_client(
+            "ward",
+            CLIENT_SECRET,
+            &["https://localhost/callback"]
+        )]),
+        600,
+    );
+    let other = Provider::start(
+        "sso-other",
+        sso_people(),
+        json!([coordinator_client(
+            "ward",
+            CLIENT_SECRET,
+            &["https://localhost/callback"]
+        )]),
+        600,
+    );
+    let secrets = ward_tests::TempDir::new("sso-secrets");
+    let sections = format!(
+        "{}{}",
+        oidc_section(&p, "ward", secrets.path()),
+        oidc_section(&other, "ward", secrets.path())
+    );
+    let mut c = Coordinator::builder("sso").tables(&sections).start();
+    let _h1 = host_h1(&rt, &c);
+    let homes = c.dir().to_owned();
+    let home = |who: &str| {
+        let d = homes.join(format!("home-{who}"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+
+    // ana signs in: the coordinator shows the provider's page and code,
+    // she signs in there, and the session is saved for her alone.
+    let (code, me, err) = ward_login(&c, &p, "ana", &home("ana"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(me["name"], "ana", "{me}");
+    assert_eq!(me["via"], "session");
+    assert_eq!(me["issuer"], p.issuer);
+    assert_eq!(me["groups"], json!(["staff"]));
+    assert_eq!(me["attributes"]["department"], "eng");
+    let file = home("ana").join("ward/session.json");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    assert!(
+        !err.contains("ward-session.v1."),
+        "the token is never printed: {err}"
+    );
+    assert!(!c.log().contains("ward-session.v1."), "nor logged");
+    let (code, out, err) = c.ward_session(&home("ana"), &["whoami", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["name"],
+        "ana"
+    );
+
+    // Her groups come from the provider: staff may ask (two approvals).
+    let ask = Ask::loopback(8080, "h1");
+    let (code, out, err) = c.ward_session(
+        &home("ana"),
+        &ask.args().iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let request: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = request["id"].as_str().unwrap().to_owned();
+    assert_eq!(request["requester"], "ana");
+    assert_eq!(request["approvals_required"], 2, "{request}");
+
+    // mallory is in no group: the same request is not eligible.
+    let (code, _, err) = ward_login(&c, &p, "mallory", &home("mallory"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.ward_session(
+        &home("mallory"),
+        &ask.args().iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not eligible"), "{err}");
+
+    // Nobody approves their own request, by session or by a certificate
+    // naming the same person.
+    let (code, _, err) = c.ward_session(&home("ana"), &["approve", &id, "--json"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("self-approval"), "{err}");
+    let (code, _, err) = c.ward("ana", &["approve", &id, "--json"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("self-approval"), "{err}");
+
+    // lee reviews because the provider says he leads.
+    let (code, _, err) = ward_login(&c, &p, "lee", &home("lee"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = c.ward_session(&home("lee"), &["approve", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let approved: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        approved["reviews"].as_array().unwrap().len(),
+        1,
+        "{approved}"
+    );
+    // mallory may not review.
+    let (code, _, err) = c.ward_session(&home("mallory"), &["approve", &id, "--json"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not a reviewer"), "{err}");
+
+    // A person's name is theirs: the other provider's "ana" is refused,
+    // and a provider's user may not take an agent's name.
+    let (code, _, err) = ward_login(
+        &c,
+        &other,
+        "ana",
+        &home("ana2"),
+        &["--issuer", &other.issuer],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("bound to"), "{err}");
+    let (code, _, err) = ward_login(&c, &p, "sneaky", &home("sneaky"), &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("agent's name"), "{err}");
+
+    // A session altered in one character, or copied where others can read
+    // it, is refused; so is a certificate and a session on one call.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let token = saved["token"].as_str().unwrap().to_owned();
+    let mut forged = saved.clone();
+    let flip = token.len() - 5;
+    let mut t = token.clone().into_bytes();
+    t[flip] = if t[flip] == b'A' { b'B' } else { b'A' };
+    forged["token"] = json!(String::from_utf8(t).unwrap());
+    let forged_home = home("forged");
+    std::fs::create_dir_all(forged_home.join("ward")).unwrap();
+    let forged_file = forged_home.join("ward/session.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    std::fs::set_permissions(&forged_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = c.ward_session(&forged_home, &["whoami"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("signature") || err.contains("session"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = c.ward_session(&home("ana"), &["whoami"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("others may read it"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let both = rt.block_on(async {
+        let mut client = c.grpc("lee").await;
+        let mut req = tonic::Request::new(pb::WhoAmIRequest {});
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.who_am_i(req).await
+    });
+    let status = both.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // Sessions outlive a coordinator restart (they are signed, and the
+    // name's binding is stored), and the audit names each sign-in.
+    c.kill();
+    c.start();
+    let (code, _, err) = c.ward_session(&home("lee"), &["whoami"]);
+    assert_eq!(code, 0, "{err}");
+    let signed_in: Vec<String> = c
+        .audit("root-admin")
+        .iter()
+        .filter(|e| e["kind"] == "signed-in")
+        .map(|e| e["actor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(signed_in, ["ana", "mallory", "lee"], "{signed_in:?}");
+
+    // Logging out forgets the session here.
+    let (code, _, err) = c.ward_session(&home("lee"), &["logout"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.ward_session(&home("lee"), &["whoami"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("not signed in"), "{err}");
 }
