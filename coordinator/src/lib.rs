@@ -34,6 +34,7 @@ pub mod service;
 pub mod session;
 pub mod signer;
 pub mod store;
+pub mod web;
 pub mod webhook;
 pub mod workflow;
 

@@ -117,6 +117,8 @@ pub enum ServerError {
         #[source]
         source: EnrolError,
     },
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("enrolment.listen `{listen}`")]
     EnrolmentListen {
         listen: String,
@@ -489,6 +491,17 @@ pub async fn run(
                 Err(e) => tracing::error!(error = %e, "enrolment listener: TLS"),
             }
         });
+    }
+    if let (Some(w), Some(sso)) = (&config.web, &sso) {
+        let web = crate::web::Web {
+            version: crate::web::follow_changes(service.clone()),
+            service: service.clone(),
+            sso: sso.clone(),
+            public_url: w.public_url.trim_end_matches('/').to_owned(),
+            logins: Default::default(),
+            session_ttl: config.session_ttl,
+        };
+        crate::web::serve(&w.listen, &config.cert, &config.key, web).await?;
     }
     match transport::raise_descriptor_limit() {
         Ok(n) if (n as usize) < config.max_connections + 64 => tracing::warn!(

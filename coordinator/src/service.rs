@@ -174,7 +174,7 @@ impl CoordinatorService {
     }
 
     /// The session `token` is, if it holds.
-    async fn session(&self, token: &str) -> Result<Session, Status> {
+    pub(crate) async fn session(&self, token: &str) -> Result<Session, Status> {
         let Some(sso) = &self.sso else {
             return Err(refused(
                 "this coordinator has no [[oidc]] issuer: sessions are refused",
@@ -223,7 +223,7 @@ impl CoordinatorService {
 
     /// Runs a read on the reader's connection, with the rules in force;
     /// the decision lock is held only to take those.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Rules, &mut Store) -> Result<T, WorkflowError> + Send + 'static,
     ) -> Result<T, WorkflowError> {
@@ -347,21 +347,55 @@ impl CoordinatorService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = self.person(&req).await?;
         let r = req.into_inner();
+        self.end_as(&who, &r.id, release, &r.reason)
+            .await
+            .map(Response::new)
+    }
+
+    /// One review by `who`, however they called (gRPC or the web page).
+    pub(crate) async fn review_as(
+        &self,
+        who: &str,
+        id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<pb::AccessRequest, Status> {
+        if !approve && reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: say why the request is denied",
+            ));
+        }
+        let (w, id, reason) = (who.to_owned(), id.to_owned(), reason.to_owned());
+        let out = self
+            .with(move |wf| wf.review(&w, &id, approve, &reason))
+            .await;
+        let call = if approve { "Approve" } else { "Deny" };
+        self.answer(out, who, call).map(Response::into_inner)
+    }
+
+    /// Release or revoke by `who`, however they called.
+    pub(crate) async fn end_as(
+        &self,
+        who: &str,
+        id: &str,
+        release: bool,
+        reason: &str,
+    ) -> Result<pb::AccessRequest, Status> {
         let (default, call) = if release {
             ("released", "Release")
         } else {
             ("revoked", "Revoke")
         };
-        let reason = if r.reason.is_empty() {
+        let reason = if reason.trim().is_empty() {
             default.to_owned()
         } else {
-            r.reason
+            reason.to_owned()
         };
-        let w = who.clone();
+        let (w, id) = (who.to_owned(), id.to_owned());
         let out = self
-            .with(move |wf| wf.end(&w, &r.id, release, &reason))
+            .with(move |wf| wf.end(&w, &id, release, &reason))
             .await;
-        self.answer(out, &who, call)
+        self.answer(out, who, call).map(Response::into_inner)
     }
 }
 
@@ -450,11 +484,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = self.person(&req).await?;
         let r = req.into_inner();
-        let w = who.clone();
-        let out = self
-            .with(move |wf| wf.review(&w, &r.id, true, &r.reason))
-            .await;
-        self.answer(out, &who, "Approve")
+        self.review_as(&who, &r.id, true, &r.reason)
+            .await
+            .map(Response::new)
     }
 
     async fn deny(
@@ -463,16 +495,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let who = self.person(&req).await?;
         let r = req.into_inner();
-        if r.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: say why the request is denied",
-            ));
-        }
-        let w = who.clone();
-        let out = self
-            .with(move |wf| wf.review(&w, &r.id, false, &r.reason))
-            .await;
-        self.answer(out, &who, "Deny")
+        self.review_as(&who, &r.id, false, &r.reason)
+            .await
+            .map(Response::new)
     }
 
     async fn release(

@@ -745,6 +745,22 @@ impl Tx<'_> {
         }))
     }
 
+    /// Everyone who ever signed in through an identity provider.
+    pub fn person_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query("SELECT name FROM people ORDER BY name", &[])?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().map(Col::t))
+            .collect())
+    }
+
+    /// The newest audit entry's position: it moves with every decision,
+    /// on any replica (the web page's live updates follow it).
+    pub fn audit_head(&self) -> Result<i64, StoreError> {
+        let rows = self.query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?;
+        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+    }
+
     /// The claims of those of `names` who signed in, for a decision.
     pub fn people(&self, names: &[&str]) -> Result<ward_policy::People, StoreError> {
         let mut people = ward_policy::People::default();

@@ -108,7 +108,7 @@ pub struct Rules {
     pub admins: Vec<String>,
 }
 
-fn state_name(s: i32) -> String {
+pub(crate) fn state_name(s: i32) -> String {
     RequestState::try_from(s)
         .map(|s| {
             s.as_str_name()
@@ -502,7 +502,7 @@ impl Rules {
 
     /// Whether `who` may see `req` and its audit trail: its requester, an
     /// admin, or someone Cedar lets review it.
-    fn may_see(
+    pub(crate) fn may_see(
         &self,
         tx: &Tx<'_>,
         who: &str,
@@ -558,6 +558,90 @@ impl Rules {
             }
         }
         Ok(true)
+    }
+}
+
+/// What the web page shows beside a request, decided by the same rules
+/// the calls use.
+impl Rules {
+    /// Whether `who` may approve or deny `req` now (not their own).
+    pub(crate) fn may_decide(
+        &self,
+        tx: &Tx<'_>,
+        who: &str,
+        req: &AccessRequest,
+    ) -> Result<bool, WorkflowError> {
+        Ok(!same_person(&req.requester, who)
+            && !req.reviews.iter().any(|r| same_person(&r.reviewer, who))
+            && self.may_review(tx, who, &tx.people(&[who])?, req)?)
+    }
+
+    /// Whether `who` may revoke `req`: an admin or one of its reviewers.
+    pub(crate) fn may_revoke(
+        &self,
+        tx: &Tx<'_>,
+        who: &str,
+        req: &AccessRequest,
+    ) -> Result<bool, WorkflowError> {
+        Ok(self.is_admin(who) || self.may_review(tx, who, &tx.people(&[who])?, req)?)
+    }
+
+    /// Up to `max` other people who may approve `req`: the directory's
+    /// users and everyone who signed in, checked at most `scan` of them;
+    /// true when there may be more.
+    pub(crate) fn other_reviewers(
+        &self,
+        tx: &Tx<'_>,
+        req: &AccessRequest,
+        max: usize,
+        scan: usize,
+    ) -> Result<(Vec<String>, bool), WorkflowError> {
+        let mut names: Vec<String> = self
+            .policy
+            .directory()
+            .of_kind(Kind::User)
+            .map(|r| r.def.id.clone())
+            .chain(tx.person_names()?)
+            .collect();
+        names.sort();
+        names.dedup();
+        let more = names.len() > scan;
+        let mut found = Vec::new();
+        for name in names.into_iter().take(scan) {
+            if self.may_decide(tx, &name, req)? {
+                found.push(name);
+                if found.len() == max {
+                    return Ok((found, true));
+                }
+            }
+        }
+        Ok((found, more))
+    }
+
+    /// The requester as policy sees them: groups, then attributes.
+    pub(crate) fn requester_view(
+        &self,
+        tx: &Tx<'_>,
+        req: &AccessRequest,
+    ) -> Result<(Vec<String>, Vec<(String, String)>), WorkflowError> {
+        let key = EntityKey::new(Kind::User, &req.requester);
+        let record = self
+            .policy
+            .person_record(&key, &tx.people(&[&req.requester])?)
+            .map_err(|e| invalid("requester", e.to_string()))?;
+        let groups = record
+            .ancestors
+            .iter()
+            .filter(|k| k.kind == Kind::Group)
+            .map(|k| k.id.clone())
+            .collect();
+        let attrs = record
+            .def
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect();
+        Ok((groups, attrs))
     }
 }
 

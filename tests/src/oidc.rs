@@ -1,5 +1,5 @@
 //! A real OpenID Connect provider for the SSO tests: panva/oidc-provider
-//! (installed by `cargo xtask test` under target/oidc), over TLS with a
+//! (installed by `cargo xtask test` under target/node), over TLS with a
 //! certificate from a test CA, with its own login form and the device
 //! grant. [`Provider::device_login`] signs a person in through that form
 //! the way `ward login`'s user would in a browser.
@@ -139,14 +139,19 @@ pub struct Provider {
     _dir: TempDir,
 }
 
-/// Where `cargo xtask test` installed the provider.
-fn installed() -> PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/oidc");
-    assert!(
-        root.join("node_modules/oidc-provider").exists(),
-        "the test OIDC provider is not installed under {}: run under `cargo xtask test`",
-        root.display()
-    );
+/// Where `cargo xtask test` installed the tests' Node.js parts.
+pub fn installed() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node");
+    for (module, what) in [
+        ("oidc-provider", "the test OIDC provider"),
+        ("playwright-core", "the browser driver"),
+    ] {
+        assert!(
+            root.join("node_modules").join(module).exists(),
+            "{what} is not installed under {}: run under `cargo xtask test`",
+            root.display()
+        );
+    }
     root
 }
 

@@ -16,34 +16,44 @@ pub fn all(ws: &Workspace) -> Result<()> {
     ebpf_toolchain(ws)?;
     cargo_fuzz(ws)?;
     vm_packages()?;
-    oidc_provider(ws)
+    node_parts(ws)
 }
 
-/// The OpenID Connect provider the SSO tests sign in through
-/// (panva/oidc-provider, `tests/oidc`), installed with `npm ci` from its
-/// lockfile under target/oidc; again only when the lockfile changes.
-pub fn oidc_provider(ws: &Workspace) -> Result<()> {
-    let from = ws.root.join("tests/oidc");
-    let to = ws.target().join("oidc");
+/// The tests' Node.js parts (`tests/node`): the OpenID Connect provider
+/// the SSO tests sign in through (panva/oidc-provider) and the browser
+/// driver (playwright-core, for Debian's chromium). Installed with `npm
+/// ci` from the lockfile under target/node; again only when it changes.
+/// The scripts are copied each time: they are small and may have changed.
+pub fn node_parts(ws: &Workspace) -> Result<()> {
+    debian(BROWSER_PACKAGES)?;
+    let from = ws.root.join("tests/node");
+    let to = ws.target().join("node");
     let lock =
-        std::fs::read(from.join("package-lock.json")).context("tests/oidc/package-lock.json")?;
+        std::fs::read(from.join("package-lock.json")).context("tests/node/package-lock.json")?;
     let installed = std::fs::read(to.join("package-lock.json")).ok();
     std::fs::create_dir_all(&to)?;
-    // The script is copied each time: it is small and may have changed.
-    std::fs::copy(from.join("provider.mjs"), to.join("provider.mjs"))
-        .context("copying tests/oidc/provider.mjs")?;
+    for entry in std::fs::read_dir(&from).context("tests/node")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "mjs") {
+            std::fs::copy(&path, to.join(file_name(&path)))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
     if installed.as_deref() == Some(lock.as_slice()) && to.join("node_modules").exists() {
         return Ok(());
     }
-    step("installing the test OIDC provider (npm ci, tests/oidc)");
+    step("installing the tests' Node.js parts (npm ci, tests/node)");
     for f in ["package.json", "package-lock.json"] {
         std::fs::copy(from.join(f), to.join(f)).with_context(|| format!("copying {f}"))?;
     }
     run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(&to))
-    .context("npm ci for the test OIDC provider (is Node.js with npm installed?)")
+    .context("npm ci in tests/node (is Node.js with npm installed?)")
 }
+
+/// The browser the web page is tested in (driven by playwright-core).
+const BROWSER_PACKAGES: &[(&str, &str)] = &[("chromium", "/usr/bin/chromium")];
 
 /// rust-src for nightly, and bpf-linker built against nightly's own LLVM.
 pub fn ebpf_toolchain(ws: &Workspace) -> Result<()> {

@@ -25,6 +25,7 @@ use crate::daemon::{Host, host};
 
 mod bench;
 mod enrolment;
+mod web;
 
 const DENIED: OpenOutcome = OpenOutcome::Refused(libc::EPERM);
 
