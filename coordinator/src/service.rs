@@ -392,9 +392,7 @@ impl CoordinatorService {
             reason.to_owned()
         };
         let (w, id) = (who.to_owned(), id.to_owned());
-        let out = self
-            .with(move |wf| wf.end(&w, &id, release, &reason))
-            .await;
+        let out = self.with(move |wf| wf.end(&w, &id, release, &reason)).await;
         self.answer(out, who, call).map(Response::into_inner)
     }
 }

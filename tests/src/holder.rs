@@ -47,6 +47,13 @@ pub enum Target<'a> {
     TcpInOwnNetns(std::net::SocketAddr),
 }
 
+/// Where the holder runs: in a cgroup, or as a user.
+enum Who {
+    /// The cgroup's `cgroup.procs`.
+    Cgroup(CString),
+    User(u32, u32),
+}
+
 /// The child and the two pipe ends that talk to it.
 pub struct Holder {
     pid: libc::pid_t,
@@ -62,6 +69,16 @@ impl Holder {
     pub fn start(cgroup: &OwnedCgroup, target: Target<'_>) -> Holder {
         let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
             .expect("path has NUL");
+        Holder::spawn(Who::Cgroup(procs), target)
+    }
+
+    /// [`Holder::start`] as the user `uid`:`gid` (no supplementary
+    /// groups), in the caller's cgroup: a person's session.
+    pub fn start_as(uid: u32, gid: u32, target: Target<'_>) -> Holder {
+        Holder::spawn(Who::User(uid, gid), target)
+    }
+
+    fn spawn(who: Who, target: Target<'_>) -> Holder {
         let own_netns = matches!(target, Target::TcpInOwnNetns(_));
         let (path, flags, addr, kind) = match target {
             Target::File { path, flags } => (
@@ -87,7 +104,7 @@ impl Holder {
                 libc::close(to_child[1]);
                 libc::close(from_child[0]);
                 serve(
-                    &procs,
+                    &who,
                     path.as_deref(),
                     flags,
                     addr.as_ref().map(|a| (a, kind)),
@@ -147,7 +164,7 @@ impl Drop for Holder {
 /// # Safety
 /// Raw syscalls only: this runs in a forked child of a threaded process.
 unsafe fn serve(
-    procs: &CString,
+    who: &Who,
     path: Option<&std::ffi::CStr>,
     flags: i32,
     addr: Option<(&(i32, libc::sockaddr_storage, libc::socklen_t), i32)>,
@@ -172,12 +189,25 @@ unsafe fn serve(
                 libc::syscall(libc::SYS_close_range, first, last, 0);
             }
         }
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-            reply(200);
-            libc::_exit(1);
+        match who {
+            Who::Cgroup(procs) => {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    reply(200);
+                    libc::_exit(1);
+                }
+                libc::close(fd);
+            }
+            Who::User(uid, gid) => {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    reply(201);
+                    libc::_exit(1);
+                }
+            }
         }
-        libc::close(fd);
         let mut listener = -1;
         if let (true, Some(((family, storage, len), _))) = (own_netns, addr) {
             listener = listen_in_own_netns(*family, storage, *len);

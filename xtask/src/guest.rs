@@ -59,6 +59,8 @@ finish $?
 pub struct GuestBinaries {
     pub ward: PathBuf,
     pub wardd: PathBuf,
+    /// The demo runs the coordinator beside the agent.
+    pub coordinator: PathBuf,
     /// Test executables: (name in the guest, path on the host).
     pub tests: Vec<(String, PathBuf)>,
 }
@@ -78,6 +80,8 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
         "build",
         "-p",
         "ward-agent",
+        "-p",
+        "ward-coordinator",
         "--bins",
     ]))?);
     let bin = |want: &str| {
@@ -86,7 +90,7 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
             .map(|(_, p)| p.clone())
             .with_context(|| format!("cargo built no `{want}` binary"))
     };
-    let (ward, wardd) = (bin("ward")?, bin("wardd")?);
+    let (ward, wardd, coordinator) = (bin("ward")?, bin("wardd")?, bin("ward-coordinator")?);
     let mut tests = Vec::new();
     for (suite, args) in [
         (
@@ -112,7 +116,12 @@ pub fn build(ws: &Workspace) -> Result<GuestBinaries> {
         };
         tests.push((suite.to_owned(), path));
     }
-    Ok(GuestBinaries { ward, wardd, tests })
+    Ok(GuestBinaries {
+        ward,
+        wardd,
+        coordinator,
+        tests,
+    })
 }
 
 /// (target name, executable) from cargo's JSON messages.
@@ -149,6 +158,7 @@ pub fn pack(ws: &Workspace, bins: &GuestBinaries, script: &str) -> Result<PathBu
     install(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
     install(&bins.ward, &root.join("ward/bin/ward"))?;
     install(&bins.wardd, &root.join("ward/bin/wardd"))?;
+    install(&bins.coordinator, &root.join("ward/bin/ward-coordinator"))?;
     for (name, path) in &bins.tests {
         install(path, &root.join("ward/tests").join(name))?;
     }
@@ -212,8 +222,8 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Environment every guest script starts with.
-pub const GUEST_ENV: &str =
-    "export WARD_BIN=/ward/bin/ward WARDD_BIN=/ward/bin/wardd RUST_BACKTRACE=1\n";
+pub const GUEST_ENV: &str = "export WARD_BIN=/ward/bin/ward WARDD_BIN=/ward/bin/wardd \
+     WARD_COORDINATOR_BIN=/ward/bin/ward-coordinator RUST_BACKTRACE=1\n";
 
 /// Quotes an argument for the guest's sh.
 pub fn sh_quote(arg: &str) -> String {

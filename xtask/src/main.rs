@@ -196,7 +196,7 @@ fn run() -> Result<ExitCode> {
             &[
                 "/ward/tests/kernel".into(),
                 "--exact".into(),
-                "demo::jit_access_from_deny_to_allow_to_expiry".into(),
+                "demo::jit_access_from_request_to_review_to_expiry".into(),
                 "--nocapture".into(),
                 "--test-threads=1".into(),
             ],

@@ -137,12 +137,7 @@ impl Web {
     /// Starts a browser sign-in: remembers it, and says where to send the
     /// browser and which cookie to set.
     pub(crate) async fn start_login(&self) -> Result<(String, HeaderValue), String> {
-        let issuer = self
-            .sso
-            .issuers
-            .get("")
-            .await
-            .map_err(|e| e.to_string())?;
+        let issuer = self.sso.issuers.get("").await.map_err(|e| e.to_string())?;
         let login = issuer
             .start_browser(&self.callback_url())
             .map_err(|e| e.to_string())?;
@@ -194,12 +189,7 @@ impl Web {
         if !same(pending.login.state.as_bytes(), state.as_bytes()) {
             return Err("the sign-in's state does not match this browser's".into());
         }
-        let issuer = self
-            .sso
-            .issuers
-            .get("")
-            .await
-            .map_err(|e| e.to_string())?;
+        let issuer = self.sso.issuers.get("").await.map_err(|e| e.to_string())?;
         let signed_in = issuer
             .finish_browser(&self.callback_url(), code, &pending.login)
             .await

@@ -160,15 +160,7 @@ impl TlsListener {
                 tokio::spawn(async move {
                     let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                     if let Ok(Ok(tls)) = shake {
-                        let _ = tx
-                            .send((
-                                Conn {
-                                    tls,
-                                    _slot: permit,
-                                },
-                                peer,
-                            ))
-                            .await;
+                        let _ = tx.send((Conn { tls, _slot: permit }, peer)).await;
                     }
                 });
             }

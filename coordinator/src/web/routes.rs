@@ -145,14 +145,20 @@ async fn login(State(web): Shared) -> Response {
                 .into_response(),
             Err(_) => html(
                 StatusCode::BAD_GATEWAY,
-                pages::sign_in(&issuer_name(&web), Some("the provider's sign-in address is not a URL")),
+                pages::sign_in(
+                    &issuer_name(&web),
+                    Some("the provider's sign-in address is not a URL"),
+                ),
             ),
         },
         Err(e) => {
             tracing::error!(error = %e, "web sign-in could not start");
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::sign_in(&issuer_name(&web), Some(&format!("Sign-in is unavailable: {e}"))),
+                pages::sign_in(
+                    &issuer_name(&web),
+                    Some(&format!("Sign-in is unavailable: {e}")),
+                ),
             )
         }
     }
@@ -214,7 +220,10 @@ async fn logout(State(web): Shared, headers: HeaderMap, Form(f): Form<Csrf>) -> 
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, HeaderValue::from_static("/")),
-            (header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Duration::ZERO)),
+            (
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, "", Duration::ZERO),
+            ),
         ],
     )
         .into_response()
@@ -279,9 +288,7 @@ async fn active(State(web): Shared, headers: HeaderMap) -> Response {
             let now = now_ms();
             let list: Vec<_> = list
                 .into_iter()
-                .filter(|r| {
-                    r.state == RequestState::Approved as i32 && r.expires_at_unix_ms > now
-                })
+                .filter(|r| r.state == RequestState::Approved as i32 && r.expires_at_unix_ms > now)
                 .collect();
             html(StatusCode::OK, pages::active(&who, &list))
         }
@@ -299,7 +306,11 @@ async fn mine(State(web): Shared, headers: HeaderMap) -> Response {
     }
 }
 
-async fn audit(State(web): Shared, headers: HeaderMap, Query(mut f): Query<AuditFilter>) -> Response {
+async fn audit(
+    State(web): Shared,
+    headers: HeaderMap,
+    Query(mut f): Query<AuditFilter>,
+) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
@@ -308,7 +319,10 @@ async fn audit(State(web): Shared, headers: HeaderMap, Query(mut f): Query<Audit
     }
     let since = humantime::parse_duration(&f.since).unwrap_or(Duration::from_secs(86_400));
     let since_ms = now_ms() - since.as_millis() as i64;
-    let (name, filter) = (who.name.clone(), (f.requester.clone(), f.host.clone(), f.state.clone()));
+    let (name, filter) = (
+        who.name.clone(),
+        (f.requester.clone(), f.host.clone(), f.state.clone()),
+    );
     let entries = web
         .service
         .read(move |rules, store| {
@@ -327,7 +341,8 @@ async fn audit(State(web): Shared, headers: HeaderMap, Query(mut f): Query<Audit
                     let Some(Some(r)) = cache.get(&e.request_id) else {
                         continue;
                     };
-                    let keep = (requester.is_empty() || r.requester.eq_ignore_ascii_case(&requester))
+                    let keep = (requester.is_empty()
+                        || r.requester.eq_ignore_ascii_case(&requester))
                         && (host.is_empty() || r.hosts.iter().any(|h| *h == host))
                         && (state.is_empty() || crate::workflow::state_name(r.state) == state);
                     if keep {
@@ -425,7 +440,10 @@ async fn decided(
     match out {
         Ok(_) => Redirect::to(&format!("/requests/{id}?done={done}")).into_response(),
         Err(s) => match detail(web, &who.name, id).await {
-            Ok(d) => html(status_of(&s), pages::request(who, &d, None, Some(s.message()))),
+            Ok(d) => html(
+                status_of(&s),
+                pages::request(who, &d, None, Some(s.message())),
+            ),
             Err(_) => failed(Some(who), &s),
         },
     }
@@ -456,11 +474,16 @@ async fn review(
         other => {
             return failed(
                 Some(&who),
-                &tonic::Status::invalid_argument(format!("decision: `{other}` is not approve or deny")),
+                &tonic::Status::invalid_argument(format!(
+                    "decision: `{other}` is not approve or deny"
+                )),
             );
         }
     };
-    let out = web.service.review_as(&who.name, &id, approve, &f.comment).await;
+    let out = web
+        .service
+        .review_as(&who.name, &id, approve, &f.comment)
+        .await;
     let done = if approve { "approved" } else { "denied" };
     decided(&web, &who, &id, done, out).await
 }

@@ -70,7 +70,7 @@ fn the_sample_coordinator_policy_checks() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("ok: 5 policies"), "{out}");
+    assert!(out.starts_with("ok: 6 policies"), "{out}");
 }
 
 #[test]

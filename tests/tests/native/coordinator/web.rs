@@ -47,7 +47,11 @@ fn a_reviewer_approves_and_revokes_on_the_web_page_and_sees_others_decisions_liv
             "alice": { "groups": ["staff"] },
             "bob": { "groups": ["leads"] },
         }),
-        json!([coordinator_client("ward", CLIENT_SECRET, &[&format!("{page}/callback")])]),
+        json!([coordinator_client(
+            "ward",
+            CLIENT_SECRET,
+            &[&format!("{page}/callback")]
+        )]),
         600,
     );
     let secrets = TempDir::new("web-secrets");
@@ -123,7 +127,11 @@ fn a_reviewer_approves_and_revokes_on_the_web_page_and_sees_others_decisions_liv
             }),
             "cross-site-refused" => {
                 let r = request(&c, other);
-                assert_eq!(r["reviews"], json!([]), "the forged approvals did nothing: {r}");
+                assert_eq!(
+                    r["reviews"],
+                    json!([]),
+                    "the forged approvals did nothing: {r}"
+                );
                 assert_eq!(r["state"], "pending");
             }
             other => panic!("unknown step {other}"),
@@ -159,5 +167,8 @@ fn a_reviewer_approves_and_revokes_on_the_web_page_and_sees_others_decisions_liv
             f.display()
         );
     }
-    assert!(!c.log().contains("ward-session.v1."), "no session in the log");
+    assert!(
+        !c.log().contains("ward-session.v1."),
+        "no session in the log"
+    );
 }
