@@ -17,7 +17,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use openidconnect::{
@@ -507,17 +507,26 @@ impl Issuer {
 
 /// The configured issuers, each discovered on first use (and again after
 /// a failed discovery): an unreachable provider at start does not stop
-/// the coordinator, only sign-ins through it.
+/// the coordinator, only sign-ins through it. Discovery (and with it the
+/// signing keys) is read again once it is an hour old, so a provider's key
+/// rotation is followed; if that read fails, the keys in hand go on.
 pub struct Issuers {
-    list: Vec<(OidcSection, tokio::sync::OnceCell<Arc<Issuer>>)>,
+    list: Vec<(OidcSection, tokio::sync::Mutex<Option<Discovered>>)>,
 }
+
+/// An issuer as discovered, and when.
+type Discovered = (Arc<Issuer>, Instant);
+
+/// How long a discovery document and its keys are used before reading
+/// them again.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Issuers {
     pub fn new(sections: &[OidcSection]) -> Issuers {
         Issuers {
             list: sections
                 .iter()
-                .map(|s| (s.clone(), tokio::sync::OnceCell::new()))
+                .map(|s| (s.clone(), tokio::sync::Mutex::new(None)))
                 .collect(),
         }
     }
@@ -537,9 +546,24 @@ impl Issuers {
         let Some((section, cell)) = found else {
             return Err(OidcError::NotConfigured(issuer.to_owned()));
         };
-        cell.get_or_try_init(|| async { Issuer::discover(section).await.map(Arc::new) })
-            .await
-            .cloned()
+        let mut held = cell.lock().await;
+        if let Some((i, at)) = held.as_ref()
+            && at.elapsed() < KEYS_MAX_AGE
+        {
+            return Ok(i.clone());
+        }
+        match (Issuer::discover(section).await, held.as_ref()) {
+            (Ok(fresh), _) => {
+                let fresh = Arc::new(fresh);
+                *held = Some((fresh.clone(), Instant::now()));
+                Ok(fresh)
+            }
+            (Err(e), Some((old, _))) => {
+                tracing::warn!(issuer = %section.issuer, error = %e, "re-reading the provider's keys failed; the keys in hand go on");
+                Ok(old.clone())
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 }
 

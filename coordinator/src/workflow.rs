@@ -561,6 +561,9 @@ impl Rules {
     }
 }
 
+/// A requester's groups, and their attributes as (name, value) text.
+pub(crate) type RequesterView = (Vec<String>, Vec<(String, String)>);
+
 /// What the web page shows beside a request, decided by the same rules
 /// the calls use.
 impl Rules {
@@ -623,7 +626,7 @@ impl Rules {
         &self,
         tx: &Tx<'_>,
         req: &AccessRequest,
-    ) -> Result<(Vec<String>, Vec<(String, String)>), WorkflowError> {
+    ) -> Result<RequesterView, WorkflowError> {
         let key = EntityKey::new(Kind::User, &req.requester);
         let record = self
             .policy

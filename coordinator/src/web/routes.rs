@@ -343,7 +343,7 @@ async fn audit(
                     };
                     let keep = (requester.is_empty()
                         || r.requester.eq_ignore_ascii_case(&requester))
-                        && (host.is_empty() || r.hosts.iter().any(|h| *h == host))
+                        && (host.is_empty() || r.hosts.contains(&host))
                         && (state.is_empty() || crate::workflow::state_name(r.state) == state);
                     if keep {
                         out.push(e);
