@@ -244,3 +244,45 @@ impl Config {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads a config of the required lines and `extra`; the error text.
+    fn refused(tag: &str, extra: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("ward-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("coordinator.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ncert = \"c.pem\"\nkey = \"c.key\"\nclient_ca = \"ca.pem\"\n\
+                 state_dir = \"state\"\nsigning_key = \"s.key\"\n{extra}\n[policy]\nfiles = [\"p.cedar\"]\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn sign_in_settings_are_checked_and_named() {
+        let web = "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://ward.example\"\n";
+        assert!(refused("web-alone", web).contains("[web] needs an [[oidc]] issuer"));
+        let oidc = "[[oidc]]\nissuer = \"https://idp.example\"\nclient_id = \"ward\"\n";
+        assert_eq!(refused("ok", &format!("{oidc}{web}")), "");
+        let http = "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://ward.example\"\n";
+        assert!(refused("http", &format!("{oidc}{http}")).contains("must be an https:// URL"));
+        let mapping = format!("{oidc}[oidc.attributes]\nshoe_size = \"shoe\"\n");
+        assert!(refused("mapping", &mapping).contains("oidc.attributes.shoe_size"));
+        let typo = "[[oidc]]\nissuer = \"https://idp.example\"\nclient = \"ward\"\n";
+        assert!(
+            refused("typo", typo).contains("client"),
+            "unknown keys are named"
+        );
+        assert!(refused("ttl", "session_ttl = \"0s\"").contains("session_ttl"));
+    }
+}

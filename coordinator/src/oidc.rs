@@ -597,3 +597,82 @@ impl<F: FnOnce(Option<&Nonce>) -> Result<(), String>> NonceVerifier for NonceChe
         (self.0)(nonce)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn section(extra: &str) -> OidcSection {
+        toml::from_str(&format!(
+            "issuer = \"https://idp.example\"\nclient_id = \"ward\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn signed(claims: serde_json::Value) -> SignedIn {
+        SignedIn {
+            issuer: "https://idp.example".into(),
+            subject: "u-1".into(),
+            claims: claims
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn claims_become_a_person_as_the_mapping_says() {
+        let s = section("[attributes]\ndepartment = \"dept\"\nclearance = \"level\"\n");
+        let p = s
+            .person(&signed(json!({
+                "preferred_username": "Alice", "groups": ["staff", "oncall"],
+                "dept": "eng", "level": 3, "email": "a@example",
+            })))
+            .unwrap();
+        assert_eq!(p.name, "alice", "names are lowercase, as certificates' are");
+        assert_eq!(
+            (p.issuer.as_str(), p.subject.as_str()),
+            ("https://idp.example", "u-1")
+        );
+        let groups: Vec<&str> = p.def.parents.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(groups, ["staff", "oncall"]);
+        assert_eq!(p.def.attrs["department"], "eng");
+        assert_eq!(p.def.attrs["clearance"], 3);
+        assert!(!p.def.attrs.contains_key("email"), "only mapped claims");
+        // One group as a plain string is one group.
+        let p = s
+            .person(&signed(
+                json!({"preferred_username": "bob", "groups": "leads"}),
+            ))
+            .unwrap();
+        assert_eq!(p.def.parents.len(), 1);
+    }
+
+    #[test]
+    fn claims_that_do_not_make_a_person_are_refused_by_name() {
+        let s = section("[attributes]\nclearance = \"level\"\n");
+        let refused = |claims| s.person(&signed(claims)).unwrap_err().to_string();
+        assert!(refused(json!({"sub": "u-1"})).contains("preferred_username"));
+        assert!(refused(json!({"preferred_username": "db1.agent"})).contains("agent's name"));
+        assert!(refused(json!({"preferred_username": "al ice"})).contains("preferred_username"));
+        let e = refused(json!({"preferred_username": "a", "level": "high"}));
+        assert!(e.contains("`level`") && e.contains("clearance"), "{e}");
+        assert!(refused(json!({"preferred_username": "a", "groups": [1]})).contains("groups"));
+    }
+
+    #[test]
+    fn a_mapping_to_an_attribute_users_lack_is_refused() {
+        let e = section("[attributes]\ncgroup = \"x\"\n")
+            .check()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "oidc.attributes.cgroup: users have no such attribute in ward's schema"
+        );
+        assert!(section("").check().is_ok());
+    }
+}
