@@ -135,6 +135,16 @@ impl OidcSection {
                     self.username_claim
                 ))
             })?;
+        // An address the provider has not verified names nobody.
+        if self.username_claim == "email"
+            && claim("email_verified").and_then(|v| v.as_bool()) != Some(true)
+        {
+            return Err(OidcError::Claims(
+                "`email` is the username_claim but the provider has not verified it \
+                 (email_verified is not true)"
+                    .into(),
+            ));
+        }
         let name = ward_proto::identity::canonical(&[raw.to_owned()])
             .map_err(|e| OidcError::Claims(format!("`{}`: {e}", self.username_claim)))?;
         // An agent's identity is NAME.agent; no person may take one.
@@ -559,8 +569,14 @@ impl Issuers {
                 Ok(fresh)
             }
             (Err(e), Some((old, _))) => {
-                tracing::warn!(issuer = %section.issuer, error = %e, "re-reading the provider's keys failed; the keys in hand go on");
-                Ok(old.clone())
+                tracing::warn!(issuer = %section.issuer, error = %e, "re-reading the provider's keys failed; the keys in hand go on, and the read is tried again in a minute");
+                let old = old.clone();
+                // Not again on every sign-in: a minute from now.
+                let retry = Instant::now()
+                    .checked_sub(KEYS_MAX_AGE - Duration::from_secs(60))
+                    .unwrap_or_else(Instant::now);
+                *held = Some((old.clone(), retry));
+                Ok(old)
             }
             (Err(e), None) => Err(e),
         }
@@ -662,6 +678,20 @@ mod tests {
         let e = refused(json!({"preferred_username": "a", "level": "high"}));
         assert!(e.contains("`level`") && e.contains("clearance"), "{e}");
         assert!(refused(json!({"preferred_username": "a", "groups": [1]})).contains("groups"));
+        let by_email = section("username_claim = \"email\"\n");
+        let e = by_email
+            .person(&signed(
+                json!({"email": "a@example", "email_verified": false}),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("email_verified"), "{e}");
+        let ok = by_email
+            .person(&signed(
+                json!({"email": "A@example", "email_verified": true}),
+            ))
+            .unwrap();
+        assert_eq!(ok.name, "a@example");
     }
 
     #[test]

@@ -429,6 +429,7 @@ pub async fn run(
             )),
             issuers,
             waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_SIGN_INS)),
+            waiting_by_peer: Default::default(),
         }
     });
     if let Some(sso) = &sso {
@@ -498,7 +499,6 @@ pub async fn run(
             service: service.clone(),
             sso: sso.clone(),
             public_url: w.public_url.trim_end_matches('/').to_owned(),
-            logins: Default::default(),
             session_ttl: config.session_ttl,
         };
         crate::web::serve(&w.listen, &config.cert, &config.key, web).await?;

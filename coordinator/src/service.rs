@@ -71,6 +71,54 @@ pub struct Sso {
     pub sessions: Arc<Sessions>,
     /// Device sign-ins waiting at the provider at once; more are refused.
     pub waiting: Arc<tokio::sync::Semaphore>,
+    /// Those waiting, by the address that started them.
+    pub waiting_by_peer: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// Device sign-ins one address may keep waiting.
+const WAITING_PER_PEER: usize = 4;
+
+/// One address's waiting sign-in; counted down when dropped.
+pub struct PeerSlot {
+    peer: Option<std::net::IpAddr>,
+    counts: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = counts.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
+impl Sso {
+    /// A waiting slot for `peer`, unless it holds its share already.
+    fn waiting_from(&self, peer: Option<std::net::IpAddr>) -> Result<PeerSlot, Status> {
+        if let Some(p) = peer {
+            let mut counts = self
+                .waiting_by_peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(p).or_default();
+            if *n >= WAITING_PER_PEER {
+                return Err(Status::resource_exhausted(format!(
+                    "{p} has {WAITING_PER_PEER} sign-ins waiting already; finish or cancel one"
+                )));
+            }
+            *n += 1;
+        }
+        Ok(PeerSlot {
+            peer,
+            counts: self.waiting_by_peer.clone(),
+        })
+    }
 }
 
 fn status(e: WorkflowError) -> Status {
@@ -180,14 +228,21 @@ impl CoordinatorService {
                 "this coordinator has no [[oidc]] issuer: sessions are refused",
             ));
         };
-        let (sessions, token) = (sso.sessions.clone(), token.to_owned());
-        let checked = self
-            .read(move |_, store| {
-                Ok(sessions.check(&token, now_ms(), |name| store.read(|tx| tx.person(name)))?)
-            })
-            .await
-            .map_err(status)?;
-        checked.map_err(refused)
+        // Signature, expiry and issuer first: a forged or stale token
+        // costs no store read, and the read takes no decision lock.
+        let s = sso.sessions.verified(token, now_ms()).map_err(refused)?;
+        let (reader, name) = (self.reader.clone(), s.name.clone());
+        let bound = tokio::task::spawn_blocking(move || {
+            let mut store = reader.lock().unwrap_or_else(|p| p.into_inner());
+            store.read(|tx| tx.person(&name))
+        })
+        .await
+        .map_err(|e| status(InternalError::Worker(e).into()))?
+        .map_err(|e| status(e.into()))?;
+        sso.sessions
+            .still_bound(&s, bound.as_ref())
+            .map_err(refused)?;
+        Ok(s)
     }
 
     /// The person calling; agents may only subscribe.
@@ -300,12 +355,13 @@ impl CoordinatorService {
         sso: &Sso,
         issuer: &Issuer,
         device: &DeviceLogin,
+        from: &str,
     ) -> Result<pb::LoginEvent, Status> {
         let signed = issuer.finish_device(device).await.map_err(|e| {
             tracing::warn!(issuer = %issuer.section.issuer, error = %e, "device sign-in refused");
             Status::unauthenticated(e.to_string())
         })?;
-        let (token, identity) = self.sign_in(sso, issuer, &signed).await?;
+        let (token, identity) = self.sign_in(sso, issuer, &signed, from).await?;
         Ok(pb::LoginEvent {
             kind: Some(pb::login_event::Kind::Session(pb::LoginSession {
                 token,
@@ -322,16 +378,20 @@ impl CoordinatorService {
         sso: &Sso,
         issuer: &Issuer,
         signed: &SignedIn,
+        from: &str,
     ) -> Result<(String, pb::Identity), Status> {
         let person = issuer.section.person(signed).map_err(|e| {
             tracing::warn!(issuer = %signed.issuer, subject = %signed.subject, error = %e, "sign-in refused");
             Status::permission_denied(e.to_string())
         })?;
         let p = person.clone();
-        self.with(move |wf| wf.sign_in(&p)).await.map_err(|e| {
-            tracing::warn!(person = %person.name, error = %e, "sign-in refused");
-            status(e)
-        })?;
+        let from = from.to_owned();
+        self.with(move |wf| wf.sign_in(&p, &from))
+            .await
+            .map_err(|e| {
+                tracing::warn!(person = %person.name, error = %e, "sign-in refused");
+                status(e)
+            })?;
         let (token, session) = sso.sessions.issue(&person, now_ms());
         tracing::info!(person = %person.name, issuer = %person.issuer, subject = %person.subject, "signed in");
         Ok((token, identity(&person.name, Some(&person), Some(&session))))
@@ -613,9 +673,19 @@ impl Coordinator for CoordinatorService {
                 "this coordinator has no [[oidc]] issuer: people use client certificates",
             ));
         };
+        let peer = req.remote_addr().map(|a| a.ip());
         let permit = sso.waiting.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many sign-ins are waiting; try again shortly")
         })?;
+        // One address may keep only a few sign-ins waiting: nobody holds
+        // every slot from one machine.
+        let slot = sso.waiting_from(peer)?;
+        // The audit says where a device sign-in was started: the code may
+        // have been phished to someone else's browser (RFC 8628, 5.4).
+        let from = format!(
+            "the device grant, started from {}",
+            peer.map_or_else(|| "an unknown address".to_owned(), |p| p.to_string())
+        );
         let issuer = sso
             .issuers
             .get(&req.get_ref().issuer)
@@ -645,10 +715,10 @@ impl Coordinator for CoordinatorService {
             .await;
         let this = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             // A client that hangs up stops the polling.
             let done = tokio::select! {
-                r = this.finish_login(&sso, &issuer, &device) => r,
+                r = this.finish_login(&sso, &issuer, &device, &from) => r,
                 () = tx.closed() => return,
             };
             let _ = tx.send(done).await;

@@ -23,6 +23,8 @@ pub const PREFIX: &str = "ward-session.v1.";
 /// Signed before the payload: no protobuf `Grant` begins with these bytes
 /// (0x77 is field 14 with wire type 7, which does not exist).
 const CONTEXT: &[u8] = b"ward-session-v1\0";
+/// The same for a browser sign-in's cookie; neither is the other.
+const LOGIN_CONTEXT: &[u8] = b"ward-login-v1\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -79,25 +81,39 @@ impl Sessions {
     }
 
     /// The session `token` carries, if it is this coordinator's, current,
-    /// from a trusted issuer, and its name is still bound (`bound` reads
-    /// the store) to the identity it names.
-    pub fn check<E>(
-        &self,
-        token: &str,
-        now_ms: i64,
-        bound: impl FnOnce(&str) -> Result<Option<Person>, E>,
-    ) -> Result<Result<Session, SessionError>, E> {
-        let s = match verify(&self.signer, token, now_ms) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
+    /// and from a trusted issuer: everything but the binding, checked
+    /// without the store.
+    pub fn verified(&self, token: &str, now_ms: i64) -> Result<Session, SessionError> {
+        let s = verify(&self.signer, token, now_ms)?;
         if !self.trusted.contains(&s.issuer) {
-            return Ok(Err(SessionError::Untrusted(s.issuer)));
+            return Err(SessionError::Untrusted(s.issuer));
         }
-        Ok(match bound(&s.name)? {
-            Some(p) if p.issuer == s.issuer && p.subject == s.subject => Ok(s),
-            _ => Err(SessionError::Unbound(s.name)),
-        })
+        Ok(s)
+    }
+
+    /// Whether `s`'s name is still bound to the identity it names;
+    /// `bound` is the store's binding of the name.
+    pub fn still_bound(&self, s: &Session, bound: Option<&Person>) -> Result<(), SessionError> {
+        match bound {
+            Some(p) if p.issuer == s.issuer && p.subject == s.subject => Ok(()),
+            _ => Err(SessionError::Unbound(s.name.clone())),
+        }
+    }
+
+    /// A browser sign-in's own state (state, nonce, PKCE verifier), sealed
+    /// for its cookie: the callback, on any replica, reads it back intact.
+    pub fn seal_login(&self, payload: &[u8]) -> String {
+        let sig = self.signer.sign_in_context(LOGIN_CONTEXT, payload);
+        format!("{}.{}", B64.encode(payload), B64.encode(sig))
+    }
+
+    /// What [`Sessions::seal_login`] sealed, if this coordinator sealed it.
+    pub fn open_login(&self, sealed: &str) -> Option<Vec<u8>> {
+        let (payload, sig) = sealed.split_once('.')?;
+        let (payload, sig) = (B64.decode(payload).ok()?, B64.decode(sig).ok()?);
+        self.signer
+            .verify_in_context(LOGIN_CONTEXT, &payload, &sig)
+            .then_some(payload)
     }
 }
 

@@ -949,7 +949,7 @@ impl Workflow {
     /// Records a sign-in through an identity provider. The first sign-in
     /// binds the name to the issuer and subject; later ones refresh the
     /// claims, and one from another identity is refused.
-    pub fn sign_in(&mut self, person: &Person) -> Result<(), WorkflowError> {
+    pub fn sign_in(&mut self, person: &Person, from: &str) -> Result<(), WorkflowError> {
         self.store.write(|tx| {
             if let Some(bound) = tx.person(&person.name)?
                 && (bound.issuer != person.issuer || bound.subject != person.subject)
@@ -966,7 +966,10 @@ impl Workflow {
                 "",
                 &person.name,
                 "signed-in",
-                format!("through {} as subject {:?}", person.issuer, person.subject),
+                format!(
+                    "through {} as subject {:?}, by {from}",
+                    person.issuer, person.subject
+                ),
             )?;
             Ok(())
         })

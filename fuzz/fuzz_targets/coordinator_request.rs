@@ -35,9 +35,9 @@ const FIELDS: &[&str] = &[
 
 const REQUESTERS: &[&str] = &["alice", "bob", "carol", "mallory"];
 
+// The sample directory has `oncall` and `leads` already.
 const EXTRA_DIRECTORY: &str = r#"
 [groups.staff]
-[groups.leads]
 [groups.infra]
 [users.carol]
 groups = ["oncall", "infra", "staff"]

@@ -1,9 +1,11 @@
 //! Who is asking, and whether the asking is theirs.
 //!
 //! - Sign-in: the authorization code flow with PKCE and a nonce. The
-//!   state, nonce and verifier stay on the server, under a random id in a
-//!   short-lived `__Host-ward-login` cookie; the callback must come back
-//!   in the browser that started it, with the same state.
+//!   state, nonce and verifier travel in a short-lived `__Host-ward-login`
+//!   cookie (HttpOnly) sealed with the coordinator's key, so nothing is
+//!   held on the server for a sign-in that may never finish, and the
+//!   callback works on any replica; it must come back to the browser that
+//!   started it, with the same state, within ten minutes.
 //! - The session: the coordinator's own (as `ward login` gets), in a
 //!   `__Host-ward-session` cookie: Secure, HttpOnly, SameSite=Lax, never
 //!   in a URL or a log.
@@ -11,26 +13,26 @@
 //!   SHA-256 of it under a context), and a browser's `Origin`, when sent,
 //!   must be the page's own.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
 
 use super::Web;
-use crate::oidc::BrowserLogin;
+use crate::{now_ms, oidc::BrowserLogin};
 
 pub(crate) const SESSION_COOKIE: &str = "__Host-ward-session";
 const LOGIN_COOKIE: &str = "__Host-ward-login";
 /// A browser sign-in must finish within this.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// Sign-ins under way at once; the oldest are dropped past this.
-const MAX_PENDING: usize = 4096;
-
-/// A browser sign-in under way.
-pub(crate) struct Pending {
-    login: BrowserLogin,
-    at: Instant,
+/// A browser sign-in under way, as its sealed cookie carries it.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    state: String,
+    nonce: String,
+    pkce_verifier: String,
+    started_unix_ms: i64,
 }
 
 /// The signed-in person on this request.
@@ -39,14 +41,6 @@ pub(crate) struct Signed {
     pub name: String,
     /// The token every form of theirs must carry.
     pub csrf: String,
-}
-
-/// 32 random bytes, URL-safe.
-fn random_id() -> String {
-    let mut b = [0u8; 32];
-    // The system's random source does not fail on Linux once booted.
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    B64.encode(b)
 }
 
 /// Equal, in time that does not depend on where they differ.
@@ -134,33 +128,25 @@ pub(crate) async fn check_post(
 }
 
 impl Web {
-    /// Starts a browser sign-in: remembers it, and says where to send the
-    /// browser and which cookie to set.
+    /// Starts a browser sign-in: where to send the browser, and the cookie
+    /// that carries the sign-in's own state until the callback.
     pub(crate) async fn start_login(&self) -> Result<(String, HeaderValue), String> {
         let issuer = self.sso.issuers.get("").await.map_err(|e| e.to_string())?;
         let login = issuer
             .start_browser(&self.callback_url())
             .map_err(|e| e.to_string())?;
-        let url = login.url.clone();
-        let id = random_id();
-        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-        logins.retain(|_, p| p.at.elapsed() < LOGIN_TTL);
-        if logins.len() >= MAX_PENDING
-            && let Some(oldest) = logins
-                .iter()
-                .min_by_key(|(_, p)| p.at)
-                .map(|(k, _)| k.clone())
-        {
-            logins.remove(&oldest);
-        }
-        logins.insert(
-            id.clone(),
-            Pending {
-                login,
-                at: Instant::now(),
-            },
-        );
-        Ok((url, set_cookie(LOGIN_COOKIE, &id, LOGIN_TTL)))
+        let pending = Pending {
+            state: login.state,
+            nonce: login.nonce,
+            pkce_verifier: login.pkce_verifier,
+            started_unix_ms: now_ms(),
+        };
+        // A struct of strings and an integer always serialises.
+        let sealed = self
+            .sso
+            .sessions
+            .seal_login(&serde_json::to_vec(&pending).unwrap_or_default());
+        Ok((login.url, set_cookie(LOGIN_COOKIE, &sealed, LOGIN_TTL)))
     }
 
     pub(crate) fn callback_url(&self) -> String {
@@ -176,27 +162,41 @@ impl Web {
         headers: &HeaderMap,
         code: &str,
         state: &str,
+        from: &str,
     ) -> Result<[HeaderValue; 2], String> {
-        let id = cookie(headers, LOGIN_COOKIE)
+        let sealed = cookie(headers, LOGIN_COOKIE)
             .ok_or("this browser started no sign-in (or it took longer than 10 minutes)")?;
-        let pending = self
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
-            .filter(|p| p.at.elapsed() < LOGIN_TTL)
-            .ok_or("the sign-in expired or was used already; sign in again")?;
-        if !same(pending.login.state.as_bytes(), state.as_bytes()) {
+        let pending: Pending = self
+            .sso
+            .sessions
+            .open_login(&sealed)
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .ok_or("the sign-in cookie is not this coordinator's; sign in again")?;
+        if now_ms().saturating_sub(pending.started_unix_ms) > LOGIN_TTL.as_millis() as i64 {
+            return Err("the sign-in took longer than 10 minutes; sign in again".into());
+        }
+        if !same(pending.state.as_bytes(), state.as_bytes()) {
             return Err("the sign-in's state does not match this browser's".into());
         }
+        let login = BrowserLogin {
+            url: String::new(),
+            state: pending.state,
+            nonce: pending.nonce,
+            pkce_verifier: pending.pkce_verifier,
+        };
         let issuer = self.sso.issuers.get("").await.map_err(|e| e.to_string())?;
         let signed_in = issuer
-            .finish_browser(&self.callback_url(), code, &pending.login)
+            .finish_browser(&self.callback_url(), code, &login)
             .await
             .map_err(|e| e.to_string())?;
         let (token, _) = self
             .service
-            .sign_in(&self.sso, &issuer, &signed_in)
+            .sign_in(
+                &self.sso,
+                &issuer,
+                &signed_in,
+                &format!("the web page from {from}"),
+            )
             .await
             .map_err(|s| s.message().to_owned())?;
         Ok([

@@ -18,7 +18,7 @@ mod routes;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -45,8 +45,6 @@ pub struct Web {
     pub(crate) sso: Sso,
     /// `https://host:port`, as browsers reach the page.
     pub(crate) public_url: String,
-    /// Browser sign-ins under way, by the id in their `__Host-` cookie.
-    pub(crate) logins: Mutex<HashMap<String, auth::Pending>>,
     /// Moves with every audited change on any replica.
     pub(crate) version: watch::Receiver<i64>,
     /// How long the session cookie lasts (the session's own lifetime).
@@ -55,6 +53,11 @@ pub struct Web {
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections one address may hold: nobody takes every slot alone.
+const MAX_PER_PEER: usize = 32;
+/// A request's headers must arrive within this, and an idle connection
+/// is closed after it.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// A TLS handshake that takes longer is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the audit head is read for live updates.
@@ -76,14 +79,32 @@ pub async fn serve(
         })?;
     tracing::info!(listen, public_url = %web.public_url, "serving the reviewer's page (HTTPS)");
     let app = routes::router(Arc::new(web));
-    let tls = TlsListener::spawn(listener, acceptor);
+    let mut tls = TlsListener::spawn(listener, acceptor);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(tls, app).await {
-            tracing::error!(error = %e, "the web page's listener failed");
+        while let Some((conn, peer)) = tls.ready.recv().await {
+            // Handlers learn the peer's address (for the audit) this way.
+            let service = hyper_util::service::TowerToHyperService::new(
+                app.clone().layer(axum::Extension(Peer(peer))),
+            );
+            tokio::spawn(async move {
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                if let Err(e) = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "web connection ended");
+                }
+            });
         }
     });
     Ok(())
 }
+
+/// The address a request came from.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer(pub SocketAddr);
 
 /// Follows the audit head for live updates: one read per `POLL` for the
 /// whole page, however many browsers watch.
@@ -133,15 +154,12 @@ fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor
 /// slow client never holds up the next one.
 struct TlsListener {
     ready: mpsc::Receiver<(Conn, SocketAddr)>,
-    local: SocketAddr,
 }
 
 impl TlsListener {
     fn spawn(listener: tokio::net::TcpListener, acceptor: TlsAcceptor) -> TlsListener {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(64);
+        let per_peer: Arc<Mutex<HashMap<IpAddr, usize>>> = Default::default();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
@@ -156,35 +174,58 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(slot) = PeerSlot::take(&per_peer, peer.ip()) else {
+                    tracing::warn!(%peer, "web: too many connections from one address");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                     if let Ok(Ok(tls)) = shake {
-                        let _ = tx.send((Conn { tls, _slot: permit }, peer)).await;
+                        let conn = Conn {
+                            tls,
+                            _slot: permit,
+                            _peer: slot,
+                        };
+                        let _ = tx.send((conn, peer)).await;
                     }
                 });
             }
         });
-        TlsListener { ready, local }
+        TlsListener { ready }
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = Conn;
-    type Addr = SocketAddr;
+/// One of an address's connections; counted down when dropped.
+struct PeerSlot {
+    peer: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            if let Some(c) = self.ready.recv().await {
-                return c;
-            }
-            // The acceptor task ended; nothing more will come.
-            std::future::pending::<()>().await;
+impl PeerSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, peer: IpAddr) -> Option<PeerSlot> {
+        let mut held = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(peer).or_default();
+        if *n >= MAX_PER_PEER {
+            return None;
         }
+        *n += 1;
+        Some(PeerSlot {
+            peer,
+            counts: counts.clone(),
+        })
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -192,6 +233,7 @@ impl axum::serve::Listener for TlsListener {
 pub(crate) struct Conn {
     tls: TlsStream<tokio::net::TcpStream>,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _peer: PeerSlot,
 }
 
 impl tokio::io::AsyncRead for Conn {

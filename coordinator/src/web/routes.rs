@@ -4,7 +4,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    Form, Router,
+    Extension, Form, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{
@@ -19,7 +19,7 @@ use tonic::Code;
 use ward_proto::v1::{self as pb, RequestState};
 
 use super::{
-    Web,
+    Peer, Web,
     auth::{Refusal, SESSION_COOKIE, Signed, check_post, set_cookie, signed},
     pages::{self, AuditFilter, Detail, SINCE},
 };
@@ -169,19 +169,29 @@ struct Callback {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
-    error_description: Option<String>,
 }
 
-async fn callback(State(web): Shared, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
+async fn callback(
+    State(web): Shared,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
     let outcome = match (&q.code, &q.state, &q.error) {
-        (Some(code), Some(state), None) => web.finish_login(&headers, code, state).await,
-        (_, _, Some(e)) => Err(format!(
-            "the identity provider said {e}{}",
-            q.error_description
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        )),
+        (Some(code), Some(state), None) => {
+            web.finish_login(&headers, code, state, &peer.ip().to_string())
+                .await
+        }
+        // Only a well-formed error code is shown: anyone can send a
+        // browser here with text of their choosing.
+        (_, _, Some(e))
+            if !e.is_empty()
+                && e.len() <= 64
+                && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            Err(format!("the identity provider refused it ({e})"))
+        }
+        (_, _, Some(_)) => Err("the identity provider refused it".into()),
         _ => Err("the identity provider sent no code".into()),
     };
     match outcome {
@@ -376,7 +386,7 @@ async fn detail(web: &Web, who: &str, id: &str) -> Result<Detail, tonic::Status>
                 }
                 let (groups, attributes) = rules.requester_view(tx, &req)?;
                 let (others, more_others) = if req.state == RequestState::Pending as i32 {
-                    rules.other_reviewers(tx, &req, 20, 2_000)?
+                    rules.other_reviewers(tx, &req, 20, 500)?
                 } else {
                     (Vec::new(), false)
                 };
@@ -415,15 +425,26 @@ async fn request(
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    let notice = match done.done.as_deref() {
-        Some("approved") => Some("You approved this request."),
-        Some("denied") => Some("You denied this request."),
-        Some("revoked") => Some("Access revoked."),
-        Some("released") => Some("Access released."),
-        _ => None,
-    };
     match detail(&web, &who.name, &id).await {
-        Ok(d) => html(StatusCode::OK, pages::request(&who, &d, notice, None)),
+        Ok(d) => {
+            // Said only when the request shows it: a link with `done=` in
+            // it cannot make the page claim what did not happen.
+            let reviewed = |approve: bool| {
+                d.req
+                    .reviews
+                    .iter()
+                    .any(|r| r.approve == approve && r.reviewer.eq_ignore_ascii_case(&who.name))
+            };
+            let state = crate::workflow::state_name(d.req.state);
+            let notice = match done.done.as_deref() {
+                Some("approved") if reviewed(true) => Some("You approved this request."),
+                Some("denied") if reviewed(false) => Some("You denied this request."),
+                Some("revoked") if state == "revoked" => Some("Access revoked."),
+                Some("released") if state == "released" => Some("Access released."),
+                _ => None,
+            };
+            html(StatusCode::OK, pages::request(&who, &d, notice, None))
+        }
         Err(s) => failed(Some(&who), &s),
     }
 }
@@ -542,10 +563,16 @@ async fn events(State(web): Shared, headers: HeaderMap) -> Response {
     let events = tokio_stream::StreamExt::map(changes, |v| {
         Ok::<_, Infallible>(Event::default().event("changed").data(v.to_string()))
     });
+    // Ended after a while (the browser reconnects at once, with its
+    // session checked again): no stream outlives its session for long.
+    let events = futures_util::StreamExt::take_until(events, tokio::time::sleep(SSE_LIFETIME));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
+
+/// How long one live-update stream lasts before the browser reconnects.
+const SSE_LIFETIME: Duration = Duration::from_secs(300);
 
 async fn css() -> Response {
     (

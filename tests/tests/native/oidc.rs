@@ -296,13 +296,25 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
     c.start();
     let (code, _, err) = c.ward_session(&home("lee"), &["whoami"]);
     assert_eq!(code, 0, "{err}");
-    let signed_in: Vec<String> = c
+    let entries: Vec<serde_json::Value> = c
         .audit("root-admin")
-        .iter()
+        .into_iter()
         .filter(|e| e["kind"] == "signed-in")
-        .map(|e| e["actor"].as_str().unwrap().to_owned())
+        .collect();
+    let signed_in: Vec<&str> = entries
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
         .collect();
     assert_eq!(signed_in, ["ana", "mallory", "lee"], "{signed_in:?}");
+    // Where each device sign-in was started: a phished code shows up as
+    // someone else's address.
+    for e in &entries {
+        let detail = e["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("device grant, started from 127.0.0.1"),
+            "{detail}"
+        );
+    }
 
     // Logging out forgets the session here.
     let (code, _, err) = c.ward_session(&home("lee"), &["logout"]);

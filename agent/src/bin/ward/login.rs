@@ -65,6 +65,10 @@ fn save(s: &SavedSession) -> Result<PathBuf, CliError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| io_error(dir, e))?;
+    // It may have existed, wider: only its owner lists it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error(dir, e))?;
     let tmp = dir.join(format!(".session.json.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
