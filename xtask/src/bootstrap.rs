@@ -12,11 +12,12 @@ use crate::{
 /// The nightly that builds eBPF (`-Z build-std=core`).
 pub const NIGHTLY: &str = "nightly";
 
+/// What building and booting the VMs needs (the demo, `cargo xtask vm`);
+/// the test command also installs [`node_parts`].
 pub fn all(ws: &Workspace) -> Result<()> {
     ebpf_toolchain(ws)?;
     cargo_fuzz(ws)?;
-    vm_packages()?;
-    node_parts(ws)
+    vm_packages()
 }
 
 /// The tests' Node.js parts (`tests/node`): the OpenID Connect provider

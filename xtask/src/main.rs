@@ -137,6 +137,7 @@ fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Bootstrap => {
             bootstrap::all(&ws)?;
+            bootstrap::node_parts(&ws)?;
             kernels::fetch_all(&ws)?;
             Ok(ExitCode::SUCCESS)
         }

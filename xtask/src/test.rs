@@ -110,6 +110,8 @@ fn fuzz_targets(ws: &Workspace, tally: &mut Tally) {
 
 fn pipeline(ws: &Workspace, vm_timeout: u64, tally: &mut Tally) -> Result<()> {
     bootstrap::all(ws)?;
+    // The SSO and web page tests' provider, browser driver and browser.
+    bootstrap::node_parts(ws)?;
     let kernels = kernels::fetch_all(ws)?;
 
     step("cargo fmt --check");
