@@ -772,6 +772,13 @@ impl Tx<'_> {
         Ok(people)
     }
 
+    /// Forgets who `name` is bound to, and their claims; true if bound.
+    pub fn forget_person(&self, name: &str) -> Result<bool, StoreError> {
+        let bound = self.person(name)?.is_some();
+        self.exec("DELETE FROM people WHERE name = ?1", &[P::T(name)])?;
+        Ok(bound)
+    }
+
     /// Records a sign-in: binds the name to its issuer and subject, or
     /// refreshes the claims of the identity it is bound to. The caller has
     /// checked that the name is not bound to another identity.

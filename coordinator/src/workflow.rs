@@ -975,6 +975,32 @@ impl Workflow {
         })
     }
 
+    /// Forgets a signed-in person (`ward-coordinator person forget`):
+    /// their binding and claims go, so every session issued for the name
+    /// ends at its next call, on every replica, and the next sign-in binds
+    /// the name afresh. False if nobody was bound to it.
+    pub fn forget_person(&mut self, name: &str, actor: &str) -> Result<bool, WorkflowError> {
+        let name = name.to_ascii_lowercase();
+        self.store.write(|tx| {
+            let Some(bound) = tx.person(&name)? else {
+                return Ok(false);
+            };
+            tx.forget_person(&name)?;
+            audit(
+                tx,
+                "",
+                actor,
+                "person_forgotten",
+                format!(
+                    "{name}: the binding to subject {:?} of {} and its claims removed; its \
+                     sessions end",
+                    bound.subject, bound.issuer
+                ),
+            )?;
+            Ok(true)
+        })
+    }
+
     /// Pending requests past their TTL, and access past its deadline,
     /// become expired; scheduled grants whose start has come are checked
     /// against policy again and delivered, or revoked.

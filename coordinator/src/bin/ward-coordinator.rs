@@ -54,6 +54,23 @@ enum Cmd {
         #[command(subcommand)]
         command: HostCmd,
     },
+    /// People who signed in through an identity provider.
+    Person {
+        #[command(subcommand)]
+        command: PersonCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PersonCmd {
+    /// Forget who a name is bound to: every session issued for it ends at
+    /// its next call (on every replica), its claims stop deciding, and the
+    /// next sign-in binds the name afresh. Audited as `person_forgotten`.
+    Forget {
+        #[arg(long, short, default_value = "/etc/ward-coordinator/coordinator.toml")]
+        config: PathBuf,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +295,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             wf.revoke_host(&host, &local_actor())?;
             println!("host {host} revoked: its streams close within a second on every replica");
             Ok(())
+        }
+        Cmd::Person {
+            command: PersonCmd::Forget { config, name },
+        } => {
+            let c = Config::load(&config)?;
+            let mut wf = workflow(&config, &c)?;
+            if wf.forget_person(&name, &local_actor())? {
+                println!("{name} forgotten: their sessions end at their next call");
+                Ok(())
+            } else {
+                anyhow::bail!("nobody is bound to the name {name}")
+            }
         }
         Cmd::Serve { config } => {
             let c = Config::load(&config)?;

@@ -316,6 +316,35 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
         );
     }
 
+    // An administrator forgets mallory: her session ends at once, and the
+    // audit says who did it.
+    let (code, _, err) = ward_tests::coordinator::coordinator_cli(&[
+        "person",
+        "forget",
+        "--config",
+        c.config_path().to_str().unwrap(),
+        "mallory",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.ward_session(&home("mallory"), &["whoami"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no longer bound"), "{err}");
+    assert!(
+        c.audit("root-admin")
+            .iter()
+            .any(|e| e["kind"] == "person_forgotten"
+                && e["detail"].as_str().unwrap().starts_with("mallory")),
+    );
+    let (code, _, err) = ward_tests::coordinator::coordinator_cli(&[
+        "person",
+        "forget",
+        "--config",
+        c.config_path().to_str().unwrap(),
+        "nobody",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody is bound"), "{err}");
+
     // Logging out forgets the session here.
     let (code, _, err) = c.ward_session(&home("lee"), &["logout"]);
     assert_eq!(code, 0, "{err}");
