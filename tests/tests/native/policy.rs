@@ -109,13 +109,16 @@ fn a_compiled_policy_enforces_and_an_attribute_edit_flips_it_without_restart() {
     wait_for("the attribute change to allow", || {
         h.connect() == OpenOutcome::Opened
     });
-    // Both edits were incremental, and audited.
-    let applied: Vec<Value> = h
-        .audit()
-        .into_iter()
-        .filter(|r| r["kind"] == "policy_applied")
-        .collect();
-    assert!(applied.len() >= 2, "{applied:?}");
+    // Both edits were incremental, and audited. The audit record follows
+    // the kernel's update: it is asked for until it is there.
+    let applied = || -> Vec<Value> {
+        h.audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "policy_applied")
+            .collect()
+    };
+    wait_for("both edits in the audit", || applied().len() >= 2);
+    let applied = applied();
     assert!(
         applied.iter().all(|r| r["detail"]["mode"] == "incremental"),
         "{applied:?}"
