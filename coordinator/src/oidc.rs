@@ -22,8 +22,9 @@ use std::{
 
 use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthenticationFlow, AuthorizationCode,
-    ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, IdToken, IssuerUrl, Nonce,
-    NonceVerifier, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope,
+    ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IdToken, IssuerUrl, Nonce, NonceVerifier, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadata, RedirectUrl, Scope,
     core::{
         CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
         CoreDeviceAuthorizationResponse, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
@@ -235,6 +236,18 @@ type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
+/// The client `CoreClient::from_provider_metadata` makes: the
+/// authorization endpoint set, the token and user-info endpoints as the
+/// discovery document says.
+type BaseClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
 /// Who a verified ID token names, with all its claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedIn {
@@ -352,6 +365,23 @@ impl Issuer {
         })
     }
 
+    /// This coordinator's client at the issuer, as discovered.
+    fn client(&self) -> BaseClient {
+        CoreClient::from_provider_metadata(
+            self.metadata.clone(),
+            ClientId::new(self.section.client_id.clone()),
+            self.secret.clone(),
+        )
+    }
+
+    /// Where the browser flow returns, checked.
+    fn redirect(&self, redirect: &str) -> Result<RedirectUrl, OidcError> {
+        RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Flow {
+            issuer: self.section.issuer.clone(),
+            reason: format!("redirect URL {redirect}: {e}"),
+        })
+    }
+
     fn flow(&self, e: impl std::error::Error) -> OidcError {
         OidcError::Flow {
             issuer: self.section.issuer.clone(),
@@ -373,13 +403,10 @@ impl Issuer {
             .ok_or_else(|| OidcError::NoDeviceGrant {
                 issuer: self.section.issuer.clone(),
             })?;
-        let client = CoreClient::from_provider_metadata(
-            self.metadata.clone(),
-            ClientId::new(self.section.client_id.clone()),
-            self.secret.clone(),
-        )
-        .set_device_authorization_url(endpoint)
-        .set_auth_type(AuthType::RequestBody);
+        let client = self
+            .client()
+            .set_device_authorization_url(endpoint)
+            .set_auth_type(AuthType::RequestBody);
         let details: CoreDeviceAuthorizationResponse = client
             .exchange_device_code()
             .add_scopes(self.scopes())
@@ -400,12 +427,7 @@ impl Issuer {
     /// Polls until the person has signed in (or the code expires), then
     /// verifies the ID token.
     pub async fn finish_device(&self, login: &DeviceLogin) -> Result<SignedIn, OidcError> {
-        let client = CoreClient::from_provider_metadata(
-            self.metadata.clone(),
-            ClientId::new(self.section.client_id.clone()),
-            self.secret.clone(),
-        )
-        .set_auth_type(AuthType::RequestBody);
+        let client = self.client().set_auth_type(AuthType::RequestBody);
         let token = client
             .exchange_device_access_token(&login.details)
             .map_err(|e| self.flow(e))?
@@ -422,16 +444,7 @@ impl Issuer {
     /// Starts a browser sign-in (authorization code with PKCE and a nonce)
     /// that returns to `redirect`.
     pub fn start_browser(&self, redirect: &str) -> Result<BrowserLogin, OidcError> {
-        let redirect = RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Flow {
-            issuer: self.section.issuer.clone(),
-            reason: format!("redirect URL {redirect}: {e}"),
-        })?;
-        let client = CoreClient::from_provider_metadata(
-            self.metadata.clone(),
-            ClientId::new(self.section.client_id.clone()),
-            self.secret.clone(),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client().set_redirect_uri(self.redirect(redirect)?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -458,16 +471,7 @@ impl Issuer {
         code: &str,
         login: &BrowserLogin,
     ) -> Result<SignedIn, OidcError> {
-        let redirect = RedirectUrl::new(redirect.to_owned()).map_err(|e| OidcError::Flow {
-            issuer: self.section.issuer.clone(),
-            reason: format!("redirect URL {redirect}: {e}"),
-        })?;
-        let client = CoreClient::from_provider_metadata(
-            self.metadata.clone(),
-            ClientId::new(self.section.client_id.clone()),
-            self.secret.clone(),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client().set_redirect_uri(self.redirect(redirect)?);
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| self.flow(e))?
