@@ -10,12 +10,27 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// One progress line, prefixed so it stands out among cargo's output,
-/// with the seconds since the first (where a long run spent its time).
+/// with the seconds since the first (where a long run spent its time) and
+/// the disk space left (a full disk once ended a CI run mid-build).
 pub fn step(msg: impl AsRef<str>) {
     static STARTED: OnceLock<Instant> = OnceLock::new();
     let at = STARTED.get_or_init(Instant::now).elapsed().as_secs();
-    println!("==> [{at:>4}s] {}", msg.as_ref());
+    let free = free_gib(".")
+        .map(|g| format!(" ({g:.1} GiB free)"))
+        .unwrap_or_default();
+    println!("==> [{at:>4}s] {}{free}", msg.as_ref());
     let _ = std::io::stdout().flush();
+}
+
+/// Space left for an unprivileged writer on the file system holding `path`.
+pub fn free_gib(path: &str) -> Option<f64> {
+    let path = std::ffi::CString::new(path).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed out-struct of the right type.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 * st.f_frsize as f64 / (1u64 << 30) as f64)
 }
 
 fn describe(cmd: &Command) -> String {

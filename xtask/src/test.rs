@@ -66,7 +66,13 @@ pub fn run(ws: &Workspace, vm_timeout: u64) -> Result<ExitCode> {
     if let Err(e) = &finished {
         tally.fail(format!("test run stopped early: {e:#}"));
     }
-    println!("\n(test run took {:.0}s)", started.elapsed().as_secs_f32());
+    let free = crate::process::free_gib(".")
+        .map(|g| format!(", {g:.1} GiB free"))
+        .unwrap_or_default();
+    println!(
+        "\n(test run took {:.0}s{free})",
+        started.elapsed().as_secs_f32()
+    );
     println!("{}", tally.report());
     Ok(if tally.failed() == 0 {
         ExitCode::SUCCESS
