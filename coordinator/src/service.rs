@@ -231,18 +231,30 @@ impl CoordinatorService {
         // Signature, expiry and issuer first: a forged or stale token
         // costs no store read, and the read takes no decision lock.
         let s = sso.sessions.verified(token, now_ms()).map_err(refused)?;
-        let (reader, name) = (self.reader.clone(), s.name.clone());
-        let bound = tokio::task::spawn_blocking(move || {
+        let (reader, name, id) = (self.reader.clone(), s.name.clone(), s.id.clone());
+        let (bound, ended) = tokio::task::spawn_blocking(move || {
             let mut store = reader.lock().unwrap_or_else(|p| p.into_inner());
-            store.read(|tx| tx.person(&name))
+            store.read(|tx| {
+                Ok::<_, crate::store::StoreError>((tx.person(&name)?, tx.session_ended(&id)?))
+            })
         })
         .await
         .map_err(|e| status(InternalError::Worker(e).into()))?
         .map_err(|e| status(e.into()))?;
         sso.sessions
-            .still_bound(&s, bound.as_ref())
+            .still_holds(&s, bound.as_ref(), ended)
             .map_err(refused)?;
         Ok(s)
+    }
+
+    /// Ends `session` (already checked), on every replica from now on.
+    pub(crate) async fn sign_out(&self, session: &Session, how: &str) -> Result<(), Status> {
+        let (s, how) = (session.clone(), how.to_owned());
+        self.with(move |wf| wf.sign_out(&s, &how))
+            .await
+            .map_err(status)?;
+        tracing::info!(person = %session.name, "signed out");
+        Ok(())
     }
 
     /// The person calling; agents may only subscribe.
@@ -392,7 +404,10 @@ impl CoordinatorService {
                 tracing::warn!(person = %person.name, error = %e, "sign-in refused");
                 status(e)
             })?;
-        let (token, session) = sso.sessions.issue(&person, now_ms());
+        let (token, session) = sso
+            .sessions
+            .issue(&person, now_ms())
+            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(person = %person.name, issuer = %person.issuer, subject = %person.subject, "signed in");
         Ok((token, identity(&person.name, Some(&person), Some(&session))))
     }
@@ -758,6 +773,29 @@ impl Coordinator for CoordinatorService {
             person.as_ref(),
             session.as_ref(),
         )))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let Some(token) = bearer(&req)? else {
+            return Err(Status::failed_precondition(
+                "this call presents no session (a certificate is not signed out)",
+            ));
+        };
+        if !peer_names(&req).is_empty() {
+            return Err(refused(
+                "the call presents both a client certificate and a session; present one",
+            ));
+        }
+        let session = self.session(token).await?;
+        let from = req
+            .remote_addr()
+            .map_or_else(|| "an unknown address".to_owned(), |a| a.ip().to_string());
+        self.sign_out(&session, &format!("ward logout from {from}"))
+            .await?;
+        Ok(Response::new(pb::LogoutResponse { name: session.name }))
     }
 
     async fn renew(

@@ -7,7 +7,8 @@
 //! after a context no grant can start with. It names the person and the
 //! issuer and subject their name is bound to; each call also checks that
 //! binding in the store, so a name rebound or removed there ends the
-//! sessions made for the old one.
+//! sessions made for the old one. Each session also has an id of its own:
+//! signing out records it as ended, which every replica reads.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +29,8 @@ const LOGIN_CONTEXT: &[u8] = b"ward-login-v1\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// Random, unique to this session: what signing out ends.
+    pub id: String,
     pub name: String,
     pub issuer: String,
     pub subject: String,
@@ -49,6 +52,10 @@ pub enum SessionError {
     /// The name is bound to another identity now, or to none.
     #[error("`{0}` is no longer bound to the identity this session names; sign in again")]
     Unbound(String),
+    #[error("this session was signed out; sign in again (`ward login`)")]
+    Ended,
+    #[error("the system's random source failed: no session id")]
+    Random,
 }
 
 /// Issues sessions, and checks the ones callers present.
@@ -69,15 +76,16 @@ impl Sessions {
     }
 
     /// A session for a person who has just signed in.
-    pub fn issue(&self, person: &Person, now_ms: i64) -> (String, Session) {
+    pub fn issue(&self, person: &Person, now_ms: i64) -> Result<(String, Session), SessionError> {
         let s = Session {
+            id: session_id()?,
             name: person.name.clone(),
             issuer: person.issuer.clone(),
             subject: person.subject.clone(),
             issued_unix_ms: now_ms,
             expires_unix_ms: now_ms.saturating_add(self.ttl.as_millis() as i64),
         };
-        (issue(&self.signer, &s), s)
+        Ok((issue(&self.signer, &s), s))
     }
 
     /// The session `token` carries, if it is this coordinator's, current,
@@ -91,9 +99,17 @@ impl Sessions {
         Ok(s)
     }
 
-    /// Whether `s`'s name is still bound to the identity it names;
-    /// `bound` is the store's binding of the name.
-    pub fn still_bound(&self, s: &Session, bound: Option<&Person>) -> Result<(), SessionError> {
+    /// Whether `s` still holds in the store: not signed out (`ended`), and
+    /// its name still bound (`bound`) to the identity it names.
+    pub fn still_holds(
+        &self,
+        s: &Session,
+        bound: Option<&Person>,
+        ended: bool,
+    ) -> Result<(), SessionError> {
+        if ended {
+            return Err(SessionError::Ended);
+        }
         match bound {
             Some(p) if p.issuer == s.issuer && p.subject == s.subject => Ok(()),
             _ => Err(SessionError::Unbound(s.name.clone())),
@@ -115,6 +131,16 @@ impl Sessions {
             .verify_in_context(LOGIN_CONTEXT, &payload, &sig)
             .then_some(payload)
     }
+}
+
+/// 128 random bits: no two sessions share an id.
+fn session_id() -> Result<String, SessionError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut id = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| SessionError::Random)?;
+    Ok(B64.encode(id))
 }
 
 /// The token for `s`.
@@ -157,6 +183,7 @@ mod tests {
     fn a_session_verifies_until_it_expires_and_nothing_else_does() {
         let (ours, theirs) = (signer("ours"), signer("theirs"));
         let s = Session {
+            id: session_id().unwrap(),
             name: "alice".into(),
             issuer: "https://idp.example".into(),
             subject: "u-1".into(),
@@ -184,6 +211,33 @@ mod tests {
         assert_eq!(
             verify(&ours, &format!("{PREFIX}!!.!!"), 1_500),
             Err(SessionError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_signed_out_or_unbound_session_no_longer_holds() {
+        let sessions = Sessions::new(
+            Arc::new(signer("holds")),
+            vec!["https://idp.example".into()],
+            Duration::from_secs(60),
+        );
+        let s = Session {
+            id: session_id().unwrap(),
+            name: "alice".into(),
+            issuer: "https://idp.example".into(),
+            subject: "u-1".into(),
+            issued_unix_ms: 1_000,
+            expires_unix_ms: 2_000,
+        };
+        assert_ne!(s.id, session_id().unwrap(), "each session has its own id");
+        assert_eq!(
+            sessions.still_holds(&s, None, false),
+            Err(SessionError::Unbound("alice".into()))
+        );
+        assert_eq!(
+            sessions.still_holds(&s, None, true),
+            Err(SessionError::Ended),
+            "signed out comes first"
         );
     }
 }

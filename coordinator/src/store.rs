@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS host_posture (
 CREATE TABLE IF NOT EXISTS people (
     name TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, def TEXT NOT NULL,
     seen_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, expires_ms INTEGER NOT NULL);
 ";
 
 const PG_SCHEMA: &str = "
@@ -83,6 +85,8 @@ CREATE TABLE IF NOT EXISTS host_posture (
 CREATE TABLE IF NOT EXISTS people (
     name TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, def TEXT NOT NULL,
     seen_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, expires_ms BIGINT NOT NULL);
 ";
 
 /// A host as its agent last subscribed.
@@ -777,6 +781,35 @@ impl Tx<'_> {
         let bound = self.person(name)?.is_some();
         self.exec("DELETE FROM people WHERE name = ?1", &[P::T(name)])?;
         Ok(bound)
+    }
+
+    /// Records session `id` (of `name`, valid until `expires_ms`) as signed
+    /// out. Sessions that expired an hour before `now_ms` are dropped from
+    /// the record: their expiry refuses them anyway (the hour covers
+    /// replicas' clocks that differ).
+    pub fn end_session(
+        &self,
+        id: &str,
+        name: &str,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM ended_sessions WHERE expires_ms < ?1",
+            &[P::I(now_ms.saturating_sub(3_600_000))],
+        )?;
+        self.exec(
+            "INSERT INTO ended_sessions (id, name, expires_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+            &[P::T(id), P::T(name), P::I(expires_ms)],
+        )
+    }
+
+    /// Whether session `id` was signed out.
+    pub fn session_ended(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(!self
+            .query("SELECT 1 FROM ended_sessions WHERE id = ?1", &[P::T(id)])?
+            .is_empty())
     }
 
     /// Records a sign-in: binds the name to its issuer and subject, or

@@ -14,6 +14,7 @@ use ward_proto::v1::{
 
 use crate::{
     now_ms,
+    session::Session,
     signer::Signer,
     store::{KnownHost, Person, Store, StoreError, Tx},
 };
@@ -523,8 +524,18 @@ impl Rules {
         people: &People,
         req: &AccessRequest,
     ) -> Result<bool, WorkflowError> {
+        self.reviews_all(&self.review_checks(tx, req)?, reviewer, people)
+    }
+
+    /// What reviewing `req` takes: one Cedar `review` check per operation,
+    /// object and distinct host. Built once per request, then asked of
+    /// each reviewer ([`Rules::reviews_all`]).
+    fn review_checks(
+        &self,
+        tx: &Tx<'_>,
+        req: &AccessRequest,
+    ) -> Result<ReviewChecks, WorkflowError> {
         let known = tx.hosts()?;
-        let clock = Clock::system();
         let create = CreateRequestRequest {
             operations: req.operations.clone(),
             objects: req.objects.clone(),
@@ -533,33 +544,48 @@ impl Rules {
         let principal = self.grantee(&req.requester, &req.workload)?.principal;
         let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(&known, h)).collect();
         let hosts = distinct_hosts(&self.policy, &hosts);
+        let mut checks = Vec::new();
         for (action, object) in targets(&create)? {
             for host in &hosts {
-                let env = host_env(host);
-                let check = GrantCheck {
-                    principal: principal.clone(),
-                    requester: Some(EntityKey::new(Kind::User, &req.requester)),
-                    action,
-                    object: object.clone(),
-                };
-                let ok = self
-                    .policy
-                    .may_review(
-                        &env,
-                        &EntityKey::new(Kind::User, reviewer),
-                        &check,
-                        people,
-                        &clock,
-                    )
-                    .map_err(|e| invalid("objects", e.to_string()))?;
-                if !ok {
-                    return Ok(false);
-                }
+                checks.push((
+                    host_env(host),
+                    GrantCheck {
+                        principal: principal.clone(),
+                        requester: Some(EntityKey::new(Kind::User, &req.requester)),
+                        action,
+                        object: object.clone(),
+                    },
+                ));
+            }
+        }
+        Ok(ReviewChecks(checks))
+    }
+
+    /// Whether Cedar lets `reviewer` review every one of `checks`.
+    fn reviews_all(
+        &self,
+        checks: &ReviewChecks,
+        reviewer: &str,
+        people: &People,
+    ) -> Result<bool, WorkflowError> {
+        let clock = Clock::system();
+        let reviewer = EntityKey::new(Kind::User, reviewer);
+        for (env, check) in &checks.0 {
+            let ok = self
+                .policy
+                .may_review(env, &reviewer, check, people, &clock)
+                .map_err(|e| invalid("objects", e.to_string()))?;
+            if !ok {
+                return Ok(false);
             }
         }
         Ok(true)
     }
 }
+
+/// One request's `review` checks: each host's environment and the grant
+/// it would carry there.
+struct ReviewChecks(Vec<(Env, GrantCheck)>);
 
 /// A requester's groups, and their attributes as (name, value) text.
 pub(crate) type RequesterView = (Vec<String>, Vec<(String, String)>);
@@ -574,9 +600,42 @@ impl Rules {
         who: &str,
         req: &AccessRequest,
     ) -> Result<bool, WorkflowError> {
+        let checks = self.review_checks(tx, req)?;
+        self.decides(&checks, who, &tx.people(&[who])?, req)
+    }
+
+    /// [`Rules::may_decide`] with the request's checks already built.
+    fn decides(
+        &self,
+        checks: &ReviewChecks,
+        who: &str,
+        people: &People,
+        req: &AccessRequest,
+    ) -> Result<bool, WorkflowError> {
         Ok(!same_person(&req.requester, who)
             && !req.reviews.iter().any(|r| same_person(&r.reviewer, who))
-            && self.may_review(tx, who, &tx.people(&[who])?, req)?)
+            && self.reviews_all(checks, who, people)?)
+    }
+
+    /// The pending requests `who` may approve or deny now, newest first:
+    /// each decided once, at most `limit` read.
+    pub(crate) fn decidable_requests(
+        &self,
+        store: &mut Store,
+        who: &str,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, WorkflowError> {
+        store.read(|tx| {
+            let people = tx.people(&[who])?;
+            let (rows, _) = tx.list_page(&[RequestState::Pending], 0, limit)?;
+            let mut out = Vec::new();
+            for r in rows.into_iter().rev() {
+                if self.decides(&self.review_checks(tx, &r)?, who, &people, &r)? {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Whether `who` may revoke `req`: an admin or one of its reviewers.
@@ -591,7 +650,8 @@ impl Rules {
 
     /// Up to `max` other people who may approve `req`: the directory's
     /// users and everyone who signed in, checked at most `scan` of them;
-    /// true when there may be more.
+    /// true when there may be more. The request's checks are built once
+    /// and everyone's claims read in one go.
     pub(crate) fn other_reviewers(
         &self,
         tx: &Tx<'_>,
@@ -609,9 +669,12 @@ impl Rules {
         names.sort();
         names.dedup();
         let more = names.len() > scan;
+        names.truncate(scan);
+        let checks = self.review_checks(tx, req)?;
+        let people = tx.people(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut found = Vec::new();
-        for name in names.into_iter().take(scan) {
-            if self.may_decide(tx, &name, req)? {
+        for name in names {
+            if self.decides(&checks, &name, &people, req)? {
                 found.push(name);
                 if found.len() == max {
                     return Ok((found, true));
@@ -970,6 +1033,27 @@ impl Workflow {
                     "through {} as subject {:?}, by {from}",
                     person.issuer, person.subject
                 ),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Ends one session (`ward logout`, the page's sign-out): refused from
+    /// now on, on every replica.
+    pub fn sign_out(&mut self, session: &Session, how: &str) -> Result<(), WorkflowError> {
+        self.store.write(|tx| {
+            tx.end_session(
+                &session.id,
+                &session.name,
+                session.expires_unix_ms,
+                now_ms(),
+            )?;
+            audit(
+                tx,
+                "",
+                &session.name,
+                "signed-out",
+                format!("by {how}: one session through {} ended", session.issuer),
             )?;
             Ok(())
         })

@@ -174,6 +174,18 @@ try {
   check(head.headers()['x-content-type-options'] === 'nosniff', 'nosniff');
   check(head.headers()['referrer-policy'] === 'same-origin', 'no referrer to other sites');
   await step('cross-site-refused');
+
+  // Signing out ends the session at the coordinator: the same cookie,
+  // replayed afterwards (as a copy taken before would be), signs nobody in.
+  await page.goto(config.page + '/pending');
+  await page.getByRole('button', { name: /Sign out/ }).click();
+  await page.waitForURL(config.page + '/');
+  const replay = await page.request.get(config.page + '/pending', {
+    headers: { cookie: `__Host-ward-session=${session.value}` }, maxRedirects: 0,
+  });
+  check(replay.status() === 303 && replay.headers()['location'] === '/',
+    `the signed-out session's cookie is sent to sign in again (${replay.status()} ${replay.headers()['location']})`);
+  await step('signed-out');
   console.log('DONE');
 } catch (e) {
   const where = current ? ` (at ${current.url()}: ${(await current.textContent('body').catch(() => ''))?.slice(0, 400)})` : '';

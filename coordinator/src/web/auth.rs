@@ -39,6 +39,8 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Signed {
     pub name: String,
+    /// Their session, as checked on this request.
+    pub session: crate::session::Session,
     /// The token every form of theirs must carry.
     pub csrf: String,
 }
@@ -87,7 +89,8 @@ pub(crate) async fn signed(web: &Web, headers: &HeaderMap) -> Option<Signed> {
     let token = cookie(headers, SESSION_COOKIE)?;
     match web.service.session(&token).await {
         Ok(s) => Some(Signed {
-            name: s.name,
+            name: s.name.clone(),
+            session: s,
             csrf: csrf_of(&token),
         }),
         Err(_) => None,

@@ -5,7 +5,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Extension, Form, Router,
-    extract::{Path, Query, State},
+    extract::{FromRequest, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{
         AppendHeaders, IntoResponse, Redirect, Response,
@@ -118,6 +118,37 @@ fn refused(r: Refusal) -> Response {
     html(status, pages::error("Refused", message, None))
 }
 
+/// A form that changes something, as it reaches its handler: sent by a
+/// signed-in person from the page's own origin with their form token
+/// ([`check_post`]); refused with a page saying why otherwise.
+struct Post<F> {
+    who: Signed,
+    form: F,
+}
+
+/// A form carrying the CSRF token [`Post`] checks.
+trait WithCsrf {
+    fn csrf(&self) -> &str;
+}
+
+impl<F> FromRequest<Arc<Web>> for Post<F>
+where
+    F: WithCsrf + serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, web: &Arc<Web>) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let Form(form) = Form::<F>::from_request(req, web)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let who = check_post(web, &headers, form.csrf())
+            .await
+            .map_err(refused)?;
+        Ok(Post { who, form })
+    }
+}
+
 async fn home(State(web): Shared, headers: HeaderMap) -> Response {
     if signed(&web, &headers).await.is_some() {
         return Redirect::to("/pending").into_response();
@@ -222,9 +253,22 @@ struct Csrf {
     csrf: String,
 }
 
-async fn logout(State(web): Shared, headers: HeaderMap, Form(f): Form<Csrf>) -> Response {
-    if let Err(r) = check_post(&web, &headers, &f.csrf).await {
-        return refused(r);
+impl WithCsrf for Csrf {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Signs out: the session ends at the coordinator (on every replica),
+/// not only in this browser.
+async fn logout(
+    State(web): Shared,
+    Extension(Peer(peer)): Extension<Peer>,
+    Post { who, .. }: Post<Csrf>,
+) -> Response {
+    let how = format!("the web page from {}", peer.ip());
+    if let Err(s) = web.service.sign_out(&who.session, &how).await {
+        return failed(Some(&who), &s);
     }
     (
         StatusCode::SEE_OTHER,
@@ -239,19 +283,18 @@ async fn logout(State(web): Shared, headers: HeaderMap, Form(f): Form<Csrf>) -> 
         .into_response()
 }
 
-/// Requests `who` may see, newest first: all, or `mine`, or `pending`.
+/// Requests `who` may see, newest first: all, or only their own (`mine`).
 async fn requests(
     web: &Web,
     who: &str,
     mine: bool,
-    pending: bool,
 ) -> Result<Vec<pb::AccessRequest>, tonic::Status> {
     let who = who.to_owned();
     let mut list = web
         .service
         .read(move |rules, store| {
             Ok(rules
-                .visible_requests(store, &who, (mine, pending), 0, PAGE)?
+                .visible_requests(store, &who, (mine, false), 0, PAGE)?
                 .items)
         })
         .await
@@ -264,26 +307,12 @@ async fn pending(State(web): Shared, headers: HeaderMap) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    let list = match requests(&web, &who.name, false, true).await {
-        Ok(l) => l,
-        Err(s) => return failed(Some(&who), &s),
-    };
     let name = who.name.clone();
-    let mine = web
+    let list = web
         .service
-        .read(move |rules, store| {
-            store.read(|tx| {
-                let mut out = Vec::new();
-                for r in list {
-                    if rules.may_decide(tx, &name, &r)? {
-                        out.push(r);
-                    }
-                }
-                Ok(out)
-            })
-        })
+        .read(move |rules, store| rules.decidable_requests(store, &name, PAGE))
         .await;
-    match mine {
+    match list {
         Ok(list) => html(StatusCode::OK, pages::pending(&who, &list)),
         Err(e) => failed(Some(&who), &tonic::Status::internal(e.to_string())),
     }
@@ -293,7 +322,7 @@ async fn active(State(web): Shared, headers: HeaderMap) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    match requests(&web, &who.name, false, false).await {
+    match requests(&web, &who.name, false).await {
         Ok(list) => {
             let now = now_ms();
             let list: Vec<_> = list
@@ -310,7 +339,7 @@ async fn mine(State(web): Shared, headers: HeaderMap) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    match requests(&web, &who.name, true, false).await {
+    match requests(&web, &who.name, true).await {
         Ok(list) => html(StatusCode::OK, pages::mine(&who, &list)),
         Err(s) => failed(Some(&who), &s),
     }
@@ -479,16 +508,17 @@ struct ReviewForm {
     comment: String,
 }
 
+impl WithCsrf for ReviewForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn review(
     State(web): Shared,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<ReviewForm>,
+    Post { who, form: f }: Post<ReviewForm>,
 ) -> Response {
-    let who = match check_post(&web, &headers, &f.csrf).await {
-        Ok(w) => w,
-        Err(r) => return refused(r),
-    };
     let approve = match f.decision.as_str() {
         "approve" => true,
         "deny" => false,
@@ -517,16 +547,17 @@ struct EndForm {
     reason: String,
 }
 
+impl WithCsrf for EndForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn revoke(
     State(web): Shared,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<EndForm>,
+    Post { who, form: f }: Post<EndForm>,
 ) -> Response {
-    let who = match check_post(&web, &headers, &f.csrf).await {
-        Ok(w) => w,
-        Err(r) => return refused(r),
-    };
     let reason = if f.reason.trim().is_empty() {
         format!("revoked on the web page by {}", who.name)
     } else {
@@ -538,14 +569,9 @@ async fn revoke(
 
 async fn release(
     State(web): Shared,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<EndForm>,
+    Post { who, .. }: Post<EndForm>,
 ) -> Response {
-    let who = match check_post(&web, &headers, &f.csrf).await {
-        Ok(w) => w,
-        Err(r) => return refused(r),
-    };
     let out = web
         .service
         .end_as(&who.name, &id, true, "released on the web page")

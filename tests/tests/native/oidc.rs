@@ -6,7 +6,7 @@
 
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use ward_coordinator::oidc::{Issuer, OidcSection};
 use ward_proto::v1 as pb;
 use ward_tests::coordinator::{Ask, Coordinator};
@@ -345,10 +345,57 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
     assert_eq!(code, 1);
     assert!(err.contains("nobody is bound"), "{err}");
 
-    // Logging out forgets the session here.
-    let (code, _, err) = c.ward_session(&home("lee"), &["logout"]);
+    // Logging out ends the session at the coordinator, not only here: a
+    // copy of the token taken before (a stolen one) is refused after.
+    let stolen = home("lee-copy").join("ward");
+    std::fs::create_dir_all(&stolen).unwrap();
+    std::fs::copy(
+        home("lee").join("ward/session.json"),
+        stolen.join("session.json"),
+    )
+    .unwrap();
+    let (code, _, err) = c.ward_session(&home("lee-copy"), &["whoami"]);
+    assert_eq!(code, 0, "the copy works before lee signs out: {err}");
+    let (code, out, err) = c.ward_session(&home("lee"), &["logout", "--json"]);
     assert_eq!(code, 0, "{err}");
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["session"], "ended", "{out}");
+    assert_eq!(out["name"], "lee", "{out}");
     let (code, _, err) = c.ward_session(&home("lee"), &["whoami"]);
     assert_eq!(code, 4);
     assert!(err.contains("not signed in"), "{err}");
+    let (code, _, err) = c.ward_session(&home("lee-copy"), &["whoami"]);
+    assert_eq!(code, 4, "the copy is refused once lee signed out");
+    assert!(err.contains("signed out"), "{err}");
+    assert!(
+        c.audit("root-admin")
+            .iter()
+            .any(|e| e["kind"] == "signed-out" && e["actor"] == "lee"),
+    );
+    // ana's session is her own: lee's sign-out did not end it.
+    let (code, _, err) = c.ward_session(&home("ana"), &["whoami"]);
+    assert_eq!(code, 0, "{err}");
+    // The copy's own logout finds it already over, and forgets it.
+    let (code, out, err) = c.ward_session(&home("lee-copy"), &["logout", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["session"],
+        "already-over"
+    );
+    // Unreachable coordinator: the file is kept (the session still holds
+    // there) and the command fails, unless --local.
+    let mut unreachable = c.ward_session_command(&home("ana"), &["logout"]);
+    unreachable.env("WARD_TLS_CA", c.dir().join("no-such-ca.pem"));
+    let out = unreachable.output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stays valid there"), "{err}");
+    assert!(home("ana").join("ward/session.json").exists());
+    let (code, out, err) = c.ward_session(&home("ana"), &["logout", "--local", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["session"],
+        "still-valid"
+    );
+    assert!(!home("ana").join("ward/session.json").exists());
 }

@@ -91,9 +91,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Forget the saved session (it stays valid at the coordinator until
-    /// it expires).
+    /// End the saved session at the coordinator that issued it (refused
+    /// from then on, on every replica), then forget it here. Your other
+    /// sessions (another terminal, the web page) go on.
+    ///
+    /// If the coordinator cannot be reached, the session file is kept and
+    /// the command fails: the session would still hold there. --local
+    /// forgets it here only.
+    ///
+    /// Example: ward logout --tls-ca ca.pem
     Logout {
+        /// Only forget the session here; it stays valid at the coordinator
+        /// until it expires.
+        #[arg(long)]
+        local: bool,
         #[arg(long)]
         json: bool,
     },

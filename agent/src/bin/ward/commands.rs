@@ -355,7 +355,9 @@ async fn coordinator_command(cli: &Cli) -> Result<Option<u8>, CliError> {
                 .await
                 .map(Some);
         }
-        Command::Logout { json } => return crate::login::logout(*json).map(Some),
+        Command::Logout { local, json } => {
+            return crate::login::logout(c, *local, *json).await.map(Some);
+        }
         Command::Whoami { json } => {
             let me = coordinator(c)
                 .await?

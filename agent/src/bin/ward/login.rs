@@ -88,30 +88,39 @@ fn save(s: &SavedSession) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
-/// The saved session for `coordinator`, if it holds.
-fn load(coordinator: &str) -> Result<SavedSession, CliError> {
-    let path = session_path()?;
-    let not_signed_in = || CliError {
+fn not_signed_in() -> CliError {
+    CliError {
         code: exit::NOT_ALLOWED,
         message: "not signed in: run `ward login` (or give --tls-cert and --tls-key)".into(),
-    };
-    let meta = match std::fs::metadata(&path) {
+    }
+}
+
+/// The saved session, whatever coordinator it is for; `None` without one.
+/// Refused if others may read the file.
+fn read_saved(path: &std::path::Path) -> Result<Option<SavedSession>, CliError> {
+    let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_signed_in()),
-        Err(e) => return Err(io_error(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, e)),
     };
     if meta.mode() & 0o077 != 0 {
         return Err(io_error(
-            &path,
+            path,
             format!(
                 "others may read it (mode {:04o}): the session is refused; run `ward login` again",
                 meta.mode() & 0o7777
             ),
         ));
     }
-    let text = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-    let s: SavedSession = serde_json::from_slice(&text)
-        .map_err(|e| io_error(&path, format!("not a ward session: {e}")))?;
+    let text = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| io_error(path, format!("not a ward session: {e}")))
+}
+
+/// The saved session for `coordinator`, if it holds.
+fn load(coordinator: &str) -> Result<SavedSession, CliError> {
+    let s = read_saved(&session_path()?)?.ok_or_else(not_signed_in)?;
     if s.coordinator != coordinator {
         return Err(CliError {
             code: exit::NOT_ALLOWED,
@@ -128,6 +137,12 @@ fn load(coordinator: &str) -> Result<SavedSession, CliError> {
         });
     }
     Ok(s)
+}
+
+fn bearer(s: &SavedSession) -> Result<Auth, CliError> {
+    MetadataValue::try_from(format!("Bearer {}", s.token))
+        .map(|v| Auth(Some(v)))
+        .map_err(|_| usage("the saved session is not a token: run `ward login`"))
 }
 
 /// Adds the session, when there is one, to every call.
@@ -188,13 +203,11 @@ pub async fn coordinator(a: &CoordinatorArgs) -> Result<Coord, CliError> {
         (Some(_), None) => return Err(missing("--tls-key")),
         (None, Some(_)) => return Err(missing("--tls-cert")),
         (None, None) => {
-            let s = load(&url)?;
-            let value = MetadataValue::try_from(format!("Bearer {}", s.token))
-                .map_err(|_| usage("the saved session is not a token: run `ward login`"))?;
+            let auth = bearer(&load(&url)?)?;
             let ch = ward_agent::client::connect_tls_as_session(&url, a.tls_domain.as_deref(), &ca)
                 .await
                 .map_err(connect_error)?;
-            (ch, Auth(Some(value)))
+            (ch, auth)
         }
     };
     Ok(CoordinatorClient::with_interceptor(channel, auth))
@@ -243,14 +256,61 @@ pub async fn login(a: &CoordinatorArgs, issuer: Option<&str>, json: bool) -> Res
     })
 }
 
-/// `ward logout`: forgets the saved session.
-pub fn logout(json: bool) -> Result<u8, CliError> {
+/// What became of the saved session at its coordinator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Ended now: refused from here on, on every replica.
+    Now,
+    /// Already over (expired, signed out, or its name forgotten).
+    Already,
+    /// Not asked (`--local`): it stays valid there until it expires.
+    NotAsked,
+}
+
+/// `ward logout`: ends the saved session at the coordinator that issued
+/// it, then forgets it here. If the coordinator cannot be reached the file
+/// is kept (the session still holds there) unless `local`.
+pub async fn logout(a: &CoordinatorArgs, local: bool, json: bool) -> Result<u8, CliError> {
     let path = session_path()?;
-    let removed = match std::fs::remove_file(&path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(io_error(&path, e)),
+    let Some(saved) = read_saved(&path)? else {
+        render::logged_out(&path, None, json);
+        return Ok(exit::OK);
     };
-    render::logged_out(&path, removed, json);
+    let ended = if local {
+        Ended::NotAsked
+    } else if saved.expires_unix_ms <= now_ms() {
+        Ended::Already
+    } else {
+        end_at_coordinator(a, &saved).await.map_err(|e| CliError {
+            code: e.code,
+            message: format!(
+                "could not end the session at {}: {}; it stays valid there until it expires. \
+                 Run `ward logout` again once the coordinator answers, or `ward logout --local` \
+                 to only forget it here",
+                saved.coordinator, e.message
+            ),
+        })?
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&path, e)),
+    }
+    render::logged_out(&path, Some((&saved.name, ended)), json);
     Ok(exit::OK)
+}
+
+/// Asks the session's own coordinator to end it.
+async fn end_at_coordinator(a: &CoordinatorArgs, s: &SavedSession) -> Result<Ended, CliError> {
+    let ca = a.tls_ca.clone().ok_or_else(|| missing("--tls-ca"))?;
+    let channel =
+        ward_agent::client::connect_tls_as_session(&s.coordinator, a.tls_domain.as_deref(), &ca)
+            .await
+            .map_err(connect_error)?;
+    let mut client = CoordinatorClient::with_interceptor(channel, bearer(s)?);
+    match client.logout(pb::LogoutRequest {}).await {
+        Ok(_) => Ok(Ended::Now),
+        Err(st) if st.code() == tonic::Code::Unauthenticated => Ok(Ended::Already),
+        Err(st) => Err(st.into()),
+    }
 }

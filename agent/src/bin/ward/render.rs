@@ -689,16 +689,43 @@ pub fn identity(i: &pb::Identity, json: bool) {
     }
 }
 
-/// `ward logout`.
-pub fn logged_out(path: &std::path::Path, removed: bool, json: bool) {
+/// `ward logout`: `signed_out` is whose session the file held and what
+/// became of it at the coordinator; `None` when there was no file.
+pub fn logged_out(
+    path: &std::path::Path,
+    signed_out: Option<(&str, crate::login::Ended)>,
+    json: bool,
+) {
+    use crate::login::Ended;
+    let at_coordinator = match signed_out {
+        None => "none",
+        Some((_, Ended::Now)) => "ended",
+        Some((_, Ended::Already)) => "already-over",
+        Some((_, Ended::NotAsked)) => "still-valid",
+    };
     if json {
         println!(
             "{}",
-            json!({ "session_file": path.display().to_string(), "removed": removed })
+            json!({
+                "session_file": path.display().to_string(),
+                "removed": signed_out.is_some(),
+                "name": signed_out.map(|(n, _)| n),
+                "session": at_coordinator,
+            })
         );
-    } else if removed {
-        println!("Signed out: removed {}", path.display());
-    } else {
-        println!("Not signed in (no {})", path.display());
+        return;
+    }
+    match signed_out {
+        None => println!("Not signed in (no {})", path.display()),
+        Some((name, ended)) => {
+            let how = match ended {
+                Ended::Now => "the session is ended at the coordinator",
+                Ended::Already => "the session had already ended",
+                Ended::NotAsked => {
+                    "the session stays valid at the coordinator until it expires (--local)"
+                }
+            };
+            println!("Signed out {name}: {how}; removed {}", path.display());
+        }
     }
 }

@@ -134,6 +134,14 @@ fn a_reviewer_approves_and_revokes_on_the_web_page_and_sees_others_decisions_liv
                 );
                 assert_eq!(r["state"], "pending");
             }
+            "signed-out" => assert!(
+                c.audit("root-admin")
+                    .iter()
+                    .any(|e| e["kind"] == "signed-out"
+                        && e["actor"] == "bob"
+                        && e["detail"].as_str().unwrap().contains("the web page from")),
+                "the sign-out is audited"
+            ),
             other => panic!("unknown step {other}"),
         }
         steps.push(name);
@@ -148,7 +156,8 @@ fn a_reviewer_approves_and_revokes_on_the_web_page_and_sees_others_decisions_liv
             "second-reviewer",
             "live-seen",
             "revoked",
-            "cross-site-refused"
+            "cross-site-refused",
+            "signed-out"
         ]
     );
     for name in [
