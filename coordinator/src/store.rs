@@ -807,9 +807,13 @@ impl Tx<'_> {
 
     /// Whether session `id` was signed out.
     pub fn session_ended(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(!self
-            .query("SELECT 1 FROM ended_sessions WHERE id = ?1", &[P::T(id)])?
-            .is_empty())
+        // COUNT(*): an integer both databases type alike (a literal `1` is
+        // an int4 in PostgreSQL, which the row reader does not take).
+        let rows = self.query(
+            "SELECT COUNT(*) FROM ended_sessions WHERE id = ?1",
+            &[P::T(id)],
+        )?;
+        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i) > 0)
     }
 
     /// Records a sign-in: binds the name to its issuer and subject, or

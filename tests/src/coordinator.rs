@@ -638,22 +638,27 @@ pub fn postgres_database(tag: &str) -> String {
          which starts a server",
     );
     let name = format!("ward_{tag}_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        let out = Command::new("psql")
-            .args([server.as_str(), "-q", "-c", &sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    psql(&server, &format!("DROP DATABASE IF EXISTS {name}"));
+    psql(&server, &format!("CREATE DATABASE {name}"));
     let (base, _) = server.rsplit_once('/').unwrap();
     format!("{base}/{name}")
+}
+
+/// Runs `sql` with `psql` (`WARD_TEST_PSQL`, as `cargo xtask test` sets
+/// it) against `url`, as an unmanaged client; its output, unaligned and
+/// without headers. Panics, with psql's error, if it fails.
+pub fn psql(url: &str, sql: &str) -> String {
+    let psql = std::env::var("WARD_TEST_PSQL").unwrap_or_else(|_| "psql".into());
+    let out = Command::new(psql)
+        .args(["-X", "-q", "-t", "-A", "-c", sql, url])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A POSIX `TZ` in which local noon falls at `instant` (for

@@ -1413,22 +1413,15 @@ fn the_coordinator_reaches_postgres_over_verified_tls_and_never_in_the_clear() {
     let (code, _, err) = c.ward("dave", &["requests", "--json"]);
     assert_eq!(code, 0, "{err}");
     let name = db.rsplit('/').next().unwrap();
-    let out = Command::new("psql")
-        .args([server.as_str(), "-tAq", "-c"])
-        .arg(format!(
+    let out = ward_tests::coordinator::psql(
+        &server,
+        &format!(
             "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
              WHERE ssl AND datname = '{name}'"
-        ))
-        .output()
-        .unwrap();
-    let sessions: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(
-        sessions >= 1,
-        "the coordinator's session is not SSL: {out:?}"
+        ),
     );
+    let sessions: u32 = out.trim().parse().unwrap_or(0);
+    assert!(sessions >= 1, "the coordinator's session is not SSL: {out}");
 
     // Another CA: the server's certificate does not verify.
     let other = ca("not the database's CA");
@@ -1745,4 +1738,64 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
         }
     }
     assert!(queries >= 12, "{queries}");
+}
+
+/// Signed-in people and signed-out sessions, as every replica reads them:
+/// the same on SQLite and on the PostgreSQL server replicas share. A
+/// signed-out session is found by its id (and no other is), and the record
+/// of sessions long expired is dropped as others sign out.
+#[test]
+fn the_store_keeps_bindings_and_signed_out_sessions_on_sqlite_and_postgres() {
+    use ward_coordinator::{
+        database::{DatabaseTls, Target},
+        store::{Person, Store},
+    };
+    let dir = TempDir::new("store-sessions");
+    let db = postgres_database("sessions");
+    let stores = [
+        ("sqlite", Store::open_sqlite(dir.path()).unwrap()),
+        (
+            "postgres",
+            Store::open_postgres(Target::new(&db, None, DatabaseTls::Off).unwrap()).unwrap(),
+        ),
+    ];
+    for (backend, mut store) in stores {
+        let now = unix_ms_now();
+        let person = Person {
+            name: "ana".into(),
+            issuer: "https://idp.example".into(),
+            subject: "u-1".into(),
+            def: serde_json::from_value(serde_json::json!({
+                "kind": "User", "id": "ana", "parents": [], "attrs": {}
+            }))
+            .unwrap(),
+        };
+        store
+            .write(|tx| {
+                tx.put_person(&person, now)?;
+                // One signed out long ago (its expiry an hour and more
+                // past), one now.
+                tx.end_session("old", "ana", now - 7_200_000, now - 7_300_000)?;
+                tx.end_session("s-1", "ana", now + 60_000, now)
+            })
+            .unwrap_or_else(|e: ward_coordinator::store::StoreError| panic!("{backend}: {e}"));
+        let (bound, s1, s2, old) = store
+            .read(|tx| {
+                Ok::<_, ward_coordinator::store::StoreError>((
+                    tx.person("ana")?,
+                    tx.session_ended("s-1")?,
+                    tx.session_ended("s-2")?,
+                    tx.session_ended("old")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(bound.as_ref(), Some(&person), "{backend}");
+        assert!(s1, "{backend}: the signed-out session is recorded");
+        assert!(!s2, "{backend}: another session of the same person is not");
+        assert!(!old, "{backend}: long-expired records are dropped");
+        // Signing out twice is not an error.
+        store
+            .write(|tx| tx.end_session("s-1", "ana", now + 60_000, now))
+            .unwrap_or_else(|e: ward_coordinator::store::StoreError| panic!("{backend}: {e}"));
+    }
 }

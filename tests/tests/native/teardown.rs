@@ -324,20 +324,13 @@ impl Server {
 
     /// Backends of `app` the server has, asked as an unmanaged client.
     fn backends(&self, app: &str) -> usize {
-        let out = Command::new(&self.psql)
-            .args(["-X", "-t", "-A", "-c"])
-            .arg(format!(
-                "select count(*) from pg_stat_activity where application_name = '{app}'"
-            ))
-            .arg(&self.url)
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        ward_tests::coordinator::psql(
+            &self.url,
+            &format!("select count(*) from pg_stat_activity where application_name = '{app}'"),
+        )
+        .trim()
+        .parse()
+        .unwrap()
     }
 }
 
