@@ -29,7 +29,9 @@ const LOGIN_CONTEXT: &[u8] = b"ward-login-v1\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// Random, unique to this session: what signing out ends.
+    /// Random, unique to this session: what signing out ends. Empty in a
+    /// session issued before sessions had ids, which is refused.
+    #[serde(default)]
     pub id: String,
     pub name: String,
     pub issuer: String,
@@ -54,6 +56,8 @@ pub enum SessionError {
     Unbound(String),
     #[error("this session was signed out; sign in again (`ward login`)")]
     Ended,
+    #[error("this session predates the coordinator's upgrade; sign in again (`ward login`)")]
+    Outdated,
     #[error("the system's random source failed: no session id")]
     Random,
 }
@@ -165,6 +169,9 @@ pub fn verify(signer: &Signer, token: &str, now_ms: i64) -> Result<Session, Sess
     if s.expires_unix_ms <= now_ms {
         return Err(SessionError::Expired);
     }
+    if s.id.is_empty() {
+        return Err(SessionError::Outdated);
+    }
     Ok(s)
 }
 
@@ -212,6 +219,15 @@ mod tests {
             verify(&ours, &format!("{PREFIX}!!.!!"), 1_500),
             Err(SessionError::Malformed)
         );
+        // Issued before sessions had ids: it could not be signed out.
+        let old = issue(
+            &ours,
+            &Session {
+                id: String::new(),
+                ..s.clone()
+            },
+        );
+        assert_eq!(verify(&ours, &old, 1_500), Err(SessionError::Outdated));
     }
 
     #[test]

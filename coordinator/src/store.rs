@@ -371,7 +371,34 @@ impl Tx<'_> {
         }
     }
 
-    /// Requests in `states` (all when empty), oldest first.
+    /// The newest `limit` requests, newest first: in `state` and by
+    /// `requester` (any case) when given. For the web page's lists, which
+    /// show what happened last however many requests came before.
+    pub fn newest(
+        &self,
+        state: Option<RequestState>,
+        requester: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut sql = String::from("SELECT body FROM requests WHERE 1 = 1");
+        let mut params = Vec::new();
+        if let Some(state) = state {
+            params.push(P::I(state as i64));
+            sql += &format!(" AND state = ?{}", params.len());
+        }
+        if let Some(requester) = requester {
+            params.push(P::T(requester));
+            sql += &format!(" AND LOWER(requester) = LOWER(?{})", params.len());
+        }
+        params.push(P::I(limit as i64));
+        sql += &format!(" ORDER BY seq DESC LIMIT ?{}", params.len());
+        self.query(&sql, &params)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .map(|body| Ok(AccessRequest::decode(body.b().as_slice())?))
+            .collect()
+    }
+
     /// Up to `limit` requests in `states` (all when empty) after request
     /// seq `after`, and the last seq read when the page was full.
     pub fn list_page(

@@ -627,10 +627,35 @@ impl Rules {
     ) -> Result<Vec<AccessRequest>, WorkflowError> {
         store.read(|tx| {
             let people = tx.people(&[who])?;
-            let (rows, _) = tx.list_page(&[RequestState::Pending], 0, limit)?;
             let mut out = Vec::new();
-            for r in rows.into_iter().rev() {
+            for r in tx.newest(Some(RequestState::Pending), None, limit)? {
                 if self.decides(&self.review_checks(tx, &r)?, who, &people, &r)? {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The newest `limit` requests `who` may see, newest first: in
+    /// `state` when given, and only their own with `mine`.
+    pub(crate) fn newest_visible(
+        &self,
+        store: &mut Store,
+        who: &str,
+        state: Option<RequestState>,
+        mine: bool,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, WorkflowError> {
+        store.read(|tx| {
+            let rows = tx.newest(state, mine.then_some(who), limit)?;
+            if mine {
+                return Ok(rows);
+            }
+            let people = tx.people(&[who])?;
+            let mut out = Vec::new();
+            for r in rows {
+                if self.may_see(tx, who, &people, &r)? {
                     out.push(r);
                 }
             }

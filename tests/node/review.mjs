@@ -185,6 +185,13 @@ try {
   });
   check(replay.status() === 303 && replay.headers()['location'] === '/',
     `the signed-out session's cookie is sent to sign in again (${replay.status()} ${replay.headers()['location']})`);
+  // Signing out again with that dead session only clears the cookie.
+  const again = await page.request.post(config.page + '/logout', {
+    headers: { origin: config.page, cookie: `__Host-ward-session=${session.value}` },
+    form: { csrf }, maxRedirects: 0,
+  });
+  check(again.status() === 303 && (again.headers()['set-cookie'] || '').includes('__Host-ward-session=;'),
+    `a second sign-out clears the cookie (${again.status()} ${again.headers()['set-cookie']})`);
   await step('signed-out');
   console.log('DONE');
 } catch (e) {

@@ -103,19 +103,33 @@ fn failed(who: Option<&Signed>, s: &tonic::Status) -> Response {
     )
 }
 
-fn refused(r: Refusal) -> Response {
-    let (status, message) = match r {
-        Refusal::SignedOut => (
-            StatusCode::FORBIDDEN,
-            "You are not signed in (or your session ended). Sign in and try again.",
-        ),
-        Refusal::CrossSite => (
-            StatusCode::FORBIDDEN,
-            "This form was not sent from ward's own page, so it was refused.",
-        ),
-    };
-    tracing::warn!(refusal = ?r, "web POST refused");
-    html(status, pages::error("Refused", message, None))
+/// Why a [`Post`] did not reach its handler.
+enum Unposted {
+    /// Not a form this address takes.
+    Form(Response),
+    /// Refused by [`check_post`].
+    Refused(Refusal),
+}
+
+impl IntoResponse for Unposted {
+    fn into_response(self) -> Response {
+        let r = match self {
+            Unposted::Form(response) => return response,
+            Unposted::Refused(r) => r,
+        };
+        let (status, message) = match r {
+            Refusal::SignedOut => (
+                StatusCode::FORBIDDEN,
+                "You are not signed in (or your session ended). Sign in and try again.",
+            ),
+            Refusal::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "This form was not sent from ward's own page, so it was refused.",
+            ),
+        };
+        tracing::warn!(refusal = ?r, "web POST refused");
+        html(status, pages::error("Refused", message, None))
+    }
 }
 
 /// A form that changes something, as it reaches its handler: sent by a
@@ -135,16 +149,16 @@ impl<F> FromRequest<Arc<Web>> for Post<F>
 where
     F: WithCsrf + serde::de::DeserializeOwned + Send,
 {
-    type Rejection = Response;
+    type Rejection = Unposted;
 
-    async fn from_request(req: Request, web: &Arc<Web>) -> Result<Self, Response> {
+    async fn from_request(req: Request, web: &Arc<Web>) -> Result<Self, Unposted> {
         let headers = req.headers().clone();
         let Form(form) = Form::<F>::from_request(req, web)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|e| Unposted::Form(e.into_response()))?;
         let who = check_post(web, &headers, form.csrf())
             .await
-            .map_err(refused)?;
+            .map_err(Unposted::Refused)?;
         Ok(Post { who, form })
     }
 }
@@ -260,15 +274,22 @@ impl WithCsrf for Csrf {
 }
 
 /// Signs out: the session ends at the coordinator (on every replica),
-/// not only in this browser.
+/// not only in this browser. A session that had already ended is only
+/// cleared from the browser (the form still came from the page itself).
 async fn logout(
     State(web): Shared,
     Extension(Peer(peer)): Extension<Peer>,
-    Post { who, .. }: Post<Csrf>,
+    post: Result<Post<Csrf>, Unposted>,
 ) -> Response {
-    let how = format!("the web page from {}", peer.ip());
-    if let Err(s) = web.service.sign_out(&who.session, &how).await {
-        return failed(Some(&who), &s);
+    match post {
+        Ok(Post { who, .. }) => {
+            let how = format!("the web page from {}", peer.ip());
+            if let Err(s) = web.service.sign_out(&who.session, &how).await {
+                return failed(Some(&who), &s);
+            }
+        }
+        Err(Unposted::Refused(Refusal::SignedOut)) => {}
+        Err(refused) => return refused.into_response(),
     }
     (
         StatusCode::SEE_OTHER,
@@ -283,24 +304,19 @@ async fn logout(
         .into_response()
 }
 
-/// Requests `who` may see, newest first: all, or only their own (`mine`).
+/// The newest requests `who` may see, newest first: in `state` when
+/// given, and only their own with `mine`.
 async fn requests(
     web: &Web,
     who: &str,
+    state: Option<RequestState>,
     mine: bool,
 ) -> Result<Vec<pb::AccessRequest>, tonic::Status> {
     let who = who.to_owned();
-    let mut list = web
-        .service
-        .read(move |rules, store| {
-            Ok(rules
-                .visible_requests(store, &who, (mine, false), 0, PAGE)?
-                .items)
-        })
+    web.service
+        .read(move |rules, store| rules.newest_visible(store, &who, state, mine, PAGE))
         .await
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    list.reverse();
-    Ok(list)
+        .map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
 async fn pending(State(web): Shared, headers: HeaderMap) -> Response {
@@ -322,12 +338,12 @@ async fn active(State(web): Shared, headers: HeaderMap) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    match requests(&web, &who.name, false).await {
+    match requests(&web, &who.name, Some(RequestState::Approved), false).await {
         Ok(list) => {
             let now = now_ms();
             let list: Vec<_> = list
                 .into_iter()
-                .filter(|r| r.state == RequestState::Approved as i32 && r.expires_at_unix_ms > now)
+                .filter(|r| r.expires_at_unix_ms > now)
                 .collect();
             html(StatusCode::OK, pages::active(&who, &list))
         }
@@ -339,7 +355,7 @@ async fn mine(State(web): Shared, headers: HeaderMap) -> Response {
     let Some(who) = signed(&web, &headers).await else {
         return to_sign_in();
     };
-    match requests(&web, &who.name, true).await {
+    match requests(&web, &who.name, None, true).await {
         Ok(list) => html(StatusCode::OK, pages::mine(&who, &list)),
         Err(s) => failed(Some(&who), &s),
     }

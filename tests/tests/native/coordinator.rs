@@ -1740,12 +1740,13 @@ fn coordinator_metrics_count_decisions_requests_and_agents() {
     assert!(queries >= 12, "{queries}");
 }
 
-/// Signed-in people and signed-out sessions, as every replica reads them:
-/// the same on SQLite and on the PostgreSQL server replicas share. A
-/// signed-out session is found by its id (and no other is), and the record
-/// of sessions long expired is dropped as others sign out.
+/// Signed-in people, signed-out sessions and the page's newest-first
+/// lists, as every replica reads them: the same on SQLite and on the
+/// PostgreSQL server replicas share. A signed-out session is found by its
+/// id (and no other is), and the record of sessions long expired is
+/// dropped as others sign out.
 #[test]
-fn the_store_keeps_bindings_and_signed_out_sessions_on_sqlite_and_postgres() {
+fn the_store_reads_people_sessions_and_newest_requests_alike_on_sqlite_and_postgres() {
     use ward_coordinator::{
         database::{DatabaseTls, Target},
         store::{Person, Store},
@@ -1797,5 +1798,46 @@ fn the_store_keeps_bindings_and_signed_out_sessions_on_sqlite_and_postgres() {
         store
             .write(|tx| tx.end_session("s-1", "ana", now + 60_000, now))
             .unwrap_or_else(|e: ward_coordinator::store::StoreError| panic!("{backend}: {e}"));
+
+        // The page's lists: the newest first, however many came before,
+        // by state and by requester (any case).
+        use ward_proto::v1::{AccessRequest, RequestState};
+        let ask = |id: &str, who: &str, state: RequestState| AccessRequest {
+            id: id.into(),
+            requester: who.into(),
+            state: state as i32,
+            ..Default::default()
+        };
+        store
+            .write(|tx| {
+                tx.insert(&ask("r-1", "Ana", RequestState::Pending))?;
+                tx.insert(&ask("r-2", "bo", RequestState::Approved))?;
+                tx.insert(&ask("r-3", "ana", RequestState::Approved))?;
+                tx.insert(&ask("r-4", "bo", RequestState::Pending))
+            })
+            .unwrap_or_else(|e: ward_coordinator::store::StoreError| panic!("{backend}: {e}"));
+        let mut ids = |state: Option<RequestState>,
+                       who: Option<&str>,
+                       limit: usize|
+         -> Vec<String> {
+            store
+                .read(|tx| tx.newest(state, who, limit))
+                .unwrap_or_else(|e: ward_coordinator::store::StoreError| panic!("{backend}: {e}"))
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids(None, None, 2), ["r-4", "r-3"], "{backend}");
+        assert_eq!(
+            ids(Some(RequestState::Pending), None, 10),
+            ["r-4", "r-1"],
+            "{backend}"
+        );
+        assert_eq!(ids(None, Some("ANA"), 10), ["r-3", "r-1"], "{backend}");
+        assert_eq!(
+            ids(Some(RequestState::Approved), Some("bo"), 10),
+            ["r-2"],
+            "{backend}"
+        );
     }
 }

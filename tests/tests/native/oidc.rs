@@ -375,7 +375,13 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
     // ana's session is her own: lee's sign-out did not end it.
     let (code, _, err) = c.ward_session(&home("ana"), &["whoami"]);
     assert_eq!(code, 0, "{err}");
-    // The copy's own logout finds it already over, and forgets it.
+    // The copy's own logout finds it already over, and forgets it, even
+    // from a file others may read (where ending it matters most).
+    std::fs::set_permissions(
+        stolen.join("session.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let (code, out, err) = c.ward_session(&home("lee-copy"), &["logout", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -398,4 +404,16 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
         "still-valid"
     );
     assert!(!home("ana").join("ward/session.json").exists());
+    // A file that is not a session: kept, with the way out named.
+    std::fs::create_dir_all(home("junk").join("ward")).unwrap();
+    std::fs::write(home("junk").join("ward/session.json"), "not json").unwrap();
+    let (code, _, err) = c.ward_session(&home("junk"), &["logout"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("not a ward session") && err.contains("--local"),
+        "{err}"
+    );
+    let (code, _, err) = c.ward_session(&home("junk"), &["logout", "--local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!home("junk").join("ward/session.json").exists());
 }

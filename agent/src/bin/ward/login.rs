@@ -96,18 +96,20 @@ fn not_signed_in() -> CliError {
 }
 
 /// The saved session, whatever coordinator it is for; `None` without one.
-/// Refused if others may read the file.
-fn read_saved(path: &std::path::Path) -> Result<Option<SavedSession>, CliError> {
+/// Refused if others may read the file, unless `shared_ok` (signing out,
+/// when a copy may have leaked and ending it matters most).
+fn read_saved(path: &std::path::Path, shared_ok: bool) -> Result<Option<SavedSession>, CliError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path, e)),
     };
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o077 != 0 && !shared_ok {
         return Err(io_error(
             path,
             format!(
-                "others may read it (mode {:04o}): the session is refused; run `ward login` again",
+                "others may read it (mode {:04o}): the session is refused; run `ward logout` \
+                 to end it, then `ward login`",
                 meta.mode() & 0o7777
             ),
         ));
@@ -120,7 +122,7 @@ fn read_saved(path: &std::path::Path) -> Result<Option<SavedSession>, CliError> 
 
 /// The saved session for `coordinator`, if it holds.
 fn load(coordinator: &str) -> Result<SavedSession, CliError> {
-    let s = read_saved(&session_path()?)?.ok_or_else(not_signed_in)?;
+    let s = read_saved(&session_path()?, false)?.ok_or_else(not_signed_in)?;
     if s.coordinator != coordinator {
         return Err(CliError {
             code: exit::NOT_ALLOWED,
@@ -269,38 +271,58 @@ pub enum Ended {
 
 /// `ward logout`: ends the saved session at the coordinator that issued
 /// it, then forgets it here. If the coordinator cannot be reached the file
-/// is kept (the session still holds there) unless `local`.
+/// is kept (the session still holds there) unless `local`. A file others
+/// could read is signed out all the same; one that is not a session is
+/// removed only with `local`.
 pub async fn logout(a: &CoordinatorArgs, local: bool, json: bool) -> Result<u8, CliError> {
     let path = session_path()?;
-    let Some(saved) = read_saved(&path)? else {
-        render::logged_out(&path, None, json);
-        return Ok(exit::OK);
+    let saved = match read_saved(&path, true) {
+        Ok(Some(saved)) => saved,
+        Ok(None) => {
+            render::logged_out(&path, None, json);
+            return Ok(exit::OK);
+        }
+        Err(e) if local => {
+            eprintln!("warning: {}", e.message);
+            remove(&path)?;
+            render::logged_out(&path, Some(("", Ended::NotAsked)), json);
+            return Ok(exit::OK);
+        }
+        Err(e) => {
+            return Err(CliError {
+                code: e.code,
+                message: format!("{}; `ward logout --local` removes it", e.message),
+            });
+        }
     };
     let ended = if local {
         Ended::NotAsked
-    } else if saved.expires_unix_ms <= now_ms() {
-        Ended::Already
     } else {
         end_at_coordinator(a, &saved).await.map_err(|e| CliError {
             code: e.code,
             message: format!(
-                "could not end the session at {}: {}; it stays valid there until it expires. \
-                 Run `ward logout` again once the coordinator answers, or `ward logout --local` \
-                 to only forget it here",
+                "could not end the session at {}: {}. It stays valid there until it expires; \
+                 run `ward logout` again, or `ward logout --local` to only forget it here",
                 saved.coordinator, e.message
             ),
         })?
     };
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&path, e)),
-    }
+    remove(&path)?;
     render::logged_out(&path, Some((&saved.name, ended)), json);
     Ok(exit::OK)
 }
 
-/// Asks the session's own coordinator to end it.
+fn remove(path: &std::path::Path) -> Result<(), CliError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// Asks the session's own coordinator to end it. Whether it had already
+/// ended (expired, signed out, its name forgotten) is the coordinator's
+/// word, not this host's clock.
 async fn end_at_coordinator(a: &CoordinatorArgs, s: &SavedSession) -> Result<Ended, CliError> {
     let ca = a.tls_ca.clone().ok_or_else(|| missing("--tls-ca"))?;
     let channel =
@@ -310,7 +332,18 @@ async fn end_at_coordinator(a: &CoordinatorArgs, s: &SavedSession) -> Result<End
     let mut client = CoordinatorClient::with_interceptor(channel, bearer(s)?);
     match client.logout(pb::LogoutRequest {}).await {
         Ok(_) => Ok(Ended::Now),
-        Err(st) if st.code() == tonic::Code::Unauthenticated => Ok(Ended::Already),
+        Err(st) if st.code() == tonic::Code::Unauthenticated && already_over(st.message()) => {
+            Ok(Ended::Already)
+        }
         Err(st) => Err(st.into()),
     }
+}
+
+/// The coordinator's refusals of a session that can no longer be used
+/// anywhere (`SessionError`'s words); any other refusal (an issuer this
+/// replica does not trust yet, say) leaves it in place.
+fn already_over(message: &str) -> bool {
+    ["expired", "signed out", "no longer bound", "predates"]
+        .iter()
+        .any(|m| message.contains(m))
 }

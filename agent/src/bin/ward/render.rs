@@ -709,7 +709,7 @@ pub fn logged_out(
             json!({
                 "session_file": path.display().to_string(),
                 "removed": signed_out.is_some(),
-                "name": signed_out.map(|(n, _)| n),
+                "name": signed_out.map(|(n, _)| n).filter(|n| !n.is_empty()),
                 "session": at_coordinator,
             })
         );
@@ -725,7 +725,12 @@ pub fn logged_out(
                     "the session stays valid at the coordinator until it expires (--local)"
                 }
             };
-            println!("Signed out {name}: {how}; removed {}", path.display());
+            let who = if name.is_empty() {
+                String::new()
+            } else {
+                format!(" {name}")
+            };
+            println!("Signed out{who}: {how}; removed {}", path.display());
         }
     }
 }
