@@ -164,6 +164,23 @@ fn bearer<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
         .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer SESSION`"))
 }
 
+/// The session a call presents, if any. One call has one identity: a
+/// session beside a client certificate is refused.
+fn session_token<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
+    let token = bearer(req)?;
+    if token.is_some() && !peer_names(req).is_empty() {
+        return Err(refused(
+            "the call presents both a client certificate and a session; present one",
+        ));
+    }
+    Ok(token)
+}
+
+/// Where a call came from, for the audit.
+fn address(peer: Option<std::net::IpAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_owned(), |p| p.to_string())
+}
+
 fn refused(e: impl std::fmt::Display) -> Status {
     tracing::warn!(error = %e, "caller refused");
     Status::unauthenticated(e.to_string())
@@ -200,8 +217,8 @@ impl CoordinatorService {
     /// store's binding of its name). Presenting both is refused: one call
     /// has one identity.
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let names = peer_names(req);
-        let Some(token) = bearer(req)? else {
+        let Some(token) = session_token(req)? else {
+            let names = peer_names(req);
             if names.is_empty() {
                 return Err(refused(
                     "no client certificate and no session: sign in with `ward login`",
@@ -213,11 +230,6 @@ impl CoordinatorService {
                 None => Caller::Person(id),
             });
         };
-        if !names.is_empty() {
-            return Err(refused(
-                "the call presents both a client certificate and a session; present one",
-            ));
-        }
         Ok(Caller::Person(self.session(token).await?.name))
     }
 
@@ -697,10 +709,7 @@ impl Coordinator for CoordinatorService {
         let slot = sso.waiting_from(peer)?;
         // The audit says where a device sign-in was started: the code may
         // have been phished to someone else's browser (RFC 8628, 5.4).
-        let from = format!(
-            "the device grant, started from {}",
-            peer.map_or_else(|| "an unknown address".to_owned(), |p| p.to_string())
-        );
+        let from = format!("the device grant, started from {}", address(peer));
         let issuer = sso
             .issuers
             .get(&req.get_ref().issuer)
@@ -745,9 +754,9 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::Identity>, Status> {
-        let session = match bearer(&req)? {
-            Some(t) if peer_names(&req).is_empty() => Some(self.session(t).await?),
-            _ => None,
+        let session = match session_token(&req)? {
+            Some(t) => Some(self.session(t).await?),
+            None => None,
         };
         let who = match &session {
             Some(s) => Caller::Person(s.name.clone()),
@@ -779,20 +788,13 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let Some(token) = bearer(&req)? else {
+        let Some(token) = session_token(&req)? else {
             return Err(Status::failed_precondition(
                 "this call presents no session (a certificate is not signed out)",
             ));
         };
-        if !peer_names(&req).is_empty() {
-            return Err(refused(
-                "the call presents both a client certificate and a session; present one",
-            ));
-        }
         let session = self.session(token).await?;
-        let from = req
-            .remote_addr()
-            .map_or_else(|| "an unknown address".to_owned(), |a| a.ip().to_string());
+        let from = address(req.remote_addr().map(|a| a.ip()));
         self.sign_out(&session, &format!("ward logout from {from}"))
             .await?;
         Ok(Response::new(pb::LogoutResponse { name: session.name }))

@@ -186,17 +186,22 @@ mod tests {
         Signer::create(&dir.join("k.pk8")).unwrap()
     }
 
-    #[test]
-    fn a_session_verifies_until_it_expires_and_nothing_else_does() {
-        let (ours, theirs) = (signer("ours"), signer("theirs"));
-        let s = Session {
+    /// alice's session from 1,000 ms to 2,000 ms, with an id of its own.
+    fn alice() -> Session {
+        Session {
             id: session_id().unwrap(),
             name: "alice".into(),
             issuer: "https://idp.example".into(),
             subject: "u-1".into(),
             issued_unix_ms: 1_000,
             expires_unix_ms: 2_000,
-        };
+        }
+    }
+
+    #[test]
+    fn a_session_verifies_until_it_expires_and_nothing_else_does() {
+        let (ours, theirs) = (signer("ours"), signer("theirs"));
+        let s = alice();
         let token = issue(&ours, &s);
         assert_eq!(verify(&ours, &token, 1_500), Ok(s.clone()));
         assert_eq!(verify(&ours, &token, 2_000), Err(SessionError::Expired));
@@ -237,14 +242,7 @@ mod tests {
             vec!["https://idp.example".into()],
             Duration::from_secs(60),
         );
-        let s = Session {
-            id: session_id().unwrap(),
-            name: "alice".into(),
-            issuer: "https://idp.example".into(),
-            subject: "u-1".into(),
-            issued_unix_ms: 1_000,
-            expires_unix_ms: 2_000,
-        };
+        let s = alice();
         assert_ne!(s.id, session_id().unwrap(), "each session has its own id");
         assert_eq!(
             sessions.still_holds(&s, None, false),

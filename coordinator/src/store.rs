@@ -287,6 +287,15 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The first column of the first row, 0 without one: for `COUNT(*)`
+    /// and `COALESCE(MAX(..), 0)`, which both databases type as a 64-bit
+    /// integer (a literal `1` is an int4 in PostgreSQL, which `Col` does
+    /// not take).
+    fn integer(&self, sql: &str, params: &[P<'_>]) -> Result<i64, StoreError> {
+        let rows = self.query(sql, params)?;
+        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+    }
+
     fn query(&self, sql: &str, params: &[P<'_>]) -> Result<Vec<Vec<Col>>, StoreError> {
         match self {
             Tx::Sqlite(tx) => {
@@ -608,11 +617,10 @@ impl Tx<'_> {
     }
 
     pub fn host_revoked(&self, name: &str) -> Result<bool, StoreError> {
-        let rows = self.query(
+        Ok(self.integer(
             "SELECT COUNT(*) FROM revoked_hosts WHERE name = ?1",
             &[P::T(name)],
-        )?;
-        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i) > 0)
+        )? > 0)
     }
 
     pub fn revoked_hosts(&self) -> Result<Vec<String>, StoreError> {
@@ -788,8 +796,7 @@ impl Tx<'_> {
     /// The newest audit entry's position: it moves with every decision,
     /// on any replica (the web page's live updates follow it).
     pub fn audit_head(&self) -> Result<i64, StoreError> {
-        let rows = self.query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?;
-        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+        self.integer("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])
     }
 
     /// The claims of those of `names` who signed in, for a decision.
@@ -834,13 +841,10 @@ impl Tx<'_> {
 
     /// Whether session `id` was signed out.
     pub fn session_ended(&self, id: &str) -> Result<bool, StoreError> {
-        // COUNT(*): an integer both databases type alike (a literal `1` is
-        // an int4 in PostgreSQL, which the row reader does not take).
-        let rows = self.query(
+        Ok(self.integer(
             "SELECT COUNT(*) FROM ended_sessions WHERE id = ?1",
             &[P::T(id)],
-        )?;
-        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i) > 0)
+        )? > 0)
     }
 
     /// Records a sign-in: binds the name to its issuer and subject, or
@@ -864,8 +868,7 @@ impl Tx<'_> {
     /// The newest outbox position: a starting replica delivers from here
     /// (agents get everything older in their snapshot).
     pub fn outbox_head(&self) -> Result<i64, StoreError> {
-        let rows = self.query("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[])?;
-        Ok(rows.first().and_then(|r| r.first()).map_or(0, Col::i))
+        self.integer("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[])
     }
 }
 

@@ -216,6 +216,12 @@ fn same_person(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// Whether `who` could still approve or deny `req`, policy aside: not its
+/// requester, and not one of its reviewers yet.
+fn yet_to_review(who: &str, req: &AccessRequest) -> bool {
+    !same_person(&req.requester, who) && !req.reviews.iter().any(|r| same_person(&r.reviewer, who))
+}
+
 fn labels_of(labels: &[String]) -> std::collections::BTreeMap<String, String> {
     labels
         .iter()
@@ -524,25 +530,25 @@ impl Rules {
         people: &People,
         req: &AccessRequest,
     ) -> Result<bool, WorkflowError> {
-        self.reviews_all(&self.review_checks(tx, req)?, reviewer, people)
+        self.reviews_all(&self.review_checks(&tx.hosts()?, req)?, reviewer, people)
     }
 
     /// What reviewing `req` takes: one Cedar `review` check per operation,
-    /// object and distinct host. Built once per request, then asked of
-    /// each reviewer ([`Rules::reviews_all`]).
+    /// object and distinct host, each host as `known` (the agents' reports)
+    /// has it. Built once per request, then asked of each reviewer
+    /// ([`Rules::reviews_all`]).
     fn review_checks(
         &self,
-        tx: &Tx<'_>,
+        known: &[KnownHost],
         req: &AccessRequest,
     ) -> Result<ReviewChecks, WorkflowError> {
-        let known = tx.hosts()?;
         let create = CreateRequestRequest {
             operations: req.operations.clone(),
             objects: req.objects.clone(),
             ..Default::default()
         };
         let principal = self.grantee(&req.requester, &req.workload)?.principal;
-        let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(&known, h)).collect();
+        let hosts: Vec<KnownHost> = req.hosts.iter().map(|h| known_host(known, h)).collect();
         let hosts = distinct_hosts(&self.policy, &hosts);
         let mut checks = Vec::new();
         for (action, object) in targets(&create)? {
@@ -600,21 +606,7 @@ impl Rules {
         who: &str,
         req: &AccessRequest,
     ) -> Result<bool, WorkflowError> {
-        let checks = self.review_checks(tx, req)?;
-        self.decides(&checks, who, &tx.people(&[who])?, req)
-    }
-
-    /// [`Rules::may_decide`] with the request's checks already built.
-    fn decides(
-        &self,
-        checks: &ReviewChecks,
-        who: &str,
-        people: &People,
-        req: &AccessRequest,
-    ) -> Result<bool, WorkflowError> {
-        Ok(!same_person(&req.requester, who)
-            && !req.reviews.iter().any(|r| same_person(&r.reviewer, who))
-            && self.reviews_all(checks, who, people)?)
+        Ok(yet_to_review(who, req) && self.may_review(tx, who, &tx.people(&[who])?, req)?)
     }
 
     /// The pending requests `who` may approve or deny now, newest first:
@@ -626,10 +618,12 @@ impl Rules {
         limit: usize,
     ) -> Result<Vec<AccessRequest>, WorkflowError> {
         store.read(|tx| {
-            let people = tx.people(&[who])?;
+            let (people, known) = (tx.people(&[who])?, tx.hosts()?);
             let mut out = Vec::new();
             for r in tx.newest(Some(RequestState::Pending), None, limit)? {
-                if self.decides(&self.review_checks(tx, &r)?, who, &people, &r)? {
+                if yet_to_review(who, &r)
+                    && self.reviews_all(&self.review_checks(&known, &r)?, who, &people)?
+                {
                     out.push(r);
                 }
             }
@@ -695,11 +689,11 @@ impl Rules {
         names.dedup();
         let more = names.len() > scan;
         names.truncate(scan);
-        let checks = self.review_checks(tx, req)?;
+        let checks = self.review_checks(&tx.hosts()?, req)?;
         let people = tx.people(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut found = Vec::new();
         for name in names {
-            if self.decides(&checks, &name, &people, req)? {
+            if yet_to_review(&name, req) && self.reviews_all(&checks, &name, &people)? {
                 found.push(name);
                 if found.len() == max {
                     return Ok((found, true));

@@ -318,13 +318,16 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
 
     // An administrator forgets mallory: her session ends at once, and the
     // audit says who did it.
-    let (code, _, err) = ward_tests::coordinator::coordinator_cli(&[
-        "person",
-        "forget",
-        "--config",
-        c.config_path().to_str().unwrap(),
-        "mallory",
-    ]);
+    let forget = |name: &str| {
+        ward_tests::coordinator::coordinator_cli(&[
+            "person",
+            "forget",
+            "--config",
+            c.config_path().to_str().unwrap(),
+            name,
+        ])
+    };
+    let (code, _, err) = forget("mallory");
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = c.ward_session(&home("mallory"), &["whoami"]);
     assert_eq!(code, 4, "{err}");
@@ -335,13 +338,7 @@ fn ward_login_signs_people_in_and_their_identity_providers_claims_decide() {
             .any(|e| e["kind"] == "person_forgotten"
                 && e["detail"].as_str().unwrap().starts_with("mallory")),
     );
-    let (code, _, err) = ward_tests::coordinator::coordinator_cli(&[
-        "person",
-        "forget",
-        "--config",
-        c.config_path().to_str().unwrap(),
-        "nobody",
-    ]);
+    let (code, _, err) = forget("nobody");
     assert_eq!(code, 1);
     assert!(err.contains("nobody is bound"), "{err}");
 
